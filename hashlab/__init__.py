@@ -1,0 +1,17 @@
+"""hashlab: build, serialize and analyze weight-sharing (ArbNet) index maps.
+
+Chang & Lipson, *Balanced and Deterministic Weight-sharing Helps Network Performance*
+(ICANN 2018, arXiv:2312.08401); Chen et al., *Compressing Neural Networks with the Hashing
+Trick* (HashedNets, ICML 2015).
+"""
+from ._version import __version__
+from .format import FormatError, load_index_file, save_index_file
+from .hashes import build_map, dirichlet_probabilities
+from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
+from .spec import ARCHITECTURES, Architecture, HashSpec, SpecError
+
+__all__ = [
+    "__version__", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError",
+    "build_map", "dirichlet_probabilities", "IndexMap", "LayerMap", "ZERO", "index_dtype",
+    "save_index_file", "load_index_file", "FormatError",
+]

@@ -1,0 +1,1 @@
+"""Subcommands of the ``hashlab`` console script; each module exposes ``register(subparsers)``."""

@@ -1,0 +1,13 @@
+"""``hashlab figure``: placeholder, filled in by its owner."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("figure", help="(not implemented yet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("hashlab figure is not implemented yet")

@@ -1,0 +1,13 @@
+"""``hashlab stats``: placeholder, filled in by its owner."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stats", help="(not implemented yet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("hashlab stats is not implemented yet")

@@ -1,0 +1,156 @@
+"""In-memory index maps: which table entry each virtual weight reads.
+
+An :class:`IndexMap` is what :func:`hashlab.build_map` returns, what
+:func:`hashlab.format.save_index_file` writes and :func:`hashlab.format.load_index_file`
+reads back. It needs numpy only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LayerMap", "IndexMap", "index_dtype", "ZERO"]
+
+ZERO = -1
+"""Index value of a virtual weight fixed at zero (sparsity): it reads no entry, gets no gradient."""
+
+
+def index_dtype(table_size: int) -> np.dtype:
+    """int16 when every index in ``[-1, table_size)`` fits, else int32.
+
+    Raises
+    ------
+    ValueError
+        If ``table_size`` is not in ``[1, 2**31 - 1]``.
+    """
+    if not 1 <= table_size <= 2**31 - 1:
+        raise ValueError(f"table_size must be in [1, 2**31 - 1], got {table_size}")
+    return np.dtype(np.int16) if table_size <= 2**15 else np.dtype(np.int32)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerMap:
+    """Index map of one weight matrix.
+
+    Parameters
+    ----------
+    name : str
+        Layer name, unique within its map (``"fc0"``, ``"conv"``, ``"rnn.t3"``...).
+    indices : ndarray of shape (out_features, in_features), int16 or int32
+        Entry of table ``table`` read by weight ``(row, col)``, in ``[0, table_size)``,
+        or ``-1`` for a weight fixed at zero. Identifier of ``(row, col)`` is
+        ``row * in_features + col`` (row-major).
+    table : int
+        Which table of the map this layer reads (index into ``IndexMap.table_sizes``).
+    sign : ndarray of shape (out_features, in_features), int8 in {-1, +1}, or None
+        Sign hash xi; the virtual weight is ``sign * table[indices]``.
+    bias_indices : ndarray of shape (out_features,), same dtype as ``indices``, or None
+        If given, the bias is shared too: ``bias[o] = table[bias_indices[o]]`` (``-1`` = 0).
+        If None, a trainer gives the layer its own dense bias.
+    attrs : dict
+        Free-form JSON-serialisable geometry (e.g. a convolution's kernel and stride).
+    """
+
+    name: str
+    indices: np.ndarray
+    table: int
+    sign: np.ndarray | None = None
+    bias_indices: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out_features(self) -> int:
+        return int(self.indices.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        return int(self.indices.shape[1])
+
+    @property
+    def num_weights(self) -> int:
+        """Virtual weights in the matrix, ``out_features * in_features`` (zeros included)."""
+        return int(self.indices.size)
+
+
+@dataclass(frozen=True, eq=False)
+class IndexMap:
+    """A whole network's index map.
+
+    Parameters
+    ----------
+    layers : tuple of LayerMap
+    table_sizes : tuple of int
+        Size of each table; ``layers[k].table`` indexes this tuple.
+    spec : dict
+        JSON-serialisable description of how the map was made (``HashSpec.to_dict()``
+        plus ``"architecture"``, or a builder's own description).
+
+    Raises
+    ------
+    ValueError
+        If shapes, dtypes or index ranges are inconsistent (see :meth:`validate`).
+    """
+
+    layers: tuple[LayerMap, ...]
+    table_sizes: tuple[int, ...]
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "table_sizes", tuple(int(t) for t in self.table_sizes))
+        self.validate(check_values=False)
+
+    def validate(self, check_values: bool = True) -> None:
+        """Check structure (always) and index ranges (if ``check_values``; O(N)).
+
+        Raises
+        ------
+        ValueError
+            Naming the layer and the problem.
+        """
+        if not self.layers:
+            raise ValueError("an IndexMap needs at least one layer")
+        if not self.table_sizes:
+            raise ValueError("an IndexMap needs at least one table")
+        names = [lay.name for lay in self.layers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer names must be unique, got {names}")
+        for lay in self.layers:
+            where = f"layer {lay.name!r}"
+            if not 0 <= lay.table < len(self.table_sizes):
+                raise ValueError(f"{where}: table {lay.table} does not exist (map has {len(self.table_sizes)})")
+            n = self.table_sizes[lay.table]
+            if lay.indices.ndim != 2:
+                raise ValueError(f"{where}: indices must be 2-D (out_features, in_features), got {lay.indices.shape}")
+            if lay.indices.dtype != index_dtype(n):
+                raise ValueError(f"{where}: indices dtype must be {index_dtype(n)} for a table of {n}, "
+                                 f"got {lay.indices.dtype}")
+            if lay.sign is not None and (lay.sign.shape != lay.indices.shape or lay.sign.dtype != np.int8):
+                raise ValueError(f"{where}: sign must be int8 of shape {lay.indices.shape}")
+            if lay.bias_indices is not None and (
+                lay.bias_indices.shape != (lay.out_features,) or lay.bias_indices.dtype != lay.indices.dtype
+            ):
+                raise ValueError(f"{where}: bias_indices must be {lay.indices.dtype} of shape ({lay.out_features},)")
+            if check_values:
+                for arr, what in ((lay.indices, "indices"), (lay.bias_indices, "bias_indices")):
+                    if arr is not None and arr.size and (arr.min() < ZERO or arr.max() >= n):
+                        raise ValueError(f"{where}: {what} must lie in [-1, {n}), got [{arr.min()}, {arr.max()}]")
+                if lay.sign is not None and lay.sign.size and not np.all(np.abs(lay.sign) == 1):
+                    raise ValueError(f"{where}: sign values must be -1 or +1")
+
+    @property
+    def num_weights(self) -> int:
+        """Virtual weights over all layers (zeros included)."""
+        return sum(lay.num_weights for lay in self.layers)
+
+    @property
+    def num_entries(self) -> int:
+        """Table entries over all tables (real parameters, biases excluded)."""
+        return sum(self.table_sizes)
+
+    @property
+    def compression_ratio(self) -> float:
+        """Virtual weights per table entry, ``num_weights / num_entries``."""
+        return self.num_weights / self.num_entries
