@@ -1,0 +1,24 @@
+"""Shared test configuration: the real-data root and hypothesis profiles."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("HASHLAB_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
+
+# numba compiles on first call, so no per-example deadline; CI runs a fixed, derandomized profile
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """``$HASHLAB_DATA_ROOT`` or ``../shared/data`` (torchvision layout); fails if MNIST is absent."""
+    if not (DATA_ROOT / "MNIST" / "raw").is_dir():
+        pytest.fail(f"real MNIST not found under {DATA_ROOT}; set HASHLAB_DATA_ROOT to a torchvision data root")
+    return DATA_ROOT
