@@ -1,0 +1,157 @@
+"""Index file format v1: round trip, golden bytes, safetensors interop, rejection of bad files."""
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import load_file
+
+from hashlab import FormatError, IndexMap, LayerMap, __version__, build_map, load_index_file, save_index_file
+from hashlab.format import read_header
+from tests.hashlab.golden.make_golden import GOLDEN, GOLDEN_VERSION, golden_map
+from tests.hashlab.test_hashes import archs, specs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def assert_maps_equal(a: IndexMap, b: IndexMap) -> None:
+    assert a.table_sizes == b.table_sizes and a.spec == b.spec and len(a.layers) == len(b.layers)
+    for la, lb in zip(a.layers, b.layers):
+        assert (la.name, la.table, la.attrs) == (lb.name, lb.table, lb.attrs)
+        for x, y in ((la.indices, lb.indices), (la.sign, lb.sign), (la.bias_indices, lb.bias_indices)):
+            assert (x is None) == (y is None)
+            if x is not None:
+                assert x.dtype == y.dtype
+                np.testing.assert_array_equal(x, y)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(specs(), archs, st.booleans())
+def test_round_trip(tmp_path, spec, arch, mmap):
+    imap = build_map(spec, arch)
+    path = save_index_file(imap, tmp_path / "m.safetensors")
+    back = load_index_file(path, mmap=mmap)
+    assert_maps_equal(imap, back)
+    assert isinstance(back.layers[0].indices, np.memmap) is mmap  # zero-copy views only when asked
+
+
+def test_golden_file_reads_back_to_the_golden_map():
+    assert_maps_equal(load_index_file(GOLDEN), golden_map())
+
+
+def test_writer_reproduces_golden_bytes(tmp_path):
+    produced = save_index_file(golden_map(), tmp_path / "g.safetensors").read_bytes()
+    golden = GOLDEN.read_bytes()
+    if __version__ == GOLDEN_VERSION:
+        assert produced == golden
+    # whatever the writer's version: same header apart from the version strings, same data bytes
+    (hp,), (hg,) = struct.unpack("<Q", produced[:8]), struct.unpack("<Q", golden[:8])
+    def norm(h):
+        return re.sub(rb'hashlab_version\\?":\\?"[^"\\]*', b"V", h).rstrip(b" ")
+    assert norm(produced[8:8 + hp]) == norm(golden[8:8 + hg])
+    assert produced[8 + hp:] == golden[8 + hg:]
+
+
+def test_golden_file_is_plain_safetensors():
+    tensors = load_file(GOLDEN)
+    imap = golden_map()
+    assert sorted(tensors) == sorted(["layers.0.indices", "layers.0.sign", "layers.1.indices", "layers.1.sign",
+                                      "layers.2.indices", "layers.2.bias_indices"])
+    np.testing.assert_array_equal(tensors["layers.2.indices"], imap.layers[2].indices)
+    np.testing.assert_array_equal(tensors["layers.0.sign"], imap.layers[0].sign)
+
+
+def test_numpy_only_reader_in_format_doc_reads_golden_file():
+    doc = (REPO / "docs" / "FORMAT.md").read_text()
+    code = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    ns: dict = {}
+    exec(compile(code, "docs/FORMAT.md", "exec"), ns)  # the documented snippet, verbatim
+    meta, layers, tensors = ns["read_index_file"](GOLDEN)
+    assert json.loads(meta["tables"]) == [5, 5, 40000] and len(layers) == 3
+    np.testing.assert_array_equal(tensors["layers.1.indices"], golden_map().layers[1].indices)
+
+
+def _rewrite_header(src: Path, dst: Path, edit) -> Path:
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    edit(header)
+    hb = json.dumps(header).encode()
+    hb += b" " * (-(8 + len(hb)) % 8)
+    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+    return dst
+
+
+def _set_meta(key, value):
+    return lambda h: h["__metadata__"].__setitem__(key, value)
+
+
+def _edit_layers(fn):
+    def edit(h):
+        layers = json.loads(h["__metadata__"]["layers"])
+        fn(layers)
+        h["__metadata__"]["layers"] = json.dumps(layers)
+    return edit
+
+
+BAD_HEADERS = [
+    ("newer-version", _set_meta("format_version", "2"), "newer than this hashlab reads"),
+    ("not-hashlab", _set_meta("format", "other"), "not a hashlab index file"),
+    ("unknown-metadata", _set_meta("colour", "red"), r"unknown \['colour'\]"),
+    ("unknown-layer-field", _edit_layers(lambda ls: ls[0].__setitem__("kernel", 3)), "layer 0 has fields"),
+    ("unknown-tensor", lambda h: h.__setitem__("extra", dict(h["layers.0.indices"])), "unknown tensors"),
+    ("wrong-shape", _edit_layers(lambda ls: ls[0].__setitem__("out_features", 5)), "indices have shape"),
+    ("table-too-small", _set_meta("tables", "[2,5,40000]"), r"must lie in \[-1, 2\)"),
+]
+
+
+@pytest.mark.parametrize("edit,match", [c[1:] for c in BAD_HEADERS], ids=[c[0] for c in BAD_HEADERS])
+def test_reader_rejects_bad_headers(tmp_path, edit, match):
+    bad = _rewrite_header(GOLDEN, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(FormatError, match=match):
+        load_index_file(bad)
+
+
+def test_reader_rejects_truncated_and_foreign_files(tmp_path):
+    raw = GOLDEN.read_bytes()
+    (tmp_path / "trunc.safetensors").write_bytes(raw[:-3])
+    with pytest.raises(FormatError, match="truncated"):
+        load_index_file(tmp_path / "trunc.safetensors")
+    (tmp_path / "junk.bin").write_bytes(b"\xff" * 64)
+    with pytest.raises(FormatError, match="impossible"):
+        read_header(tmp_path / "junk.bin")
+    with pytest.raises(FileNotFoundError, match="hashlab build"):
+        load_index_file(tmp_path / "missing.safetensors")
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    path = save_index_file(golden_map(), tmp_path / "m.safetensors")
+    before = path.read_bytes()
+    lay = golden_map().layers[0]
+    bad = IndexMap(layers=(LayerMap(name="x", indices=lay.indices, table=0, attrs={"f": object()}),),
+                   table_sizes=(5,))
+    with pytest.raises(ValueError, match="JSON"):
+        save_index_file(bad, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left behind
+
+
+INVALID_MAPS = [
+    ("out-of-range", lambda: LayerMap("a", np.array([[5]], np.int16), 0), r"\[-1, 5\)"),
+    ("wrong-dtype", lambda: LayerMap("a", np.array([[1]], np.int32), 0), "dtype must be int16"),
+    ("bad-sign", lambda: LayerMap("a", np.array([[1]], np.int16), 0, sign=np.array([[0]], np.int8)), "sign values"),
+    ("no-table", lambda: LayerMap("a", np.array([[1]], np.int16), 3), "table 3 does not exist"),
+]
+
+
+@pytest.mark.parametrize("make,match", [c[1:] for c in INVALID_MAPS], ids=[c[0] for c in INVALID_MAPS])
+def test_writer_refuses_invalid_maps(tmp_path, make, match):
+    with pytest.raises(ValueError, match=match):
+        save_index_file(IndexMap(layers=(make(),), table_sizes=(5,)), tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
