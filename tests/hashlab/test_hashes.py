@@ -9,6 +9,7 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hashlab import kernels as K
 from hashlab import ZERO, Architecture, HashSpec, SpecError, build_map
 
 KIND_PARAMS = {
@@ -67,6 +68,14 @@ def test_sparsity_mask_depends_only_on_seed_not_on_hash(spec, arch):
     other = HashSpec(kind="modulus", table_size=7, seed=spec.seed, sparsity=spec.sparsity)
     for la, lb in zip(build_map(spec, arch).layers, build_map(other, arch).layers):
         np.testing.assert_array_equal(la.indices == ZERO, lb.indices == ZERO)
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_mask_hash_is_injective_so_zero_selection_has_no_ties(start, seed):
+    """XXH64 on 8-byte inputs is a bijection: consecutive ids (the mask's input) never collide."""
+    ids = (np.uint64(start) + np.arange(5000, dtype=np.uint64))  # wraps modulo 2**64
+    h = K.xxh64_u64_nb(ids, np.uint64(seed))
+    assert np.unique(h).size == ids.size
 
 
 @given(archs, st.integers(1, 500), st.sampled_from(["layer", "global"]))
