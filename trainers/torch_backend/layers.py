@@ -1,0 +1,227 @@
+"""ArbNet layers: a linear layer whose weights are read from a shared table through an index map."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .functional import gather_flat, gather_index
+
+__all__ = ["ArbLinear", "table_init_bound"]
+
+
+def table_init_bound(in_features: int) -> float:
+    """Half-width of the uniform init of a table read by layers with ``in_features`` inputs.
+
+    ``1 / sqrt(in_features)``: the bound :class:`torch.nn.Linear` gets from
+    ``kaiming_uniform_(a=sqrt(5))``, so every virtual weight starts with Linear's
+    distribution (weights that share an entry are equal, not independent).
+    For a table shared by several layers, pass the largest ``in_features`` of its readers
+    (the smallest bound: no reader starts with weights larger than Linear's).
+    """
+    return 1.0 / math.sqrt(in_features)
+
+
+def _as_tensor(x: Any, what: str) -> Tensor:
+    if isinstance(x, Tensor):
+        return x.detach()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be an integer tensor or array, got dtype {arr.dtype}")
+    return torch.from_numpy(np.array(arr, copy=True))  # copy: index files are read-only memmaps
+
+
+def _check_indices(indices: Tensor, shape: tuple[int, ...], table_size: int, what: str) -> None:
+    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+        raise TypeError(f"{what} must hold integers, got dtype {indices.dtype}")
+    if tuple(indices.shape) != shape:
+        raise ValueError(f"{what} must have shape {shape}, got {tuple(indices.shape)}")
+    if indices.numel() and (int(indices.min()) < -1 or int(indices.max()) >= table_size):
+        raise ValueError(f"{what} must lie in [-1, {table_size}) (-1 = weight fixed at zero), got "
+                         f"[{int(indices.min())}, {int(indices.max())}]; was the map built for a table of "
+                         f"{table_size} entries?")
+
+
+def _rederive_after_load(module: "ArbLinear", incompatible_keys: Any) -> None:
+    module._derive_buffers()
+
+
+class ArbLinear(nn.Module):
+    r"""Linear layer with arbitrary weight sharing (an ArbNet layer).
+
+    Applies :math:`y = x W^T + b` where the virtual weight matrix is read from a table
+    of shared entries: :math:`W_{oi} = \xi_{oi}\, \text{table}[h(o, i)]`, and
+    :math:`W_{oi} = 0` where the index map says :math:`h(o, i) = -1` (sparsity). With the
+    identity map this is :class:`torch.nn.Linear`; with a hash it is a HashedNets /
+    ArbNet layer (Chang & Lipson, ICANN 2018, section 2; Chen et al., ICML 2015, eq. 3-4).
+
+    The table's gradient is the sum of :math:`\xi_{oi}\,\partial L/\partial W_{oi}` over the
+    weights that read each entry; zeroed weights contribute nothing and stay zero.
+    The weights are gathered with one ``index_select`` per forward, no Python loop.
+
+    Args:
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        indices: integer tensor or array of shape ``(out_features, in_features)`` with
+            values in ``[-1, table_size)``: the entry read by weight ``(o, i)``, or ``-1``
+            for a weight fixed at zero (``LayerMap.indices`` of an index file).
+        table_size: number of entries ``n`` of the table. May be ``None`` when ``table``
+            is given.
+        sign: optional integer tensor of ``indices``'s shape with values in ``{-1, +1}``
+            (a sign hash :math:`\xi`).
+        bias: if ``False``, the layer has no bias. Default: ``True``.
+        table: optional existing 1-D :class:`~torch.nn.Parameter` of ``table_size``
+            entries to read instead of allocating one (a table shared with other layers,
+            e.g. a global-scope map). :meth:`reset_parameters` leaves it alone: its owner
+            initialises it (see :class:`~trainers.torch_backend.models.ArbMLP`).
+        bias_indices: optional integer tensor of shape ``(out_features,)``: the bias is
+            then read from the table too, ``bias[o] = table[bias_indices[o]]`` (``-1`` = 0),
+            and no bias Parameter is allocated (``LayerMap.bias_indices``).
+
+    Shape:
+        - Input: :math:`(*, H_{in})` with :math:`H_{in} = \text{in\_features}`.
+        - Output: :math:`(*, H_{out})` with :math:`H_{out} = \text{out\_features}`.
+
+    Attributes:
+        table: the learnable entries, shape ``(table_size,)``. Initialised (if owned) from
+            :math:`\mathcal{U}(-k, k)`, :math:`k = 1/\sqrt{\text{in\_features}}` (see
+            :func:`table_init_bound`), so each virtual weight starts distributed like
+            :class:`torch.nn.Linear`'s.
+        bias: learnable bias of shape ``(out_features,)``, initialised like Linear's, or
+            ``None`` (``bias=False`` or ``bias_indices`` given).
+        indices: buffer, the index map as given (its integer dtype kept).
+        sign: buffer, int8 signs, or ``None``.
+        zero_mask: buffer (not saved in the state dict), bool, ``True`` where the weight
+            is fixed at zero.
+        bias_indices: buffer or ``None``.
+
+    Examples::
+
+        >>> idx = torch.randint(0, 1000, (200, 784))
+        >>> m = ArbLinear(784, 200, idx, table_size=1000)
+        >>> m(torch.randn(32, 784)).shape
+        torch.Size([32, 200])
+        >>> m
+        ArbLinear(in_features=784, out_features=200, table_size=1000, compression_ratio=156.8, bias=True)
+    """
+
+    __constants__ = ["in_features", "out_features", "table_size"]
+    in_features: int
+    out_features: int
+    table_size: int
+
+    def __init__(self, in_features: int, out_features: int, indices: Tensor | np.ndarray, table_size: int | None,
+                 sign: Tensor | np.ndarray | None = None, bias: bool = True, *, table: nn.Parameter | None = None,
+                 bias_indices: Tensor | np.ndarray | None = None, device=None, dtype=None) -> None:
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if table is not None:
+            if not isinstance(table, nn.Parameter) or table.dim() != 1:
+                raise TypeError("table must be a 1-D torch.nn.Parameter (the shared entries), "
+                                f"got {type(table).__name__} of shape {tuple(getattr(table, 'shape', ()))}")
+            if table_size is None:
+                table_size = table.numel()
+            elif table.numel() != table_size:
+                raise ValueError(f"table has {table.numel()} entries but table_size={table_size}")
+        if table_size is None or isinstance(table_size, bool) or not isinstance(table_size, int) or table_size < 1:
+            raise ValueError(f"table_size must be a positive int (or pass table=), got {table_size!r}")
+        if bias_indices is not None and not bias:
+            raise ValueError("bias=False contradicts bias_indices (a bias read from the table); drop one of them")
+        self.in_features, self.out_features, self.table_size = in_features, out_features, table_size
+        shape = (out_features, in_features)
+
+        indices = _as_tensor(indices, "indices")
+        _check_indices(indices, shape, table_size, "indices")
+        self.register_buffer("indices", indices.to(device))
+        if sign is not None:
+            sign = _as_tensor(sign, "sign")
+            if tuple(sign.shape) != shape or not bool(((sign == 1) | (sign == -1)).all()):
+                raise ValueError(f"sign must have shape {shape} and values in {{-1, +1}}")
+            sign = sign.to(device=device, dtype=torch.int8)
+        self.register_buffer("sign", sign)
+        if bias_indices is not None:
+            bias_indices = _as_tensor(bias_indices, "bias_indices")
+            _check_indices(bias_indices, (out_features,), table_size, "bias_indices")
+            bias_indices = bias_indices.to(device)
+        self.register_buffer("bias_indices", bias_indices)
+
+        self._owns_table = table is None
+        self.table = table if table is not None else nn.Parameter(torch.empty(table_size, **factory_kwargs))
+        if bias and bias_indices is None:
+            self.bias = nn.Parameter(torch.empty(out_features, **factory_kwargs))
+        else:
+            self.register_parameter("bias", None)
+        self._derive_buffers()
+        self.register_load_state_dict_post_hook(_rederive_after_load)
+        self.reset_parameters()
+
+    def _derive_buffers(self) -> None:
+        """(Re)compute the non-persistent gather plan from ``indices`` / ``sign`` / ``bias_indices``."""
+        idx = self.indices
+        flat = idx.reshape(-1).long()
+        self.register_buffer("zero_mask", idx < 0, persistent=False)
+        # a contiguous range (identity map, or one layer's slice of a global identity map) is a view
+        start = int(flat[0]) if flat.numel() else 0
+        self._offset = start if start >= 0 and torch.equal(
+            flat, torch.arange(start, start + flat.numel(), device=flat.device)) else None
+        self._padded = bool(self.zero_mask.any())
+        self.register_buffer("_gather_index", gather_index(idx, self.table_size), persistent=False)
+        self.register_buffer("_sign", None if self.sign is None else self.sign.to(self.table.dtype),
+                             persistent=False)
+        self.register_buffer("_bias_gather_index", None if self.bias_indices is None
+                             else gather_index(self.bias_indices, self.table_size), persistent=False)
+
+    def reset_parameters(self) -> None:
+        """Initialise an owned table and the bias from :math:`\\mathcal{U}(-k, k)`, :math:`k = 1/\\sqrt{in\\_features}`.
+
+        An external table (``table=`` argument) is not touched; a table-read bias
+        (``bias_indices``) follows the table.
+        """
+        bound = table_init_bound(self.in_features)
+        if self._owns_table:
+            nn.init.uniform_(self.table, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def virtual_weight(self) -> Tensor:
+        """The virtual weight matrix ``W``, shape ``(out_features, in_features)``, differentiable w.r.t. the table."""
+        shape = (self.out_features, self.in_features)
+        if self._offset is not None:
+            w = self.table[self._offset:self._offset + self.out_features * self.in_features].view(shape)
+            return w if self._sign is None else w * self._sign
+        return gather_flat(self.table, self._gather_index, shape, self._sign, padded=self._padded)
+
+    def virtual_bias(self) -> Tensor | None:
+        """The bias vector (the Parameter, or gathered from the table via ``bias_indices``), or ``None``."""
+        if self._bias_gather_index is None:
+            return self.bias
+        return gather_flat(self.table, self._bias_gather_index, (self.out_features,))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.linear(input, self.virtual_weight(), self.virtual_bias())
+
+    @property
+    def compression_ratio(self) -> float:
+        """Virtual weights per table entry, ``out_features * in_features / table_size`` (zeros included)."""
+        return self.out_features * self.in_features / self.table_size
+
+    def extra_repr(self) -> str:
+        parts = [f"in_features={self.in_features}", f"out_features={self.out_features}",
+                 f"table_size={self.table_size}", f"compression_ratio={self.compression_ratio:.4g}",
+                 f"bias={self.bias is not None or self.bias_indices is not None}"]
+        if self.sign is not None:
+            parts.append("sign=True")
+        if self.bias_indices is not None:
+            parts.append("bias_from_table=True")
+        if not self._owns_table:
+            parts.append("shared_table=True")
+        if self._padded:
+            parts.append(f"zeros={int(self.zero_mask.sum())}")
+        return ", ".join(parts)
