@@ -1,13 +1,49 @@
-"""``hashlab stats``: placeholder, filled in by its owner."""
+"""``hashlab stats FILE``: balance, uniformity, sign and locality report of an index file."""
 from __future__ import annotations
 
 import argparse
+import time
+
+from ..atomic import atomic_write_json
+from ..format import load_index_file
+from ..stats_kernels import BACKENDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stats", help="(not implemented yet)")
+    p = sub.add_parser(
+        "stats", help="report entropy, load balance, uniformity tests and collision locality of an index file",
+        description="Print per-layer and whole-network statistics of an index file (format v1): entropy of "
+                    "entry usage in nats and bits (paper eq. 7), load min/mean/max against the balls-into-bins "
+                    "expectation, chi-square and G uniformity tests, realized sparsity, compression ratio, sign "
+                    "balance, and the distance between weights that share an entry. Definitions: docs/STATS.md.")
+    p.add_argument("file", help="index file written by `hashlab build` (or any format-v1 writer)")
+    p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema hashlab.stats v1)")
+    p.add_argument("--loads", action="store_true", help="include every entry's load in the JSON")
+    p.add_argument("--plot", metavar="DIR", help="also write PNG figures into DIR")
+    p.add_argument("--no-locality", dest="locality", action="store_false",
+                   help="skip the collision-locality analysis (balance only)")
+    p.add_argument("--backend", choices=BACKENDS, default="numba", help="analysis kernels (default: numba)")
+    p.add_argument("--time", action="store_true", help="print how long loading and each analysis took")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("hashlab stats is not implemented yet")
+    from ..stats import format_report, map_report
+
+    t0 = time.perf_counter()
+    imap = load_index_file(args.file)
+    t_load = time.perf_counter() - t0
+    report = map_report(imap, locality=args.locality, backend=args.backend, source=str(args.file))
+    print(format_report(report))
+    if args.json:
+        atomic_write_json(args.json, report.to_dict(include_loads=args.loads))
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        from ..plots import report_figures
+
+        for path in report_figures(report, args.plot):
+            print(f"wrote {path}")
+    if args.time:
+        parts = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in report.timings.items())
+        print(f"\ntime: load {t_load:.2f} s, {parts}")
+    return 0

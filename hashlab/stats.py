@@ -1,0 +1,589 @@
+"""Balance, uniformity, sign and locality statistics of an index map: ``hashlab stats``.
+
+Works on in-memory maps (:func:`hashlab.build_map`) and on index files (format v1,
+:func:`hashlab.load_index_file`); needs numpy, numba and scipy only.
+
+Quick use::
+
+    from hashlab import build_map, HashSpec, ARCHITECTURES
+    from hashlab.stats import map_report, format_report
+    rep = map_report(build_map(HashSpec(kind="dirichlet", alpha=0.1), ARCHITECTURES["mnist-mlp"]))
+    print(format_report(rep))
+    rep.total.entropy_nats, rep.layers[0].balance.chi2_p, rep.to_dict()  # JSON-ready
+
+Definitions (``docs/STATS.md`` is the normative text)
+------------------------------------------------------
+*Load* of an entry: the number of non-zeroed virtual weights reading it (zeroed weights,
+index ``-1``, are excluded and counted in the sparsity). *Entropy* (Chang & Lipson 2018,
+eq. 7): ``H = -sum_e p_e ln p_e`` with ``p_e = load_e / sum(load)``, in nats; bits are
+``H / ln 2``; ``H / ln n`` is 1 for a perfectly balanced table of ``n`` entries (a uniform table
+of 1000 entries has ``ln 1000 = 6.91`` nats). Three scopes are reported:
+
+* a *layer*: its loads over the ``n`` entries of the table it reads;
+* a *table*: loads pooled over every layer that reads it (global maps share table 0);
+* the *total*: loads over all ``(table, entry)`` pairs, i.e. the entropy of the entry read by a
+  uniformly chosen non-zeroed weight of the network, normalised by ``ln`` (all entries).
+  For per-layer maps it decomposes as ``H(table) + sum_t P(t) H_t`` (chain rule).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.stats
+
+from . import stats_kernels as SK
+from ._version import __version__
+from .indexmap import IndexMap
+from .locality import LayerLocality, LocalityStats, default_thresholds, layer_locality, pool_locality
+
+__all__ = [
+    "STATS_SCHEMA", "STATS_VERSION", "BalanceStats", "SignStats", "LayerReport", "MapReport", "MapAnalyzer",
+    "map_report", "format_report", "balance_stats", "sign_stats", "expected_max_load", "entropy_nats",
+]
+
+STATS_SCHEMA = "hashlab.stats"
+STATS_VERSION = 1
+LN2 = math.log(2.0)
+
+
+def entropy_nats(loads: np.ndarray) -> float:
+    """Shannon entropy (nats) of the usage distribution ``loads / loads.sum()`` (paper eq. 7).
+
+    Empty entries contribute 0. Returns 0.0 when ``loads.sum() == 0``.
+
+    Parameters
+    ----------
+    loads : ndarray of non-negative integers, any shape
+    """
+    loads = np.asarray(loads, dtype=np.float64).ravel()
+    total = loads.sum()
+    if total <= 0:
+        return 0.0
+    p = loads[loads > 0] / total
+    return float(-(p * np.log(p)).sum())
+
+
+def expected_max_load(balls: list[int], bins: list[int]) -> tuple[float, np.ndarray]:
+    """Expected maximum load when ``balls[t]`` balls go uniformly into ``bins[t]`` bins, for each group t.
+
+    Bins are treated as independent ``Binomial(balls[t], 1 / bins[t])`` (the standard
+    approximation; exact as bins -> infinity, within ~0.1 % for the table sizes used here):
+    ``P(max <= k) = prod_t Binom.cdf(k)**bins[t]`` and ``E[max] = sum_k (1 - P(max <= k))``.
+
+    Parameters
+    ----------
+    balls, bins : lists of int of equal length; ``bins[t] >= 1``, ``balls[t] >= 0``
+
+    Returns
+    -------
+    expected : float
+    cdf : ndarray of float64
+        ``cdf[k] = P(max <= k)`` for ``k = 0 .. K`` where ``cdf[K]`` is 1 to double precision.
+    """
+    if len(balls) != len(bins) or any(b < 1 for b in bins) or any(m < 0 for m in balls):
+        raise ValueError(f"expected_max_load needs equal-length balls >= 0 and bins >= 1, got {balls}, {bins}")
+    kmax = 1
+    for m, n in zip(balls, bins):
+        if m > 0:
+            kmax = max(kmax, int(scipy.stats.binom.isf(1e-18 / n, m, 1.0 / n)) + 2)
+            kmax = min(kmax, max(balls))
+    k = np.arange(kmax + 1)
+    logcdf = np.zeros(k.size)
+    for m, n in zip(balls, bins):
+        if m > 0:
+            logcdf += n * scipy.stats.binom.logcdf(k, m, 1.0 / n)
+    cdf = np.exp(logcdf)
+    cdf[-1] = 1.0
+    return float((1.0 - cdf).sum()), cdf
+
+
+@dataclass
+class SignStats:
+    """Balance of the sign hash xi in {-1, +1} over non-zeroed weights.
+
+    Attributes
+    ----------
+    plus, minus : int
+        Weights with xi = +1 / -1.
+    fraction_plus : float
+    binom_p : float
+        Two-sided exact binomial test of ``P(+1) = 1/2`` (``scipy.stats.binomtest``).
+    entry_chi2 : float
+        ``sum_e S_e**2 / L_e`` over entries with load ``L_e > 0``, where ``S_e`` is the sum of
+        the signs of the weights reading entry ``e``. For independent fair signs each term
+        is approximately chi-square with 1 degree of freedom.
+    entry_dof : int
+        Entries with ``L_e > 0``.
+    entry_chi2_p : float
+        ``scipy.stats.chi2.sf(entry_chi2, entry_dof)``.
+    """
+
+    plus: int
+    minus: int
+    fraction_plus: float
+    binom_p: float
+    entry_chi2: float
+    entry_dof: int
+    entry_chi2_p: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_num(v) for k, v in self.__dict__.items()}
+
+
+def sign_stats(sign_sums: np.ndarray, loads: np.ndarray) -> SignStats:
+    """Sign balance from per-entry sign sums and loads (see :class:`SignStats`).
+
+    Parameters
+    ----------
+    sign_sums : ndarray of int64, shape (n,)
+    loads : ndarray of int64, shape (n,)
+    """
+    total = int(loads.sum())
+    plus = int((total + int(sign_sums.sum())) // 2)
+    minus = total - plus
+    used = loads > 0
+    chi = float((sign_sums[used].astype(np.float64) ** 2 / loads[used]).sum())
+    dof = int(used.sum())
+    return SignStats(
+        plus=plus, minus=minus, fraction_plus=plus / total if total else float("nan"),
+        binom_p=float(scipy.stats.binomtest(plus, total, 0.5).pvalue) if total else float("nan"),
+        entry_chi2=chi, entry_dof=dof, entry_chi2_p=float(scipy.stats.chi2.sf(chi, dof)) if dof else float("nan"),
+    )
+
+
+@dataclass
+class BalanceStats:
+    """Usage statistics of a layer, a table, or the whole network.
+
+    Attributes
+    ----------
+    name : str
+    num_weights : int
+        Virtual weights, zeroed ones included.
+    zeroed : int
+        Weights with index -1.
+    num_entries : int
+        Entries the usage is spread over (``n`` for a layer or table; all entries for the total).
+    loads : ndarray of int64, shape (num_entries,)
+        Non-zeroed weights reading each entry (for the total: tables concatenated in order).
+    groups : list of int
+        Sizes of the tables ``loads`` concatenates (one group for a layer or a table).
+    nonzero, sparsity, compression_ratio, load_factor : see :meth:`to_dict`
+    entropy_nats, entropy_bits, entropy_normalized, effective_entries : float
+        ``H``, ``H / ln 2``, ``H / ln(num_entries)`` (1.0 if ``num_entries == 1``), ``exp(H)``.
+    min_load, max_load : int
+    mean_load : float
+        ``nonzero / num_entries`` (the load factor).
+    empty_entries : int
+    expected_max_load : float
+        Balls-into-bins expectation of ``max_load`` under a uniform hash with the same
+        non-zeroed weights per group (:func:`expected_max_load`).
+    max_load_p : float
+        ``P(max >= max_load)`` under that model.
+    chi2, chi2_p, g, g_p : float
+        Pearson chi-square and G (log-likelihood ratio) statistics of uniform usage within
+        each group (``scipy.stats.chisquare`` / ``power_divergence``), summed over groups,
+        with p-values from ``chi2.sf(stat, dof)``; NaN when undefined.
+    dof : int
+        ``sum(groups) - len(groups)``.
+    sign : SignStats or None
+    """
+
+    name: str
+    num_weights: int
+    zeroed: int
+    num_entries: int
+    loads: np.ndarray
+    groups: list[int]
+    entropy_nats: float
+    min_load: int
+    max_load: int
+    empty_entries: int
+    expected_max_load: float
+    max_load_p: float
+    chi2: float
+    chi2_p: float
+    g: float
+    g_p: float
+    dof: int
+    sign: SignStats | None = None
+
+    @property
+    def nonzero(self) -> int:
+        return self.num_weights - self.zeroed
+
+    @property
+    def sparsity(self) -> float:
+        """Realized sparsity: ``zeroed / num_weights``."""
+        return self.zeroed / self.num_weights if self.num_weights else 0.0
+
+    @property
+    def compression_ratio(self) -> float:
+        """``num_weights / num_entries`` (virtual weights per table entry)."""
+        return self.num_weights / self.num_entries
+
+    @property
+    def mean_load(self) -> float:
+        """Load factor: non-zeroed weights per entry."""
+        return self.nonzero / self.num_entries
+
+    load_factor = mean_load
+
+    @property
+    def entropy_bits(self) -> float:
+        return self.entropy_nats / LN2
+
+    @property
+    def entropy_normalized(self) -> float:
+        return self.entropy_nats / math.log(self.num_entries) if self.num_entries > 1 else 1.0
+
+    @property
+    def effective_entries(self) -> float:
+        """``exp(H)``: entries a perfectly balanced table would need for the same entropy."""
+        return math.exp(self.entropy_nats)
+
+    def load_histogram(self) -> np.ndarray:
+        """``h[k]`` = entries with load ``k`` (int64, length ``max_load + 1``)."""
+        return np.bincount(self.loads)
+
+    def to_dict(self, include_loads: bool = False) -> dict[str, Any]:
+        """Tidy JSON-ready dict (schema in ``docs/STATS.md``)."""
+        h = self.load_histogram()
+        d = {
+            "name": self.name, "num_weights": self.num_weights, "zeroed": self.zeroed, "nonzero": self.nonzero,
+            "num_entries": self.num_entries, "groups": list(self.groups), "sparsity": self.sparsity,
+            "compression_ratio": self.compression_ratio, "load_factor": self.mean_load,
+            "entropy": {"nats": self.entropy_nats, "bits": self.entropy_bits,
+                        "normalized": self.entropy_normalized, "effective_entries": self.effective_entries,
+                        "max_nats": math.log(self.num_entries)},
+            "load": {"min": self.min_load, "mean": self.mean_load, "max": self.max_load,
+                     "empty_entries": self.empty_entries, "expected_max_uniform": self.expected_max_load,
+                     "max_tail_p": self.max_load_p,
+                     "histogram": [[int(k), int(c)] for k, c in enumerate(h) if c]},
+            "uniformity": {"chi2": self.chi2, "chi2_p": self.chi2_p, "g": self.g, "g_p": self.g_p,
+                           "dof": self.dof},
+            "sign": self.sign.to_dict() if self.sign is not None else None,
+        }
+        if include_loads:
+            d["loads"] = [int(x) for x in self.loads]
+        return _json_clean(d)
+
+
+def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] | None = None,
+                  sign_sums: np.ndarray | None = None) -> BalanceStats:
+    """Compute :class:`BalanceStats` from loads.
+
+    Parameters
+    ----------
+    name : str
+    loads : ndarray of int64, shape (num_entries,)
+    zeroed : int
+        Zeroed weights (they add to ``num_weights`` but not to any load).
+    groups : list of int, optional
+        Sizes of the consecutive tables in ``loads`` (uniformity is tested within each);
+        default one group.
+    sign_sums : ndarray of int64, shape (num_entries,), optional
+        Per-entry sums of the sign hash, if the map has one.
+
+    Raises
+    ------
+    ValueError
+        If ``groups`` does not add up to ``len(loads)`` or loads are negative.
+    """
+    loads = np.asarray(loads, dtype=np.int64)
+    groups = [int(loads.size)] if groups is None else [int(g) for g in groups]
+    if sum(groups) != loads.size or any(g < 1 for g in groups):
+        raise ValueError(f"groups {groups} must be positive and add up to the {loads.size} loads")
+    if loads.size and loads.min() < 0:
+        raise ValueError("loads must be non-negative")
+    chi = g = 0.0
+    bounds = np.cumsum([0] + groups)
+    balls = []
+    defined = True
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        seg = loads[a:b]
+        balls.append(int(seg.sum()))
+        if seg.sum() == 0 or seg.size < 2:
+            defined = defined and seg.size >= 2 and seg.sum() > 0
+            continue
+        chi += float(scipy.stats.chisquare(seg).statistic)
+        g += float(scipy.stats.power_divergence(seg, lambda_="log-likelihood").statistic)
+    dof = int(loads.size - len(groups))
+    if defined and dof > 0:
+        chi_p, g_p = float(scipy.stats.chi2.sf(chi, dof)), float(scipy.stats.chi2.sf(g, dof))
+    else:
+        chi = g = chi_p = g_p = float("nan")
+    exp_max, cdf = expected_max_load(balls, groups)
+    mx = int(loads.max()) if loads.size else 0
+    tail = 1.0 - (cdf[mx - 1] if 1 <= mx <= len(cdf) else (0.0 if mx < 1 else 1.0))
+    return BalanceStats(
+        name=name, num_weights=int(loads.sum()) + int(zeroed), zeroed=int(zeroed), num_entries=int(loads.size),
+        loads=loads, groups=groups, entropy_nats=entropy_nats(loads), min_load=int(loads.min()) if loads.size else 0,
+        max_load=mx, empty_entries=int((loads == 0).sum()), expected_max_load=exp_max, max_load_p=float(tail),
+        chi2=chi, chi2_p=chi_p, g=g, g_p=g_p, dof=dof,
+        sign=sign_stats(sign_sums, loads) if sign_sums is not None else None,
+    )
+
+
+@dataclass
+class LayerReport:
+    """One layer: geometry, balance over its table, and locality (if computed)."""
+
+    name: str
+    out_features: int
+    in_features: int
+    table: int
+    balance: BalanceStats
+    locality: LayerLocality | None = None
+
+    def to_dict(self, include_loads: bool = False) -> dict[str, Any]:
+        return {"name": self.name, "out_features": self.out_features, "in_features": self.in_features,
+                "table": self.table, "balance": self.balance.to_dict(include_loads),
+                "locality": None if self.locality is None else
+                {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()}}
+
+
+@dataclass
+class MapReport:
+    """Everything ``hashlab stats`` reports about one map. ``to_dict()`` is the JSON schema v1."""
+
+    spec: dict[str, Any]
+    table_sizes: tuple[int, ...]
+    layers: list[LayerReport]
+    tables: list[BalanceStats]
+    total: BalanceStats
+    locality: LayerLocality | None = None
+    source: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self, include_loads: bool = False) -> dict[str, Any]:
+        """JSON-ready dict: ``{"schema": "hashlab.stats", "version": 1, ...}`` (see ``docs/STATS.md``)."""
+        return {
+            "schema": STATS_SCHEMA, "version": STATS_VERSION, "hashlab_version": __version__,
+            "source": self.source, "spec": self.spec, "table_sizes": list(self.table_sizes),
+            "layers": [lay.to_dict(include_loads) for lay in self.layers],
+            "tables": [t.to_dict(include_loads) for t in self.tables],
+            "total": self.total.to_dict(include_loads=False),
+            "locality": None if self.locality is None else
+            {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()},
+        }
+
+
+class MapAnalyzer:
+    """Compute a :class:`MapReport` (scikit-learn style: parameters here, work in :meth:`fit`).
+
+    Parameters
+    ----------
+    locality : bool
+        Also compute collision locality (:mod:`hashlab.locality`). Default True.
+    thresholds : array-like of int, optional
+        Distances of the locality curves; default powers of two up to the largest layer.
+    backend : {"numba", "numpy"}
+        Kernels (:mod:`hashlab.stats_kernels`); both give identical results.
+
+    Attributes
+    ----------
+    report_ : MapReport
+    layers_, tables_, total_, locality_ : the report's parts
+    """
+
+    def __init__(self, locality: bool = True, thresholds=None, backend: str = "numba") -> None:
+        self.locality = locality
+        self.thresholds = thresholds
+        self.backend = backend
+
+    def fit(self, imap: IndexMap, source: str | None = None) -> "MapAnalyzer":
+        """Analyse ``imap``.
+
+        Raises
+        ------
+        ValueError
+            If ``imap`` is not an :class:`~hashlab.indexmap.IndexMap`, its indices are out of
+            range, or ``backend`` is unknown.
+        """
+        import time
+
+        if not isinstance(imap, IndexMap):
+            raise ValueError(f"expected an IndexMap, got {type(imap).__name__}; load one with "
+                             "hashlab.load_index_file(path) or build one with hashlab.build_map(...)")
+        loads_k, signs_k = SK.kernels(self.backend)[:2]
+        t0 = time.perf_counter()
+        ntab = len(imap.table_sizes)
+        tab_loads = [np.zeros(n, np.int64) for n in imap.table_sizes]
+        tab_signs: list[np.ndarray | None] = [None] * ntab
+        tab_zero = [0] * ntab
+        layers = []
+        for lay in imap.layers:
+            n = imap.table_sizes[lay.table]
+            flat = lay.indices.reshape(-1)
+            loads, zeroed = loads_k(flat, n)
+            if loads.sum() + zeroed != flat.size:
+                raise ValueError(f"layer {lay.name!r}: indices outside [-1, {n}); run IndexMap.validate() "
+                                 "to locate them")
+            sums = signs_k(flat, lay.sign.reshape(-1), n) if lay.sign is not None else None
+            tab_loads[lay.table] += loads
+            tab_zero[lay.table] += zeroed
+            if sums is not None:
+                tab_signs[lay.table] = sums if tab_signs[lay.table] is None else tab_signs[lay.table] + sums
+            layers.append(LayerReport(lay.name, lay.out_features, lay.in_features, lay.table,
+                                      balance_stats(lay.name, loads, zeroed, sign_sums=sums)))
+        tables = [balance_stats(f"table {t}", tab_loads[t], tab_zero[t], sign_sums=tab_signs[t]) for t in range(ntab)]
+        has_sign = any(s is not None for s in tab_signs)
+        total = balance_stats(
+            "total", np.concatenate(tab_loads), sum(tab_zero), groups=list(imap.table_sizes),
+            sign_sums=np.concatenate([s if s is not None else np.zeros(n, np.int64)
+                                      for s, n in zip(tab_signs, imap.table_sizes)]) if has_sign else None)
+        if has_sign and not all(lay.sign is not None for lay in imap.layers):
+            total.sign = None  # mixed: per-layer sign stats only
+        timings = {"balance_s": time.perf_counter() - t0}
+        pooled = None
+        if self.locality:
+            t1 = time.perf_counter()
+            th = (np.asarray(self.thresholds, dtype=np.int64) if self.thresholds is not None
+                  else default_thresholds(max(lay.num_weights for lay in imap.layers) - 1))
+            for rep, lay in zip(layers, imap.layers):
+                rep.locality = layer_locality(lay.name, lay.indices, imap.table_sizes[lay.table], th, self.backend)
+            pooled = LayerLocality(id=pool_locality([r.locality.id for r in layers]),
+                                   grid=pool_locality([r.locality.grid for r in layers]))
+            timings["locality_s"] = time.perf_counter() - t1
+        self.layers_, self.tables_, self.total_, self.locality_ = layers, tables, total, pooled
+        self.report_ = MapReport(spec=dict(imap.spec), table_sizes=imap.table_sizes, layers=layers, tables=tables,
+                                 total=total, locality=pooled, source=source, timings=timings)
+        return self
+
+
+def map_report(imap: IndexMap, locality: bool = True, thresholds=None, backend: str = "numba",
+               source: str | None = None) -> MapReport:
+    """``MapAnalyzer(locality, thresholds, backend).fit(imap, source).report_``."""
+    return MapAnalyzer(locality=locality, thresholds=thresholds, backend=backend).fit(imap, source).report_
+
+
+# --------------------------------------------------------------------------- text output
+def _fmt_p(p: float) -> str:
+    if p is None or not np.isfinite(p):
+        return "-"
+    return f"{p:.2g}" if p >= 1e-99 else "<1e-99"
+
+
+def _describe_spec(spec: dict[str, Any]) -> str:
+    if not spec:
+        return "(no spec recorded)"
+    kind = spec.get("kind", "?")
+    extra = ""
+    if spec.get("alpha") is not None:
+        extra = f"(alpha={spec['alpha']:g})"
+    elif spec.get("radius") is not None:
+        extra = f"(r={spec['radius']})"
+    arch = spec.get("architecture")
+    arch_s = f"{spec.get('architecture_name', '')} {'-'.join(map(str, arch))}".strip() if arch else "?"
+    return (f"{kind}{extra}, table_size {spec.get('table_size', '?')}, scope {spec.get('scope', '?')}, "
+            f"seed {spec.get('seed', '?')}, sparsity {spec.get('sparsity', 0):g}, sign {spec.get('sign', False)}; "
+            f"architecture {arch_s}")
+
+
+def _balance_row(label: str, shape: str, table: str, b: BalanceStats) -> list[str]:
+    return [label, shape, table, f"{b.num_entries:,}", f"{b.num_weights:,}", f"{b.sparsity:.3f}",
+            f"{b.compression_ratio:.1f}", f"{b.entropy_nats:.3f}", f"{b.entropy_bits:.3f}",
+            f"{b.entropy_normalized:.3f}", f"{b.min_load:,}", f"{b.mean_load:.1f}", f"{b.max_load:,}",
+            f"{b.expected_max_load:.1f}", _fmt_p(b.chi2_p), _fmt_p(b.g_p)]
+
+
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    out = []
+    for r in [header] + rows:
+        cells = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def format_report(report: MapReport) -> str:
+    """Human-readable multi-line table of a :class:`MapReport` (what ``hashlab stats`` prints)."""
+    lines = []
+    if report.source:
+        lines.append(f"index map {report.source}")
+    lines.append(f"spec      {_describe_spec(report.spec)}")
+    t = report.total
+    lines.append(f"network   {len(report.layers)} layers, {t.num_weights:,} virtual weights, "
+                 f"{len(report.table_sizes)} table(s) with {t.num_entries:,} entries: compression ratio "
+                 f"{t.compression_ratio:.2f}, realized sparsity {t.sparsity:.4f}")
+    lines.append("")
+    lines.append("balance: entropy of entry usage H (paper eq. 7; a uniform table of n entries has ln n nats);"
+                 " loads = non-zeroed weights per entry")
+    header = ["layer", "shape", "table", "n", "weights", "sparsity", "compr.", "H nats", "H bits", "H/ln n",
+              "min", "mean", "max", "E[max]", "chi2 p", "G p"]
+    rows = [_balance_row(r.name, f"{r.out_features}x{r.in_features}", str(r.table), r.balance)
+            for r in report.layers]
+    shared = [tb for tb in report.tables if sum(r.table == int(tb.name.split()[-1]) for r in report.layers) > 1]
+    rows += [_balance_row(tb.name, "", "", tb) for tb in shared]
+    rows.append(_balance_row("total", "", "all", t))
+    lines += _table(header, rows, left=2)
+    lines.append("  E[max]: expected max load of a uniform random hash (balls into bins); chi2/G p: uniform-usage"
+                 " tests (scipy.stats); total: over all (table, entry) pairs, tests summed over tables")
+    signed = [r for r in report.layers if r.balance.sign is not None]
+    if signed:
+        lines.append("")
+        lines.append("sign hash xi: fraction +1, binomial p, per-entry sign-sum chi2 p")
+        srows = [[r.name, f"{r.balance.sign.fraction_plus:.4f}", _fmt_p(r.balance.sign.binom_p),
+                  _fmt_p(r.balance.sign.entry_chi2_p)] for r in signed]
+        lines += _table(["layer", "frac +1", "binom p", "entry p"], srows)
+    if report.locality is not None:
+        lines.append("")
+        lines.append("locality: distance from each weight to the nearest other weight of its layer in the same entry;"
+                     " id = |i - i'|, grid = max(|drow|, |dcol|); (u) = expected under a uniform random hash")
+        ref = _pair_ref(report)
+        lheader = ["layer", "co-bucketed", "id median", "(u)", "grid median", "(u)", "grid <=1", "(u)",
+                   f"pairs |di|<={ref}", "(u)"]
+        lrows = [_locality_row(r.name, r.locality, ref) for r in report.layers]
+        lrows.append(_locality_row("total", report.locality, ref))
+        lines += _table(lheader, lrows)
+        lines.append("  grid <=1: fraction of co-bucketed weights with a partner at grid distance 1; "
+                     f"pairs: fraction of co-bucketed pairs with |i - i'| <= {ref}")
+    return "\n".join(lines)
+
+
+def _pair_ref(report: MapReport) -> int:
+    """Pair-curve distance shown in the text table: the largest threshold <= half the smallest table.
+
+    Below ``n / 2`` a modulus-like hash (Neighborhood r = 0) has no co-bucketed pair at all.
+    """
+    th = report.locality.id.thresholds
+    half = max(1, min(report.table_sizes) // 2)
+    return int(th[max(0, int(np.searchsorted(th, half, side="right")) - 1)])
+
+
+def _locality_row(name: str, loc: LayerLocality, ref: int) -> list[str]:
+    def q(x: float) -> str:
+        return "-" if not np.isfinite(x) else f"{x:,.0f}"
+
+    def pct(x: float) -> str:
+        return "-" if x is None or not np.isfinite(x) else f"{x:.4f}"
+
+    i, g = loc.id, loc.grid
+    k = int(np.searchsorted(i.thresholds, ref))
+    pf = i.pair_fraction[k] if i.pair_fraction is not None and k < len(i.thresholds) else float("nan")
+    pe = i.expected_pair_fraction[k] if i.expected_pair_fraction is not None and k < len(i.thresholds) else float("nan")
+    g1 = g.fraction_within[0] if g.thresholds[0] == 1 else float("nan")
+    g1e = g.expected_fraction_within[0] if g.thresholds[0] == 1 else float("nan")
+    return [name, f"{i.co_bucketed:,}", q(i.quantile(0.5)), q(i.expected_quantile(0.5)), q(g.quantile(0.5)),
+            q(g.expected_quantile(0.5)), pct(g1), pct(g1e), pct(pf), pct(pe)]
+
+
+# --------------------------------------------------------------------------- JSON helpers
+def _json_num(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    return v
+
+
+def _json_clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_clean(v) for v in obj]
+    return _json_num(obj)
