@@ -185,13 +185,17 @@ class ConvGeometry:
         dilation = tuple(d if k > 1 else 1 for k, d in zip(self.kernel_size, self.dilation))
         return dataclasses.replace(self, stride=stride, dilation=dilation)
 
-    def describe(self) -> str:
-        """One line, e.g. ``conv2d 4x11x11 -> 6x4x4, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias``."""
+    def describe(self, bias: bool = True) -> str:
+        """One line, e.g. ``conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias``.
+
+        ``bias=False`` leaves out the last item.
+        """
         def x(t: tuple[int, ...]) -> str:
             return "x".join(map(str, t))
         return (f"{self.op} {x((self.in_channels, *self.in_size))} -> {x((self.out_channels, *self.out_size))}, "
                 f"kernel {x(self.kernel_size)}, stride {x(self.stride)}, padding {x(self.padding)}, "
-                f"dilation {x(self.dilation)}, groups {self.groups}, {'bias' if self.bias else 'no bias'}")
+                f"dilation {x(self.dilation)}, groups {self.groups}"
+                + ("" if not bias else ", bias" if self.bias else ", no bias"))
 
 
 def conv_taps(geometry: ConvGeometry) -> np.ndarray:

@@ -33,6 +33,7 @@ grids with both sides >= 2, then 1-d; more input channels, more output channels,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -44,7 +45,24 @@ from .indexmap import LayerMap
 from .spec import SpecError
 from .witness import WeightRef, Witness
 
-__all__ = ["ConvVerdict", "LayerFacts", "recognize_conv", "universal_witness"]
+__all__ = ["ConvVerdict", "LayerFacts", "recognize_conv", "universal_witness", "is_recognizable"]
+
+
+def is_recognizable(geometry: ConvGeometry) -> bool:
+    """Whether :func:`recognize_conv` is guaranteed to recognise ``conv_map(geometry)`` from the map alone.
+
+    True when, along every axis, each kernel tap is read at least once and (if the axis has two or
+    more output positions) some tap is read at two of them. Otherwise padding beyond the kernel's
+    reach, or a stride skipping whole inputs, leaves taps or strides with no trace in the map;
+    such a map may still be recognised, as an equivalent geometry.
+    """
+    for n, k, s, p, d, o in zip(geometry.in_size, geometry.kernel_size, geometry.stride, geometry.padding,
+                                geometry.dilation, geometry.out_size):
+        x = np.arange(o)[:, None] * s - p + np.arange(k)[None, :] * d
+        inside = (x >= 0) & (x < n)
+        if not inside.any(axis=0).all() or (o >= 2 and not (inside.sum(axis=0) >= 2).any()):
+            return False
+    return True
 
 
 class LayerFacts:
@@ -84,7 +102,7 @@ class LayerFacts:
         new = np.ones(sv.size, dtype=bool)
         new[1:] = sv[1:] != sv[:-1]
         starts = np.flatnonzero(new)
-        ends = np.append(starts[1:], sv.size)
+        ends = np.append(starts[1:], sv.size).astype(np.int64) if starts.size else starts
         first, last = nz[order[starts]], nz[order[ends - 1]]
         perm = np.argsort(first, kind="stable")
         rank = np.empty(perm.size, dtype=np.int64)
@@ -204,14 +222,22 @@ def _rank_one(counts: np.ndarray) -> bool:
 
 
 def _grids(f: LayerFacts, ndims: Sequence[int], in_shape: tuple[int, ...] | None,
-           out_shape: tuple[int, ...] | None) -> Iterator[_Grid]:
-    """Candidate grids, most natural first, pruned by necessary conditions (see module doc)."""
+           out_shape: tuple[int, ...] | None, strict: bool = True) -> Iterator[_Grid]:
+    """Candidate grids, most natural first, pruned by necessary conditions (see module doc).
+
+    ``strict=False`` keeps only the channel-block condition on labels (used to find the closest
+    candidate for a witness: one dropped or changed weight breaks the count conditions).
+    """
     fr, fc = np.divmod(f.first, f.cols)
     lr, lc = np.divmod(f.last, f.cols)
 
     def channels_ok(n_ch: int, size: int, a: np.ndarray, b: np.ndarray, counts: np.ndarray) -> bool:
         per = size // n_ch
-        return bool(np.all(a // per == b // per)) and bool(np.all(counts.reshape(n_ch, per) == counts[:per]))
+        return bool(np.all(a // per == b // per)) and (
+            not strict or bool(np.all(counts.reshape(n_ch, per) == counts[:per])))
+
+    def separable(counts: np.ndarray, shape: tuple[int, ...]) -> bool:
+        return not strict or _rank_one(counts.reshape(shape))
 
     cins = [in_shape[0]] if in_shape else [c for c in reversed(_divisors(f.cols))
                                            if channels_ok(c, f.cols, fc, lc, f.col_counts)]
@@ -225,12 +251,11 @@ def _grids(f: LayerFacts, ndims: Sequence[int], in_shape: tuple[int, ...] | None
                 in_sizes = [tuple(in_shape[1:])]
             else:
                 in_sizes = [t for t in _factorizations(p_in, ndim)
-                            if (ndim == 1 or 1 not in dims or min(t) >= 2)
-                            and _rank_one(f.col_counts[:p_in].reshape(t))]
+                            if (ndim == 1 or 1 not in dims or min(t) >= 2) and separable(f.col_counts[:p_in], t)]
             for cout in couts:
                 p_out = f.rows // cout
                 out_sizes = [tuple(out_shape[1:])] if out_shape else [
-                    t for t in _factorizations(p_out, ndim) if _rank_one(f.row_counts[:p_out].reshape(t))]
+                    t for t in _factorizations(p_out, ndim) if separable(f.row_counts[:p_out], t)]
                 for i in in_sizes:
                     for o in out_sizes:
                         yield _Grid(cin, i, cout, o)
@@ -266,6 +291,7 @@ def _tap(geom: ConvGeometry, t: int) -> str:
 
 
 _QUICK = 256  # labels checked first: most wrong grids fail on them, in O(1)
+_WITNESS_VERIFICATIONS = 16  # exact O(N) checks spent on finding the closest candidate of a non-convolution
 
 
 def _derive(f: LayerFacts, grid: _Grid, quick: bool = False) -> tuple[int, ConvGeometry | None, Witness | None]:
@@ -354,6 +380,12 @@ def _derive(f: LayerFacts, grid: _Grid, quick: bool = False) -> tuple[int, ConvG
     return 5, geom, None
 
 
+def _derive_checked(f: LayerFacts, grid: _Grid) -> tuple[int, ConvGeometry | None, Witness | None]:
+    """:func:`_derive`, after the quick check on the first labels (which rejects most wrong grids)."""
+    stage, geom, wit = _derive(f, grid, quick=True)
+    return (stage, geom, wit) if wit is not None else _derive(f, grid)
+
+
 def _expected_nnz(g: ConvGeometry) -> int:
     """Nonzeros of ``conv_taps(g)`` in O(sum of out * kernel sizes)."""
     per_axis = []
@@ -367,7 +399,7 @@ def _verify(f: LayerFacts, geom: ConvGeometry) -> tuple[int, Witness | None]:
     """Compare the map with ``geom``'s tap map exactly (O(N)): ``(violations, first witness)``."""
     grid = _Grid(geom.in_channels, geom.in_size, geom.out_channels, geom.out_size)
     d = _Describe(f, grid)
-    cand = geom.describe()
+    cand = geom.describe(bias=False)
     taps = conv_taps(geom).reshape(-1)
     labels = f.labels.reshape(-1)
     t_live, m_live = taps >= 0, labels >= 0
@@ -400,19 +432,19 @@ def _verify(f: LayerFacts, geom: ConvGeometry) -> tuple[int, Witness | None]:
             tail = (f"; {f.ref(q)} is the same tap at {d.out_at(q // f.cols)} ({moved(q)}) and reads entry "
                     f"{f.ref(q).entry}" if q >= 0 else "")
             return n_bad, Witness("should_be_nonzero", f"{w} is fixed at zero, but it is kernel tap {_tap(geom, taps[p])} "
-                                  f"at {d.out_at(r)}{tail}", (w,) + ((f.ref(q),) if q >= 0 else ()), cand)
+                                  f"at {d.out_at(r)}{tail}", (w,) + ((f.ref(q),) if q >= 0 else ()), cand, geom)
         return n_bad, Witness("should_be_zero", f"{w} reads entry {w.entry}, but {d.in_at(c)} is outside the kernel "
-                              f"window (or the group) of {d.out_at(r)}, so it should be fixed at zero", (w,), cand)
+                              f"window (or the group) of {d.out_at(r)}, so it should be fixed at zero", (w,), cand, geom)
     if bad_share.any() and p == both[bad_share][0]:
         q = int(tap_first[taps[p]])
         v = f.ref(q)
         return n_bad, Witness("should_share", f"{v} and {w} are both kernel tap {_tap(geom, taps[p])}, at "
                               f"{d.out_at(q // f.cols)} and {d.out_at(r)} ({moved(q)}), so they should share an entry, "
-                              f"but read entries {v.entry} and {w.entry}", (v, w), cand)
+                              f"but read entries {v.entry} and {w.entry}", (v, w), cand, geom)
     q = int(lab_first[labels[p]])
     v = f.ref(q)
     return n_bad, Witness("should_not_share", f"{v} and {w} both read entry {w.entry}, but they are different kernel "
-                          f"taps {_tap(geom, taps[q])} and {_tap(geom, taps[p])}", (v, w), cand)
+                          f"taps {_tap(geom, taps[q])} and {_tap(geom, taps[p])}", (v, w), cand, geom)
 
 
 def _bias(layer: LayerMap, f: LayerFacts, geom: ConvGeometry) -> tuple[bool, str, Witness | None]:
@@ -425,7 +457,7 @@ def _bias(layer: LayerMap, f: LayerFacts, geom: ConvGeometry) -> tuple[bool, str
         return False, "fixed at zero (no bias)", None
     p_out = math.prod(geom.out_size)
     per = b.reshape(geom.out_channels, p_out)
-    cand = geom.describe()
+    cand = geom.describe(bias=False)
     ref = lambda row: WeightRef(f.name, int(row), None, int(b[row]))  # noqa: E731
     off = per != per[:, :1]
     if off.any():
@@ -535,16 +567,21 @@ def recognize_conv(layer: LayerMap, *, ndims: Sequence[int] = (2, 1), in_shape: 
         raise ValueError(f"in_shape {in_shape} and out_shape {out_shape} have different spatial dimensionalities")
     notes: list[str] = []
 
-    def done(geom: ConvGeometry, source: str, tried: int) -> ConvVerdict:
-        shared, how, wit = _bias(layer, f, geom)
+    def check(geom: ConvGeometry) -> tuple[int, Witness | None, bool, str]:
+        """Exact check of weights, then bias: ``(violations, witness, bias shared, bias description)``."""
+        n_bad, wit = _verify(f, geom)
         if wit is not None:
-            return ConvVerdict(f.name, False, None, wit, "", tried, notes=tuple(notes))
+            return n_bad, wit, False, ""
+        shared, how, wit = _bias(layer, f, geom)
+        return int(wit is not None), wit, shared, how
+
+    def accept(geom: ConvGeometry, shared: bool, how: str, source: str) -> ConvVerdict:
         return ConvVerdict(f.name, True, dataclasses.replace(geom, bias=shared), None, source, tried, how, tuple(notes))
 
-    wit = universal_witness(f)
-    if wit is not None:
-        return ConvVerdict(f.name, False, None, wit, "", 0, notes=tuple(notes))
-    best: tuple[int, Witness | None, ConvGeometry | None] | None = None  # (stage, witness, geometry to verify)
+    universal = universal_witness(f)
+    if universal is not None and universal.kind != "empty":  # refutes every geometry, the attrs one included
+        return ConvVerdict(f.name, False, None, universal, "", 0, notes=tuple(notes))
+    best: tuple[int, Witness] | None = None  # (stage reached, witness) of the closest candidate so far
     tried = 0
     attrs = layer.attrs.get("conv") if use_attrs and isinstance(layer.attrs, dict) else None
     if attrs is not None:
@@ -558,45 +595,56 @@ def recognize_conv(layer: LayerMap, *, ndims: Sequence[int] = (2, 1), in_shape: 
                 notes.append(f"attrs['conv'] ({geom.describe()}) has shape {geom.out_features}x{geom.in_features}, "
                              f"not the layer's {f.rows}x{f.cols}; searched instead")
             else:
-                n_bad, wit = _verify(f, geom)
+                n_bad, wit, shared, how = check(geom)
                 if wit is None:
-                    return done(geom, "attrs", tried)
+                    return accept(geom, shared, how, "attrs")
                 notes.append(f"attrs['conv'] ({geom.describe()}) does not match the map ({n_bad} violations)")
-                best = (7, wit, None)
+                best = (7, wit)
+    if universal is not None:  # an empty layer: only a geometry whose windows all fall in the padding fits
+        return ConvVerdict(f.name, False, None, universal, "", tried, notes=tuple(notes))
 
     if f.dense and in_shape is None and out_shape is None:
-        return done(ConvGeometry(f.cols, f.rows, (1,), 1), "dense", tried)
-    source = "hint" if (in_shape or out_shape) else "search"
-    fallback = _Grid(f.cols, (1,), f.rows, (1,))
-    seen_fallback = False
-    for grid in _grids(f, ndims, in_shape, out_shape):
-        seen_fallback |= grid == fallback
-        tried += 1
-        stage, geom, wit = _derive(f, grid, quick=True)
+        geom = ConvGeometry(f.cols, f.rows, (1,), 1)
+        n_bad, wit, shared, how = check(geom)
         if wit is None:
-            stage, geom, wit = _derive(f, grid)
+            return accept(geom, shared, how, "dense")
+        best = best or (6, wit)
+    source = "hint" if (in_shape or out_shape) else "search"
+    verified: dict[ConvGeometry, tuple[int, int, Witness]] = {}  # geometry -> (violations, order, witness)
+    for grid in _grids(f, ndims, in_shape, out_shape):
+        tried += 1
+        stage, geom, wit = _derive_checked(f, grid)
         if geom is None:
             if best is None or stage > best[0]:
-                best = (stage, wit, None)
+                best = (stage, wit)
             continue
         if _expected_nnz(geom) != f.nnz or f.n_labels > geom.kernel_entries:
-            if best is None or 5 > best[0]:
-                best = (5, None, geom)  # verified lazily, only if it ends up the closest candidate
-            continue
-        n_bad, wit = _verify(f, geom)
+            continue  # cannot match (nonzeros or entries differ); verified below only if it is the closest
+        n_bad, wit, shared, how = check(geom)
         if wit is None:
-            return done(geom, source, tried)
-        if best is None or 6 > best[0]:
-            best = (6, wit, None)
-    if not seen_fallback and in_shape is None and out_shape is None:
-        tried += 1
-        stage, geom, wit = _derive(f, fallback)
-        if best is None or stage > best[0]:
-            best = (stage, wit, geom)
+            return accept(geom, shared, how, source)
+        verified[geom] = (n_bad, len(verified), wit)
+    if best is None or best[0] < 7:
+        # Not a convolution. The closest candidate gives the witness: relax the count conditions
+        # (a dropped or changed weight breaks them) and keep the geometry with fewest violations.
+        fallback = [] if (in_shape or out_shape) else [_Grid(f.cols, (1,), f.rows, (1,))]
+        budget = _WITNESS_VERIFICATIONS
+        for grid in itertools.chain(_grids(f, ndims, in_shape, out_shape, strict=False), fallback):
+            if budget == 0:
+                break
+            tried += 1
+            stage, geom, wit = _derive_checked(f, grid)
+            if geom is None:
+                if best is None or stage > best[0]:
+                    best = (stage, wit)
+            elif geom not in verified:
+                budget -= 1
+                n_bad, wit, shared, how = check(geom)
+                if wit is None:  # pragma: no cover - the strict conditions are necessary, so this cannot happen
+                    return accept(geom, shared, how, source)
+                verified[geom] = (n_bad, len(verified), wit)
+        if verified:
+            best = (6, min(verified.values(), key=lambda v: v[:2])[2])
     assert best is not None  # at least the fallback grid was examined
-    stage, wit, geom = best
-    if wit is None:
-        _, wit = _verify(f, geom)
-        if wit is None:  # pragma: no cover - the pruning conditions are necessary, so this cannot happen
-            return done(geom, source, tried)
+    wit = best[1]
     return ConvVerdict(f.name, False, None, wit, "", tried, notes=tuple(notes))

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .conv import ConvGeometry
+
 __all__ = ["WITNESS_KINDS", "WeightRef", "Witness"]
 
 WITNESS_KINDS = (
@@ -63,12 +65,17 @@ class Witness:
         The weights involved (usually two, one for zero/nonzero checks, none for size checks).
     candidate : str
         The geometry or grid the witness refutes; empty if it refutes every geometry.
+    geometry : ConvGeometry or None
+        The refuted geometry itself, for witnesses found by exact verification
+        (``should_share``, ``should_not_share``, ``should_be_zero``, ``should_be_nonzero``):
+        ``hashlab.conv.conv_taps(geometry)`` shows the claim.
     """
 
     kind: str
     reason: str
     weights: tuple[WeightRef, ...] = ()
     candidate: str = ""
+    geometry: ConvGeometry | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in WITNESS_KINDS:
@@ -79,4 +86,5 @@ class Witness:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "reason": self.reason, "candidate": self.candidate,
-                "weights": [w.to_dict() for w in self.weights]}
+                "weights": [w.to_dict() for w in self.weights],
+                "geometry": self.geometry.to_dict() if self.geometry else None}
