@@ -186,9 +186,9 @@ class ConvGeometry:
         return dataclasses.replace(self, stride=stride, dilation=dilation)
 
     def describe(self, bias: bool = True) -> str:
-        """One line, e.g. ``conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias``.
+        """One line describing the geometry; ``bias=False`` leaves out the last item.
 
-        ``bias=False`` leaves out the last item.
+        E.g. ``conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias``.
         """
         def x(t: tuple[int, ...]) -> str:
             return "x".join(map(str, t))

@@ -176,7 +176,7 @@ def universal_witness(f: LayerFacts) -> Witness | None:
         c, ra, rb = rep
         a, b = f.ref(ra * f.cols + c), f.ref(rb * f.cols + c)
         return Witness("repeat_in_column", f"{a} and {b} both read entry {a.entry} from input column {c}; a "
-                                           "convolution reads each kernel entry at most once per input position", (a, b))
+                       "convolution reads each kernel entry at most once per input position", (a, b))
     return None
 
 
@@ -332,9 +332,10 @@ def _derive(f: LayerFacts, grid: _Grid, quick: bool = False) -> tuple[int, ConvG
             s = int(dr[k0]) // int(dy[k0])
             a0, b0 = f.ref(f.first[k0]), f.ref(f.last[k0])
             if s < 1 or s * dy[k0] != dr[k0]:
-                return 2, None, Witness("should_not_share", f"{a0} and {b0} both read entry {a0.entry}; along axis {ax} "
-                                        f"their outputs are {int(dy[k0])} steps apart but their inputs {int(dr[k0])}: "
-                                        "a kernel entry moves by a whole stride >= 1 per output step", (a0, b0), cand)
+                return 2, None, Witness("should_not_share", f"{a0} and {b0} both read entry {a0.entry}; along axis "
+                                        f"{ax} their outputs are {int(dy[k0])} steps apart but their inputs "
+                                        f"{int(dr[k0])}: a kernel entry moves by a whole stride >= 1 per output step",
+                                        (a0, b0), cand)
         else:
             s, a0, b0 = 0, None, None
         off = dr != s * dy
@@ -344,8 +345,8 @@ def _derive(f: LayerFacts, grid: _Grid, quick: bool = False) -> tuple[int, ConvG
             rule = (f"the stride is {s} (from {a0} and {b0}, which share entry {a0.entry})" if a0 is not None
                     else "there is one output position on this axis")
             return 2, None, Witness("should_not_share", f"{a} and {b} both read entry {a.entry}; along axis {ax} their "
-                                    f"outputs are {int(dy[k])} steps apart and their inputs {int(dr[k])}, but {rule}, so "
-                                    f"one kernel entry would move by {s * int(dy[k])}", (a, b), cand)
+                                    f"outputs are {int(dy[k])} steps apart and their inputs {int(dr[k])}, but {rule}, "
+                                    f"so one kernel entry would move by {s * int(dy[k])}", (a, b), cand)
         if quick:
             continue
         offsets = np.unique(xf[ax] - s * yf[ax])
@@ -431,10 +432,12 @@ def _verify(f: LayerFacts, geom: ConvGeometry) -> tuple[int, Witness | None]:
             q = int(tap_first[taps[p]])
             tail = (f"; {f.ref(q)} is the same tap at {d.out_at(q // f.cols)} ({moved(q)}) and reads entry "
                     f"{f.ref(q).entry}" if q >= 0 else "")
-            return n_bad, Witness("should_be_nonzero", f"{w} is fixed at zero, but it is kernel tap {_tap(geom, taps[p])} "
-                                  f"at {d.out_at(r)}{tail}", (w,) + ((f.ref(q),) if q >= 0 else ()), cand, geom)
+            refs = (w, f.ref(q)) if q >= 0 else (w,)
+            return n_bad, Witness("should_be_nonzero", f"{w} is fixed at zero, but it is kernel tap "
+                                  f"{_tap(geom, taps[p])} at {d.out_at(r)}{tail}", refs, cand, geom)
         return n_bad, Witness("should_be_zero", f"{w} reads entry {w.entry}, but {d.in_at(c)} is outside the kernel "
-                              f"window (or the group) of {d.out_at(r)}, so it should be fixed at zero", (w,), cand, geom)
+                              f"window (or the group) of {d.out_at(r)}, so it should be fixed at zero", (w,), cand,
+                              geom)
     if bad_share.any() and p == both[bad_share][0]:
         q = int(tap_first[taps[p]])
         v = f.ref(q)

@@ -296,7 +296,8 @@ def _stats(f: LayerFacts) -> str:
 def _conv_reasons(v: ConvVerdict, f: LayerFacts) -> tuple[str, ...]:
     g = v.geometry
     where = {"attrs": "geometry from the layer's attrs, verified against the map",
-             "search": f"geometry recovered from the index array alone ({_plural(v.candidates, 'candidate grid')} examined)",
+             "search": f"geometry recovered from the index array alone "
+                       f"({_plural(v.candidates, 'candidate grid')} examined)",
              "hint": "geometry recovered on the grid given as a hint"}[v.source]
     return (f"translation-invariant sharing (eq. 4-6): each of the {f.n_labels:,} entries is one kernel tap "
             f"K[out, in/groups, k...] of {g.weight_shape}, read at every output position whose window covers it; "

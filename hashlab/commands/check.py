@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..conv import ConvGeometry, conv_map
 from ..equiv import MapReport, describe_map, recognize_conv, recognize_rnn, same_sharing
 from ..format import load_index_file, save_index_file
@@ -66,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = p.add_argument_group("building (TARGET conv1d / conv2d / rnn)")
     b.add_argument("--no-bias", action="store_true", help="no bias (default: one shared bias per channel / unit)")
     b.add_argument("--batch-size", type=int, default=2, metavar="INT", help="inputs per numeric check (default: 2)")
-    b.add_argument("--seed", type=int, default=0, metavar="INT", help="seed of the random table and inputs (default: 0)")
+    b.add_argument("--seed", type=int, default=0, metavar="INT",
+                   help="seed of the random table and inputs (default: 0)")
     b.add_argument("-o", "--output", metavar="FILE", help="also write the built map as an index file (format v1)")
     f = p.add_argument_group("index file (TARGET FILE)")
     f.add_argument("--ignore-attrs", action="store_true",
@@ -120,17 +123,23 @@ def _rnn_geometry(args: argparse.Namespace) -> RNNGeometry:
     return RNNGeometry(args.input_size, args.hidden_size, args.steps, bias=not args.no_bias)
 
 
-def _numeric_lines(reports: list) -> list[str]:
-    lines = []
+def _numeric(lines: list[str], ok_struct: bool, check, geometry, imap: IndexMap, args: argparse.Namespace,
+             what: str) -> tuple[list[str], bool]:
+    """Run ``check`` in float64 and float32; append its lines and the PASS / FAIL verdict."""
+    import torch
+
+    reports = [check(geometry, imap, dtype=dt, batch_size=args.batch_size, seed=args.seed)
+               for dt in (torch.float64, torch.float32)]
+    lines.append(f"numeric: {what}, outputs and gradients, batch {args.batch_size}, seed {args.seed}")
     for rep in reports:
         errs = "  ".join(f"{k} {v:.2e}" for k, v in rep.errors.items())
         lines.append(f"  {rep.dtype:<8} {errs}  (tol {rep.rtol:g} x max(1, |ref|))  {'PASS' if rep.passed else 'FAIL'}")
-    return lines
+    ok = ok_struct and all(r.passed for r in reports)
+    lines.append(f"{'PASS' if ok else 'FAIL'} (max abs error {max(r.max_abs_error for r in reports):.2e})")
+    return lines, ok
 
 
 def _check_conv(args: argparse.Namespace) -> tuple[IndexMap, list[str], bool]:
-    import torch
-
     from trainers.torch_backend.equivalence import check_conv_equivalence
 
     g = _conv_geometry(args)
@@ -153,26 +162,20 @@ def _check_conv(args: argparse.Namespace) -> tuple[IndexMap, list[str], bool]:
         ok_struct = same_sharing(conv_map(v.geometry).layers[0].indices, lay.indices)
         lines.append(f"structure: recognised from the index array alone as the equivalent {v.geometry.describe()}"
                      + ("" if ok_struct else " -- FAIL: it does not rebuild the same map"))
-    reports = [check_conv_equivalence(g, imap, dtype=dt, batch_size=args.batch_size, seed=args.seed)
-               for dt in (torch.float64, torch.float32)]
-    lines.append(f"numeric: ArbNet (gather_weight + F.linear) vs torch.nn.functional.{g.op}, outputs and gradients, "
-                 f"batch {args.batch_size}, seed {args.seed}")
-    lines += _numeric_lines(reports)
-    return imap, lines + [_verdict(ok_struct, reports)], ok_struct and all(r.passed for r in reports)
+    return imap, *_numeric(lines, ok_struct, check_conv_equivalence, g, imap, args,
+                           f"ArbNet (gather_weight + F.linear) vs torch.nn.functional.{g.op}")
 
 
 def _check_rnn(args: argparse.Namespace) -> tuple[IndexMap, list[str], bool]:
-    import numpy as np
-    import torch
-
     from trainers.torch_backend.equivalence import check_rnn_equivalence
 
     g = _rnn_geometry(args)
     imap = rnn_map(g)
     n = g.step_weights
+    bias = f" + {g.hidden_size} bias)" if g.bias else ")"
     lines = [g.describe(),
              f"index map: {g.steps} layers rnn.t0..rnn.t{g.steps - 1} of {g.hidden_size}x{g.input_size + g.hidden_size}"
-             f", one table of {g.table_size:,} entries ({n:,} weights" + (f" + {g.hidden_size} bias)" if g.bias else ")")]
+             f", one table of {g.table_size:,} entries ({n:,} weights{bias}"]
     feats = tuple(g.input_size + g.hidden_size if t % 2 == 0 else g.hidden_size for t in range(g.steps + 1))
     mod = build_map(HashSpec(kind="modulus", table_size=n, scope="global"), Architecture(feats))
     ok_mod = all(np.array_equal(a.indices.reshape(-1), b.indices.reshape(-1)) and
@@ -182,20 +185,10 @@ def _check_rnn(args: argparse.Namespace) -> tuple[IndexMap, list[str], bool]:
                  f"scope=global, flattened): {'yes' if ok_mod else 'NO'}")
     rv = recognize_rnn(imap)
     ok_struct = ok_mod and len(rv.groups) == 1 and rv.groups[0].geometry == g and rv.groups[0].modulus
-    lines.append(f"structure: recognised from the index arrays alone as {rv.groups[0].geometry.describe()}, step matrix dense"
+    lines.append(f"structure: recognised from the index arrays alone as {g.describe()}, step matrix dense"
                  if ok_struct else f"structure: FAIL ({rv.witness or rv.groups})")
-    reports = [check_rnn_equivalence(g, imap, dtype=dt, batch_size=args.batch_size, seed=args.seed)
-               for dt in (torch.float64, torch.float32)]
-    lines.append(f"numeric: ArbNet (gather_weight + F.linear per step) vs torch.nn.RNN (tanh), outputs and gradients, "
-                 f"batch {args.batch_size}, seed {args.seed}")
-    lines += _numeric_lines(reports)
-    return imap, lines + [_verdict(ok_struct, reports)], ok_struct and all(r.passed for r in reports)
-
-
-def _verdict(ok_struct: bool, reports: list) -> str:
-    worst = max(r.max_abs_error for r in reports)
-    ok = ok_struct and all(r.passed for r in reports)
-    return f"{'PASS' if ok else 'FAIL'} (max abs error {worst:.2e})"
+    return imap, *_numeric(lines, ok_struct, check_rnn_equivalence, g, imap, args,
+                           "ArbNet (gather_weight + F.linear per step) vs torch.nn.RNN (tanh)")
 
 
 def _spec_line(spec: dict) -> str:
@@ -216,7 +209,8 @@ def format_report(path: str, imap: IndexMap, report: MapReport) -> str:
              f"{list(imap.table_sizes)}; built by {_spec_line(imap.spec)}"]
     shown: set[str] = set()
     for lay in report.layers:
-        lines.append(f"{lay.name} ({lay.shape[0]}x{lay.shape[1]}, table {lay.table}): {lay.kind.upper()}: {lay.summary}")
+        where = f"{lay.name} ({lay.shape[0]}x{lay.shape[1]}, table {lay.table})"
+        lines.append(f"{where}: {lay.kind.upper()}: {lay.summary}")
         if lay.rnn is not None:
             key = lay.rnn.layers[0]
             if key in shown:

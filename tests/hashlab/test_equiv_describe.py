@@ -54,7 +54,8 @@ def test_describe_map_on_every_kind_of_layer():
     cmap = conv_map(ConvGeometry(2, 3, (6, 6), 3, padding=1))
     mlp = build_map(HashSpec(kind="identity"), Architecture((108, 20))).layers[0]
     nb = build_map(HashSpec(kind="neighborhood", radius=2, table_size=50), Architecture((20, 16))).layers[0]
-    layers = (cmap.layers[0], dataclasses.replace(mlp, name="mlp", table=1), dataclasses.replace(nb, name="nb", table=2),
+    layers = (cmap.layers[0], dataclasses.replace(mlp, name="mlp", table=1),
+              dataclasses.replace(nb, name="nb", table=2),
               LayerMap("empty", np.full((4, 16), -1, dtype=np.int16), 2))
     imap = IndexMap(layers=layers, table_sizes=(cmap.table_sizes[0], 2160, 50))
     rep = describe_map(imap)
