@@ -9,9 +9,14 @@ from .format import FormatError, load_index_file, save_index_file
 from .hashes import build_map, dirichlet_probabilities
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .spec import ARCHITECTURES, Architecture, HashSpec, SpecError
+from .conv import ConvGeometry, conv1d_map, conv2d_map, conv_map
+from .rnn import RNNGeometry, rnn_map
+from .equiv import describe_map, recognize_conv, recognize_rnn
 
 __all__ = [
     "__version__", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError",
     "build_map", "dirichlet_probabilities", "IndexMap", "LayerMap", "ZERO", "index_dtype",
     "save_index_file", "load_index_file", "FormatError",
+    "ConvGeometry", "conv_map", "conv1d_map", "conv2d_map", "RNNGeometry", "rnn_map",
+    "describe_map", "recognize_conv", "recognize_rnn",
 ]
