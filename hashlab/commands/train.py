@@ -1,13 +1,61 @@
-"""``hashlab train``: placeholder, filled in by its owner."""
+"""``hashlab train``: train the ArbMLP of an index file with the torch backend.
+
+torch is imported inside :func:`run` only, so ``hashlab --help`` works without it.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
+
+from trainers.torch_backend.config import TrainConfig
+
+from .dataclass_args import add_dataclass_arguments, dataclass_from_args
+
+_HELP = {
+    "dataset": "image dataset, read with torchvision from --data-root",
+    "data_root": "torchvision data root (else $HASHLAB_DATA_ROOT)",
+    "download": "let torchvision download a missing dataset into the data root",
+    "verify_md5": "check CIFAR-10 files against the official md5s (--no-verify-md5 reads own files in that format)",
+    "epochs": "training epochs",
+    "batch_size": "training mini-batch size",
+    "eval_batch_size": "test-set evaluation batch size (memory only)",
+    "lr": "initial SGD learning rate (paper: 0.1)",
+    "momentum": "SGD momentum (paper: 0.9)",
+    "lr_factor": "learning-rate factor on a plateau of training accuracy (paper: 0.1)",
+    "lr_patience": "epochs without a gain in training accuracy before the learning rate drops (paper: 4)",
+    "seed": "seed of the initialisation and the shuffling",
+    "device": "auto (CUDA if available), cpu, cuda, cuda:N or mps",
+    "num_threads": "CPU threads for torch (default: torch's choice)",
+    "limit_train": "train on the first N training samples only (quick runs)",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="(not implemented yet)")
+    p = sub.add_parser(
+        "train", help="train the ArbMLP of an index file on MNIST / Fashion-MNIST / CIFAR-10 (needs torch)",
+        description="Train the ArbNet MLP described by an index file (Linear-ELU-BatchNorm per layer) with SGD "
+                    "as in Chang & Lipson 2018, then print its test accuracy and write a results JSON "
+                    "(docs/TRAINING.md). Needs the torch extra: pip install 'hashlab[torch]'.")
+    p.add_argument("index_file", metavar="FILE", help="index file from `hashlab build`")
+    add_dataclass_arguments(p, TrainConfig, help=_HELP)
+    p.add_argument("-o", "--out", default=None, help="write the results JSON here (atomically)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="tqdm progress bars (default: when stderr is a terminal)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("hashlab train is not implemented yet")
+    config = dataclass_from_args(TrainConfig, args)
+    try:
+        from trainers.torch_backend.train import train
+    except ImportError as e:
+        print(f"hashlab train: error: the torch backend needs torch and torchvision ({e}); "
+              "install them with: pip install 'hashlab[torch]'", file=sys.stderr)
+        return 2
+    results = train(args.index_file, config, out=args.out, progress=args.progress)
+    acc = results["test_accuracy"]
+    last = results["epochs"][-1]
+    print(f"test accuracy: {acc:.4f} ({100 * acc:.2f}%) after {len(results['epochs'])} epochs "
+          f"(final train accuracy {last['train_accuracy']:.4f}, {results['wall_time_s']:.1f} s on "
+          f"{results['device']['name']})" + (f"; results written to {args.out}" if args.out else ""))
+    return 0

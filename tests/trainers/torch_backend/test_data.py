@@ -1,0 +1,157 @@
+"""Datasets through torchvision: real MNIST / Fashion-MNIST, CIFAR-10 on self-written official-format files."""
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hashlab import Architecture, HashSpec, build_map, save_index_file
+from trainers.torch_backend.config import TrainConfig
+from trainers.torch_backend.data import DatasetError, load_device_data, load_split, resolve_data_root
+from trainers.torch_backend.train import train
+
+CPU = torch.device("cpu")
+
+
+# --- CIFAR-10 in the official format: Python 2 cPickle dicts (byte-string keys) --------------------------------------
+
+def _py2_pickle(obj) -> bytes:
+    """Pickle ``obj`` as Python 2 did for CIFAR-10: str as byte strings (``pickle.load(f, encoding="bytes")``
+    gives ``b'data'`` keys, ``encoding="latin1"`` gives ``'data'``), ints, lists and numpy arrays."""
+    if isinstance(obj, str):
+        raw = obj.encode("latin1")
+        return b"U" + bytes([len(raw)]) + raw if len(raw) < 256 else b"T" + struct.pack("<i", len(raw)) + raw
+    if isinstance(obj, int):
+        return b"J" + struct.pack("<i", obj)
+    if isinstance(obj, list):
+        return b"](" + b"".join(_py2_pickle(v) for v in obj) + b"e"
+    if isinstance(obj, dict):
+        return b"}(" + b"".join(_py2_pickle(k) + _py2_pickle(v) for k, v in obj.items()) + b"u"
+    if isinstance(obj, np.ndarray):  # numpy's own protocol-2 stream, without its PROTO and STOP
+        return pickle.dumps(obj, protocol=2)[2:-1]
+    raise TypeError(type(obj))
+
+
+def write_cifar10(root: Path, n_train_per_batch: int = 4, n_test: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
+    """Write cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} under ``root``."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    out: dict[str, list] = {"train_x": [], "train_y": []}
+    batches = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
+    for name in batches:
+        n = n_test if name == "test_batch" else n_train_per_batch
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        entry = {"batch_label": f"{name} of 6", "labels": labels, "data": data,
+                 "filenames": [f"img_{i}.png" for i in range(n)]}
+        (folder / name).write_bytes(b"\x80\x02" + _py2_pickle(entry) + b".")
+        key = "test" if name == "test_batch" else "train"
+        out.setdefault(f"{key}_x", []).append(data)
+        out.setdefault(f"{key}_y", []).extend(labels)
+    meta = {"num_cases_per_batch": n_train_per_batch, "num_vis": 3072,
+            "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+    (folder / "batches.meta").write_bytes(b"\x80\x02" + _py2_pickle(meta) + b".")
+    return {"train_x": np.concatenate(out["train_x"]), "train_y": np.array(out["train_y"]),
+            "test_x": np.concatenate(out["test_x"]), "test_y": np.array(out["test_y"])}
+
+
+def test_written_cifar10_files_are_python2_style(tmp_path):
+    write_cifar10(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        entry = pickle.load(f, encoding="bytes")
+    assert set(entry) == {b"batch_label", b"labels", b"data", b"filenames"}
+    assert entry[b"data"].dtype == np.uint8 and entry[b"data"].shape == (4, 3072)
+
+
+def test_cifar10_loader_reads_official_format_without_md5(tmp_path):
+    want = write_cifar10(tmp_path)
+    for split, train_flag in (("train", True), ("test", False)):
+        x, y = load_split("cifar10", tmp_path, train=train_flag, verify_md5=False)
+        assert x.dtype == torch.uint8 and x.shape == (len(want[f"{split}_y"]), 3, 32, 32)
+        # the 3072 bytes of a row are the red, green, blue 32x32 planes, row-major
+        np.testing.assert_array_equal(x.numpy().reshape(len(x), -1), want[f"{split}_x"])
+        np.testing.assert_array_equal(y.numpy(), want[f"{split}_y"])
+
+
+def test_cifar10_md5_check_is_on_by_default(tmp_path):
+    write_cifar10(tmp_path)
+    with pytest.raises(DatasetError, match="do not match the official md5s.*--no-verify-md5"):
+        load_split("cifar10", tmp_path, train=True)
+
+
+def test_missing_cifar10_names_the_path_and_the_archive(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        load_split("cifar10", tmp_path, train=True)
+    msg = str(err.value)
+    assert str(tmp_path / "cifar-10-batches-py") in msg and "lacks data_batch_1" in msg
+    assert "cifar-10-python.tar.gz" in msg and "--download" in msg
+
+
+def test_train_on_cifar10_files(tmp_path):
+    want = write_cifar10(tmp_path / "data")
+    path = save_index_file(build_map(HashSpec(kind="uniform", table_size=64), Architecture((3072, 16, 10))),
+                           tmp_path / "cifar.safetensors")
+    cfg = TrainConfig(dataset="cifar10", data_root=str(tmp_path / "data"), verify_md5=False, epochs=2,
+                      batch_size=5, device="cpu")
+    res = train(path, cfg, progress=False)
+    assert res["data"]["train_size"] == 20 and res["data"]["test_size"] == 6
+    channels = want["train_x"].reshape(20, 3, 1024).transpose(1, 0, 2).reshape(3, -1) / 255.0
+    np.testing.assert_allclose(res["data"]["mean"], channels.mean(1), rtol=1e-12)
+    np.testing.assert_allclose(res["data"]["std"], channels.std(1), rtol=1e-12)
+    assert len(res["epochs"]) == 2 and 0.0 <= res["test_accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="mnist has 784 features .* --arch mnist-mlp"):
+        train(path, TrainConfig(dataset="mnist", data_root=str(tmp_path / "data")), progress=False)
+
+
+# --- MNIST / Fashion-MNIST -------------------------------------------------------------------------------------------
+
+def test_missing_mnist_names_the_path_and_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetError) as err:
+        load_split("mnist", tmp_path, train=True)
+    msg = str(err.value)
+    assert str(tmp_path / "MNIST" / "raw") in msg and "lacks train-images-idx3-ubyte" in msg
+    assert "--download" in msg and "shared/data" in msg
+    assert isinstance(err.value, FileNotFoundError)  # the CLI reports it as bad input (exit 2)
+
+
+def test_truncated_mnist_is_reported_as_corrupt(tmp_path, data_root):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (data_root / "MNIST" / "raw").iterdir():
+        if not f.name.endswith(".gz"):
+            (raw / f.name).write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        load_split("mnist", tmp_path, train=False)
+
+
+def test_data_root_from_argument_then_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("HASHLAB_DATA_ROOT", raising=False)
+    with pytest.raises(DatasetError, match="pass --data-root DIR .* or set HASHLAB_DATA_ROOT"):
+        resolve_data_root(None)
+    monkeypatch.setenv("HASHLAB_DATA_ROOT", str(tmp_path))
+    assert resolve_data_root(None) == tmp_path.resolve()
+    assert resolve_data_root(tmp_path / ".") == tmp_path.resolve()
+    with pytest.raises(DatasetError, match="is not a directory"):
+        resolve_data_root(tmp_path / "absent")
+
+
+def test_real_mnist_tensors_and_normalisation(data_root):
+    train_data, test_data, info = load_device_data("mnist", data_root, CPU, limit_train=1000)
+    assert (info["train_size"], info["test_size"], len(train_data), len(test_data)) == (1000, 10000, 1000, 10000)
+    assert train_data.images.dtype == torch.uint8 and train_data.images.shape == (1000, 784)
+    assert train_data.labels[:5].tolist() == [5, 0, 4, 1, 9]
+    # the well-known MNIST statistics, computed here over all 60000 training images
+    assert info["mean"][0] == pytest.approx(0.1307, abs=1e-4) and info["std"][0] == pytest.approx(0.3081, abs=1e-4)
+    x, y = test_data.batch(slice(0, 10000))
+    assert x.dtype == torch.float32 and x.shape == (10000, 784) and y.dtype == torch.int64
+    assert abs(float(x.mean())) < 0.02 and abs(float(x.std()) - 1) < 0.02
+
+
+def test_real_fashion_mnist_split(data_root):
+    x, y = load_split("fashion-mnist", data_root, train=False)
+    assert x.shape == (10000, 1, 28, 28) and torch.bincount(y).tolist() == [1000] * 10

@@ -1,0 +1,110 @@
+"""ArbMLP built from index files written by ``hashlab``'s builder (the trainer reads only the file)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hashlab import Architecture, HashSpec, IndexMap, LayerMap, build_map, save_index_file
+from trainers.torch_backend.layers import ArbLinear, table_init_bound
+from trainers.torch_backend.models import ArbMLP
+
+SMALL = Architecture((12, 8, 6, 3))
+
+
+def index_file(tmp_path, spec: HashSpec, arch: Architecture = SMALL):
+    return save_index_file(build_map(spec, arch), tmp_path / "map.safetensors")
+
+
+def sgd_steps(model: nn.Module, steps: int = 3, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        x = torch.randn(16, model.in_features, generator=g)
+        y = torch.randint(0, model.out_features, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def test_paper_mnist_architecture_from_file(tmp_path):
+    path = index_file(tmp_path, HashSpec(kind="dirichlet", alpha=1.0, table_size=1000), Architecture.parse("mnist-mlp"))
+    model = ArbMLP.from_index_file(path)
+    assert (model.in_features, model.out_features) == (784, 10)
+    assert [(m.in_features, m.out_features, m.table_size) for m in model.linears] == [
+        (784, 200, 1000), (200, 200, 1000), (200, 10, 1000)]
+    for block in model.blocks:  # Linear -> ELU -> BN, the last layer included
+        assert [type(m) for m in block] == [ArbLinear, nn.ELU, nn.BatchNorm1d]
+    assert model.num_entries == 3000 and len(model.tables) == 0
+    assert model.spec["kind"] == "dirichlet" and model.spec["architecture"] == [784, 200, 200, 10]
+    assert model(torch.randn(5, 1, 28, 28)).shape == (5, 10)
+
+
+def test_global_scope_shares_one_parameter(tmp_path):
+    model = ArbMLP.from_index_file(index_file(tmp_path, HashSpec(kind="uniform", table_size=40, scope="global")))
+    tables = {id(m.table) for m in model.linears}
+    assert len(tables) == 1 and list(model.tables) == ["0"] and model.tables["0"] is model.linears[0].table
+    assert model.num_entries == 40
+    assert sum(p is model.tables["0"] for p in model.parameters()) == 1  # the optimizer sees it once
+    assert model.tables["0"].abs().max() <= table_init_bound(12)  # bound of the widest reader
+    # its gradient is the sum of every reader's contribution
+    x = torch.randn(7, 12)
+    model.train()
+    model(x).square().sum().backward()
+    got = model.tables["0"].grad.clone()
+    readers = []
+    for m in model.linears:
+        readers.append(m.virtual_weight())
+        readers[-1].retain_grad()
+    model.zero_grad()
+    h = x
+    for block, w in zip(model.blocks, readers):
+        h = block.bn(block.act(nn.functional.linear(h, w, block.linear.bias)))
+    h.square().sum().backward()
+    want = torch.zeros(40)
+    for m, w in zip(model.linears, readers):
+        want.index_add_(0, m.indices.reshape(-1).long(), w.grad.reshape(-1))
+    torch.testing.assert_close(got, want)
+
+
+def test_global_identity_reads_consecutive_slices(tmp_path):
+    model = ArbMLP.from_index_file(index_file(tmp_path, HashSpec(kind="identity", scope="global")))
+    table = model.tables["0"]
+    assert table.numel() == 12 * 8 + 8 * 6 + 6 * 3
+    torch.testing.assert_close(model.linears[1].virtual_weight(), table[96:144].view(6, 8))
+
+
+def test_sparse_weights_stay_zero_while_training(tmp_path):
+    model = ArbMLP.from_index_file(index_file(tmp_path, HashSpec(kind="uniform", table_size=30, sparsity=0.5, sign=True)))
+    masks = [m.zero_mask.clone() for m in model.linears]
+    assert all(int(mask.sum()) == round(0.5 * mask.numel()) for mask in masks)
+    before = [m.virtual_weight().detach().clone() for m in model.linears]
+    sgd_steps(model)
+    for m, mask, w0 in zip(model.linears, masks, before):
+        w = m.virtual_weight().detach()
+        assert bool((w[mask] == 0).all())
+        assert not torch.equal(w[~mask], w0[~mask])  # the other weights did train
+
+
+def test_layers_must_chain():
+    idx = np.zeros((4, 3), np.int16)
+    imap = IndexMap(layers=(LayerMap("a", idx, 0), LayerMap("b", np.zeros((2, 5), np.int16), 0)),
+                    table_sizes=(10,))
+    with pytest.raises(ValueError, match="in_features=5 but the previous layer 'a' has out_features=4"):
+        ArbMLP(imap)
+
+
+def test_missing_index_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="hashlab build"):
+        ArbMLP.from_index_file(tmp_path / "nope.safetensors")
+
+
+def test_same_seed_same_model(tmp_path):
+    path = index_file(tmp_path, HashSpec(kind="modulus", table_size=20))
+    torch.manual_seed(3)
+    a = ArbMLP.from_index_file(path)
+    torch.manual_seed(3)
+    b = ArbMLP.from_index_file(path)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name

@@ -1,0 +1,134 @@
+"""Training as in the paper, on real MNIST, from index files (SGD 0.1 / 0.9, LR / 10 after 4 flat epochs)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from hashlab import Architecture, HashSpec, build_map, load_index_file, save_index_file
+from hashlab.format import FormatError
+from trainers.torch_backend.config import TrainConfig
+from trainers.torch_backend.train import make_scheduler, resolve_device, train
+
+MNIST_MLP = Architecture.parse("mnist-mlp")
+
+
+@pytest.fixture(scope="module")
+def maps(tmp_path_factory):
+    d = tmp_path_factory.mktemp("maps")
+    return {name: save_index_file(build_map(spec, MNIST_MLP), d / f"{name}.safetensors") for name, spec in {
+        "identity": HashSpec(kind="identity"),
+        "dirichlet": HashSpec(kind="dirichlet", alpha=1.0, table_size=1000),
+    }.items()}
+
+
+def config(data_root, **kw) -> TrainConfig:
+    # one thread: robust when other test workers share the cores (see docs/TRAINING.md)
+    return TrainConfig(**({"data_root": str(data_root), "device": "cpu", "num_threads": 1} | kw))
+
+
+def test_identity_mlp_reaches_97_percent_in_3_epochs(maps, data_root):
+    """The paper's MNIST MLP with one entry per weight (a plain MLP); about 10 s on a 2-core CPU."""
+    res = train(maps["identity"], config(data_root, epochs=3, batch_size=200), progress=False)
+    assert res["test_accuracy"] >= 0.97, res["epochs"]
+    assert [e["lr"] for e in res["epochs"]] == [0.1, 0.1, 0.1]
+    assert res["epochs"][-1]["train_accuracy"] > res["epochs"][0]["train_accuracy"]
+
+
+def reference_lrs(accuracies, lr, factor, patience):
+    """LR used in each epoch: divide after ``patience`` consecutive epochs without a strict gain (paper, section 4)."""
+    out, best, bad = [], -math.inf, 0
+    for acc in accuracies:
+        out.append(lr)
+        best, bad = (acc, 0) if acc > best else (best, bad + 1)
+        if bad == patience:
+            lr, bad = lr * factor, 0
+    return out
+
+
+SCHEDULES = [  # (id, training accuracy per epoch, lr_patience)
+    ("four-flat-epochs", [0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.7], 4),
+    ("three-flat-then-gain", [0.5, 0.4, 0.4, 0.4, 0.6, 0.6, 0.6, 0.6], 4),
+    ("equal-is-no-gain", [0.9] * 9, 4),
+    ("tiny-gain-counts", [0.5, 0.5, 0.5, 0.5 + 1e-9, 0.5, 0.5, 0.5, 0.5], 4),
+    ("patience-two", [0.1, 0.2, 0.2, 0.2, 0.1, 0.3, 0.3, 0.3], 2),
+]
+
+
+@pytest.mark.parametrize("accuracies,patience", [c[1:] for c in SCHEDULES], ids=[c[0] for c in SCHEDULES])
+def test_lr_divided_after_patience_epochs_without_gain(accuracies, patience):
+    cfg = TrainConfig(lr_patience=patience)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr, momentum=cfg.momentum)
+    sched = make_scheduler(opt, cfg)
+    used = []
+    for acc in accuracies:
+        used.append(opt.param_groups[0]["lr"])
+        sched.step(acc)
+    assert used == pytest.approx(reference_lrs(accuracies, 0.1, 0.1, patience), rel=1e-12)
+
+
+def test_first_drop_happens_exactly_after_four_flat_epochs():
+    used = reference_lrs([0.9] * 9, 0.1, 0.1, 4)
+    assert used == pytest.approx([0.1] * 5 + [0.01] * 4)  # epochs 2-5 flat -> epoch 6 runs at 0.01
+
+
+def test_training_records_the_schedule(maps, data_root):
+    """A small real run long enough for training accuracy to plateau: the recorded LRs follow the rule."""
+    res = train(maps["identity"], config(data_root, epochs=15, batch_size=50, limit_train=200), progress=False)
+    accs = [e["train_accuracy"] for e in res["epochs"]]
+    lrs = [e["lr"] for e in res["epochs"]]
+    assert lrs == pytest.approx(reference_lrs(accs, 0.1, 0.1, 4), rel=1e-12)
+    assert min(lrs) < 0.1, accs  # the run did hit a plateau
+
+
+def test_same_seed_same_run_and_results_file(maps, data_root, tmp_path):
+    cfg = config(data_root, epochs=1, batch_size=100, limit_train=2000, seed=5)
+    state = torch.get_rng_state()
+    first = train(maps["dirichlet"], cfg, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's global RNG is untouched
+    second = train(maps["dirichlet"], cfg, out=tmp_path / "res" / "run.json", progress=False)
+    other = train(maps["dirichlet"], config(data_root, epochs=1, batch_size=100, limit_train=2000, seed=6),
+                  progress=False)
+    assert first["epochs"][0]["train_loss"] == second["epochs"][0]["train_loss"]
+    assert first["test_accuracy"] == second["test_accuracy"]
+    assert other["epochs"][0]["train_loss"] != first["epochs"][0]["train_loss"]
+
+    saved = json.loads((tmp_path / "res" / "run.json").read_text())
+    assert saved == json.loads(json.dumps(second))
+    assert saved["schema"] == "hashlab.train-results" and saved["schema_version"] == 1
+    assert saved["config"] == cfg.to_dict() and saved["seed"] == 5
+    assert set(saved["versions"]) == {"hashlab", "torch", "torchvision", "numpy", "python"}
+    assert saved["device"]["type"] == "cpu" and saved["device"]["torch_threads"] == 1
+    idx = saved["index_file"]
+    assert idx["path"] == str(maps["dirichlet"].resolve())
+    assert idx["spec"] == load_index_file(maps["dirichlet"]).spec and idx["spec"]["alpha"] == 1.0
+    assert idx["table_sizes"] == [1000, 1000, 1000] and idx["num_weights"] == 198800
+    assert [lay["in_features"] for lay in idx["layers"]] == [784, 200, 200]
+    assert saved["data"]["train_size"] == 2000 and saved["data"]["test_size"] == 10000
+    assert set(saved["epochs"][0]) == {"epoch", "train_accuracy", "train_loss", "lr", "wall_time_s"}
+    assert 0.5 < saved["test_accuracy"] <= 1 and saved["wall_time_s"] > 0
+
+
+def test_not_an_index_file(tmp_path, data_root):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with pytest.raises(FormatError, match="not a hashlab index file"):
+        train(bad, config(data_root), progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_requested_without_cuda_is_a_clear_error(maps, data_root):
+    with pytest.raises(ValueError, match=r"torch.cuda.is_available\(\) is False; use --device cpu"):
+        train(maps["dirichlet"], config(data_root, device="cuda"), progress=False)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trains_on_cuda(maps, data_root):
+    assert resolve_device("auto").type == "cuda"
+    res = train(maps["dirichlet"], config(data_root, device="auto", epochs=2, limit_train=5000), progress=False)
+    assert res["device"]["type"] == "cuda" and "cuda_name" in res["device"]
+    assert res["test_accuracy"] > 0.8

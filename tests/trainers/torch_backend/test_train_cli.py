@@ -1,0 +1,50 @@
+"""``hashlab train`` end to end: build an index file, train on a subset of real MNIST, read the results."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from hashlab.cli import main
+
+from tests.conftest import REPO
+
+
+def hashlab(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hashlab.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=300)
+
+
+def test_build_then_train_in_subprocesses(tmp_path, data_root):
+    path, out = tmp_path / "map.safetensors", tmp_path / "results.json"
+    built = hashlab("build", "--kind", "dirichlet", "--alpha", "1", "--table-size", "1000", "-o", str(path))
+    assert built.returncode == 0, built.stderr
+    env = os.environ | {"HASHLAB_DATA_ROOT": str(data_root)}  # the root comes from the environment here
+    run = hashlab("train", str(path), "--dataset", "mnist", "--epochs", "1", "--limit-train", "2000",
+                  "--batch-size", "100", "--device", "cpu", "--num-threads", "1", "--seed", "3",
+                  "--out", str(out), "--no-progress", env=env)
+    assert run.returncode == 0, run.stderr
+    res = json.loads(out.read_text())
+    assert f"test accuracy: {res['test_accuracy']:.4f}" in run.stdout
+    assert res["config"]["seed"] == 3 and res["config"]["epochs"] == 1 and res["data"]["train_size"] == 2000
+    assert res["data"]["root"] == str(data_root) and res["index_file"]["spec"]["kind"] == "dirichlet"
+    assert res["test_accuracy"] > 0.5
+
+
+def test_missing_data_root_exits_2_with_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HASHLAB_DATA_ROOT", raising=False)
+    assert main(["build", "--kind", "modulus", "--table-size", "50", "-o", str(tmp_path / "m.safetensors")]) == 0
+    assert main(["train", str(tmp_path / "m.safetensors"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "hashlab train: error: no data root: pass --data-root DIR" in err and "HASHLAB_DATA_ROOT" in err
+
+
+def test_invalid_flag_values_exit_2(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "m.safetensors"), "--batch-size", "1"]) == 2
+    assert "batch_size must be an integer in [2," in capsys.readouterr().err
+
+
+def test_missing_index_file_exits_2(tmp_path, data_root, capsys):
+    assert main(["train", str(tmp_path / "absent.safetensors"), "--data-root", str(data_root)]) == 2
+    assert "does not exist; create it with `hashlab build" in capsys.readouterr().err

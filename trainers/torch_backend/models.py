@@ -1,0 +1,127 @@
+"""ArbNet models built from an index file (format v1, ``hashlab.format``)."""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hashlab.format import load_index_file
+from hashlab.indexmap import IndexMap
+
+from .layers import ArbLinear, table_init_bound
+
+__all__ = ["ArbMLP"]
+
+
+class ArbMLP(nn.Module):
+    r"""Multilayer perceptron whose layers are :class:`ArbLinear` layers of an index map.
+
+    Every layer is ``ArbLinear -> ELU -> BatchNorm1d``, the last one included, as in the
+    paper (Chang & Lipson 2018, section 4): MNIST ``784-200-ELU-BN-200-ELU-BN-10-ELU-BN``,
+    CIFAR-10 ``3072 -> 5 x (2000-ELU-BN) -> 10-ELU-BN``. The output feeds a softmax
+    cross-entropy loss. Layer sizes, indices, signs and table numbers all come from the map.
+
+    A table read by one layer is owned by that layer. A table read by several layers (a
+    ``scope="global"`` map) is one :class:`~torch.nn.Parameter` in :attr:`tables`, passed to
+    each reader as ``table=``; it is initialised from :math:`\mathcal{U}(-k, k)` with
+    :math:`k = 1/\sqrt{\max \text{in\_features}}` over its readers (the smallest of their
+    Linear bounds, see :func:`~trainers.torch_backend.layers.table_init_bound`).
+
+    Args:
+        index_map: a validated :class:`hashlab.indexmap.IndexMap`, e.g. from
+            :func:`hashlab.format.load_index_file`; its layers must chain
+            (``layers[k].in_features == layers[k-1].out_features``).
+        bias: give every layer a dense bias unless its map has ``bias_indices``. Default: ``True``.
+        device, dtype: where and in which float type to create parameters.
+
+    Shape:
+        - Input: :math:`(N, *)` with :math:`\prod * = \text{in\_features}` (images are flattened).
+        - Output: :math:`(N, \text{out\_features})` logits.
+
+    Attributes:
+        blocks: :class:`~torch.nn.Sequential` of ``Sequential(linear, act, bn)`` blocks.
+        tables: :class:`~torch.nn.ParameterDict` of shared tables keyed by table number
+            (empty for a layer-scope map).
+        in_features, out_features: first layer's input and last layer's output size.
+        spec: the map's ``spec`` dict (how it was built).
+
+    Raises:
+        ValueError: if the layers do not chain.
+
+    Examples::
+
+        >>> model = ArbMLP.from_index_file("mnist-dirichlet.safetensors")
+        >>> model(torch.randn(32, 1, 28, 28)).shape
+        torch.Size([32, 10])
+    """
+
+    def __init__(self, index_map: IndexMap, bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        layers = index_map.layers
+        for prev, lay in zip(layers[:-1], layers[1:]):
+            if lay.in_features != prev.out_features:
+                raise ValueError(f"layer {lay.name!r} has in_features={lay.in_features} but the previous layer "
+                                 f"{prev.name!r} has out_features={prev.out_features}; an MLP map must chain")
+        readers: dict[int, list[int]] = {}
+        for lay in layers:
+            readers.setdefault(lay.table, []).append(lay.in_features)
+        self.tables = nn.ParameterDict({
+            str(t): nn.Parameter(torch.empty(index_map.table_sizes[t], device=device, dtype=dtype))
+            for t, fan_ins in readers.items() if len(fan_ins) > 1
+        })
+        self._table_bounds = {str(t): table_init_bound(max(fan_ins)) for t, fan_ins in readers.items()}
+        blocks = []
+        for lay in layers:
+            linear = ArbLinear(lay.in_features, lay.out_features, lay.indices, index_map.table_sizes[lay.table],
+                               sign=lay.sign, bias=bias or lay.bias_indices is not None,
+                               table=self.tables[str(lay.table)] if str(lay.table) in self.tables else None,
+                               bias_indices=lay.bias_indices, device=device, dtype=dtype)
+            blocks.append(nn.Sequential(OrderedDict(
+                linear=linear, act=nn.ELU(), bn=nn.BatchNorm1d(lay.out_features, device=device, dtype=dtype))))
+        self.blocks = nn.Sequential(*blocks)
+        self.in_features = layers[0].in_features
+        self.out_features = layers[-1].out_features
+        self.spec: dict[str, Any] = dict(index_map.spec)
+        self.reset_parameters()
+
+    @classmethod
+    def from_index_file(cls, path: str | os.PathLike, bias: bool = True, device=None, dtype=None,
+                        validate: bool = True) -> "ArbMLP":
+        """Build the model of an index file (read with :func:`hashlab.format.load_index_file`).
+
+        Args:
+            path: a format-v1 index file, e.g. from ``hashlab build``.
+            validate: check every index range while loading (O(number of weights)).
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            hashlab.format.FormatError: if it is not a valid index file.
+            ValueError: if its layers do not chain.
+        """
+        return cls(load_index_file(Path(path), mmap=True, validate=validate), bias=bias, device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise shared tables, then every layer (owned tables, biases, BatchNorm)."""
+        for key, table in self.tables.items():
+            bound = self._table_bounds[key]
+            nn.init.uniform_(table, -bound, bound)
+        for block in self.blocks:
+            block.linear.reset_parameters()
+            block.bn.reset_parameters()
+
+    @property
+    def linears(self) -> list[ArbLinear]:
+        """The :class:`ArbLinear` layers, in order."""
+        return [block.linear for block in self.blocks]
+
+    @property
+    def num_entries(self) -> int:
+        """Learnable table entries (each shared table counted once; biases and BatchNorm excluded)."""
+        return sum(t.numel() for t in {id(m.table): m.table for m in self.linears}.values())
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self.blocks(input.flatten(1))

@@ -1,0 +1,244 @@
+"""Train an ArbMLP from an index file as in the paper, and write a results JSON.
+
+Chang & Lipson 2018, section 4: SGD (learning rate 0.1, momentum 0.9), learning rate divided
+by 10 after 4 epochs without a gain in training accuracy, no validation set, test accuracy
+reported after training. See docs/TRAINING.md for the results schema.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from tqdm.auto import tqdm
+
+import hashlab
+from hashlab.atomic import atomic_write_json
+from hashlab.format import load_index_file
+from hashlab.indexmap import IndexMap
+
+from .config import TrainConfig
+from .data import DATASETS, DeviceData, load_device_data, resolve_data_root
+from .models import ArbMLP
+
+__all__ = ["train", "resolve_device", "make_optimizer", "make_scheduler", "train_epoch", "evaluate",
+           "RESULTS_SCHEMA", "RESULTS_VERSION"]
+
+RESULTS_SCHEMA = "hashlab.train-results"
+RESULTS_VERSION = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> ``cuda`` if available else ``cpu``; other names are checked for availability.
+
+    Raises:
+        ValueError: if the named device is not available on this machine.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but torch.cuda.is_available() is False; "
+                             "use --device cpu or --device auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} requested but MPS is not available; use --device cpu")
+    return device
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """SGD with ``config.lr`` and ``config.momentum`` over the model's (deduplicated) parameters."""
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """Multiply the learning rate by ``lr_factor`` after ``lr_patience`` epochs without a gain.
+
+    Step it once per epoch with that epoch's training accuracy. torch's counter reduces when
+    the number of bad epochs *exceeds* ``patience``, so ``patience = lr_patience - 1``: the
+    ``lr_patience``-th consecutive epoch without a strict gain (``threshold=0``, absolute)
+    over the best accuracy so far triggers the reduction, and the count restarts.
+    """
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience - 1,
+        threshold=0.0, threshold_mode="abs", cooldown=0, min_lr=0.0)
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int,
+                generator: torch.Generator, progress: bool = False, desc: str = "") -> tuple[float, float]:
+    """One pass over ``data`` in a random order drawn from ``generator`` (a CPU generator).
+
+    Batches are slices of one permutation; a trailing batch of a single sample is skipped
+    (BatchNorm cannot train on it).
+
+    Returns:
+        ``(accuracy, loss)``: fraction of correctly classified training samples and mean
+        cross-entropy, accumulated over the epoch's batches in training mode.
+    """
+    model.train()
+    n = len(data)
+    order = torch.randperm(n, generator=generator).to(data.labels.device)
+    correct = torch.zeros((), dtype=torch.int64, device=data.labels.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.labels.device)
+    seen = 0
+    starts = [s for s in range(0, n, batch_size) if min(batch_size, n - s) >= 2]
+    for s in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch"):
+        x, y = data.batch(order[s:s + batch_size])
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            correct += (logits.argmax(1) == y).sum()
+            loss_sum += loss.detach().to(torch.float64) * len(y)
+        seen += len(y)
+    return int(correct) / seen, float(loss_sum) / seen
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceData, batch_size: int) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of ``model`` in eval mode (BatchNorm running statistics)."""
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for s in range(0, len(data), batch_size):
+        x, y = data.batch(slice(s, s + batch_size))
+        logits = model(x)
+        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+    return correct / len(data), loss_sum / len(data)
+
+
+def _versions() -> dict[str, str]:
+    return {"hashlab": hashlab.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _device_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"type": device.type, "name": str(device), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["cuda_name"] = torch.cuda.get_device_name(device)
+    else:
+        info["cpu"] = platform.processor() or platform.machine()
+        info["cpu_count"] = os.cpu_count()
+    return info
+
+
+def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, progress: bool,
+         ) -> tuple[ArbMLP, dict[str, Any], list[dict[str, Any]], float, float]:
+    """Load the data, build and train the model, evaluate it: the body of :func:`train`."""
+    train_data, test_data, data_info = load_device_data(
+        config.dataset, root, device, download=config.download, verify_md5=config.verify_md5,
+        limit_train=config.limit_train)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        model = ArbMLP(imap, device=device)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
+    shuffle = torch.Generator().manual_seed(config.seed)
+
+    epochs: list[dict[str, Any]] = []
+    bar = tqdm(range(1, config.epochs + 1), desc="epochs", disable=not progress, unit="epoch")
+    for epoch in bar:
+        te = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        acc, loss = train_epoch(model, optimizer, train_data, config.batch_size, shuffle, progress,
+                                desc=f"epoch {epoch}")
+        scheduler.step(acc)
+        epochs.append({"epoch": epoch, "train_accuracy": acc, "train_loss": loss, "lr": lr,
+                       "wall_time_s": time.perf_counter() - te})
+        bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.4f}", lr=f"{lr:g}")
+    bar.close()
+    test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size)
+    return model, data_info, epochs, test_acc, test_loss
+
+
+def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), out: str | os.PathLike | None = None,
+          progress: bool | None = None) -> dict[str, Any]:
+    """Train the :class:`ArbMLP` of ``index_file`` on ``config.dataset`` and report test accuracy.
+
+    The model is initialised under ``torch.manual_seed(config.seed)`` inside
+    :func:`torch.random.fork_rng` (the caller's global RNG state is restored afterwards); the
+    shuffling uses a separate ``torch.Generator`` seeded with ``config.seed``. On CPU two runs
+    with the same config give identical results; on CUDA ``index_add_`` (the table gradient)
+    uses atomics, so results may differ in the last bits.
+
+    Args:
+        index_file: a format-v1 index file (``hashlab build``). Only this file is read;
+            no hash is recomputed.
+        config: the training configuration.
+        out: if given, the results JSON is written there atomically.
+        progress: show tqdm bars over epochs and batches; ``None`` shows them when stderr is a tty.
+
+    Returns:
+        The results dict (schema ``hashlab.train-results`` v1, docs/TRAINING.md).
+
+    Raises:
+        FileNotFoundError: if ``index_file`` does not exist.
+        hashlab.format.FormatError: if it is not a valid index file.
+        trainers.torch_backend.data.DatasetError: if the dataset is missing or corrupt.
+        ValueError: if the map's input/output sizes do not fit the dataset, or the device is unavailable.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    t0 = time.perf_counter()
+    progress = sys.stderr.isatty() if progress is None else progress
+    index_path = Path(index_file).resolve()
+    imap = load_index_file(index_path, mmap=True, validate=True)
+    spec = DATASETS[config.dataset]
+    first, last = imap.layers[0], imap.layers[-1]
+    if first.in_features != spec.num_features or last.out_features != spec.num_classes:
+        raise ValueError(
+            f"index file {index_path} maps {first.in_features} inputs to {last.out_features} outputs, but "
+            f"{config.dataset} has {spec.num_features} features ({'x'.join(map(str, spec.shape))}) and "
+            f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`")
+    device = resolve_device(config.device)
+    root = resolve_data_root(config.data_root)
+    threads = torch.get_num_threads()
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    try:
+        device_info = _device_info(device)
+        model, data_info, epochs, test_acc, test_loss = _fit(imap, config, device, root, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+    results = {
+        "schema": RESULTS_SCHEMA,
+        "schema_version": RESULTS_VERSION,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "versions": _versions(),
+        "device": device_info,
+        "index_file": {
+            "path": str(index_path),
+            "spec": imap.spec,
+            "table_sizes": list(imap.table_sizes),
+            "layers": [{"name": lay.name, "in_features": lay.in_features, "out_features": lay.out_features,
+                        "table": lay.table, "sign": lay.sign is not None,
+                        "bias_from_table": lay.bias_indices is not None,
+                        "zeros": int((np.asarray(lay.indices) < 0).sum())} for lay in imap.layers],
+            "num_weights": imap.num_weights,
+            "num_entries": imap.num_entries,
+            "compression_ratio": imap.compression_ratio,
+        },
+        "model": {"parameters": sum(p.numel() for p in model.parameters()), "table_entries": model.num_entries},
+        "data": data_info,
+        "epochs": epochs,
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    if out is not None:
+        atomic_write_json(out, results)
+    return results
