@@ -36,6 +36,7 @@ monotone pointer per threshold (O(N) per threshold).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ import numpy as np
 
 from . import stats_kernels as SK
 
-__all__ = ["LocalityStats", "LayerLocality", "layer_locality", "pool_locality", "default_thresholds",
+__all__ = ["LocalityStats", "LayerLocality", "layer_locality", "pool_locality", "default_thresholds", "pair_thresholds",
            "line_window_profile", "expected_nearest_counts", "expected_pair_fraction", "METRICS"]
 
 METRICS = ("id", "grid")
@@ -53,6 +54,14 @@ def default_thresholds(max_distance: int) -> np.ndarray:
     """Distances ``1, 2, 4, ...`` up to the first power of two ``>= max_distance`` (int64)."""
     top = max(1, int(max_distance))
     return 2 ** np.arange(0, int(np.ceil(np.log2(top))) + 1, dtype=np.int64)
+
+
+def pair_thresholds(thresholds: np.ndarray) -> np.ndarray:
+    """The pair curve's distances: every other nearest-partner threshold (``1, 4, 16, ...`` by default).
+
+    Pair counting costs O(N) per threshold, the nearest-partner curve nothing extra.
+    """
+    return np.asarray(thresholds, dtype=np.int64)[::2]
 
 
 def line_window_profile(length: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,11 +91,66 @@ def line_window_profile(length: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     return vals, mult
 
 
-def _geom(q: float, exponent: np.ndarray) -> np.ndarray:
-    """``q ** exponent`` for q in [0, 1], stable for huge exponents."""
-    if q <= 0.0:
+def _geom(log_q: float, exponent: np.ndarray) -> np.ndarray:
+    """``q ** exponent`` given ``log q`` (``-inf`` when q = 0), stable for huge exponents."""
+    exponent = np.asarray(exponent, dtype=np.float64)
+    if log_q == -np.inf:
         return (exponent == 0).astype(np.float64)
-    return np.exp(np.log(q) * exponent.astype(np.float64))
+    return np.exp(log_q * exponent)
+
+
+def _line_sum(length: int, d: int, pi: float) -> float:
+    """``sum_x q ** a(x)`` over a line, ``a(x) = min(x, d) + min(length-1-x, d)``, ``q = 1 - pi``; O(1).
+
+    Positions pair up by ``k = min(x, length-1-x)``: ``a = k + D`` while ``k <= length-1-D``,
+    ``a = length - 1`` for ``length - D <= k < D``, ``a = 2D`` for ``k >= D`` (``D = min(d, length-1)``);
+    each range is a geometric or constant sum.
+    """
+    if length <= 1:
+        return float(length)
+    big_d = min(d, length - 1)
+    log_q = np.log1p(-pi) if pi < 1 else -np.inf
+    kmax = (length - 1) // 2
+
+    def a_of(k: int) -> int:
+        return k + big_d if k <= length - 1 - big_d and k < big_d else (length - 1 if k < big_d else 2 * big_d)
+
+    cnt1 = max(0, min(big_d - 1, length - 1 - big_d, kmax) + 1)
+    if log_q == 0.0:
+        geo = float(cnt1)
+    elif log_q == -np.inf:
+        geo = 1.0 if (cnt1 > 0 and big_d == 0) else 0.0
+    else:
+        geo = float(np.exp(big_d * log_q) * -np.expm1(cnt1 * log_q) / -np.expm1(log_q))
+    cnt2 = max(0, min(big_d - 1, kmax) - max(length - big_d, 0) + 1)
+    cnt3 = max(0, kmax - big_d + 1)
+    half = geo + cnt2 * float(_geom(log_q, length - 1)) + cnt3 * float(_geom(log_q, 2 * big_d))
+    total = 2.0 * half
+    if length % 2 == 1:
+        total -= float(_geom(log_q, a_of(kmax)))
+    return total
+
+
+@functools.lru_cache(maxsize=4096)
+def _expected_one(metric: str, rows: int, cols: int, n: int, sparsity: float, d: int) -> tuple[float, float]:
+    total = rows * cols
+    keep = 1.0 - sparsity
+    pi = keep / n
+    log_q = float(np.log1p(-pi)) if pi < 1 else -np.inf
+    co = keep * total * (1.0 - float(_geom(log_q, total - 1)))
+    if metric == "id":
+        s_d = _line_sum(total, d, pi)
+    elif metric == "grid":
+        if d >= max(rows, cols) - 1:
+            s_d = total * float(_geom(log_q, total - 1))
+        else:
+            vr, mr = line_window_profile(rows, d)
+            vc, mc = line_window_profile(cols, d)
+            others = (vr[:, None] + 1) * (vc[None, :] + 1) - 1
+            s_d = float((mr[:, None] * mc[None, :] * _geom(log_q, others)).sum())
+    else:
+        raise ValueError(f"unknown locality metric {metric!r}; choose one of {METRICS}")
+    return keep * (total - s_d), co
 
 
 def expected_nearest_counts(metric: str, shape: tuple[int, int], n: int, sparsity: float,
@@ -107,30 +171,20 @@ def expected_nearest_counts(metric: str, shape: tuple[int, int], n: int, sparsit
     Returns
     -------
     within : ndarray of float64, shape (T,)
-        Expected number of weights that are non-zeroed and have a partner within ``d``.
+        Expected number of weights that are non-zeroed and have a partner within ``d``:
+        ``(1 - s) * sum_x (1 - (1 - pi) ** m_d(x))`` with ``pi = (1 - s) / n``.
     co_bucketed : float
         Expected number of non-zeroed weights with at least one partner in the layer.
+
+    Raises
+    ------
+    ValueError
+        If ``metric`` is unknown.
     """
     rows, cols = int(shape[0]), int(shape[1])
-    total = rows * cols
-    keep = 1.0 - float(sparsity)
-    q = 1.0 - keep / n
-    out = np.empty(len(thresholds), np.float64)
-    for t, d in enumerate(np.asarray(thresholds, dtype=np.int64)):
-        d = int(d)
-        if metric == "id":
-            v, m = line_window_profile(total, d)
-            s_d = float((m * _geom(q, v)).sum())
-        elif metric == "grid":
-            vr, mr = line_window_profile(rows, d)
-            vc, mc = line_window_profile(cols, d)
-            others = (vr[:, None] + 1) * (vc[None, :] + 1) - 1
-            s_d = float((mr[:, None] * mc[None, :] * _geom(q, others)).sum())
-        else:
-            raise ValueError(f"unknown locality metric {metric!r}; choose one of {METRICS}")
-        out[t] = keep * (total - s_d)
-    co = keep * total * (1.0 - float(_geom(q, np.array([total - 1]))[0]))
-    return out, co
+    res = [_expected_one(metric, rows, cols, int(n), float(sparsity), int(d)) for d in np.asarray(thresholds)]
+    co = _expected_one(metric, rows, cols, int(n), float(sparsity), 1)[1]
+    return np.array([r[0] for r in res], dtype=np.float64), co
 
 
 def expected_pair_fraction(length: int, thresholds: np.ndarray) -> np.ndarray:
@@ -169,8 +223,10 @@ class LocalityStats:
         Its expectation under the uniform-hash null (see module docstring).
     expected_co_bucketed : float
         Expected ``co_bucketed`` under the null.
+    pair_thresholds : ndarray of int64 or None
+        ``metric == "id"`` only: distances of the pair curve (:func:`pair_thresholds`).
     pairs_within : ndarray of int64 or None
-        ``metric == "id"`` only: co-bucketed unordered pairs with ``|i - i'| <= thresholds[t]``.
+        Co-bucketed unordered pairs with ``|i - i'| <= pair_thresholds[t]``.
     pairs_total : int or None
         All co-bucketed unordered pairs, ``sum_e L_e (L_e - 1) / 2``.
     expected_pair_fraction : ndarray of float64 or None
@@ -186,6 +242,7 @@ class LocalityStats:
     within: np.ndarray
     expected_within: np.ndarray
     expected_co_bucketed: float
+    pair_thresholds: np.ndarray | None = None
     pairs_within: np.ndarray | None = None
     pairs_total: int | None = None
     expected_pair_fraction: np.ndarray | None = None
@@ -250,9 +307,12 @@ class LocalityStats:
             th = np.array([d], dtype=np.int64)
             return sum(expected_nearest_counts(mt, sh, n, s, th)[0][0] for mt, sh, n, s in self._null) / co
 
-        lo, hi = 1, max(_extent(mt, sh) for mt, sh, _, _ in self._null)
-        if frac(lo) >= q:
+        top = max(_extent(mt, sh) for mt, sh, _, _ in self._null)
+        if frac(1) >= q:
             return 1.0
+        lo, hi = 1, 2
+        while hi < top and frac(hi) < q:  # exponential search keeps evaluations at small d
+            lo, hi = hi, min(2 * hi, top)
         while hi - lo > 1:  # frac(lo) < q <= frac(hi)
             mid = (lo + hi) // 2
             if frac(mid) >= q:
@@ -297,7 +357,7 @@ class LocalityStats:
                 "total": int(self.pairs_total),
                 "curve": [
                     {"d": int(t), "within": int(w), "fraction": _finite(f), "expected_fraction": _finite(e)}
-                    for t, w, f, e in zip(self.thresholds, self.pairs_within, self.pair_fraction,
+                    for t, w, f, e in zip(self.pair_thresholds, self.pairs_within, self.pair_fraction,
                                           self.expected_pair_fraction)
                 ],
             }
@@ -351,6 +411,9 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
     """
     if indices.ndim != 2:
         raise ValueError(f"layer {name!r}: indices must be 2-D (out_features, in_features), got {indices.shape}")
+    if indices.size >= 2**31:
+        raise ValueError(f"layer {name!r} has {indices.size} weights; locality supports layers below 2**31 "
+                         "weights (run with locality=False / --no-locality)")
     _, _, bucket_sort, nearest, pair_counts = SK.kernels(backend)
     rows, cols = indices.shape
     flat = indices.reshape(-1)
@@ -363,8 +426,8 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
     zeroed = total - ids.size
     sparsity = zeroed / total if total else 0.0
     d_id, d_grid = nearest(starts, ids, cols)
-    capped = np.minimum(thresholds, max(total - 1, 0))
-    pairs = pair_counts(starts, ids, capped)
+    pair_th = pair_thresholds(thresholds)
+    pairs = pair_counts(starts, ids, np.minimum(pair_th, max(total - 1, 0)))
     pairs_total = int((loads * (loads - 1) // 2).sum())
     out = {}
     for metric, dist in (("id", d_id), ("grid", d_grid)):
@@ -380,9 +443,10 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
             _null=[(metric, (rows, cols), n, sparsity)],
         )
         if metric == "id":
+            stats.pair_thresholds = pair_th
             stats.pairs_within = pairs.astype(np.int64)
             stats.pairs_total = pairs_total
-            stats.expected_pair_fraction = expected_pair_fraction(total, thresholds)
+            stats.expected_pair_fraction = expected_pair_fraction(total, pair_th)
         out[metric] = stats
     return LayerLocality(id=out["id"], grid=out["grid"])
 
@@ -417,6 +481,7 @@ def pool_locality(parts: list[LocalityStats], name: str = "total") -> LocalitySt
         _null=[x for p in parts for x in p._null],
     )
     if parts[0].pairs_within is not None:
+        pooled.pair_thresholds = parts[0].pair_thresholds
         pooled.pairs_within = np.sum([p.pairs_within for p in parts], axis=0).astype(np.int64)
         pooled.pairs_total = int(sum(p.pairs_total for p in parts))
         w = np.array([p.pairs_total for p in parts], dtype=np.float64)

@@ -85,17 +85,25 @@ def expected_max_load(balls: list[int], bins: list[int]) -> tuple[float, np.ndar
     """
     if len(balls) != len(bins) or any(b < 1 for b in bins) or any(m < 0 for m in balls):
         raise ValueError(f"expected_max_load needs equal-length balls >= 0 and bins >= 1, got {balls}, {bins}")
-    kmax = 1
+    # Bernstein bound: outside mean +- t a bin's tail is below 1e-18 / n, so P(max <= k) is 0
+    # (below the window) or 1 (above it) to double precision; only the window is evaluated.
+    klo, khi = None, 0
     for m, n in zip(balls, bins):
         if m > 0:
-            kmax = max(kmax, int(scipy.stats.binom.isf(1e-18 / n, m, 1.0 / n)) + 2)
-            kmax = min(kmax, max(balls))
-    k = np.arange(kmax + 1)
+            mu = m / n
+            big_l = math.log(n) + 18 * math.log(10)
+            t = math.sqrt(2 * mu * big_l) + 2 * big_l / 3 + 2
+            klo = int(max(0, mu - t)) if klo is None else max(klo, int(max(0, mu - t)))
+            khi = max(khi, int(min(m, mu + t)) + 1)
+    if klo is None:  # no balls at all
+        return 0.0, np.ones(1)
+    klo = min(klo, khi)
+    k = np.arange(klo, khi + 1)
     logcdf = np.zeros(k.size)
     for m, n in zip(balls, bins):
         if m > 0:
             logcdf += n * scipy.stats.binom.logcdf(k, m, 1.0 / n)
-    cdf = np.exp(logcdf)
+    cdf = np.concatenate([np.zeros(klo), np.exp(logcdf)])
     cdf[-1] = 1.0
     return float((1.0 - cdf).sum()), cdf
 
@@ -358,6 +366,7 @@ class MapReport:
     locality: LayerLocality | None = None
     source: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    theory: dict[str, Any] | None = None
 
     def to_dict(self, include_loads: bool = False) -> dict[str, Any]:
         """JSON-ready dict: ``{"schema": "hashlab.stats", "version": 1, ...}`` (see ``docs/STATS.md``)."""
@@ -369,7 +378,29 @@ class MapReport:
             "total": self.total.to_dict(include_loads=False),
             "locality": None if self.locality is None else
             {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()},
+            "theory": self.theory,
         }
+
+
+def theory_checks(imap: IndexMap) -> dict[str, Any] | None:
+    """Checks from :mod:`hashlab.theory` that apply to the map's recorded hash kind, as a dict.
+
+    ``dirichlet``: per-table entropy against the Dirichlet expectations; ``neighborhood``: the
+    offset test; ``modulus``: exact balance. None for other kinds or maps without a spec.
+    """
+    from . import theory
+
+    kind = imap.spec.get("kind")
+    try:
+        if kind == "dirichlet" and imap.spec.get("alpha") is not None:
+            return {"kind": kind, "dirichlet": [c.to_dict() for c in theory.dirichlet_entropy_check(imap)]}
+        if kind == "neighborhood" and imap.spec.get("radius") is not None and len(set(imap.table_sizes)) == 1:
+            return {"kind": kind, "offsets": theory.neighborhood_offset_check(imap).to_dict()}
+        if kind == "modulus":
+            return {"kind": kind, "exactly_balanced": theory.modulus_balance_check(imap)}
+    except (ValueError, KeyError, TypeError):  # a foreign or inconsistent spec: no theory section
+        return None
+    return None
 
 
 class MapAnalyzer:
@@ -383,17 +414,20 @@ class MapAnalyzer:
         Distances of the locality curves; default powers of two up to the largest layer.
     backend : {"numba", "numpy"}
         Kernels (:mod:`hashlab.stats_kernels`); both give identical results.
+    theory : bool
+        Add the :func:`theory_checks` that apply to the map's hash kind. Default True.
 
     Attributes
     ----------
     report_ : MapReport
-    layers_, tables_, total_, locality_ : the report's parts
+    layers_, tables_, total_, locality_, theory_ : the report's parts
     """
 
-    def __init__(self, locality: bool = True, thresholds=None, backend: str = "numba") -> None:
+    def __init__(self, locality: bool = True, thresholds=None, backend: str = "numba", theory: bool = True) -> None:
         self.locality = locality
         self.thresholds = thresholds
         self.backend = backend
+        self.theory = theory
 
     def fit(self, imap: IndexMap, source: str | None = None) -> "MapAnalyzer":
         """Analyse ``imap``.
@@ -449,16 +483,18 @@ class MapAnalyzer:
             pooled = LayerLocality(id=pool_locality([r.locality.id for r in layers]),
                                    grid=pool_locality([r.locality.grid for r in layers]))
             timings["locality_s"] = time.perf_counter() - t1
+        self.theory_ = theory_checks(imap) if self.theory else None
         self.layers_, self.tables_, self.total_, self.locality_ = layers, tables, total, pooled
         self.report_ = MapReport(spec=dict(imap.spec), table_sizes=imap.table_sizes, layers=layers, tables=tables,
-                                 total=total, locality=pooled, source=source, timings=timings)
+                                 total=total, locality=pooled, source=source, timings=timings, theory=self.theory_)
         return self
 
 
 def map_report(imap: IndexMap, locality: bool = True, thresholds=None, backend: str = "numba",
-               source: str | None = None) -> MapReport:
-    """``MapAnalyzer(locality, thresholds, backend).fit(imap, source).report_``."""
-    return MapAnalyzer(locality=locality, thresholds=thresholds, backend=backend).fit(imap, source).report_
+               source: str | None = None, theory: bool = True) -> MapReport:
+    """``MapAnalyzer(locality, thresholds, backend, theory).fit(imap, source).report_``."""
+    return MapAnalyzer(locality=locality, thresholds=thresholds, backend=backend,
+                       theory=theory).fit(imap, source).report_
 
 
 # --------------------------------------------------------------------------- text output
@@ -542,7 +578,29 @@ def format_report(report: MapReport) -> str:
         lines += _table(lheader, lrows)
         lines.append("  grid <=1: fraction of co-bucketed weights with a partner at grid distance 1; "
                      f"pairs: fraction of co-bucketed pairs with |i - i'| <= {ref}")
+    lines += _theory_lines(report.theory)
     return "\n".join(lines)
+
+
+def _theory_lines(th: dict[str, Any] | None) -> list[str]:
+    if not th:
+        return []
+    out = ["", f"theory ({th['kind']} hash)"]
+    if "dirichlet" in th:
+        out.append("  entropy in nats; E[H(p)] = psi(n a + 1) - psi(a + 1) for p ~ Dir(a); E[H_hat] = mean plug-in "
+                   "entropy of m draws (Dirichlet-multinomial); z = (measured - E[H_hat]) / sd")
+        rows = [[f"table {c['table']}", f"{c['m']:,}", f"{c['n']:,}", f"{c['measured']:.4f}", f"{c['drawn']:.4f}",
+                 f"{c['expected']:.4f} +- {c['expected_sd']:.4f}", f"{c['expected_plugin']:.4f}",
+                 f"{c['z_measured']:+.2f}"] for c in th["dirichlet"]]
+        out += ["  " + x for x in _table(["table", "m", "n", "measured", "H(p drawn)", "E[H(p)] +- sd", "E[H_hat]",
+                                          "z"], rows)]
+    if "offsets" in th:
+        o = th["offsets"]
+        out.append(f"  offsets (h(i) - i) mod n against U{{-{o['radius']}..{o['radius']}}}: {o['count']:,} weights, "
+                   f"{o['outside']} outside the support, chi2 p = {_fmt_p(o['p_value'])}")
+    if "exactly_balanced" in th:
+        out.append(f"  every table exactly balanced (max - min load <= 1): {all(th['exactly_balanced'])}")
+    return out
 
 
 def _pair_ref(report: MapReport) -> int:
@@ -550,7 +608,7 @@ def _pair_ref(report: MapReport) -> int:
 
     Below ``n / 2`` a modulus-like hash (Neighborhood r = 0) has no co-bucketed pair at all.
     """
-    th = report.locality.id.thresholds
+    th = report.locality.id.pair_thresholds
     half = max(1, min(report.table_sizes) // 2)
     return int(th[max(0, int(np.searchsorted(th, half, side="right")) - 1)])
 
@@ -563,9 +621,10 @@ def _locality_row(name: str, loc: LayerLocality, ref: int) -> list[str]:
         return "-" if x is None or not np.isfinite(x) else f"{x:.4f}"
 
     i, g = loc.id, loc.grid
-    k = int(np.searchsorted(i.thresholds, ref))
-    pf = i.pair_fraction[k] if i.pair_fraction is not None and k < len(i.thresholds) else float("nan")
-    pe = i.expected_pair_fraction[k] if i.expected_pair_fraction is not None and k < len(i.thresholds) else float("nan")
+    k = int(np.searchsorted(i.pair_thresholds, ref))
+    ok = k < len(i.pair_thresholds)
+    pf = i.pair_fraction[k] if ok else float("nan")
+    pe = i.expected_pair_fraction[k] if ok else float("nan")
     g1 = g.fraction_within[0] if g.thresholds[0] == 1 else float("nan")
     g1e = g.expected_fraction_within[0] if g.thresholds[0] == 1 else float("nan")
     return [name, f"{i.co_bucketed:,}", q(i.quantile(0.5)), q(i.expected_quantile(0.5)), q(g.quantile(0.5)),

@@ -11,7 +11,7 @@ Conventions
   Position ``i`` in it is the weight's identifier ``row * in_features + col``.
 * ``n`` is the size of the table the layer reads.
 * A *bucket* is the set of a layer's non-zeroed weights that read one entry.
-* ``starts`` (int64, shape ``(n + 1,)``) and ``ids`` (int64, shape ``(M,)``, ``M`` non-zeroed
+* ``starts`` (int64, shape ``(n + 1,)``) and ``ids`` (int32, shape ``(M,)``, ``M`` non-zeroed
   weights) describe the layer sorted by ``(entry, identifier)``: bucket ``e`` is
   ``ids[starts[e]:starts[e + 1]]``, in increasing identifier order.
 * Distances are integers. ``-1`` marks "no other weight in the bucket".
@@ -72,16 +72,20 @@ def sign_sums_ref(idx: np.ndarray, sign: np.ndarray, n: int) -> np.ndarray:
                        minlength=n).round().astype(np.int64)
 
 
+def _id_dtype(size: int):
+    return np.int32 if size < 2**31 else np.int64
+
+
 def bucket_sort_ref(idx: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Sort a layer's non-zeroed identifiers by ``(entry, identifier)`` (numpy reference).
 
     Returns
     -------
     starts : ndarray of int64, shape (n + 1,)
-    ids : ndarray of int64, shape (M,)
+    ids : ndarray of int32 (int64 if the layer has 2**31 weights or more), shape (M,)
         See the module conventions.
     """
-    order = np.argsort(idx, kind="stable").astype(np.int64)
+    order = np.argsort(idx, kind="stable").astype(_id_dtype(idx.shape[0]))
     n_zero = int(np.count_nonzero(idx < 0))
     ids = order[n_zero:]
     loads = np.bincount(idx[ids].astype(np.int64), minlength=n)
@@ -119,6 +123,7 @@ def nearest_partner_ref(starts: np.ndarray, ids: np.ndarray, in_features: int) -
     """
     m = ids.shape[0]
     cols = np.int64(in_features)
+    ids = ids.astype(np.int64)
     bucket = _bucket_of(starts, m)
     lo = starts[bucket]
     hi = starts[bucket + 1]
@@ -177,6 +182,7 @@ def pair_counts_ref(starts: np.ndarray, ids: np.ndarray, thresholds: np.ndarray)
     if m == 0:
         return np.zeros(thresholds.shape[0], np.int64)
     bucket = _bucket_of(starts, m)
+    ids = ids.astype(np.int64)
     span = np.int64(2) * (ids.max() + 1)
     key = bucket * span + ids
     pos = np.arange(m, dtype=np.int64)
@@ -226,7 +232,7 @@ def sign_sums_nb(idx: np.ndarray, sign: np.ndarray, n: int) -> np.ndarray:
 
 
 @nb.njit(parallel=True, cache=True)
-def _bucket_sort_kernel(idx, n, threads):
+def _bucket_sort_kernel(idx, n, threads, out_dtype):
     size = idx.shape[0]
     nt = max(1, min(threads, (size + _CHUNK - 1) // _CHUNK))
     per = (size + nt - 1) // nt
@@ -245,7 +251,7 @@ def _bucket_sort_kernel(idx, n, threads):
             offs[t, e] = acc
             acc += hist[t, e]
     starts[n] = acc
-    ids = np.empty(acc, np.int64)
+    ids = np.empty(acc, out_dtype)
     for t in nb.prange(nt):
         o = offs[t]
         for i in range(min(size, t * per), min(size, (t + 1) * per)):
@@ -258,7 +264,7 @@ def _bucket_sort_kernel(idx, n, threads):
 
 def bucket_sort_nb(idx: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """numba twin of :func:`bucket_sort_ref`: a parallel stable counting sort, O(N + n)."""
-    return _bucket_sort_kernel(idx, n, nb.get_num_threads())
+    return _bucket_sort_kernel(idx, n, nb.get_num_threads(), _id_dtype(idx.shape[0]))
 
 
 @nb.njit(inline="always")
@@ -376,9 +382,15 @@ def _row_probe(ids, rowv, colv, lo, hi, j, cols, rows, big, max_rows):
 
 @nb.njit(cache=True)
 def _grid_search(q, r, c, cr, cc, best, size, ncr, ncc, cbase, cstart, crow, ccol):
-    """Exact grid distance from point ``q`` at ``(r, c)`` in cell ``(cr, cc)``, ring by ring."""
+    """Exact grid distance from point ``q`` at ``(r, c)`` in cell ``(cr, cc)``, block by block.
+
+    Block ``k`` is the ``(2k+1) x (2k+1)`` cells around ``(cr, cc)``; the cells of one cell-row
+    of a block are consecutive, so their members form one contiguous range. Block 1 is
+    scanned whole, then each ring ``k >= 2`` (full top and bottom rows, two side cells per row
+    in between), until no unvisited point can be closer than ``best``.
+    """
     big = np.iinfo(np.int64).max
-    k = 0
+    k = 1
     while True:
         for dr in range(-k, k + 1):
             rr = cr + dr
@@ -392,25 +404,22 @@ def _grid_search(q, r, c, cr, cc, best, size, ncr, ncc, cbase, cstart, crow, cco
                 gap = 0
             if gap >= best:
                 continue
-            step = 1 if (dr == -k or dr == k) else 2 * k
-            dc = -k
-            while dc <= k:
-                ccell = cc + dc
-                if 0 <= ccell < ncc:
-                    if dc > 0:
-                        cgap = ccell * size - c
-                    elif dc < 0:
-                        cgap = c - (ccell * size + size - 1)
-                    else:
-                        cgap = 0
-                    if cgap < best:
-                        cell = cbase + rr * ncc + ccell
-                        for p in range(cstart[cell], cstart[cell + 1]):
+            row0 = cbase + rr * ncc
+            if k == 1 or dr == -k or dr == k:
+                lo_cell = max(cc - k, 0)
+                hi_cell = min(cc + k, ncc - 1)
+                for p in range(cstart[row0 + lo_cell], cstart[row0 + hi_cell + 1]):
+                    g = max(abs(crow[p] - r), abs(ccol[p] - c))
+                    if g < best and p != q:
+                        best = g
+            else:
+                for side in (cc - k, cc + k):
+                    if 0 <= side < ncc:
+                        for p in range(cstart[row0 + side], cstart[row0 + side + 1]):
                             g = max(abs(crow[p] - r), abs(ccol[p] - c))
-                            if g < best and p != q:
+                            if g < best:
                                 best = g
-                dc += step
-        # every point outside the block of rings 0..k is at least `bound` away
+        # every point outside the block is at least `bound` away
         bound = big
         if cr - k > 0:
             bound = min(bound, r - (cr - k) * size + 1)
@@ -444,44 +453,47 @@ def _grid_shape(starts, rows, cols):
 
 @nb.njit(parallel=True, cache=True)
 def _grid_build(starts, rowv, colv, size, ncc, cbase):
-    """Counting-sort each bucket's members into its cells; returns cell-ordered copies."""
+    """Counting-sort each bucket's members into its cells; returns cell-ordered copies (int32)."""
     m = rowv.shape[0]
     nbuckets = starts.shape[0] - 1
     cstart = np.empty(cbase[nbuckets] + 1, np.int64)
     cfill = np.zeros(cbase[nbuckets], np.int64)
     cstart[cbase[nbuckets]] = m
-    cellv = np.empty(m, np.int64)
-    crow = np.empty(m, np.int64)
-    ccol = np.empty(m, np.int64)
-    ccr = np.empty(m, np.int64)
-    ccc = np.empty(m, np.int64)
-    corig = np.empty(m, np.int64)
-    cbucket = np.empty(m, np.int64)
+    tcr = np.empty(m, np.int32)
+    tcc = np.empty(m, np.int32)
+    crow = np.empty(m, np.int32)
+    ccol = np.empty(m, np.int32)
+    ccr = np.empty(m, np.int32)
+    ccc = np.empty(m, np.int32)
+    corig = np.empty(m, np.int32)
+    cbucket = np.empty(m, np.int32)
     for e in nb.prange(nbuckets):
         lo = starts[e]
         hi = starts[e + 1]
         if hi == lo:
             continue
         base = cbase[e]
-        sz = size[e]
+        sz = np.int32(size[e])
         w = ncc[e]
         for j in range(lo, hi):
-            cell = base + (rowv[j] // sz) * w + colv[j] // sz
-            cellv[j] = cell
-            cfill[cell] += 1
+            a = rowv[j] // sz
+            b = colv[j] // sz
+            tcr[j] = a
+            tcc[j] = b
+            cfill[base + a * w + b] += 1
         acc = lo
         for cell in range(base, cbase[e + 1]):
             cstart[cell] = acc
             acc += cfill[cell]
             cfill[cell] = cstart[cell]
         for j in range(lo, hi):
-            cell = cellv[j]
+            cell = base + tcr[j] * w + tcc[j]
             p = cfill[cell]
             cfill[cell] = p + 1
             crow[p] = rowv[j]
             ccol[p] = colv[j]
-            ccr[p] = (cell - base) // w
-            ccc[p] = (cell - base) - ccr[p] * w
+            ccr[p] = tcr[j]
+            ccc[p] = tcc[j]
             corig[p] = j
             cbucket[p] = e
     return cstart, crow, ccol, ccr, ccc, corig, cbucket
@@ -507,8 +519,8 @@ def _probe_pass(starts, ids, cols, max_rows):
     nbuckets = starts.shape[0] - 1
     d_id = np.empty(m, np.int64)
     d_grid = np.empty(m, np.int64)
-    rowv = np.empty(m, np.int64)
-    colv = np.empty(m, np.int64)
+    rowv = np.empty(m, np.int32)
+    colv = np.empty(m, np.int32)
     proven = np.empty(m, np.bool_)
     big = np.iinfo(np.int64).max
     nchunks = (m + _CHUNK - 1) // _CHUNK
@@ -516,10 +528,11 @@ def _probe_pass(starts, ids, cols, max_rows):
     nopen = np.zeros(max(nchunks, 1), np.int64)
     for k in nb.prange(nchunks):
         for j in range(k * _CHUNK, min(m, (k + 1) * _CHUNK)):
-            rowv[j] = ids[j] // cols
-            colv[j] = ids[j] - rowv[j] * cols
-            if rowv[j] + 1 > rmax[k]:
-                rmax[k] = rowv[j] + 1
+            rj = np.int64(ids[j]) // cols
+            rowv[j] = rj
+            colv[j] = np.int64(ids[j]) - rj * cols
+            if rj + 1 > rmax[k]:
+                rmax[k] = rj + 1
     rows = rmax.max()
     for k in nb.prange(nchunks):
         a = k * _CHUNK
@@ -528,7 +541,20 @@ def _probe_pass(starts, ids, cols, max_rows):
         for j in range(a, b):
             while starts[e + 1] <= j and e < nbuckets - 1:
                 e += 1
-            dj, dg, ok = _row_probe(ids, rowv, colv, starts[e], starts[e + 1], j, cols, rows, big, max_rows)
+            if max_rows == 0:  # fast path: identifier-order neighbours only
+                lo = starts[e]
+                hi = starts[e + 1]
+                dj = big
+                dg = big
+                if j > lo:
+                    dj = np.int64(ids[j]) - ids[j - 1]
+                    dg = max(rowv[j] - rowv[j - 1], abs(colv[j] - colv[j - 1]))
+                if j + 1 < hi:
+                    dj = min(dj, np.int64(ids[j + 1]) - ids[j])
+                    dg = min(dg, max(rowv[j + 1] - rowv[j], abs(colv[j + 1] - colv[j])))
+                ok = dg <= 1 or hi - lo < 2
+            else:
+                dj, dg, ok = _row_probe(ids, rowv, colv, starts[e], starts[e + 1], j, cols, rows, big, max_rows)
             d_id[j] = -1 if dj == big else dj
             d_grid[j] = dg
             proven[j] = ok
@@ -563,38 +589,40 @@ def nearest_partner_nb(starts: np.ndarray, ids: np.ndarray, in_features: int) ->
 
 @nb.njit(parallel=True, cache=True)
 def _pair_kernel(starts, ids, thresholds):
-    m = ids.shape[0]
     nt = thresholds.shape[0]
-    nchunks = (m + _CHUNK - 1) // _CHUNK
     nbuckets = starts.shape[0] - 1
-    local = np.zeros((max(nchunks, 1), nt), np.int64)
-    for k in nb.prange(nchunks):
-        a = k * _CHUNK
-        b = min(m, a + _CHUNK)
-        e0 = np.searchsorted(starts, a, side="right") - 1
+    local = np.zeros((nbuckets, nt), np.int64)
+    for e in nb.prange(nbuckets):
+        lo = starts[e]
+        hi = starts[e + 1]
+        size = hi - lo
+        if size < 2:
+            continue
+        span = np.int64(ids[hi - 1]) - np.int64(ids[lo])
         for t in range(nt):
             d = thresholds[t]
-            e = e0
-            hi = starts[e + 1]
-            p = a + 1
+            if d >= span:
+                local[e, t] = size * (size - 1) // 2
+                continue
+            # branch-free merge of the sorted ids with the sorted queries ids + d:
+            # each step either counts ids[k] <= ids[i] + d (k += 1) or closes query i
+            i = lo
+            k = lo
             acc = 0
-            for j in range(a, b):
-                if j >= hi:
-                    while starts[e + 1] <= j and e < nbuckets - 1:
-                        e += 1
-                    hi = starts[e + 1]
-                if p <= j:
-                    p = j + 1
-                lim = ids[j] + d
-                while p < hi and ids[p] <= lim:
-                    p += 1
-                acc += p - j - 1
-            local[k, t] = acc
+            while k < hi:
+                c = np.int64(ids[k]) <= np.int64(ids[i]) + d
+                k += c
+                acc += (1 - c) * (k - i - 1)
+                i += 1 - c
+            # queries left once k == hi see every later member
+            rest = hi - i
+            acc += rest * (rest - 1) // 2
+            local[e, t] = acc
     return local.sum(axis=0)
 
 
 def pair_counts_nb(starts: np.ndarray, ids: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """numba twin of :func:`pair_counts_ref`: one monotone pointer per threshold, O(M * T)."""
+    """numba twin of :func:`pair_counts_ref`: per bucket and threshold, one monotone pointer; O(M * T)."""
     return _pair_kernel(starts, ids, np.ascontiguousarray(thresholds, dtype=np.int64))
 
 

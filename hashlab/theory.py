@@ -1,0 +1,323 @@
+"""What theory says each hash's statistics should be, and checks of a map against it.
+
+* Dirichlet hash (paper eq. 8-9): entry probabilities ``p ~ Dir(alpha, ..., alpha)`` over ``n``
+  entries. The entropy of ``p`` has mean ``E[H] = psi(n alpha + 1) - psi(alpha + 1)`` nats and a
+  closed-form variance (Nemenman, Shafee & Bialek 2002, eqs. for the second moment). What a
+  map *measures* is the plug-in entropy of the loads of ``m`` draws from ``p``; it is biased low
+  when ``m / n`` is small. Its exact mean under the Dirichlet-multinomial model uses the
+  beta-binomial marginal of one entry's load.
+* Neighborhood hash (eq. 10): ``h(i) = (i + U{-r..r}) mod n``, so the offsets
+  ``(h(i) - i) mod n`` are uniform on ``[-r, r]`` (folded mod ``n`` when ``2r + 1 > n``).
+* Modulus hash (eq. 1): ``i mod n`` gives loads that differ by at most one.
+* Uniform hash (eq. 2): the chi-square p-value of the loads is uniform on (0, 1) over seeds.
+
+Everything here is numpy/scipy only.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import scipy.special as sp
+import scipy.stats
+
+from .hashes import dirichlet_probabilities
+from .indexmap import IndexMap
+
+__all__ = [
+    "dirichlet_expected_entropy", "dirichlet_entropy_sd", "dirichlet_multinomial_expected_entropy",
+    "simulate_plugin_entropy", "DirichletCheck", "dirichlet_entropy_check", "layer_identifiers",
+    "neighborhood_offsets", "OffsetCheck", "neighborhood_offset_check", "is_exactly_balanced",
+    "modulus_balance_check",
+]
+
+
+def _check_alpha_n(n: int, alpha: float) -> None:
+    if not (isinstance(n, (int, np.integer)) and n >= 1):
+        raise ValueError(f"n (table entries) must be an integer >= 1, got {n!r}")
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be finite and > 0, got {alpha!r}")
+
+
+def dirichlet_expected_entropy(n: int, alpha: float) -> float:
+    """``E[H(p)]`` in nats for ``p ~ Dir(alpha 1_n)``: ``psi(n alpha + 1) - psi(alpha + 1)``.
+
+    Tends to ``ln n`` as ``alpha -> inf`` (6.91 nats for n = 1000) and to 0 as ``alpha -> 0``.
+
+    Raises
+    ------
+    ValueError
+        If ``n < 1`` or ``alpha <= 0``.
+    """
+    _check_alpha_n(n, alpha)
+    return float(sp.digamma(n * alpha + 1) - sp.digamma(alpha + 1))
+
+
+def dirichlet_entropy_sd(n: int, alpha: float) -> float:
+    """Standard deviation (nats) of ``H(p)`` for ``p ~ Dir(alpha 1_n)``, in closed form.
+
+    With ``A = n alpha`` (Nemenman, Shafee & Bialek, NIPS 2002)::
+
+        E[H^2] = n a(a+1)/(A(A+1)) [(psi(a+2) - psi(A+2))^2 + psi1(a+2) - psi1(A+2)]
+               + n(n-1) a^2/(A(A+1)) [(psi(a+1) - psi(A+2))^2 - psi1(A+2)]
+
+    Raises
+    ------
+    ValueError
+        If ``n < 1`` or ``alpha <= 0``.
+    """
+    _check_alpha_n(n, alpha)
+    a = float(alpha)
+    big_a = n * a
+    norm = big_a * (big_a + 1)
+    d2, t2 = sp.digamma(big_a + 2), sp.polygamma(1, big_a + 2)
+    same = n * a * (a + 1) / norm * ((sp.digamma(a + 2) - d2) ** 2 + sp.polygamma(1, a + 2) - t2)
+    cross = n * (n - 1) * a * a / norm * ((sp.digamma(a + 1) - d2) ** 2 - t2)
+    var = same + cross - dirichlet_expected_entropy(n, a) ** 2
+    return float(np.sqrt(max(var, 0.0)))
+
+
+def dirichlet_multinomial_expected_entropy(m: int, n: int, alpha: float) -> float:
+    """Exact mean plug-in entropy (nats) of the loads of ``m`` draws from ``p ~ Dir(alpha 1_n)``.
+
+    One entry's load is ``BetaBinomial(m, alpha, (n - 1) alpha)``, so
+    ``E[H_hat] = -n sum_c P(c) (c/m) ln(c/m)``. This is what the entropy of a Dirichlet map
+    with ``m`` weights per table should be on average (lower than
+    :func:`dirichlet_expected_entropy` when ``m / n`` is small). O(m) work.
+
+    Raises
+    ------
+    ValueError
+        If ``m < 1``, ``n < 1`` or ``alpha <= 0``.
+    """
+    _check_alpha_n(n, alpha)
+    if m < 1:
+        raise ValueError(f"m (draws) must be >= 1, got {m}")
+    if n == 1:
+        return 0.0
+    c = np.arange(1, m + 1, dtype=np.float64)
+    pmf = scipy.stats.betabinom.pmf(c, m, alpha, (n - 1) * alpha)
+    f = c / m
+    return float(-n * (pmf * f * np.log(f)).sum())
+
+
+def simulate_plugin_entropy(p: np.ndarray, m: int, draws: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Mean and standard deviation of the plug-in entropy of ``Multinomial(m, p)`` loads (simulation).
+
+    Parameters
+    ----------
+    p : ndarray of float64, shape (n,), summing to 1
+    m : int
+    draws : int
+    seed : int
+        Seeds a :class:`numpy.random.Generator`; nothing else is random.
+
+    Returns
+    -------
+    mean, sd : float (nats)
+    """
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(m, p, size=draws).astype(np.float64)
+    q = counts / m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(q > 0, q * np.log(q), 0.0).sum(axis=1)
+    return float(h.mean()), float(h.std(ddof=1))
+
+
+@dataclass
+class DirichletCheck:
+    """A Dirichlet map's measured entropy against theory, for one table.
+
+    Attributes
+    ----------
+    table : int
+    n : int
+        Entries.
+    m : int
+        Non-zeroed weights reading the table.
+    alpha : float
+    measured : float
+        Plug-in entropy of the table's loads (nats).
+    drawn : float
+        Entropy of the table's actual ``p`` (from :func:`hashlab.dirichlet_probabilities`).
+    expected : float
+        ``E[H(p)]`` (:func:`dirichlet_expected_entropy`).
+    expected_sd : float
+        Its standard deviation (:func:`dirichlet_entropy_sd`).
+    expected_plugin : float
+        ``E[H_hat]`` for ``m`` draws (:func:`dirichlet_multinomial_expected_entropy`).
+    plugin_sd : float
+        Simulated sd of ``H_hat`` given the drawn ``p`` (:func:`simulate_plugin_entropy`).
+    z_drawn : float
+        ``(drawn - expected) / expected_sd``: is the table's ``p`` a typical Dirichlet draw?
+    z_measured : float
+        ``(measured - expected_plugin) / sqrt(expected_sd**2 + plugin_sd**2)``.
+    """
+
+    table: int
+    n: int
+    m: int
+    alpha: float
+    measured: float
+    drawn: float
+    expected: float
+    expected_sd: float
+    expected_plugin: float
+    plugin_sd: float
+    z_drawn: float
+    z_measured: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: int | None = None,
+                            draws: int = 200) -> list[DirichletCheck]:
+    """Compare each table of a Dirichlet map with :func:`dirichlet_expected_entropy` and friends.
+
+    Parameters
+    ----------
+    imap : IndexMap
+        Built by ``build_map(HashSpec(kind="dirichlet", ...))`` (its ``spec`` supplies ``alpha``
+        and ``seed`` unless given).
+    alpha, seed : optional overrides
+    draws : int
+        Simulations for ``plugin_sd``.
+
+    Raises
+    ------
+    ValueError
+        If ``alpha`` / ``seed`` are neither given nor in ``imap.spec``.
+    """
+    from .stats_kernels import loads_nb
+
+    alpha = imap.spec.get("alpha") if alpha is None else alpha
+    seed = imap.spec.get("seed") if seed is None else seed
+    if alpha is None or seed is None:
+        raise ValueError("dirichlet_entropy_check needs alpha and seed: pass them or use a map built with "
+                         "HashSpec(kind='dirichlet', alpha=..., seed=...)")
+    out = []
+    for t, n in enumerate(imap.table_sizes):
+        loads = np.zeros(n, np.int64)
+        for lay in imap.layers:
+            if lay.table == t:
+                loads += loads_nb(lay.indices.reshape(-1), n)[0]
+        m = int(loads.sum())
+        if m == 0:
+            continue
+        p = dirichlet_probabilities(n, alpha, seed, t)
+        q = loads[loads > 0] / m
+        measured = float(-(q * np.log(q)).sum())
+        drawn = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+        e, sd = dirichlet_expected_entropy(n, alpha), dirichlet_entropy_sd(n, alpha)
+        e_plug = dirichlet_multinomial_expected_entropy(m, n, alpha)
+        _, psd = simulate_plugin_entropy(p, m, draws=draws, seed=seed)
+        out.append(DirichletCheck(
+            table=t, n=n, m=m, alpha=float(alpha), measured=measured, drawn=drawn, expected=e, expected_sd=sd,
+            expected_plugin=e_plug, plugin_sd=psd, z_drawn=(drawn - e) / sd if sd > 0 else 0.0,
+            z_measured=(measured - e_plug) / float(np.hypot(sd, psd)) if np.hypot(sd, psd) > 0 else 0.0))
+    return out
+
+
+def layer_identifiers(imap: IndexMap, k: int, scope: str | None = None) -> np.ndarray:
+    """The identifiers the hash saw for layer ``k`` (int64, shape (out, in)).
+
+    ``scope="layer"``: row-major local identifiers; ``"global"``: offset by the weights of
+    layers ``0..k-1`` (as :func:`hashlab.build_map` does). Default: ``imap.spec["scope"]``.
+    """
+    scope = scope or imap.spec.get("scope", "layer")
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    lay = imap.layers[k]
+    offset = sum(x.num_weights for x in imap.layers[:k]) if scope == "global" else 0
+    return (np.arange(lay.num_weights, dtype=np.int64) + offset).reshape(lay.indices.shape)
+
+
+def neighborhood_offsets(imap: IndexMap, radius: int, scope: str | None = None) -> np.ndarray:
+    """Offsets ``((h(i) - i + r) mod n) - r`` of all non-zeroed weights (int64, 1-D).
+
+    In ``[-r, r]`` for a Neighborhood(r) map when ``2r + 1 <= n``.
+    """
+    out = []
+    for k, lay in enumerate(imap.layers):
+        n = imap.table_sizes[lay.table]
+        ids = layer_identifiers(imap, k, scope)
+        keep = lay.indices >= 0
+        out.append(np.mod(lay.indices[keep].astype(np.int64) - ids[keep] + radius, n) - radius)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+@dataclass
+class OffsetCheck:
+    """Neighborhood offsets against ``U{-r..r}`` (folded mod n).
+
+    Attributes
+    ----------
+    radius, n : int
+    count : int
+        Offsets tested.
+    outside : int
+        Offsets with no preimage in ``[-r, r]`` mod ``n`` (0 for a Neighborhood(r) map).
+    chi2, p_value : float
+        Pearson chi-square of the offset histogram against the folded uniform law
+        (``scipy.stats.chisquare``).
+    """
+
+    radius: int
+    n: int
+    count: int
+    outside: int
+    chi2: float
+    p_value: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def neighborhood_offset_check(imap: IndexMap, radius: int | None = None) -> OffsetCheck:
+    """Test that a map's offsets ``(h(i) - i) mod n`` follow ``U{-r..r}`` folded mod ``n``.
+
+    Raises
+    ------
+    ValueError
+        If the map's tables differ in size, or ``radius`` is neither given nor in the spec.
+    """
+    radius = imap.spec.get("radius") if radius is None else radius
+    if radius is None or radius < 0:
+        raise ValueError("neighborhood_offset_check needs radius >= 0 (pass radius= or use a neighborhood map)")
+    if len(set(imap.table_sizes)) != 1:
+        raise ValueError(f"tables must have one size for the offset test, got {imap.table_sizes}")
+    n = imap.table_sizes[0]
+    off = neighborhood_offsets(imap, radius)
+    residues = np.mod(off, n)
+    expected = np.bincount(np.mod(np.arange(-radius, radius + 1), n), minlength=n) / (2 * radius + 1)
+    observed = np.bincount(residues, minlength=n)
+    support = expected > 0
+    outside = int(observed[~support].sum())
+    if support.sum() > 1:
+        chi2, p = scipy.stats.chisquare(observed[support], expected[support] * observed[support].sum())
+    else:
+        chi2, p = 0.0, 1.0
+    return OffsetCheck(radius=int(radius), n=int(n), count=int(off.size), outside=outside, chi2=float(chi2),
+                       p_value=float(p))
+
+
+def is_exactly_balanced(loads: np.ndarray) -> bool:
+    """True if the loads differ by at most one (``max - min <= 1``): the best any hash can do."""
+    loads = np.asarray(loads)
+    return bool(loads.size == 0 or int(loads.max()) - int(loads.min()) <= 1)
+
+
+def modulus_balance_check(imap: IndexMap) -> list[bool]:
+    """For each table, whether its pooled loads are exactly balanced (:func:`is_exactly_balanced`)."""
+    from .stats_kernels import loads_nb
+
+    out = []
+    for t, n in enumerate(imap.table_sizes):
+        loads = np.zeros(n, np.int64)
+        for lay in imap.layers:
+            if lay.table == t:
+                loads += loads_nb(lay.indices.reshape(-1), n)[0]
+        out.append(is_exactly_balanced(loads))
+    return out
