@@ -70,7 +70,8 @@ def expected_max_load(balls: list[int], bins: list[int]) -> tuple[float, np.ndar
     """Expected maximum load when ``balls[t]`` balls go uniformly into ``bins[t]`` bins, for each group t.
 
     Bins are treated as independent ``Binomial(balls[t], 1 / bins[t])`` (the standard
-    approximation; exact as bins -> infinity, within ~0.1 % for the table sizes used here):
+    approximation; exact as bins -> infinity, within 0.5 % of simulation for 50 bins or more,
+    but about 1.5 % low for 3 bins, where the loads' negative dependence matters):
     ``P(max <= k) = prod_t Binom.cdf(k)**bins[t]`` and ``E[max] = sum_k (1 - P(max <= k))``.
 
     Parameters

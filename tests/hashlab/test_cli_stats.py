@@ -1,0 +1,73 @@
+"""``hashlab stats`` and ``hashlab figure`` end to end, in process."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hashlab import ARCHITECTURES, HashSpec, build_map, save_index_file
+from hashlab.cli import main
+from hashlab.stats import map_report
+
+
+@pytest.fixture(scope="module")
+def map_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("maps") / "r0.safetensors"
+    imap = build_map(HashSpec(kind="neighborhood", radius=0, table_size=1000), ARCHITECTURES["mnist-mlp"])
+    save_index_file(imap, path)
+    return path, imap
+
+
+def test_stats_prints_entropy_loads_sparsity_and_compression(map_file, capsys):
+    path, imap = map_file
+    assert main(["stats", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{math.log(1000):.3f}" in out  # every layer of a modulus-like map: ln 1000 nats
+    for word in ("H nats", "H bits", "min", "max", "sparsity", "compression ratio", "locality", "fc0", "fc2",
+                 "total", "theory (neighborhood hash)"):
+        assert word in out
+    assert f"{imap.num_weights:,} virtual weights" in out
+
+
+def test_stats_json_and_plots(map_file, tmp_path, capsys):
+    path, imap = map_file
+    out_json = tmp_path / "r0.json"
+    assert main(["stats", str(path), "--json", str(out_json), "--plot", str(tmp_path / "png"), "--loads"]) == 0
+    d = json.loads(out_json.read_text())
+    assert d["schema"] == "hashlab.stats" and d["version"] == 1
+    rep = map_report(imap)
+    assert d["total"]["entropy"]["nats"] == pytest.approx(rep.total.entropy_nats)
+    assert len(d["layers"][0]["balance"]["loads"]) == 1000
+    assert d["layers"][0]["locality"]["id"]["nearest"]["median"] == 1000
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["entropy.png", "load_histogram.png",
+                                                                     "locality.png"]
+
+
+def test_stats_balance_only_with_numpy_backend(map_file, capsys):
+    path, _ = map_file
+    assert main(["stats", str(path), "--no-locality", "--backend", "numpy", "--time"]) == 0
+    out = capsys.readouterr().out
+    assert "locality:" not in out and "time: load" in out
+
+
+def test_stats_missing_or_foreign_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["stats", str(tmp_path / "nope.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b" " * 14)
+    assert main(["stats", str(junk)]) == 2
+    assert "not a hashlab index file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["dirichlet-heatmap", "entropy-vs-alpha"])
+def test_figure_writes_png(name, tmp_path, capsys):
+    out = tmp_path / f"{name}.png"
+    assert main(["figure", name, "-o", str(out), "--table-size", "300", "--alphas", "0.1,1,10"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG" and f"wrote {out}" in capsys.readouterr().out
+
+
+def test_figure_rejects_bad_alphas(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["figure", "dirichlet-heatmap", "-o", str(tmp_path / "x.png"), "--alphas", "0.1,-2"])
+    assert e.value.code == 2 and "positive" in capsys.readouterr().err

@@ -1,0 +1,141 @@
+"""Analysis kernels: numba and numpy twins agree exactly, and both equal brute-force / scipy answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.spatial
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hashlab import stats_kernels as SK
+
+
+@st.composite
+def layers(draw, max_side=14, max_n=25):
+    """A layer's (rows, cols, n, flat int16/int32 indices) with zeroed (-1) weights mixed in."""
+    rows = draw(st.integers(1, max_side))
+    cols = draw(st.integers(1, max_side))
+    n = draw(st.integers(1, max_n))
+    dtype = draw(st.sampled_from([np.int16, np.int32]))
+    style = draw(st.sampled_from(["random", "modulus", "diagonal", "block"]))
+    ids = np.arange(rows * cols)
+    if style == "random":
+        vals = draw(st.lists(st.integers(-1, n - 1), min_size=rows * cols, max_size=rows * cols))
+        idx = np.array(vals)
+    elif style == "modulus":
+        idx = ids % n
+    elif style == "diagonal":  # a convolution-like Toeplitz map: entry = col - row (mod n)
+        idx = (ids % cols - ids // cols) % n
+    else:  # 2x2 blocks share an entry
+        idx = ((ids // cols) // 2 * 7 + (ids % cols) // 2) % n
+    return rows, cols, n, idx.astype(dtype)
+
+
+def brute_nearest(starts, ids, cols):
+    d_id = np.full(ids.size, -1)
+    d_grid = np.full(ids.size, -1)
+    for e in range(starts.size - 1):
+        seg = ids[starts[e]:starts[e + 1]].astype(np.int64)
+        for k, v in enumerate(seg):
+            others = np.delete(seg, k)
+            if others.size:
+                d_id[starts[e] + k] = np.abs(others - v).min()
+                d_grid[starts[e] + k] = np.maximum(np.abs(others // cols - v // cols),
+                                                   np.abs(others % cols - v % cols)).min()
+    return d_id, d_grid
+
+
+@given(layers())
+def test_loads_twins_agree_with_bincount(layer):
+    _, _, n, idx = layer
+    loads_nb, zero_nb = SK.loads_nb(idx, n)
+    loads_np, zero_np = SK.loads_ref(idx, n)
+    np.testing.assert_array_equal(loads_nb, loads_np)
+    assert zero_nb == zero_np == int((idx == -1).sum())
+    np.testing.assert_array_equal(loads_nb, [int((idx == e).sum()) for e in range(n)])
+
+
+@given(layers(), st.randoms(use_true_random=False))
+def test_sign_sums_twins_agree(layer, rnd):
+    _, _, n, idx = layer
+    sign = np.array([rnd.choice((-1, 1)) for _ in range(idx.size)], dtype=np.int8)
+    expected = [int(sign[idx == e].sum()) for e in range(n)]
+    np.testing.assert_array_equal(SK.sign_sums_nb(idx, sign, n), expected)
+    np.testing.assert_array_equal(SK.sign_sums_ref(idx, sign, n), expected)
+
+
+@given(layers())
+def test_bucket_sort_twins_agree_and_sort_by_entry_then_id(layer):
+    _, _, n, idx = layer
+    s_nb, i_nb = SK.bucket_sort_nb(idx, n)
+    s_np, i_np = SK.bucket_sort_ref(idx, n)
+    np.testing.assert_array_equal(s_nb, s_np)
+    np.testing.assert_array_equal(i_nb, i_np)
+    assert i_nb.dtype == i_np.dtype
+    keep = np.flatnonzero(idx >= 0)
+    np.testing.assert_array_equal(i_nb, keep[np.lexsort((keep, idx[keep]))])
+
+
+@given(layers())
+def test_nearest_partner_twins_agree_with_brute_force(layer):
+    _, cols, n, idx = layer
+    starts, ids = SK.bucket_sort_ref(idx, n)
+    expected = brute_nearest(starts, ids, cols)
+    for got in (SK.nearest_partner_nb(starts, ids, cols), SK.nearest_partner_ref(starts, ids, cols)):
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
+@given(layers(), st.lists(st.integers(0, 300), min_size=1, max_size=6))
+def test_pair_counts_twins_agree_with_brute_force(layer, thresholds):
+    _, _, n, idx = layer
+    th = np.array(thresholds, dtype=np.int64)
+    starts, ids = SK.bucket_sort_ref(idx, n)
+    expected = []
+    for d in th:
+        count = 0
+        for e in range(n):
+            seg = ids[starts[e]:starts[e + 1]].astype(np.int64)
+            diff = np.abs(seg[:, None] - seg[None, :])
+            count += int(((diff <= d).sum() - seg.size) // 2)
+        expected.append(count)
+    np.testing.assert_array_equal(SK.pair_counts_nb(starts, ids, th), expected)
+    np.testing.assert_array_equal(SK.pair_counts_ref(starts, ids, th), expected)
+
+
+GRID_CASES = [  # (rows, cols, n, style): sizes where the grid search needs several rings
+    pytest.param(60, 90, 40, "uniform", id="uniform-60x90-n40"),
+    pytest.param(50, 70, 7, "skewed", id="skewed-50x70-n7"),
+    pytest.param(40, 40, 1200, "uniform", id="sparse-buckets-40x40-n1200"),
+    pytest.param(30, 100, 100, "modulus", id="modulus-30x100-n100"),
+]
+
+
+@pytest.mark.parametrize("rows, cols, n, style", GRID_CASES)
+def test_grid_nearest_matches_scipy_kdtree(rows, cols, n, style):
+    """The grid distance equals scipy's Chebyshev k-d tree query (an independent computation)."""
+    rng = np.random.default_rng(rows * cols + n)
+    ids = np.arange(rows * cols)
+    if style == "uniform":
+        idx = rng.integers(-1, n, size=ids.size)
+    elif style == "skewed":
+        idx = rng.choice(n, size=ids.size, p=rng.dirichlet(np.full(n, 0.2)))
+    else:
+        idx = ids % n
+    idx = idx.astype(np.int16)
+    starts, sorted_ids = SK.bucket_sort_nb(idx, n)
+    d_id, d_grid = SK.nearest_partner_nb(starts, sorted_ids, cols)
+    np.testing.assert_array_equal((d_id, d_grid), SK.nearest_partner_ref(starts, sorted_ids, cols))
+    expected = np.full(sorted_ids.size, -1)
+    for e in range(n):
+        seg = sorted_ids[starts[e]:starts[e + 1]]
+        if seg.size >= 2:
+            pts = np.stack([seg // cols, seg % cols], axis=1)
+            dist, _ = scipy.spatial.cKDTree(pts).query(pts, k=2, p=np.inf)
+            expected[starts[e]:starts[e + 1]] = dist[:, 1]
+    np.testing.assert_array_equal(d_grid, expected)
+
+
+def test_unknown_backend_names_the_choices():
+    with pytest.raises(ValueError, match="numba"):
+        SK.kernels("cuda")

@@ -1,0 +1,129 @@
+"""Theory checks: Dirichlet entropy, Neighborhood offsets, Modulus balance, Uniform p-values over seeds."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from hashlab import ARCHITECTURES, Architecture, HashSpec, build_map
+from hashlab.stats import map_report
+from hashlab.theory import (dirichlet_entropy_check, dirichlet_entropy_sd, dirichlet_expected_entropy,
+                            dirichlet_multinomial_expected_entropy, is_exactly_balanced, modulus_balance_check,
+                            neighborhood_offset_check, neighborhood_offsets, simulate_plugin_entropy)
+
+ALPHAS = [pytest.param(a, id=f"alpha={a:g}") for a in (0.01, 0.1, 1.0, 10.0, 100.0)]
+
+
+def entropy_rows(p):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_dirichlet_entropy_mean_and_sd_match_simulation(alpha):
+    n, draws = 1000, 3000
+    h = entropy_rows(np.random.default_rng(1).dirichlet(np.full(n, alpha), size=draws))
+    mean, sd = dirichlet_expected_entropy(n, alpha), dirichlet_entropy_sd(n, alpha)
+    assert abs(h.mean() - mean) < 4 * sd / math.sqrt(draws)
+    assert h.std(ddof=1) == pytest.approx(sd, rel=0.08)
+
+
+def test_dirichlet_expected_entropy_limits():
+    assert dirichlet_expected_entropy(1000, 1e6) == pytest.approx(math.log(1000), abs=1e-3)
+    assert dirichlet_expected_entropy(1000, 1e-6) < 0.01
+    assert dirichlet_expected_entropy(1, 3.0) == 0.0
+    with pytest.raises(ValueError, match="alpha"):
+        dirichlet_expected_entropy(10, 0.0)
+
+
+@pytest.mark.parametrize("m, n, alpha", [(200, 100, 0.3), (5000, 1000, 1.0), (2000, 1000, 100.0)])
+def test_dirichlet_multinomial_plugin_entropy_matches_simulation(m, n, alpha):
+    rng = np.random.default_rng(3)
+    counts = np.array([rng.multinomial(m, rng.dirichlet(np.full(n, alpha))) for _ in range(2000)])
+    h = entropy_rows(counts / m)
+    assert dirichlet_multinomial_expected_entropy(m, n, alpha) == pytest.approx(h.mean(),
+                                                                                abs=4 * h.std() / math.sqrt(2000))
+
+
+def test_simulated_plugin_entropy_is_seeded():
+    p = np.full(10, 0.1)
+    assert simulate_plugin_entropy(p, 50, seed=4) == simulate_plugin_entropy(p, 50, seed=4)
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_dirichlet_map_entropy_is_typical_for_its_alpha(alpha):
+    """Each table's measured entropy lies within 4 sd of the Dirichlet-multinomial expectation."""
+    imap = build_map(HashSpec(kind="dirichlet", alpha=alpha, table_size=1000, seed=11), ARCHITECTURES["mnist-mlp"])
+    checks = dirichlet_entropy_check(imap, draws=50)
+    assert [c.table for c in checks] == [0, 1, 2]
+    for c in checks:
+        assert abs(c.z_drawn) < 4 and abs(c.z_measured) < 4
+        assert c.measured <= math.log(1000)
+
+
+def test_dirichlet_check_needs_alpha():
+    imap = build_map(HashSpec(kind="uniform", table_size=10), Architecture((4, 4)))
+    with pytest.raises(ValueError, match="alpha"):
+        dirichlet_entropy_check(imap)
+
+
+NEIGHBORHOOD_CASES = [
+    pytest.param(0, "layer", 1000, id="r0-layer"),
+    pytest.param(3, "layer", 1000, id="r3-layer"),
+    pytest.param(500, "layer", 1000, id="r500-layer"),
+    pytest.param(40, "global", 997, id="r40-global"),
+    pytest.param(700, "layer", 1000, id="r700-folded"),
+]
+
+
+@pytest.mark.parametrize("radius, scope, n", NEIGHBORHOOD_CASES)
+def test_neighborhood_offsets_are_uniform_on_minus_r_to_r(radius, scope, n):
+    imap = build_map(HashSpec(kind="neighborhood", radius=radius, table_size=n, scope=scope, seed=5),
+                     ARCHITECTURES["mnist-mlp"])
+    check = neighborhood_offset_check(imap)
+    assert check.outside == 0 and check.count == imap.num_weights
+    assert check.p_value > 1e-4
+    if 2 * radius + 1 <= n:
+        off = neighborhood_offsets(imap, radius)
+        assert off.min() >= -radius and off.max() <= radius
+        if radius:
+            counts = np.bincount(off + radius)
+            assert scipy.stats.chisquare(counts).pvalue > 1e-4
+
+
+def test_offset_check_flags_a_map_that_is_not_a_neighborhood_hash():
+    imap = build_map(HashSpec(kind="uniform", table_size=1000), ARCHITECTURES["mnist-mlp"])
+    assert neighborhood_offset_check(imap, radius=5).outside > 0.9 * imap.num_weights
+
+
+MODULUS_CASES = [
+    pytest.param(1000, "layer", id="n1000-layer"),
+    pytest.param(777, "layer", id="n777-layer"),
+    pytest.param(333, "global", id="n333-global"),
+]
+
+
+@pytest.mark.parametrize("n, scope", MODULUS_CASES)
+def test_modulus_hash_is_exactly_balanced(n, scope):
+    imap = build_map(HashSpec(kind="modulus", table_size=n, scope=scope), ARCHITECTURES["mnist-mlp"])
+    assert all(modulus_balance_check(imap))
+    rep = map_report(imap, locality=False)
+    for b in rep.tables:
+        assert b.max_load - b.min_load <= 1
+
+
+def test_uniform_hash_is_not_exactly_balanced():
+    imap = build_map(HashSpec(kind="uniform", table_size=1000), ARCHITECTURES["mnist-mlp"])
+    assert not any(modulus_balance_check(imap))
+    assert is_exactly_balanced(np.array([3, 4, 4])) and not is_exactly_balanced(np.array([3, 5]))
+
+
+def test_uniform_hash_chi2_p_values_are_not_extreme_over_seeds():
+    """Over 40 seeds the chi-square p-values of a uniform hash look like draws from U(0, 1)."""
+    arch = Architecture((200, 150))
+    pvals = np.array([map_report(build_map(HashSpec(kind="uniform", table_size=500, seed=s), arch),
+                                 locality=False, theory=False).layers[0].balance.chi2_p for s in range(40)])
+    assert pvals.min() > 1e-4 and pvals.max() < 1 - 1e-4
+    assert scipy.stats.kstest(pvals, "uniform").pvalue > 1e-3
