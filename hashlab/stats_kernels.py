@@ -308,7 +308,22 @@ def _last_leq(ids, lo, p, t):
     return q
 
 
+_CELL_SIDE = 2.0  # cell side in units of the mean spacing sqrt(area / load): ~4 members per cell
 _PROBE_ROWS = 0  # rows scanned each way before the grid search (0: only the id-order bound)
+
+
+@nb.njit(inline="always")
+def _divmod_fast(x, d, inv):
+    """``divmod(x, d)`` for 0 <= x < 2**52 via a float reciprocal and one exact correction."""
+    q = np.int64(x * inv)
+    r = x - q * d
+    if r < 0:
+        q -= 1
+        r += d
+    elif r >= d:
+        q += 1
+        r -= d
+    return q, r
 
 
 @nb.njit(cache=True)
@@ -444,7 +459,7 @@ def _grid_shape(starts, rows, cols):
     for e in range(nbuckets):
         load = starts[e + 1] - starts[e]
         if load > 0:
-            size[e] = max(np.int64(np.sqrt(rows * cols / load)), 1)
+            size[e] = max(np.int64(_CELL_SIDE * np.sqrt(rows * cols / load)), 1)
             ncr[e] = (rows + size[e] - 1) // size[e]
             ncc[e] = (cols + size[e] - 1) // size[e]
         cbase[e + 1] = cbase[e] + (ncr[e] * ncc[e] if load > 0 else 0)
@@ -473,11 +488,12 @@ def _grid_build(starts, rowv, colv, size, ncc, cbase):
         if hi == lo:
             continue
         base = cbase[e]
-        sz = np.int32(size[e])
+        sz = size[e]
+        inv = 1.0 / sz
         w = ncc[e]
         for j in range(lo, hi):
-            a = rowv[j] // sz
-            b = colv[j] // sz
+            a = _divmod_fast(np.int64(rowv[j]), sz, inv)[0]
+            b = _divmod_fast(np.int64(colv[j]), sz, inv)[0]
             tcr[j] = a
             tcc[j] = b
             cfill[base + a * w + b] += 1
@@ -501,16 +517,79 @@ def _grid_build(starts, rowv, colv, size, ncc, cbase):
 
 @nb.njit(parallel=True, cache=True)
 def _grid_pass(d_grid, proven, size, ncr, ncc, cbase, cstart, crow, ccol, ccr, ccc, corig, cbucket):
+    """Settle every open weight, cell by cell.
+
+    The 3 x 3 block of cells around a cell is the same for all its members, so its points are
+    gathered once into a small buffer and each member takes a branch-free minimum over it.
+    A member whose best distance exceeds its distance to the block's outside (rare) continues
+    with the ring search of :func:`_grid_search`.
+    """
     m = crow.shape[0]
+    big = np.iinfo(np.int64).max
     nchunks = (m + _CHUNK - 1) // _CHUNK
-    # cell order: consecutive queries read the same cells
     for k in nb.prange(nchunks):
-        for q in range(k * _CHUNK, min(m, (k + 1) * _CHUNK)):
-            j = corig[q]
-            if not proven[j]:
-                e = cbucket[q]
-                d_grid[j] = _grid_search(q, crow[q], ccol[q], ccr[q], ccc[q], d_grid[j], size[e], ncr[e], ncc[e],
-                                         cbase[e], cstart, crow, ccol)
+        br = np.empty(64, np.int32)
+        bc = np.empty(64, np.int32)
+        q = k * _CHUNK
+        stop = min(m, (k + 1) * _CHUNK)
+        # start at a cell boundary: a cell that straddles chunks belongs to the earlier chunk
+        while q > 0 and q < stop and ccr[q] == ccr[q - 1] and ccc[q] == ccc[q - 1] and cbucket[q] == cbucket[q - 1]:
+            q += 1
+        while q < m and (q < stop or (ccr[q] == ccr[q - 1] and ccc[q] == ccc[q - 1] and cbucket[q] == cbucket[q - 1])):
+            e = cbucket[q]
+            cr = ccr[q]
+            cc = ccc[q]
+            cell = cbase[e] + cr * ncc[e] + cc
+            a = q
+            b = cstart[cell + 1]
+            q = b
+            any_open = False
+            for u in range(a, b):
+                if not proven[corig[u]]:
+                    any_open = True
+                    break
+            if not any_open:
+                continue
+            lo_cell = max(cc - 1, 0)
+            hi_cell = min(cc + 1, ncc[e] - 1)
+            count = 0
+            for rr in range(max(cr - 1, 0), min(cr + 1, ncr[e] - 1) + 1):
+                row0 = cbase[e] + rr * ncc[e]
+                count += cstart[row0 + hi_cell + 1] - cstart[row0 + lo_cell]
+            if count > br.shape[0]:
+                br = np.empty(2 * count, np.int32)
+                bc = np.empty(2 * count, np.int32)
+            nbuf = 0
+            for rr in range(max(cr - 1, 0), min(cr + 1, ncr[e] - 1) + 1):
+                row0 = cbase[e] + rr * ncc[e]
+                for p in range(cstart[row0 + lo_cell], cstart[row0 + hi_cell + 1]):
+                    br[nbuf] = crow[p]
+                    bc[nbuf] = ccol[p]
+                    nbuf += 1
+            sz = size[e]
+            for u in range(a, b):
+                j = corig[u]
+                if proven[j]:
+                    continue
+                r = crow[u]
+                c = ccol[u]
+                best = d_grid[j]
+                for v in range(nbuf):
+                    g = np.int64(max(abs(br[v] - r), abs(bc[v] - c)))
+                    g = big if g == 0 else g  # g == 0 only for the member itself
+                    best = min(best, g)
+                bound = big
+                if cr - 1 > 0:
+                    bound = min(bound, r - (cr - 1) * sz + 1)
+                if cr + 1 < ncr[e] - 1:
+                    bound = min(bound, (cr + 2) * sz - r)
+                if cc - 1 > 0:
+                    bound = min(bound, c - (cc - 1) * sz + 1)
+                if cc + 1 < ncc[e] - 1:
+                    bound = min(bound, (cc + 2) * sz - c)
+                if best > bound and bound != big:
+                    best = _grid_search(u, r, c, cr, cc, best, sz, ncr[e], ncc[e], cbase[e], cstart, crow, ccol)
+                d_grid[j] = best
 
 
 @nb.njit(parallel=True, cache=True)
@@ -526,11 +605,12 @@ def _probe_pass(starts, ids, cols, max_rows):
     nchunks = (m + _CHUNK - 1) // _CHUNK
     rmax = np.zeros(max(nchunks, 1), np.int64)
     nopen = np.zeros(max(nchunks, 1), np.int64)
+    inv_cols = 1.0 / cols
     for k in nb.prange(nchunks):
         for j in range(k * _CHUNK, min(m, (k + 1) * _CHUNK)):
-            rj = np.int64(ids[j]) // cols
+            rj, cj = _divmod_fast(np.int64(ids[j]), cols, inv_cols)
             rowv[j] = rj
-            colv[j] = np.int64(ids[j]) - rj * cols
+            colv[j] = cj
             if rj + 1 > rmax[k]:
                 rmax[k] = rj + 1
     rows = rmax.max()

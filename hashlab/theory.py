@@ -78,13 +78,16 @@ def dirichlet_entropy_sd(n: int, alpha: float) -> float:
     return float(np.sqrt(max(var, 0.0)))
 
 
-def dirichlet_multinomial_expected_entropy(m: int, n: int, alpha: float) -> float:
-    """Exact mean plug-in entropy (nats) of the loads of ``m`` draws from ``p ~ Dir(alpha 1_n)``.
+def dirichlet_multinomial_expected_entropy(m: int, n: int, alpha: float, max_exact: int = 500_000,
+                                           draws: int = 400, seed: int = 0) -> float:
+    """Mean plug-in entropy (nats) of the loads of ``m`` draws from ``p ~ Dir(alpha 1_n)``.
 
     One entry's load is ``BetaBinomial(m, alpha, (n - 1) alpha)``, so
-    ``E[H_hat] = -n sum_c P(c) (c/m) ln(c/m)``. This is what the entropy of a Dirichlet map
-    with ``m`` weights per table should be on average (lower than
-    :func:`dirichlet_expected_entropy` when ``m / n`` is small). O(m) work.
+    ``E[H_hat] = -n sum_c P(c) (c/m) ln(c/m)``: evaluated exactly (O(m), log-gamma form) when
+    ``m <= max_exact``. Above that, estimated by ``draws`` seeded simulations of
+    ``p ~ Dir``, loads ``~ Multinomial(m, p)`` (standard error ``~ sd(H) / sqrt(draws)``).
+    This is what the entropy of a Dirichlet map with ``m`` weights per table should be on
+    average (lower than :func:`dirichlet_expected_entropy` when ``m / n`` is small).
 
     Raises
     ------
@@ -96,10 +99,17 @@ def dirichlet_multinomial_expected_entropy(m: int, n: int, alpha: float) -> floa
         raise ValueError(f"m (draws) must be >= 1, got {m}")
     if n == 1:
         return 0.0
+    if m > max_exact:
+        rng = np.random.default_rng(seed)
+        q = rng.multinomial(m, rng.dirichlet(np.full(n, float(alpha)), size=draws)) / m
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(-np.where(q > 0, q * np.log(q), 0.0).sum(axis=1).mean())
     c = np.arange(1, m + 1, dtype=np.float64)
-    pmf = scipy.stats.betabinom.pmf(c, m, alpha, (n - 1) * alpha)
+    a, b = float(alpha), (n - 1) * float(alpha)
+    logpmf = (sp.gammaln(m + 1) - sp.gammaln(c + 1) - sp.gammaln(m - c + 1)
+              + sp.betaln(c + a, m - c + b) - sp.betaln(a, b))
     f = c / m
-    return float(-n * (pmf * f * np.log(f)).sum())
+    return float(-n * (np.exp(logpmf) * f * np.log(f)).sum())
 
 
 def simulate_plugin_entropy(p: np.ndarray, m: int, draws: int = 200, seed: int = 0) -> tuple[float, float]:
@@ -146,7 +156,8 @@ class DirichletCheck:
     expected_sd : float
         Its standard deviation (:func:`dirichlet_entropy_sd`).
     expected_plugin : float
-        ``E[H_hat]`` for ``m`` draws (:func:`dirichlet_multinomial_expected_entropy`).
+        ``E[H_hat]`` for ``m`` draws (:func:`dirichlet_multinomial_expected_entropy`; simulated,
+        seeded by the map's seed, above 500,000 weights per table).
     plugin_sd : float
         Simulated sd of ``H_hat`` given the drawn ``p`` (:func:`simulate_plugin_entropy`).
     z_drawn : float
@@ -211,7 +222,7 @@ def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: in
         measured = float(-(q * np.log(q)).sum())
         drawn = float(-(p[p > 0] * np.log(p[p > 0])).sum())
         e, sd = dirichlet_expected_entropy(n, alpha), dirichlet_entropy_sd(n, alpha)
-        e_plug = dirichlet_multinomial_expected_entropy(m, n, alpha)
+        e_plug = dirichlet_multinomial_expected_entropy(m, n, alpha, seed=seed)
         _, psd = simulate_plugin_entropy(p, m, draws=draws, seed=seed)
         out.append(DirichletCheck(
             table=t, n=n, m=m, alpha=float(alpha), measured=measured, drawn=drawn, expected=e, expected_sd=sd,

@@ -127,3 +127,9 @@ def test_uniform_hash_chi2_p_values_are_not_extreme_over_seeds():
                                  locality=False, theory=False).layers[0].balance.chi2_p for s in range(40)])
     assert pvals.min() > 1e-4 and pvals.max() < 1 - 1e-4
     assert scipy.stats.kstest(pvals, "uniform").pvalue > 1e-3
+
+
+def test_plugin_entropy_simulation_path_agrees_with_the_exact_sum():
+    exact = dirichlet_multinomial_expected_entropy(20_000, 500, 0.2)
+    simulated = dirichlet_multinomial_expected_entropy(20_000, 500, 0.2, max_exact=0, draws=2000, seed=1)
+    assert simulated == pytest.approx(exact, abs=4 * dirichlet_entropy_sd(500, 0.2) / math.sqrt(2000))

@@ -1,0 +1,94 @@
+"""Time of the full ``hashlab stats`` report, as a ratio to ``numpy.bincount`` over the same indices.
+
+For each hash kind, builds the map of ``--arch`` (default: the paper's CIFAR-10 MLP,
+3072-2000x5-10, 22.16M virtual weights, one table of 1000 entries per layer), warms the numba
+kernels up on it once (compilation excluded), then reports the best of ``--repeat`` runs of
+
+* ``bincount``: ``numpy.bincount(indices + 1)`` per layer (the baseline: one counting pass);
+* ``balance``: loads, entropy, load tests, uniformity tests (``map_report(locality=False)``);
+* ``full``: everything ``hashlab stats`` computes, locality included (``map_report``),
+
+each with its ratio to ``bincount`` measured in the same run. Numba uses all cores it sees
+(``NUMBA_NUM_THREADS`` limits them).
+
+Examples::
+
+    python benchmarks/bench_stats.py                        # CIFAR-10 MLP, uniform hash
+    python benchmarks/bench_stats.py --kind uniform dirichlet neighborhood --repeat 3
+    python benchmarks/bench_stats.py --arch mnist-mlp --json /tmp/bench_stats.json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numba
+import numpy as np
+
+from hashlab import Architecture, HashSpec, build_map
+from hashlab.atomic import atomic_write_json
+from hashlab.stats import map_report
+
+SPECS = {
+    "uniform": {},
+    "dirichlet": {"alpha": 0.1},
+    "neighborhood": {"radius": 0},
+    "modulus": {},
+    "xxhash": {},
+}
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bincount_all(imap) -> None:
+    for lay in imap.layers:
+        np.bincount(lay.indices.reshape(-1) + 1, minlength=imap.table_sizes[lay.table] + 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="cifar10-mlp", help="preset or sizes (default: cifar10-mlp)")
+    p.add_argument("--kind", nargs="+", default=["uniform"], choices=sorted(SPECS), help="hash kinds to time")
+    p.add_argument("--table-size", type=int, default=1000)
+    p.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept (default: 2)")
+    p.add_argument("--json", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    arch = Architecture.parse(args.arch)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"numba threads {numba.get_num_threads()}, numpy {np.__version__}, numba {numba.__version__}")
+    print(f"map: {arch.name} {'-'.join(map(str, arch.features))}, {arch.num_weights:,} virtual weights, "
+          f"table {args.table_size} per layer")
+    rows = []
+    for kind in args.kind:
+        imap = build_map(HashSpec(kind=kind, table_size=args.table_size, **SPECS[kind]), arch)
+        t = time.perf_counter()
+        map_report(imap)  # compile / load the numba caches
+        warm = time.perf_counter() - t
+        base = best_of(lambda: bincount_all(imap), max(args.repeat, 3))
+        bal = best_of(lambda: map_report(imap, locality=False), args.repeat)
+        rep = {}
+        full = best_of(lambda: rep.setdefault("r", map_report(imap)), args.repeat)
+        loc = rep["r"].timings.get("locality_s", float("nan"))
+        rows.append({"kind": kind, "weights": arch.num_weights, "bincount_s": base, "balance_s": bal,
+                     "full_s": full, "locality_s_first_run": loc, "balance_ratio": bal / base,
+                     "full_ratio": full / base, "first_call_s": warm})
+        print(f"{kind:>12}: bincount {base * 1e3:7.1f} ms | balance {bal:6.2f} s ({bal / base:6.1f}x bincount) | "
+              f"full report {full:6.2f} s ({full / base:7.1f}x bincount) | first call {warm:5.1f} s")
+    if args.json:
+        atomic_write_json(args.json, {"arch": list(arch.features), "table_size": args.table_size,
+                                      "numba_threads": numba.get_num_threads(), "results": rows})
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
