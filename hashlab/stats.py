@@ -521,11 +521,15 @@ def _describe_spec(spec: dict[str, Any]) -> str:
             f"architecture {arch_s}")
 
 
+_SMALL_EXPECTED = 5.0  # below this mean load the chi-square approximation is rough
+
+
 def _balance_row(label: str, shape: str, table: str, b: BalanceStats) -> list[str]:
+    mark = "*" if b.nonzero and b.nonzero / b.num_entries < _SMALL_EXPECTED else ""
     return [label, shape, table, f"{b.num_entries:,}", f"{b.num_weights:,}", f"{b.sparsity:.3f}",
             f"{b.compression_ratio:.1f}", f"{b.entropy_nats:.3f}", f"{b.entropy_bits:.3f}",
             f"{b.entropy_normalized:.3f}", f"{b.min_load:,}", f"{b.mean_load:.1f}", f"{b.max_load:,}",
-            f"{b.expected_max_load:.1f}", _fmt_p(b.chi2_p), _fmt_p(b.g_p)]
+            f"{b.expected_max_load:.1f}", _fmt_p(b.chi2_p) + mark, _fmt_p(b.g_p) + mark]
 
 
 def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
@@ -560,6 +564,9 @@ def format_report(report: MapReport) -> str:
     lines += _table(header, rows, left=2)
     lines.append("  E[max]: expected max load of a uniform random hash (balls into bins); chi2/G p: uniform-usage"
                  " tests (scipy.stats); total: over all (table, entry) pairs, tests summed over tables")
+    if any(r[-1].endswith("*") for r in rows):
+        lines.append(f"  *: mean load below {_SMALL_EXPECTED:g}, where the chi-square approximation of these "
+                     "p-values is rough")
     signed = [r for r in report.layers if r.balance.sign is not None]
     if signed:
         lines.append("")

@@ -29,8 +29,20 @@ __all__ = [
     "dirichlet_expected_entropy", "dirichlet_entropy_sd", "dirichlet_multinomial_expected_entropy",
     "simulate_plugin_entropy", "DirichletCheck", "dirichlet_entropy_check", "layer_identifiers",
     "neighborhood_offsets", "OffsetCheck", "neighborhood_offset_check", "is_exactly_balanced",
-    "modulus_balance_check",
+    "modulus_balance_check", "table_loads",
 ]
+
+
+def table_loads(imap: IndexMap, table: int) -> np.ndarray:
+    """Loads of one table pooled over every layer that reads it (int64, shape (n,); -1 excluded)."""
+    from .stats_kernels import loads_nb
+
+    n = imap.table_sizes[table]
+    loads = np.zeros(n, np.int64)
+    for lay in imap.layers:
+        if lay.table == table:
+            loads += loads_nb(lay.indices.reshape(-1), n)[0]
+    return loads
 
 
 def _check_alpha_n(n: int, alpha: float) -> None:
@@ -201,8 +213,6 @@ def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: in
     ValueError
         If ``alpha`` / ``seed`` are neither given nor in ``imap.spec``.
     """
-    from .stats_kernels import loads_nb
-
     alpha = imap.spec.get("alpha") if alpha is None else alpha
     seed = imap.spec.get("seed") if seed is None else seed
     if alpha is None or seed is None:
@@ -210,10 +220,7 @@ def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: in
                          "HashSpec(kind='dirichlet', alpha=..., seed=...)")
     out = []
     for t, n in enumerate(imap.table_sizes):
-        loads = np.zeros(n, np.int64)
-        for lay in imap.layers:
-            if lay.table == t:
-                loads += loads_nb(lay.indices.reshape(-1), n)[0]
+        loads = table_loads(imap, t)
         m = int(loads.sum())
         if m == 0:
             continue
@@ -322,13 +329,4 @@ def is_exactly_balanced(loads: np.ndarray) -> bool:
 
 def modulus_balance_check(imap: IndexMap) -> list[bool]:
     """For each table, whether its pooled loads are exactly balanced (:func:`is_exactly_balanced`)."""
-    from .stats_kernels import loads_nb
-
-    out = []
-    for t, n in enumerate(imap.table_sizes):
-        loads = np.zeros(n, np.int64)
-        for lay in imap.layers:
-            if lay.table == t:
-                loads += loads_nb(lay.indices.reshape(-1), n)[0]
-        out.append(is_exactly_balanced(loads))
-    return out
+    return [is_exactly_balanced(table_loads(imap, t)) for t in range(len(imap.table_sizes))]
