@@ -57,13 +57,16 @@ def load_histogram_figure(report) -> Figure:
     for ax, lay in zip(axes, layers):
         b = lay.balance
         top = max(b.max_load, int(b.expected_max_load) + 1, 1)
-        wide = top > 80
+        low = min(b.min_load, int(scipy.stats.binom.ppf(1e-4, b.nonzero, 1.0 / b.num_entries)))
+        wide = top - low > 80 and top > 20 * max(low, 1)
+        shown = b.loads
         if wide:  # geometric bins from 1; empty entries are counted in the title
             edges = np.unique(np.round(np.geomspace(1, top + 1, 40)).astype(np.int64)) - 0.5
             shown = b.loads[b.loads > 0]
+        elif top - low > 80:
+            edges = np.unique(np.linspace(low, top + 1, 50).astype(np.int64)) - 0.5
         else:
-            edges = np.arange(-0.5, top + 1.5)
-            shown = b.loads
+            edges = np.arange(low - 0.5, top + 1.5)
         ax.hist(shown, bins=edges, color=_COLORS[0], alpha=0.75, label="this map")
         cdf = scipy.stats.binom.cdf(edges, b.nonzero, 1.0 / b.num_entries)
         expect = b.num_entries * np.diff(cdf)
