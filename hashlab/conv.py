@@ -28,6 +28,7 @@ import numpy as np
 
 from ._version import __version__
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
+from .configs import dataclass_from_dict
 from .spec import SpecError
 
 __all__ = ["ConvGeometry", "conv_taps", "conv_map", "conv1d_map", "conv2d_map"]
@@ -167,11 +168,7 @@ class ConvGeometry:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ConvGeometry":
         """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise SpecError(f"unknown ConvGeometry field(s) {unknown}; known fields: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return dataclass_from_dict(cls, d, SpecError, convert=lambda v: tuple(v) if isinstance(v, list) else v)
 
     def canonical(self) -> "ConvGeometry":
         """The representative that structural recognition returns for this map.

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .configs import check_int, dataclass_from_dict
+
 __all__ = ["HASH_KINDS", "SCOPES", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError"]
 
 HASH_KINDS = ("identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash")
@@ -102,16 +104,11 @@ class HashSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "HashSpec":
         """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise SpecError(f"unknown HashSpec field(s) {unknown}; known fields: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, SpecError)
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not (lo <= value <= hi):
-        raise SpecError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    check_int(name, value, lo, hi, SpecError)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hashlab.configs import check_int, dataclass_from_dict
+
 __all__ = ["TrainConfig", "ConfigError", "DATASET_NAMES"]
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")
@@ -102,16 +104,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(names)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, ConfigError)
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int, hint: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {value!r} ({hint})")
+    check_int(name, value, lo, hi, ConfigError, hint)
 
 
 def _check_float(name: str, value: Any, ok, hint: str) -> None:
