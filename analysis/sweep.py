@@ -195,16 +195,15 @@ def write_table(rows: list[dict[str, Any]], path: str | Path) -> None:
 
 def plot_sweep(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Test accuracy against the swept parameter, one line per sparsity (mean +- std over seeds)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
-    from hashlab.atomic import atomic_open
+    from hashlab.plots import save_figure
 
     kind = rows[0]["kind"]
     param = "alpha" if kind == "dirichlet" else "radius"
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
     for s in sorted({r["sparsity"] for r in rows}):
         xs = sorted({r[param] for r in rows if r["sparsity"] == s})
         accs = [[100 * r["test_accuracy"] for r in rows if r["sparsity"] == s and r[param] == x] for x in xs]
@@ -220,10 +219,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path) -> None:
                  f"{rows[0]['epochs']} epochs (mean ± std over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from .atomic import atomic_open
 from .hashes import dirichlet_probabilities
+from .stats import entropy_nats
 from .theory import dirichlet_entropy_sd, dirichlet_expected_entropy, dirichlet_multinomial_expected_entropy
 
 __all__ = ["report_figures", "load_histogram_figure", "locality_figure", "entropy_figure", "dirichlet_heatmap",
@@ -179,7 +180,7 @@ def dirichlet_heatmap(path: str | os.PathLike, n: int = 1000, alphas: Sequence[f
     shown = np.clip(ps * n, 1e-3, None)
     im = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="magma",
                    norm=LogNorm(vmin=1e-3, vmax=max(shown.max(), 10.0)))
-    ax.set_yticks(range(len(alphas)), [f"alpha={a:g}  (H={-(p[p > 0] * np.log(p[p > 0])).sum():.2f} nats)"
+    ax.set_yticks(range(len(alphas)), [f"alpha={a:g}  (H={entropy_nats(p):.2f} nats)"
                                        for a, p in zip(alphas, ps)], fontsize=9)
     ax.set_xlabel(f"table entry (0..{n - 1})")
     cb = fig.colorbar(im, ax=ax, pad=0.01)
@@ -209,7 +210,7 @@ def entropy_vs_alpha(path: str | os.PathLike, n: int = 1000, alphas: Sequence[fl
         hs = []
         for a in pts:
             p = dirichlet_probabilities(n, float(a), s, 0)
-            hs.append(-(p[p > 0] * np.log(p[p > 0])).sum())
+            hs.append(entropy_nats(p))
         ax.scatter(pts, hs, s=12, color="black", zorder=3, label="H of drawn p (5 seeds)" if s == 0 else None)
     for c, m in enumerate(draws):
         plug = [dirichlet_multinomial_expected_entropy(int(m), n, a) for a in alphas]

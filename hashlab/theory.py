@@ -24,6 +24,7 @@ import scipy.stats
 
 from .hashes import dirichlet_probabilities
 from .indexmap import IndexMap
+from .stats import entropy_nats
 
 __all__ = [
     "dirichlet_expected_entropy", "dirichlet_entropy_sd", "dirichlet_multinomial_expected_entropy",
@@ -225,9 +226,8 @@ def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: in
         if m == 0:
             continue
         p = dirichlet_probabilities(n, alpha, seed, t)
-        q = loads[loads > 0] / m
-        measured = float(-(q * np.log(q)).sum())
-        drawn = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+        measured = entropy_nats(loads)
+        drawn = entropy_nats(p)
         e, sd = dirichlet_expected_entropy(n, alpha), dirichlet_entropy_sd(n, alpha)
         e_plug = dirichlet_multinomial_expected_entropy(m, n, alpha, seed=seed)
         _, psd = simulate_plugin_entropy(p, m, draws=draws, seed=seed)
