@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from hashlab import ARCHITECTURES, HashSpec, build_map, save_index_file
-from hashlab.atomic import atomic_write_json
+from hashlab.io.atomic import atomic_write_json
 from hashlab.stats import format_report, map_report
 
 __all__ = ["main"]

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from hashlab import Architecture, HashSpec, build_map, save_index_file
-from hashlab.atomic import atomic_write_json, atomic_write_text
+from hashlab.io.atomic import atomic_write_json, atomic_write_text
 from hashlab.stats import map_report
 
 __all__ = ["SweepConfig", "run_sweep", "write_table", "plot_sweep", "main"]
@@ -198,7 +198,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path) -> None:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from hashlab.plots import save_figure
+    from hashlab.stats.plots import save_figure
 
     kind = rows[0]["kind"]
     param = "alpha" if kind == "dirichlet" else "radius"

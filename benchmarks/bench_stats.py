@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from hashlab import Architecture, HashSpec, build_map
-from hashlab.atomic import atomic_write_json
+from hashlab.io.atomic import atomic_write_json
 from hashlab.stats import map_report
 
 SPECS = {

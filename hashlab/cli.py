@@ -5,8 +5,8 @@ import argparse
 import sys
 
 from . import __version__
-from .format import FormatError
-from .spec import SpecError
+from .io.format import FormatError
+from .maps.spec import SpecError
 
 __all__ = ["main", "build_parser"]
 

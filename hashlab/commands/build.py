@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..format import save_index_file
-from ..hashes import BACKENDS, build_map
-from ..spec import ARCHITECTURES, Architecture, HashSpec
+from ..io.format import save_index_file
+from ..maps.hashes import BACKENDS, build_map
+from ..maps.spec import ARCHITECTURES, Architecture, HashSpec
 from .dataclass_args import add_dataclass_arguments, dataclass_from_args
 
 _HELP = {

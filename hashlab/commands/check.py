@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..conv import ConvGeometry, conv_map
+from ..maps.conv import ConvGeometry, conv_map
 from ..equiv import MapReport, describe_map, recognize_conv, recognize_rnn, same_sharing
-from ..format import load_index_file, save_index_file
-from ..hashes import build_map
-from ..indexmap import IndexMap
-from ..rnn import RNNGeometry, rnn_map
-from ..spec import Architecture, HashSpec
+from ..io.format import load_index_file, save_index_file
+from ..maps.hashes import build_map
+from ..maps.indexmap import IndexMap
+from ..maps.rnn import RNNGeometry, rnn_map
+from ..maps.spec import Architecture, HashSpec
 
 __all__ = ["register", "run", "format_report", "BUILDERS"]
 

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plots import DEFAULT_ALPHAS, dirichlet_heatmap, entropy_vs_alpha
+    from ..stats.plots import DEFAULT_ALPHAS, dirichlet_heatmap, entropy_vs_alpha
 
     if args.table_size < 2:
         raise ValueError(f"--table-size must be >= 2, got {args.table_size}")

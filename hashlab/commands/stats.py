@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..atomic import atomic_write_json
-from ..format import load_index_file
-from ..stats_kernels import BACKENDS
+from ..io.atomic import atomic_write_json
+from ..io.format import load_index_file
+from ..stats.kernels import BACKENDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, report.to_dict(include_loads=args.loads))
         print(f"\nwrote {args.json}")
     if args.plot:
-        from ..plots import report_figures
+        from ..stats.plots import report_figures
 
         for path in report_figures(report, args.plot):
             print(f"wrote {path}")

@@ -40,9 +40,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .conv import ConvGeometry, conv_taps
-from .indexmap import LayerMap
-from .spec import SpecError
+from ..maps.conv import ConvGeometry, conv_taps
+from ..maps.indexmap import LayerMap
+from ..maps.spec import SpecError
 from .witness import WeightRef, Witness
 
 __all__ = ["ConvVerdict", "LayerFacts", "recognize_conv", "universal_witness", "is_recognizable"]

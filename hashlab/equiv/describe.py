@@ -21,8 +21,8 @@ import networkx as nx
 import numpy as np
 
 from .conv_recognition import ConvVerdict, LayerFacts, recognize_conv
-from .indexmap import IndexMap, LayerMap
-from .rnn import RNNGeometry
+from ..maps.indexmap import IndexMap, LayerMap
+from ..maps.rnn import RNNGeometry
 from .witness import WeightRef, Witness
 
 __all__ = [

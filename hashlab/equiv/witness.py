@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .conv import ConvGeometry
+from ..maps.conv import ConvGeometry
 
 __all__ = ["WITNESS_KINDS", "WeightRef", "Witness"]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ._version import __version__
+from .._version import __version__
 from .atomic import atomic_open
-from .indexmap import IndexMap, LayerMap
+from ..maps.indexmap import IndexMap, LayerMap
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FormatError", "save_index_file", "load_index_file", "read_header"]
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ._version import __version__
+from .._version import __version__
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
-from .configs import dataclass_from_dict
+from ..configs import dataclass_from_dict
 from .spec import SpecError
 
 __all__ = ["ConvGeometry", "conv_taps", "conv_map", "conv1d_map", "conv2d_map"]

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from . import kernels as K
-from ._version import __version__
+from .._version import __version__
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .spec import Architecture, HashSpec, SpecError
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._version import __version__
+from .._version import __version__
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .spec import SpecError
 

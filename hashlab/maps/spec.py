@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .configs import check_int, dataclass_from_dict
+from ..configs import check_int, dataclass_from_dict
 
 __all__ = ["HASH_KINDS", "SCOPES", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError"]
 

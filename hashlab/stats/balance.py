@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from . import stats_kernels as SK
-from ._version import __version__
-from .indexmap import IndexMap
+from . import kernels as SK
+from .._version import __version__
+from ..maps.indexmap import IndexMap
 from .locality import LayerLocality, LocalityStats, default_thresholds, layer_locality, pool_locality
 
 __all__ = [

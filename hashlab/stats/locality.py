@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from . import stats_kernels as SK
+from . import kernels as SK
 
 __all__ = ["LocalityStats", "LayerLocality", "layer_locality", "pool_locality", "default_thresholds", "pair_thresholds",
            "line_window_profile", "expected_nearest_counts", "expected_pair_fraction", "METRICS"]

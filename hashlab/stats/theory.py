@@ -22,9 +22,9 @@ import numpy as np
 import scipy.special as sp
 import scipy.stats
 
-from .hashes import dirichlet_probabilities
-from .indexmap import IndexMap
-from .stats import entropy_nats
+from ..maps.hashes import dirichlet_probabilities
+from ..maps.indexmap import IndexMap
+from .balance import entropy_nats
 
 __all__ = [
     "dirichlet_expected_entropy", "dirichlet_entropy_sd", "dirichlet_multinomial_expected_entropy",
@@ -36,7 +36,7 @@ __all__ = [
 
 def table_loads(imap: IndexMap, table: int) -> np.ndarray:
     """Loads of one table pooled over every layer that reads it (int64, shape (n,); -1 excluded)."""
-    from .stats_kernels import loads_nb
+    from .kernels import loads_nb
 
     n = imap.table_sizes[table]
     loads = np.zeros(n, np.int64)

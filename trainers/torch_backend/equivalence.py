@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hashlab.conv import ConvGeometry, conv_map
-from hashlab.indexmap import IndexMap, LayerMap
-from hashlab.rnn import RNNGeometry, rnn_map
+from hashlab.maps.conv import ConvGeometry, conv_map
+from hashlab.maps.indexmap import IndexMap, LayerMap
+from hashlab.maps.rnn import RNNGeometry, rnn_map
 
 from .functional import gather_weight
 

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hashlab.format import load_index_file
-from hashlab.indexmap import IndexMap
+from hashlab.io.format import load_index_file
+from hashlab.maps.indexmap import IndexMap
 
 from .layers import ArbLinear, table_init_bound
 

@@ -21,9 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import hashlab
-from hashlab.atomic import atomic_write_json
-from hashlab.format import load_index_file
-from hashlab.indexmap import IndexMap
+from hashlab.io.atomic import atomic_write_json
+from hashlab.io.format import load_index_file
+from hashlab.maps.indexmap import IndexMap
 
 from .config import TrainConfig
 from .data import DATASETS, DeviceData, load_device_data, resolve_data_root

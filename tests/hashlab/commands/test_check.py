@@ -10,8 +10,8 @@ import pytest
 
 from hashlab import load_index_file
 from hashlab.cli import main
-from hashlab.conv import ConvGeometry, conv_map
-from hashlab.rnn import RNNGeometry, rnn_map
+from hashlab.maps.conv import ConvGeometry, conv_map
+from hashlab.maps.rnn import RNNGeometry, rnn_map
 
 ISSUE_CONV = ["conv2d", "--input", "4x11x11", "--out-channels", "6", "--kernel", "3", "--stride", "2",
               "--dilation", "2", "--groups", "2", "--padding", "1"]

@@ -10,11 +10,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, LayerMap, build_map, index_dtype
-from hashlab.conv import ConvGeometry, conv_map, conv_taps
-from hashlab.conv_recognition import LayerFacts, is_recognizable
+from hashlab.maps.conv import ConvGeometry, conv_map, conv_taps
+from hashlab.equiv.conv_recognition import LayerFacts, is_recognizable
 from hashlab.equiv import recognize_conv, same_sharing, sharing_graph
-from hashlab.witness import Witness
-from tests.hashlab.test_conv_builders import conv_geometries
+from hashlab.equiv.witness import Witness
+from tests.hashlab.maps.test_conv import conv_geometries
 
 
 def relabel(layer: LayerMap, perm: np.ndarray) -> LayerMap:

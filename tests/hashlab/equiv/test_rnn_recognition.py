@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, IndexMap, build_map
 from hashlab.equiv import recognize_rnn
-from hashlab.rnn import RNNGeometry, rnn_map
+from hashlab.maps.rnn import RNNGeometry, rnn_map
 
 rnn_geometries = st.builds(RNNGeometry, st.integers(0, 6), st.integers(1, 6), st.integers(2, 6), st.booleans())
 

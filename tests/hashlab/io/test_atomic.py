@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from hashlab.atomic import atomic_open, atomic_write_json
+from hashlab.io.atomic import atomic_open, atomic_write_json
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])

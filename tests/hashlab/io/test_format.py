@@ -13,11 +13,10 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
 from hashlab import FormatError, IndexMap, LayerMap, __version__, build_map, load_index_file, save_index_file
-from hashlab.format import read_header
-from tests.hashlab.golden.make_golden import GOLDEN, GOLDEN_VERSION, golden_map
-from tests.hashlab.test_hashes import archs, specs
-
-REPO = Path(__file__).resolve().parents[2]
+from hashlab.io.format import read_header
+from tests.conftest import REPO
+from tests.hashlab.io.golden.make_golden import GOLDEN, GOLDEN_VERSION, golden_map
+from tests.hashlab.maps.test_hashes import archs, specs
 
 
 def assert_maps_equal(a: IndexMap, b: IndexMap) -> None:

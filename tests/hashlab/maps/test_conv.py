@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashlab import SpecError, load_index_file, save_index_file
-from hashlab.conv import ConvGeometry, conv1d_map, conv2d_map, conv_map, conv_taps
+from hashlab.maps.conv import ConvGeometry, conv1d_map, conv2d_map, conv_map, conv_taps
 
 
 @st.composite

@@ -9,7 +9,7 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashlab import kernels as K
+from hashlab.maps import kernels as K
 from hashlab import ZERO, Architecture, HashSpec, SpecError, build_map
 
 KIND_PARAMS = {

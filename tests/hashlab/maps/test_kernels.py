@@ -8,7 +8,7 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashlab import kernels as K
+from hashlab.maps import kernels as K
 
 seeds = st.integers(0, 2**64 - 1)
 u64 = st.integers(0, 2**64 - 1)

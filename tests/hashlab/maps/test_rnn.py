@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hashlab import Architecture, HashSpec, SpecError, build_map, load_index_file, save_index_file
-from hashlab.rnn import RNNGeometry, rnn_map
+from hashlab.maps.rnn import RNNGeometry, rnn_map
 
 GEOMETRIES = [RNNGeometry(5, 7, 4), RNNGeometry(1, 3, 1), RNNGeometry(0, 6, 3, bias=False), RNNGeometry(28, 64, 28)]
 IDS = ["5-7-T4", "1-3-T1", "autonomous-0-6-T3", "28-64-T28"]

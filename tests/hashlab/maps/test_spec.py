@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, SpecError
-from tests.hashlab.test_hashes import specs
+from tests.hashlab.maps.test_hashes import specs
 
 BAD_SPECS = [
     ({"kind": "md5"}, "unknown hash kind"),

@@ -7,7 +7,7 @@ import scipy.spatial
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashlab import stats_kernels as SK
+from hashlab.stats import kernels as SK
 
 
 @st.composite

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, IndexMap, LayerMap, build_map
-from hashlab.locality import (_line_sum, default_thresholds, expected_nearest_counts, expected_pair_fraction,
+from hashlab.stats.locality import (_line_sum, default_thresholds, expected_nearest_counts, expected_pair_fraction,
                               layer_locality, line_window_profile, pool_locality)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hashlab import Architecture, HashSpec, build_map
-from hashlab.plots import dirichlet_heatmap, entropy_vs_alpha, locality_figure, report_figures
+from hashlab.stats.plots import dirichlet_heatmap, entropy_vs_alpha, locality_figure, report_figures
 from hashlab.stats import map_report
 
 

@@ -9,7 +9,7 @@ import scipy.stats
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, build_map
 from hashlab.stats import map_report
-from hashlab.theory import (dirichlet_entropy_check, dirichlet_entropy_sd, dirichlet_expected_entropy,
+from hashlab.stats.theory import (dirichlet_entropy_check, dirichlet_entropy_sd, dirichlet_expected_entropy,
                             dirichlet_multinomial_expected_entropy, is_exactly_balanced, modulus_balance_check,
                             neighborhood_offset_check, neighborhood_offsets, simulate_plugin_entropy)
 

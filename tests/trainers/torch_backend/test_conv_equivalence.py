@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import torchvision
 from hypothesis import given, settings
 
-from hashlab.conv import ConvGeometry, conv_map
-from tests.hashlab.test_conv_builders import conv_geometries
+from hashlab.maps.conv import ConvGeometry, conv_map
+from tests.hashlab.maps.test_conv import conv_geometries
 from trainers.torch_backend.equivalence import (DEFAULT_RTOL, check_conv_equivalence, conv_arbnet_forward,
                                                 layer_tensors)
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashlab.rnn import RNNGeometry, rnn_map
+from hashlab.maps.rnn import RNNGeometry, rnn_map
 from trainers.torch_backend.equivalence import check_rnn_equivalence, rnn_arbnet_forward
 
 rnn_geometries = st.builds(RNNGeometry, st.integers(1, 7), st.integers(1, 9), st.integers(1, 8), st.booleans())

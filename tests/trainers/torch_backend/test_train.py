@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hashlab import Architecture, HashSpec, build_map, load_index_file, save_index_file
-from hashlab.format import FormatError
+from hashlab.io.format import FormatError
 from trainers.torch_backend.config import TrainConfig
 from trainers.torch_backend.train import make_scheduler, resolve_device, train
 

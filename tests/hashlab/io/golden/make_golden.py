@@ -1,6 +1,6 @@
 """Regenerate the format-v1 golden file (only on a deliberate, versioned format change).
 
-    python -m tests.hashlab.golden.make_golden
+    python -m tests.hashlab.io.golden.make_golden
 """
 from __future__ import annotations
 
