@@ -35,8 +35,10 @@ import numpy as np
 import scipy.stats
 
 from . import kernels as SK
+from . import theory
 from .._version import __version__
 from ..maps.indexmap import IndexMap
+from .entropy import entropy_nats
 from .locality import LayerLocality, LocalityStats, default_thresholds, layer_locality, pool_locality
 
 __all__ = [
@@ -47,23 +49,6 @@ __all__ = [
 STATS_SCHEMA = "hashlab.stats"
 STATS_VERSION = 1
 LN2 = math.log(2.0)
-
-
-def entropy_nats(loads: np.ndarray) -> float:
-    """Shannon entropy (nats) of the usage distribution ``loads / loads.sum()`` (paper eq. 7).
-
-    Empty entries contribute 0. Returns 0.0 when ``loads.sum() == 0``.
-
-    Parameters
-    ----------
-    loads : ndarray of non-negative integers, any shape
-    """
-    loads = np.asarray(loads, dtype=np.float64).ravel()
-    total = loads.sum()
-    if total <= 0:
-        return 0.0
-    p = loads[loads > 0] / total
-    return float(-(p * np.log(p)).sum())
 
 
 def expected_max_load(balls: list[int], bins: list[int]) -> tuple[float, np.ndarray]:
@@ -389,8 +374,6 @@ def theory_checks(imap: IndexMap) -> dict[str, Any] | None:
     ``dirichlet``: per-table entropy against the Dirichlet expectations; ``neighborhood``: the
     offset test; ``modulus``: exact balance. None for other kinds or maps without a spec.
     """
-    from . import theory
-
     kind = imap.spec.get("kind")
     try:
         if kind == "dirichlet" and imap.spec.get("alpha") is not None:

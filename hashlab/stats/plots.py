@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from ..io.atomic import atomic_open
 from ..maps.hashes import dirichlet_probabilities
-from .balance import entropy_nats
+from .entropy import entropy_nats
 from .theory import dirichlet_entropy_sd, dirichlet_expected_entropy, dirichlet_multinomial_expected_entropy
 
 __all__ = ["report_figures", "load_histogram_figure", "locality_figure", "entropy_figure", "dirichlet_heatmap",

@@ -24,7 +24,8 @@ import scipy.stats
 
 from ..maps.hashes import dirichlet_probabilities
 from ..maps.indexmap import IndexMap
-from .balance import entropy_nats
+from .entropy import entropy_nats
+from .kernels import loads_nb
 
 __all__ = [
     "dirichlet_expected_entropy", "dirichlet_entropy_sd", "dirichlet_multinomial_expected_entropy",
@@ -36,8 +37,6 @@ __all__ = [
 
 def table_loads(imap: IndexMap, table: int) -> np.ndarray:
     """Loads of one table pooled over every layer that reads it (int64, shape (n,); -1 excluded)."""
-    from .kernels import loads_nb
-
     n = imap.table_sizes[table]
     loads = np.zeros(n, np.int64)
     for lay in imap.layers:
