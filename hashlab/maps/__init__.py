@@ -5,8 +5,9 @@ Each virtual weight gets the table entry it reads (paper eq. 1-10); numba kernel
 from .spec import ARCHITECTURES, HASH_KINDS, SCOPES, Architecture, HashSpec, SpecError
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .hashes import build_map, dirichlet_probabilities, stream_seed
-from .conv import ConvGeometry, conv1d_map, conv2d_map, conv_map, conv_taps
-from .rnn import RNNGeometry, rnn_map
+from .geometry import ConvGeometry, RNNGeometry
+from .conv import conv1d_map, conv2d_map, conv_map, conv_taps
+from .rnn import rnn_map
 
 __all__ = [
     "ARCHITECTURES", "HASH_KINDS", "SCOPES", "Architecture", "HashSpec", "SpecError",

@@ -12,87 +12,14 @@ is the total bias ``bias_ih_l0[h] + bias_hh_l0[h]`` of hidden unit ``h``.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from .._version import __version__
+from .geometry import RNNGeometry
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .spec import SpecError
 
 __all__ = ["RNNGeometry", "rnn_map"]
-
-
-@dataclass(frozen=True)
-class RNNGeometry:
-    """An Elman (tanh) RNN unrolled over a fixed number of steps.
-
-    Parameters
-    ----------
-    input_size : int
-        ``I >= 0``, features of ``x_t`` (0: an autonomous RNN ``h_t = tanh(W h_{t-1} + b)``).
-    hidden_size : int
-        ``H >= 1``.
-    steps : int
-        ``T >= 1``, unrolled time steps (layers).
-    bias : bool
-        A bias per hidden unit, shared by all steps.
-    version : int
-        Schema version; only 1 exists.
-
-    Attributes
-    ----------
-    step_shape : (int, int)
-        ``(H, I + H)``, the shape of each step's weight matrix.
-    step_weights : int
-        ``H * (I + H)``: table entries holding ``[W_ih | W_hh]``, the modulus ``n``.
-    table_size : int
-        ``step_weights + (H if bias else 0)``.
-
-    Raises
-    ------
-    SpecError
-        If a field is out of range.
-    """
-
-    input_size: int
-    hidden_size: int
-    steps: int
-    bias: bool = True
-    version: int = 1
-
-    def __post_init__(self) -> None:
-        if self.version != 1:
-            raise SpecError(f"RNNGeometry version {self.version} is not supported; use 1")
-        for name, lo in (("input_size", 0), ("hidden_size", 1), ("steps", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise SpecError(f"{name} must be an integer >= {lo}, got {v!r}")
-            object.__setattr__(self, name, int(v))
-        if not isinstance(self.bias, (bool, np.bool_)):
-            raise SpecError(f"bias must be True or False, got {self.bias!r}")
-        object.__setattr__(self, "bias", bool(self.bias))
-
-    @property
-    def step_shape(self) -> tuple[int, int]:
-        return self.hidden_size, self.input_size + self.hidden_size
-
-    @property
-    def step_weights(self) -> int:
-        return self.hidden_size * (self.input_size + self.hidden_size)
-
-    @property
-    def table_size(self) -> int:
-        return self.step_weights + (self.hidden_size if self.bias else 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def describe(self) -> str:
-        return (f"Elman RNN (tanh), input_size {self.input_size}, hidden_size {self.hidden_size}, "
-                f"{self.steps} steps, {'bias' if self.bias else 'no bias'}")
 
 
 def rnn_map(geometry: RNNGeometry) -> IndexMap:

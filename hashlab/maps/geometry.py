@@ -1,0 +1,250 @@
+"""Layer geometries as typed configs: :class:`ConvGeometry` (paper eq. 4-6) and :class:`RNNGeometry` (eq. 1).
+
+Pure dataclasses (validation, derived sizes, JSON round trip); the builders that turn them into
+index maps are :mod:`hashlab.maps.conv` and :mod:`hashlab.maps.rnn`. Trainers may import this
+module: it generates nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..configs import dataclass_from_dict
+from .spec import SpecError
+
+__all__ = ["ConvGeometry", "RNNGeometry"]
+
+_SPATIAL = ("kernel_size", "stride", "padding", "dilation")
+
+
+def _tuple(name: str, value: Any, ndim: int, lo: int) -> tuple[int, ...]:
+    vals = (value,) * ndim if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    try:
+        vals = tuple(vals)
+    except TypeError:
+        raise SpecError(f"{name} must be an int or a tuple of {ndim} ints, got {value!r}") from None
+    if len(vals) != ndim or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo for v in vals):
+        raise SpecError(f"{name} must be an int >= {lo} or a tuple of {ndim} such ints "
+                        f"(one per spatial axis of the input), got {value!r}")
+    return tuple(int(v) for v in vals)
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Geometry of an N-d convolution layer (N = 1, 2 or 3), with torch's conventions.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Both divisible by ``groups``.
+    in_size : tuple of int
+        Spatial input size, ``(L,)`` for conv1d or ``(H, W)`` for conv2d; its length sets ``ndim``.
+    kernel_size, stride, padding, dilation : int or tuple of int
+        An int applies to every axis. ``stride >= 1``, ``padding >= 0`` (zeros on both
+        sides, like ``torch.nn.Conv2d``), ``dilation >= 1``.
+    groups : int
+        Input and output channels split into ``groups`` independent groups.
+    bias : bool
+        One bias per output channel, shared over all output positions.
+    version : int
+        Schema version; only 1 exists.
+
+    Attributes
+    ----------
+    out_size : tuple of int
+        ``floor((in + 2p - d(k-1) - 1) / s) + 1`` per axis (``torch.nn.Conv2d``'s formula).
+    in_features, out_features : int
+        ``in_channels * prod(in_size)`` and ``out_channels * prod(out_size)``.
+    weight_shape : tuple of int
+        ``(out_channels, in_channels // groups, *kernel_size)``, the torch weight's shape.
+    kernel_entries : int
+        ``prod(weight_shape)``: table entries holding the kernel.
+    table_size : int
+        ``kernel_entries + (out_channels if bias else 0)``.
+
+    Raises
+    ------
+    SpecError
+        If a field is invalid, or the dilated kernel does not fit in the padded input.
+    """
+
+    in_channels: int
+    out_channels: int
+    in_size: tuple[int, ...]
+    kernel_size: tuple[int, ...] | int
+    stride: tuple[int, ...] | int = 1
+    padding: tuple[int, ...] | int = 0
+    dilation: tuple[int, ...] | int = 1
+    groups: int = 1
+    bias: bool = True
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.version != 1:
+            raise SpecError(f"ConvGeometry version {self.version} is not supported; use 1")
+        raw = (self.in_size,) if isinstance(self.in_size, (int, np.integer)) else self.in_size
+        ndim = len(raw) if isinstance(raw, (tuple, list)) else 0
+        if not 1 <= ndim <= 3:
+            raise SpecError(f"in_size must give 1, 2 or 3 spatial sizes (conv1d/2d/3d), e.g. (28, 28); "
+                            f"got {self.in_size!r}")
+        in_size = _tuple("in_size", raw, ndim, lo=1)
+        object.__setattr__(self, "in_size", in_size)
+        for name, lo in zip(_SPATIAL, (1, 1, 0, 1)):
+            object.__setattr__(self, name, _tuple(name, getattr(self, name), ndim, lo))
+        for name in ("in_channels", "out_channels", "groups"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise SpecError(f"{name} must be a positive integer, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise SpecError(f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
+                            f"divisible by groups ({self.groups})")
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise SpecError(f"bias must be True or False, got {self.bias!r}")
+        object.__setattr__(self, "bias", bool(self.bias))
+        for ax, (n, k, p, d) in enumerate(zip(self.in_size, self.kernel_size, self.padding, self.dilation)):
+            span = d * (k - 1) + 1
+            if span > n + 2 * p:
+                raise SpecError(f"axis {ax}: kernel {k} with dilation {d} spans {span} inputs, more than the padded "
+                                f"input ({n} + 2*{p} = {n + 2 * p}); use a smaller kernel or dilation, or more padding")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.in_size)
+
+    @property
+    def out_size(self) -> tuple[int, ...]:
+        return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
+                     zip(self.in_size, self.kernel_size, self.stride, self.padding, self.dilation))
+
+    @property
+    def in_features(self) -> int:
+        return self.in_channels * math.prod(self.in_size)
+
+    @property
+    def out_features(self) -> int:
+        return self.out_channels * math.prod(self.out_size)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    @property
+    def kernel_entries(self) -> int:
+        return math.prod(self.weight_shape)
+
+    @property
+    def table_size(self) -> int:
+        return self.kernel_entries + (self.out_channels if self.bias else 0)
+
+    @property
+    def op(self) -> str:
+        """The torch op: ``"conv1d"``, ``"conv2d"`` or ``"conv3d"``."""
+        return f"conv{self.ndim}d"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ConvGeometry":
+        """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
+        return dataclass_from_dict(cls, d, SpecError, convert=lambda v: tuple(v) if isinstance(v, list) else v)
+
+    def canonical(self) -> "ConvGeometry":
+        """The representative that structural recognition returns for this map.
+
+        Two parameters do not change the index map and are normalised: the stride of an axis
+        with one output position becomes the smallest stride giving one output, and the
+        dilation of an axis with a kernel of 1 becomes 1.
+        """
+        stride = tuple(s if o > 1 else max(1, n + 2 * p - d * (k - 1)) for n, k, s, p, d, o in
+                       zip(self.in_size, self.kernel_size, self.stride, self.padding, self.dilation, self.out_size))
+        dilation = tuple(d if k > 1 else 1 for k, d in zip(self.kernel_size, self.dilation))
+        return dataclasses.replace(self, stride=stride, dilation=dilation)
+
+    def describe(self, bias: bool = True) -> str:
+        """One line describing the geometry; ``bias=False`` leaves out the last item.
+
+        E.g. ``conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias``.
+        """
+        def x(t: tuple[int, ...]) -> str:
+            return "x".join(map(str, t))
+        return (f"{self.op} {x((self.in_channels, *self.in_size))} -> {x((self.out_channels, *self.out_size))}, "
+                f"kernel {x(self.kernel_size)}, stride {x(self.stride)}, padding {x(self.padding)}, "
+                f"dilation {x(self.dilation)}, groups {self.groups}"
+                + ("" if not bias else ", bias" if self.bias else ", no bias"))
+
+
+@dataclass(frozen=True)
+class RNNGeometry:
+    """An Elman (tanh) RNN unrolled over a fixed number of steps.
+
+    Parameters
+    ----------
+    input_size : int
+        ``I >= 0``, features of ``x_t`` (0: an autonomous RNN ``h_t = tanh(W h_{t-1} + b)``).
+    hidden_size : int
+        ``H >= 1``.
+    steps : int
+        ``T >= 1``, unrolled time steps (layers).
+    bias : bool
+        A bias per hidden unit, shared by all steps.
+    version : int
+        Schema version; only 1 exists.
+
+    Attributes
+    ----------
+    step_shape : (int, int)
+        ``(H, I + H)``, the shape of each step's weight matrix.
+    step_weights : int
+        ``H * (I + H)``: table entries holding ``[W_ih | W_hh]``, the modulus ``n``.
+    table_size : int
+        ``step_weights + (H if bias else 0)``.
+
+    Raises
+    ------
+    SpecError
+        If a field is out of range.
+    """
+
+    input_size: int
+    hidden_size: int
+    steps: int
+    bias: bool = True
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.version != 1:
+            raise SpecError(f"RNNGeometry version {self.version} is not supported; use 1")
+        for name, lo in (("input_size", 0), ("hidden_size", 1), ("steps", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise SpecError(f"{name} must be an integer >= {lo}, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise SpecError(f"bias must be True or False, got {self.bias!r}")
+        object.__setattr__(self, "bias", bool(self.bias))
+
+    @property
+    def step_shape(self) -> tuple[int, int]:
+        return self.hidden_size, self.input_size + self.hidden_size
+
+    @property
+    def step_weights(self) -> int:
+        return self.hidden_size * (self.input_size + self.hidden_size)
+
+    @property
+    def table_size(self) -> int:
+        return self.step_weights + (self.hidden_size if self.bias else 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        return (f"Elman RNN (tanh), input_size {self.input_size}, hidden_size {self.hidden_size}, "
+                f"{self.steps} steps, {'bias' if self.bias else 'no bias'}")
