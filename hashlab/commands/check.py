@@ -17,17 +17,12 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from ..maps.conv import ConvGeometry, conv_map
-from ..equiv import MapReport, describe_map, recognize_conv, recognize_rnn, same_sharing
+from ..equiv import describe_map
+from ..equiv.check import StructureCheck, check_conv_structure, check_rnn_structure, format_description, numeric_lines
 from ..io.format import load_index_file, save_index_file
-from ..maps.hashes import build_map
-from ..maps.indexmap import IndexMap
-from ..maps.rnn import RNNGeometry, rnn_map
-from ..maps.spec import Architecture, HashSpec
+from ..maps.geometry import ConvGeometry, RNNGeometry
 
-__all__ = ["register", "run", "format_report", "BUILDERS"]
+__all__ = ["register", "run", "BUILDERS"]
 
 BUILDERS = ("conv1d", "conv2d", "rnn")
 _CONV_OPTS = ("input", "out_channels", "kernel", "stride", "padding", "dilation", "groups")
@@ -78,10 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _plural(n: int, what: str) -> str:
-    return f"{n:,} {what}{'' if n == 1 else 's'}"
-
-
 def _dims(text: str | None, name: str, n: int, lo: int, default: int | None = None) -> tuple[int, ...]:
     """Parse ``"5"`` or ``"5x3"`` into ``n`` ints >= ``lo``."""
     if text is None:
@@ -123,109 +114,35 @@ def _rnn_geometry(args: argparse.Namespace) -> RNNGeometry:
     return RNNGeometry(args.input_size, args.hidden_size, args.steps, bias=not args.no_bias)
 
 
-def _numeric(lines: list[str], ok_struct: bool, check, geometry, imap: IndexMap, args: argparse.Namespace,
-             what: str) -> tuple[list[str], bool]:
-    """Run ``check`` in float64 and float32; append its lines and the PASS / FAIL verdict."""
+def _numeric(check: StructureCheck, equivalence, geometry, args: argparse.Namespace, what: str) -> bool:
+    """Run the torch check on the built map in float64 and float32; append its lines and the verdict."""
     import torch
 
-    reports = [check(geometry, imap, dtype=dt, batch_size=args.batch_size, seed=args.seed)
+    reports = [equivalence(geometry, check.imap, dtype=dt, batch_size=args.batch_size, seed=args.seed)
                for dt in (torch.float64, torch.float32)]
-    lines.append(f"numeric: {what}, outputs and gradients, batch {args.batch_size}, seed {args.seed}")
-    for rep in reports:
-        errs = "  ".join(f"{k} {v:.2e}" for k, v in rep.errors.items())
-        lines.append(f"  {rep.dtype:<8} {errs}  (tol {rep.rtol:g} x max(1, |ref|))  {'PASS' if rep.passed else 'FAIL'}")
-    ok = ok_struct and all(r.passed for r in reports)
-    lines.append(f"{'PASS' if ok else 'FAIL'} (max abs error {max(r.max_abs_error for r in reports):.2e})")
-    return lines, ok
+    lines, ok = numeric_lines(reports, what, args.batch_size, args.seed)
+    ok = check.passed and ok
+    check.lines.extend(lines + [f"{'PASS' if ok else 'FAIL'} (max abs error "
+                                f"{max(r.max_abs_error for r in reports):.2e})"])
+    return ok
 
 
-def _check_conv(args: argparse.Namespace) -> tuple[IndexMap, list[str], bool]:
+def _check_conv(args: argparse.Namespace) -> tuple[StructureCheck, bool]:
     from trainers.torch_backend.equivalence import check_conv_equivalence
 
     g = _conv_geometry(args)
-    imap = conv_map(g)
-    lay = imap.layers[0]
-    live = int((lay.indices >= 0).sum())
-    lines = [g.describe(),
-             f"index map: 1 layer {lay.out_features}x{lay.in_features} ({lay.num_weights:,} virtual weights, "
-             f"{live:,} nonzero), one table of {g.table_size:,} entries ({g.kernel_entries:,} kernel"
-             + (f" + {g.out_channels} bias)" if g.bias else ")")]
-    v = recognize_conv(lay, use_attrs=False)
-    if not v.is_conv:
-        ok_struct = False
-        lines.append(f"structure: FAIL, not recognised as a convolution: {v.witness}")
-    elif v.geometry == g.canonical():
-        ok_struct = True
-        lines.append(f"structure: recognised from the index array alone (attrs ignored, "
-                     f"{_plural(v.candidates, 'candidate grid')} examined): same geometry")
-    else:
-        ok_struct = same_sharing(conv_map(v.geometry).layers[0].indices, lay.indices)
-        lines.append(f"structure: recognised from the index array alone as the equivalent {v.geometry.describe()}"
-                     + ("" if ok_struct else " -- FAIL: it does not rebuild the same map"))
-    return imap, *_numeric(lines, ok_struct, check_conv_equivalence, g, imap, args,
+    check = check_conv_structure(g)
+    return check, _numeric(check, check_conv_equivalence, g, args,
                            f"ArbNet (gather_weight + F.linear) vs torch.nn.functional.{g.op}")
 
 
-def _check_rnn(args: argparse.Namespace) -> tuple[IndexMap, list[str], bool]:
+def _check_rnn(args: argparse.Namespace) -> tuple[StructureCheck, bool]:
     from trainers.torch_backend.equivalence import check_rnn_equivalence
 
     g = _rnn_geometry(args)
-    imap = rnn_map(g)
-    n = g.step_weights
-    bias = f" + {g.hidden_size} bias)" if g.bias else ")"
-    lines = [g.describe(),
-             f"index map: {g.steps} layers rnn.t0..rnn.t{g.steps - 1} of {g.hidden_size}x{g.input_size + g.hidden_size}"
-             f", one table of {g.table_size:,} entries ({n:,} weights{bias}"]
-    feats = tuple(g.input_size + g.hidden_size if t % 2 == 0 else g.hidden_size for t in range(g.steps + 1))
-    mod = build_map(HashSpec(kind="modulus", table_size=n, scope="global"), Architecture(feats))
-    ok_mod = all(np.array_equal(a.indices.reshape(-1), b.indices.reshape(-1)) and
-                 np.array_equal(a.indices.reshape(-1), (t * n + np.arange(n)) % n)
-                 for t, (a, b) in enumerate(zip(imap.layers, mod.layers)))
-    lines.append(f"modulus: every step's indices equal the global modulus hash i mod {n} (build_map kind=modulus, "
-                 f"scope=global, flattened): {'yes' if ok_mod else 'NO'}")
-    rv = recognize_rnn(imap)
-    ok_struct = ok_mod and len(rv.groups) == 1 and rv.groups[0].geometry == g and rv.groups[0].modulus
-    lines.append(f"structure: recognised from the index arrays alone as {g.describe()}, step matrix dense"
-                 if ok_struct else f"structure: FAIL ({rv.witness or rv.groups})")
-    return imap, *_numeric(lines, ok_struct, check_rnn_equivalence, g, imap, args,
+    check = check_rnn_structure(g)
+    return check, _numeric(check, check_rnn_equivalence, g, args,
                            "ArbNet (gather_weight + F.linear per step) vs torch.nn.RNN (tanh)")
-
-
-def _spec_line(spec: dict) -> str:
-    builder = spec.get("builder", "?")
-    if builder == "hashlab.build_map":
-        extra = [f"{k} {spec[k]}" for k in ("radius", "alpha") if spec.get(k) is not None]
-        extra += [f"sparsity {spec['sparsity']}"] if spec.get("sparsity") else []
-        extra += ["sign"] if spec.get("sign") else []
-        arch = "-".join(map(str, spec.get("architecture", [])))
-        return (f"build_map {spec.get('kind')} hash, table {spec.get('table_size')}, scope {spec.get('scope')}, "
-                f"seed {spec.get('seed')}{''.join(', ' + e for e in extra)}, architecture {arch}")
-    return builder
-
-
-def format_report(path: str, imap: IndexMap, report: MapReport) -> str:
-    """Human-readable text of :func:`hashlab.equiv.describe_map` for ``hashlab check FILE``."""
-    lines = [f"{path}: {_plural(len(imap.layers), 'layer')}, {imap.num_weights:,} virtual weights, tables "
-             f"{list(imap.table_sizes)}; built by {_spec_line(imap.spec)}"]
-    shown: set[str] = set()
-    for lay in report.layers:
-        where = f"{lay.name} ({lay.shape[0]}x{lay.shape[1]}, table {lay.table})"
-        lines.append(f"{where}: {lay.kind.upper()}: {lay.summary}")
-        if lay.rnn is not None:
-            key = lay.rnn.layers[0]
-            if key in shown:
-                lines.append(f"    tied to {key} (see there)")
-                continue
-            shown.add(key)
-        lines += [f"    {why}" for why in lay.reasons]
-    rnn = report.rnn
-    if rnn.is_rnn:
-        for g in rnn.groups:
-            lines.append(f"RNN: {g.layers[0]}..{g.layers[-1]} are {len(g.layers)} tied steps of an "
-                         f"{g.geometry.describe()}" + (" (global modulus hash, up to relabeling)" if g.modulus else ""))
-    else:
-        lines.append(f"RNN: no: {rnn.witness}")
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,10 +156,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{extra[0].replace('_', '-')} does not apply to {args.target}")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        imap, lines, ok = (_check_rnn if args.target == "rnn" else _check_conv)(args)
+        check, ok = (_check_rnn if args.target == "rnn" else _check_conv)(args)
         if args.output:
-            lines.append(f"wrote {save_index_file(imap, args.output)}")
-        print("\n".join(lines))
+            check.lines.append(f"wrote {save_index_file(check.imap, args.output)}")
+        print("\n".join(check.lines))
         return 0 if ok else 1
     given = [o for o in _BUILD_OPTS if getattr(args, o) not in (None, False)]
     if given:
@@ -253,6 +170,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"file": str(args.target), **report.to_dict()}, indent=2, sort_keys=True))
     else:
-        print(format_report(str(args.target), imap, report))
+        print(format_description(str(args.target), imap, report))
     return 0
 

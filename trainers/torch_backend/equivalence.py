@@ -2,10 +2,11 @@
 
 The ArbNet forward of a layer gathers its dense virtual weight matrix from the table
 (:func:`~trainers.torch_backend.functional.gather_weight`) and applies ``F.linear`` to the
-flattened input. For the maps of :mod:`hashlab.conv` and :mod:`hashlab.rnn` this must equal
+flattened input. For the maps of :mod:`hashlab.maps.conv` and :mod:`hashlab.maps.rnn` this must equal
 ``F.conv1d`` / ``F.conv2d`` and ``torch.nn.RNN`` with the same weights, outputs and gradients
 alike (Chang & Lipson 2018, section 2, eq. 4-6 and eq. 1). ``hashlab check conv2d|conv1d|rnn``
-runs these checks; the tests run them over hypothesis-generated geometries.
+runs these checks; the tests run them over hypothesis-generated geometries. The checks take
+the map as input and never build one: trainers consume maps, hashlab generates them.
 """
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hashlab.maps.conv import ConvGeometry, conv_map
+from hashlab.maps.geometry import ConvGeometry, RNNGeometry
 from hashlab.maps.indexmap import IndexMap, LayerMap
-from hashlab.maps.rnn import RNNGeometry, rnn_map
 
 from .functional import gather_weight
 
@@ -156,7 +156,7 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_(True)
 
 
-def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap | None = None, *,
+def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap, *,
                            dtype: torch.dtype = torch.float64, batch_size: int = 2, seed: int = 0,
                            rtol: float | None = None) -> EquivalenceReport:
     """Compare the conv ArbNet with ``F.conv1d`` / ``F.conv2d`` / ``F.conv3d`` on random data, on CPU.
@@ -166,7 +166,7 @@ def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap | None = None,
 
     Args:
         geometry: the convolution.
-        imap: its index map; :func:`hashlab.conv.conv_map` of ``geometry`` if None.
+        imap: the map to check, e.g. :func:`hashlab.maps.conv_map` of ``geometry``.
         dtype: ``torch.float64`` or ``torch.float32``.
         batch_size: inputs per check.
         seed: seeds a private ``torch.Generator``.
@@ -177,7 +177,7 @@ def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap | None = None,
         ``grad_bias`` (if bias) and ``grad_input``.
     """
     g = geometry
-    layer = (imap if imap is not None else conv_map(g)).layers[0]
+    layer = imap.layers[0]
     gen = torch.Generator().manual_seed(seed)
     bound = 1.0 / math.sqrt((g.in_channels // g.groups) * math.prod(g.kernel_size))
     table = (torch.rand(g.table_size, generator=gen, dtype=torch.float64) * 2 - 1).mul(bound).to(dtype)
@@ -201,7 +201,7 @@ def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap | None = None,
     return _compare(g.op, dtype, pairs, rtol)
 
 
-def check_rnn_equivalence(geometry: RNNGeometry, imap: IndexMap | None = None, *,
+def check_rnn_equivalence(geometry: RNNGeometry, imap: IndexMap, *,
                           dtype: torch.dtype = torch.float64, batch_size: int = 2, seed: int = 0,
                           rtol: float | None = None) -> EquivalenceReport:
     """Compare the unrolled RNN ArbNet with ``torch.nn.RNN`` (tanh, one layer, batch first), on CPU.
@@ -212,7 +212,7 @@ def check_rnn_equivalence(geometry: RNNGeometry, imap: IndexMap | None = None, *
 
     Args:
         geometry: the RNN; ``input_size >= 1`` (``torch.nn.RNN`` needs an input).
-        imap: its index map; :func:`hashlab.rnn.rnn_map` of ``geometry`` if None.
+        imap: the map to check, e.g. :func:`hashlab.maps.rnn_map` of ``geometry``.
         dtype, batch_size, seed, rtol: as in :func:`check_conv_equivalence`.
 
     Returns:
@@ -223,7 +223,6 @@ def check_rnn_equivalence(geometry: RNNGeometry, imap: IndexMap | None = None, *
     g = geometry
     if g.input_size < 1:
         raise ValueError("torch.nn.RNN needs input_size >= 1 to compare against; got 0")
-    imap = imap if imap is not None else rnn_map(g)
     gen = torch.Generator().manual_seed(seed)
     bound = 1.0 / math.sqrt(g.hidden_size)
     rand = lambda *shape: torch.rand(*shape, generator=gen, dtype=torch.float64)  # noqa: E731

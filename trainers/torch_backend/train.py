@@ -20,7 +20,7 @@ import torchvision
 from torch import nn
 from tqdm.auto import tqdm
 
-import hashlab
+from hashlab._version import __version__ as hashlab_version
 from hashlab.io.atomic import atomic_write_json
 from hashlab.io.format import load_index_file
 from hashlab.maps.indexmap import IndexMap
@@ -120,7 +120,7 @@ def evaluate(model: nn.Module, data: DeviceData, batch_size: int) -> tuple[float
 
 
 def _versions() -> dict[str, str]:
-    return {"hashlab": hashlab.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+    return {"hashlab": hashlab_version, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
 
 
