@@ -1,1 +1,4 @@
-"""Subcommands of the ``hashlab`` console script; each module exposes ``register(subparsers)``."""
+"""Stage 5, the ``hashlab`` console script: command-line arguments in, library calls and printed results out.
+
+Each module exposes ``register(subparsers)``; parsing and printing only, the work is in the stages above.
+"""
