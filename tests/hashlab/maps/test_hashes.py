@@ -56,7 +56,7 @@ def test_every_hash_gives_valid_deterministic_maps(spec, arch):
         assert lay.indices.dtype == (np.int16 if n <= 2**15 else np.int32)
         assert lay.table == (0 if spec.scope == "global" else k)
         # exactly round(s * N) weights are fixed at zero, the rest index the table
-        assert (lay.indices == ZERO).sum() == round(spec.sparsity * out_f * in_f)
+        assert (lay.indices == ZERO).sum() == round(spec.sparsity * (out_f * in_f))
         live = lay.indices[lay.indices != ZERO]
         assert live.size == 0 or (live.min() >= 0 and live.max() < n)
         assert (lay.sign is not None) == spec.sign
