@@ -2,7 +2,7 @@
 
 * ``hashlab check conv2d --input 3x32x32 --out-channels 16 --kernel 5 --stride 2 --padding 2`` (also
   ``conv1d --input 3x100``, ``rnn --input-size 5 --hidden-size 7 --steps 4``) builds the index map
-  (:mod:`hashlab.conv`, :mod:`hashlab.rnn`), recognises its structure from the map alone, runs the
+  (:mod:`hashlab.maps.conv`, :mod:`hashlab.maps.rnn`), recognises its structure from the map alone, runs the
   numeric check against ``torch.nn.functional.conv1d/conv2d`` / ``torch.nn.RNN`` in float64 and
   float32 (outputs and gradients), prints PASS or FAIL with the max abs error, and exits 0 / 1.
 * ``hashlab check FILE`` prints what each layer of an index file is (dense / convolution with

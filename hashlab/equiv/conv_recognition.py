@@ -1,7 +1,7 @@
 """Decide whether one layer's index map *is* a convolution, and recover its geometry.
 
 A map is a convolution on a grid ``(C_in, *in_size) -> (C_out, *out_size)`` when there is a
-:class:`~hashlab.conv.ConvGeometry` whose tap map (:func:`~hashlab.conv.conv_taps`) has exactly
+:class:`~hashlab.maps.ConvGeometry` whose tap map (:func:`~hashlab.conv.conv_taps`) has exactly
 the same structural zeros and exactly the same sharing: two weights read the same table entry
 if and only if they are the same kernel tap (Chang & Lipson 2018, eq. 4-6: translation-invariant
 sharing). Only equality of entries is used, never their values, and labels are canonicalised by
@@ -540,7 +540,7 @@ def recognize_conv(layer: LayerMap, *, ndims: Sequence[int] = (2, 1), in_shape: 
     in_shape, out_shape : sequence of int, optional
         ``(channels, *spatial)`` hints; when given, only grids matching them are tried.
     use_attrs : bool
-        Try ``layer.attrs["conv"]`` (as written by :func:`hashlab.conv.conv_map`) first.
+        Try ``layer.attrs["conv"]`` (as written by :func:`hashlab.maps.conv_map`) first.
     facts : LayerFacts, optional
         ``LayerFacts(layer)`` if already computed (saves the O(N log N) pass).
 

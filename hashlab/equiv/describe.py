@@ -197,7 +197,7 @@ def _tie(a: LayerMap, b: LayerMap) -> tuple[int, Witness | None]:
 def recognize_rnn(imap: IndexMap) -> RNNVerdict:
     """Find the unrolled Elman RNNs in a map: runs of consecutive, identically indexed layers.
 
-    Step ``t`` of an RNN (:func:`hashlab.rnn.rnn_map`) is a ``(H, I + H)`` layer reading the same
+    Step ``t`` of an RNN (:func:`hashlab.maps.rnn_map`) is a ``(H, I + H)`` layer reading the same
     table entries at the same positions as every other step (weights tied across time), with the
     same signs and bias entries. Equality of entries is kept by any relabeling of the table, so the
     verdict is relabeling-invariant. The check is O(total weights).

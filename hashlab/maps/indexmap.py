@@ -1,7 +1,7 @@
 """In-memory index maps: which table entry each virtual weight reads.
 
 An :class:`IndexMap` is what :func:`hashlab.build_map` returns, what
-:func:`hashlab.format.save_index_file` writes and :func:`hashlab.format.load_index_file`
+:func:`hashlab.io.format.save_index_file` writes and :func:`hashlab.io.format.load_index_file`
 reads back. It needs numpy only.
 """
 from __future__ import annotations

@@ -419,7 +419,7 @@ class MapAnalyzer:
         Raises
         ------
         ValueError
-            If ``imap`` is not an :class:`~hashlab.indexmap.IndexMap`, its indices are out of
+            If ``imap`` is not an :class:`~hashlab.maps.indexmap.IndexMap`, its indices are out of
             range, or ``backend`` is unknown.
         """
         import time

@@ -35,7 +35,7 @@ class DatasetInfo:
     shape: tuple[int, int, int]  # (channels, height, width)
     num_classes: int
     how_to_get: str
-    arch_preset: str  # hashlab.spec.ARCHITECTURES key of the paper's MLP for it
+    arch_preset: str  # hashlab.maps.spec.ARCHITECTURES key of the paper's MLP for it
 
     @property
     def num_features(self) -> int:

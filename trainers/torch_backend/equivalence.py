@@ -71,8 +71,8 @@ def conv_arbnet_forward(x: torch.Tensor, table: torch.Tensor, layer: LayerMap, g
     Args:
         x: input of shape ``(B, in_channels, *geometry.in_size)``.
         table: entries of shape ``(geometry.table_size,)``.
-        layer: the layer of :func:`hashlab.conv.conv_map` (or any layer of the same shape).
-        geometry: its :class:`hashlab.conv.ConvGeometry`.
+        layer: the layer of :func:`hashlab.maps.conv_map` (or any layer of the same shape).
+        geometry: its :class:`hashlab.maps.ConvGeometry`.
         tensors: precomputed :func:`layer_tensors` (optional).
 
     Shape:
@@ -90,8 +90,8 @@ def rnn_arbnet_forward(x: torch.Tensor, table: torch.Tensor, imap: IndexMap,
     Args:
         x: input of shape ``(B, T, input_size)`` (batch first), ``T == len(imap.layers)``.
         table: entries of shape ``(geometry.table_size,)``.
-        imap: the map of :func:`hashlab.rnn.rnn_map`; every step gathers its own layer's weights.
-        geometry: its :class:`hashlab.rnn.RNNGeometry`.
+        imap: the map of :func:`hashlab.maps.rnn_map`; every step gathers its own layer's weights.
+        geometry: its :class:`hashlab.maps.RNNGeometry`.
 
     Shape:
         - Output: ``(output, h_n)`` of shapes ``(B, T, hidden_size)`` and ``(B, hidden_size)``, like

@@ -1,7 +1,7 @@
 """Stateless ArbNet ops: materialise a virtual weight matrix from a shared table.
 
 The gather is ``index_select`` on the table padded with one constant zero entry: an index
-of ``-1`` (a weight fixed at zero, :data:`hashlab.indexmap.ZERO`) is redirected to that pad
+of ``-1`` (a weight fixed at zero, :data:`hashlab.maps.indexmap.ZERO`) is redirected to that pad
 entry, so no mask multiply is needed and the pad's gradient is dropped with the pad.
 ``index_select``'s backward is ``index_add_``, i.e. each table entry receives the sum of
 the gradients of the virtual weights that read it. On a 2-core CPU this is about twice

@@ -1,4 +1,4 @@
-"""ArbNet models built from an index file (format v1, ``hashlab.format``)."""
+"""ArbNet models built from an index file (format v1, ``hashlab.io.format``)."""
 from __future__ import annotations
 
 import os
@@ -32,8 +32,8 @@ class ArbMLP(nn.Module):
     Linear bounds, see :func:`~trainers.torch_backend.layers.table_init_bound`).
 
     Args:
-        index_map: a validated :class:`hashlab.indexmap.IndexMap`, e.g. from
-            :func:`hashlab.format.load_index_file`; its layers must chain
+        index_map: a validated :class:`hashlab.maps.indexmap.IndexMap`, e.g. from
+            :func:`hashlab.io.format.load_index_file`; its layers must chain
             (``layers[k].in_features == layers[k-1].out_features``).
         bias: give every layer a dense bias unless its map has ``bias_indices``. Default: ``True``.
         device, dtype: where and in which float type to create parameters.
@@ -91,7 +91,7 @@ class ArbMLP(nn.Module):
     @classmethod
     def from_index_file(cls, path: str | os.PathLike, bias: bool = True, device=None, dtype=None,
                         validate: bool = True) -> "ArbMLP":
-        """Build the model of an index file (read with :func:`hashlab.format.load_index_file`).
+        """Build the model of an index file (read with :func:`hashlab.io.format.load_index_file`).
 
         Args:
             path: a format-v1 index file, e.g. from ``hashlab build``.
@@ -99,7 +99,7 @@ class ArbMLP(nn.Module):
 
         Raises:
             FileNotFoundError: if ``path`` does not exist.
-            hashlab.format.FormatError: if it is not a valid index file.
+            hashlab.io.format.FormatError: if it is not a valid index file.
             ValueError: if its layers do not chain.
         """
         return cls(load_index_file(Path(path), mmap=True, validate=validate), bias=bias, device=device, dtype=dtype)

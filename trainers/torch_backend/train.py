@@ -185,7 +185,7 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
 
     Raises:
         FileNotFoundError: if ``index_file`` does not exist.
-        hashlab.format.FormatError: if it is not a valid index file.
+        hashlab.io.format.FormatError: if it is not a valid index file.
         trainers.torch_backend.data.DatasetError: if the dataset is missing or corrupt.
         ValueError: if the map's input/output sizes do not fit the dataset, or the device is unavailable.
     """
