@@ -1,7 +1,7 @@
 """Decide whether one layer's index map *is* a convolution, and recover its geometry.
 
 A map is a convolution on a grid ``(C_in, *in_size) -> (C_out, *out_size)`` when there is a
-:class:`~hashlab.maps.ConvGeometry` whose tap map (:func:`~hashlab.conv.conv_taps`) has exactly
+:class:`~hashlab.maps.ConvGeometry` whose tap map (:func:`~hashlab.maps.conv.conv_taps`) has exactly
 the same structural zeros and exactly the same sharing: two weights read the same table entry
 if and only if they are the same kernel tap (Chang & Lipson 2018, eq. 4-6: translation-invariant
 sharing). Only equality of entries is used, never their values, and labels are canonicalised by

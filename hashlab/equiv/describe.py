@@ -4,7 +4,7 @@ The paper's section 2 claims common networks are MLP ArbNets with particular has
 convolution is a sparse Toeplitz matrix whose sharing is translation-invariant (eq. 4-6), an RNN
 unrolled over T steps is an MLP whose steps are tied by the modulus hash (eq. 1). This module
 recognises those structures in *any* index map, up to any relabeling of table entries, and says
-why not with a concrete :class:`~hashlab.witness.Witness` when they are absent.
+why not with a concrete :class:`~hashlab.equiv.witness.Witness` when they are absent.
 
 * :func:`recognize_conv` (from :mod:`hashlab.conv_recognition`): one layer, with geometry.
 * :func:`recognize_rnn`: runs of consecutive layers that are tied steps of one Elman RNN.

@@ -68,7 +68,7 @@ class Witness:
     geometry : ConvGeometry or None
         The refuted geometry itself, for witnesses found by exact verification
         (``should_share``, ``should_not_share``, ``should_be_zero``, ``should_be_nonzero``):
-        ``hashlab.conv.conv_taps(geometry)`` shows the claim.
+        ``hashlab.maps.conv.conv_taps(geometry)`` shows the claim.
     """
 
     kind: str

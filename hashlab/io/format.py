@@ -3,7 +3,7 @@
 A v1 index file is a valid `safetensors <https://github.com/huggingface/safetensors>`_ file
 with a hashlab header in ``__metadata__``. It holds no pickle, is memory-mappable and is
 readable by numpy alone. The normative specification is ``docs/FORMAT.md``; this module is
-its reference writer and reader, and ``tests/hashlab/test_format.py`` pins the bytes with a
+its reference writer and reader, and ``tests/hashlab/io/test_format.py`` pins the bytes with a
 golden file.
 """
 from __future__ import annotations

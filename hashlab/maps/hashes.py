@@ -1,4 +1,4 @@
-"""Build index maps from a :class:`~hashlab.spec.HashSpec` and an :class:`~hashlab.spec.Architecture`.
+"""Build index maps from a :class:`~hashlab.maps.spec.HashSpec` and an :class:`~hashlab.maps.spec.Architecture`.
 
 Identifiers
 -----------
@@ -11,7 +11,7 @@ weight ``(row, col)`` has local identifier ``i = row * in_features + col``. With
 
 Random streams
 --------------
-Every random choice is ``xxh64(identifier, stream_seed)`` (see :mod:`hashlab.kernels`), where
+Every random choice is ``xxh64(identifier, stream_seed)`` (see :mod:`hashlab.maps.kernels`), where
 ``stream_seed = SeedSequence([seed, table_or_layer, purpose]).generate_state(1, uint64)[0]``.
 The Dirichlet's entry probabilities come from ``numpy.random.Generator.dirichlet`` seeded the
 same way. The sparsity mask of each layer zeroes exactly ``round(sparsity * N)`` weights: the

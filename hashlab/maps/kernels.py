@@ -7,13 +7,13 @@ This makes generation embarrassingly parallel and bit-reproducible: the same see
 same indices on every run, thread count and platform.
 
 Each ``*_nb`` kernel (numba, ``parallel=True``) has a ``*_ref`` twin written with vectorised
-numpy. The twins are what a reader checks the math against; ``tests/hashlab/test_kernels.py``
+numpy. The twins are what a reader checks the math against; ``tests/hashlab/maps/test_kernels.py``
 shows that each pair agrees bit for bit, and that :func:`xxh64_u64_ref` and
 :func:`xxh64_key_ref` equal the reference ``xxhash`` library.
 
 Conventions
 -----------
-* ``ids`` are int64 identifiers (row-major position of a weight, see :mod:`hashlab.hashes`).
+* ``ids`` are int64 identifiers (row-major position of a weight, see :mod:`hashlab.maps.hashes`).
 * Outputs named ``idx`` are int64 entries in ``[0, n)``; callers narrow the dtype.
 * All uint64 arithmetic wraps modulo 2**64, as in the C reference.
 """

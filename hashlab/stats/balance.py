@@ -369,7 +369,7 @@ class MapReport:
 
 
 def theory_checks(imap: IndexMap) -> dict[str, Any] | None:
-    """Checks from :mod:`hashlab.theory` that apply to the map's recorded hash kind, as a dict.
+    """Checks from :mod:`hashlab.stats.theory` that apply to the map's recorded hash kind, as a dict.
 
     ``dirichlet``: per-table entropy against the Dirichlet expectations; ``neighborhood``: the
     offset test; ``modulus``: exact balance. None for other kinds or maps without a spec.
@@ -393,11 +393,11 @@ class MapAnalyzer:
     Parameters
     ----------
     locality : bool
-        Also compute collision locality (:mod:`hashlab.locality`). Default True.
+        Also compute collision locality (:mod:`hashlab.stats.locality`). Default True.
     thresholds : array-like of int, optional
         Distances of the locality curves; default powers of two up to the largest layer.
     backend : {"numba", "numpy"}
-        Kernels (:mod:`hashlab.stats_kernels`); both give identical results.
+        Kernels (:mod:`hashlab.stats.kernels`); both give identical results.
     theory : bool
         Add the :func:`theory_checks` that apply to the map's hash kind. Default True.
 

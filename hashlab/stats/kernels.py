@@ -1,9 +1,9 @@
 """Analysis kernels: numba versions and their plain-numpy reference twins.
 
 Every ``*_nb`` kernel (numba, ``parallel=True``, ``cache=True``) has a ``*_ref`` twin
-written with vectorised numpy; ``tests/hashlab/test_stats_kernels.py`` shows each pair
+written with vectorised numpy; ``tests/hashlab/stats/test_kernels.py`` shows each pair
 agrees exactly (all outputs are integers). The analysis in :mod:`hashlab.stats` and
-:mod:`hashlab.locality` calls them through :func:`kernels`.
+:mod:`hashlab.stats.locality` calls them through :func:`kernels`.
 
 Conventions
 -----------

@@ -31,7 +31,7 @@ Algorithms (no pair enumeration)
 --------------------------------
 A stable counting sort by entry (O(N + n)) lists each bucket in identifier order; the
 identifier-order nearest partner is an adjacent element. The grid nearest partner uses a
-per-bucket grid of cells (:mod:`hashlab.stats_kernels`), and pairs within ``d`` use one
+per-bucket grid of cells (:mod:`hashlab.stats.kernels`), and pairs within ``d`` use one
 monotone pointer per threshold (O(N) per threshold).
 """
 from __future__ import annotations
