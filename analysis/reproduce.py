@@ -1,0 +1,181 @@
+"""Reproduce Chang & Lipson 2018 end to end: run the studies of a profile, then write REPORT.md.
+
+    python -m analysis.reproduce --profile quick --dataset mnist --out runs/repro-quick --data-root ../shared/data
+
+(also ``hashlab reproduce ...``). Every run is keyed by a hash of its full config; its record
+is written atomically to ``OUT/runs/<key>.json`` as soon as it finishes, and a rerun of the same
+command skips finished runs, so an interrupted reproduction loses nothing and resumes.
+``OUT/results.csv`` (one row per run) is rewritten after every finished run. At the end
+``OUT/figures/`` (the paper's Figures 2, 3 and 4 with 95% confidence bands) and ``OUT/REPORT.md``
+(each claim: the paper's statement, our numbers, the test, its p-value and the verdict) are
+written from the records; ``--report-only`` rebuilds them without training.
+
+Profiles (``analysis/studies/profiles.toml``): ``smoke`` (under a minute on 2 cores), ``quick``
+(under 10 minutes on 2 cores), ``paper`` (the full grid of section 4.3, 3 paired seeds).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hashlab.io.atomic import atomic_write_text
+
+from .engines import ENGINES, EngineError, default_workers, pending, run_all
+from .runs import ARCH_OF_DATASET, ROW_COLUMNS, RunConfig, run_path
+from .studies import StudyError, load_profiles, plan
+
+__all__ = ["reproduce", "load_rows", "write_results_csv", "main"]
+
+
+def load_rows(out: str | Path, runs: list[RunConfig] | None = None) -> list[dict[str, Any]]:
+    """Rows of the finished runs under ``out``: of ``runs`` in their order, or all records by key."""
+    out = Path(out)
+    paths = [run_path(out, r) for r in runs] if runs is not None else sorted((out / "runs").glob("*.json"))
+    rows = []
+    for p in paths:
+        if p.exists():
+            rows.append(json.loads(p.read_text())["row"])
+    return rows
+
+
+def write_results_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write ``rows`` as a tidy CSV with the :data:`~analysis.runs.ROW_COLUMNS` header, atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ROW_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | None = None, device: str = "cpu",
+              engine: str = "local", workers: int | None = None, address: str | None = None,
+              studies: tuple[str, ...] | None = None, progress: bool = True, report: bool = True,
+              run: bool = True) -> dict[str, Any]:
+    """Run (or resume) a profile's studies on a dataset and write results.csv, figures and REPORT.md.
+
+    Parameters
+    ----------
+    profile : str
+        A profile of ``analysis/studies/profiles.toml``: ``"smoke"``, ``"quick"`` or ``"paper"``.
+    dataset : {"mnist", "fashion-mnist", "cifar10"}
+    out : path-like
+        Output folder (created; resumable).
+    data_root : str, optional
+        torchvision data root (default ``$HASHLAB_DATA_ROOT``).
+    device : str
+        ``"cpu"`` (default), ``"cuda"`` or ``"auto"``; part of each run's key.
+    engine, workers, address :
+        See :func:`analysis.engines.run_all`.
+    studies : tuple of str, optional
+        Only these studies of the profile.
+    progress : bool
+        Show the progress bar.
+    report : bool
+        Write figures and REPORT.md at the end.
+    run : bool
+        Train the pending runs (False: only rebuild results.csv, figures and REPORT.md).
+
+    Returns
+    -------
+    dict
+        ``{"runs": total, "finished": ..., "skipped": ..., "failed": ..., "wall_time_s": ...}``.
+
+    Raises
+    ------
+    StudyError
+        On an unknown profile, dataset or study, before anything runs.
+    EngineError
+        If the engine cannot run.
+    """
+    t0 = time.perf_counter()
+    profiles = load_profiles()
+    if profile not in profiles:
+        raise StudyError(f"unknown profile {profile!r}; choose one of {', '.join(profiles)}")
+    prof = profiles[profile]
+    runs = plan(prof, dataset, data_root=data_root, device=device, studies=studies)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "results.csv"
+    done_rows = load_rows(out, runs)
+
+    def on_row(row: dict[str, Any]) -> None:  # keep results.csv current: an interrupted run loses nothing
+        done_rows.append(row)
+        write_results_csv(sorted(done_rows, key=lambda r: order[r["run_key"]]), csv_path)
+
+    order = {r.key: i for i, r in enumerate(runs)}
+    state = None
+    if run:
+        state = run_all(runs, out, engine=engine, workers=workers, address=address, progress=progress, on_row=on_row)
+    rows = load_rows(out, runs)
+    write_results_csv(rows, csv_path)
+    summary = {"runs": len(runs), "finished": 0 if state is None else state.finished,
+               "skipped": len(runs) - (0 if state is None else state.finished + len(state.failures)),
+               "failed": [] if state is None else [f"{f.run.key}: {f.error}" for f in state.failures],
+               "wall_time_s": time.perf_counter() - t0}
+    if report and rows:
+        from .report import write_report
+
+        write_report(rows, out, profile=prof, dataset=dataset, planned=len(runs),
+                     missing=len(pending(runs, out)), engine=engine,
+                     workers=workers or default_workers())
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis.reproduce", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
+    p.add_argument("--dataset", default="mnist", choices=list(ARCH_OF_DATASET),
+                   help="mnist (default), fashion-mnist (the CIFAR-10 stand-in here) or cifar10")
+    p.add_argument("--out", required=True, help="output folder (created; rerun the same command to resume)")
+    p.add_argument("--data-root", default=None, help="torchvision data root (default: $HASHLAB_DATA_ROOT)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--engine", default="local", choices=ENGINES, help="local process pool (default) or ray")
+    p.add_argument("--workers", type=int, default=None, help="concurrent runs (default: one per CPU core)")
+    p.add_argument("--address", default=None, help="Ray cluster address (with --engine ray; default: a local "
+                                                   "instance)")
+    p.add_argument("--studies", default=None, help="comma-separated subset of the profile's studies")
+    p.add_argument("--report-only", action="store_true", help="rebuild results.csv, figures and REPORT.md from "
+                                                              "the finished runs without training")
+    p.add_argument("--no-report", action="store_true", help="skip figures and REPORT.md")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 some runs failed, 2 bad input, 3 engine unavailable)."""
+    args = _parser().parse_args(argv)
+    studies = None if args.studies is None else tuple(s.strip() for s in args.studies.split(",") if s.strip())
+    if args.workers is not None and args.workers < 1:
+        print(f"reproduce: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"reproduce: error: --out {out} exists and is not a folder; give a folder path", file=sys.stderr)
+        return 2
+    try:
+        summary = reproduce(args.profile, args.dataset, out, data_root=args.data_root, device=args.device,
+                            engine=args.engine, workers=args.workers, address=args.address, studies=studies,
+                            progress=not args.no_progress, report=not args.no_report, run=not args.report_only)
+    except StudyError as e:
+        print(f"reproduce: error: {e}", file=sys.stderr)
+        return 2
+    except EngineError as e:
+        print(f"reproduce: error: {e}", file=sys.stderr)
+        return 3
+    print(f"{summary['runs']} runs: {summary['finished']} trained now, {summary['skipped']} already done, "
+          f"{len(summary['failed'])} failed ({summary['wall_time_s']:.0f} s); results in {out / 'results.csv'}"
+          + ("" if args.no_report else f", report in {out / 'REPORT.md'}"))
+    for f in summary["failed"]:
+        print(f"  failed: {f}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""One training run of the reproduction: its config, its key, and how it is executed.
+
+A :class:`RunConfig` names everything that decides a run's result: the map (hash kind, its
+parameter, sparsity, table size, ``hash_seed``) and the training (dataset, ``train_seed``,
+epochs, batch size, data root, device, the paper's optimizer settings). Its :attr:`~RunConfig.key`
+is a SHA-256 of those fields, so a finished run is found again, and a changed setting is a new
+run, never a silently reused one.
+
+:func:`execute_run` builds the map with hashlab, computes its statistics, writes it as an index
+file, trains it with ``trainers.torch_backend`` *from that file*, and writes
+``OUT/runs/<key>.json`` (the tidy row, the run config and the full training results) atomically.
+It is a module-level function of plain arguments, so a process pool and Ray can both call it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import hashlib
+import json
+import math
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunConfig", "ARCH_OF_DATASET", "ROW_COLUMNS", "execute_run", "run_path", "git_commit"]
+
+ARCH_OF_DATASET = {"mnist": "mnist-mlp", "fashion-mnist": "mnist-mlp", "cifar10": "cifar10-mlp"}
+"""The paper's MLP per dataset (section 4.3); Fashion-MNIST, the CIFAR-10 stand-in, uses MNIST's."""
+
+ROW_COLUMNS = [
+    "dataset", "study", "kind", "alpha", "radius", "sign", "sparsity", "table_size", "hash_seed", "train_seed",
+    "epochs", "batch_size", "limit_train", "test_accuracy", "final_train_accuracy", "test_loss", "lr_drops",
+    "entropy_nats", "entropy_bits", "entropy_normalized", "max_load", "mean_load", "compression_ratio",
+    "locality_id_median", "locality_grid_median", "run_key", "hashlab_version", "git_commit", "torch_version",
+    "device", "wall_time_s", "finished_at",
+]
+"""Columns of ``results.csv``, one row per run."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides one run's result (a key of the reproduction's result store).
+
+    Parameters
+    ----------
+    dataset : {"mnist", "fashion-mnist", "cifar10"}
+    study : str
+        The study this run belongs to.
+    kind : str
+        ``HashSpec.kind``; ``alpha``, ``radius`` and ``sign`` as in :class:`hashlab.HashSpec`.
+    sparsity : float
+        Fraction of virtual weights fixed at zero, in [0, 1).
+    table_size : int
+        Entries per layer's table.
+    hash_seed : int
+        Seed of the map (``HashSpec.seed``).
+    train_seed : int
+        Seed of the table initialisation and of the mini-batch order (``TrainConfig.seed``).
+        Maps with equal table sizes get identical initial tables and batches under one
+        ``train_seed``: the paired design.
+    epochs, batch_size : int
+    limit_train : int or None
+        Train on the first ``limit_train`` samples only.
+    data_root : str or None
+        torchvision data root (``None``: ``$HASHLAB_DATA_ROOT``).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    lr, momentum, lr_factor, lr_patience :
+        The paper's recipe (SGD lr 0.1, momentum 0.9, LR x 0.1 after 4 epochs without a gain in
+        training accuracy).
+    """
+
+    dataset: str
+    study: str
+    kind: str
+    sparsity: float
+    hash_seed: int
+    train_seed: int
+    epochs: int
+    alpha: float | None = None
+    radius: int | None = None
+    sign: bool = False
+    table_size: int = 1000
+    batch_size: int = 200
+    limit_train: int | None = None
+    data_root: str | None = None
+    device: str = "auto"
+    lr: float = 0.1
+    momentum: float = 0.9
+    lr_factor: float = 0.1
+    lr_patience: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return cls(**d)
+
+    @property
+    def key(self) -> str:
+        """First 16 hex digits of the SHA-256 of the canonical JSON of every field."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def hash_spec(self):
+        from hashlab import HashSpec
+
+        return HashSpec(kind=self.kind, table_size=self.table_size, seed=self.hash_seed, sparsity=self.sparsity,
+                        alpha=self.alpha, radius=self.radius, sign=self.sign)
+
+    def train_config(self):
+        from trainers.torch_backend.config import TrainConfig  # scripts import libraries, never the reverse
+
+        return TrainConfig(dataset=self.dataset, data_root=self.data_root, epochs=self.epochs,
+                           batch_size=self.batch_size, seed=self.train_seed, device=self.device,
+                           limit_train=self.limit_train, lr=self.lr, momentum=self.momentum,
+                           lr_factor=self.lr_factor, lr_patience=self.lr_patience, num_threads=1)
+
+
+def run_path(out: str | Path, run: RunConfig) -> Path:
+    """Where the finished run's record lives: ``OUT/runs/<key>.json``."""
+    return Path(out) / "runs" / f"{run.key}.json"
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The checkout's commit (``+dirty`` when tracked files differ), or ``"unknown"`` outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def map_statistics(imap) -> dict[str, Any]:
+    """The map columns of a row: per-table entropy (paper eq. 7, mean over the layers' tables), loads,
+    compression and collision locality (median distance to the nearest co-bucketed weight)."""
+    from hashlab.stats import map_report
+
+    rep = map_report(imap, locality=True)
+    tables = rep.tables
+    h = sum(t.entropy_nats for t in tables) / len(tables)
+    return {
+        "entropy_nats": h, "entropy_bits": h / math.log(2),
+        "entropy_normalized": sum(t.entropy_normalized for t in tables) / len(tables),
+        "max_load": max(int(t.max_load) for t in tables),
+        "mean_load": sum(t.mean_load for t in tables) / len(tables),
+        "compression_ratio": rep.total.compression_ratio,
+        "locality_id_median": _nan_to_none(rep.locality.id.quantile(0.5)),
+        "locality_grid_median": _nan_to_none(rep.locality.grid.quantile(0.5)),
+    }
+
+
+def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, Any]:
+    """Build, analyze, save and train one run; write its record atomically; return its row.
+
+    Parameters
+    ----------
+    run : RunConfig or its dict
+    out : path-like
+        The reproduction's output folder; the record goes to ``OUT/runs/<key>.json``.
+
+    Returns
+    -------
+    dict
+        The row (keys :data:`ROW_COLUMNS`).
+
+    Raises
+    ------
+    hashlab.SpecError, trainers.torch_backend.ConfigError, DatasetError
+        On an invalid run config or missing data (before training starts).
+    """
+    from hashlab import ARCHITECTURES, build_map, save_index_file
+    from hashlab.io.atomic import atomic_write_json
+    from trainers.torch_backend.train import train
+
+    run = RunConfig.from_dict(run) if isinstance(run, dict) else run
+    t0 = time.perf_counter()
+    spec, tcfg = run.hash_spec(), run.train_config()
+    imap = build_map(spec, ARCHITECTURES[ARCH_OF_DATASET[run.dataset]])
+    stats = map_statistics(imap)
+    with tempfile.TemporaryDirectory(prefix="hashlab-run-") as tmp:
+        results = train(save_index_file(imap, Path(tmp) / "map.safetensors"), tcfg, progress=False)
+    epochs = results["epochs"]
+    row = {
+        **{k: v for k, v in run.to_dict().items() if k in ROW_COLUMNS},
+        "test_accuracy": results["test_accuracy"], "final_train_accuracy": epochs[-1]["train_accuracy"],
+        "test_loss": results["test_loss"],
+        "lr_drops": sum(1 for a, b in zip(epochs, epochs[1:]) if b["lr"] < a["lr"]),
+        **stats,
+        "run_key": run.key, "hashlab_version": results["versions"]["hashlab"], "git_commit": git_commit(),
+        "torch_version": results["versions"]["torch"],
+        "device": results["device"].get("cuda_name") or results["device"]["name"],
+        "wall_time_s": time.perf_counter() - t0,
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(run_path(out, run), {"row": row, "run": run.to_dict(), "results": results})
+    return row

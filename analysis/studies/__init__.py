@@ -1,0 +1,292 @@
+"""Studies and profiles of the paper reproduction, as typed, versioned TOML configs.
+
+A *study* (``analysis/studies/<name>.toml``, read with :mod:`tomllib`) is a grid of map variants
+(one hash kind swept over ``alpha`` or ``radius``, or an explicit list of variants) crossed with
+sparsities, on the paper's MLP for a dataset with one ``table_size``-entry table per layer
+(Chang & Lipson 2018, section 4.3). A *profile* (``profiles.toml``) says which studies run, with
+which paired seeds and how long each run trains. :func:`plan` expands a profile into the list of
+:class:`~analysis.runs.RunConfig`, each one training run.
+
+Nothing here trains or imports torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hashlab import HashSpec, SpecError
+
+from ..runs import ARCH_OF_DATASET, RunConfig
+
+__all__ = ["StudyError", "Variant", "Study", "Profile", "STUDY_DIR", "load_study", "load_profiles", "plan"]
+
+STUDY_DIR = Path(__file__).resolve().parent
+_SWEEPS = {"dirichlet": "alpha", "neighborhood": "radius"}
+
+
+class StudyError(ValueError):
+    """A study or profile file is invalid; the message names the file, the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One map family point: a hash kind and its parameters (``HashSpec`` fields)."""
+
+    kind: str
+    alpha: float | None = None
+    radius: int | None = None
+    sign: bool = False
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study: map variants x sparsities (paper section 4.3).
+
+    Parameters
+    ----------
+    name : str
+        Identifier, also the TOML file's stem.
+    description : str
+    claims : tuple of int
+        Which of the paper's claims (1-6, see ``analysis.verdicts.CLAIMS``) this study tests.
+    variants : tuple of Variant
+        The map variants, in the order of the swept parameter.
+    sparsities : tuple of float
+        Each in [0, 1).
+    table_size : int
+        Entries per layer's table (the paper: 1000).
+    sweep : {"alpha", "radius"} or None
+        The swept parameter, when the variants are one kind at several values.
+    epochs_factor : int
+        Runs of this study train ``epochs_factor`` times the profile's epochs (the epochs
+        sensitivity study); 1 otherwise.
+    version : int
+        Schema version; only 1 exists.
+    """
+
+    name: str
+    description: str
+    claims: tuple[int, ...]
+    variants: tuple[Variant, ...]
+    sparsities: tuple[float, ...]
+    table_size: int = 1000
+    sweep: str | None = None
+    epochs_factor: int = 1
+    version: int = 1
+
+    def restricted(self, values: list[float] | None, sparsities: list[float] | None) -> "Study":
+        """The same study on a subset of its grid (a profile's ``values`` / ``sparsities``)."""
+        variants = self.variants
+        if values is not None:
+            if self.sweep is None:
+                raise StudyError(f"study {self.name!r} has explicit variants; a profile cannot restrict its values")
+            have = {getattr(v, self.sweep) for v in variants}
+            missing = [x for x in values if x not in have]
+            if missing:
+                raise StudyError(f"profile restricts study {self.name!r} to {self.sweep} values {missing} that the "
+                                 f"study does not have; choose from {sorted(have)}")
+            variants = tuple(v for v in variants if getattr(v, self.sweep) in values)
+        sp = self.sparsities if sparsities is None else tuple(float(s) for s in sparsities)
+        return dataclasses.replace(self, variants=variants, sparsities=sp)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of the reproduction to run: studies, paired seeds, training length.
+
+    Parameters
+    ----------
+    name, description : str
+    studies : tuple of str
+        Study names (``analysis/studies/<name>.toml``).
+    train_seeds, hash_seeds : tuple of int
+        Replicate ``i`` trains with ``train_seeds[i]`` (table init and data order) on maps built
+        with ``hash_seeds[i]``; equal lengths, >= 1, no repeats.
+    epochs, batch_size : int
+        Training length and mini-batch size (SGD lr 0.1, momentum 0.9, plateau LR / 10 after 4
+        epochs without a gain in training accuracy, as in the paper).
+    limit_train : int or None
+        Train on the first ``limit_train`` samples only (smoke profile).
+    values : dict of str to list of float
+        Per study, the subset of its swept values to run.
+    sparsities : tuple of float or None
+        The subset of every study's sparsities to run.
+    """
+
+    name: str
+    description: str
+    studies: tuple[str, ...]
+    train_seeds: tuple[int, ...]
+    hash_seeds: tuple[int, ...]
+    epochs: int
+    batch_size: int = 200
+    limit_train: int | None = None
+    values: dict[str, list[float]] = field(default_factory=dict)
+    sparsities: tuple[float, ...] | None = None
+
+
+def _need(d: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
+    if key not in d:
+        raise StudyError(f"{where}: missing field {key!r}")
+    v = d[key]
+    allowed = types if isinstance(types, tuple) else (types,)
+    if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
+        raise StudyError(f"{where}: field {key!r} has the wrong type ({type(v).__name__}: {v!r})")
+    return v
+
+
+def _check_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise StudyError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(allowed)}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise StudyError(f"no study file {path}; studies are {sorted(p.stem for p in STUDY_DIR.glob('*.toml'))}") \
+            from None
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError(f"{path}: not valid TOML ({e})") from None
+
+
+def load_study(name_or_path: str | Path) -> Study:
+    """Read and validate a study file (a name under ``analysis/studies/`` or a path).
+
+    Raises
+    ------
+    StudyError
+        On a missing file, invalid TOML, an unknown or ill-typed field, or a variant that
+        ``HashSpec`` rejects (every variant is validated at every sparsity here, before any run).
+    """
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = STUDY_DIR / f"{name_or_path}.toml"
+    d = _read_toml(path)
+    where = str(path)
+    _check_keys(d, {"version", "name", "description", "claims", "kind", "sweep", "values", "variants",
+                    "sparsities", "table_size", "epochs_factor"}, where)
+    if d.get("version") != 1:
+        raise StudyError(f"{where}: version {d.get('version')!r} is not supported; this reader reads version 1")
+    name = _need(d, "name", str, where)
+    if name != path.stem:
+        raise StudyError(f"{where}: name {name!r} must equal the file's stem {path.stem!r}")
+    if "variants" in d:
+        if "sweep" in d or "values" in d or "kind" in d:
+            raise StudyError(f"{where}: give either kind + sweep + values, or [[variants]], not both")
+        raw = _need(d, "variants", list, where)
+        variants = []
+        for i, v in enumerate(raw):
+            _check_keys(v, {"kind", "alpha", "radius", "sign"}, f"{where}: variants[{i}]")
+            variants.append(Variant(kind=_need(v, "kind", str, f"{where}: variants[{i}]"), alpha=v.get("alpha"),
+                                    radius=v.get("radius"), sign=v.get("sign", False)))
+        sweep = None
+    else:
+        kind = _need(d, "kind", str, where)
+        sweep = _need(d, "sweep", str, where)
+        if _SWEEPS.get(kind) != sweep:
+            raise StudyError(f"{where}: kind {kind!r} cannot sweep {sweep!r}; "
+                             + ", ".join(f"{k} sweeps {p}" for k, p in _SWEEPS.items()))
+        values = _need(d, "values", list, where)
+        if not values or len(set(values)) != len(values):
+            raise StudyError(f"{where}: values must be a non-empty list without repeats, got {values}")
+        variants = [Variant(kind=kind, **{sweep: (float(x) if sweep == "alpha" else x)}) for x in values]
+    sparsities = tuple(float(s) for s in _need(d, "sparsities", list, where))
+    if not sparsities:
+        raise StudyError(f"{where}: sparsities is empty; give at least one, e.g. [0]")
+    study = Study(name=name, description=_need(d, "description", str, where),
+                  claims=tuple(_need(d, "claims", list, where)), variants=tuple(variants), sparsities=sparsities,
+                  table_size=d.get("table_size", 1000), sweep=sweep, epochs_factor=d.get("epochs_factor", 1))
+    for v in study.variants:  # HashSpec validates every grid point before any work is done
+        for s in study.sparsities:
+            try:
+                HashSpec(kind=v.kind, table_size=study.table_size, alpha=v.alpha, radius=v.radius, sign=v.sign,
+                         sparsity=s)
+            except SpecError as e:
+                raise StudyError(f"{where}: variant {v} at sparsity {s}: {e}") from None
+    if not isinstance(study.epochs_factor, int) or isinstance(study.epochs_factor, bool) or study.epochs_factor < 1:
+        raise StudyError(f"{where}: epochs_factor must be an integer >= 1, got {study.epochs_factor!r}")
+    return study
+
+
+def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
+    """Read and validate ``profiles.toml`` (or ``path``); every named study must load.
+
+    Raises
+    ------
+    StudyError
+        On any invalid field, naming the profile and the fix.
+    """
+    path = Path(path) if path is not None else STUDY_DIR / "profiles.toml"
+    d = _read_toml(path)
+    if d.pop("version", None) != 1:
+        raise StudyError(f"{path}: version must be 1")
+    profiles = {}
+    for name, p in d.items():
+        where = f"{path} [{name}]"
+        _check_keys(p, {"description", "studies", "train_seeds", "hash_seeds", "epochs", "batch_size",
+                        "limit_train", "values", "sparsities"}, where)
+        ts, hs = tuple(_need(p, "train_seeds", list, where)), tuple(_need(p, "hash_seeds", list, where))
+        if not ts or len(ts) != len(hs) or len(set(ts)) != len(ts) or len(set(hs)) != len(hs):
+            raise StudyError(f"{where}: train_seeds and hash_seeds must be non-empty lists of equal length without "
+                             f"repeats (replicate i uses both i-th seeds), got {list(ts)} and {list(hs)}")
+        epochs = _need(p, "epochs", int, where)
+        if epochs < 1:
+            raise StudyError(f"{where}: epochs must be >= 1, got {epochs}")
+        prof = Profile(name=name, description=_need(p, "description", str, where),
+                       studies=tuple(_need(p, "studies", list, where)), train_seeds=ts, hash_seeds=hs,
+                       epochs=epochs, batch_size=p.get("batch_size", 200), limit_train=p.get("limit_train"),
+                       values=dict(p.get("values", {})),
+                       sparsities=None if "sparsities" not in p else tuple(float(s) for s in p["sparsities"]))
+        for s in prof.studies:
+            load_study(s).restricted(prof.values.get(s), None)
+        unknown = sorted(set(prof.values) - set(prof.studies))
+        if unknown:
+            raise StudyError(f"{where}: values given for studies {unknown} that the profile does not run")
+        profiles[name] = prof
+    return profiles
+
+
+def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device: str = "auto",
+         studies: tuple[str, ...] | None = None) -> list[RunConfig]:
+    """Every run of ``profile`` on ``dataset``, in a stable order (study, variant, sparsity, replicate).
+
+    Parameters
+    ----------
+    profile : Profile
+    dataset : {"mnist", "fashion-mnist", "cifar10"}
+    data_root, device : str
+        Recorded in each run (they are part of its key: a different data root is another run).
+    studies : tuple of str, optional
+        Only these of the profile's studies.
+
+    Raises
+    ------
+    StudyError
+        If ``dataset`` is unknown or ``studies`` names one the profile does not run.
+    """
+    if dataset not in ARCH_OF_DATASET:
+        raise StudyError(f"unknown dataset {dataset!r}; choose one of {', '.join(ARCH_OF_DATASET)}")
+    names = profile.studies if studies is None else tuple(studies)
+    extra = sorted(set(names) - set(profile.studies))
+    if extra:
+        raise StudyError(f"profile {profile.name!r} does not run studies {extra}; it runs {list(profile.studies)}")
+    runs = []
+    for name in names:
+        study = load_study(name)
+        sparsities = None if profile.sparsities is None else [s for s in profile.sparsities if s in study.sparsities]
+        study = study.restricted(profile.values.get(name), sparsities)
+        for v in study.variants:
+            for s in study.sparsities:
+                for ts, hs in zip(profile.train_seeds, profile.hash_seeds):
+                    runs.append(RunConfig(
+                        dataset=dataset, study=study.name, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
+                        sparsity=s, table_size=study.table_size, hash_seed=hs, train_seed=ts,
+                        epochs=profile.epochs * study.epochs_factor, batch_size=profile.batch_size,
+                        limit_train=profile.limit_train, data_root=data_root, device=device))
+    return runs
