@@ -1,0 +1,296 @@
+"""REPORT.md and figures of a reproduction, generated from its rows (never edited by hand).
+
+:func:`write_report` writes ``OUT/figures/fig2_accuracy_vs_alpha.png``, ``fig3_accuracy_vs_entropy.png``,
+``fig4_accuracy_vs_radius.png`` (the paper's Figures 2-4: one line per sparsity, 95% confidence
+bands over paired seeds), ``OUT/claims.json`` and ``OUT/REPORT.md``: for each claim the paper's
+statement, our numbers, the test, its p-value and the verdict; the profile, grid, seeds,
+epochs, machine and wall time.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+from collections import defaultdict
+from pathlib import Path
+import numpy as np
+
+from hashlab.io.atomic import atomic_write_json, atomic_write_text
+
+from .claims import ClaimResult, cell_means, claim_1, judge_all
+from .inference import ALPHA, MARGIN, mean_ci
+
+__all__ = ["write_report", "figures", "STAND_IN"]
+
+STAND_IN = ("**Fashion-MNIST is a stand-in.** The paper's CIFAR-10 claims (2, 5, 6) were made on CIFAR-10 "
+            "with five hidden layers of 2000; CIFAR-10 is not available on the machines that produced this "
+            "report, so Fashion-MNIST on the MNIST MLP (784-200-200-10) stands in for it. Agreement or "
+            "disagreement here says nothing direct about CIFAR-10.")
+_PARAM = {"balance": ("alpha", "Dirichlet α"), "noise": ("radius", "radius r"), "epochs": ("alpha", "Dirichlet α")}
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def _ci(iv) -> str:
+    return f"{_pct(iv.mean)} [{_pct(iv.low)}, {_pct(iv.high)}]"
+
+
+def _pp(iv) -> str:
+    return f"{100 * iv.mean:+.2f} pp [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}]"
+
+
+def _p(p: float) -> str:
+    return "n/a" if p is None or math.isnan(p) else (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
+
+
+# --------------------------------------------------------------------------- figures
+def _line_figure(rows: list[dict], study: str, x_of, xlabel: str, title: str, path: Path, xscale: str | None):
+    from matplotlib.figure import Figure
+
+    from hashlab.stats.plots import save_figure
+
+    param = _PARAM[study][0]
+    cells = cell_means(rows, study, param)
+    if not cells:
+        return None
+    fig = Figure(figsize=(6.6, 4.4), layout="constrained")
+    ax = fig.subplots()
+    for s, by_value in sorted(cells.items()):
+        values = sorted(by_value)
+        xs = [x_of(study, s, v) for v in values]
+        order = np.argsort(xs)
+        xs = np.asarray(xs)[order]
+        iv = [by_value[values[i]] for i in order]
+        m = np.array([100 * c.mean for c in iv])
+        line, = ax.plot(xs, m, marker="o", ms=3.5, label=f"sparsity {s:g}")
+        ax.fill_between(xs, [100 * c.low for c in iv], [100 * c.high for c in iv], color=line.get_color(), alpha=0.18,
+                        lw=0)
+    if xscale == "log":
+        ax.set_xscale("log")
+    elif xscale == "symlog":
+        ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path, dpi=130)
+
+
+def figures(rows: list[dict], out: str | Path, dataset: str, epochs: int) -> dict[str, Path]:
+    """The paper's Figures 2-4 from ``rows`` under ``OUT/figures/``; returns the paths written."""
+    fdir = Path(out) / "figures"
+    ent: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        ent[(r["study"], r["sparsity"], r.get("alpha"), r.get("radius"))].append(r["entropy_nats"])
+
+    def entropy_of(study, s, v):
+        return float(np.mean(ent[(study, s, v, None)]))
+
+    band = "mean and 95% CI over paired seeds"
+    made = {
+        "fig2": _line_figure(rows, "balance", lambda st, s, v: v, "Dirichlet α (higher = more balanced)",
+                             f"Figure 2: {dataset}, accuracy against α, {epochs} epochs ({band})",
+                             fdir / "fig2_accuracy_vs_alpha.png", "log"),
+        "fig3": _line_figure(rows, "balance", entropy_of, "entropy of table use (nats; ln 1000 = 6.91)",
+                             f"Figure 3: {dataset}, accuracy against entropy ({band})",
+                             fdir / "fig3_accuracy_vs_entropy.png", None),
+        "fig4": _line_figure(rows, "noise", lambda st, s, v: v, "Neighborhood radius r (higher = noisier; 0 = "
+                             "modulus)", f"Figure 4: {dataset}, accuracy against radius, {epochs} epochs ({band})",
+                             fdir / "fig4_accuracy_vs_radius.png", "symlog"),
+    }
+    return {k: v for k, v in made.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- tables
+def _grid_markdown(rows: list[dict], study: str) -> list[str]:
+    param, label = _PARAM[study]
+    cells = cell_means(rows, study, param)
+    if not cells:
+        return []
+    values = sorted({v for by in cells.values() for v in by})
+    lines = ["| sparsity | " + " | ".join(f"{label} = {v:g}" for v in values) + " |",
+             "|---|" + "---|" * len(values)]
+    for s, by in sorted(cells.items()):
+        lines.append(f"| {s:g} | " + " | ".join(_ci(by[v]) if v in by else "" for v in values) + " |")
+    return ["Test accuracy (%), mean [95% CI] over seeds:", ""] + lines + [""]
+
+
+def _findings_markdown(c: ClaimResult) -> list[str]:
+    lines = ["| comparison | seeds | trend test (Page's L), one-sided p | ends: paired difference, 95% CI | "
+             "paired t p | levels off at | verdict |", "|---|---|---|---|---|---|---|"]
+    for f in c.findings:
+        trend = "" if f.trend is None else (
+            "n/a (needs >= 2 seeds and >= 3 grid values)" if math.isnan(f.trend.p_value) else
+            f"L = {f.trend.statistic:.0f}, p = {_p(f.trend.p_value)} ({f.trend.direction})")
+        if f.curvature is not None:
+            cv = f.curvature
+            trend = (f"quadratic coef {100 * cv.coef:+.3f} pp/sd² [{100 * cv.low:+.3f}, {100 * cv.high:+.3f}], "
+                     f"p = {_p(cv.p_value)}; linear p = {_p(cv.linear_p_value)}")
+        ends = "" if f.ends is None else _pp(f.ends.diff)
+        tp = "" if f.ends is None else _p(f.ends.p_value)
+        lev = "" if f.levels_off is None else f"{f.levels_off:g}"
+        lines.append(f"| {f.label} | {f.seeds} | {trend} | {ends} | {tp} | {lev} | {f.verdict or '-'} |")
+    return lines + [""]
+
+
+def _radius_zero_structure(rows: list[dict]) -> list[str]:
+    """Why radius 0 can be an outlier: the modulus map's identical rows (rank bound), next to radius 1."""
+    from hashlab import ARCHITECTURES, HashSpec, build_map
+
+    from .runs import ARCH_OF_DATASET
+
+    noise = [r for r in rows if r["study"] == "noise" and r["radius"] in (0, 1)]
+    if not noise:
+        return []
+    dataset, table, seed = noise[0]["dataset"], noise[0]["table_size"], noise[0]["hash_seed"]
+    arch = ARCHITECTURES[ARCH_OF_DATASET[dataset]]
+    lines = [f"Map structure at sparsity 0 (hash seed {seed}, table {table} per layer): distinct rows of W per layer "
+             "(output units that compute the same pre-activation), entropy and median distance to the nearest "
+             "co-bucketed weight.", "",
+             "| radius | distinct rows per layer | rank bound per layer | entropy (nats) | locality median |",
+             "|---|---|---|---|---|"]
+    for radius in (0, 1):
+        imap = build_map(HashSpec(kind="neighborhood", radius=radius, table_size=table, seed=seed), arch)
+        distinct = [int(np.unique(np.asarray(lay.indices), axis=0).shape[0]) for lay in imap.layers]
+        cols = [int(np.unique(np.asarray(lay.indices), axis=1).shape[1]) for lay in imap.layers]
+        bound = [min(a, b) for a, b in zip(distinct, cols)]
+        shapes = [lay.out_features for lay in imap.layers]
+        r0 = [r for r in noise if r["radius"] == radius and r["sparsity"] == 0.0]
+        h = f"{r0[0]['entropy_nats']:.3f}" if r0 else ""
+        loc = f"{r0[0]['locality_id_median']}" if r0 else ""
+        lines.append(f"| {radius} | " + " / ".join(f"{d} of {n}" for d, n in zip(distinct, shapes)) + " | "
+                     + " / ".join(map(str, bound)) + f" | {h} | {loc} |")
+    return lines + [""]
+
+
+def _controls_markdown(rows: list[dict]) -> list[str]:
+    ctl = [r for r in rows if r["study"] == "controls"]
+    if not ctl:
+        return []
+    names = {"identity": "identity (no sharing)", "uniform": "uniform", "modulus": "modulus",
+             "xxhash": "xxhash + sign (HashedNets)"}
+    kinds = [k for k in names if any(r["kind"] == k for r in ctl)]
+    sparsities = sorted({r["sparsity"] for r in ctl})
+    lines = ["| sparsity | " + " | ".join(names[k] for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for s in sparsities:
+        cells = [_ci(mean_ci([r["test_accuracy"] for r in ctl if r["kind"] == k and r["sparsity"] == s]))
+                 for k in kinds]
+        lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
+    return ["Test accuracy (%), mean [95% CI] over seeds:", ""] + lines + [""]
+
+
+def _epochs_markdown(rows: list[dict], epochs: int) -> list[str]:
+    longer = [r for r in rows if r["study"] == "epochs"]
+    if not longer:
+        return []
+    alphas = sorted({r["alpha"] for r in longer})
+    e_long = longer[0]["epochs"]
+    short = [{**r, "study": "x"} for r in rows if r["study"] == "balance" and r["alpha"] in alphas
+             and r["sparsity"] in {x["sparsity"] for x in longer}]
+    lines = [f"The balance claim (1) on the subset α ∈ {{{', '.join(f'{a:g}' for a in alphas)}}} trained for "
+             f"{epochs} epochs (the balance study) and for {e_long} epochs (the epochs study), same seeds and maps:",
+             "", "| sparsity | epochs | α = " + f"{alphas[-1]:g} minus α = {alphas[0]:g} | Page p | verdict |",
+             "|---|---|---|---|---|"]
+    for label, rs in ((epochs, short), (e_long, longer)):
+        c = claim_1([{**r, "study": "balance"} for r in rs])
+        for f in c.findings:
+            lines.append(f"| {f.label.split()[-1]} | {label} | {_pp(f.ends.diff) if f.ends else ''} | "
+                         f"{_p(f.trend.p_value) if f.trend else ''} | {f.verdict} |")
+    return lines + [""]
+
+
+def _machine(rows: list[dict]) -> str:
+    """The runs' devices, and the CPU of the machine writing the report (model name from /proc/cpuinfo)."""
+    model = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"runs on {', '.join(sorted({r['device'] for r in rows}))}; report written on {model}, {os.cpu_count()} cores"
+
+
+def write_report(rows: list[dict], out: str | Path, *, profile, dataset: str, planned: int, missing: int,
+                 engine: str, workers: int) -> Path:
+    """Write figures, ``claims.json`` and ``REPORT.md`` for ``rows`` (see the module docstring)."""
+    out = Path(out)
+    epochs = profile.epochs
+    figs = figures(rows, out, dataset, epochs)
+    claims = judge_all(rows)
+    atomic_write_json(out / "claims.json", {"dataset": dataset, "profile": profile.name,
+                                            "claims": [c.to_dict() for c in claims]})
+    wall = sum(r["wall_time_s"] for r in rows)
+    stamps = sorted(r["finished_at"] for r in rows)
+    commits = sorted({r["git_commit"] for r in rows})
+    studies = sorted({r["study"] for r in rows})
+    L = [f"# Reproduction of Chang & Lipson (2018): {dataset}, profile `{profile.name}`", "",
+         f"Generated by `python -m analysis.reproduce --profile {profile.name} --dataset {dataset}` from "
+         f"{len(rows)} finished runs (of {planned} planned; {missing} not run yet) on "
+         f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Do not edit: rerun the command.", ""]
+    if dataset == "fashion-mnist":
+        L += [STAND_IN, ""]
+    if missing:
+        L += [f"**Partial results:** {missing} of {planned} runs have not finished; verdicts use complete seeds "
+              "only, and rerunning the command resumes the rest.", ""]
+    L += ["## Verdicts", "", "| # | the paper's claim (section 5) | verdict | evidence |", "|---|---|---|---|"]
+    for c in claims:
+        L.append(f"| {c.number} | {c.statement} | **{c.verdict}** | {c.summary} |")
+    L += ["", "## Setup", "",
+          f"- Profile `{profile.name}`: {profile.description}. Studies: {', '.join(studies)}.",
+          f"- Paired seeds: train seeds {list(profile.train_seeds)} (table init and mini-batch order), hash seeds "
+          f"{list(profile.hash_seeds)} (the maps); replicate i uses the i-th of each. Within one train seed every "
+          "map with 1000-entry tables starts from the same table values and sees the same batches (common random "
+          "numbers), so differences between grid points are paired comparisons.",
+          f"- Network: the paper's MLP for {dataset} (Linear-ELU-BatchNorm per layer), one table of "
+          f"{rows[0]['table_size']} entries per layer. Recipe: SGD lr 0.1, momentum 0.9, LR ÷ 10 after 4 epochs "
+          f"without a gain in training accuracy, no validation set; {epochs} epochs, batch {profile.batch_size}"
+          + (f", first {profile.limit_train} training samples only" if profile.limit_train else "") + ". The paper "
+          "gives neither epochs nor batch size: see *Sensitivity to training length* below.",
+          f"- Machine: {_machine(rows)}; engine `{engine}` with {workers} workers, one torch thread each.",
+          f"- Wall time: {wall / 3600:.2f} h of run time in total ({wall / max(len(rows), 1):.1f} s per run); "
+          f"first run finished {stamps[0]}, last {stamps[-1]}.",
+          f"- Code: git {', '.join(c[:12] for c in commits)}; hashlab {rows[0]['hashlab_version']}, "
+          f"torch {rows[0]['torch_version']}. Every run is a row of `results.csv`; `claims.json` holds the numbers "
+          "below.", ""]
+    for c in claims:
+        L += [f"## Claim {c.number}: {c.statement}", ""]
+        if c.number in (1, 4):
+            L += _grid_markdown(rows, "balance" if c.number == 1 else "noise")
+        L += _findings_markdown(c)
+        L += [f"Verdict: **{c.verdict}** ({c.summary}).", ""]
+        if c.number == 6:
+            L += _radius_zero_structure(rows)
+            ctl = [r for r in rows if r["study"] == "controls" and r["kind"] == "modulus"]
+            if ctl:
+                L += ["The controls study trains the modulus hash itself (the same map as radius 0): "
+                      + ", ".join(f"sparsity {s:g}: {_ci(mean_ci([r['test_accuracy'] for r in ctl if r['sparsity'] == s]))}"
+                                  for s in sorted({r['sparsity'] for r in ctl})) + ".", ""]
+    if any(r["study"] == "controls" for r in rows):
+        L += ["## Controls", ""] + _controls_markdown(rows)
+    if any(r["study"] == "epochs" for r in rows):
+        L += ["## Sensitivity to training length", ""] + _epochs_markdown(rows, epochs)
+    if figs:
+        L += ["## Figures", ""] + [f"![{k}](figures/{p.name})" for k, p in figs.items()] + [""]
+    L += ["## Methods", "",
+          "- Cell means with two-sided 95% Student-t intervals over seeds (`analysis/inference.py`).",
+          "- Ordered trends (claims 1, 4, and the effect across sparsity in 2, 5): Page's L test with seeds as "
+          "blocks (`scipy.stats.page_trend_test`), one-sided in the claimed direction.",
+          "- Ends: the paired difference between the grid's ends (claimed-better minus other) over seeds, with its "
+          "t interval and the two-sided paired t-test (`scipy.stats.ttest_rel`).",
+          f"- Verdict: **holds** when the trend p < {ALPHA} and the ends' interval is above 0; **does not hold** "
+          f"when the ends' interval lies below +{100 * MARGIN:.1f} pp (an effect of the claimed sign of that size "
+          "is excluded); **inconclusive** otherwise. A claim 'at every sparsity' holds when it holds at each, and "
+          "does not hold when it does not hold at one.",
+          "- Claim 3: OLS of accuracy on entropy with a quadratic term (entropy standardised), t test on the "
+          "quadratic coefficient; low sparsity = {0, 0.1} (concave expected: interval below 0), high = {0.7, 0.9} "
+          "(linear expected: interval containing 0 and a significant linear term). A non-significant quadratic "
+          "term is absence of evidence of curvature, not proof of linearity.",
+          "- Claim 6: radius 0 is an outlier at a sparsity when radius 1 is significantly more accurate than radius "
+          "0 (paired interval above 0), against the trend that less noise is better.",
+          "- Levels off at: the smallest α from which on the paired difference to the largest α has an interval "
+          "containing 0.", ""]
+    return atomic_write_text(out / "REPORT.md", "\n".join(L))
