@@ -127,8 +127,8 @@ def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | N
     return summary
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.reproduce", description=__doc__,
+def _parser(prog: str = "python -m analysis.reproduce") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
     p.add_argument("--dataset", default="mnist", choices=list(ARCH_OF_DATASET),
@@ -148,9 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m analysis.reproduce") -> int:
     """Entry point; returns the exit code (0 ok, 1 some runs failed, 2 bad input, 3 engine unavailable)."""
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     studies = None if args.studies is None else tuple(s.strip() for s in args.studies.split(",") if s.strip())
     if args.workers is not None and args.workers < 1:
         print(f"reproduce: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)

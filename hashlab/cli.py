@@ -1,4 +1,4 @@
-"""The ``hashlab`` console script: ``hashlab {build,stats,train,check,figure} --help``."""
+"""The ``hashlab`` console script: ``hashlab {build,stats,train,check,figure,reproduce} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import build, check, figure, stats, train
+    from .commands import build, check, figure, reproduce, stats, train
 
     parser = argparse.ArgumentParser(
         prog="hashlab",
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(Chang & Lipson 2018; HashedNets, Chen et al. 2015).")
     parser.add_argument("--version", action="version", version=f"hashlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for mod in (build, stats, train, check, figure):
+    for mod in (build, stats, train, check, figure, reproduce):
         mod.register(sub)
     return parser
 
