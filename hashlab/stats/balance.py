@@ -1,4 +1,4 @@
-"""Balance, uniformity, sign and locality statistics of an index map: ``hashlab stats``.
+"""Balance, uniformity, sign, locality and degeneracy statistics of an index map: ``hashlab stats``.
 
 Works on in-memory maps (:func:`hashlab.build_map`) and on index files (format v1,
 :func:`hashlab.load_index_file`); needs numpy, numba and scipy only.
@@ -38,6 +38,7 @@ from . import kernels as SK
 from . import theory
 from .._version import __version__
 from ..maps.indexmap import IndexMap
+from .degeneracy import RANK_DRAWS, RANK_LIMIT, LayerDegeneracy, MapDegeneracy, degeneracy_lines, layer_degeneracy
 from .entropy import entropy_nats
 from .locality import LayerLocality, LocalityStats, default_thresholds, layer_locality, pool_locality
 
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 STATS_SCHEMA = "hashlab.stats"
-STATS_VERSION = 1
+STATS_VERSION = 2  # 2: adds "degeneracy" (per layer and total); every v1 key is unchanged
 LN2 = math.log(2.0)
 
 
@@ -324,7 +325,7 @@ def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] |
 
 @dataclass
 class LayerReport:
-    """One layer: geometry, balance over its table, and locality (if computed)."""
+    """One layer: geometry, balance over its table, locality and degeneracy (if computed)."""
 
     name: str
     out_features: int
@@ -332,17 +333,19 @@ class LayerReport:
     table: int
     balance: BalanceStats
     locality: LayerLocality | None = None
+    degeneracy: LayerDegeneracy | None = None
 
     def to_dict(self, include_loads: bool = False) -> dict[str, Any]:
         return {"name": self.name, "out_features": self.out_features, "in_features": self.in_features,
                 "table": self.table, "balance": self.balance.to_dict(include_loads),
                 "locality": None if self.locality is None else
-                {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()}}
+                {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()},
+                "degeneracy": None if self.degeneracy is None else self.degeneracy.to_dict()}
 
 
 @dataclass
 class MapReport:
-    """Everything ``hashlab stats`` reports about one map. ``to_dict()`` is the JSON schema v1."""
+    """Everything ``hashlab stats`` reports about one map. ``to_dict()`` is the JSON schema v2."""
 
     spec: dict[str, Any]
     table_sizes: tuple[int, ...]
@@ -353,9 +356,10 @@ class MapReport:
     source: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     theory: dict[str, Any] | None = None
+    degeneracy: MapDegeneracy | None = None
 
     def to_dict(self, include_loads: bool = False) -> dict[str, Any]:
-        """JSON-ready dict: ``{"schema": "hashlab.stats", "version": 1, ...}`` (see ``docs/STATS.md``)."""
+        """JSON-ready dict: ``{"schema": "hashlab.stats", "version": 2, ...}`` (see ``docs/STATS.md``)."""
         return {
             "schema": STATS_SCHEMA, "version": STATS_VERSION, "hashlab_version": __version__,
             "source": self.source, "spec": self.spec, "table_sizes": list(self.table_sizes),
@@ -365,6 +369,7 @@ class MapReport:
             "locality": None if self.locality is None else
             {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()},
             "theory": self.theory,
+            "degeneracy": None if self.degeneracy is None else self.degeneracy.to_dict(),
         }
 
 
@@ -400,18 +405,28 @@ class MapAnalyzer:
         Kernels (:mod:`hashlab.stats.kernels`); both give identical results.
     theory : bool
         Add the :func:`theory_checks` that apply to the map's hash kind. Default True.
+    degeneracy : bool
+        Also count identical rows and columns and the rank bound
+        (:mod:`hashlab.stats.degeneracy`). Default True.
+    rank_limit, rank_draws : int
+        Random-table rank only for layers whose distinct-rows x distinct-columns submatrix has at
+        most ``rank_limit`` entries (default 2**20), maximised over ``rank_draws`` seeded draws.
 
     Attributes
     ----------
     report_ : MapReport
-    layers_, tables_, total_, locality_, theory_ : the report's parts
+    layers_, tables_, total_, locality_, theory_, degeneracy_ : the report's parts
     """
 
-    def __init__(self, locality: bool = True, thresholds=None, backend: str = "numba", theory: bool = True) -> None:
+    def __init__(self, locality: bool = True, thresholds=None, backend: str = "numba", theory: bool = True,
+                 degeneracy: bool = True, rank_limit: int = RANK_LIMIT, rank_draws: int = RANK_DRAWS) -> None:
         self.locality = locality
         self.thresholds = thresholds
         self.backend = backend
         self.theory = theory
+        self.degeneracy = degeneracy
+        self.rank_limit = rank_limit
+        self.rank_draws = rank_draws
 
     def fit(self, imap: IndexMap, source: str | None = None) -> "MapAnalyzer":
         """Analyse ``imap``.
@@ -427,6 +442,8 @@ class MapAnalyzer:
         if not isinstance(imap, IndexMap):
             raise ValueError(f"expected an IndexMap, got {type(imap).__name__}; load one with "
                              "hashlab.load_index_file(path) or build one with hashlab.build_map(...)")
+        if self.degeneracy and (int(self.rank_limit) < 0 or int(self.rank_draws) < 1):
+            raise ValueError(f"need rank_limit >= 0 and rank_draws >= 1, got {self.rank_limit}, {self.rank_draws}")
         loads_k, signs_k = SK.kernels(self.backend)[:2]
         t0 = time.perf_counter()
         ntab = len(imap.table_sizes)
@@ -467,18 +484,29 @@ class MapAnalyzer:
             pooled = LayerLocality(id=pool_locality([r.locality.id for r in layers]),
                                    grid=pool_locality([r.locality.grid for r in layers]))
             timings["locality_s"] = time.perf_counter() - t1
+        deg = None
+        if self.degeneracy:
+            t2 = time.perf_counter()
+            for rep, lay in zip(layers, imap.layers):
+                rep.degeneracy = layer_degeneracy(lay, self.rank_limit, self.rank_draws, backend=self.backend)
+            deg = MapDegeneracy([r.degeneracy for r in layers], self.rank_limit, self.rank_draws)
+            timings["degeneracy_s"] = time.perf_counter() - t2
         self.theory_ = theory_checks(imap) if self.theory else None
         self.layers_, self.tables_, self.total_, self.locality_ = layers, tables, total, pooled
+        self.degeneracy_ = deg
         self.report_ = MapReport(spec=dict(imap.spec), table_sizes=imap.table_sizes, layers=layers, tables=tables,
-                                 total=total, locality=pooled, source=source, timings=timings, theory=self.theory_)
+                                 total=total, locality=pooled, source=source, timings=timings, theory=self.theory_,
+                                 degeneracy=deg)
         return self
 
 
 def map_report(imap: IndexMap, locality: bool = True, thresholds=None, backend: str = "numba",
-               source: str | None = None, theory: bool = True) -> MapReport:
-    """``MapAnalyzer(locality, thresholds, backend, theory).fit(imap, source).report_``."""
-    return MapAnalyzer(locality=locality, thresholds=thresholds, backend=backend,
-                       theory=theory).fit(imap, source).report_
+               source: str | None = None, theory: bool = True, degeneracy: bool = True,
+               rank_limit: int = RANK_LIMIT, rank_draws: int = RANK_DRAWS) -> MapReport:
+    """``MapAnalyzer(locality, ..., rank_draws).fit(imap, source).report_`` (same parameters)."""
+    return MapAnalyzer(locality=locality, thresholds=thresholds, backend=backend, theory=theory,
+                       degeneracy=degeneracy, rank_limit=rank_limit,
+                       rank_draws=rank_draws).fit(imap, source).report_
 
 
 # --------------------------------------------------------------------------- text output
@@ -569,6 +597,8 @@ def format_report(report: MapReport) -> str:
         lines += _table(lheader, lrows)
         lines.append("  grid <=1: fraction of co-bucketed weights with a partner at grid distance 1; "
                      f"pairs: fraction of co-bucketed pairs with |i - i'| <= {ref}")
+    if report.degeneracy is not None:
+        lines += degeneracy_lines(report.degeneracy, _table)
     lines += _theory_lines(report.theory)
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """Figures of map statistics and of the Dirichlet hash (matplotlib, Agg backend, no pyplot state).
 
-* :func:`report_figures`: ``load_histogram.png``, ``locality.png``, ``entropy.png`` for a
-  :class:`~hashlab.stats.MapReport` (``hashlab stats FILE --plot DIR``).
+* :func:`report_figures`: ``load_histogram.png``, ``locality.png``, ``entropy.png``,
+  ``degeneracy.png`` for a :class:`~hashlab.stats.MapReport` (``hashlab stats FILE --plot DIR``).
 * :func:`dirichlet_heatmap`: the paper's Figure 1, entry probabilities drawn from
   ``Dir(alpha)`` over 1000 entries for several alpha (``hashlab figure dirichlet-heatmap``).
 * :func:`entropy_vs_alpha`: expected entropy against alpha for a table of 1000, with the
@@ -27,7 +27,8 @@ from ..maps.hashes import dirichlet_probabilities
 from .entropy import entropy_nats
 from .theory import dirichlet_entropy_sd, dirichlet_expected_entropy, dirichlet_multinomial_expected_entropy
 
-__all__ = ["report_figures", "load_histogram_figure", "locality_figure", "entropy_figure", "dirichlet_heatmap",
+__all__ = ["report_figures", "load_histogram_figure", "locality_figure", "entropy_figure", "degeneracy_figure",
+           "dirichlet_heatmap",
            "entropy_vs_alpha", "save_figure", "DEFAULT_ALPHAS"]
 
 DEFAULT_ALPHAS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -154,13 +155,42 @@ def entropy_figure(report) -> Figure:
     return fig
 
 
+def degeneracy_figure(report) -> Figure:
+    """Per layer: distinct rows, distinct columns, rank bound and random-table rank, as fractions of full."""
+    if report.degeneracy is None:
+        raise ValueError("the report has no degeneracy part; compute it with map_report(imap, degeneracy=True)")
+    degs = [lay.degeneracy for lay in report.layers]
+    fig = _new(max(5.0, 1.3 * len(degs) + 2.5), 4.2)
+    ax = fig.subplots()
+    x = np.arange(len(degs))
+    parts = [("distinct rows / out", [d.distinct_rows / d.out_features for d in degs]),
+             ("distinct cols / in", [d.distinct_cols / d.in_features for d in degs]),
+             ("rank bound / min(out, in)", [d.rank_bound / d.full_rank for d in degs]),
+             ("random rank / min(out, in)", [np.nan if d.random_rank is None else d.random_rank / d.full_rank
+                                             for d in degs])]
+    w = 0.8 / len(parts)
+    for j, (label, vals) in enumerate(parts):
+        ax.bar(x + (j - 1.5) * w, vals, width=w, color=_COLORS[j], label=label)
+    ax.axhline(1.0, color="gray", ls="--", lw=1)
+    ax.set_xticks(x, [f"{d.name}\n{d.out_features}x{d.in_features}\nbound {d.rank_bound:,}" for d in degs],
+                  fontsize=9)
+    ax.set_ylim(0, 1.25)
+    ax.set_ylabel("fraction of full")
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
+    ax.set_title("Degeneracy: identical rows / columns and rank(W) (missing bar: rank not computed)", fontsize=10)
+    return fig
+
+
 def report_figures(report, outdir: str | os.PathLike) -> list[Path]:
-    """Write ``load_histogram.png``, ``entropy.png`` and (if computed) ``locality.png`` into ``outdir``."""
+    """Write ``load_histogram.png``, ``entropy.png`` and (if computed) ``locality.png`` and
+    ``degeneracy.png`` into ``outdir``."""
     outdir = Path(outdir)
     paths = [save_figure(load_histogram_figure(report), outdir / "load_histogram.png"),
              save_figure(entropy_figure(report), outdir / "entropy.png")]
     if report.locality is not None:
         paths.append(save_figure(locality_figure(report), outdir / "locality.png"))
+    if report.degeneracy is not None:
+        paths.append(save_figure(degeneracy_figure(report), outdir / "degeneracy.png"))
     return paths
 
 

@@ -25,7 +25,7 @@ def test_stats_prints_entropy_loads_sparsity_and_compression(map_file, capsys):
     out = capsys.readouterr().out
     assert f"{math.log(1000):.3f}" in out  # every layer of a modulus-like map: ln 1000 nats
     for word in ("H nats", "H bits", "min", "max", "sparsity", "compression ratio", "locality", "fc0", "fc2",
-                 "total", "theory (neighborhood hash)"):
+                 "total", "theory (neighborhood hash)", "distinct rows", "WARNING: fc1: rank bound 5 < min(out, in)"):
         assert word in out
     assert f"{imap.num_weights:,} virtual weights" in out
 
@@ -35,13 +35,14 @@ def test_stats_json_and_plots(map_file, tmp_path, capsys):
     out_json = tmp_path / "r0.json"
     assert main(["stats", str(path), "--json", str(out_json), "--plot", str(tmp_path / "png"), "--loads"]) == 0
     d = json.loads(out_json.read_text())
-    assert d["schema"] == "hashlab.stats" and d["version"] == 1
+    assert d["schema"] == "hashlab.stats" and d["version"] == 2
     rep = map_report(imap)
     assert d["total"]["entropy"]["nats"] == pytest.approx(rep.total.entropy_nats)
     assert len(d["layers"][0]["balance"]["loads"]) == 1000
     assert d["layers"][0]["locality"]["id"]["nearest"]["median"] == 1000
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["entropy.png", "load_histogram.png",
-                                                                     "locality.png"]
+    assert d["layers"][1]["degeneracy"]["distinct_rows"] == 5  # r=0 is i mod n: 200 * o mod 1000 takes 5 values
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["degeneracy.png", "entropy.png",
+                                                                     "load_histogram.png", "locality.png"]
 
 
 def test_stats_balance_only_with_numpy_backend(map_file, capsys):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hashlab import Architecture, HashSpec, build_map
-from hashlab.stats.plots import dirichlet_heatmap, entropy_vs_alpha, locality_figure, report_figures
+from hashlab.stats.plots import (degeneracy_figure, dirichlet_heatmap, entropy_vs_alpha, locality_figure,
+                                 report_figures)
 from hashlab.stats import map_report
 
 
@@ -25,18 +26,21 @@ def report():
     return map_report(imap)
 
 
-def test_report_figures_write_three_pngs(report, tmp_path):
+def test_report_figures_write_four_pngs(report, tmp_path):
     paths = report_figures(report, tmp_path / "figs")
-    assert sorted(p.name for p in paths) == ["entropy.png", "load_histogram.png", "locality.png"]
+    assert sorted(p.name for p in paths) == ["degeneracy.png", "entropy.png", "load_histogram.png", "locality.png"]
     for p in paths:
         read_png(p)
 
 
 def test_report_without_locality_skips_the_locality_figure(tmp_path):
-    rep = map_report(build_map(HashSpec(kind="modulus", table_size=30), Architecture((20, 10))), locality=False)
+    rep = map_report(build_map(HashSpec(kind="modulus", table_size=30), Architecture((20, 10))), locality=False,
+                     degeneracy=False)
     assert [p.name for p in report_figures(rep, tmp_path)] == ["load_histogram.png", "entropy.png"]
     with pytest.raises(ValueError, match="locality=True"):
         locality_figure(rep)
+    with pytest.raises(ValueError, match="degeneracy=True"):
+        degeneracy_figure(rep)
 
 
 def test_dirichlet_heatmap_and_entropy_curve(tmp_path):
