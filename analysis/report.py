@@ -138,32 +138,33 @@ def _findings_markdown(c: ClaimResult) -> list[str]:
 
 
 def _radius_zero_structure(rows: list[dict]) -> list[str]:
-    """Why radius 0 can be an outlier: the modulus map's identical rows (rank bound), next to radius 1."""
+    """Why radius 0 can be an outlier: the modulus map's identical rows (a rank bound), next to radius 1."""
     from hashlab import ARCHITECTURES, HashSpec, build_map
+    from hashlab.stats.degeneracy import map_degeneracy
 
     from .runs import ARCH_OF_DATASET
 
     noise = [r for r in rows if r["study"] == "noise" and r["radius"] in (0, 1)]
     if not noise:
         return []
-    dataset, table, seed = noise[0]["dataset"], noise[0]["table_size"], noise[0]["hash_seed"]
+    dataset, table, seed = noise[0]["dataset"], noise[0]["table_size"], min(r["hash_seed"] for r in noise)
     arch = ARCHITECTURES[ARCH_OF_DATASET[dataset]]
-    lines = [f"Map structure at sparsity 0 (hash seed {seed}, table {table} per layer): distinct rows of W per layer "
-             "(output units that compute the same pre-activation), entropy and median distance to the nearest "
-             "co-bucketed weight.", "",
-             "| radius | distinct rows per layer | rank bound per layer | entropy (nats) | locality median |",
-             "|---|---|---|---|---|"]
-    for radius in (0, 1):
-        imap = build_map(HashSpec(kind="neighborhood", radius=radius, table_size=table, seed=seed), arch)
-        distinct = [int(np.unique(np.asarray(lay.indices), axis=0).shape[0]) for lay in imap.layers]
-        cols = [int(np.unique(np.asarray(lay.indices), axis=1).shape[1]) for lay in imap.layers]
-        bound = [min(a, b) for a, b in zip(distinct, cols)]
-        shapes = [lay.out_features for lay in imap.layers]
-        r0 = [r for r in noise if r["radius"] == radius and r["sparsity"] == 0.0]
-        h = f"{r0[0]['entropy_nats']:.3f}" if r0 else ""
-        loc = f"{r0[0]['locality_id_median']}" if r0 else ""
-        lines.append(f"| {radius} | " + " / ".join(f"{d} of {n}" for d, n in zip(distinct, shapes)) + " | "
-                     + " / ".join(map(str, bound)) + f" | {h} | {loc} |")
+    lines = [f"Map structure (hash seed {seed}, table {table} per layer; docs/STATS.md, *Degeneracy*): distinct rows "
+             "of W per layer (output units that compute the same pre-activation for every table), the rank bound "
+             "min(distinct rows, distinct columns), the rank of W for random table values, and the test accuracy.",
+             "", "| sparsity | radius | distinct rows per layer | rank bound | random-table rank | test accuracy (%) |",
+             "|---|---|---|---|---|---|"]
+    for s in sorted({r["sparsity"] for r in noise}):
+        for radius in (0, 1):
+            imap = build_map(HashSpec(kind="neighborhood", radius=radius, table_size=table, seed=seed,
+                                      sparsity=s), arch)
+            deg = map_degeneracy(imap)
+            acc = mean_ci([r["test_accuracy"] for r in noise if r["radius"] == radius and r["sparsity"] == s])
+            lines.append(f"| {s:g} | {radius} | "
+                         + " / ".join(f"{d.distinct_rows} of {d.out_features}" for d in deg.layers) + " | "
+                         + " / ".join(str(d.rank_bound) for d in deg.layers) + " | "
+                         + " / ".join("" if d.random_rank is None else str(d.random_rank) for d in deg.layers)
+                         + f" | {_ci(acc)} |")
     return lines + [""]
 
 
