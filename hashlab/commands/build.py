@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..io.format import save_index_file
+from ..io.paths import check_output_path
 from ..maps.hashes import BACKENDS, build_map
 from ..maps.spec import ARCHITECTURES, Architecture, HashSpec
 from .dataclass_args import add_dataclass_arguments, dataclass_from_args
@@ -35,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = dataclass_from_args(HashSpec, args)
-    imap = build_map(spec, Architecture.parse(args.arch), backend=args.backend)
+    arch = Architecture.parse(args.arch)
+    check_output_path(args.output, "--output")
+    imap = build_map(spec, arch, backend=args.backend)
     path = save_index_file(imap, args.output)
     print(f"wrote {path}: {len(imap.layers)} layers, {imap.num_weights:,} virtual weights, "
           f"{imap.num_entries:,} table entries (compression ratio {imap.compression_ratio:.1f})")

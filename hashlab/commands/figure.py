@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--table-size must be >= 2, got {args.table_size}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    from ..io.paths import check_output_path
+
+    check_output_path(args.output, "--output")
     if args.name == "dirichlet-heatmap":
         path = dirichlet_heatmap(args.output, n=args.table_size, alphas=args.alphas or DEFAULT_ALPHAS, seed=args.seed)
     else:

@@ -5,7 +5,8 @@ import argparse
 import time
 
 from ..io.atomic import atomic_write_json
-from ..io.format import load_index_file
+from ..io.paths import check_output_dir, check_output_path
+from .inputs import add_max_table_entries, load_input_map
 from ..stats.kernels import BACKENDS
 
 
@@ -24,14 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the collision-locality analysis (balance only)")
     p.add_argument("--backend", choices=BACKENDS, default="numba", help="analysis kernels (default: numba)")
     p.add_argument("--time", action="store_true", help="print how long loading and each analysis took")
+    add_max_table_entries(p)  # issue #11: refuse oversized tables before allocating
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..stats import format_report, map_report
 
+    if args.json is not None:  # issue #11: check outputs before any work
+        check_output_path(args.json, "--json output")
+    if args.plot is not None:
+        check_output_dir(args.plot, "--plot folder")
     t0 = time.perf_counter()
-    imap = load_index_file(args.file)
+    imap = load_input_map(args.file, args)
     t_load = time.perf_counter() - t0
     report = map_report(imap, locality=args.locality, backend=args.backend, source=str(args.file))
     print(format_report(report))
