@@ -2,7 +2,7 @@
 
 1. build a Dirichlet(alpha=1) map, sparsity 0, one 1000-entry table per layer, for the paper's
    MNIST MLP 784-200-ELU-BN-200-ELU-BN-10-ELU-BN (Chang & Lipson 2018, section 4);
-2. write it as a format-v1 index file and print its statistics (entropy in nats and bits,
+2. write it as a format-v2 index file and print its statistics (entropy in nats and bits,
    loads, sparsity, compression ratio);
 3. train the ArbNet *from the index file* with SGD (lr 0.1, momentum 0.9, LR / 10 after 4
    epochs without a gain in training accuracy) on CPU, and print the test accuracy.

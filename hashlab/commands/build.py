@@ -22,9 +22,9 @@ _HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build", help="build an index map and write it as an index file (format v1)",
+    p = sub.add_parser("build", help="build an index map and write it as an index file (format v2)",
                        description="Build an index map for an MLP architecture and write it atomically "
-                                   "as a format-v1 index file (docs/FORMAT.md).")
+                                   "as a format-v2 index file (docs/FORMAT.md).")
     p.add_argument("--arch", default="mnist-mlp",
                    help=f"preset ({', '.join(ARCHITECTURES)}) or feature sizes like 784-200-200-10 "
                         "(default: mnist-mlp)")

@@ -208,7 +208,7 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
     uses atomics, so results may differ in the last bits.
 
     Args:
-        index_file: a format-v1 index file (``hashlab build``). Only this file is read;
+        index_file: an index file, format v1 or v2 (``hashlab build``). Only this file is read;
             no hash is recomputed.
         config: the training configuration.
         out: if given, the results JSON is written there atomically.

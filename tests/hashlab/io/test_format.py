@@ -86,9 +86,11 @@ def test_numpy_only_reader_in_format_doc_reads_golden_file():
     code = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
     ns: dict = {}
     exec(compile(code, "docs/FORMAT.md", "exec"), ns)  # the documented snippet, verbatim
-    meta, layers, tensors = ns["read_index_file"](GOLDEN)
-    assert json.loads(meta["tables"]) == [5, 5, 40000] and len(layers) == 3
-    np.testing.assert_array_equal(tensors["layers.1.indices"], golden_map().layers[1].indices)
+    for path in (GOLDEN, GOLDEN_V2):
+        meta, layers, tensors = ns["read_index_file"](path)
+        assert json.loads(meta["tables"]) == [5, 5, 40000] and len(layers) == 3
+        np.testing.assert_array_equal(tensors["layers.1.indices"], golden_map().layers[1].indices)
+    np.testing.assert_array_equal(tensors["table.1"], golden_map_v2().initial_tables[1])
 
 
 def _rewrite_header(src: Path, dst: Path, edit) -> Path:
