@@ -110,19 +110,26 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig, index_sha256: 
 class Checkpointer:
     """Saves the training state at each epoch end and restores it at the start of a rerun.
 
+    A checkpoint already at ``path`` is read and checked when the object is made, so a
+    mismatch fails before any data is loaded.
+
     Args:
         path: the checkpoint file (``--checkpoint``); its folder is created if missing.
         config: this run's configuration (compared with a saved one).
         index_sha256: :func:`file_sha256` of this run's index file.
+
+    Raises:
+        CheckpointError: see :func:`load_checkpoint`.
     """
 
     def __init__(self, path: str | os.PathLike, config: TrainConfig, index_sha256: str) -> None:
         self.path, self.config, self.index_sha256 = Path(path), config, index_sha256
+        self.state = load_checkpoint(self.path, config, index_sha256)
 
     def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                shuffle: torch.Generator, device: torch.device) -> tuple[int, list[dict[str, Any]]]:
         """Load the saved state into the objects; return ``(completed epochs, history)`` (``(0, [])`` if none)."""
-        state = load_checkpoint(self.path, self.config, self.index_sha256)
+        state, self.state = self.state, None
         if state is None:
             return 0, []
         try:

@@ -248,13 +248,13 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
             f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`")
     device = resolve_device(config.device)
     root = resolve_data_root(config.data_root)
+    checkpointer = None if checkpoint is None else Checkpointer(checkpoint, config, file_sha256(index_path))
     threads = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     try:
         with _deterministic(config.deterministic, device):
             device_info = _device_info(device)
-            checkpointer = None if checkpoint is None else Checkpointer(checkpoint, config, file_sha256(index_path))
             model, data_info, epochs, test_acc, test_loss = _fit(imap, config, device, root, progress, checkpointer)
     finally:
         torch.set_num_threads(threads)
