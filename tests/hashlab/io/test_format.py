@@ -219,3 +219,11 @@ def test_large_declared_tables_are_refused_before_allocating(tmp_path):
     with pytest.raises(FormatError, match="max-table-entries"):
         load_index_file(path)
     assert load_index_file(path, max_table_entries=2**31).table_sizes == (2**31 - 1,)
+
+
+def test_same_seed_gives_byte_identical_index_files(tmp_path):
+    spec, arch = HashSpec(kind="dirichlet", alpha=0.5, table_size=50, seed=11, sparsity=0.1, sign=True), \
+        Architecture((20, 10, 3))
+    a = save_index_file(build_map(spec, arch), tmp_path / "a.safetensors").read_bytes()
+    b = save_index_file(build_map(spec, arch), tmp_path / "b.safetensors").read_bytes()
+    assert a == b

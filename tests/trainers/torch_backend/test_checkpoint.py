@@ -78,3 +78,12 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, data_root, index_file
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot be read"):
         train(index_file, config, checkpoint=tmp_path / "junk.ckpt")
+
+
+def test_deterministic_flag_keeps_cpu_results_and_restores_the_global_setting(data_root, index_file):
+    config = TrainConfig(data_root=str(data_root), epochs=1, limit_train=500, batch_size=50, device="cpu")
+    plain = train(index_file, config, progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    det = train(index_file, TrainConfig(**{**config.to_dict(), "deterministic": True}), progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    _same(det, plain)
