@@ -9,7 +9,7 @@ import argparse
 from trainers.torch_backend.config import TrainConfig
 
 from ..io.errors import EnvironmentProblem
-from ..io.paths import check_input_file
+from ..io.paths import check_input_file, check_output_path
 from .dataclass_args import add_dataclass_arguments, dataclass_from_args
 
 _HELP = {
@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise EnvironmentProblem(0, f"the torch backend needs torch and torchvision ({e}); "
                                     "install them with: pip install 'hashlab[torch]'") from None
+    for path, what in ((args.out, "--out"), (args.checkpoint, "--checkpoint")):
+        if path is not None:
+            check_output_path(path, what)
     check_input_file(args.index_file, "index file", "create it with `hashlab build ... -o FILE`")
     results = train(args.index_file, config, out=args.out, progress=args.progress, checkpoint=args.checkpoint)
     acc = results["test_accuracy"]
