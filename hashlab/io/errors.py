@@ -16,7 +16,7 @@ exceptions to exit codes is :func:`hashlab.commands.errors.exit_code_for`.
 """
 from __future__ import annotations
 
-__all__ = ["UsageError", "InputError", "EnvironmentProblem", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE",
+__all__ = ["UsageError", "InputError", "EnvironmentProblem", "DeviceUnavailable", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE",
            "EXIT_INPUT", "EXIT_ENVIRONMENT", "EXIT_INTERRUPTED", "EXIT_INTERNAL"]
 
 EXIT_OK = 0
@@ -44,3 +44,7 @@ class EnvironmentProblem(OSError):
     """The environment refuses the work (permission, read-only or full disk, missing device or package)."""
 
     exit_code = EXIT_ENVIRONMENT
+
+
+class DeviceUnavailable(EnvironmentProblem, ValueError):
+    """A requested compute device (CUDA, MPS) is not available here; also a ValueError, as before."""

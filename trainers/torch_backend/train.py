@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from hashlab._version import __version__ as hashlab_version
 from hashlab.io.atomic import atomic_write_json
+from hashlab.io.errors import DeviceUnavailable
 from hashlab.io.format import load_index_file
 from hashlab.io.paths import check_output_path
 from hashlab.maps.indexmap import IndexMap
@@ -43,19 +44,20 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> ``cuda`` if available else ``cpu``; other names are checked for availability.
 
     Raises:
-        ValueError: if the named device is not available on this machine.
+        hashlab.io.errors.DeviceUnavailable: (a ValueError, exit code 4) if the named device is not
+            available on this machine.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but torch.cuda.is_available() is False; "
+            raise DeviceUnavailable(f"device {name!r} requested but torch.cuda.is_available() is False; "
                              "use --device cpu or --device auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise DeviceUnavailable(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} requested but MPS is not available; use --device cpu")
+        raise DeviceUnavailable(f"device {name!r} requested but MPS is not available; use --device cpu")
     return device
 
 

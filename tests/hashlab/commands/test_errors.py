@@ -12,7 +12,7 @@ from analysis import main_job
 from hashlab import Architecture, HashSpec, build_map, save_index_file
 from hashlab.cli import main
 from hashlab.commands.errors import exit_code_for, run_cli
-from hashlab.io.errors import EnvironmentProblem, InputError, UsageError
+from hashlab.io.errors import DeviceUnavailable, EnvironmentProblem, InputError, UsageError
 
 NOWHERE = "/proc/hashlab-no-such-dir/out"  # not creatable, even for root
 
@@ -40,6 +40,7 @@ CASES = [  # (id, argv with {map} {small} {dir} {file} {junk} {missing} {big} {d
     ("train-missing", ["train", "{missing}", "--data-root", "{data}"], 3, "does not exist"),
     ("train-junk", ["train", "{junk}", "--data-root", "{data}"], 3, "impossible"),
     ("train-data-root-file", ["train", "{map}", "--data-root", "{file}"], 3, "is not a directory"),
+    ("train-no-such-device", ["train", "{map}", "--data-root", "{data}", "--device", "cuda:99"], 4, "requested but"),
     ("train-wrong-arch", ["train", "{small}", "--data-root", "{data}"], 2, "build a map for it"),
 ]
 
@@ -94,8 +95,8 @@ def test_main_job_bad_values_fail_before_work(paths, capsys, argv, code, fragmen
 def test_exit_codes_and_run_cli_contract(capsys):
     assert [exit_code_for(e) for e in (UsageError("u"), InputError("i"), EnvironmentProblem(13, "e"),
                                        FileNotFoundError("f"), PermissionError(13, "p"), MemoryError(),
-                                       ImportError("torch"), ValueError("v"), TypeError("bug"))] == \
-        [2, 3, 4, 3, 4, 4, 4, 2, None]
+                                       ImportError("torch"), ValueError("v"), TypeError("bug"),
+                                       DeviceUnavailable("cuda"))] == [2, 3, 4, 3, 4, 4, 4, 2, None, 4]
 
     def bug(argv):
         raise TypeError("a bug")
