@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..io.format import save_index_file
+from ..io.paths import check_output_path
 from ..maps.hashes import BACKENDS, build_map
 from ..maps.spec import ARCHITECTURES, Architecture, HashSpec
 from .dataclass_args import add_dataclass_arguments, dataclass_from_args
@@ -21,9 +22,9 @@ _HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build", help="build an index map and write it as an index file (format v1)",
+    p = sub.add_parser("build", help="build an index map and write it as an index file (format v2)",
                        description="Build an index map for an MLP architecture and write it atomically "
-                                   "as a format-v1 index file (docs/FORMAT.md).")
+                                   "as a format-v2 index file (docs/FORMAT.md).")
     p.add_argument("--arch", default="mnist-mlp",
                    help=f"preset ({', '.join(ARCHITECTURES)}) or feature sizes like 784-200-200-10 "
                         "(default: mnist-mlp)")
@@ -35,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = dataclass_from_args(HashSpec, args)
-    imap = build_map(spec, Architecture.parse(args.arch), backend=args.backend)
+    arch = Architecture.parse(args.arch)
+    check_output_path(args.output, "--output")
+    imap = build_map(spec, arch, backend=args.backend)
     path = save_index_file(imap, args.output)
     print(f"wrote {path}: {len(imap.layers)} layers, {imap.num_weights:,} virtual weights, "
           f"{imap.num_entries:,} table entries (compression ratio {imap.compression_ratio:.1f})")

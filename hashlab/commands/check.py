@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..equiv import describe_map
 from ..equiv.check import StructureCheck, check_conv_structure, check_rnn_structure, format_description, numeric_lines
-from ..io.format import load_index_file, save_index_file
+from ..io.format import save_index_file
+from ..io.paths import check_output_path
+from .inputs import add_max_table_entries, load_input_map
 from ..maps.geometry import ConvGeometry, RNNGeometry
 
 __all__ = ["register", "run", "BUILDERS"]
@@ -65,11 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--batch-size", type=int, default=2, metavar="INT", help="inputs per numeric check (default: 2)")
     b.add_argument("--seed", type=int, default=0, metavar="INT",
                    help="seed of the random table and inputs (default: 0)")
-    b.add_argument("-o", "--output", metavar="FILE", help="also write the built map as an index file (format v1)")
+    b.add_argument("-o", "--output", metavar="FILE", help="also write the built map as an index file (format v2)")
     f = p.add_argument_group("index file (TARGET FILE)")
     f.add_argument("--ignore-attrs", action="store_true",
                    help="recover every geometry from the index arrays alone, ignoring the layers' attrs")
     f.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_max_table_entries(f)
     p.set_defaults(func=run)
 
 
@@ -156,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{extra[0].replace('_', '-')} does not apply to {args.target}")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.output is not None:
+            check_output_path(args.output, "--output")
         check, ok = (_check_rnn if args.target == "rnn" else _check_conv)(args)
         if args.output:
             check.lines.append(f"wrote {save_index_file(check.imap, args.output)}")
@@ -165,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if given:
         raise ValueError(f"--{given[0].replace('_', '-')} only applies to the builder targets {', '.join(BUILDERS)}; "
                          f"{args.target!r} is read as an index file")
-    imap = load_index_file(Path(args.target))
+    imap = load_input_map(args.target, args)
     report = describe_map(imap, use_attrs=not args.ignore_attrs)
     if args.json:
         print(json.dumps({"file": str(args.target), **report.to_dict()}, indent=2, sort_keys=True))

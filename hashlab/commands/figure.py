@@ -31,12 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..stats.plots import DEFAULT_ALPHAS, dirichlet_heatmap, entropy_vs_alpha
+    from ..io.paths import check_output_path
 
     if args.table_size < 2:
         raise ValueError(f"--table-size must be >= 2, got {args.table_size}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    check_output_path(args.output, "--output")
+    from ..stats.plots import DEFAULT_ALPHAS, dirichlet_heatmap, entropy_vs_alpha  # matplotlib: slow import
+
     if args.name == "dirichlet-heatmap":
         path = dirichlet_heatmap(args.output, n=args.table_size, alphas=args.alphas or DEFAULT_ALPHAS, seed=args.seed)
     else:

@@ -5,7 +5,8 @@ import argparse
 import time
 
 from ..io.atomic import atomic_write_json
-from ..io.format import load_index_file
+from ..io.paths import check_output_dir, check_output_path
+from .inputs import add_max_table_entries, load_input_map
 from ..stats.kernels import BACKENDS
 
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "submatrix has at most this many entries (default 1048576; 0: never)")
     p.add_argument("--backend", choices=BACKENDS, default="numba", help="analysis kernels (default: numba)")
     p.add_argument("--time", action="store_true", help="print how long loading and each analysis took")
+    add_max_table_entries(p)  # issue #11: refuse oversized tables before allocating
     p.set_defaults(func=run)
 
 
@@ -40,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
     rank_limit = RANK_LIMIT if args.rank_limit is None else args.rank_limit
     if rank_limit < 0:
         raise ValueError(f"--rank-limit must be >= 0 (0 skips the rank), got {rank_limit}")
+    if args.json is not None:  # issue #11: check outputs before any work
+        check_output_path(args.json, "--json output")
+    if args.plot is not None:
+        check_output_dir(args.plot, "--plot folder")
     t0 = time.perf_counter()
-    imap = load_index_file(args.file)
+    imap = load_input_map(args.file, args)
     t_load = time.perf_counter() - t0
     report = map_report(imap, locality=args.locality, backend=args.backend, source=str(args.file),
                         degeneracy=args.degeneracy, rank_limit=rank_limit)

@@ -5,10 +5,11 @@ torch is imported inside :func:`run` only, so ``hashlab --help`` works without i
 from __future__ import annotations
 
 import argparse
-import sys
 
 from trainers.torch_backend.config import TrainConfig
 
+from ..io.errors import EnvironmentProblem
+from ..io.paths import check_input_file, check_output_path
 from .dataclass_args import add_dataclass_arguments, dataclass_from_args
 
 _HELP = {
@@ -27,6 +28,7 @@ _HELP = {
     "device": "auto (CUDA if available), cpu, cuda, cuda:N or mps",
     "num_threads": "CPU threads for torch (default: torch's choice)",
     "limit_train": "train on the first N training samples only (quick runs)",
+    "deterministic": "torch.use_deterministic_algorithms(True) during training (docs/TRAINING.md, Determinism)",
 }
 
 
@@ -39,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index_file", metavar="FILE", help="index file from `hashlab build`")
     add_dataclass_arguments(p, TrainConfig, help=_HELP)
     p.add_argument("-o", "--out", default=None, help="write the results JSON here (atomically)")
+    p.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="save the full training state here after every epoch (atomically); rerunning the same "
+                        "command resumes from it with identical results on CPU")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bars (default: when stderr is a terminal)")
     p.set_defaults(func=run)
@@ -49,10 +54,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         from trainers.torch_backend.train import train
     except ImportError as e:
-        print(f"hashlab train: error: the torch backend needs torch and torchvision ({e}); "
-              "install them with: pip install 'hashlab[torch]'", file=sys.stderr)
-        return 2
-    results = train(args.index_file, config, out=args.out, progress=args.progress)
+        raise EnvironmentProblem(0, f"the torch backend needs torch and torchvision ({e}); "
+                                    "install them with: pip install 'hashlab[torch]'") from None
+    for path, what in ((args.out, "--out"), (args.checkpoint, "--checkpoint")):
+        if path is not None:
+            check_output_path(path, what)
+    check_input_file(args.index_file, "index file", "create it with `hashlab build ... -o FILE`")
+    results = train(args.index_file, config, out=args.out, progress=args.progress, checkpoint=args.checkpoint)
     acc = results["test_accuracy"]
     last = results["epochs"][-1]
     print(f"test accuracy: {acc:.4f} ({100 * acc:.2f}%) after {len(results['epochs'])} epochs "

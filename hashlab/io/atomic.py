@@ -1,22 +1,35 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a torn one."""
+"""Atomic file writes: a reader sees the old file or the complete new one, never a torn one.
+
+The temporary file is ``.<name>.<pid>-<random>.tmp`` beside the destination. If the writer is
+killed (SIGKILL, power loss) it stays behind; the next :func:`atomic_open` of the same
+destination removes every such file whose writing process is gone (``<pid>`` not alive on
+this machine), and legacy ``.<name>.<random>.tmp`` files older than :data:`STALE_AFTER_S`.
+Temporary files of live writers are never touched.
+"""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
+import re
+import secrets
+import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_open", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_open", "atomic_write_json", "atomic_write_text", "remove_stale_temporaries", "STALE_AFTER_S"]
+
+STALE_AFTER_S = 3600.0
+"""Age after which a temporary file without a writer pid (older hashlab versions) counts as stale."""
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on clean exit fsync it and rename it onto ``path``.
 
-    If the body raises (or the process dies), ``path`` is untouched and the temporary file
-    is removed (or left as ``.<name>.*.tmp``, never under the final name).
+    If the body raises, ``path`` is untouched and the temporary file is removed. If the
+    process dies, ``path`` is untouched and the temporary file is left, never under the final
+    name, until the next write of ``path`` removes it (:func:`remove_stale_temporaries`).
 
     Parameters
     ----------
@@ -28,7 +41,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"atomic_open supports mode 'wb' or 'w', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     try:
         # mkstemp creates 0600 files; give the result the mode open() would (0666 less the umask)
         os.chmod(tmp, 0o666 & ~_umask())
@@ -41,6 +56,48 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's) or cannot tell: keep the file
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove temporary files that killed writers of ``path`` left beside it.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)-[0-9a-f]{8}|[A-Za-z0-9_]{8})\.tmp")
+    removed = []
+    try:
+        candidates = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for p in candidates:
+        m = pattern.fullmatch(p.name)
+        if not m:
+            continue
+        try:
+            stale = not _alive(int(m.group(1))) if m.group(1) else now - p.lstat().st_mtime > STALE_AFTER_S
+            if stale:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
 
 
 def _umask() -> int:

@@ -1,55 +1,68 @@
-"""Index file format v1: the contract between hashlab and any trainer.
+"""Index file format (v2, and v1 read and written): the contract between hashlab and any trainer.
 
-A v1 index file is a valid `safetensors <https://github.com/huggingface/safetensors>`_ file
+An index file is a valid `safetensors <https://github.com/huggingface/safetensors>`_ file
 with a hashlab header in ``__metadata__``. It holds no pickle, is memory-mappable and is
 readable by numpy alone. The normative specification is ``docs/FORMAT.md``; this module is
-its reference writer and reader, and ``tests/hashlab/io/test_format.py`` pins the bytes with a
-golden file.
+its reference writer and reader (the container rules are in :mod:`hashlab.io.container`), and
+``tests/hashlab/io/test_format.py`` pins the bytes of both versions with golden files.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import struct
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._version import __version__
-from .atomic import atomic_open
 from ..maps.indexmap import IndexMap, LayerMap
+from .atomic import atomic_open
+from .container import DTYPES, Container, FormatError, LimitError, read_container, strict_json
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FormatError", "save_index_file", "load_index_file", "read_header"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS", "MAX_TABLE_ENTRIES", "FormatError", "LimitError",
+           "save_index_file", "load_index_file", "read_header", "payload_checksum"]
 
 FORMAT_NAME = "hashlab.index"
-FORMAT_VERSION = 1
-_METADATA_KEYS = {"format", "format_version", "hashlab_version", "spec", "tables", "layers"}
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_TABLE_ENTRIES = 2**26
+"""Default bound on table entries a file may declare without storing them (``max_table_entries``).
+
+67,108,864 entries: 256 MiB of float32 parameters in a trainer, 512 MiB of int64 loads in
+``hashlab stats``. A file that declares more is refused before anything is allocated.
+"""
+_METADATA_KEYS = {1: {"format", "format_version", "hashlab_version", "spec", "tables", "layers"}}
+_METADATA_KEYS[2] = _METADATA_KEYS[1] | {"checksum"}
 _LAYER_KEYS = {"name", "out_features", "in_features", "table", "sign", "bias", "attrs"}
-_DTYPES = {"I8": np.dtype("<i1"), "I16": np.dtype("<i2"), "I32": np.dtype("<i4")}
-_CODES = {v: k for k, v in _DTYPES.items()}
-_MAX_HEADER = 100 * 2**20
-
-
-class FormatError(ValueError):
-    """An index file is malformed, of an unsupported version, or not an index file."""
+_CODES = {v: k for k, v in DTYPES.items()}
+_MAX_DIM = 2**31 - 1
+_CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
+_TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]{0,8})\.(indices|sign|bias_indices)|table\.(0|[1-9][0-9]{0,8})")
 
 
 def _tensors(imap: IndexMap) -> list[tuple[str, np.ndarray]]:
-    out = []
+    out = [(f"table.{t}", init) for t, init in enumerate(imap.initial_tables or ()) if init is not None]
     for k, lay in enumerate(imap.layers):
         out.append((f"layers.{k}.indices", lay.indices))
         if lay.sign is not None:
             out.append((f"layers.{k}.sign", lay.sign))
         if lay.bias_indices is not None:
             out.append((f"layers.{k}.bias_indices", lay.bias_indices))
-    # largest itemsize first keeps every tensor aligned to its itemsize in the mmap
+    # largest itemsize first keeps every tensor aligned to its itemsize in the mmap (stable sort)
     out.sort(key=lambda t: -t[1].dtype.itemsize)
     return out
 
 
-def save_index_file(imap: IndexMap, path: str | os.PathLike) -> Path:
-    """Write ``imap`` to ``path`` as format v1, atomically.
+def payload_checksum(data: Any) -> str:
+    """``"sha256:<hex>"`` of a data buffer (bytes-like), the v2 ``checksum`` metadata value."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int = FORMAT_VERSION) -> Path:
+    """Write ``imap`` to ``path`` as an index file, atomically.
 
     Parameters
     ----------
@@ -57,6 +70,9 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike) -> Path:
         Validated (index ranges included) before anything is written.
     path : path-like
         Destination; conventionally ``*.hidx.safetensors`` or ``*.safetensors``.
+    version : {2, 1}
+        Format version to write. v2 (default) adds the payload checksum and the optional
+        initial tables; v1 is for readers that predate v2 and cannot hold initial tables.
 
     Returns
     -------
@@ -66,52 +82,88 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike) -> Path:
     Raises
     ------
     ValueError
-        If ``imap`` is invalid or its ``spec`` / ``attrs`` are not JSON-serialisable.
+        If ``imap`` is invalid, its ``spec`` / ``attrs`` are not JSON-serialisable, or it has
+        initial tables and ``version`` is 1.
     """
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"format version must be one of {READABLE_VERSIONS}, got {version!r}")
     imap.validate(check_values=True)
+    if version == 1 and any(t is not None for t in imap.initial_tables or ()):
+        raise ValueError("format v1 cannot hold initial tables; write version 2")
     layers_meta = [
         {"name": lay.name, "out_features": lay.out_features, "in_features": lay.in_features,
-         "table": lay.table, "sign": lay.sign is not None, "bias": lay.bias_indices is not None,
+         "table": int(lay.table), "sign": lay.sign is not None, "bias": lay.bias_indices is not None,
          "attrs": lay.attrs}
         for lay in imap.layers
     ]
     try:
         metadata = {
             "format": FORMAT_NAME,
-            "format_version": str(FORMAT_VERSION),
+            "format_version": str(version),
             "hashlab_version": __version__,
-            "spec": json.dumps(imap.spec, sort_keys=True, separators=(",", ":")),
+            "spec": json.dumps(imap.spec, sort_keys=True, separators=(",", ":"), allow_nan=False),
             "tables": json.dumps(list(imap.table_sizes), separators=(",", ":")),
-            "layers": json.dumps(layers_meta, sort_keys=True, separators=(",", ":")),
+            "layers": json.dumps(layers_meta, sort_keys=True, separators=(",", ":"), allow_nan=False),
         }
-    except TypeError as e:
-        raise ValueError(f"spec and layer attrs must be JSON-serialisable: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"spec and layer attrs must be JSON-serialisable (finite numbers): {e}") from None
+    if version >= 2:  # never write a file the reader would refuse
+        try:
+            _check_against_spec(Path(path), json.loads(metadata["spec"]), list(imap.table_sizes),
+                                json.loads(metadata["layers"]))
+        except FormatError as e:
+            raise ValueError(f"cannot write {e}; give a composed map its own spec "
+                             "(own 'builder', no 'architecture')") from None
     header: dict[str, Any] = {"__metadata__": metadata}
     offset = 0
-    tensors = _tensors(imap)
+    tensors = [(name, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))) for name, arr in _tensors(imap)]
+    digest = hashlib.sha256()
     for name, arr in tensors:
-        nbytes = arr.size * arr.dtype.itemsize
-        header[name] = {"dtype": _CODES[arr.dtype.newbyteorder("<")], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
+        header[name] = {"dtype": _CODES[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+        digest.update(arr.reshape(-1).view(np.uint8))
+    if version >= 2:
+        metadata["checksum"] = "sha256:" + digest.hexdigest()
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     hbytes += b" " * (-(8 + len(hbytes)) % 8)  # pad so the data buffer starts 8-aligned
     path = Path(path)
     with atomic_open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hbytes)))
+        f.write(len(hbytes).to_bytes(8, "little"))
         f.write(hbytes)
         for _, arr in tensors:
-            f.write(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+            f.write(arr.reshape(-1).view(np.uint8).data)
     return path
 
 
+def _version(c: Container) -> int:
+    meta = c.metadata
+    if meta.get("format") != FORMAT_NAME:
+        raise FormatError(f"{c.path}: not a hashlab index file (its __metadata__.format is not {FORMAT_NAME!r}); "
+                          "create one with `hashlab build`")
+    text = meta.get("format_version", "")
+    if not re.fullmatch(r"[1-9][0-9]{0,8}", text):
+        raise FormatError(f"{c.path}: format_version {text!r} is not a positive decimal integer")
+    version = int(text)
+    if version > FORMAT_VERSION:
+        raise FormatError(f"{c.path}: index format version {version} is newer than this hashlab reads "
+                          f"({FORMAT_VERSION}); upgrade hashlab (pip install -U hashlab)")
+    unknown = sorted(set(meta) - _METADATA_KEYS[version])
+    missing = sorted(_METADATA_KEYS[version] - set(meta))
+    if unknown or missing:
+        raise FormatError(f"{c.path}: metadata fields unknown {unknown} / missing {missing} for format v{version}; "
+                          f"the file was not written by a v{version} writer")
+    return version
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
-    """Read and check the safetensors header of an index file.
+    """Read and check the header of an index file (container rules, format name and version).
 
     Returns
     -------
     header : dict
-        The parsed JSON header, ``__metadata__`` included (values still strings).
+        The safetensors header: ``__metadata__`` (values still strings) and one
+        ``{"dtype", "shape", "data_offsets"}`` entry per tensor.
     data_start : int
         Byte offset of the data buffer.
 
@@ -120,45 +172,95 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     FileNotFoundError
         If ``path`` does not exist.
     FormatError
-        If the file is not a hashlab index file, or is from a newer format version.
+        If the file is not a hashlab index file, is malformed, or is from a newer format version.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise FormatError(f"{path}: too short to be an index file ({size} bytes)")
-        (hlen,) = struct.unpack("<Q", raw)
-        if hlen > min(_MAX_HEADER, size - 8):
-            raise FormatError(f"{path}: header length {hlen} is impossible for a {size}-byte file; "
-                              "the file is not a safetensors index file or is truncated")
-        try:
-            header = json.loads(f.read(hlen).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(f"{path}: header is not valid JSON ({e}); the file is corrupt") from None
-    meta = header.get("__metadata__")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise FormatError(f"{path}: not a hashlab index file (its __metadata__.format is not {FORMAT_NAME!r}); "
-                          "create one with `hashlab build`")
-    try:
-        version = int(meta.get("format_version", ""))
-    except ValueError:
-        raise FormatError(f"{path}: format_version {meta.get('format_version')!r} is not an integer") from None
-    if version > FORMAT_VERSION:
-        raise FormatError(f"{path}: index format version {version} is newer than this hashlab reads "
-                          f"({FORMAT_VERSION}); upgrade hashlab (pip install -U hashlab)")
-    if version < 1:
-        raise FormatError(f"{path}: index format version {version} does not exist")
-    unknown = sorted(set(meta) - _METADATA_KEYS)
-    missing = sorted(_METADATA_KEYS - set(meta))
-    if unknown or missing:
-        raise FormatError(f"{path}: metadata fields unknown {unknown} / missing {missing} for format v1; "
-                          "the file was not written by a v1 writer")
-    return header, 8 + hlen
+    c = read_container(path)
+    _version(c)
+    header: dict[str, Any] = {"__metadata__": dict(c.metadata)}
+    for t in c.tensors.values():
+        header[t.name] = {"dtype": _CODES[t.dtype], "shape": list(t.shape),
+                          "data_offsets": [t.begin - c.data_start, t.end - c.data_start]}
+    return header, c.data_start
 
 
-def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool = True) -> IndexMap:
-    """Read a v1 index file with numpy alone.
+def _is_int(v: Any, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _parse_metadata(c: Container) -> tuple[dict, list[int], list[dict]]:
+    """The spec, table sizes and layer objects, type-checked (docs/FORMAT.md, "Header")."""
+    p, meta = c.path, c.metadata
+    spec = strict_json(meta["spec"], f"{p}: metadata spec")
+    if not isinstance(spec, dict):
+        raise FormatError(f"{p}: metadata spec must be a JSON object, got {type(spec).__name__}")
+    tables = strict_json(meta["tables"], f"{p}: metadata tables")
+    if not isinstance(tables, list) or not tables or not all(_is_int(t, 1, _MAX_DIM) for t in tables):
+        raise FormatError(f"{p}: metadata tables must be a non-empty list of integers in [1, 2**31 - 1], "
+                          f"got {str(tables)[:80]}")
+    layers = strict_json(meta["layers"], f"{p}: metadata layers")
+    if not isinstance(layers, list) or not layers:
+        raise FormatError(f"{p}: metadata layers must be a non-empty JSON list of layer objects")
+    for k, lm in enumerate(layers):
+        where = f"{p}: layer {k}"
+        if not isinstance(lm, dict) or set(lm) != _LAYER_KEYS:
+            raise FormatError(f"{where} has fields {sorted(lm) if isinstance(lm, dict) else type(lm).__name__}; "
+                              f"the format has exactly {sorted(_LAYER_KEYS)}")
+        if not isinstance(lm["name"], str) or not lm["name"]:
+            raise FormatError(f"{where}: name must be a non-empty string, got {lm['name']!r}")
+        for key in ("out_features", "in_features"):
+            if not _is_int(lm[key], 1, _MAX_DIM):
+                raise FormatError(f"{where}: {key} must be an integer in [1, 2**31 - 1], got {lm[key]!r}")
+        if not _is_int(lm["table"], 0, len(tables) - 1):
+            raise FormatError(f"{where}: table must be an integer in [0, {len(tables)}), got {lm['table']!r}")
+        for key in ("sign", "bias"):
+            if not isinstance(lm[key], bool):
+                raise FormatError(f"{where}: {key} must be true or false, got {lm[key]!r}")
+        if not isinstance(lm["attrs"], dict):
+            raise FormatError(f"{where}: attrs must be a JSON object, got {type(lm['attrs']).__name__}")
+    return spec, tables, layers
+
+
+def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dict]) -> None:
+    """Shapes must chain as ``spec["architecture"]`` says; a ``build_map`` spec fixes the tables too."""
+    arch = spec.get("architecture")
+    if arch is not None:
+        if not isinstance(arch, list) or len(arch) < 2 or not all(_is_int(a, 1, _MAX_DIM) for a in arch):
+            raise FormatError(f"{p}: spec.architecture must be a list of >= 2 feature sizes, got {str(arch)[:80]}")
+        want = [(o, i) for i, o in zip(arch[:-1], arch[1:])]
+        got = [(lm["out_features"], lm["in_features"]) for lm in layers]
+        if want != got:
+            raise FormatError(f"{p}: layer shapes (out, in) {got} do not chain as spec.architecture {arch} says "
+                              f"({want})")
+    if spec.get("builder") != "hashlab.build_map":
+        return
+    scope, kind = spec.get("scope"), spec.get("kind")
+    if scope not in ("layer", "global") or not isinstance(kind, str) or not isinstance(spec.get("sign"), bool):
+        raise FormatError(f"{p}: a hashlab.build_map spec needs scope 'layer' or 'global', a kind and a sign flag")
+    n_tab = 1 if scope == "global" else len(layers)
+    reads = [0 if scope == "global" else k for k in range(len(layers))]
+    if len(tables) != n_tab or [lm["table"] for lm in layers] != reads:
+        raise FormatError(f"{p}: scope {scope!r} means {n_tab} table(s) read as {reads}, got tables {tables} "
+                          f"read as {[lm['table'] for lm in layers]}")
+    if kind == "identity":
+        sizes = [lm["out_features"] * lm["in_features"] for lm in layers]
+        want_tables = [sum(sizes)] if scope == "global" else sizes
+    else:
+        want_tables = [spec.get("table_size")] * n_tab
+    if tables != want_tables:
+        raise FormatError(f"{p}: table sizes {tables} contradict the spec (kind {kind!r}, table_size "
+                          f"{spec.get('table_size')!r}, scope {scope!r}: {want_tables})")
+    if any(lm["sign"] != spec["sign"] or lm["bias"] for lm in layers):
+        raise FormatError(f"{p}: layers' sign/bias flags contradict the spec (sign={spec['sign']}, no shared bias)")
+
+
+def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool = True, verify: bool = True,
+                    max_table_entries: int = MAX_TABLE_ENTRIES) -> IndexMap:
+    """Read an index file (format v1 or v2) with numpy alone.
+
+    Everything in the header is checked before any tensor is read: the container (see
+    :func:`hashlab.io.container.read_container`), the metadata's types, the tensors' names,
+    dtypes and shapes against the layers, table sizes and layer chaining against the spec,
+    and the resource bound below.
 
     Parameters
     ----------
@@ -166,70 +268,83 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
     mmap : bool
         Return read-only ``numpy.memmap``-backed arrays (no copy) if True, else in-memory copies.
     validate : bool
-        Check every index is in ``[-1, table_size)`` and every sign is +-1 (O(N)).
+        Check every index is in ``[-1, table_size)``, every sign is +-1 and every initial table
+        value is finite (O(N)).
+    verify : bool
+        v2 only: check the SHA-256 of the data buffer against the header's ``checksum`` (O(N),
+        reads the whole file). ``False`` skips it (trusted files, speed).
+    max_table_entries : int
+        Refuse a file whose tables, not stored in the file, total more entries than this
+        (default :data:`MAX_TABLE_ENTRIES`): a trainer or ``hashlab stats`` would allocate them.
 
     Returns
     -------
     IndexMap
+        With ``initial_tables`` set if the file stores any (v2).
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     FormatError
-        If the file is not a v1 index file, is truncated, or its tensors disagree with its header.
+        If the file is malformed or inconsistent; the message names the file and the problem.
+    LimitError
+        (a :class:`FormatError`) if it declares more table entries than ``max_table_entries``.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"index file {path} does not exist; create it with `hashlab build ... -o {path}`")
-    header, start = read_header(path)
-    meta = header.pop("__metadata__")
-    try:
-        spec = json.loads(meta["spec"])
-        tables = [int(t) for t in json.loads(meta["tables"])]
-        layers_meta = json.loads(meta["layers"])
-    except (json.JSONDecodeError, TypeError, ValueError) as e:
-        raise FormatError(f"{path}: metadata is not valid JSON ({e})") from None
-    size = path.stat().st_size
-    end = max((t["data_offsets"][1] for t in header.values()), default=0)
-    if start + end != size:
-        raise FormatError(f"{path}: data buffer should end at byte {start + end} but the file has {size} bytes; "
-                          "the file is truncated or corrupt, rebuild it with `hashlab build`")
-    buf = np.memmap(path, dtype=np.uint8, mode="r") if mmap else np.fromfile(path, dtype=np.uint8)
-
-    def tensor(name: str, required: bool) -> np.ndarray | None:
-        info = header.pop(name, None)
-        if info is None:
-            if required:
-                raise FormatError(f"{path}: tensor {name!r} is missing")
-            return None
-        if info.get("dtype") not in _DTYPES:
-            raise FormatError(f"{path}: tensor {name!r} has dtype {info.get('dtype')!r}; v1 allows I8, I16, I32")
-        b, e = info["data_offsets"]
-        dt = _DTYPES[info["dtype"]]
-        shape = tuple(info["shape"])
-        if e - b != int(np.prod(shape)) * dt.itemsize:
-            raise FormatError(f"{path}: tensor {name!r} byte range {b}..{e} does not match shape {shape}")
-        return buf[start + b:start + e].view(dt).reshape(shape)
-
-    layers = []
+    c = read_container(path)
+    version = _version(c)
+    spec, tables, layers_meta = _parse_metadata(c)
+    if version >= 2:  # v1 files' spec is informative only (docs/FORMAT.md)
+        _check_against_spec(path, spec, tables, layers_meta)
+    expected: dict[str, tuple[str, tuple[int, ...]]] = {}
     for k, lm in enumerate(layers_meta):
-        if set(lm) != _LAYER_KEYS:
-            raise FormatError(f"{path}: layer {k} has fields {sorted(lm)}; format v1 has exactly {sorted(_LAYER_KEYS)}")
-        idx = tensor(f"layers.{k}.indices", True)
-        if idx.shape != (lm["out_features"], lm["in_features"]):
-            raise FormatError(f"{path}: layer {k} indices have shape {idx.shape}, header says "
-                              f"({lm['out_features']}, {lm['in_features']})")
-        layers.append(LayerMap(
-            name=lm["name"], indices=idx, table=int(lm["table"]),
-            sign=tensor(f"layers.{k}.sign", bool(lm["sign"])),
-            bias_indices=tensor(f"layers.{k}.bias_indices", bool(lm["bias"])),
-            attrs=lm["attrs"],
-        ))
-    if header:
-        raise FormatError(f"{path}: unknown tensors {sorted(header)} for format v1")
+        shape = (lm["out_features"], lm["in_features"])
+        idx = "I16" if tables[lm["table"]] <= 2**15 else "I32"
+        expected[f"layers.{k}.indices"] = (idx, shape)
+        if lm["sign"]:
+            expected[f"layers.{k}.sign"] = ("I8", shape)
+        if lm["bias"]:
+            expected[f"layers.{k}.bias_indices"] = (idx, shape[:1])
+    inits = [f"table.{t}" for t in range(len(tables)) if f"table.{t}" in c.tensors] if version >= 2 else []
+    for name in inits:
+        expected[name] = ("F32", (tables[int(name[6:])],))
+    missing, unknown = sorted(set(expected) - set(c.tensors)), sorted(set(c.tensors) - set(expected))
+    if missing or unknown:
+        raise FormatError(f"{path}: tensors missing {missing[:5]} / unknown {unknown[:5]} for the layers and tables "
+                          f"of this v{version} header")
+    for name, (code, shape) in expected.items():
+        t = c.tensors[name]
+        if _CODES[t.dtype] != code or t.shape != shape:
+            raise FormatError(f"{path}: tensor {name!r} is {_CODES[t.dtype]} {t.shape}; the header's layers and "
+                              f"tables say {code} {shape}")
+    unstored = sum(n for t, n in enumerate(tables) if f"table.{t}" not in inits)
+    if unstored > max_table_entries:
+        raise LimitError(f"{path}: declares {unstored:,} table entries ({4 * unstored / 2**20:,.0f} MiB as float32) "
+                         f"in a {c.size:,}-byte file, over the limit of {max_table_entries:,}; if that is intended, "
+                         "raise it (load_index_file(max_table_entries=...), --max-table-entries)")
+    buf = np.memmap(path, dtype=np.uint8, mode="r") if mmap else np.fromfile(path, dtype=np.uint8)
+    if len(buf) != c.size:
+        raise FormatError(f"{path}: changed size while being read")
+    if version >= 2 and verify:
+        if not _CHECKSUM.fullmatch(c.metadata["checksum"]):
+            raise FormatError(f"{path}: checksum {c.metadata['checksum'][:80]!r} is not 'sha256:' + 64 hex digits")
+        if payload_checksum(buf[c.data_start:]) != c.metadata["checksum"]:
+            raise FormatError(f"{path}: the data does not match its SHA-256 checksum; the file is corrupt, "
+                              "rebuild it with `hashlab build`")
+
+    def tensor(name: str) -> np.ndarray | None:
+        t = c.tensors.get(name)
+        return None if t is None else buf[t.begin:t.end].view(t.dtype).reshape(t.shape)
+
+    layers = [LayerMap(name=lm["name"], indices=tensor(f"layers.{k}.indices"), table=lm["table"],
+                       sign=tensor(f"layers.{k}.sign"), bias_indices=tensor(f"layers.{k}.bias_indices"),
+                       attrs=lm["attrs"]) for k, lm in enumerate(layers_meta)]
+    initial = tuple(tensor(f"table.{t}") for t in range(len(tables))) if inits else None
     try:
-        imap = IndexMap(layers=tuple(layers), table_sizes=tuple(tables), spec=spec)
+        imap = IndexMap(layers=tuple(layers), table_sizes=tuple(tables), spec=spec, initial_tables=initial)
         if validate:
             imap.validate(check_values=True)
     except ValueError as e:

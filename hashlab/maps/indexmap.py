@@ -86,6 +86,11 @@ class IndexMap:
     spec : dict
         JSON-serialisable description of how the map was made (``HashSpec.to_dict()``
         plus ``"architecture"``, or a builder's own description).
+    initial_tables : tuple of (ndarray of shape (table_sizes[t],), float32, or None), or None
+        Optional starting values of each table (e.g. cluster centres of a pretrained
+        network); a trainer initialises table ``t`` from ``initial_tables[t]`` when it is
+        not None, else with its own random initialisation. ``None``: no table has any.
+        Stored as tensor ``table.<t>`` in index format v2 (docs/FORMAT.md).
 
     Raises
     ------
@@ -96,10 +101,13 @@ class IndexMap:
     layers: tuple[LayerMap, ...]
     table_sizes: tuple[int, ...]
     spec: dict[str, Any] = field(default_factory=dict)
+    initial_tables: tuple[np.ndarray | None, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "table_sizes", tuple(int(t) for t in self.table_sizes))
+        if self.initial_tables is not None:
+            object.__setattr__(self, "initial_tables", tuple(self.initial_tables))
         self.validate(check_values=False)
 
     def validate(self, check_values: bool = True) -> None:
@@ -114,11 +122,34 @@ class IndexMap:
             raise ValueError("an IndexMap needs at least one layer")
         if not self.table_sizes:
             raise ValueError("an IndexMap needs at least one table")
+        if any(isinstance(t, bool) or t < 1 for t in self.table_sizes):
+            raise ValueError(f"table sizes must be integers >= 1, got {list(self.table_sizes)}")
+        if self.initial_tables is not None:
+            if len(self.initial_tables) != len(self.table_sizes):
+                raise ValueError(f"initial_tables has {len(self.initial_tables)} entries for "
+                                 f"{len(self.table_sizes)} tables; give one array or None per table")
+            for t, (init, n) in enumerate(zip(self.initial_tables, self.table_sizes)):
+                if init is None:
+                    continue
+                if not isinstance(init, np.ndarray) or init.dtype != np.float32 or init.shape != (n,):
+                    raise ValueError(f"initial_tables[{t}] must be a float32 array of shape ({n},), got "
+                                     f"{getattr(init, 'dtype', type(init).__name__)} {getattr(init, 'shape', '')}")
+                if check_values and not np.isfinite(init).all():
+                    raise ValueError(f"initial_tables[{t}] holds NaN or infinite values")
         names = [lay.name for lay in self.layers]
+        bad = [n for n in names if not isinstance(n, str) or not n]
+        if bad:
+            raise ValueError(f"layer names must be non-empty strings, got {bad[0]!r}")
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique, got {names}")
         for lay in self.layers:
             where = f"layer {lay.name!r}"
+            if not isinstance(lay.attrs, dict):
+                raise ValueError(f"{where}: attrs must be a dict, got {type(lay.attrs).__name__}")
+            if isinstance(lay.table, bool) or not isinstance(lay.table, (int, np.integer)):
+                raise ValueError(f"{where}: table must be an integer, got {lay.table!r}")
+            if not isinstance(lay.indices, np.ndarray):
+                raise ValueError(f"{where}: indices must be a numpy array, got {type(lay.indices).__name__}")
             if not 0 <= lay.table < len(self.table_sizes):
                 raise ValueError(f"{where}: table {lay.table} does not exist (map has {len(self.table_sizes)})")
             n = self.table_sizes[lay.table]

@@ -49,6 +49,9 @@ class TrainConfig:
             MLP trains only ~1.2x faster with 2 threads on an idle machine, but ~10x slower
             with 2 threads when another process competes for the cores.
         limit_train: if set, train on the first ``limit_train`` training samples only (quick runs).
+        deterministic: call ``torch.use_deterministic_algorithms(True)`` during training (and set
+            ``CUBLAS_WORKSPACE_CONFIG`` on CUDA); ops without a deterministic kernel then raise.
+            See docs/TRAINING.md, "Determinism".
         version: schema version of this dataclass; only 1 exists.
 
     Raises:
@@ -70,6 +73,7 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = 1
     limit_train: int | None = None
+    deterministic: bool = False
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -79,7 +83,7 @@ class TrainConfig:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
         if self.data_root is not None and (not isinstance(self.data_root, str) or not self.data_root):
             raise ConfigError(f"data_root must be a non-empty path string or None, got {self.data_root!r}")
-        for name in ("download", "verify_md5"):
+        for name in ("download", "verify_md5", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         _check_int("epochs", self.epochs, 1, 10**6, "e.g. 5")

@@ -9,21 +9,81 @@ per-sample PIL transforms, no DataLoader.
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torchvision
 from torch import Tensor
 
-__all__ = ["DatasetError", "DatasetInfo", "DATASETS", "DeviceData", "CIFAR10Files", "resolve_data_root",
-           "load_split", "load_device_data"]
+__all__ = ["DatasetError", "DataWarning", "DatasetInfo", "DATASETS", "DeviceData", "CIFAR10Files",
+           "load_cifar_pickle", "resolve_data_root", "load_split", "load_device_data", "check_pixel_stats",
+           "KNOWN_STATS"]
 
 ENV_DATA_ROOT = "HASHLAB_DATA_ROOT"
 
 
 class DatasetError(FileNotFoundError):
     """A dataset is missing, incomplete or unreadable under the data root; the message says how to get it."""
+
+
+class DataWarning(UserWarning):
+    """A dataset loads but looks wrong (its pixel statistics are far from the official release's)."""
+
+
+# Only what the official CIFAR-10 python pickles need: numpy arrays (and, in Python-3 protocol-2
+# pickles of them, bytes spelled as _codecs.encode); dicts, lists, str, bytes and ints need no global.
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing global {module}.{name}: a CIFAR-10 batch holds only numpy arrays, "
+                                     "lists, dicts, strings and numbers")
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, np.ndarray):
+            if x.dtype.hasobject:
+                raise pickle.UnpicklingError(f"{where}: numpy array of Python objects")
+        elif not isinstance(x, (str, bytes, int, float)):
+            raise pickle.UnpicklingError(f"{where}: unexpected {type(x).__name__} in a CIFAR-10 pickle")
+
+
+def load_cifar_pickle(path: str | os.PathLike) -> dict:
+    """Unpickle one CIFAR-10 python file with a restricted unpickler (no code runs).
+
+    Only the globals numpy arrays need are resolved; every other global (``os.system``,
+    ``builtins.eval``, any class) is refused, and the result must be a dict of dicts, lists,
+    str, bytes, numbers and non-object numpy arrays.
+
+    Returns:
+        The dict, keys decoded as latin-1 (``"data"``, ``"labels"``, ``"label_names"``...).
+
+    Raises:
+        pickle.UnpicklingError: if the file asks for anything else.
+    """
+    with open(path, "rb") as f:
+        obj = _CifarUnpickler(f, encoding="latin1").load()
+    if not isinstance(obj, dict):
+        raise pickle.UnpicklingError(f"{path}: a CIFAR-10 pickle is a dict, got {type(obj).__name__}")
+    _check_plain(obj, str(path))
+    return obj
 
 
 @dataclass(frozen=True)
@@ -48,10 +108,11 @@ class CIFAR10Files(torchvision.datasets.CIFAR10):
 
     With ``verify_md5=True`` (default) this is torchvision's class unchanged: the five
     ``data_batch_*``, ``test_batch`` and ``batches.meta`` must be the official files.
-    With ``verify_md5=False`` the same files are only required to exist, and are parsed by
-    torchvision's own code (python pickles with ``data``: uint8 ``(N, 3072)`` in CHW
-    order, and ``labels``), so data in the official format that is not the official
-    release (a subset, your own images, a test fixture) can be read. Nothing else changes.
+    With ``verify_md5=False`` the same files are only required to exist, so data in the
+    official format that is not the official release (a subset, your own images, a test
+    fixture) can be read. Either way the pickles (``data``: uint8 ``(N, 3072)`` in CHW order,
+    and ``labels``) are read with :func:`load_cifar_pickle`, a restricted unpickler that runs
+    no code, instead of torchvision's ``pickle.load``.
     """
 
     def __init__(self, root: str | os.PathLike, train: bool = True, download: bool = False,
@@ -60,7 +121,29 @@ class CIFAR10Files(torchvision.datasets.CIFAR10):
             self.train_list = [[name, None] for name, _ in type(self).train_list]
             self.test_list = [[name, None] for name, _ in type(self).test_list]
             self.meta = dict(type(self).meta, md5=None)
-        super().__init__(root, train=train, download=download)
+        # torchvision's CIFAR10.__init__, with load_cifar_pickle instead of pickle.load
+        torchvision.datasets.VisionDataset.__init__(self, root)
+        self.train = train
+        if download:
+            self.download()
+        if not self._check_integrity():
+            raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+        data, targets = [], []
+        for name, _ in (self.train_list if train else self.test_list):
+            entry = load_cifar_pickle(os.path.join(self.root, self.base_folder, name))
+            x, y = entry.get("data"), entry.get("labels", entry.get("fine_labels"))
+            if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 \
+                    or not isinstance(y, list) or len(y) != len(x) or not all(isinstance(v, int) for v in y):
+                raise ValueError(f"{name}: expected 'data' uint8 (N, 3072) and N integer 'labels'")
+            data.append(x)
+            targets.extend(y)
+        self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC, as torchvision
+        self.targets = targets
+        meta_path = os.path.join(self.root, self.base_folder, self.meta["filename"])
+        if not torchvision.datasets.utils.check_integrity(meta_path, self.meta["md5"]):
+            raise RuntimeError("Dataset metadata file not found or corrupted.")
+        self.classes = list(load_cifar_pickle(meta_path).get(self.meta["key"], []))
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
 _MNIST_GET = ("copy the four official IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -161,6 +244,32 @@ def load_split(name: str, root: str | os.PathLike, train: bool, download: bool =
     return x, y
 
 
+KNOWN_STATS: dict[str, tuple[list[float], list[float]]] = {
+    "mnist": ([0.1307], [0.3081]),
+    "fashion-mnist": ([0.2860], [0.3530]),
+    "cifar10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
+}
+"""Per-channel mean and std of ``pixel / 255`` over each official training split."""
+MEAN_TOLERANCE, STD_TOLERANCE = 0.1, 0.05
+
+
+def check_pixel_stats(name: str, mean: list[float], std: list[float], where: str) -> str | None:
+    """Warn (:class:`DataWarning`) and return the message if the statistics are far from :data:`KNOWN_STATS`.
+
+    Far: some channel's mean differs by more than :data:`MEAN_TOLERANCE` or its std by more
+    than :data:`STD_TOLERANCE` (random bytes: mean 0.5, std 0.289; MNIST: 0.131, 0.308).
+    """
+    km, ks = KNOWN_STATS[name]
+    if all(abs(a - b) <= MEAN_TOLERANCE for a, b in zip(mean, km)) and \
+            all(abs(a - b) <= STD_TOLERANCE for a, b in zip(std, ks)):
+        return None
+    msg = (f"{name} training images under {where} have pixel mean {[round(v, 4) for v in mean]} and std "
+           f"{[round(v, 4) for v in std]}, far from the official {km} / {ks}: the files may be corrupt or not "
+           f"{name}; training will run but its results are not comparable")
+    warnings.warn(msg, DataWarning, stacklevel=3)
+    return msg
+
+
 @dataclass
 class DeviceData:
     """A split kept as one uint8 tensor on the training device; batches are normalised when sliced.
@@ -211,6 +320,7 @@ def load_device_data(name: str, root: str | os.PathLike, device: torch.device, d
     x_tr, y_tr = load_split(name, root, True, download, verify_md5)
     x_te, y_te = load_split(name, root, False, download, verify_md5)
     mean, std = channel_stats(x_tr)
+    stats_warning = check_pixel_stats(name, mean, std, str(Path(root) / spec.folder))
     if limit_train is not None:
         x_tr, y_tr = x_tr[:limit_train], y_tr[:limit_train]
     pixels = spec.shape[1] * spec.shape[2]
@@ -223,5 +333,6 @@ def load_device_data(name: str, root: str | os.PathLike, device: torch.device, d
 
     info = {"dataset": name, "root": str(root), "shape": list(spec.shape), "num_classes": spec.num_classes,
             "train_size": len(y_tr), "test_size": len(y_te), "mean": mean, "std": std,
-            "normalisation": "(pixel / 255 - mean[channel]) / std[channel], training-split statistics"}
+            "normalisation": "(pixel / 255 - mean[channel]) / std[channel], training-split statistics",
+            "warning": stats_warning}
     return put(x_tr, y_tr), put(x_te, y_te), info

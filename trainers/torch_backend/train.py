@@ -6,6 +6,7 @@ reported after training. See docs/TRAINING.md for the results schema.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -22,9 +23,12 @@ from tqdm.auto import tqdm
 
 from hashlab._version import __version__ as hashlab_version
 from hashlab.io.atomic import atomic_write_json
+from hashlab.io.errors import DeviceUnavailable
 from hashlab.io.format import load_index_file
+from hashlab.io.paths import check_output_path
 from hashlab.maps.indexmap import IndexMap
 
+from .checkpoint import Checkpointer, file_sha256
 from .config import TrainConfig
 from .data import DATASETS, DeviceData, load_device_data, resolve_data_root
 from .models import ArbMLP
@@ -40,19 +44,20 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> ``cuda`` if available else ``cpu``; other names are checked for availability.
 
     Raises:
-        ValueError: if the named device is not available on this machine.
+        hashlab.io.errors.DeviceUnavailable: (a ValueError, exit code 4) if the named device is not
+            available on this machine.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but torch.cuda.is_available() is False; "
+            raise DeviceUnavailable(f"device {name!r} requested but torch.cuda.is_available() is False; "
                              "use --device cpu or --device auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise DeviceUnavailable(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} requested but MPS is not available; use --device cpu")
+        raise DeviceUnavailable(f"device {name!r} requested but MPS is not available; use --device cpu")
     return device
 
 
@@ -134,7 +139,25 @@ def _device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+@contextlib.contextmanager
+def _deterministic(on: bool, device: torch.device):
+    """``torch.use_deterministic_algorithms(on)`` for the block (previous setting restored); on CUDA
+    also ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` if unset, which cuBLAS needs for reproducible matmuls."""
+    if not on:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, progress: bool,
+         checkpointer: Checkpointer | None = None,
          ) -> tuple[ArbMLP, dict[str, Any], list[dict[str, Any]], float, float]:
     """Load the data, build and train the model, evaluate it: the body of :func:`train`."""
     train_data, test_data, data_info = load_device_data(
@@ -146,9 +169,22 @@ def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, 
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     shuffle = torch.Generator().manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)  # the global RNG during training is seeded and checkpointed too
+        done, epochs = (0, []) if checkpointer is None else checkpointer.resume(
+            model, optimizer, scheduler, shuffle, device)
+        _train_epochs(model, optimizer, scheduler, train_data, config, shuffle, progress, done, epochs,
+                      checkpointer, device)
+    test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size)
+    return model, data_info, epochs, test_acc, test_loss
 
-    epochs: list[dict[str, Any]] = []
-    bar = tqdm(range(1, config.epochs + 1), desc="epochs", disable=not progress, unit="epoch")
+
+def _train_epochs(model: ArbMLP, optimizer: torch.optim.Optimizer, scheduler: Any, train_data: DeviceData,
+                  config: TrainConfig, shuffle: torch.Generator, progress: bool, done: int,
+                  epochs: list[dict[str, Any]], checkpointer: Checkpointer | None, device: torch.device) -> None:
+    """Epochs ``done + 1 .. config.epochs``, appending to ``epochs``; checkpoint after each if asked."""
+    bar = tqdm(range(done + 1, config.epochs + 1), desc="epochs", disable=not progress, unit="epoch",
+               initial=done, total=config.epochs)
     for epoch in bar:
         te = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -158,13 +194,13 @@ def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, 
         epochs.append({"epoch": epoch, "train_accuracy": acc, "train_loss": loss, "lr": lr,
                        "wall_time_s": time.perf_counter() - te})
         bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.4f}", lr=f"{lr:g}")
+        if checkpointer is not None:
+            checkpointer.save(epoch, epochs, model, optimizer, scheduler, shuffle, device)
     bar.close()
-    test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size)
-    return model, data_info, epochs, test_acc, test_loss
 
 
 def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), out: str | os.PathLike | None = None,
-          progress: bool | None = None) -> dict[str, Any]:
+          progress: bool | None = None, checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train the :class:`ArbMLP` of ``index_file`` on ``config.dataset`` and report test accuracy.
 
     The model is initialised under ``torch.manual_seed(config.seed)`` inside
@@ -174,11 +210,15 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
     uses atomics, so results may differ in the last bits.
 
     Args:
-        index_file: a format-v1 index file (``hashlab build``). Only this file is read;
+        index_file: an index file, format v1 or v2 (``hashlab build``). Only this file is read;
             no hash is recomputed.
         config: the training configuration.
         out: if given, the results JSON is written there atomically.
         progress: show tqdm bars over epochs and batches; ``None`` shows them when stderr is a tty.
+        checkpoint: if given, the full training state is written there atomically after every
+            epoch, and a run that finds a checkpoint there resumes from it (same config and
+            index file required); on CPU the result is identical to an uninterrupted run.
+            See :mod:`trainers.torch_backend.checkpoint`.
 
     Returns:
         The results dict (schema ``hashlab.train-results`` v1, docs/TRAINING.md).
@@ -188,11 +228,17 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
         hashlab.io.format.FormatError: if it is not a valid index file.
         trainers.torch_backend.data.DatasetError: if the dataset is missing or corrupt.
         ValueError: if the map's input/output sizes do not fit the dataset, or the device is unavailable.
+        hashlab.io.errors.UsageError, EnvironmentProblem: if ``out`` or ``checkpoint`` cannot be
+            written (checked before any work).
+        trainers.torch_backend.checkpoint.CheckpointError: if ``checkpoint`` belongs to another run.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     t0 = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
+    for path, what in ((out, "results output"), (checkpoint, "checkpoint")):
+        if path is not None:
+            check_output_path(path, what)
     index_path = Path(index_file).resolve()
     imap = load_index_file(index_path, mmap=True, validate=True)
     spec = DATASETS[config.dataset]
@@ -204,12 +250,14 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
             f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`")
     device = resolve_device(config.device)
     root = resolve_data_root(config.data_root)
+    checkpointer = None if checkpoint is None else Checkpointer(checkpoint, config, file_sha256(index_path))
     threads = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     try:
-        device_info = _device_info(device)
-        model, data_info, epochs, test_acc, test_loss = _fit(imap, config, device, root, progress)
+        with _deterministic(config.deterministic, device):
+            device_info = _device_info(device)
+            model, data_info, epochs, test_acc, test_loss = _fit(imap, config, device, root, progress, checkpointer)
     finally:
         torch.set_num_threads(threads)
 

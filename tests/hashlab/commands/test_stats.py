@@ -53,11 +53,11 @@ def test_stats_balance_only_with_numpy_backend(map_file, capsys):
 
 
 def test_stats_missing_or_foreign_file_is_a_clear_error(tmp_path, capsys):
-    assert main(["stats", str(tmp_path / "nope.safetensors")]) == 2
+    assert main(["stats", str(tmp_path / "nope.safetensors")]) == 3
     assert "does not exist" in capsys.readouterr().err
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b" " * 14)
-    assert main(["stats", str(junk)]) == 2
+    assert main(["stats", str(junk)]) == 3
     assert "not a hashlab index file" in capsys.readouterr().err
 
 

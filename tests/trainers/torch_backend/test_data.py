@@ -155,3 +155,58 @@ def test_real_mnist_tensors_and_normalisation(data_root):
 def test_real_fashion_mnist_split(data_root):
     x, y = load_split("fashion-mnist", data_root, train=False)
     assert x.shape == (10000, 1, 28, 28) and torch.bincount(y).tolist() == [1000] * 10
+
+
+# --- issue #11: no code runs from a CIFAR-10 pickle; data far from the official statistics warns -----------------------
+
+class _Evil:
+    def __reduce__(self):
+        return (eval, ("__import__('pathlib').Path(__import__('os').environ['EVIL_MARK']).touch()",))
+
+
+def test_malicious_cifar_pickle_is_refused_without_running_code(tmp_path, monkeypatch):
+    write_cifar10(tmp_path)
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("EVIL_MARK", str(mark))
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({"data": _Evil(), "labels": []}))
+    with pytest.raises(DatasetError, match="refusing global builtins.eval"):
+        load_split("cifar10", tmp_path, train=True, verify_md5=False)  # --no-verify-md5 reads any files
+    assert not mark.exists()
+    pickle.loads((tmp_path / "cifar-10-batches-py" / "data_batch_3").read_bytes())  # the file really is armed
+    assert mark.exists()
+
+
+def test_restricted_unpickler_reads_official_format_and_refuses_object_arrays(tmp_path):
+    from trainers.torch_backend.data import load_cifar_pickle
+
+    expected = write_cifar10(tmp_path)
+    entry = load_cifar_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_1")
+    np.testing.assert_array_equal(entry["data"], expected["train_x"][:4])
+    assert entry["labels"] == list(expected["train_y"][:4]) and entry["batch_label"] == "data_batch_1 of 6"
+    bad = tmp_path / "obj"
+    bad.write_bytes(pickle.dumps({"data": np.array([1, "x"], dtype=object)}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError):
+        load_cifar_pickle(bad)
+
+
+def _write_mnist(root: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    n = len(images)
+    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 2051, n, 28, 28) + images.tobytes())
+    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 2049, n) + labels.tobytes())
+
+
+def test_random_pixels_in_well_formed_mnist_warn(tmp_path, data_root):
+    from trainers.torch_backend.data import DataWarning, check_pixel_stats
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 500), ("t10k", 100)):
+        _write_mnist(tmp_path, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+                     rng.integers(0, 10, n, dtype=np.uint8), prefix)
+    with pytest.warns(DataWarning, match="far from the official"):
+        _, _, info = load_device_data("mnist", tmp_path, CPU)
+    assert "far from the official" in info["warning"]
+    x, _ = load_split("mnist", data_root, train=True)  # the real files are within the tolerance
+    mean, std = (x.double() / 255).mean().item(), (x.double() / 255).std().item()
+    assert check_pixel_stats("mnist", [mean], [std], "real") is None

@@ -32,10 +32,10 @@ def test_build_then_train_in_subprocesses(tmp_path, data_root):
     assert res["test_accuracy"] > 0.5
 
 
-def test_missing_data_root_exits_2_with_the_fix(tmp_path, monkeypatch, capsys):
+def test_missing_data_root_exits_3_with_the_fix(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HASHLAB_DATA_ROOT", raising=False)
     assert main(["build", "--kind", "modulus", "--table-size", "50", "-o", str(tmp_path / "m.safetensors")]) == 0
-    assert main(["train", str(tmp_path / "m.safetensors"), "--device", "cpu"]) == 2
+    assert main(["train", str(tmp_path / "m.safetensors"), "--device", "cpu"]) == 3
     err = capsys.readouterr().err
     assert "hashlab train: error: no data root: pass --data-root DIR" in err and "HASHLAB_DATA_ROOT" in err
 
@@ -45,6 +45,6 @@ def test_invalid_flag_values_exit_2(tmp_path, capsys):
     assert "batch_size must be an integer in [2," in capsys.readouterr().err
 
 
-def test_missing_index_file_exits_2(tmp_path, data_root, capsys):
-    assert main(["train", str(tmp_path / "absent.safetensors"), "--data-root", str(data_root)]) == 2
+def test_missing_index_file_exits_3(tmp_path, data_root, capsys):
+    assert main(["train", str(tmp_path / "absent.safetensors"), "--data-root", str(data_root)]) == 3
     assert "does not exist; create it with `hashlab build" in capsys.readouterr().err

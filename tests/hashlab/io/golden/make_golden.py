@@ -1,4 +1,4 @@
-"""Regenerate the format-v1 golden file (only on a deliberate, versioned format change).
+"""Regenerate the golden files of formats v1 and v2 (only on a deliberate, versioned format change).
 
     python -m tests.hashlab.io.golden.make_golden
 """
@@ -11,6 +11,7 @@ import numpy as np
 from hashlab import Architecture, HashSpec, IndexMap, LayerMap, build_map, save_index_file
 
 GOLDEN = Path(__file__).with_name("index_v1.safetensors")
+GOLDEN_V2 = Path(__file__).with_name("index_v2.safetensors")
 GOLDEN_VERSION = "0.1.0"  # hashlab version that wrote the golden file
 
 
@@ -24,6 +25,17 @@ def golden_map() -> IndexMap:
     return IndexMap(layers=hashed.layers + (big,), table_sizes=hashed.table_sizes + (40000,), spec=hashed.spec)
 
 
+def golden_map_v2() -> IndexMap:
+    """The v1 golden map with a composed spec (v2 checks a build_map spec against the layers)
+    and an initial table for table 1 (tables 0 and 2 have none)."""
+    m = golden_map()
+    init = np.linspace(-0.5, 0.5, m.table_sizes[1], dtype=np.float32)
+    return IndexMap(layers=m.layers, table_sizes=m.table_sizes,
+                    spec={"builder": "golden", "parts": [m.spec, {"conv": "hand-written"}]},
+                    initial_tables=(None, init, None))
+
+
 if __name__ == "__main__":
-    save_index_file(golden_map(), GOLDEN)
-    print(f"wrote {GOLDEN}")
+    save_index_file(golden_map(), GOLDEN, version=1)
+    save_index_file(golden_map_v2(), GOLDEN_V2, version=2)
+    print(f"wrote {GOLDEN} and {GOLDEN_V2}")

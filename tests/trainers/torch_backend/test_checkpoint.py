@@ -1,0 +1,89 @@
+"""``hashlab train --checkpoint``: SIGKILL after the first checkpoint, rerun, identical results (CPU);
+a checkpoint of another configuration is refused naming the difference."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from hashlab import Architecture, HashSpec, build_map, save_index_file
+from hashlab.cli import main
+from tests.conftest import REPO
+from trainers.torch_backend.checkpoint import CHECKPOINT_FORMAT, CheckpointError
+from trainers.torch_backend.config import TrainConfig
+from trainers.torch_backend.train import train
+
+EPOCHS = 4
+FLAGS = ["--epochs", str(EPOCHS), "--limit-train", "6000", "--batch-size", "50", "--device", "cpu", "--seed", "5",
+         "--lr-patience", "1", "--no-progress"]  # patience 1: the LR schedule state matters within 4 epochs
+
+
+def _same(a: dict, b: dict) -> None:
+    strip = lambda es: [{k: v for k, v in e.items() if k != "wall_time_s"} for e in es]  # noqa: E731
+    assert strip(a["epochs"]) == strip(b["epochs"])
+    assert (a["test_accuracy"], a["test_loss"]) == (b["test_accuracy"], b["test_loss"])
+
+
+@pytest.fixture(scope="module")
+def index_file(tmp_path_factory):
+    imap = build_map(HashSpec(kind="uniform", table_size=300, seed=2, sign=True), Architecture((784, 32, 10)))
+    return save_index_file(imap, tmp_path_factory.mktemp("ck") / "map.safetensors")
+
+
+def test_sigkilled_training_resumes_to_identical_results(tmp_path, data_root, index_file):
+    config = TrainConfig(data_root=str(data_root), epochs=EPOCHS, limit_train=6000, batch_size=50, device="cpu",
+                         seed=5, lr_patience=1)
+    reference = train(index_file, config, progress=False)
+
+    ck, out = tmp_path / "run" / "train.ckpt", tmp_path / "run" / "results.json"
+    argv = ["train", str(index_file), "--data-root", str(data_root), *FLAGS, "--checkpoint", str(ck), "-o", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "hashlab.cli", *argv], cwd=REPO, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 240
+    while not ck.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    state = torch.load(ck, weights_only=True)
+    assert state["format"] == CHECKPOINT_FORMAT and 1 <= state["epoch"] < EPOCHS and not out.exists()
+
+    assert main(argv) == 0  # the same command again: resumes from the checkpoint
+    resumed = json.loads(out.read_text())
+    _same(resumed, reference)
+    assert torch.load(ck, weights_only=True)["epoch"] == EPOCHS
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path, data_root, index_file, capsys):
+    ck = tmp_path / "train.ckpt"
+    config = TrainConfig(data_root=str(data_root), epochs=1, limit_train=500, batch_size=50, device="cpu")
+    first = train(index_file, config, progress=False, checkpoint=ck)
+    _same(train(index_file, config, progress=False, checkpoint=ck), first)  # finished: resumes at the end
+    with pytest.raises(CheckpointError, match=r"lr: checkpoint 0\.1, now 0\.05; seed: checkpoint 0, now 1"):
+        train(index_file, TrainConfig(**{**config.to_dict(), "lr": 0.05, "seed": 1}), checkpoint=ck)
+    assert main(["train", str(index_file), "--data-root", str(data_root), "--epochs", "2", "--limit-train", "500",
+                 "--batch-size", "50", "--device", "cpu", "--checkpoint", str(ck)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "epochs: checkpoint 1, now 2" in err
+    other = save_index_file(build_map(HashSpec(kind="uniform", table_size=301), Architecture((784, 32, 10))),
+                            tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="another index file"):
+        train(other, config, checkpoint=ck)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        train(index_file, config, checkpoint=tmp_path / "junk.ckpt")
+
+
+def test_deterministic_flag_keeps_cpu_results_and_restores_the_global_setting(data_root, index_file):
+    config = TrainConfig(data_root=str(data_root), epochs=1, limit_train=500, batch_size=50, device="cpu")
+    plain = train(index_file, config, progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    det = train(index_file, TrainConfig(**{**config.to_dict(), "deterministic": True}), progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    _same(det, plain)
