@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
+from hashlab.io.errors import EXIT_ENVIRONMENT
+
 from .runs import RunConfig, execute_run, run_path
 
 __all__ = ["ENGINES", "EngineError", "RunFailure", "default_workers", "pending", "run_all"]
@@ -32,7 +34,9 @@ ENGINES = ("local", "ray")
 
 
 class EngineError(RuntimeError):
-    """The engine cannot run (e.g. Ray is not installed or its cluster cannot be reached)."""
+    """The engine cannot run (e.g. Ray is not installed or its cluster cannot be reached): exit code 4."""
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 @dataclass
@@ -94,10 +98,10 @@ def run_all(runs: list[RunConfig], out: str | Path, *, engine: str = "local", wo
         If ``engine`` is unknown, or Ray cannot be imported or reached.
     """
     if engine not in ENGINES:
-        raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     workers = default_workers() if workers is None else workers
     if workers < 1:
-        raise EngineError(f"workers must be >= 1, got {workers}")
+        raise ValueError(f"workers must be >= 1, got {workers}")
     todo = pending(runs, out)
     state = Progress(total=len(runs), skipped=len(runs) - len(todo))
     bar = tqdm(total=len(runs), initial=state.skipped, unit="run", desc="reproduce", disable=not progress,
@@ -125,7 +129,7 @@ def _one_line(e: BaseException) -> str:
 
 def _run_local(todo: list[RunConfig], out: str, workers: int, address: str | None):
     if address is not None:
-        raise EngineError("--address only applies to --engine ray")
+        raise ValueError("--address only applies to --engine ray")
     if not todo:
         return
     ctx = multiprocessing.get_context("spawn")

@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hashlab.commands.errors import add_debug_flag, run_cli
 from hashlab.io.atomic import atomic_write_text
+from hashlab.io.errors import UsageError
+from hashlab.io.paths import check_output_dir
 
-from .engines import ENGINES, EngineError, default_workers, pending, run_all
+from .engines import ENGINES, default_workers, pending, run_all
 from .runs import ARCH_OF_DATASET, ROW_COLUMNS, RunConfig, run_path
 from .studies import StudyError, load_profiles, plan
 
@@ -145,36 +148,36 @@ def _parser(prog: str = "python -m analysis.reproduce") -> argparse.ArgumentPars
                                                               "the finished runs without training")
     p.add_argument("--no-report", action="store_true", help="skip figures and REPORT.md")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_debug_flag(p)
     return p
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m analysis.reproduce") -> int:
-    """Entry point; returns the exit code (0 ok, 1 some runs failed, 2 bad input, 3 engine unavailable)."""
+def _main(argv: list[str], prog: str) -> int:
     args = _parser(prog).parse_args(argv)
     studies = None if args.studies is None else tuple(s.strip() for s in args.studies.split(",") if s.strip())
     if args.workers is not None and args.workers < 1:
-        print(f"reproduce: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        print(f"reproduce: error: --out {out} exists and is not a folder; give a folder path", file=sys.stderr)
-        return 2
-    try:
-        summary = reproduce(args.profile, args.dataset, out, data_root=args.data_root, device=args.device,
-                            engine=args.engine, workers=args.workers, address=args.address, studies=studies,
-                            progress=not args.no_progress, report=not args.no_report, run=not args.report_only)
-    except StudyError as e:
-        print(f"reproduce: error: {e}", file=sys.stderr)
-        return 2
-    except EngineError as e:
-        print(f"reproduce: error: {e}", file=sys.stderr)
-        return 3
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    profiles = load_profiles()  # every input is checked before the output folder is made or anything runs
+    if args.profile not in profiles:
+        raise StudyError(f"unknown profile {args.profile!r}; choose one of {', '.join(profiles)}")
+    plan(profiles[args.profile], args.dataset, studies=studies)
+    out = check_output_dir(args.out, "--out folder")
+    summary = reproduce(args.profile, args.dataset, out, data_root=args.data_root, device=args.device,
+                        engine=args.engine, workers=args.workers, address=args.address, studies=studies,
+                        progress=not args.no_progress, report=not args.no_report, run=not args.report_only)
     print(f"{summary['runs']} runs: {summary['finished']} trained now, {summary['skipped']} already done, "
           f"{len(summary['failed'])} failed ({summary['wall_time_s']:.0f} s); results in {out / 'results.csv'}"
           + ("" if args.no_report else f", report in {out / 'REPORT.md'}"))
     for f in summary["failed"]:
         print(f"  failed: {f}", file=sys.stderr)
     return 1 if summary["failed"] else 0
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m analysis.reproduce") -> int:
+    """Entry point; returns the exit code: 0 ok, 1 some runs failed (the others are recorded), 2 bad
+    input (profile, study, dataset, output folder), 3 missing data, 4 engine unavailable, and the other
+    codes of :mod:`hashlab.commands.errors`; ``--debug`` shows the traceback."""
+    return run_cli(lambda a: _main(a, prog), argv, prog=prog)
 
 
 if __name__ == "__main__":

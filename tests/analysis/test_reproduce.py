@@ -82,6 +82,7 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys):
     assert "does not run studies ['controls']" in capsys.readouterr().err
     (tmp_path / "file").write_text("")
     assert main(["--profile", "smoke", "--out", str(tmp_path / "file")]) == 2
+    assert "--out folder" in capsys.readouterr().err
     assert main(["--profile", "smoke", "--workers", "0", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x" / "runs").exists()
 
