@@ -5,10 +5,12 @@ Baselines, all over the same layers as the map (kept alive together, as ``build_
 * the **write floor**: ``numpy.full(out * in, 0, int32)`` per layer, the least any generator must do;
 * **numpy choice**: ``Generator.choice(n, size, p=p)`` per layer with the Dirichlet table's ``p``
   (the textbook way to draw categorical indices), against ``build_map(kind="dirichlet")``;
-* the map without sparsity, for the **sparsity overhead** (``sparsity=0.5``: half the weights zeroed);
+* the map without sparsity, for the **sparsity overhead** (``sparsity=0.5``: half the weights zeroed)
+  and the sign-hash overhead (timed interleaved with it);
 * optionally (``--numpy-twin``) the plain-numpy reference twin ``backend="numpy"``.
 
 Wall times are the best of ``--repeat`` runs after one warm-up (numba compile / page faults).
+On a machine shared with other jobs, ``NUMBA_NUM_THREADS=1`` gives steadier ratios.
 Numba uses all cores it sees (``NUMBA_NUM_THREADS`` limits them).
 
     python benchmarks/bench_build.py --arch cifar10-mlp
@@ -34,13 +36,21 @@ SPARSE = [("uniform", {}), ("dirichlet", {"alpha": 1.0}), ("xxhash", {})]
 
 
 def _best_time(fn, repeat: int) -> float:
-    fn()  # warm-up: numba compile / page faults
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
+    return _best_times([fn], repeat)[0]
+
+
+def _best_times(fns, repeat: int) -> list[float]:
+    """Best of ``repeat`` timings of each function, run interleaved so that load changes on a shared
+    machine hit all of them alike; one warm-up call each first (numba compile / page faults)."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [min(ts) for ts in times]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,18 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     n = args.table_size
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"numba threads {numba.get_num_threads()}, numpy {np.__version__}, numba {numba.__version__}")
-    floor = _best_time(lambda: [np.full(o * i, 0, np.int32) for o, i in arch.layer_shapes], args.repeat)
-    print(f"arch {arch.name}: {n_weights:,} weights, table {n}; int32 write floor {floor * 1e3:.1f} ms")
-    res: dict = {"arch": list(arch.features), "table_size": n, "weights": n_weights,
-                 "numba_threads": numba.get_num_threads(), "floor_s": floor, "kinds": {}, "sparsity": {}}
+    def floor_fn():
+        return [np.full(o * i, 0, np.int32) for o, i in arch.layer_shapes]
 
-    print(f"{'hash':<16}{'numba ms':>10}{'/ floor':>9}{'Mweights/s':>12}" + (f"{'numpy ms':>10}{'numpy/numba':>13}"
-                                                                              if args.numpy_twin else ""))
+    print(f"arch {arch.name}: {n_weights:,} weights, table {n}; floor = int32 np.full per layer, timed "
+          "interleaved with each kind")
+    res: dict = {"arch": list(arch.features), "table_size": n, "weights": n_weights,
+                 "numba_threads": numba.get_num_threads(), "kinds": {}, "sparsity": {}}
+
+    print(f"{'hash':<16}{'numba ms':>10}{'floor ms':>10}{'/ floor':>9}{'Mweights/s':>12}"
+          + (f"{'numpy ms':>10}{'numpy/numba':>13}" if args.numpy_twin else ""))
     for kind, kw in KINDS:
         spec = HashSpec(kind=kind, table_size=n, seed=0, **kw)
-        t_nb = _best_time(lambda: build_map(spec, arch), args.repeat)
-        row = {"numba_s": t_nb, "floor_ratio": t_nb / floor}
-        line = f"{kind:<16}{t_nb * 1e3:>10.1f}{t_nb / floor:>9.1f}{n_weights / t_nb / 1e6:>12.1f}"
+        floor, t_nb = _best_times([floor_fn, lambda: build_map(spec, arch)], args.repeat)
+        row = {"numba_s": t_nb, "floor_s": floor, "floor_ratio": t_nb / floor}
+        line = (f"{kind:<16}{t_nb * 1e3:>10.1f}{floor * 1e3:>10.1f}{t_nb / floor:>9.1f}"
+                f"{n_weights / t_nb / 1e6:>12.1f}")
         if args.numpy_twin:
             t_np = _best_time(lambda: build_map(spec, arch, backend="numpy"), 1)
             row |= {"numpy_s": t_np, "numpy_ratio": t_np / t_nb}
@@ -86,11 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{'sparsity 0.5':<16}{'dense ms':>10}{'sparse ms':>11}{'overhead':>10}{'+sign ms':>10}{'overhead':>10}")
     for kind, kw in SPARSE:
-        dense = res["kinds"][kind]["numba_s"]
-        t_sp = _best_time(lambda: build_map(HashSpec(kind=kind, table_size=n, sparsity=0.5, **kw), arch),
-                            args.repeat)
-        t_sg = _best_time(lambda: build_map(HashSpec(kind=kind, table_size=n, sign=True, **kw), arch),
-                            args.repeat)
+        dense, t_sp, t_sg = _best_times([
+            lambda: build_map(HashSpec(kind=kind, table_size=n, **kw), arch),
+            lambda: build_map(HashSpec(kind=kind, table_size=n, sparsity=0.5, **kw), arch),
+            lambda: build_map(HashSpec(kind=kind, table_size=n, sign=True, **kw), arch)], args.repeat)
         res["sparsity"][kind] = {"sparse_s": t_sp, "overhead": t_sp / dense - 1, "sign_s": t_sg,
                                  "sign_overhead": t_sg / dense - 1}
         print(f"{kind:<16}{dense * 1e3:>10.1f}{t_sp * 1e3:>11.1f}{t_sp / dense - 1:>+10.0%}{t_sg * 1e3:>10.1f}"

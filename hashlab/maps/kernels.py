@@ -468,20 +468,46 @@ def _mask_pass(seed, lo, width, out):
             out[i] = _CANDIDATE
 
 
-@nb.njit(parallel=True, cache=True)
-def _count_equal(out, value):
-    """Number of positions with ``out == value`` (a vectorised reduction)."""
-    total = 0
-    for i in nb.prange(out.shape[0]):
-        total += np.int64(out[i] == value)
-    return total
+_SCAN_BLOCK = 64
+
+
+@nb.njit(cache=True)
+def _mask_census(out):
+    """Count the ``-1`` in ``out`` and list the (rare) positions of ``-2`` in increasing order: a
+    vectorised count over each block of 64 positions, then a scan of the blocks that hold a ``-2``
+    (no full-size temporary). Serial: it runs at memory speed, and every parallel region costs a
+    thread synchronisation, which is slow on a busy machine."""
+    size = out.shape[0]
+    nblk = (size + _SCAN_BLOCK - 1) // _SCAN_BLOCK
+    counts = np.zeros(nblk + 1, np.int64)
+    zeros = np.zeros(nblk, np.int64)
+    value = _CANDIDATE
+    for b in range(nblk):
+        c = 0
+        z = 0
+        for i in range(b * _SCAN_BLOCK, min(size, (b + 1) * _SCAN_BLOCK)):
+            c += np.int64(out[i] == value)
+            z += np.int64(out[i] == ZERO_INDEX)
+        counts[b + 1] = c
+        zeros[b] = z
+    starts = np.cumsum(counts)
+    pos = np.empty(starts[-1], np.int64)
+    for b in range(nblk):
+        k = starts[b]
+        if starts[b + 1] > k:
+            for i in range(b * _SCAN_BLOCK, min(size, (b + 1) * _SCAN_BLOCK)):
+                if out[i] == value:
+                    pos[k] = i
+                    k += 1
+    return zeros.sum(), pos
 
 
 def _mask_window(n_zero: int, size: int) -> tuple[np.uint64, np.uint64]:
     """Hash range ``[lo, hi)`` that holds the ``n_zero``-th smallest of ``size`` uniform uint64 hashes
-    with overwhelming probability (12 binomial sd either side); a miss only costs an exact fallback."""
+    with overwhelming probability (8 binomial sd either side: a miss has probability below 1e-14 and
+    only costs the exact fallback)."""
     p = n_zero / size
-    delta = 12.0 * np.sqrt(p * (1.0 - p) / size) + 16.0 / size
+    delta = 8.0 * np.sqrt(p * (1.0 - p) / size) + 16.0 / size
     lo, hi = max(0.0, p - delta), p + delta
     return np.uint64(min(int(lo * 2.0**64), 2**64 - 1)), np.uint64(min(int(hi * 2.0**64), 2**64 - 1))
 
@@ -508,7 +534,7 @@ def fill_mask_nb(out, n_zero, seed, refill, _window=None):
     One parallel hash pass: positions whose mask hash falls below a window around the expected
     ``n_zero``-th smallest hash are zeroed; the few inside the window are candidates, of which the
     smallest hashes are zeroed and the others get their entries back from ``refill``. If the window
-    misses (probability below 1e-30), the layer is refilled and masked exactly.
+    misses (probability below 1e-14), the layer is refilled and masked exactly.
 
     Parameters
     ----------
@@ -528,8 +554,8 @@ def fill_mask_nb(out, n_zero, seed, refill, _window=None):
         return out
     lo, hi = _window if _window is not None else _mask_window(n_zero, size)
     _mask_pass(np.uint64(seed), lo, hi - lo, out)
-    need = n_zero - int(_count_equal(out, ZERO_INDEX))
-    cand = np.flatnonzero(out == _CANDIDATE)
+    below, cand = _mask_census(out)
+    need = n_zero - int(below)
     if 0 <= need <= cand.size:
         if cand.size:
             h = xxh64_u64_ref(cand.astype(np.uint64), np.uint64(seed))
