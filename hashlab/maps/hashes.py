@@ -17,6 +17,16 @@ The Dirichlet's entry probabilities come from ``numpy.random.Generator.dirichlet
 same way. The sparsity mask of each layer zeroes exactly ``round(sparsity * N)`` weights: the
 ones with the smallest mask hashes ``xxh64(local identifier, mask stream seed)``. XXH64 of a
 fixed-length 8-byte input is a bijection of the 64-bit values, so these hashes never tie.
+
+Speed (``backend="numba"``, :mod:`hashlab.maps.kernels`)
+--------------------------------------------------------
+Each layer is written straight into its int16 / int32 array by one parallel kernel that derives
+identifiers from the loop counter. The Dirichlet draw searches only the range a guide table over
+the same CDF leaves for its uniform (usually none), so it gives the binary search's entry bit for
+bit. The mask is one more hash pass: weights whose mask hash lies below a window around the
+expected ``round(s N)``-th smallest hash are zeroed, the few inside the window are sorted; if the
+window ever misses, the layer is redone with the exact selection. Both backends give identical maps
+(``tests/hashlab/maps``); ``benchmarks/bench_build.py`` measures the speed.
 """
 from __future__ import annotations
 
@@ -32,6 +42,9 @@ from .spec import Architecture, HashSpec, SpecError
 __all__ = ["build_map", "stream_seed", "dirichlet_probabilities", "BACKENDS"]
 
 BACKENDS = ("numba", "numpy")
+NUMBA_MIN_WEIGHTS = 1 << 15
+"""Layers with fewer weights take the numpy twins even with ``backend="numba"`` (same entries): waking
+numba's threads for a few kernels costs more than the work."""
 _PURPOSE_INDEX, _PURPOSE_MASK, _PURPOSE_SIGN, _PURPOSE_DIRICHLET = 1, 2, 3, 4
 
 
@@ -65,12 +78,61 @@ def dirichlet_probabilities(n: int, alpha: float, seed: int, table: int = 0) -> 
     return p
 
 
-def _kernels(backend: str):
-    if backend == "numba":
-        return K.uniform_nb, K.categorical_nb, K.neighborhood_nb, K.xxhash_index_nb, K.sign_nb, K.xxh64_u64_nb
-    if backend == "numpy":
-        return K.uniform_ref, K.categorical_ref, K.neighborhood_ref, K.xxhash_index_ref, K.sign_ref, K.xxh64_u64_ref
-    raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+def _entries_ref(spec: HashSpec, k: int, in_f: int, start: int, n: int, s_index, inner_cdf,
+                 local: np.ndarray) -> np.ndarray:
+    """Entries (int64) of the weights at local positions ``local`` of layer ``k``, by the numpy twins."""
+    ids = local + start
+    if spec.kind in ("identity", "modulus"):
+        return ids % n
+    if spec.kind == "uniform":
+        return K.uniform_ref(ids, n, s_index)
+    if spec.kind == "dirichlet":
+        return K.categorical_ref(ids, inner_cdf, s_index)
+    if spec.kind == "neighborhood":
+        return K.neighborhood_ref(ids, n, spec.radius, s_index)
+    # xxhash: HashedNets keys on (layer, row, col) with the user's seed
+    return K.xxhash_index_ref(k, local // in_f, local % in_f, n, spec.seed)
+
+
+def _layer_ref(spec: HashSpec, k: int, shape: tuple[int, int], start: int, n: int, s_index, inner_cdf,
+               n_zero: int, s_mask) -> np.ndarray:
+    """One layer's indices with the plain-numpy reference twins (``backend="numpy"``)."""
+    out_f, in_f = shape
+    local = np.arange(out_f * in_f, dtype=np.int64)
+    idx = _entries_ref(spec, k, in_f, start, n, s_index, inner_cdf, local)
+    indices = idx.astype(index_dtype(n)).reshape(out_f, in_f)
+    indices.reshape(-1)[K.mask_positions_ref(local.size, n_zero, s_mask)] = ZERO
+    return indices
+
+
+def _layer_nb(spec: HashSpec, k: int, shape: tuple[int, int], start: int, n: int, s_index, inner_cdf, guide,
+              n_zero: int, s_mask) -> np.ndarray:
+    """One layer's indices with the numba layer kernels, then the sparsity mask (one more hash pass)."""
+    out_f, in_f = shape
+    indices = np.empty((out_f, in_f), index_dtype(n))
+    flat = indices.reshape(-1)
+
+    def fill() -> None:
+        if spec.kind in ("identity", "modulus"):
+            K.modulus_fill(start, n, flat)
+        elif spec.kind == "uniform":
+            K.uniform_fill_nb(start, n, s_index, flat)
+        elif spec.kind == "dirichlet":
+            K.categorical_fill_nb(start, inner_cdf, guide, s_index, flat)
+        elif spec.kind == "neighborhood":
+            K.neighborhood_fill_nb(start, n, spec.radius, s_index, flat)
+        else:
+            K.xxhash_index_fill_nb(k, n, np.uint64(spec.seed), indices)
+
+    def refill(local: np.ndarray | None):
+        if local is None:
+            return fill()
+        return _entries_ref(spec, k, in_f, start, n, s_index, inner_cdf, local)
+
+    fill()
+    if n_zero:
+        K.fill_mask_nb(flat, n_zero, s_mask, refill)
+    return indices
 
 
 def build_map(
@@ -85,8 +147,8 @@ def build_map(
     spec : HashSpec
     arch : Architecture
     backend : {"numba", "numpy"}
-        ``numba`` (parallel kernels) or the plain-numpy reference twins. Both give
-        identical arrays for the same spec.
+        ``numba`` (parallel kernels; layers under ``NUMBA_MIN_WEIGHTS`` weights use the twins)
+        or the plain-numpy reference twins. Both give identical arrays for the same spec.
 
     Returns
     -------
@@ -107,7 +169,8 @@ def build_map(
         raise SpecError(f"spec must be a HashSpec, got {type(spec).__name__}; build one with HashSpec(kind=...)")
     if not isinstance(arch, Architecture):
         raise SpecError(f"arch must be an Architecture, got {type(arch).__name__}; try Architecture.parse('784-200-10')")
-    uniform, categorical, neighborhood, xxindex, signk, xxh = _kernels(backend)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     shapes = arch.layer_shapes
     sizes = [o * i for o, i in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -117,37 +180,33 @@ def build_map(
     else:
         table_sizes = [spec.table_size] if glob else [spec.table_size] * len(shapes)
 
-    inner_cdfs: dict[int, np.ndarray] = {}
+    inner_cdfs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     layers = []
     for k, (out_f, in_f) in enumerate(shapes):
         table = 0 if glob else k
         n = table_sizes[table]
-        local = np.arange(sizes[k], dtype=np.int64)
-        ids = local + offsets[k] if glob else local
+        start = int(offsets[k]) if glob else 0
         s_index = stream_seed(spec.seed, table, _PURPOSE_INDEX)
-        if spec.kind in ("identity", "modulus"):
-            idx = ids % n
-        elif spec.kind == "uniform":
-            idx = uniform(ids, n, s_index)
-        elif spec.kind == "dirichlet":
-            if table not in inner_cdfs:
-                inner_cdfs[table] = np.cumsum(dirichlet_probabilities(n, spec.alpha, spec.seed, table))[:-1]
-            idx = categorical(ids, inner_cdfs[table], s_index)
-        elif spec.kind == "neighborhood":
-            idx = neighborhood(ids, n, spec.radius, s_index)
-        else:  # xxhash: HashedNets keys on (layer, row, col) with the user's seed
-            idx = xxindex(k, local // in_f, local % in_f, n, spec.seed)
-        indices = idx.astype(index_dtype(n)).reshape(out_f, in_f)
-        if spec.sparsity > 0:
-            n_zero = int(round(spec.sparsity * sizes[k]))
-            if n_zero:
-                h = xxh(local.astype(np.uint64), stream_seed(spec.seed, k, _PURPOSE_MASK))
-                # XXH64 of a fixed 8-byte input is a bijection of uint64, so the hashes of distinct
-                # identifiers never tie and the n_zero smallest are one well-defined set: O(N) selection.
-                indices.reshape(-1)[np.argpartition(h, n_zero - 1)[:n_zero]] = ZERO
+        if spec.kind == "dirichlet" and table not in inner_cdfs:
+            cdf = np.cumsum(dirichlet_probabilities(n, spec.alpha, spec.seed, table))[:-1]
+            inner_cdfs[table] = (cdf, K.guide_table(cdf))
+        cdf, guide = inner_cdfs.get(table, (None, None))
+        # XXH64 of a fixed 8-byte input is a bijection of uint64, so the mask hashes of distinct
+        # positions never tie and the n_zero smallest are one well-defined set.
+        n_zero = int(round(spec.sparsity * sizes[k])) if spec.sparsity > 0 else 0
+        s_mask = stream_seed(spec.seed, k, _PURPOSE_MASK) if n_zero else np.uint64(0)
+        if backend == "numba" and sizes[k] >= NUMBA_MIN_WEIGHTS:
+            indices = _layer_nb(spec, k, (out_f, in_f), start, n, s_index, cdf, guide, n_zero, s_mask)
+        else:
+            indices = _layer_ref(spec, k, (out_f, in_f), start, n, s_index, cdf, n_zero, s_mask)
         sign = None
         if spec.sign:
-            sign = signk(k, local // in_f, local % in_f, stream_seed(spec.seed, k, _PURPOSE_SIGN)).reshape(out_f, in_f)
+            s_sign = stream_seed(spec.seed, k, _PURPOSE_SIGN)
+            if backend == "numba" and sizes[k] >= NUMBA_MIN_WEIGHTS:
+                sign = K.sign_fill_nb(k, s_sign, np.empty((out_f, in_f), np.int8))
+            else:
+                local = np.arange(sizes[k], dtype=np.int64)
+                sign = K.sign_ref(k, local // in_f, local % in_f, s_sign).reshape(out_f, in_f)
         layers.append(LayerMap(name=f"fc{k}", indices=indices, table=table, sign=sign))
     desc = spec.to_dict() | {"architecture": list(arch.features), "architecture_name": arch.name,
                              "builder": "hashlab.build_map", "hashlab_version": __version__}

@@ -26,7 +26,9 @@ __all__ = [
     "xxh64_u64_ref", "xxh64_u64_nb", "xxh64_key_ref", "xxh64_key_nb",
     "uniform_ref", "uniform_nb", "categorical_ref", "categorical_nb",
     "neighborhood_ref", "neighborhood_nb", "xxhash_index_ref", "xxhash_index_nb",
-    "sign_ref", "sign_nb", "unit_float_ref",
+    "sign_ref", "sign_nb", "unit_float_ref", "guide_table", "GUIDE_BITS", "uniform_fill_nb", "categorical_fill_nb",
+    "neighborhood_fill_nb", "modulus_fill", "xxhash_index_fill_nb", "sign_fill_nb", "fill_mask_nb",
+    "mask_positions_ref",
 ]
 
 _P1 = np.uint64(11400714785074694791)
@@ -322,4 +324,246 @@ def sign_nb(layer, rows, cols, seed):
     for i in nb.prange(rows.shape[0]):
         lane = lay | (np.uint64(rows[i]) << np.uint64(32))
         out[i] = 1 - 2 * np.int8(_xxh64_key(lane, np.uint64(cols[i]), s) >> np.uint64(63))
+    return out
+
+
+# --------------------------------------------------------------------------- layer kernels
+# ``build_map``'s numba path: each kernel derives identifiers from the loop counter (no identifier
+# array) and writes entries straight into the layer's int16 / int32 output, in simple loops that
+# numba / LLVM can vectorise. Every entry equals the ``*_ref`` twin's (tests/hashlab/maps/test_kernels.py).
+
+GUIDE_BITS = 14
+"""The Dirichlet guide table has ``2**GUIDE_BITS`` cells (16 per entry for a table of 1000)."""
+ZERO_INDEX = -1  # hashlab.maps.indexmap.ZERO: a weight fixed at zero
+_CANDIDATE = -2  # marks a mask candidate inside fill_mask_nb, never left in a result
+
+
+def guide_table(inner_cdf, bits=GUIDE_BITS):
+    """Guide table of a categorical CDF (Chen & Asau 1974; Devroye 1986, sec. III.2.4).
+
+    ``guide[g]`` is the entry :func:`categorical_ref` draws for ``u = g / 2**bits``: the number of
+    ``inner_cdf`` values ``<= g / 2**bits`` (exact: ``g / 2**bits`` is a float64). For any ``u`` in
+    ``[g / 2**bits, (g + 1) / 2**bits)`` the entry lies in ``[guide[g], guide[g + 1]]``, so a binary
+    search of that short range (usually empty) gives exactly the full binary search's answer.
+
+    Parameters
+    ----------
+    inner_cdf : ndarray of float64, shape (n - 1,), non-decreasing
+    bits : int, in [1, 30]
+
+    Returns
+    -------
+    ndarray of int32, shape (2**bits + 1,), non-decreasing, in [0, n - 1]
+    """
+    cells = np.arange((1 << bits) + 1, dtype=np.float64) / float(1 << bits)
+    return np.searchsorted(inner_cdf, cells, side="right").astype(np.int32)
+
+
+@nb.njit(parallel=True, cache=True)
+def uniform_fill_nb(start, n, seed, out):
+    """``out[i] = uniform_ref([start + i], n, seed)`` for every ``i`` (``out``: 1-D int16/int32/int64)."""
+    s = np.uint64(seed)
+    un = np.uint64(n)
+    for i in nb.prange(out.shape[0]):
+        out[i] = np.int64(_xxh64_u64(np.uint64(start + i), s) % un)
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def categorical_fill_nb(start, inner_cdf, guide, seed, out):
+    """``out[i] = categorical_ref([start + i], inner_cdf, seed)``, searching only the guide cell's range.
+
+    ``guide`` is :func:`guide_table` of ``inner_cdf`` with ``GUIDE_BITS`` bits: the cell of ``u`` is
+    the top ``GUIDE_BITS`` of its 53 bits, so ``g / 2**bits <= u < (g + 1) / 2**bits`` exactly.
+    """
+    s = np.uint64(seed)
+    gshift = np.uint64(53 - GUIDE_BITS)
+    for i in nb.prange(out.shape[0]):
+        hb = _xxh64_u64(np.uint64(start + i), s) >> np.uint64(11)
+        g = np.int64(hb >> gshift)
+        lo = np.int64(guide[g])
+        hi = np.int64(guide[g + 1])
+        if lo < hi:
+            u = np.float64(hb) * _INV53
+            while lo < hi:  # first position with inner_cdf[pos] > u
+                mid = (lo + hi) >> 1
+                if inner_cdf[mid] <= u:
+                    lo = mid + 1
+                else:
+                    hi = mid
+        out[i] = lo
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def neighborhood_fill_nb(start, n, radius, seed, out):
+    """``out[i] = neighborhood_ref([start + i], n, radius, seed)`` for every ``i``."""
+    s = np.uint64(seed)
+    width = np.uint64(2 * radius + 1)
+    for i in nb.prange(out.shape[0]):
+        off = np.int64(_xxh64_u64(np.uint64(start + i), s) % width) - radius
+        v = (start + i + off) % n
+        out[i] = v + n if v < 0 else v
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _ramp_nb(s0, n, out):
+    """``out[i] = (s0 + i) mod n`` for ``0 <= s0 < n`` and ``out.size <= n``: one wrap at most."""
+    for i in nb.prange(out.shape[0]):
+        v = s0 + i
+        out[i] = v - n if v >= n else v
+
+
+def modulus_fill(start, n, out):
+    """``out[i] = (start + i) mod n``: one period (numba), then doubling copies (memory speed)."""
+    size = out.shape[0]
+    first = min(n, size)
+    _ramp_nb(np.int64(start % n), np.int64(n), out[:first])
+    filled = first
+    while filled < size:  # filled is a multiple of n, so the copy continues the period
+        c = min(filled, size - filled)
+        out[filled:filled + c] = out[:c]
+        filled += c
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def xxhash_index_fill_nb(layer, n, seed, out):
+    """``out[r, c] = xxhash_index_ref(layer, [r], [c], n, seed)`` for the 2-D ``out``."""
+    s = np.uint64(seed)
+    un = np.uint64(n)
+    lay = np.uint64(layer)
+    for r in nb.prange(out.shape[0]):
+        lane = lay | (np.uint64(r) << np.uint64(32))
+        for c in range(out.shape[1]):
+            out[r, c] = np.int64(_xxh64_key(lane, np.uint64(c), s) % un)
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def sign_fill_nb(layer, seed, out):
+    """``out[r, c] = sign_ref(layer, [r], [c], seed)`` for the 2-D int8 ``out``."""
+    s = np.uint64(seed)
+    lay = np.uint64(layer)
+    for r in nb.prange(out.shape[0]):
+        lane = lay | (np.uint64(r) << np.uint64(32))
+        for c in range(out.shape[1]):
+            out[r, c] = 1 - 2 * np.int8(_xxh64_key(lane, np.uint64(c), s) >> np.uint64(63))
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def _mask_pass(seed, lo, width, out):
+    """``-1`` where ``h = xxh64(i, seed) < lo``, ``-2`` where ``lo <= h < lo + width``.
+
+    Two conditional stores and no reduction, so the loop vectorises (about 1 ns a weight).
+    """
+    s = np.uint64(seed)
+    for i in nb.prange(out.shape[0]):
+        h = _xxh64_u64(np.uint64(i), s)
+        if h < lo:
+            out[i] = ZERO_INDEX
+        if h - lo < width:  # wraps to a huge value below lo
+            out[i] = _CANDIDATE
+
+
+_SCAN_BLOCK = 64
+
+
+@nb.njit(cache=True)
+def _mask_census(out):
+    """Count the ``-1`` in ``out`` and list the (rare) positions of ``-2`` in increasing order: a
+    vectorised count over each block of 64 positions, then a scan of the blocks that hold a ``-2``
+    (no full-size temporary). Serial: it runs at memory speed, and every parallel region costs a
+    thread synchronisation, which is slow on a busy machine."""
+    size = out.shape[0]
+    nblk = (size + _SCAN_BLOCK - 1) // _SCAN_BLOCK
+    counts = np.zeros(nblk + 1, np.int64)
+    zeros = np.zeros(nblk, np.int64)
+    value = _CANDIDATE
+    for b in range(nblk):
+        c = 0
+        z = 0
+        for i in range(b * _SCAN_BLOCK, min(size, (b + 1) * _SCAN_BLOCK)):
+            c += np.int64(out[i] == value)
+            z += np.int64(out[i] == ZERO_INDEX)
+        counts[b + 1] = c
+        zeros[b] = z
+    starts = np.cumsum(counts)
+    pos = np.empty(starts[-1], np.int64)
+    for b in range(nblk):
+        k = starts[b]
+        if starts[b + 1] > k:
+            for i in range(b * _SCAN_BLOCK, min(size, (b + 1) * _SCAN_BLOCK)):
+                if out[i] == value:
+                    pos[k] = i
+                    k += 1
+    return zeros.sum(), pos
+
+
+def _mask_window(n_zero: int, size: int) -> tuple[np.uint64, np.uint64]:
+    """Hash range ``[lo, hi)`` that holds the ``n_zero``-th smallest of ``size`` uniform uint64 hashes
+    with overwhelming probability (8 binomial sd either side: a miss has probability below 1e-14 and
+    only costs the exact fallback)."""
+    p = n_zero / size
+    delta = 8.0 * np.sqrt(p * (1.0 - p) / size) + 16.0 / size
+    lo, hi = max(0.0, p - delta), p + delta
+    return np.uint64(min(int(lo * 2.0**64), 2**64 - 1)), np.uint64(min(int(hi * 2.0**64), 2**64 - 1))
+
+
+def mask_positions_ref(size: int, n_zero: int, seed) -> np.ndarray:
+    """Positions in ``[0, size)`` with the ``n_zero`` smallest ``xxh64(position, seed)`` (numpy reference).
+
+    XXH64 of a fixed 8-byte input is a bijection of the 64-bit values, so the hashes never tie
+    and the set is well defined.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_zero,), in no particular order
+    """
+    if n_zero <= 0:
+        return np.zeros(0, np.int64)
+    h = xxh64_u64_ref(np.arange(size, dtype=np.uint64), np.uint64(seed))
+    return np.argpartition(h, n_zero - 1)[:n_zero].astype(np.int64)
+
+
+def fill_mask_nb(out, n_zero, seed, refill, _window=None):
+    """Zero the ``n_zero`` positions of ``mask_positions_ref(out.size, n_zero, seed)`` in the filled ``out``.
+
+    One parallel hash pass: positions whose mask hash falls below a window around the expected
+    ``n_zero``-th smallest hash are zeroed; the few inside the window are candidates, of which the
+    smallest hashes are zeroed and the others get their entries back from ``refill``. If the window
+    misses (probability below 1e-14), the layer is refilled and masked exactly.
+
+    Parameters
+    ----------
+    out : ndarray of int16 or int32, shape (N,), the layer's entries (never -1 or -2 on entry)
+    n_zero : int, in [0, N]
+    seed : numpy.uint64, mask stream seed
+    refill : callable
+        ``refill(positions)`` -> the entries at those int64 positions (the reference twin);
+        ``refill(None)`` refills all of ``out`` in place.
+
+    Returns
+    -------
+    out
+    """
+    size = out.shape[0]
+    if n_zero <= 0 or size == 0:
+        return out
+    lo, hi = _window if _window is not None else _mask_window(n_zero, size)
+    _mask_pass(np.uint64(seed), lo, hi - lo, out)
+    below, cand = _mask_census(out)
+    need = n_zero - int(below)
+    if 0 <= need <= cand.size:
+        if cand.size:
+            h = xxh64_u64_ref(cand.astype(np.uint64), np.uint64(seed))
+            order = np.argsort(h)
+            out[cand[order[:need]]] = ZERO_INDEX
+            keep = cand[order[need:]]
+            out[keep] = refill(keep)
+        return out
+    refill(None)  # the window missed the n_zero-th smallest hash: redo the layer exactly
+    out[mask_positions_ref(size, n_zero, seed)] = ZERO_INDEX
     return out

@@ -491,7 +491,12 @@ class MapAnalyzer:
                 rep.degeneracy = layer_degeneracy(lay, self.rank_limit, self.rank_draws, backend=self.backend)
             deg = MapDegeneracy([r.degeneracy for r in layers], self.rank_limit, self.rank_draws)
             timings["degeneracy_s"] = time.perf_counter() - t2
-        self.theory_ = theory_checks(imap) if self.theory else None
+        if self.theory:
+            t3 = time.perf_counter()
+            self.theory_ = theory_checks(imap)
+            timings["theory_s"] = time.perf_counter() - t3
+        else:
+            self.theory_ = None
         self.layers_, self.tables_, self.total_, self.locality_ = layers, tables, total, pooled
         self.degeneracy_ = deg
         self.report_ = MapReport(spec=dict(imap.spec), table_sizes=imap.table_sizes, layers=layers, tables=tables,

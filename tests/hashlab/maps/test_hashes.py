@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hashlab.maps import kernels as K
 from hashlab import ZERO, Architecture, HashSpec, SpecError, build_map
+from hashlab.maps.hashes import NUMBA_MIN_WEIGHTS
 
 KIND_PARAMS = {
     "identity": {}, "modulus": {}, "uniform": {}, "xxhash": {},
@@ -38,6 +39,25 @@ archs = st.lists(st.integers(1, 23), min_size=2, max_size=4).map(lambda f: Archi
 def test_numba_and_numpy_backends_build_identical_maps(spec, arch):
     a, b = build_map(spec, arch), build_map(spec, arch, backend="numpy")
     assert a.table_sizes == b.table_sizes
+    for la, lb in zip(a.layers, b.layers):
+        assert la.indices.dtype == lb.indices.dtype
+        np.testing.assert_array_equal(la.indices, lb.indices)
+        if spec.sign:
+            np.testing.assert_array_equal(la.sign, lb.sign)
+
+
+
+# layers at and above NUMBA_MIN_WEIGHTS take the numba layer kernels (smaller ones the twins)
+BIG = Architecture((210, 160, 40))  # 33,600 and 6,400 weights: one layer of each path
+BIG_SETTINGS = [(1000, 0.0, "layer", False), (40000, 0.9, "global", True), (3, 0.1, "layer", True)]
+BIG_CASES = [HashSpec(kind=kind, table_size=n, seed=7, sparsity=sp, scope=scope, sign=sign, **KIND_PARAMS[kind])
+             for kind in KIND_PARAMS for n, sp, scope, sign in BIG_SETTINGS]
+
+
+@pytest.mark.parametrize("spec", BIG_CASES, ids=lambda s: f"{s.kind}-n{s.table_size}-s{s.sparsity}-{s.scope}")
+def test_numba_layer_kernels_build_the_reference_map(spec):
+    assert BIG.layer_shapes[0][0] * BIG.layer_shapes[0][1] >= NUMBA_MIN_WEIGHTS
+    a, b = build_map(spec, BIG), build_map(spec, BIG, backend="numpy")
     for la, lb in zip(a.layers, b.layers):
         assert la.indices.dtype == lb.indices.dtype
         np.testing.assert_array_equal(la.indices, lb.indices)

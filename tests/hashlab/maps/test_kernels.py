@@ -84,3 +84,87 @@ def test_unit_float_is_in_half_open_interval():
     h = np.array([0, 2**64 - 1, 2**63], dtype=np.uint64)
     u = K.unit_float_ref(h)
     assert u[0] == 0.0 and u[1] < 1.0 and u[2] == 0.5
+
+
+# ------------------------------------------------------------------ layer kernels of build_map's numba path
+starts = st.integers(0, 2**40)
+sizes = st.integers(0, 3000)
+out_dtypes = st.sampled_from([np.int16, np.int32, np.int64])
+
+
+@given(st.integers(1, 3000), st.sampled_from([0.001, 0.05, 1.0, 100.0]), seeds, st.integers(1, 16))
+def test_guide_table_cells_are_the_categorical_draw_at_their_left_edge(n, alpha, seed, bits):
+    inner = np.cumsum(np.random.default_rng(seed % 2**32).dirichlet(np.full(n, alpha)))[:-1]
+    g = K.guide_table(inner, bits)
+    edges = np.arange(2**bits + 1) / 2**bits
+    np.testing.assert_array_equal(g, [np.sum(inner <= e) for e in edges])
+    assert np.all(np.diff(g) >= 0)
+
+
+@given(starts, sizes, st.integers(1, 3000), st.sampled_from([0.001, 0.05, 1.0, 100.0]), seeds)
+def test_categorical_guide_table_kernel_is_bit_identical_to_the_binary_search(start, size, n, alpha, seed):
+    p = np.random.default_rng(seed % 2**32).dirichlet(np.full(n, alpha))  # alpha=0.001: long runs of equal CDF values
+    inner = np.cumsum(p)[:-1]
+    ids = np.arange(start, start + size, dtype=np.int64)
+    out = K.categorical_fill_nb(start, inner, K.guide_table(inner), np.uint64(seed), np.empty(size, np.int32))
+    np.testing.assert_array_equal(out, K.categorical_ref(ids, inner, np.uint64(seed)))
+
+
+def test_categorical_guide_table_on_the_paper_table_matches_the_reference_on_a_million_draws():
+    inner = np.cumsum(np.random.default_rng(5).dirichlet(np.full(1000, 0.1)))[:-1]
+    ids = np.arange(10**6, dtype=np.int64) + 12345
+    out = K.categorical_fill_nb(12345, inner, K.guide_table(inner), np.uint64(9), np.empty(10**6, np.int16))
+    np.testing.assert_array_equal(out, K.categorical_ref(ids, inner, np.uint64(9)))
+
+
+@given(starts, sizes, tables, st.integers(0, 100000), seeds, out_dtypes)
+def test_fill_kernels_agree_with_the_reference_twins(start, size, n, radius, seed, dt):
+    ids = np.arange(start, start + size, dtype=np.int64)
+    s = np.uint64(seed)
+    if dt is np.int16:
+        n = min(n, 32768)
+    np.testing.assert_array_equal(K.uniform_fill_nb(start, n, s, np.empty(size, dt)), K.uniform_ref(ids, n, s))
+    np.testing.assert_array_equal(K.neighborhood_fill_nb(start, n, radius, s, np.empty(size, dt)),
+                                  K.neighborhood_ref(ids, n, radius, s))
+    np.testing.assert_array_equal(K.modulus_fill(start, n, np.empty(size, dt)), ids % n)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 60), st.integers(0, 60), tables, seeds)
+def test_xxhash_and_sign_fill_kernels_agree_with_the_reference_twins(layer, rows, cols, n, seed):
+    r, c = np.divmod(np.arange(rows * cols, dtype=np.int64), max(cols, 1))
+    np.testing.assert_array_equal(K.xxhash_index_fill_nb(layer, n, np.uint64(seed), np.empty((rows, cols), np.int32)),
+                                  K.xxhash_index_ref(layer, r, c, n, seed).reshape(rows, cols))
+    np.testing.assert_array_equal(K.sign_fill_nb(layer, np.uint64(seed), np.empty((rows, cols), np.int8)),
+                                  K.sign_ref(layer, r, c, seed).reshape(rows, cols))
+
+
+def _masked_reference(values, n_zero, seed):
+    ref = values.copy()
+    ref[K.mask_positions_ref(values.size, n_zero, seed)] = -1
+    return ref
+
+
+@given(st.integers(0, 5000), st.floats(0, 1), seeds)
+def test_fill_mask_zeroes_exactly_the_smallest_mask_hashes(size, frac, seed):
+    n_zero = int(round(frac * size))
+    values = K.uniform_ref(np.arange(size, dtype=np.int64), 1000, np.uint64(1)).astype(np.int16)
+    out = values.copy()
+    K.fill_mask_nb(out, n_zero, np.uint64(seed), lambda pos: values[pos])
+    np.testing.assert_array_equal(out, _masked_reference(values, n_zero, seed))
+
+
+@given(st.integers(1, 3000), st.floats(0.01, 1), seeds,
+       st.sampled_from([(0, 0), (0, 2**63), (2**63, 2**64 - 1), (2**62, 2**62 + 1000)]))
+def test_fill_mask_falls_back_to_the_exact_selection_when_the_window_misses(size, frac, seed, window):
+    n_zero = max(1, int(round(frac * size)))
+    values = K.uniform_ref(np.arange(size, dtype=np.int64), 1000, np.uint64(1)).astype(np.int32)
+    out = values.copy()
+
+    def refill(pos):
+        if pos is None:
+            out[:] = values
+            return None
+        return values[pos]
+
+    K.fill_mask_nb(out, n_zero, np.uint64(seed), refill, _window=tuple(np.uint64(w) for w in window))
+    np.testing.assert_array_equal(out, _masked_reference(values, n_zero, seed))

@@ -124,7 +124,8 @@ def test_uniform_hash_chi2_p_values_are_not_extreme_over_seeds():
     """Over 40 seeds the chi-square p-values of a uniform hash look like draws from U(0, 1)."""
     arch = Architecture((200, 150))
     pvals = np.array([map_report(build_map(HashSpec(kind="uniform", table_size=500, seed=s), arch),
-                                 locality=False, theory=False).layers[0].balance.chi2_p for s in range(40)])
+                                 locality=False, theory=False, degeneracy=False).layers[0].balance.chi2_p
+                      for s in range(40)])
     assert pvals.min() > 1e-4 and pvals.max() < 1 - 1e-4
     assert scipy.stats.kstest(pvals, "uniform").pvalue > 1e-3
 
