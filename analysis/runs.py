@@ -150,7 +150,7 @@ def map_statistics(imap) -> dict[str, Any]:
     compression and collision locality (median distance to the nearest co-bucketed weight)."""
     from hashlab.stats import map_report
 
-    rep = map_report(imap, locality=True)
+    rep = map_report(imap, locality=True, degeneracy=False)  # the report computes degeneracy where it uses it
     tables = rep.tables
     h = sum(t.entropy_nats for t in tables) / len(tables)
     return {

@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# One BLAS thread per test process, set before the xdist workers start and import numpy: with -n 2 the
+# workers already fill the cores, and competing OpenBLAS threads made a 125 x 784 matrix_rank take 2-3 s
+# instead of 5 ms on a loaded 2-core box.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("HASHLAB_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
 
