@@ -56,9 +56,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    """SGD with ``config.lr`` and ``config.momentum`` over the model's (deduplicated) parameters."""
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``config.optimizer`` over the model's (deduplicated) parameters.
+
+    ``"sgd"``: ``SGD(lr, momentum, weight_decay)`` (the paper's); ``"adam"``:
+    ``Adam(lr, weight_decay)``; ``"adamw"``: ``AdamW(lr, weight_decay)`` (decoupled decay);
+    torch's default betas and eps. The plateau schedule (:func:`make_scheduler`) drives ``lr``
+    in every case.
+    """
+    params, lr, wd = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")  # TrainConfig validates it first
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
@@ -143,6 +156,7 @@ def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         model = ArbMLP(imap, device=device)
+    model.set_table_grad_scale(config.table_grad_scale)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -170,8 +184,8 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
     The model is initialised under ``torch.manual_seed(config.seed)`` inside
     :func:`torch.random.fork_rng` (the caller's global RNG state is restored afterwards); the
     shuffling uses a separate ``torch.Generator`` seeded with ``config.seed``. On CPU two runs
-    with the same config give identical results; on CUDA ``index_add_`` (the table gradient)
-    uses atomics, so results may differ in the last bits.
+    with the same config give identical results; on CUDA the table gradient is computed in a
+    fixed order too (:class:`~trainers.torch_backend.functional.TableGather`).
 
     Args:
         index_file: a format-v1 index file (``hashlab build``). Only this file is read;
