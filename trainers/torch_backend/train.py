@@ -177,6 +177,49 @@ def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, 
     return model, data_info, epochs, test_acc, test_loss
 
 
+def check_map_fits(imap: IndexMap, config: TrainConfig, index_path: Path) -> None:
+    """Raise ``ValueError`` unless the map's input/output sizes fit ``config.dataset``."""
+    spec = DATASETS[config.dataset]
+    first, last = imap.layers[0], imap.layers[-1]
+    if first.in_features != spec.num_features or last.out_features != spec.num_classes:
+        raise ValueError(
+            f"index file {index_path} maps {first.in_features} inputs to {last.out_features} outputs, but "
+            f"{config.dataset} has {spec.num_features} features ({'x'.join(map(str, spec.shape))}) and "
+            f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`")
+
+
+def results_dict(config: TrainConfig, index_path: Path, imap: IndexMap, device_info: dict[str, Any], model: ArbMLP,
+                 data_info: dict[str, Any], epochs: list[dict[str, Any]], test_acc: float, test_loss: float,
+                 wall_time_s: float) -> dict[str, Any]:
+    """The results dict of one trained model (schema ``hashlab.train-results`` v1, docs/TRAINING.md)."""
+    return {
+        "schema": RESULTS_SCHEMA,
+        "schema_version": RESULTS_VERSION,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "versions": _versions(),
+        "device": device_info,
+        "index_file": {
+            "path": str(index_path),
+            "spec": imap.spec,
+            "table_sizes": list(imap.table_sizes),
+            "layers": [{"name": lay.name, "in_features": lay.in_features, "out_features": lay.out_features,
+                        "table": lay.table, "sign": lay.sign is not None,
+                        "bias_from_table": lay.bias_indices is not None,
+                        "zeros": int((np.asarray(lay.indices) < 0).sum())} for lay in imap.layers],
+            "num_weights": imap.num_weights,
+            "num_entries": imap.num_entries,
+            "compression_ratio": imap.compression_ratio,
+        },
+        "model": {"parameters": sum(p.numel() for p in model.parameters()), "table_entries": model.num_entries},
+        "data": data_info,
+        "epochs": epochs,
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "wall_time_s": wall_time_s,
+    }
+
+
 def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), out: str | os.PathLike | None = None,
           progress: bool | None = None) -> dict[str, Any]:
     """Train the :class:`ArbMLP` of ``index_file`` on ``config.dataset`` and report test accuracy.
@@ -209,13 +252,7 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
     progress = sys.stderr.isatty() if progress is None else progress
     index_path = Path(index_file).resolve()
     imap = load_index_file(index_path, mmap=True, validate=True)
-    spec = DATASETS[config.dataset]
-    first, last = imap.layers[0], imap.layers[-1]
-    if first.in_features != spec.num_features or last.out_features != spec.num_classes:
-        raise ValueError(
-            f"index file {index_path} maps {first.in_features} inputs to {last.out_features} outputs, but "
-            f"{config.dataset} has {spec.num_features} features ({'x'.join(map(str, spec.shape))}) and "
-            f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`")
+    check_map_fits(imap, config, index_path)
     device = resolve_device(config.device)
     root = resolve_data_root(config.data_root)
     threads = torch.get_num_threads()
@@ -227,32 +264,8 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
     finally:
         torch.set_num_threads(threads)
 
-    results = {
-        "schema": RESULTS_SCHEMA,
-        "schema_version": RESULTS_VERSION,
-        "config": config.to_dict(),
-        "seed": config.seed,
-        "versions": _versions(),
-        "device": device_info,
-        "index_file": {
-            "path": str(index_path),
-            "spec": imap.spec,
-            "table_sizes": list(imap.table_sizes),
-            "layers": [{"name": lay.name, "in_features": lay.in_features, "out_features": lay.out_features,
-                        "table": lay.table, "sign": lay.sign is not None,
-                        "bias_from_table": lay.bias_indices is not None,
-                        "zeros": int((np.asarray(lay.indices) < 0).sum())} for lay in imap.layers],
-            "num_weights": imap.num_weights,
-            "num_entries": imap.num_entries,
-            "compression_ratio": imap.compression_ratio,
-        },
-        "model": {"parameters": sum(p.numel() for p in model.parameters()), "table_entries": model.num_entries},
-        "data": data_info,
-        "epochs": epochs,
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "wall_time_s": time.perf_counter() - t0,
-    }
+    results = results_dict(config, index_path, imap, device_info, model, data_info, epochs, test_acc, test_loss,
+                           time.perf_counter() - t0)
     if out is not None:
         atomic_write_json(out, results)
     return results
