@@ -7,6 +7,9 @@ For every layer shape, batch size and index map, prints the median time of one
 reference twin (``index_select`` + autograd ``index_add_``, ``gather_weight_ref``). The resident
 index memory of each layer is printed in bytes per virtual weight.
 
+Maps are built with hashlab's numpy backend: numba's parallel kernels, run in the same
+process before torch, slowed torch's CPU kernels 30-50x on a 2-core box.
+
 Maps (a table of ``--table-size`` entries, default 1000 as in the paper's MNIST runs, or
 ``in*out / --compression``; built with ``hashlab.build_map``):
 uniform, Dirichlet alpha=1e-3 (hot entries), uniform with sparsity 0.5 and 0.9, neighborhood r=1.
@@ -65,21 +68,36 @@ class RefArbLinear(nn.Module):
 def make_layer(in_f: int, out_f: int, map_kw: dict, table_size: int, compression: float | None, sign: bool,
                seed: int, device: torch.device) -> ArbLinear:
     n = table_size if compression is None else max(1, round(in_f * out_f / compression))
-    imap = build_map(HashSpec(table_size=n, seed=seed, sign=sign, **map_kw), Architecture((in_f, out_f)))
+    imap = build_map(HashSpec(table_size=n, seed=seed, sign=sign, **map_kw), Architecture((in_f, out_f)),
+                     backend="numpy")
     lay = imap.layers[0]
     return ArbLinear(in_f, out_f, np.asarray(lay.indices), n, sign=None if lay.sign is None else np.asarray(lay.sign),
                      device=device)
 
 
-def time_step(layer: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
-    def step() -> None:
-        layer.zero_grad(set_to_none=True)
-        layer(x).sum().backward()
-        if x.is_cuda:
-            torch.cuda.synchronize()
+def time_steps(layers: list[nn.Module], x: torch.Tensor, min_run_time: float, rounds: int = 3) -> list[float]:
+    """Median seconds of one forward+backward step of each layer.
 
-    step()  # warm up
-    return Timer("step()", globals={"step": step}).blocked_autorange(min_run_time=min_run_time).median
+    Each round times every layer once (torch.utils.benchmark, blocked autorange over
+    ``min_run_time / rounds`` s); a layer's time is its median over the rounds, so the layers
+    share the noise of a busy machine instead of one of them catching a slow spell.
+    """
+    def stepper(layer: nn.Module):
+        def step() -> None:
+            layer.zero_grad(set_to_none=True)
+            layer(x).sum().backward()
+            if x.is_cuda:
+                torch.cuda.synchronize()
+        step()  # warm up
+        return step
+
+    steps = [stepper(layer) for layer in layers]
+    times: list[list[float]] = [[] for _ in layers]
+    for _ in range(rounds):
+        for step, ts in zip(steps, times):
+            ts.append(Timer("step()", globals={"step": step}).blocked_autorange(
+                min_run_time=min_run_time / rounds).median)
+    return [sorted(ts)[len(ts) // 2] for ts in times]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ref", action="store_true", help="also time the reference twin (index_select + index_add_)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per measurement (default: 1)")
+    p.add_argument("--min-run-time", type=float, default=1.0,
+                   help="seconds of timing per layer, spread over 3 interleaved rounds (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the index maps and inputs (default: 0)")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
@@ -120,19 +139,21 @@ def main(argv: list[str] | None = None) -> None:
         dense = nn.Linear(in_f, out_f, device=device)
         for batch in args.batch_sizes:
             x = torch.randn(batch, in_f, generator=g).to(device)
-            t_dense = time_step(dense, x, args.min_run_time)
-            t_uniform = None
-            for m, layer in layers.items():
-                t = time_step(layer, x, args.min_run_time)
-                t_uniform = t if m == "uniform" else t_uniform
+            names = list(layers)
+            candidates = [dense, *layers.values()] + ([RefArbLinear(layers[m]) for m in names] if args.ref else [])
+            t_all = time_steps(candidates, x, args.min_run_time * len(candidates))
+            t_dense, t_arb, t_ref = t_all[0], t_all[1:1 + len(names)], t_all[1 + len(names):]
+            t_uniform = t_arb[names.index("uniform")] if "uniform" in names else None
+            for j, m in enumerate(names):
+                t = t_arb[j]
                 row = {"shape": f"{in_f}x{out_f}", "batch": batch, "map": m, "linear_s": t_dense, "arb_s": t,
                        "ratio_linear": t / t_dense, "ratio_uniform": None if t_uniform is None else t / t_uniform,
-                       "index_bytes_per_weight": layer.index_bytes / (in_f * out_f)}
+                       "index_bytes_per_weight": layers[m].index_bytes / (in_f * out_f)}
                 line = (f"{row['shape']:>10} {batch:>6} {m:>16} {t_dense * 1e3:10.3f} {t * 1e3:9.3f} "
                         f"{row['ratio_linear']:8.3f} "
                         + (f"{row['ratio_uniform']:9.3f}" if t_uniform is not None else f"{'-':>9}"))
                 if args.ref:
-                    row["ref_s"] = time_step(RefArbLinear(layer), x, args.min_run_time)
+                    row["ref_s"] = t_ref[j]
                     line += f" {row['ref_s'] * 1e3:8.3f} {row['ref_s'] / t_dense:8.3f}"
                 print(line + f" {row['index_bytes_per_weight']:9.2f}", flush=True)
                 rows.append(row)

@@ -32,6 +32,7 @@ __all__ = ["gather_weight", "gather_weight_ref", "gather_index", "gather_flat", 
            "TableGather", "entry_loads", "load_scale", "plan_indices", "plan_sign"]
 
 MAX_LANES = 8
+PAD_SLOTS = 64  # zero slots that zeroed weights read and accumulate into (p % 64: no long chains)
 
 
 def gather_index(indices: torch.Tensor, table_size: int) -> torch.Tensor:
@@ -88,8 +89,9 @@ class GatherPlan:
     Attributes:
         key: int32 (int64 if the slot count reaches 2**31) tensor of shape ``(N,)``, one per
             virtual weight in row-major order: ``key = ((e * lanes + p % lanes) * signs + neg)``
-            with ``e`` the entry read (``n`` for a weight fixed at zero: the pad slot),
-            ``p`` the weight's flat position and ``neg = 1`` for a weight of sign ``-1``.
+            with ``e`` the entry read, ``p`` the weight's flat position and ``neg = 1`` for a
+            weight of sign ``-1``; a weight fixed at zero reads one of ``PAD_SLOTS`` zero slots
+            after the table's, ``key = n * lanes * signs + p % PAD_SLOTS``.
         table_size: ``n``.
         lanes: accumulators per (entry, sign) in the CPU backward, a power of two in ``[1, 8]``.
         signs: 2 if the map has a sign hash, else 1.
@@ -108,19 +110,19 @@ class GatherPlan:
 
     @property
     def slots(self) -> int:
-        """Length of the expanded table the key reads: ``(n + 1) * lanes * signs``."""
-        return (self.table_size + 1) * self.lanes * self.signs
+        """Length of the expanded table the key reads: ``n * lanes * signs + PAD_SLOTS``."""
+        return self.table_size * self.lanes * self.signs + PAD_SLOTS
 
 
 def choose_lanes(num_weights: int, table_size: int, signs: int) -> int:
     """Largest power of two ``<= 8`` whose accumulators fit in a quarter of the weights.
 
-    The CPU backward zeroes and sums ``(n + 1) * lanes * signs`` accumulators per step; keeping
+    The CPU backward zeroes and sums ``n * lanes * signs`` accumulators per step; keeping
     that below ``num_weights / 4`` bounds their cost, and a large table (where lanes would
     cost most) has few weights per entry, hence short chains of dependent adds anyway.
     """
     lanes = MAX_LANES
-    while lanes > 1 and (table_size + 1) * lanes * signs > max(num_weights // 4, 1):
+    while lanes > 1 and table_size * lanes * signs > max(num_weights // 4, 1):
         lanes //= 2
     return lanes
 
@@ -141,19 +143,19 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
     n_w = flat.numel()
     signs = 1 if sign is None else 2
     lanes = choose_lanes(n_w, table_size, signs) if lanes is None else lanes
-    e = torch.where(flat < 0, table_size, flat)
-    key = e * lanes + torch.arange(n_w, device=flat.device) % lanes
+    pos = torch.arange(n_w, device=flat.device)
+    key = flat * lanes + pos % lanes
     if sign is not None:
-        neg = (sign.reshape(-1) < 0).long() * (flat >= 0)
-        key = key * 2 + neg
-    dtype = torch.int32 if (table_size + 1) * lanes * signs < 2**31 else torch.int64
+        key = key * 2 + (sign.reshape(-1) < 0).long()
+    key = torch.where(flat < 0, table_size * lanes * signs + pos % PAD_SLOTS, key)
+    dtype = torch.int32 if table_size * lanes * signs + PAD_SLOTS < 2**31 else torch.int64
     plan = GatherPlan(key.to(dtype), table_size, lanes, signs)
     return with_segments(plan) if sorted_segments else plan
 
 
 def with_segments(plan: GatherPlan) -> GatherPlan:
     """``plan`` with ``perm`` and ``offsets`` for the sorted backward (computed from its key)."""
-    seg = _segment_of(plan)  # (e * signs + neg), n * signs for zeroed weights
+    seg = _segment_of(plan)  # (e * signs + neg), >= n * signs for zeroed weights
     nseg = plan.table_size * plan.signs
     seg_sorted, perm = torch.sort(seg, stable=True)
     live = int(torch.searchsorted(seg_sorted, torch.tensor(nseg, device=seg.device)))
@@ -172,14 +174,15 @@ def _segment_of(plan: GatherPlan) -> torch.Tensor:
 def plan_indices(plan: GatherPlan) -> torch.Tensor:
     """The map back from a plan: int64 ``(N,)`` entry per weight, ``-1`` for a zeroed weight."""
     e = plan.key.long() // (plan.lanes * plan.signs)
-    return torch.where(e == plan.table_size, -1, e)
+    return torch.where(e >= plan.table_size, -1, e)
 
 
 def plan_sign(plan: GatherPlan) -> torch.Tensor | None:
     """int8 ``(N,)`` signs from a plan (``+1`` for zeroed weights), or ``None`` without a sign hash."""
     if plan.signs == 1:
         return None
-    return (1 - 2 * (plan.key % 2)).to(torch.int8)
+    zero = plan.key >= plan.table_size * plan.lanes * plan.signs
+    return torch.where(zero, 1, 1 - 2 * (plan.key % 2)).to(torch.int8)
 
 
 class TableGather(torch.autograd.Function):
@@ -194,10 +197,9 @@ class TableGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: torch.Tensor, plan: GatherPlan, scale: torch.Tensor | None) -> torch.Tensor:
         ctx.plan, ctx.scale = plan, scale
-        src = F.pad(table, (0, 1))  # (n + 1,): the pad slot reads 0
-        if plan.signs == 2:
-            src = torch.stack([src, -src], 1)  # (n + 1, 2)
-        src = src.view(-1, 1, plan.signs).expand(-1, plan.lanes, plan.signs).reshape(-1)  # (slots,)
+        src = torch.stack([table, -table], 1) if plan.signs == 2 else table  # (n,) or (n, 2)
+        src = src.view(-1, 1, plan.signs).expand(-1, plan.lanes, plan.signs).reshape(-1)  # (n * lanes * signs,)
+        src = F.pad(src, (0, PAD_SLOTS))  # (slots,): zeroed weights read 0
         return src.index_select(0, plan.key)
 
     @staticmethod
@@ -211,7 +213,7 @@ class TableGather(torch.autograd.Function):
                                         unsafe=True).view(n, plan.signs)  # (n, signs)
         else:
             acc = grad_w.new_zeros(plan.slots).index_add_(0, plan.key, grad_w)
-            sums = acc.view(n + 1, plan.lanes, plan.signs)[:n].sum(1)  # (n, signs)
+            sums = acc[:n * plan.lanes * plan.signs].view(n, plan.lanes, plan.signs).sum(1)  # (n, signs)
         grad = sums[:, 0] - sums[:, 1] if plan.signs == 2 else sums[:, 0]
         if scale is not None:
             grad = grad * scale
@@ -249,7 +251,7 @@ def entry_loads(plan: GatherPlan) -> torch.Tensor:
 
     Sign-agnostic (a weight of sign -1 counts like one of sign +1).
     """
-    e = plan.key.long() // (plan.lanes * plan.signs)
+    e = (plan.key.long() // (plan.lanes * plan.signs)).clamp_(max=plan.table_size)
     return torch.bincount(e, minlength=plan.table_size + 1)[:plan.table_size]
 
 

@@ -81,7 +81,8 @@ class ArbMLPGroup(nn.Module):
                 reader = next(j for j, lay in enumerate(first.layers) if lay.table == t)
                 self.tables[str(t)] = nn.Parameter(torch.cat([m.linears[reader].table.detach() for m in members]))
             self.biases = nn.ParameterList(
-                [nn.Parameter(torch.stack([m.linears[j].bias.detach() for m in members])) for j in range(len(first.layers))])
+                [nn.Parameter(torch.stack([m.linears[j].bias.detach() for m in members]))
+                 for j in range(len(first.layers))])
             self.bns = nn.ModuleList()
             for j, lay in enumerate(first.layers):
                 bn = nn.BatchNorm1d(k * lay.out_features, device=members[0].linears[0].table.device)
@@ -93,7 +94,8 @@ class ArbMLPGroup(nn.Module):
         self._plans = []
         for j, (in_f, out_f, t) in enumerate(self._layers):
             n = self.table_sizes[t]
-            idx = torch.stack([torch.from_numpy(np.array(m.layers[j].indices, copy=True)).long() for m in maps])  # (K, out, in)
+            idx = torch.stack([torch.from_numpy(np.array(m.layers[j].indices, copy=True)).long()
+                               for m in maps])  # (K, out, in)
             idx = torch.where(idx < 0, -1, idx + n * torch.arange(k).view(k, 1, 1))
             sign = None  # members without a sign hash read with +1 where others have one
             if any(m.layers[j].sign is not None for m in maps):
