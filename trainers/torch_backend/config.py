@@ -9,9 +9,11 @@ from typing import Any, Literal
 
 from hashlab.configs import check_int, dataclass_from_dict
 
-__all__ = ["TrainConfig", "ConfigError", "DATASET_NAMES"]
+__all__ = ["TrainConfig", "ConfigError", "DATASET_NAMES", "OPTIMIZERS", "TABLE_GRAD_SCALES"]
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+TABLE_GRAD_SCALES = ("none", "load", "sqrt_load")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _MAX_SEED = 2**63 - 1
 
@@ -42,6 +44,15 @@ class TrainConfig:
         lr_factor: factor applied to the learning rate on a plateau, in (0, 1).
         lr_patience: number of consecutive epochs without a gain in training accuracy after
             which the learning rate is multiplied by ``lr_factor``, >= 1.
+        optimizer: ``"sgd"`` (with ``momentum``; the paper's, default), ``"adam"`` or ``"adamw"``
+            (torch's, default betas; ``momentum`` is then unused; Adam usually wants
+            ``lr`` about 1e-3). The plateau schedule above applies to all three.
+        weight_decay: L2 penalty (``"sgd"``, ``"adam"``) or decoupled decay (``"adamw"``) on
+            every parameter (tables, biases, BatchNorm), >= 0. Default 0 (the paper's).
+        table_grad_scale: ``"none"`` (the paper's), ``"load"`` or ``"sqrt_load"``: multiply each
+            table entry's gradient by ``mean_load / load`` or its square root (load = number of
+            non-zeroed weights reading the entry), see
+            :meth:`~trainers.torch_backend.models.ArbMLP.set_table_grad_scale`.
         seed: seeds the model initialisation and the shuffling, in [0, 2**63).
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         num_threads: CPU threads torch uses during training (restored afterwards); ``None``
@@ -69,6 +80,9 @@ class TrainConfig:
     momentum: float = 0.9
     lr_factor: float = 0.1
     lr_patience: int = 4
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    weight_decay: float = 0.0
+    table_grad_scale: Literal["none", "load", "sqrt_load"] = "none"
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = 1
@@ -98,8 +112,18 @@ class TrainConfig:
         _check_float("lr", self.lr, lambda v: v > 0, "> 0 (the paper uses 0.1)")
         _check_float("momentum", self.momentum, lambda v: 0 <= v < 1, "in [0, 1) (the paper uses 0.9)")
         _check_float("lr_factor", self.lr_factor, lambda v: 0 < v < 1, "in (0, 1) (0.1 divides by 10)")
+        self._check_optimizer()
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
+
+    def _check_optimizer(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)} "
+                              "(sgd is the paper's)")
+        _check_float("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0 (0 = none, the paper's)")
+        if self.table_grad_scale not in TABLE_GRAD_SCALES:
+            raise ConfigError(f"unknown table_grad_scale {self.table_grad_scale!r}; choose one of "
+                              f"{', '.join(TABLE_GRAD_SCALES)} ('none' is the paper's)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (the form stored in results files)."""

@@ -1,19 +1,38 @@
 """Stateless ArbNet ops: materialise a virtual weight matrix from a shared table.
 
-The gather is ``index_select`` on the table padded with one constant zero entry: an index
-of ``-1`` (a weight fixed at zero, :data:`hashlab.maps.indexmap.ZERO`) is redirected to that pad
-entry, so no mask multiply is needed and the pad's gradient is dropped with the pad.
-``index_select``'s backward is ``index_add_``, i.e. each table entry receives the sum of
-the gradients of the virtual weights that read it. On a 2-core CPU this is about twice
-as fast, forward plus backward, as ``table[indices] * mask`` (see
-``benchmarks/bench_arblinear.py``).
+Two implementations of ``W = sign * table[indices]`` (``W = 0`` where ``indices == -1``):
+
+* :func:`gather_weight_ref`, the plain reference twin: ``index_select`` on the table padded
+  with one zero entry; its autograd backward is ``index_add_``, which on CUDA uses atomics
+  (run-to-run differences, contention on hot entries) and on CPU runs one serial chain of
+  dependent adds per hot entry (and through the pad entry, for every zeroed weight).
+* :class:`TableGather` with a :class:`GatherPlan` built once per map (:func:`build_plan`):
+  the forward reads the table through one int32 *key* per virtual weight that folds entry,
+  sign and an accumulation *lane* together; the backward is deterministic on every device:
+
+  - CPU: ``index_add_`` (serial, fixed order) into ``lanes`` interleaved accumulators per
+    (entry, sign) — consecutive weights of a hot entry land in different accumulators, so the
+    adds do not wait on each other — then a fixed-order sum over lanes and ``pos - neg``;
+  - other devices (CUDA): the live weights sorted by (entry, sign) (``perm``, zeroed weights
+    left out) and one segmented sum per (entry, sign) with :func:`torch.segment_reduce`
+    (no atomics), built on first use on that device.
+
+Optionally the backward multiplies each entry's gradient by a per-entry ``scale``
+(load normalisation, :func:`entry_loads`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-__all__ = ["gather_weight", "gather_index", "gather_flat"]
+__all__ = ["gather_weight", "gather_weight_ref", "gather_index", "gather_flat", "GatherPlan", "build_plan",
+           "TableGather", "entry_loads", "load_scale", "plan_indices", "plan_sign"]
+
+MAX_LANES = 8
+PAD_SLOTS = 64  # zero slots that zeroed weights read and accumulate into (p % 64: no long chains)
 
 
 def gather_index(indices: torch.Tensor, table_size: int) -> torch.Tensor:
@@ -51,12 +70,168 @@ def gather_flat(table: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...]
     return w
 
 
+def gather_weight_ref(table: torch.Tensor, indices: torch.Tensor, sign: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference twin of :func:`gather_weight`: ``index_select`` on the padded table, autograd backward.
+
+    Same arguments and result as :func:`gather_weight`; the table gradient comes from
+    ``index_add_`` (atomics on CUDA, so not bitwise reproducible there).
+    """
+    w = gather_flat(table, gather_index(indices, table.shape[0]), indices.shape)
+    if sign is not None:
+        w = w * sign.to(w.dtype)
+    return w
+
+
+@dataclass(frozen=True)
+class GatherPlan:
+    """How one index map reads its table: built once by :func:`build_plan`, used every step.
+
+    Attributes:
+        key: int32 (int64 if the slot count reaches 2**31) tensor of shape ``(N,)``, one per
+            virtual weight in row-major order: ``key = ((e * lanes + p % lanes) * signs + neg)``
+            with ``e`` the entry read, ``p`` the weight's flat position and ``neg = 1`` for a
+            weight of sign ``-1``; a weight fixed at zero reads one of ``PAD_SLOTS`` zero slots
+            after the table's, ``key = n * lanes * signs + p % PAD_SLOTS``.
+        table_size: ``n``.
+        lanes: accumulators per (entry, sign) in the CPU backward, a power of two in ``[1, 8]``.
+        signs: 2 if the map has a sign hash, else 1.
+        perm: ``None``, or (for the sorted backward) int32/int64 tensor of the positions of the
+            live weights sorted stably by ``(e, neg)``, shape ``(L,)``.
+        offsets: ``None``, or int64 tensor of shape ``(n * signs + 1,)``: segment ``s = e * signs + neg``
+            of ``perm`` is ``perm[offsets[s]:offsets[s + 1]]``.
+    """
+
+    key: torch.Tensor
+    table_size: int
+    lanes: int
+    signs: int
+    perm: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None
+
+    @property
+    def slots(self) -> int:
+        """Length of the expanded table the key reads: ``n * lanes * signs + PAD_SLOTS``."""
+        return self.table_size * self.lanes * self.signs + PAD_SLOTS
+
+
+def choose_lanes(num_weights: int, table_size: int, signs: int) -> int:
+    """Largest power of two ``<= 8`` whose accumulators fit in a quarter of the weights.
+
+    The CPU backward zeroes and sums ``n * lanes * signs`` accumulators per step; keeping
+    that below ``num_weights / 4`` bounds their cost, and a large table (where lanes would
+    cost most) has few weights per entry, hence short chains of dependent adds anyway.
+    """
+    lanes = MAX_LANES
+    while lanes > 1 and table_size * lanes * signs > max(num_weights // 4, 1):
+        lanes //= 2
+    return lanes
+
+
+def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None = None,
+               lanes: int | None = None, sorted_segments: bool = False) -> GatherPlan:
+    """Build the :class:`GatherPlan` of one map (O(N); run once per map, not per step).
+
+    Args:
+        indices: integer tensor of any shape with values in ``[-1, table_size)`` (``-1`` = zero).
+        table_size: number of entries ``n``.
+        sign: optional tensor of ``indices``'s shape with values in ``{-1, +1}``.
+        lanes: accumulator lanes; ``None`` picks :func:`choose_lanes`.
+        sorted_segments: also build ``perm`` / ``offsets`` for the sorted (segmented-sum)
+            backward, the one used on CUDA.
+    """
+    flat = indices.reshape(-1).long()
+    n_w = flat.numel()
+    signs = 1 if sign is None else 2
+    lanes = choose_lanes(n_w, table_size, signs) if lanes is None else lanes
+    pos = torch.arange(n_w, device=flat.device)
+    key = flat * lanes + pos % lanes
+    if sign is not None:
+        key = key * 2 + (sign.reshape(-1) < 0).long()
+    key = torch.where(flat < 0, table_size * lanes * signs + pos % PAD_SLOTS, key)
+    dtype = torch.int32 if table_size * lanes * signs + PAD_SLOTS < 2**31 else torch.int64
+    plan = GatherPlan(key.to(dtype), table_size, lanes, signs)
+    return with_segments(plan) if sorted_segments else plan
+
+
+def with_segments(plan: GatherPlan) -> GatherPlan:
+    """``plan`` with ``perm`` and ``offsets`` for the sorted backward (computed from its key)."""
+    seg = _segment_of(plan)  # (e * signs + neg), >= n * signs for zeroed weights
+    nseg = plan.table_size * plan.signs
+    seg_sorted, perm = torch.sort(seg, stable=True)
+    live = int(torch.searchsorted(seg_sorted, torch.tensor(nseg, device=seg.device)))
+    counts = torch.bincount(seg_sorted[:live], minlength=nseg)
+    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    pdtype = torch.int32 if plan.key.numel() < 2**31 else torch.int64
+    return GatherPlan(plan.key, plan.table_size, plan.lanes, plan.signs, perm[:live].to(pdtype), offsets)
+
+
+def _segment_of(plan: GatherPlan) -> torch.Tensor:
+    k = plan.key.long()
+    neg = k % plan.signs
+    return (k // (plan.lanes * plan.signs)) * plan.signs + neg
+
+
+def plan_indices(plan: GatherPlan) -> torch.Tensor:
+    """The map back from a plan: int64 ``(N,)`` entry per weight, ``-1`` for a zeroed weight."""
+    e = plan.key.long() // (plan.lanes * plan.signs)
+    return torch.where(e >= plan.table_size, -1, e)
+
+
+def plan_sign(plan: GatherPlan) -> torch.Tensor | None:
+    """int8 ``(N,)`` signs from a plan (``+1`` for zeroed weights), or ``None`` without a sign hash."""
+    if plan.signs == 1:
+        return None
+    zero = plan.key >= plan.table_size * plan.lanes * plan.signs
+    return torch.where(zero, 1, 1 - 2 * (plan.key % 2)).to(torch.int8)
+
+
+class TableGather(torch.autograd.Function):
+    """``W = sign * table[e]`` through a :class:`GatherPlan`, with a deterministic table gradient.
+
+    ``forward(table, plan, scale)`` returns the flat virtual weights, shape ``(N,)``, dtype
+    of ``table``. The backward gives the table ``grad[e] = scale[e] * sum over weights w
+    reading e of sign[w] * dL/dW[w]`` (``scale`` omitted when ``None``), in a fixed order on
+    every device (see the module docstring). Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, plan: GatherPlan, scale: torch.Tensor | None) -> torch.Tensor:
+        ctx.plan, ctx.scale = plan, scale
+        src = torch.stack([table, -table], 1) if plan.signs == 2 else table  # (n,) or (n, 2)
+        src = src.view(-1, 1, plan.signs).expand(-1, plan.lanes, plan.signs).reshape(-1)  # (n * lanes * signs,)
+        src = F.pad(src, (0, PAD_SLOTS))  # (slots,): zeroed weights read 0
+        return src.index_select(0, plan.key)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_w: torch.Tensor):
+        plan, scale = ctx.plan, ctx.scale
+        grad_w = grad_w.contiguous()
+        n = plan.table_size
+        if plan.perm is not None:  # sorted segments (built for CUDA, or on request)
+            sums = torch.segment_reduce(grad_w.index_select(0, plan.perm), "sum", offsets=plan.offsets,
+                                        unsafe=True).view(n, plan.signs)  # (n, signs)
+        else:
+            acc = grad_w.new_zeros(plan.slots).index_add_(0, plan.key, grad_w)
+            sums = acc[:n * plan.lanes * plan.signs].view(n, plan.lanes, plan.signs).sum(1)  # (n, signs)
+        grad = sums[:, 0] - sums[:, 1] if plan.signs == 2 else sums[:, 0]
+        if scale is not None:
+            grad = grad * scale
+        return grad, None, None
+
+
+def table_gather(table: torch.Tensor, plan: GatherPlan, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Functional form of :class:`TableGather`: flat ``(N,)`` virtual weights."""
+    return TableGather.apply(table, plan, scale)
+
+
 def gather_weight(table: torch.Tensor, indices: torch.Tensor, sign: torch.Tensor | None = None) -> torch.Tensor:
     """Virtual weights ``W = sign * table[indices]``, with ``W = 0`` where ``indices == -1``.
 
     Autograd gives the table the gradient ``dL/dtable[e] = sum over weights w with
     indices[w] == e of sign[w] * dL/dW[w]`` (Chang & Lipson 2018, section 2); zeroed
-    weights contribute nothing.
+    weights contribute nothing. Builds a :class:`GatherPlan` per call (O(N)); layers build
+    theirs once. The reference twin is :func:`gather_weight_ref`.
 
     Args:
         table: shared entries, float tensor of shape ``(n,)``.
@@ -66,7 +241,45 @@ def gather_weight(table: torch.Tensor, indices: torch.Tensor, sign: torch.Tensor
     Shape:
         - Output: ``indices.shape``, dtype and device of ``table``.
     """
-    w = gather_flat(table, gather_index(indices, table.shape[0]), indices.shape)
-    if sign is not None:
-        w = w * sign.to(w.dtype)
-    return w
+    plan = build_plan(indices.to(table.device), table.shape[0], None if sign is None else sign.to(table.device),
+                      sorted_segments=table.device.type != "cpu")
+    return table_gather(table, plan).view(indices.shape)
+
+
+def entry_loads(plan: GatherPlan) -> torch.Tensor:
+    """Load of every entry: the number of (non-zeroed) virtual weights that read it, int64 ``(n,)``.
+
+    Sign-agnostic (a weight of sign -1 counts like one of sign +1).
+    """
+    e = (plan.key.long() // (plan.lanes * plan.signs)).clamp_(max=plan.table_size)
+    return torch.bincount(e, minlength=plan.table_size + 1)[:plan.table_size]
+
+
+def load_scale(loads: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """Per-entry gradient factor of a table-gradient normalisation, or ``None`` for ``"none"``.
+
+    ``"load"``: ``mean_load / load[e]``; ``"sqrt_load"``: ``sqrt(mean_load / load[e])``, where
+    ``mean_load`` is the mean load over the entries that are read at all (``load > 0``);
+    unread entries (load 0, gradient always 0) get factor 1. A balanced map (every entry read
+    equally often) gets factor 1 everywhere, i.e. is left unchanged.
+
+    Args:
+        loads: int ``(n,)``, :func:`entry_loads` (summed over every layer reading the table).
+        mode: ``"none"``, ``"load"`` or ``"sqrt_load"``.
+
+    Raises:
+        ValueError: on an unknown mode.
+    """
+    if mode == "none":
+        return None
+    if mode not in ("load", "sqrt_load"):
+        raise ValueError(f"unknown table_grad_scale {mode!r}; choose 'none', 'load' or 'sqrt_load'")
+    loads64 = loads.to(torch.float64)
+    read = loads64 > 0
+    if not bool(read.any()):
+        return torch.ones_like(loads64, dtype=dtype)
+    mean = loads64[read].mean()
+    factor = torch.where(read, mean / torch.where(read, loads64, 1.0), 1.0)
+    if mode == "sqrt_load":
+        factor = factor.sqrt()
+    return factor.to(dtype)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import gather_flat, gather_index
+from .functional import GatherPlan, build_plan, entry_loads, plan_indices, plan_sign, table_gather, with_segments
 
 __all__ = ["ArbLinear", "table_init_bound"]
 
@@ -46,10 +46,6 @@ def _check_indices(indices: Tensor, shape: tuple[int, ...], table_size: int, wha
                          f"{table_size} entries?")
 
 
-def _rederive_after_load(module: "ArbLinear", incompatible_keys: Any) -> None:
-    module._derive_buffers()
-
-
 class ArbLinear(nn.Module):
     r"""Linear layer with arbitrary weight sharing (an ArbNet layer).
 
@@ -60,8 +56,11 @@ class ArbLinear(nn.Module):
     ArbNet layer (Chang & Lipson, ICANN 2018, section 2; Chen et al., ICML 2015, eq. 3-4).
 
     The table's gradient is the sum of :math:`\xi_{oi}\,\partial L/\partial W_{oi}` over the
-    weights that read each entry; zeroed weights contribute nothing and stay zero.
-    The weights are gathered with one ``index_select`` per forward, no Python loop.
+    weights that read each entry; zeroed weights contribute nothing and stay zero. The map is
+    compiled once into a :class:`~trainers.torch_backend.functional.GatherPlan` (one int32 key
+    per virtual weight, the sign folded in); the weights are gathered with one ``index_select``
+    per forward, and :class:`~trainers.torch_backend.functional.TableGather` computes the table
+    gradient in a fixed order (bitwise reproducible on CPU and CUDA, no atomics, no pad entry).
 
     Args:
         in_features: size of each input sample.
@@ -93,11 +92,14 @@ class ArbLinear(nn.Module):
             :class:`torch.nn.Linear`'s.
         bias: learnable bias of shape ``(out_features,)``, initialised like Linear's, or
             ``None`` (``bias=False`` or ``bias_indices`` given).
-        indices: buffer, the index map as given (its integer dtype kept).
-        sign: buffer, int8 signs, or ``None``.
-        zero_mask: buffer (not saved in the state dict), bool, ``True`` where the weight
-            is fixed at zero.
+        indices: the index map, shape ``(out_features, in_features)``, its integer dtype
+            kept; saved in the state dict under ``indices`` but held in memory only as the
+            plan's key (4 bytes per virtual weight, 8 if the table has >= 2**28 entries), and
+            rebuilt from it when read.
+        sign: int8 signs of the same shape (state dict key ``sign``), or ``None``.
+        zero_mask: bool, ``True`` where the weight is fixed at zero (computed when read).
         bias_indices: buffer or ``None``.
+        index_bytes: bytes of index buffers held by the layer (key, CUDA segments, bias key).
 
     Examples::
 
@@ -139,13 +141,10 @@ class ArbLinear(nn.Module):
 
         indices = _as_tensor(indices, "indices")
         _check_indices(indices, shape, table_size, "indices")
-        self.register_buffer("indices", indices.to(device))
         if sign is not None:
             sign = _as_tensor(sign, "sign")
             if tuple(sign.shape) != shape or not bool(((sign == 1) | (sign == -1)).all()):
                 raise ValueError(f"sign must have shape {shape} and values in {{-1, +1}}")
-            sign = sign.to(device=device, dtype=torch.int8)
-        self.register_buffer("sign", sign)
         if bias_indices is not None:
             bias_indices = _as_tensor(bias_indices, "bias_indices")
             _check_indices(bias_indices, (out_features,), table_size, "bias_indices")
@@ -158,25 +157,152 @@ class ArbLinear(nn.Module):
             self.bias = nn.Parameter(torch.empty(out_features, **factory_kwargs))
         else:
             self.register_parameter("bias", None)
-        self._derive_buffers()
-        self.register_load_state_dict_post_hook(_rederive_after_load)
+        self.register_buffer("_grad_scale", None, persistent=False)
+        self._set_map(indices.to(device), None if sign is None else sign.to(device))
         self.reset_parameters()
 
-    def _derive_buffers(self) -> None:
-        """(Re)compute the non-persistent gather plan from ``indices`` / ``sign`` / ``bias_indices``."""
-        idx = self.indices
-        flat = idx.reshape(-1).long()
-        self.register_buffer("zero_mask", idx < 0, persistent=False)
-        # a contiguous range (identity map, or one layer's slice of a global identity map) is a view
+    # -- the map: held as a GatherPlan key; `indices` / `sign` are rebuilt from it ----------------
+
+    def _set_map(self, indices: Tensor, sign: Tensor | None) -> None:
+        """Compile ``indices`` / ``sign`` into the gather plan (replacing any previous one)."""
+        self._index_dtype = indices.dtype
+        flat = indices.reshape(-1).long()
+        # a contiguous unsigned range (identity map, or a slice of a global identity map) is a view
         start = int(flat[0]) if flat.numel() else 0
-        self._offset = start if start >= 0 and torch.equal(
+        self._offset = start if sign is None and start >= 0 and torch.equal(
             flat, torch.arange(start, start + flat.numel(), device=flat.device)) else None
-        self._padded = bool(self.zero_mask.any())
-        self.register_buffer("_gather_index", gather_index(idx, self.table_size), persistent=False)
-        self.register_buffer("_sign", None if self.sign is None else self.sign.to(self.table.dtype),
-                             persistent=False)
-        self.register_buffer("_bias_gather_index", None if self.bias_indices is None
-                             else gather_index(self.bias_indices, self.table_size), persistent=False)
+        self._num_zeros = int((flat < 0).sum())
+        self._lanes, self._signs = 1, 1
+        self.register_buffer("_key", None, persistent=False)
+        if self._offset is None:
+            plan = build_plan(indices, self.table_size, sign)
+            self._lanes, self._signs = plan.lanes, plan.signs
+            self._key = plan.key
+        self.register_buffer("_perm", None, persistent=False)
+        self.register_buffer("_offsets", None, persistent=False)
+        self._set_bias_plan()
+        self._sync_segments()
+
+    def _set_bias_plan(self) -> None:
+        key = None
+        if self.bias_indices is not None:
+            key = build_plan(self.bias_indices, self.table_size, lanes=1).key
+        self.register_buffer("_bias_key", key, persistent=False)
+        self.register_buffer("_bias_perm", None, persistent=False)
+        self.register_buffer("_bias_offsets", None, persistent=False)
+
+    def _plan(self) -> GatherPlan:
+        return GatherPlan(self._key, self.table_size, self._lanes, self._signs, self._perm, self._offsets)
+
+    def _bias_plan(self) -> GatherPlan:
+        return GatherPlan(self._bias_key, self.table_size, 1, 1, self._bias_perm, self._bias_offsets)
+
+    def _sync_segments(self) -> None:
+        """Off CPU, the backward sums sorted segments (deterministic without atomics): build them there."""
+        on_cpu = self.table.device.type == "cpu"
+        if self._key is not None and (self._perm is None) != on_cpu:
+            plan = GatherPlan(self._key, self.table_size, self._lanes, self._signs)
+            plan = plan if on_cpu else with_segments(plan)
+            self._perm, self._offsets = plan.perm, plan.offsets
+        if self._bias_key is not None and (self._bias_perm is None) != on_cpu:
+            plan = GatherPlan(self._bias_key, self.table_size, 1, 1)
+            plan = plan if on_cpu else with_segments(plan)
+            self._bias_perm, self._bias_offsets = plan.perm, plan.offsets
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._sync_segments()
+        return self
+
+    @property
+    def indices(self) -> Tensor:
+        """The index map, ``(out_features, in_features)``, dtype as given, ``-1`` = zero (rebuilt per read)."""
+        shape = (self.out_features, self.in_features)
+        if self._key is None:
+            n_w = self.out_features * self.in_features
+            return torch.arange(self._offset, self._offset + n_w, device=self.table.device).view(shape).to(
+                self._index_dtype)
+        return plan_indices(self._plan()).view(shape).to(self._index_dtype)
+
+    @property
+    def sign(self) -> Tensor | None:
+        """int8 sign hash, ``(out_features, in_features)``, or ``None`` (rebuilt per read)."""
+        sign = None if self._key is None else plan_sign(self._plan())
+        return None if sign is None else sign.view(self.out_features, self.in_features)
+
+    @property
+    def zero_mask(self) -> Tensor:
+        """bool ``(out_features, in_features)``, ``True`` where the weight is fixed at zero."""
+        return self.indices < 0
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes held in index buffers (plan key, sorted segments, bias key); the map's resident cost."""
+        bufs = (self._key, self._perm, self._offsets, self._bias_key, self._bias_perm, self._bias_offsets,
+                self.bias_indices)
+        return sum(b.numel() * b.element_size() for b in bufs if b is not None)
+
+    def entry_loads(self) -> Tensor:
+        """int64 ``(table_size,)``: how many weights (and table-read biases) of this layer read each entry.
+
+        Zeroed weights (index ``-1``) are not counted; signs are ignored.
+        """
+        if self._key is None:
+            loads = torch.zeros(self.table_size, dtype=torch.int64, device=self.table.device)
+            loads[self._offset:self._offset + self.out_features * self.in_features] = 1
+        else:
+            loads = entry_loads(self._plan())
+        if self._bias_key is not None:
+            loads = loads + entry_loads(self._bias_plan())
+        return loads
+
+    def set_grad_scale(self, scale: Tensor | None) -> None:
+        """Multiply the table gradient from this layer by ``scale`` (float ``(table_size,)``) or stop (``None``).
+
+        Used for load-normalised table updates
+        (:func:`~trainers.torch_backend.functional.load_scale`); readers of a shared table must
+        all get the same factor.
+        """
+        if scale is not None:
+            if tuple(scale.shape) != (self.table_size,):
+                raise ValueError(f"scale must have shape ({self.table_size},), got {tuple(scale.shape)}")
+            scale = scale.to(device=self.table.device, dtype=self.table.dtype)
+            if self._key is None:  # the view path has no backward of its own: use the plan
+                plan = build_plan(self.indices, self.table_size)
+                self._offset, self._key, self._lanes = None, plan.key, plan.lanes
+                self._sync_segments()
+        self._grad_scale = scale
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "indices"] = self.indices
+        sign = self.sign
+        if sign is not None:
+            destination[prefix + "sign"] = sign
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        indices, sign = state_dict.get(prefix + "indices"), state_dict.get(prefix + "sign")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        for name in ("indices", "sign"):
+            if prefix + name in unexpected_keys:
+                unexpected_keys.remove(prefix + name)
+        if indices is None:
+            missing_keys.append(prefix + "indices")
+            self._set_bias_plan()
+            self._sync_segments()
+            return
+        try:
+            shape = (self.out_features, self.in_features)
+            _check_indices(indices, shape, self.table_size, prefix + "indices")
+            if sign is not None and (tuple(sign.shape) != shape or not bool(((sign == 1) | (sign == -1)).all())):
+                raise ValueError(f"{prefix}sign must have shape {shape} and values in {{-1, +1}}")
+        except (TypeError, ValueError) as e:
+            error_msgs.append(str(e))
+            return
+        dev = self.table.device
+        self._set_map(indices.detach().to(dev), None if sign is None else sign.detach().to(dev))
 
     def reset_parameters(self) -> None:
         """Initialise an owned table and the bias from :math:`\\mathcal{U}(-k, k)`, :math:`k = 1/\\sqrt{in\\_features}`.
@@ -193,16 +319,15 @@ class ArbLinear(nn.Module):
     def virtual_weight(self) -> Tensor:
         """The virtual weight matrix ``W``, shape ``(out_features, in_features)``, differentiable w.r.t. the table."""
         shape = (self.out_features, self.in_features)
-        if self._offset is not None:
-            w = self.table[self._offset:self._offset + self.out_features * self.in_features].view(shape)
-            return w if self._sign is None else w * self._sign
-        return gather_flat(self.table, self._gather_index, shape, self._sign, padded=self._padded)
+        if self._key is None:
+            return self.table[self._offset:self._offset + self.out_features * self.in_features].view(shape)
+        return table_gather(self.table, self._plan(), self._grad_scale).view(shape)
 
     def virtual_bias(self) -> Tensor | None:
         """The bias vector (the Parameter, or gathered from the table via ``bias_indices``), or ``None``."""
-        if self._bias_gather_index is None:
+        if self._bias_key is None:
             return self.bias
-        return gather_flat(self.table, self._bias_gather_index, (self.out_features,))
+        return table_gather(self.table, self._bias_plan(), self._grad_scale)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.linear(input, self.virtual_weight(), self.virtual_bias())
@@ -222,6 +347,6 @@ class ArbLinear(nn.Module):
             parts.append("bias_from_table=True")
         if not self._owns_table:
             parts.append("shared_table=True")
-        if self._padded:
-            parts.append(f"zeros={int(self.zero_mask.sum())}")
+        if self._num_zeros:
+            parts.append(f"zeros={self._num_zeros}")
         return ", ".join(parts)

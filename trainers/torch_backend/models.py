@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from hashlab.io.format import load_index_file
 from hashlab.maps.indexmap import IndexMap
 
+from .functional import load_scale
 from .layers import ArbLinear, table_init_bound
 
 __all__ = ["ArbMLP"]
@@ -112,6 +113,33 @@ class ArbMLP(nn.Module):
         for block in self.blocks:
             block.linear.reset_parameters()
             block.bn.reset_parameters()
+
+    def set_table_grad_scale(self, mode: str) -> None:
+        """Load-normalise the table gradients: ``"none"``, ``"load"`` or ``"sqrt_load"``.
+
+        Under SGD an entry's gradient is the sum of ``sign * dL/dW`` over the weights that read
+        it (Chang & Lipson 2018, section 2), so an entry read by ``L`` weights steps about ``L``
+        times further than an entry read once. ``"load"`` multiplies entry ``e``'s gradient by
+        ``mean_load / load[e]`` (a mean-gradient step per entry, at the overall scale of the
+        unnormalised one), ``"sqrt_load"`` by its square root (the step of a sum of ``L``
+        independent terms grows like ``sqrt(L)``). ``load[e]`` counts the non-zeroed weights
+        of every layer reading the table (and table-read biases), signs ignored;
+        ``mean_load`` is the mean over the entries read at all, so a balanced map is left
+        unchanged (factor exactly 1) and unread entries (gradient 0) get factor 1. See
+        :func:`~trainers.torch_backend.functional.load_scale`. The factor is applied inside
+        the table's backward (:class:`~trainers.torch_backend.functional.TableGather`).
+
+        Raises:
+            ValueError: on an unknown mode.
+        """
+        readers: dict[int, list[ArbLinear]] = {}
+        for m in self.linears:
+            readers.setdefault(id(m.table), []).append(m)
+        for group in readers.values():
+            loads = sum(m.entry_loads() for m in group)
+            scale = load_scale(loads, mode, group[0].table.dtype)
+            for m in group:
+                m.set_grad_scale(scale)
 
     @property
     def linears(self) -> list[ArbLinear]:

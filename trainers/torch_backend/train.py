@@ -61,9 +61,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    """SGD with ``config.lr`` and ``config.momentum`` over the model's (deduplicated) parameters."""
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``config.optimizer`` over the model's (deduplicated) parameters.
+
+    ``"sgd"``: ``SGD(lr, momentum, weight_decay)`` (the paper's); ``"adam"``:
+    ``Adam(lr, weight_decay)``; ``"adamw"``: ``AdamW(lr, weight_decay)`` (decoupled decay);
+    torch's default betas and eps. The plateau schedule (:func:`make_scheduler`) drives ``lr``
+    in every case.
+    """
+    params, lr, wd = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")  # TrainConfig validates it first
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
@@ -166,6 +179,7 @@ def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         model = ArbMLP(imap, device=device)
+    model.set_table_grad_scale(config.table_grad_scale)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -199,6 +213,49 @@ def _train_epochs(model: ArbMLP, optimizer: torch.optim.Optimizer, scheduler: An
     bar.close()
 
 
+def check_map_fits(imap: IndexMap, config: TrainConfig, index_path: Path) -> None:
+    """Raise ``ValueError`` unless the map's input/output sizes fit ``config.dataset``."""
+    spec = DATASETS[config.dataset]
+    first, last = imap.layers[0], imap.layers[-1]
+    if first.in_features != spec.num_features or last.out_features != spec.num_classes:
+        raise ValueError(
+            f"index file {index_path} maps {first.in_features} inputs to {last.out_features} outputs, but "
+            f"{config.dataset} has {spec.num_features} features ({'x'.join(map(str, spec.shape))}) and "
+            f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`")
+
+
+def results_dict(config: TrainConfig, index_path: Path, imap: IndexMap, device_info: dict[str, Any], model: ArbMLP,
+                 data_info: dict[str, Any], epochs: list[dict[str, Any]], test_acc: float, test_loss: float,
+                 wall_time_s: float) -> dict[str, Any]:
+    """The results dict of one trained model (schema ``hashlab.train-results`` v1, docs/TRAINING.md)."""
+    return {
+        "schema": RESULTS_SCHEMA,
+        "schema_version": RESULTS_VERSION,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "versions": _versions(),
+        "device": device_info,
+        "index_file": {
+            "path": str(index_path),
+            "spec": imap.spec,
+            "table_sizes": list(imap.table_sizes),
+            "layers": [{"name": lay.name, "in_features": lay.in_features, "out_features": lay.out_features,
+                        "table": lay.table, "sign": lay.sign is not None,
+                        "bias_from_table": lay.bias_indices is not None,
+                        "zeros": int((np.asarray(lay.indices) < 0).sum())} for lay in imap.layers],
+            "num_weights": imap.num_weights,
+            "num_entries": imap.num_entries,
+            "compression_ratio": imap.compression_ratio,
+        },
+        "model": {"parameters": sum(p.numel() for p in model.parameters()), "table_entries": model.num_entries},
+        "data": data_info,
+        "epochs": epochs,
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "wall_time_s": wall_time_s,
+    }
+
+
 def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), out: str | os.PathLike | None = None,
           progress: bool | None = None, checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train the :class:`ArbMLP` of ``index_file`` on ``config.dataset`` and report test accuracy.
@@ -206,8 +263,8 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
     The model is initialised under ``torch.manual_seed(config.seed)`` inside
     :func:`torch.random.fork_rng` (the caller's global RNG state is restored afterwards); the
     shuffling uses a separate ``torch.Generator`` seeded with ``config.seed``. On CPU two runs
-    with the same config give identical results; on CUDA ``index_add_`` (the table gradient)
-    uses atomics, so results may differ in the last bits.
+    with the same config give identical results; on CUDA the table gradient is computed in a
+    fixed order too (:class:`~trainers.torch_backend.functional.TableGather`).
 
     Args:
         index_file: an index file, format v1 or v2 (``hashlab build``). Only this file is read;
@@ -241,13 +298,7 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
             check_output_path(path, what)
     index_path = Path(index_file).resolve()
     imap = load_index_file(index_path, mmap=True, validate=True)
-    spec = DATASETS[config.dataset]
-    first, last = imap.layers[0], imap.layers[-1]
-    if first.in_features != spec.num_features or last.out_features != spec.num_classes:
-        raise ValueError(
-            f"index file {index_path} maps {first.in_features} inputs to {last.out_features} outputs, but "
-            f"{config.dataset} has {spec.num_features} features ({'x'.join(map(str, spec.shape))}) and "
-            f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`")
+    check_map_fits(imap, config, index_path)
     device = resolve_device(config.device)
     root = resolve_data_root(config.data_root)
     checkpointer = None if checkpoint is None else Checkpointer(checkpoint, config, file_sha256(index_path))
@@ -261,32 +312,8 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
     finally:
         torch.set_num_threads(threads)
 
-    results = {
-        "schema": RESULTS_SCHEMA,
-        "schema_version": RESULTS_VERSION,
-        "config": config.to_dict(),
-        "seed": config.seed,
-        "versions": _versions(),
-        "device": device_info,
-        "index_file": {
-            "path": str(index_path),
-            "spec": imap.spec,
-            "table_sizes": list(imap.table_sizes),
-            "layers": [{"name": lay.name, "in_features": lay.in_features, "out_features": lay.out_features,
-                        "table": lay.table, "sign": lay.sign is not None,
-                        "bias_from_table": lay.bias_indices is not None,
-                        "zeros": int((np.asarray(lay.indices) < 0).sum())} for lay in imap.layers],
-            "num_weights": imap.num_weights,
-            "num_entries": imap.num_entries,
-            "compression_ratio": imap.compression_ratio,
-        },
-        "model": {"parameters": sum(p.numel() for p in model.parameters()), "table_entries": model.num_entries},
-        "data": data_info,
-        "epochs": epochs,
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "wall_time_s": time.perf_counter() - t0,
-    }
+    results = results_dict(config, index_path, imap, device_info, model, data_info, epochs, test_acc, test_loss,
+                           time.perf_counter() - t0)
     if out is not None:
         atomic_write_json(out, results)
     return results

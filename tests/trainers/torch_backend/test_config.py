@@ -28,6 +28,11 @@ BAD = [
     ("device", dict(device="gpu"), "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'"),
     ("num-threads", dict(num_threads=0), "num_threads must be an integer in [1,"),
     ("limit-train", dict(limit_train=1), "limit_train must be an integer in [2,"),
+    ("optimizer", dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'; choose one of sgd, adam, adamw"),
+    ("weight-decay-negative", dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+    ("weight-decay-inf", dict(weight_decay=float("inf")), "weight_decay must be a finite number"),
+    ("table-grad-scale", dict(table_grad_scale="inverse"),
+     "unknown table_grad_scale 'inverse'; choose one of none, load, sqrt_load"),
 ]
 
 
@@ -42,6 +47,7 @@ def test_defaults_follow_the_paper():
     c = TrainConfig()
     assert (c.lr, c.momentum, c.lr_factor, c.lr_patience) == (0.1, 0.9, 0.1, 4)
     assert c.device == "auto" and c.download is False and c.version == 1
+    assert (c.optimizer, c.weight_decay, c.table_grad_scale) == ("sgd", 0.0, "none")
 
 
 def test_dict_round_trip_and_unknown_keys():

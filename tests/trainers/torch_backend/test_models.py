@@ -108,3 +108,44 @@ def test_same_seed_same_model(tmp_path):
     b = ArbMLP.from_index_file(path)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_load_scale_on_a_balanced_map_changes_nothing(tmp_path, scope):
+    """A modulus map reads every entry equally often: "load" training is bit-identical on CPU."""
+    path = index_file(tmp_path, HashSpec(kind="modulus", table_size=18 if scope == "global" else 24, scope=scope))
+    models = []
+    for mode in ("none", "load"):
+        torch.manual_seed(0)
+        model = ArbMLP.from_index_file(path)
+        loads = sum(m.entry_loads() for m in model.linears) if scope == "global" else model.linears[0].entry_loads()
+        assert bool((loads == loads[0]).all())  # balanced
+        model.set_table_grad_scale(mode)
+        sgd_steps(model)
+        models.append(model)
+    for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_load_scale_of_a_shared_table_counts_every_reader(tmp_path):
+    model = ArbMLP.from_index_file(index_file(tmp_path, HashSpec(kind="dirichlet", alpha=0.3, table_size=40,
+                                                                 scope="global", sparsity=0.2, sign=True)))
+    model.set_table_grad_scale("sqrt_load")
+    loads = torch.zeros(40, dtype=torch.float64)
+    for m in model.linears:
+        idx = m.indices.reshape(-1).long()
+        loads += torch.bincount(idx[idx >= 0], minlength=40)
+    read = loads > 0
+    want = torch.ones(40, dtype=torch.float64)
+    want[read] = (loads[read].mean() / loads[read]).sqrt()
+    for m in model.linears:
+        assert m._grad_scale is model.linears[0]._grad_scale  # one factor per table
+        torch.testing.assert_close(m._grad_scale.double(), want)
+    x = torch.randn(5, 12)
+    model(x).square().sum().backward()
+    got = model.tables["0"].grad.clone()
+    for m in model.linears:
+        m.set_grad_scale(None)
+    model.zero_grad()
+    model(x).square().sum().backward()
+    torch.testing.assert_close(got, model.tables["0"].grad * want.float())

@@ -10,7 +10,7 @@ import torch
 from hashlab import Architecture, HashSpec, build_map, load_index_file, save_index_file
 from hashlab.io.format import FormatError
 from trainers.torch_backend.config import TrainConfig
-from trainers.torch_backend.train import make_scheduler, resolve_device, train
+from trainers.torch_backend.train import make_optimizer, make_scheduler, resolve_device, train
 
 MNIST_MLP = Architecture.parse("mnist-mlp")
 
@@ -132,3 +132,34 @@ def test_trains_on_cuda(maps, data_root):
     res = train(maps["dirichlet"], config(data_root, device="auto", epochs=2, limit_train=5000), progress=False)
     assert res["device"]["type"] == "cuda" and "cuda_name" in res["device"]
     assert res["test_accuracy"] > 0.8
+
+
+OPTIMIZER_CASES = [  # (TrainConfig fields, torch optimizer class, expected param-group values)
+    (dict(), torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.0)),
+    (dict(optimizer="sgd", momentum=0.5, weight_decay=1e-4), torch.optim.SGD, dict(momentum=0.5, weight_decay=1e-4)),
+    (dict(optimizer="adam", lr=1e-3), torch.optim.Adam, dict(lr=1e-3, weight_decay=0.0)),
+    (dict(optimizer="adamw", lr=1e-3, weight_decay=0.01), torch.optim.AdamW, dict(lr=1e-3, weight_decay=0.01)),
+]
+
+
+@pytest.mark.parametrize("fields,cls,group", [c for c in OPTIMIZER_CASES], ids=["default", "sgd", "adam", "adamw"])
+def test_optimizer_from_config_under_the_plateau_schedule(fields, cls, group):
+    model = torch.nn.Linear(3, 2)
+    cfg = TrainConfig(**fields)
+    opt = make_optimizer(model, cfg)
+    assert type(opt) is cls
+    assert {k: opt.param_groups[0][k] for k in group} == group
+    sched = make_scheduler(opt, cfg)
+    for acc in [0.5] * (cfg.lr_patience + 1):
+        sched.step(acc)
+    assert opt.param_groups[0]["lr"] == pytest.approx(cfg.lr * cfg.lr_factor)
+
+
+def test_adamw_with_load_scale_trains_and_is_recorded(maps, data_root, tmp_path):
+    cfg = config(data_root, epochs=1, limit_train=2000, batch_size=100, optimizer="adamw", lr=1e-3,
+                 weight_decay=1e-4, table_grad_scale="load")
+    res = train(maps["dirichlet"], cfg, out=tmp_path / "r.json", progress=False)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["config"]["optimizer"] == "adamw" and saved["config"]["table_grad_scale"] == "load"
+    assert saved["config"]["weight_decay"] == 1e-4 and TrainConfig.from_dict(saved["config"]) == cfg
+    assert res["test_accuracy"] > 0.5

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from hashlab.cli import main
 
 from tests.conftest import REPO
@@ -48,3 +50,14 @@ def test_invalid_flag_values_exit_2(tmp_path, capsys):
 def test_missing_index_file_exits_3(tmp_path, data_root, capsys):
     assert main(["train", str(tmp_path / "absent.safetensors"), "--data-root", str(data_root)]) == 3
     assert "does not exist; create it with `hashlab build" in capsys.readouterr().err
+
+
+def test_optimizer_flags_come_from_the_config(capsys):
+    from hashlab.cli import build_parser
+    args = build_parser().parse_args(["train", "m.safetensors", "--optimizer", "adamw", "--weight-decay", "0.01",
+                                      "--table-grad-scale", "sqrt_load"])
+    assert (args.optimizer, args.weight_decay, args.table_grad_scale) == ("adamw", 0.01, "sqrt_load")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "m.safetensors", "--optimizer", "lion"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'lion'" in capsys.readouterr().err

@@ -1,0 +1,191 @@
+"""The plan-based table gather (TableGather) against its reference twin and a tied dense model.
+
+Reference twins: ``gather_weight_ref`` (``index_select`` on the padded table, autograd
+backward) and the one-hot einsum model of test_layers (no gather or scatter at all).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hashlab import Architecture, HashSpec, build_map
+from trainers.torch_backend.functional import (
+    build_plan, entry_loads, gather_weight, gather_weight_ref, load_scale, plan_indices, plan_sign, table_gather)
+from trainers.torch_backend.layers import ArbLinear
+
+from .test_layers import assert_matches_reference, one_hot_masks
+
+DT = torch.float64
+
+# (id, hash spec, (in_features, out_features)): the maps issue #9 names
+MAP_CASES = [
+    ("uniform", HashSpec(kind="uniform", table_size=50, seed=1), (40, 30)),
+    ("hot-dirichlet-1e-3", HashSpec(kind="dirichlet", alpha=1e-3, table_size=50, seed=2), (40, 30)),
+    ("sparse-0.5", HashSpec(kind="uniform", table_size=50, sparsity=0.5, seed=3), (40, 30)),
+    ("sparse-0.9", HashSpec(kind="uniform", table_size=50, sparsity=0.9, seed=4), (40, 30)),
+    ("signed", HashSpec(kind="xxhash", table_size=50, sign=True), (40, 30)),
+    ("signed-sparse-hot", HashSpec(kind="dirichlet", alpha=1e-3, table_size=20, sparsity=0.5, sign=True, seed=5),
+     (40, 30)),
+    ("neighborhood", HashSpec(kind="neighborhood", radius=1, table_size=50, seed=6), (40, 30)),
+]
+BACKWARDS = ["lanes", "segments"]  # the CPU backward and the sorted one CUDA uses (both run on CPU here)
+
+
+def map_of(spec: HashSpec, shape: tuple[int, int]):
+    imap = build_map(spec, Architecture(shape))
+    lay = imap.layers[0]
+    sign = None if lay.sign is None else torch.from_numpy(np.array(lay.sign))
+    return torch.from_numpy(np.array(lay.indices)).long(), sign, imap.table_sizes[0]
+
+
+def grads(fn, table, upstream):
+    t = table.detach().clone().requires_grad_(True)
+    w = fn(t)
+    (w * upstream).sum().backward()
+    return w.detach(), t.grad
+
+
+@pytest.mark.parametrize("backward", BACKWARDS)
+@pytest.mark.parametrize("spec,shape", [c[1:] for c in MAP_CASES], ids=[c[0] for c in MAP_CASES])
+def test_plan_gather_matches_reference_twin_and_tied_dense(spec, shape, backward):
+    idx, sign, n = map_of(spec, shape)
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(n, generator=g, dtype=DT)
+    up = torch.randn(idx.shape, generator=g, dtype=DT)
+    plan = build_plan(idx, n, sign, sorted_segments=backward == "segments")
+    w, grad = grads(lambda t: table_gather(t, plan).view(idx.shape), table, up)
+    w_ref, grad_ref = grads(lambda t: gather_weight_ref(t, idx, sign), table, up)
+    assert torch.equal(w, w_ref)  # the forward is a copy: bit for bit
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)
+    # the tied dense model: W = sum_e table[e] * M_e, gradient by autograd through an einsum
+    w_dense, grad_dense = grads(lambda t: torch.einsum("e,eoi->oi", t, one_hot_masks(idx, n, sign)), table, up)
+    torch.testing.assert_close(w, w_dense, rtol=0, atol=0)
+    torch.testing.assert_close(grad, grad_dense, rtol=1e-12, atol=1e-12)
+    # zeroed weights are left out: entries read only by them get exactly zero
+    unread = entry_loads(plan) == 0
+    assert bool((grad[unread] == 0).all())
+
+
+@pytest.mark.parametrize("backward", BACKWARDS)
+@pytest.mark.parametrize("spec,shape", [c[1:] for c in MAP_CASES[1:6:2]], ids=[c[0] for c in MAP_CASES[1:6:2]])
+def test_two_backward_passes_are_bitwise_equal(spec, shape, backward):
+    idx, sign, n = map_of(spec, shape)
+    table = torch.randn(n)
+    up = torch.randn(idx.shape)
+    plan = build_plan(idx, n, sign, sorted_segments=backward == "segments")
+    first = grads(lambda t: table_gather(t, plan), table, up.reshape(-1))[1]
+    second = grads(lambda t: table_gather(t, plan), table, up.reshape(-1))[1]
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 8])
+def test_lanes_do_not_change_the_math(lanes):
+    idx, sign, n = map_of(MAP_CASES[5][1], MAP_CASES[5][2])
+    table, up = torch.randn(n, dtype=DT), torch.randn(idx.numel(), dtype=DT)
+    plan = build_plan(idx, n, sign, lanes=lanes)
+    assert plan.lanes == lanes and plan.key.dtype == torch.int32
+    got = grads(lambda t: table_gather(t, plan), table, up)[1]
+    want = grads(lambda t: gather_weight_ref(t, idx, sign).reshape(-1), table, up)[1]
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@given(data=st.data(), n_w=st.integers(1, 40), n=st.integers(1, 12), use_sign=st.booleans(),
+       segments=st.booleans())
+def test_plan_round_trips_the_map(data, n_w, n, use_sign, segments):
+    idx = torch.tensor(data.draw(st.lists(st.integers(-1, n - 1), min_size=n_w, max_size=n_w)))
+    sign = torch.tensor(data.draw(st.lists(st.sampled_from([-1, 1]), min_size=n_w, max_size=n_w))) if use_sign else None
+    plan = build_plan(idx, n, sign, sorted_segments=segments)
+    assert torch.equal(plan_indices(plan), idx)
+    if use_sign:
+        assert torch.equal(plan_sign(plan)[idx >= 0], sign[idx >= 0].to(torch.int8))
+    assert torch.equal(entry_loads(plan), torch.bincount(idx[idx >= 0], minlength=n))
+    if segments:  # every live weight once, zeroed weights not at all
+        assert sorted(plan.perm.tolist()) == (idx >= 0).nonzero().squeeze(1).tolist()
+        assert int(plan.offsets[-1]) == int((idx >= 0).sum())
+
+
+def test_gather_weight_is_the_plan_path_with_reference_semantics():
+    table = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    idx = torch.tensor([[2, -1], [0, 2]], dtype=torch.int16)
+    sign = torch.tensor([[-1, 1], [1, 1]], dtype=torch.int8)
+    w = gather_weight(table, idx, sign)
+    torch.testing.assert_close(w, gather_weight_ref(table, idx, sign))
+    (w * torch.tensor([[1.0, 5.0], [2.0, 3.0]])).sum().backward()
+    torch.testing.assert_close(table.grad, torch.tensor([2.0, 0.0, 2.0]))
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_resident_index_memory_per_virtual_weight(signed):
+    """<= 4 bytes per virtual weight on CPU, sign included (it is folded into the key)."""
+    idx, sign, n = map_of(HashSpec(kind="uniform", table_size=1000, sparsity=0.5, sign=signed), (300, 200))
+    layer = ArbLinear(300, 200, idx.to(torch.int16), n, sign=sign)
+    assert layer.index_bytes <= 4 * idx.numel()
+    assert layer.indices.dtype == torch.int16 and torch.equal(layer.indices.long(), idx)
+
+
+@pytest.mark.parametrize("spec,shape", [c[1:] for c in MAP_CASES], ids=[c[0] for c in MAP_CASES])
+def test_layer_matches_tied_dense_model_on_issue_maps(spec, shape):
+    idx, sign, n = map_of(spec, shape)
+    layer = ArbLinear(shape[0], shape[1], idx, n, sign=sign, dtype=DT)
+    assert_matches_reference(layer, batch=3, seed=2)
+
+
+# -- load-normalised table gradients -------------------------------------------------------------
+
+def test_load_scale_leaves_a_balanced_map_bitwise_unchanged():
+    idx, sign, n = map_of(HashSpec(kind="modulus", table_size=40), (40, 30))  # every entry read 30 times
+    plan = build_plan(idx, n, sign)
+    scale = load_scale(entry_loads(plan), "load")
+    assert torch.equal(scale, torch.ones(n))
+    table, up = torch.randn(n), torch.randn(idx.numel())
+    plain = grads(lambda t: table_gather(t, plan), table, up)[1]
+    scaled = grads(lambda t: table_gather(t, plan, scale), table, up)[1]
+    assert torch.equal(plain, scaled)
+
+
+@pytest.mark.parametrize("mode", ["load", "sqrt_load"])
+@pytest.mark.parametrize("backward", BACKWARDS)
+def test_load_scale_on_loads_1_and_10_matches_float64_reference(mode, backward):
+    # entry 0 read once, entry 1 read 10 times (two with sign -1), entry 2 never; 3 zeroed weights
+    idx = torch.tensor([0] + [1] * 10 + [-1] * 3)
+    sign = torch.tensor([1] * 9 + [-1, -1] + [1] * 3)
+    plan = build_plan(idx, 3, sign, sorted_segments=backward == "segments")
+    assert entry_loads(plan).tolist() == [1, 10, 0]
+    scale = load_scale(entry_loads(plan), mode, DT)
+    up = torch.linspace(-1, 2, idx.numel(), dtype=DT)
+    got = grads(lambda t: table_gather(t, plan, scale), torch.zeros(3, dtype=DT), up)[1]
+    mean = (1 + 10) / 2
+    f = np.array([mean / 1, mean / 10, 1.0])
+    f = np.sqrt(f) if mode == "sqrt_load" else f
+    u, s = up.numpy(), sign.numpy()
+    want = np.array([u[0] * s[0], (u[1:11] * s[1:11]).sum(), 0.0]) * f
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-14, atol=0)
+
+
+def test_load_scale_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="'none', 'load' or 'sqrt_load'"):
+        load_scale(torch.tensor([1, 2]), "inverse")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("spec,shape", [c[1:] for c in MAP_CASES], ids=[c[0] for c in MAP_CASES])
+def test_cuda_gradient_is_deterministic_and_matches_cpu(spec, shape):
+    idx, sign, n = map_of(spec, shape)
+    cpu = ArbLinear(shape[0], shape[1], idx, n, sign=sign, dtype=DT)
+    gpu = ArbLinear(shape[0], shape[1], idx, n, sign=sign, dtype=DT)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu = gpu.cuda()
+    assert gpu._perm is not None and gpu._perm.is_cuda
+    x = torch.randn(64, shape[0], dtype=DT)
+    cpu(x).square().sum().backward()
+    out = []
+    for _ in range(2):
+        gpu.zero_grad()
+        gpu(x.cuda()).square().sum().backward()
+        out.append(gpu.table.grad.clone())
+    assert torch.equal(out[0], out[1])
+    torch.testing.assert_close(out[0].cpu(), cpu.table.grad, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,125 @@
+"""train_group: K ArbMLPs trained as one batched model end like each trained alone (real MNIST subset)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from hashlab import Architecture, HashSpec, build_map, load_index_file, save_index_file
+from trainers.torch_backend.config import TrainConfig
+from trainers.torch_backend.group import ArbMLPGroup, GroupSGD, _Plateau, fit_group, train_group
+from trainers.torch_backend.models import ArbMLP
+from trainers.torch_backend.train import _fit, make_scheduler, train
+
+MNIST_MLP = Architecture.parse("mnist-mlp")
+# one architecture, different maps (kinds, seeds, signs, zeros). Not a Dirichlet alpha=1e-3 map:
+# it trains chaotically (15% accuracy), so float rounding of the batched kernels grows to 1e-2.
+MEMBERS = [
+    HashSpec(kind="dirichlet", alpha=1.0, table_size=500, seed=1, sign=True),
+    HashSpec(kind="uniform", table_size=500, sparsity=0.5, seed=2),
+]
+
+
+# maps built with the numpy backend: numba's parallel kernels, run in this process before torch,
+# slow torch's CPU kernels many times over on a 2-core box (see benchmarks/bench_group.py)
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("group")
+    return [save_index_file(build_map(s, MNIST_MLP, backend="numpy"), d / f"m{i}.safetensors")
+            for i, s in enumerate(MEMBERS)]
+
+
+@pytest.fixture()
+def one_thread():
+    """fit_group / _fit run without train()'s thread setting: use one thread like it does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(data_root, **kw) -> TrainConfig:
+    return TrainConfig(**({"data_root": str(data_root), "device": "cpu", "num_threads": 1, "epochs": 2,
+                           "limit_train": 600, "batch_size": 100, "lr_patience": 1} | kw))
+
+
+def test_each_member_ends_as_if_trained_alone(files, data_root, one_thread):
+    cfg = config(data_root, table_grad_scale="load")
+    maps = [load_index_file(f) for f in files]
+    _, group, _, epochs, accs, losses = fit_group(maps, cfg, torch.device("cpu"), data_root)
+    for i, imap in enumerate(maps):
+        with torch.random.fork_rng():
+            solo, _, solo_epochs, solo_acc, solo_loss = _fit(imap, cfg, torch.device("cpu"), data_root, False)
+        state = solo.state_dict()
+        for name, value in group.member_state(i).items():
+            torch.testing.assert_close(value, state[name], rtol=1e-4, atol=2e-5, msg=f"member {i} {name}")
+        assert [e["lr"] for e in epochs[i]] == [e["lr"] for e in solo_epochs]  # its own plateau schedule
+        for e, s in zip(epochs[i], solo_epochs):
+            assert e["train_accuracy"] == pytest.approx(s["train_accuracy"], abs=2e-3)
+        assert accs[i] == pytest.approx(solo_acc, abs=3e-4) and losses[i] == pytest.approx(solo_loss, rel=1e-3)
+
+
+def test_results_have_the_content_of_train(files, data_root, tmp_path):
+    cfg = config(data_root, epochs=1)
+    outs = [tmp_path / f"r{i}.json" for i in range(2)]
+    group = train_group(files, cfg, outs=outs, progress=False)
+    solo = train(files[1], cfg, progress=False)
+    assert outs[1].exists() and set(group[1]) == set(solo)
+    for key in ("config", "seed", "index_file", "model", "data", "schema", "schema_version"):
+        assert group[1][key] == solo[key], key
+    assert group[1]["test_accuracy"] == pytest.approx(solo["test_accuracy"], abs=3e-4)
+
+
+def test_bad_groups_raise_clear_errors(files, data_root, tmp_path):
+    other = save_index_file(build_map(HashSpec(kind="uniform", table_size=400), MNIST_MLP, backend="numpy"),
+                            tmp_path / "o.safetensors")
+    with pytest.raises(ValueError, match="same --arch"):
+        train_group([files[0], other], config(data_root))
+    with pytest.raises(ValueError, match="optimizer='sgd' only"):
+        train_group(files, config(data_root, optimizer="adam", lr=1e-3))
+    with pytest.raises(ValueError, match="empty"):
+        train_group([], config(data_root))
+
+
+def test_group_sgd_steps_each_member_with_its_own_learning_rate(one_thread):
+    """K members with different LRs (and momentum, weight decay) step like K torch.optim.SGD."""
+    arch = Architecture((12, 8, 6, 3))
+    maps = [build_map(HashSpec(kind="uniform", table_size=30, seed=s, sign=s == 1, sparsity=0.3 * s), arch,
+                      backend="numpy") for s in range(3)]
+    lrs = [0.1, 0.03, 0.5]
+    solos = []
+    for imap in maps:
+        torch.manual_seed(0)
+        solos.append(ArbMLP(imap))
+    group = ArbMLPGroup(solos, maps)
+    opt = GroupSGD(group, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    opt.lrs = list(lrs)
+    solo_opts = [torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3) for m, lr in zip(solos, lrs)]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x, y = torch.randn(16, 12, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        logits = group(x)
+        sum(nn.functional.cross_entropy(logits[k], y) for k in range(3)).backward()
+        opt.step()
+        for m, o in zip(solos, solo_opts):
+            o.zero_grad()
+            nn.functional.cross_entropy(m(x), y).backward()
+            o.step()
+    for k, m in enumerate(solos):
+        state = m.state_dict()
+        for name, value in group.member_state(k).items():
+            torch.testing.assert_close(value, state[name], rtol=1e-5, atol=1e-6, msg=f"member {k} {name}")
+
+
+@given(accs=st.lists(st.sampled_from([0.1, 0.2, 0.3, 0.5]), min_size=1, max_size=12), patience=st.integers(1, 4))
+def test_plateau_follows_torch_reduce_lr_on_plateau(accs, patience):
+    cfg = TrainConfig(lr_patience=patience)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched, mine, lr = make_scheduler(opt, cfg), _Plateau(cfg), cfg.lr
+    for acc in accs:
+        sched.step(acc)
+        lr = mine.step(acc, lr)
+        assert lr == opt.param_groups[0]["lr"]
