@@ -208,6 +208,18 @@ def _rotl(x, r):
 
 
 @nb.njit(inline="always")
+def _cdf_search(inner_cdf, u, lo, hi):
+    """First position ``pos`` in ``[lo, hi)`` with ``inner_cdf[pos] > u`` (``hi`` if none): binary search."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if inner_cdf[mid] <= u:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@nb.njit(inline="always")
 def _avalanche(h):
     h ^= h >> np.uint64(33)
     h *= _P2
@@ -277,15 +289,7 @@ def categorical_nb(ids, inner_cdf, seed):
     for i in nb.prange(ids.shape[0]):
         h = _xxh64_u64(np.uint64(ids[i]), s)
         u = np.float64(h >> np.uint64(11)) * _INV53
-        lo = 0
-        hi = m
-        while lo < hi:  # first position with inner_cdf[pos] > u
-            mid = (lo + hi) >> 1
-            if inner_cdf[mid] <= u:
-                lo = mid + 1
-            else:
-                hi = mid
-        out[i] = lo
+        out[i] = _cdf_search(inner_cdf, u, 0, m)
     return out
 
 
@@ -383,15 +387,7 @@ def categorical_fill_nb(start, inner_cdf, guide, seed, out):
         g = np.int64(hb >> gshift)
         lo = np.int64(guide[g])
         hi = np.int64(guide[g + 1])
-        if lo < hi:
-            u = np.float64(hb) * _INV53
-            while lo < hi:  # first position with inner_cdf[pos] > u
-                mid = (lo + hi) >> 1
-                if inner_cdf[mid] <= u:
-                    lo = mid + 1
-                else:
-                    hi = mid
-        out[i] = lo
+        out[i] = _cdf_search(inner_cdf, np.float64(hb) * _INV53, lo, hi) if lo < hi else lo
     return out
 
 

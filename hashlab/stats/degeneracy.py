@@ -33,6 +33,8 @@ import numba as nb
 import numpy as np
 
 from ..maps.indexmap import IndexMap, LayerMap
+from ..maps.kernels import _P1, _P2, _P3, _rotl
+from ..maps.kernels import _avalanche as _final  # the XXH64 avalanche: rows hash like identifiers
 
 __all__ = [
     "LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy", "position_keys",
@@ -45,9 +47,6 @@ RANK_LIMIT = 1 << 20
 RANK_DRAWS = 2
 """Seeded draws of the table values for the random-table rank."""
 
-_P1 = np.uint64(11400714785074694791)
-_P2 = np.uint64(14029467366897019727)
-_P3 = np.uint64(1609587929392839161)
 _SEED = np.uint64(0x9E3779B97F4A7C15)
 _COL_BLOCK = 512
 
@@ -109,17 +108,8 @@ def _key(indices, sign, has_sign, r, c):
 @nb.njit(inline="always")
 def _mix(h, k):
     h ^= k * _P2
-    h = ((h << np.uint64(31)) | (h >> np.uint64(33))) * _P1
+    h = _rotl(h, 31) * _P1
     return h + _P3
-
-
-@nb.njit(inline="always")
-def _final(h):
-    h ^= h >> np.uint64(33)
-    h *= _P2
-    h ^= h >> np.uint64(29)
-    h *= _P3
-    return h ^ (h >> np.uint64(32))
 
 
 @nb.njit(parallel=True, cache=True)
