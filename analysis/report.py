@@ -277,7 +277,9 @@ def write_report(rows: list[dict], out: str | Path, *, profile, dataset: str, pl
     if figs:
         L += ["## Figures", ""] + [f"![{k}](figures/{p.name})" for k, p in figs.items()] + [""]
     L += ["## Methods", "",
-          "- Cell means with two-sided 95% Student-t intervals over seeds (`analysis/inference.py`).",
+          "- Cell means with two-sided 95% Student-t intervals over seeds (`analysis/inference.py`). With 3 seeds "
+          "and outcomes that split between seeds (a run that learns next to one stuck near chance, as at α ≤ 0.01), "
+          "these intervals are wide and can reach past 0 or 100%: they are reported as computed, not clipped.",
           "- Ordered trends (claims 1, 4, and the effect across sparsity in 2, 5): Page's L test with seeds as "
           "blocks (`scipy.stats.page_trend_test`), one-sided in the claimed direction.",
           "- Ends: the paired difference between the grid's ends (claimed-better minus other) over seeds, with its "

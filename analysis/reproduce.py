@@ -87,7 +87,8 @@ def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | N
     Returns
     -------
     dict
-        ``{"runs": total, "finished": ..., "skipped": ..., "failed": ..., "wall_time_s": ...}``.
+        ``{"runs": total, "finished": trained now, "skipped": done before, "missing": without a record
+        at the end, "failed": [...], "wall_time_s": ...}``.
 
     Raises
     ------
@@ -112,13 +113,14 @@ def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | N
         write_results_csv(sorted(done_rows, key=lambda r: order[r["run_key"]]), csv_path)
 
     order = {r.key: i for i, r in enumerate(runs)}
+    done_before = len(done_rows)
     state = None
     if run:
         state = run_all(runs, out, engine=engine, workers=workers, address=address, progress=progress, on_row=on_row)
     rows = load_rows(out, runs)
     write_results_csv(rows, csv_path)
-    summary = {"runs": len(runs), "finished": 0 if state is None else state.finished,
-               "skipped": len(runs) - (0 if state is None else state.finished + len(state.failures)),
+    summary = {"runs": len(runs), "finished": 0 if state is None else state.finished, "skipped": done_before,
+               "missing": len(runs) - len(rows),
                "failed": [] if state is None else [f"{f.run.key}: {f.error}" for f in state.failures],
                "wall_time_s": time.perf_counter() - t0}
     if report and rows:
@@ -166,7 +168,8 @@ def _main(argv: list[str], prog: str) -> int:
                         engine=args.engine, workers=args.workers, address=args.address, studies=studies,
                         progress=not args.no_progress, report=not args.no_report, run=not args.report_only)
     print(f"{summary['runs']} runs: {summary['finished']} trained now, {summary['skipped']} already done, "
-          f"{len(summary['failed'])} failed ({summary['wall_time_s']:.0f} s); results in {out / 'results.csv'}"
+          f"{len(summary['failed'])} failed, {summary['missing']} not run ({summary['wall_time_s']:.0f} s); "
+          f"results in {out / 'results.csv'}"
           + ("" if args.no_report else f", report in {out / 'REPORT.md'}"))
     for f in summary["failed"]:
         print(f"  failed: {f}", file=sys.stderr)
