@@ -40,7 +40,7 @@ from .._version import __version__
 from ..maps.indexmap import IndexMap
 from .degeneracy import RANK_DRAWS, RANK_LIMIT, LayerDegeneracy, MapDegeneracy, degeneracy_lines, layer_degeneracy
 from .entropy import entropy_nats
-from .locality import LayerLocality, LocalityStats, default_thresholds, layer_locality, pool_locality
+from .locality import LayerLocality, default_thresholds, layer_locality, pool_locality
 
 __all__ = [
     "STATS_SCHEMA", "STATS_VERSION", "BalanceStats", "SignStats", "LayerReport", "MapReport", "MapAnalyzer",

@@ -245,7 +245,7 @@ if __name__ == "__main__":  # pragma: no cover
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     with tempfile.TemporaryDirectory() as d:
         counts, bad, slowest = run(n, Path(d))
-    print(f"| kind | tried | clear error | loads, consistent | inconsistent | crash |\n|---|---|---|---|---|---|")
+    print("| kind | tried | clear error | loads, consistent | inconsistent | crash |\n|---|---|---|---|---|---|")
     tot = Counter()
     for k in KINDS:
         c = counts[k]
