@@ -27,7 +27,7 @@ STAND_IN = ("**Fashion-MNIST is a stand-in.** The paper's CIFAR-10 claims (2, 5,
             "with five hidden layers of 2000; CIFAR-10 is not available on the machines that produced this "
             "report, so Fashion-MNIST on the MNIST MLP (784-200-200-10) stands in for it. Agreement or "
             "disagreement here says nothing direct about CIFAR-10.")
-_PARAM = {"balance": ("alpha", "Dirichlet α"), "noise": ("radius", "radius r"), "epochs": ("alpha", "Dirichlet α")}
+_PARAM = {"balance": ("alpha", "Dirichlet α"), "noise": ("radius", "radius r")}
 
 
 def _pct(x: float) -> str:
@@ -193,14 +193,14 @@ def _epochs_markdown(rows: list[dict], epochs: int) -> list[str]:
         return []
     alphas = sorted({r["alpha"] for r in longer})
     e_long = longer[0]["epochs"]
-    short = [{**r, "study": "x"} for r in rows if r["study"] == "balance" and r["alpha"] in alphas
+    short = [r for r in rows if r["study"] == "balance" and r["alpha"] in alphas
              and r["sparsity"] in {x["sparsity"] for x in longer}]
     lines = [f"The balance claim (1) on the subset α ∈ {{{', '.join(f'{a:g}' for a in alphas)}}} trained for "
              f"{epochs} epochs (the balance study) and for {e_long} epochs (the epochs study), same seeds and maps:",
              "", "| sparsity | epochs | α = " + f"{alphas[-1]:g} minus α = {alphas[0]:g} | Page p | verdict |",
              "|---|---|---|---|---|"]
     for label, rs in ((epochs, short), (e_long, longer)):
-        c = claim_1([{**r, "study": "balance"} for r in rs])
+        c = claim_1([{**r, "study": "balance"} for r in rs])  # the epochs rows judged as a balance study
         for f in c.findings:
             lines.append(f"| {f.label.split()[-1]} | {label} | {_pp(f.ends.diff) if f.ends else ''} | "
                          f"{_p(f.trend.p_value) if f.trend else ''} | {f.verdict} |")
