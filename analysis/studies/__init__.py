@@ -5,7 +5,8 @@ A *study* (``analysis/studies/<name>.toml``, read with :mod:`tomllib`) is a grid
 sparsities, on the paper's MLP for a dataset with one ``table_size``-entry table per layer
 (Chang & Lipson 2018, section 4.3). A version-2 study may also cross its grid with training
 *arms* (optimizer, learning rate, ``table_grad_scale``): the optimizer controls of the balance
-study; an arm with the paper's recipe can ``reuse`` another study's runs instead of repeating them. A *profile* (``profiles.toml``) says which studies run, with
+study; an arm with the paper's recipe can ``reuse`` another study's runs instead of repeating them.
+A *profile* (``profiles.toml``) says which studies run, with
 which paired seeds and how long each run trains. :func:`plan` expands a profile into the list of
 :class:`~analysis.runs.RunConfig`, each one training run.
 
@@ -23,7 +24,8 @@ from hashlab import HashSpec, SpecError
 
 from ..runs import ARCH_OF_DATASET, RunConfig
 
-__all__ = ["StudyError", "Variant", "Arm", "PAPER_ARM", "Study", "Profile", "STUDY_DIR", "load_study", "load_profiles", "plan"]
+__all__ = ["StudyError", "Variant", "Arm", "PAPER_ARM", "Study", "Profile", "STUDY_DIR", "load_study",
+           "load_profiles", "plan"]
 
 STUDY_DIR = Path(__file__).resolve().parent
 _SWEEPS = {"dirichlet": "alpha", "neighborhood": "radius"}
