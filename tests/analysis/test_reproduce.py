@@ -158,6 +158,42 @@ def test_rerun_skips_finished_runs(smoke, data_root):
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_killing_only_the_reproduction_leaves_no_orphan_workers(tmp_path, data_root):
+    cmd = [sys.executable, "-m", "analysis.reproduce", "--profile", "smoke", "--out", str(tmp_path), "--data-root",
+           str(data_root), "--workers", "2", "--no-progress", "--no-report"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 3:  # the resource tracker and two pool workers
+        assert proc.poll() is None, "the reproduction ended before it could be killed"
+        time.sleep(0.2)
+        workers = _children(proc.pid)
+    time.sleep(1.0)  # let the workers run their initializer
+    proc.kill()  # the parent only, not its process group
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()
+             and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    for w in alive:  # do not leave them behind even when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the killed reproduction"
+
+
 def test_sigkill_midway_then_rerun_gives_every_run_once_and_equal_rows(smoke, tmp_path, data_root):
     ref_out, _ = smoke
     out = tmp_path / "killed"
