@@ -32,9 +32,9 @@ ARCH_OF_DATASET = {"mnist": "mnist-mlp", "fashion-mnist": "mnist-mlp", "cifar10"
 """The paper's MLP per dataset (section 4.3); Fashion-MNIST, the CIFAR-10 stand-in, uses MNIST's."""
 
 ROW_COLUMNS = [
-    "dataset", "study", "kind", "alpha", "radius", "sign", "sparsity", "table_size", "hash_seed", "train_seed",
-    "epochs", "batch_size", "limit_train", "optimizer", "lr", "table_grad_scale", "test_accuracy",
-    "final_train_accuracy", "test_loss", "lr_drops",
+    "dataset", "study", "arch", "kind", "alpha", "radius", "sign", "sparsity", "table_size", "compression",
+    "hash_bias", "hash_seed", "train_seed", "recipe", "epochs", "batch_size", "limit_train", "optimizer", "lr",
+    "table_grad_scale", "test_accuracy", "final_train_accuracy", "test_loss", "lr_drops", "parameters",
     "entropy_nats", "entropy_bits", "entropy_normalized", "max_load", "mean_load", "compression_ratio",
     "locality_id_median", "locality_grid_median", "run_key", "hashlab_version", "git_commit", "torch_version",
     "device", "wall_time_s", "finished_at",
@@ -42,9 +42,16 @@ ROW_COLUMNS = [
 """Columns of ``results.csv``, one row per run."""
 
 
-KEY_DEFAULTS = {"optimizer": "sgd", "table_grad_scale": "none"}
+KEY_DEFAULTS = {"optimizer": "sgd", "table_grad_scale": "none", "arch": None, "compression": None, "hash_bias": False,
+                "recipe": "paper"}
 """Run fields that enter :attr:`RunConfig.key` only when they differ from these defaults (added
 after results were committed; the committed runs keep their keys)."""
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},
+}
+"""``TrainConfig`` fields of each recipe beyond the run's own (lr, momentum, schedule, optimizer)."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,8 @@ class RunConfig:
         ``HashSpec.kind``; ``alpha``, ``radius`` and ``sign`` as in :class:`hashlab.HashSpec`.
     sparsity : float
         Fraction of virtual weights fixed at zero, in [0, 1).
-    table_size : int
-        Entries per layer's table.
+    table_size : int or None
+        Entries per layer's table (None when ``compression`` sets the budget).
     hash_seed : int
         Seed of the map (``HashSpec.seed``).
     train_seed : int
@@ -83,6 +90,17 @@ class RunConfig:
     table_grad_scale : {"none", "load", "sqrt_load"}
         ``TrainConfig.table_grad_scale``: per-entry gradient scaling by load (the optimizer
         control of the balance study); the paper's is ``"none"``.
+    arch : str or None
+        MLP layer sizes, e.g. ``"784-1000-10"`` (``hashlab.Architecture.parse``); None: the paper's
+        MLP of the dataset (:data:`ARCH_OF_DATASET`).
+    compression : str or None
+        ``HashSpec.compression`` (e.g. ``"1/64"``): per-layer tables of ``ceil(weights x ratio)``
+        entries instead of ``table_size``.
+    hash_bias : bool
+        ``HashSpec.hash_bias``: hidden biases read hashed table entries too.
+    recipe : str
+        The training recipe's model family and schedule (:data:`RECIPES`); ``"paper"``: Linear-ELU-BN,
+        plateau on training accuracy, no validation set.
 
     Notes
     -----
@@ -100,7 +118,7 @@ class RunConfig:
     alpha: float | None = None
     radius: int | None = None
     sign: bool = False
-    table_size: int = 1000
+    table_size: int | None = 1000
     batch_size: int = 200
     limit_train: int | None = None
     data_root: str | None = None
@@ -111,6 +129,10 @@ class RunConfig:
     lr_patience: int = 4
     optimizer: str = "sgd"
     table_grad_scale: str = "none"
+    arch: str | None = None
+    compression: str | None = None
+    hash_bias: bool = False
+    recipe: str = "paper"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,8 +152,15 @@ class RunConfig:
     def hash_spec(self):
         from hashlab import HashSpec
 
-        return HashSpec(kind=self.kind, table_size=self.table_size, seed=self.hash_seed, sparsity=self.sparsity,
-                        alpha=self.alpha, radius=self.radius, sign=self.sign)
+        budget = {"table_size": self.table_size} if self.compression is None else {"compression": self.compression}
+        return HashSpec(kind=self.kind, seed=self.hash_seed, sparsity=self.sparsity, alpha=self.alpha,
+                        radius=self.radius, sign=self.sign, hash_bias=self.hash_bias, **budget)
+
+    def architecture(self):
+        """The MLP this run trains (``hashlab.Architecture``)."""
+        from hashlab import ARCHITECTURES, Architecture
+
+        return Architecture.parse(self.arch) if self.arch is not None else ARCHITECTURES[ARCH_OF_DATASET[self.dataset]]
 
     def train_config(self):
         from trainers.torch_backend.config import TrainConfig  # scripts import libraries, never the reverse
@@ -140,7 +169,7 @@ class RunConfig:
                            batch_size=self.batch_size, seed=self.train_seed, device=self.device,
                            limit_train=self.limit_train, lr=self.lr, momentum=self.momentum,
                            lr_factor=self.lr_factor, lr_patience=self.lr_patience, optimizer=self.optimizer,
-                           table_grad_scale=self.table_grad_scale, num_threads=1)
+                           table_grad_scale=self.table_grad_scale, num_threads=1, **RECIPES[self.recipe])
 
 
 def run_path(out: str | Path, run: RunConfig) -> Path:
@@ -204,14 +233,14 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
     hashlab.SpecError, trainers.torch_backend.ConfigError, DatasetError
         On an invalid run config or missing data (before training starts).
     """
-    from hashlab import ARCHITECTURES, build_map, save_index_file
+    from hashlab import build_map, save_index_file
     from hashlab.io.atomic import atomic_write_json
     from trainers.torch_backend.train import train
 
     run = RunConfig.from_dict(run) if isinstance(run, dict) else run
     t0 = time.perf_counter()
     spec, tcfg = run.hash_spec(), run.train_config()
-    imap = build_map(spec, ARCHITECTURES[ARCH_OF_DATASET[run.dataset]])
+    imap = build_map(spec, run.architecture())
     stats = map_statistics(imap)
     with tempfile.TemporaryDirectory(prefix="hashlab-run-") as tmp:
         results = train(save_index_file(imap, Path(tmp) / "map.safetensors"), tcfg, progress=False)
@@ -221,6 +250,7 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
         "test_accuracy": results["test_accuracy"], "final_train_accuracy": epochs[-1]["train_accuracy"],
         "test_loss": results["test_loss"],
         "lr_drops": sum(1 for a, b in zip(epochs, epochs[1:]) if b["lr"] < a["lr"]),
+        "parameters": results["model"]["parameters"],
         **stats,
         "run_key": run.key, "hashlab_version": results["versions"]["hashlab"], "git_commit": git_commit(),
         "torch_version": results["versions"]["torch"],

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hashlab import HashSpec, SpecError
+from hashlab import Architecture, HashSpec, SpecError
 
-from ..runs import ARCH_OF_DATASET, RunConfig
+from ..runs import ARCH_OF_DATASET, RECIPES, RunConfig
 
 __all__ = ["StudyError", "Variant", "Arm", "PAPER_ARM", "Study", "Profile", "STUDY_DIR", "load_study",
            "load_profiles", "plan"]
@@ -37,12 +37,17 @@ class StudyError(ValueError):
 
 @dataclass(frozen=True)
 class Variant:
-    """One map family point: a hash kind and its parameters (``HashSpec`` fields)."""
+    """One map family point: a hash kind and its parameters (``HashSpec`` fields), and optionally
+    its own budget (``compression``, ``hash_bias``) and architecture (``arch``, e.g. the plain
+    network of equal parameter count that HashedNets compares against)."""
 
     kind: str
     alpha: float | None = None
     radius: int | None = None
     sign: bool = False
+    compression: str | None = None
+    hash_bias: bool = False
+    arch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,16 @@ class Study:
         A study of the same kind whose runs *are* this study's :data:`PAPER_ARM` runs (same map,
         same recipe, so the same result): they are planned under that study's name and trained
         once. A profile must run ``reuse`` over a grid that contains this study's.
+    arch : str or None
+        MLP layer sizes for every variant without its own (version 2); None: the dataset's paper MLP.
+    recipe : str
+        Training recipe (``analysis.runs.RECIPES``; version 2): ``"paper"`` or ``"hashednets"``.
+    epochs, batch_size : int or None
+        The study's own training length and mini-batch size (version 2), replacing the profile's
+        (a study that reproduces another paper's recipe, e.g. HashedNets' 50 epochs of batch 50).
     version : int
-        Schema version, 1 or 2 (2 adds ``arms`` and ``reuse``).
+        Schema version, 1 or 2 (2 adds ``arms``, ``reuse``, ``arch``, ``recipe``, ``epochs``,
+        ``batch_size`` and the variants' ``compression``, ``hash_bias``, ``arch``).
     """
 
     name: str
@@ -114,6 +127,10 @@ class Study:
     epochs_factor: int = 1
     arms: tuple[Arm, ...] = (PAPER_ARM,)
     reuse: str | None = None
+    arch: str | None = None
+    recipe: str = "paper"
+    epochs: int | None = None
+    batch_size: int | None = None
     version: int = 1
 
     def restricted(self, values: list[float] | None, sparsities: list[float] | None) -> "Study":
@@ -212,8 +229,8 @@ def load_study(name_or_path: str | Path) -> Study:
     if version not in (1, 2):
         raise StudyError(f"{where}: version {version!r} is not supported; this reader reads versions 1 and 2")
     _check_keys(d, {"version", "name", "description", "claims", "kind", "sweep", "values", "variants",
-                    "sparsities", "table_size", "epochs_factor"} | ({"arms", "reuse"} if version == 2 else set()),
-                where)
+                    "sparsities", "table_size", "epochs_factor"}
+                | ({"arms", "reuse", "arch", "recipe", "epochs", "batch_size"} if version == 2 else set()), where)
     name = _need(d, "name", str, where)
     if name != path.stem:
         raise StudyError(f"{where}: name {name!r} must equal the file's stem {path.stem!r}")
@@ -223,9 +240,12 @@ def load_study(name_or_path: str | Path) -> Study:
         raw = _need(d, "variants", list, where)
         variants = []
         for i, v in enumerate(raw):
-            _check_keys(v, {"kind", "alpha", "radius", "sign"}, f"{where}: variants[{i}]")
+            _check_keys(v, {"kind", "alpha", "radius", "sign"}
+                        | ({"compression", "hash_bias", "arch"} if version == 2 else set()), f"{where}: variants[{i}]")
             variants.append(Variant(kind=_need(v, "kind", str, f"{where}: variants[{i}]"), alpha=v.get("alpha"),
-                                    radius=v.get("radius"), sign=v.get("sign", False)))
+                                    radius=v.get("radius"), sign=v.get("sign", False),
+                                    compression=v.get("compression"), hash_bias=v.get("hash_bias", False),
+                                    arch=v.get("arch")))
         sweep = None
     else:
         kind = _need(d, "kind", str, where)
@@ -244,14 +264,27 @@ def load_study(name_or_path: str | Path) -> Study:
     study = Study(name=name, description=_need(d, "description", str, where),
                   claims=tuple(_need(d, "claims", list, where)), variants=tuple(variants), sparsities=sparsities,
                   table_size=d.get("table_size", 1000), sweep=sweep, epochs_factor=d.get("epochs_factor", 1),
-                  arms=arms, reuse=reuse, version=version)
+                  arms=arms, reuse=reuse, arch=d.get("arch"), recipe=d.get("recipe", "paper"), epochs=d.get("epochs"),
+                  batch_size=d.get("batch_size"), version=version)
     for v in study.variants:  # HashSpec validates every grid point before any work is done
+        budget = {"table_size": study.table_size} if v.compression is None else {"compression": v.compression}
         for s in study.sparsities:
             try:
-                HashSpec(kind=v.kind, table_size=study.table_size, alpha=v.alpha, radius=v.radius, sign=v.sign,
-                         sparsity=s)
+                HashSpec(kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign, sparsity=s,
+                         hash_bias=v.hash_bias, **budget)
             except SpecError as e:
                 raise StudyError(f"{where}: variant {v} at sparsity {s}: {e}") from None
+        try:
+            if (v.arch or study.arch) is not None:
+                Architecture.parse(v.arch or study.arch)
+        except (SpecError, ValueError) as e:
+            raise StudyError(f"{where}: variant {v}: architecture {v.arch or study.arch!r}: {e}") from None
+    if study.recipe not in RECIPES:
+        raise StudyError(f"{where}: recipe {study.recipe!r} is unknown; choose one of {', '.join(RECIPES)}")
+    for name in ("epochs", "batch_size"):
+        value = getattr(study, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise StudyError(f"{where}: {name} must be an integer >= 1, got {value!r}")
     if not isinstance(study.epochs_factor, int) or isinstance(study.epochs_factor, bool) or study.epochs_factor < 1:
         raise StudyError(f"{where}: epochs_factor must be an integer >= 1, got {study.epochs_factor!r}")
     return study
@@ -386,8 +419,11 @@ def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device
                     for ts, hs in zip(profile.train_seeds, profile.hash_seeds):
                         run = RunConfig(
                             dataset=dataset, study=owner, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
-                            sparsity=s, table_size=study.table_size, hash_seed=hs, train_seed=ts,
-                            epochs=profile.epochs * study.epochs_factor, batch_size=profile.batch_size,
+                            sparsity=s, table_size=study.table_size if v.compression is None else None,
+                            compression=v.compression, hash_bias=v.hash_bias, arch=v.arch or study.arch,
+                            recipe=study.recipe, hash_seed=hs, train_seed=ts,
+                            epochs=study.epochs or profile.epochs * study.epochs_factor,
+                            batch_size=study.batch_size or profile.batch_size,
                             limit_train=profile.limit_train, data_root=data_root, device=device,
                             optimizer=arm.optimizer, lr=arm.lr, table_grad_scale=arm.table_grad_scale)
                         runs.setdefault(run.key, run)
