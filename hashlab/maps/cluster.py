@@ -20,7 +20,7 @@ from ..configs import check_int
 from .indexmap import IndexMap, LayerMap, index_dtype
 from .spec import SCOPES, SpecError
 
-__all__ = ["INITS", "WeightsError", "cluster_weights", "initial_centroids", "nearest_centroid",
+__all__ = ["INITS", "WeightsError", "check_cluster_params", "cluster_weights", "initial_centroids", "nearest_centroid",
            "quantization_report"]
 
 INITS = ("linear", "density", "random")
@@ -127,6 +127,23 @@ def _cluster_group(values: np.ndarray, n: int, init: str, seed: int, iters: int)
     return table, False
 
 
+def check_cluster_params(table_size: int, scope: str, init: str, seed: int, iters: int) -> None:
+    """Validate :func:`cluster_weights`' parameters (before any weights are read).
+
+    Raises
+    ------
+    SpecError
+        Naming the first invalid parameter and its valid range.
+    """
+    check_int("table_size", table_size, 1, 2**31 - 1, SpecError, "e.g. 1000")
+    if scope not in SCOPES:
+        raise SpecError(f"unknown table scope {scope!r}; choose 'layer' (one table per layer) or 'global'")
+    if init not in INITS:
+        raise SpecError(f"unknown init {init!r}; choose one of {', '.join(INITS)} (linear is Deep Compression's best)")
+    check_int("seed", seed, 0, _MAX_SEED, SpecError, "any integer in [0, 2**63)")
+    check_int("iters", iters, 1, 10**6, SpecError, "e.g. 20")
+
+
 def cluster_weights(weights: Sequence[np.ndarray], table_size: int, *, scope: str = "layer", init: str = "linear",
                     seed: int = 0, iters: int = 20, source: str | None = None) -> IndexMap:
     """Cluster trained Linear weights into ``table_size`` shared values: an index map with initial tables.
@@ -178,13 +195,7 @@ def cluster_weights(weights: Sequence[np.ndarray], table_size: int, *, scope: st
         (a :class:`SpecError`) if ``weights`` is empty, a matrix is not 2-D float, holds NaN or
         infinite values, or the layers do not chain.
     """
-    check_int("table_size", table_size, 1, 2**31 - 1, SpecError, "e.g. 1000")
-    if scope not in SCOPES:
-        raise SpecError(f"unknown table scope {scope!r}; choose 'layer' (one table per layer) or 'global'")
-    if init not in INITS:
-        raise SpecError(f"unknown init {init!r}; choose one of {', '.join(INITS)} (linear is Deep Compression's best)")
-    check_int("seed", seed, 0, _MAX_SEED, SpecError, "any integer in [0, 2**63)")
-    check_int("iters", iters, 1, 10**6, SpecError, "e.g. 20")
+    check_cluster_params(table_size, scope, init, seed, iters)
     if source is not None and not isinstance(source, str):
         raise SpecError(f"source must be a string or None, got {type(source).__name__}")
     mats = _check_weights(weights)
