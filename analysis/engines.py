@@ -8,14 +8,18 @@ out of the total, with the ETA.
 * ``local`` (default): a :class:`concurrent.futures.ProcessPoolExecutor` of ``workers``
   processes started with ``spawn`` (torch is never forked), one torch thread each. The default
   is one worker per CPU core available to this process; on one GPU several workers share it.
+  On Linux each worker asks the kernel to end it when the reproduction's process dies
+  (``PR_SET_PDEATHSIG``), so a killed reproduction leaves no orphan workers training.
 * ``ray``: the same runs as Ray tasks (``num_cpus=1`` each). ``address=None`` starts a local
   Ray instance with ``workers`` CPUs; ``address="auto"`` or ``"ray://HOST:PORT"`` joins a cluster
   whose nodes have this package installed and the data root at the same path.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -127,13 +131,33 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: SIGTERM this worker when its parent dies (Linux; elsewhere a no-op).
+
+    Without it a reproduction killed by SIGTERM or SIGKILL leaves its spawned workers running
+    (re-parented to init), still training runs no one waits for.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # no libc prctl: keep the old behaviour
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _run_local(todo: list[RunConfig], out: str, workers: int, address: str | None):
     if address is not None:
         raise ValueError("--address only applies to --engine ray")
     if not todo:
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(execute_run, run.to_dict(), out): run for run in todo}
         try:
             for fut in as_completed(futures):

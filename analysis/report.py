@@ -277,6 +277,10 @@ def write_report(rows: list[dict], out: str | Path, *, profile, dataset: str, pl
         L += ["## Controls", ""] + _controls_markdown(rows)
     if any(r["study"] == "epochs" for r in rows):
         L += ["## Sensitivity to training length", ""] + _epochs_markdown(rows, epochs)
+    if any(r["study"] == "balance_controls" for r in rows):
+        from .report_controls import controls_section
+
+        L += ["## Balance under optimizer controls", ""] + controls_section(rows, out, dataset, epochs)
     if figs:
         L += ["## Figures", ""] + [f"![{k}](figures/{p.name})" for k, p in figs.items()] + [""]
     L += ["## Methods", "",

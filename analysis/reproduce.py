@@ -43,7 +43,9 @@ def load_rows(out: str | Path, runs: list[RunConfig] | None = None) -> list[dict
     rows = []
     for p in paths:
         if p.exists():
-            rows.append(json.loads(p.read_text())["row"])
+            rec = json.loads(p.read_text())
+            # a record written before a column existed takes it from its run config (e.g. optimizer)
+            rows.append({**{k: v for k, v in rec["run"].items() if k in ROW_COLUMNS}, **rec["row"]})
     return rows
 
 

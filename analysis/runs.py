@@ -26,19 +26,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunConfig", "ARCH_OF_DATASET", "ROW_COLUMNS", "execute_run", "run_path", "git_commit"]
+__all__ = ["RunConfig", "ARCH_OF_DATASET", "ROW_COLUMNS", "KEY_DEFAULTS", "execute_run", "run_path", "git_commit"]
 
 ARCH_OF_DATASET = {"mnist": "mnist-mlp", "fashion-mnist": "mnist-mlp", "cifar10": "cifar10-mlp"}
 """The paper's MLP per dataset (section 4.3); Fashion-MNIST, the CIFAR-10 stand-in, uses MNIST's."""
 
 ROW_COLUMNS = [
     "dataset", "study", "kind", "alpha", "radius", "sign", "sparsity", "table_size", "hash_seed", "train_seed",
-    "epochs", "batch_size", "limit_train", "test_accuracy", "final_train_accuracy", "test_loss", "lr_drops",
+    "epochs", "batch_size", "limit_train", "optimizer", "lr", "table_grad_scale", "test_accuracy",
+    "final_train_accuracy", "test_loss", "lr_drops",
     "entropy_nats", "entropy_bits", "entropy_normalized", "max_load", "mean_load", "compression_ratio",
     "locality_id_median", "locality_grid_median", "run_key", "hashlab_version", "git_commit", "torch_version",
     "device", "wall_time_s", "finished_at",
 ]
 """Columns of ``results.csv``, one row per run."""
+
+
+KEY_DEFAULTS = {"optimizer": "sgd", "table_grad_scale": "none"}
+"""Run fields that enter :attr:`RunConfig.key` only when they differ from these defaults (added
+after results were committed; the committed runs keep their keys)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,16 @@ class RunConfig:
     lr, momentum, lr_factor, lr_patience :
         The paper's recipe (SGD lr 0.1, momentum 0.9, LR x 0.1 after 4 epochs without a gain in
         training accuracy).
+    optimizer : {"sgd", "adam", "adamw"}
+        ``TrainConfig.optimizer``; the paper's is ``"sgd"``.
+    table_grad_scale : {"none", "load", "sqrt_load"}
+        ``TrainConfig.table_grad_scale``: per-entry gradient scaling by load (the optimizer
+        control of the balance study); the paper's is ``"none"``.
+
+    Notes
+    -----
+    Fields added after the first results were committed (:data:`KEY_DEFAULTS`) enter the key only
+    when they differ from their default, so a run planned before they existed keeps its key.
     """
 
     dataset: str
@@ -93,6 +109,8 @@ class RunConfig:
     momentum: float = 0.9
     lr_factor: float = 0.1
     lr_patience: int = 4
+    optimizer: str = "sgd"
+    table_grad_scale: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,8 +121,10 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """First 16 hex digits of the SHA-256 of the canonical JSON of every field."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """First 16 hex digits of the SHA-256 of the canonical JSON of every field (those of
+        :data:`KEY_DEFAULTS` only when they differ from their default)."""
+        d = {k: v for k, v in self.to_dict().items() if not (k in KEY_DEFAULTS and v == KEY_DEFAULTS[k])}
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def hash_spec(self):
@@ -119,7 +139,8 @@ class RunConfig:
         return TrainConfig(dataset=self.dataset, data_root=self.data_root, epochs=self.epochs,
                            batch_size=self.batch_size, seed=self.train_seed, device=self.device,
                            limit_train=self.limit_train, lr=self.lr, momentum=self.momentum,
-                           lr_factor=self.lr_factor, lr_patience=self.lr_patience, num_threads=1)
+                           lr_factor=self.lr_factor, lr_patience=self.lr_patience, optimizer=self.optimizer,
+                           table_grad_scale=self.table_grad_scale, num_threads=1)
 
 
 def run_path(out: str | Path, run: RunConfig) -> Path:

@@ -3,7 +3,10 @@
 A *study* (``analysis/studies/<name>.toml``, read with :mod:`tomllib`) is a grid of map variants
 (one hash kind swept over ``alpha`` or ``radius``, or an explicit list of variants) crossed with
 sparsities, on the paper's MLP for a dataset with one ``table_size``-entry table per layer
-(Chang & Lipson 2018, section 4.3). A *profile* (``profiles.toml``) says which studies run, with
+(Chang & Lipson 2018, section 4.3). A version-2 study may also cross its grid with training
+*arms* (optimizer, learning rate, ``table_grad_scale``): the optimizer controls of the balance
+study; an arm with the paper's recipe can ``reuse`` another study's runs instead of repeating them.
+A *profile* (``profiles.toml``) says which studies run, with
 which paired seeds and how long each run trains. :func:`plan` expands a profile into the list of
 :class:`~analysis.runs.RunConfig`, each one training run.
 
@@ -21,7 +24,8 @@ from hashlab import HashSpec, SpecError
 
 from ..runs import ARCH_OF_DATASET, RunConfig
 
-__all__ = ["StudyError", "Variant", "Study", "Profile", "STUDY_DIR", "load_study", "load_profiles", "plan"]
+__all__ = ["StudyError", "Variant", "Arm", "PAPER_ARM", "Study", "Profile", "STUDY_DIR", "load_study",
+           "load_profiles", "plan"]
 
 STUDY_DIR = Path(__file__).resolve().parent
 _SWEEPS = {"dirichlet": "alpha", "neighborhood": "radius"}
@@ -39,6 +43,33 @@ class Variant:
     alpha: float | None = None
     radius: int | None = None
     sign: bool = False
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training recipe of a study (``TrainConfig`` fields; the rest is the paper's recipe).
+
+    Parameters
+    ----------
+    optimizer : {"sgd", "adam", "adamw"}
+    lr : float
+        Initial learning rate (the paper's SGD: 0.1; Adam's usual 1e-3, Kingma & Ba 2015).
+    table_grad_scale : {"none", "load", "sqrt_load"}
+        Per-entry gradient scaling by load (``TrainConfig.table_grad_scale``).
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    table_grad_scale: str = "none"
+
+    @property
+    def label(self) -> str:
+        """Short name, e.g. ``"sgd/none"``."""
+        return f"{self.optimizer}/{self.table_grad_scale}"
+
+
+PAPER_ARM = Arm()
+"""The paper's recipe: SGD lr 0.1 (momentum 0.9), no gradient scaling."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +94,14 @@ class Study:
     epochs_factor : int
         Runs of this study train ``epochs_factor`` times the profile's epochs (the epochs
         sensitivity study); 1 otherwise.
+    arms : tuple of Arm
+        Training recipes crossed with the grid (version 2); ``(PAPER_ARM,)`` otherwise.
+    reuse : str or None
+        A study of the same kind whose runs *are* this study's :data:`PAPER_ARM` runs (same map,
+        same recipe, so the same result): they are planned under that study's name and trained
+        once. A profile must run ``reuse`` over a grid that contains this study's.
     version : int
-        Schema version; only 1 exists.
+        Schema version, 1 or 2 (2 adds ``arms`` and ``reuse``).
     """
 
     name: str
@@ -75,6 +112,8 @@ class Study:
     table_size: int = 1000
     sweep: str | None = None
     epochs_factor: int = 1
+    arms: tuple[Arm, ...] = (PAPER_ARM,)
+    reuse: str | None = None
     version: int = 1
 
     def restricted(self, values: list[float] | None, sparsities: list[float] | None) -> "Study":
@@ -169,10 +208,12 @@ def load_study(name_or_path: str | Path) -> Study:
         path = STUDY_DIR / f"{name_or_path}.toml"
     d = _read_toml(path)
     where = str(path)
+    version = d.get("version")
+    if version not in (1, 2):
+        raise StudyError(f"{where}: version {version!r} is not supported; this reader reads versions 1 and 2")
     _check_keys(d, {"version", "name", "description", "claims", "kind", "sweep", "values", "variants",
-                    "sparsities", "table_size", "epochs_factor"}, where)
-    if d.get("version") != 1:
-        raise StudyError(f"{where}: version {d.get('version')!r} is not supported; this reader reads version 1")
+                    "sparsities", "table_size", "epochs_factor"} | ({"arms", "reuse"} if version == 2 else set()),
+                where)
     name = _need(d, "name", str, where)
     if name != path.stem:
         raise StudyError(f"{where}: name {name!r} must equal the file's stem {path.stem!r}")
@@ -199,9 +240,11 @@ def load_study(name_or_path: str | Path) -> Study:
     sparsities = tuple(float(s) for s in _need(d, "sparsities", list, where))
     if not sparsities:
         raise StudyError(f"{where}: sparsities is empty; give at least one, e.g. [0]")
+    arms, reuse = _read_arms(d, where)
     study = Study(name=name, description=_need(d, "description", str, where),
                   claims=tuple(_need(d, "claims", list, where)), variants=tuple(variants), sparsities=sparsities,
-                  table_size=d.get("table_size", 1000), sweep=sweep, epochs_factor=d.get("epochs_factor", 1))
+                  table_size=d.get("table_size", 1000), sweep=sweep, epochs_factor=d.get("epochs_factor", 1),
+                  arms=arms, reuse=reuse, version=version)
     for v in study.variants:  # HashSpec validates every grid point before any work is done
         for s in study.sparsities:
             try:
@@ -212,6 +255,50 @@ def load_study(name_or_path: str | Path) -> Study:
     if not isinstance(study.epochs_factor, int) or isinstance(study.epochs_factor, bool) or study.epochs_factor < 1:
         raise StudyError(f"{where}: epochs_factor must be an integer >= 1, got {study.epochs_factor!r}")
     return study
+
+
+def _read_arms(d: dict[str, Any], where: str) -> tuple[tuple[Arm, ...], str | None]:
+    """The ``[[arms]]`` and ``reuse`` of a version-2 study, validated against ``TrainConfig``'s choices."""
+    from trainers.torch_backend.config import OPTIMIZERS, TABLE_GRAD_SCALES  # plain constants, no torch
+
+    if "arms" not in d:
+        if "reuse" in d:
+            raise StudyError(f"{where}: reuse needs [[arms]] (the arm with the paper's recipe is the one reused)")
+        return (PAPER_ARM,), None
+    arms = []
+    for i, a in enumerate(_need(d, "arms", list, where)):
+        w = f"{where}: arms[{i}]"
+        _check_keys(a, {"optimizer", "lr", "table_grad_scale"}, w)
+        arm = Arm(optimizer=_need(a, "optimizer", str, w), lr=float(_need(a, "lr", (int, float), w)),
+                  table_grad_scale=_need(a, "table_grad_scale", str, w))
+        if arm.optimizer not in OPTIMIZERS:
+            raise StudyError(f"{w}: optimizer {arm.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}")
+        if arm.table_grad_scale not in TABLE_GRAD_SCALES:
+            raise StudyError(f"{w}: table_grad_scale {arm.table_grad_scale!r} is unknown; choose one of "
+                             f"{', '.join(TABLE_GRAD_SCALES)}")
+        if not arm.lr > 0:
+            raise StudyError(f"{w}: lr must be > 0, got {arm.lr}")
+        arms.append(arm)
+    if not arms or len(set(arms)) != len(arms):
+        raise StudyError(f"{where}: arms must be a non-empty list without repeats")
+    reuse = d.get("reuse")
+    if reuse is not None:
+        if not isinstance(reuse, str):
+            raise StudyError(f"{where}: reuse must be a study name, got {reuse!r}")
+        if PAPER_ARM not in arms:
+            raise StudyError(f"{where}: reuse={reuse!r} shares the paper's recipe (sgd, lr 0.1, table_grad_scale "
+                             f"none), but no arm has it; add that arm or drop reuse")
+    return tuple(arms), reuse
+
+
+def _grid(study: Study) -> set[tuple[Variant, float]]:
+    return {(v, s) for v in study.variants for s in study.sparsities}
+
+
+def _restricted(profile: "Profile", name: str) -> Study:
+    study = load_study(name)
+    sparsities = None if profile.sparsities is None else [s for s in profile.sparsities if s in study.sparsities]
+    return study.restricted(profile.values.get(name), sparsities)
 
 
 def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
@@ -248,13 +335,26 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
         unknown = sorted(set(prof.values) - set(prof.studies))
         if unknown:
             raise StudyError(f"{where}: values given for studies {unknown} that the profile does not run")
+        for s in prof.studies:
+            study = _restricted(prof, s)
+            if study.reuse is None:
+                continue
+            if study.reuse not in prof.studies:
+                raise StudyError(f"{where}: study {s!r} reuses the runs of {study.reuse!r}; add {study.reuse!r} to "
+                                 f"the profile's studies")
+            outside = _grid(study) - _grid(_restricted(prof, study.reuse))
+            if outside:
+                raise StudyError(f"{where}: study {s!r} reuses {study.reuse!r}, whose grid in this profile lacks "
+                                 f"{len(outside)} of its points (e.g. {sorted(outside, key=str)[0]}); restrict "
+                                 f"{s!r} to a subset of {study.reuse!r}'s values and sparsities")
         profiles[name] = prof
     return profiles
 
 
 def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device: str = "auto",
          studies: tuple[str, ...] | None = None) -> list[RunConfig]:
-    """Every run of ``profile`` on ``dataset``, in a stable order (study, variant, sparsity, replicate).
+    """Every run of ``profile`` on ``dataset``, in a stable order (study, arm, variant, sparsity,
+    replicate), each once (a run a study reuses from another is planned under the other's name).
 
     Parameters
     ----------
@@ -276,17 +376,19 @@ def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device
     extra = sorted(set(names) - set(profile.studies))
     if extra:
         raise StudyError(f"profile {profile.name!r} does not run studies {extra}; it runs {list(profile.studies)}")
-    runs = []
+    runs: dict[str, RunConfig] = {}  # by key: a reused run is planned once
     for name in names:
-        study = load_study(name)
-        sparsities = None if profile.sparsities is None else [s for s in profile.sparsities if s in study.sparsities]
-        study = study.restricted(profile.values.get(name), sparsities)
-        for v in study.variants:
-            for s in study.sparsities:
-                for ts, hs in zip(profile.train_seeds, profile.hash_seeds):
-                    runs.append(RunConfig(
-                        dataset=dataset, study=study.name, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
-                        sparsity=s, table_size=study.table_size, hash_seed=hs, train_seed=ts,
-                        epochs=profile.epochs * study.epochs_factor, batch_size=profile.batch_size,
-                        limit_train=profile.limit_train, data_root=data_root, device=device))
-    return runs
+        study = _restricted(profile, name)
+        for arm in study.arms:
+            owner = study.reuse if (study.reuse is not None and arm == PAPER_ARM) else study.name
+            for v in study.variants:
+                for s in study.sparsities:
+                    for ts, hs in zip(profile.train_seeds, profile.hash_seeds):
+                        run = RunConfig(
+                            dataset=dataset, study=owner, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
+                            sparsity=s, table_size=study.table_size, hash_seed=hs, train_seed=ts,
+                            epochs=profile.epochs * study.epochs_factor, batch_size=profile.batch_size,
+                            limit_train=profile.limit_train, data_root=data_root, device=device,
+                            optimizer=arm.optimizer, lr=arm.lr, table_grad_scale=arm.table_grad_scale)
+                        runs.setdefault(run.key, run)
+    return list(runs.values())

@@ -6,19 +6,21 @@ import argparse
 from ..io.format import save_index_file
 from ..io.paths import check_output_path
 from ..maps.hashes import BACKENDS, build_map
-from ..maps.spec import ARCHITECTURES, Architecture, HashSpec
+from ..maps.spec import ARCHITECTURES, DEFAULT_TABLE_SIZE, Architecture, HashSpec
 from .dataclass_args import add_dataclass_arguments, dataclass_from_args
 
 _HELP = {
     "kind": "hash function (paper eq. 1, 2, 8-9, 10; xxhash = HashedNets)",
-    "table_size": "entries per table, n",
     "seed": "random seed, in [0, 2**63)",
     "sparsity": "fraction of virtual weights fixed at zero, in [0, 1)",
     "scope": "one table per layer, or one table for the whole network",
     "alpha": "Dirichlet concentration (dirichlet only)",
     "radius": "neighborhood radius r (neighborhood only)",
     "sign": "add a sign hash xi in {-1,+1}",
+    "hash_bias": "hash the hidden layers' biases into their own buckets of each table, at the weights' ratio "
+                 "(the output layer's bias stays dense; biases are unsigned)",
 }
+_BUDGET = ("table_size", "compression")  # one of the two, as a mutually exclusive pair of flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default="mnist-mlp",
                    help=f"preset ({', '.join(ARCHITECTURES)}) or feature sizes like 784-200-200-10 "
                         "(default: mnist-mlp)")
-    add_dataclass_arguments(p, HashSpec, help=_HELP)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--table-size", dest="table_size", type=int, default=None, metavar="INT",
+                        help=f"weight entries per table, n (default: {DEFAULT_TABLE_SIZE} unless --compression)")
+    budget.add_argument("--compression", dest="compression", default=None, metavar="RATIO",
+                        help="instead of --table-size: HashedNets' compression factor, table entries per virtual "
+                             "weight, in (0, 1], such as 1/64 or 0.015625 (a compression ratio of 64); each layer's "
+                             "table gets ceil(weights x RATIO) weight entries (the whole network's with --scope "
+                             "global)")
+    add_dataclass_arguments(p, HashSpec, skip=("version",) + _BUDGET, help=_HELP)
     p.add_argument("--backend", choices=BACKENDS, default="numba", help="index generator (default: numba)")
     p.add_argument("-o", "--output", required=True, help="path of the index file to write")
     p.set_defaults(func=run)
@@ -42,4 +52,8 @@ def run(args: argparse.Namespace) -> int:
     path = save_index_file(imap, args.output)
     print(f"wrote {path}: {len(imap.layers)} layers, {imap.num_weights:,} virtual weights, "
           f"{imap.num_entries:,} table entries (compression ratio {imap.compression_ratio:.1f})")
+    plan = spec.table_plan(arch.layer_shapes)
+    sizes = ", ".join(f"{w:,}" + (f" + {b:,} bias" if b else "") for w, b in zip(plan.weights, plan.biases))
+    budget = f"compression {spec.compression}" if spec.compression is not None else f"table size {spec.table_size}"
+    print(f"table sizes ({budget}, scope {spec.scope}): {sizes}")
     return 0

@@ -8,6 +8,7 @@ its reference writer and reader (the container rules are in :mod:`hashlab.io.con
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import numpy as np
 
 from .._version import __version__
 from ..maps.indexmap import IndexMap, LayerMap
+from ..maps.spec import HashSpec
 from .atomic import atomic_open
 from .container import DTYPES, Container, FormatError, LimitError, read_container, strict_json
 
@@ -241,16 +243,27 @@ def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dic
     if len(tables) != n_tab or [lm["table"] for lm in layers] != reads:
         raise FormatError(f"{p}: scope {scope!r} means {n_tab} table(s) read as {reads}, got tables {tables} "
                           f"read as {[lm['table'] for lm in layers]}")
-    if kind == "identity":
-        sizes = [lm["out_features"] * lm["in_features"] for lm in layers]
-        want_tables = [sum(sizes)] if scope == "global" else sizes
-    else:
-        want_tables = [spec.get("table_size")] * n_tab
+    want_tables, want_bias = _planned_tables(p, spec, [(lm["out_features"], lm["in_features"]) for lm in layers])
     if tables != want_tables:
         raise FormatError(f"{p}: table sizes {tables} contradict the spec (kind {kind!r}, table_size "
-                          f"{spec.get('table_size')!r}, scope {scope!r}: {want_tables})")
-    if any(lm["sign"] != spec["sign"] or lm["bias"] for lm in layers):
-        raise FormatError(f"{p}: layers' sign/bias flags contradict the spec (sign={spec['sign']}, no shared bias)")
+                          f"{spec.get('table_size')!r}, compression {spec.get('compression')!r}, hash_bias "
+                          f"{spec.get('hash_bias', False)!r}, scope {scope!r}: {want_tables})")
+    if [lm["sign"] for lm in layers] != [spec["sign"]] * len(layers) or [lm["bias"] for lm in layers] != want_bias:
+        raise FormatError(f"{p}: layers' sign/bias flags contradict the spec (sign={spec['sign']}, "
+                          f"hash_bias={spec.get('hash_bias', False)}: shared bias on {want_bias})")
+
+
+def _planned_tables(p: Path, spec: dict, shapes: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
+    """Table sizes and per-layer shared-bias flags that a ``hashlab.build_map`` spec prescribes."""
+    fields = {f.name for f in dataclasses.fields(HashSpec)}
+    try:
+        hspec = HashSpec.from_dict({k: v for k, v in spec.items() if k in fields})
+        plan = hspec.table_plan(shapes)
+    except (ValueError, TypeError) as e:  # SpecError
+        raise FormatError(f"{p}: its hashlab.build_map spec is invalid: {e}") from None
+    glob = hspec.scope == "global"
+    bias = [bool(plan.biases[0 if glob else k]) and k < len(shapes) - 1 for k in range(len(shapes))]
+    return list(plan.table_sizes), bias
 
 
 def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool = True, verify: bool = True,

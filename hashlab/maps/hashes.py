@@ -18,6 +18,11 @@ same way. The sparsity mask of each layer zeroes exactly ``round(sparsity * N)``
 ones with the smallest mask hashes ``xxh64(local identifier, mask stream seed)``. XXH64 of a
 fixed-length 8-byte input is a bijection of the 64-bit values, so these hashes never tie.
 
+Hashed biases (``HashSpec.hash_bias``, issue #12) use streams of their own (purposes 5 and 6 below):
+turning them on leaves every weight index unchanged, and the bias map is independent of the weight
+map. Their identifiers are the output units ``o`` of the layer (``scope="layer"``) or, with
+``scope="global"``, ``o`` offset by the hidden biases of the earlier layers.
+
 Speed (``backend="numba"``, :mod:`hashlab.maps.kernels`)
 --------------------------------------------------------
 Each layer is written straight into its int16 / int32 array by one parallel kernel that derives
@@ -46,6 +51,7 @@ NUMBA_MIN_WEIGHTS = 1 << 15
 """Layers with fewer weights take the numpy twins even with ``backend="numba"`` (same entries): waking
 numba's threads for a few kernels costs more than the work."""
 _PURPOSE_INDEX, _PURPOSE_MASK, _PURPOSE_SIGN, _PURPOSE_DIRICHLET = 1, 2, 3, 4
+_PURPOSE_BIAS_INDEX, _PURPOSE_BIAS_DIRICHLET = 5, 6  # hashed biases (issue #12): streams of their own
 
 
 def stream_seed(seed: int, where: int, purpose: int) -> np.uint64:
@@ -135,6 +141,31 @@ def _layer_nb(spec: HashSpec, k: int, shape: tuple[int, int], start: int, n: int
     return indices
 
 
+def _bias_entries(spec: HashSpec, k: int, table: int, ids: np.ndarray, n_bias: int, cdfs: dict) -> np.ndarray:
+    """Bias entries (int64, in ``[0, n_bias)``) of layer ``k``'s hidden biases with identifiers ``ids``.
+
+    The weights' hash kind on the bias identifiers (output unit ``o``, offset by the hidden biases of
+    earlier layers with ``scope="global"``) over the bias buckets, with streams of their own
+    (``_PURPOSE_BIAS_*``), so the bias map is independent of the weight map. ``xxhash`` keys
+    ``(layer, o, 0)`` with the bias stream's seed instead of the user's seed. Plain numpy: a layer
+    has only ``out_features`` biases.
+    """
+    s_bias = stream_seed(spec.seed, table, _PURPOSE_BIAS_INDEX)
+    if spec.kind in ("identity", "modulus"):
+        return ids % n_bias
+    if spec.kind == "uniform":
+        return K.uniform_ref(ids, n_bias, s_bias)
+    if spec.kind == "dirichlet":
+        if table not in cdfs:
+            rng = np.random.default_rng(np.random.SeedSequence([spec.seed, table, _PURPOSE_BIAS_DIRICHLET]))
+            cdfs[table] = np.cumsum(rng.dirichlet(np.full(n_bias, float(spec.alpha))))[:-1]
+        return K.categorical_ref(ids, cdfs[table], s_bias)
+    if spec.kind == "neighborhood":
+        return K.neighborhood_ref(ids, n_bias, spec.radius, s_bias)
+    local = ids - ids[0] if ids.size else ids
+    return K.xxhash_index_ref(k, local, np.zeros_like(local), n_bias, s_bias)
+
+
 def build_map(
     spec: HashSpec,
     arch: Architecture,
@@ -155,8 +186,18 @@ def build_map(
     IndexMap
         Layers ``fc0, fc1, ...`` with indices of shape ``(out_features, in_features)``,
         int16 if the table has at most 32768 entries else int32; ``-1`` marks zeroed weights.
-        ``identity`` gets tables of one entry per weight; other kinds tables of
-        ``spec.table_size``.
+        Table sizes are ``spec.table_plan(arch.layer_shapes).table_sizes``: ``identity`` gets
+        one entry per weight; other kinds ``spec.table_size`` entries, or
+        ``ceil(weights * compression)`` (the layer's weights, or all of them with
+        ``scope="global"``). Every kind hashes into its table's weight entries with that size as
+        its modulus ``n`` (``dirichlet`` draws its probabilities over those ``n``).
+        With ``spec.hash_bias`` every layer but the last also gets ``bias_indices`` of shape
+        ``(out_features,)``, same dtype, in the bias entries that follow the weight entries of
+        its table (unsigned; see :meth:`HashSpec.table_plan`); the last layer's bias stays dense
+        (``bias_indices`` None), as in HashedNets' PyTorch port (jfainberg/hashed_nets,
+        ``mnist.py``: ``linear_out = HashLinear(..., hash_bias=False)``). The weight
+        indices do not depend on ``hash_bias`` (same values; a wider dtype only if the bias
+        entries take the table past 32768).
 
     Raises
     ------
@@ -175,16 +216,16 @@ def build_map(
     sizes = [o * i for o, i in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     glob = spec.scope == "global"
-    if spec.kind == "identity":
-        table_sizes = [int(offsets[-1])] if glob else sizes
-    else:
-        table_sizes = [spec.table_size] if glob else [spec.table_size] * len(shapes)
+    plan = spec.table_plan(shapes)
+    weight_sizes, table_sizes = plan.weights, plan.table_sizes
+    bias_cdfs: dict[int, np.ndarray] = {}
+    bias_start = 0  # global bias identifier of the first bias of layer k (scope="global")
 
     inner_cdfs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     layers = []
     for k, (out_f, in_f) in enumerate(shapes):
         table = 0 if glob else k
-        n = table_sizes[table]
+        n = weight_sizes[table]
         start = int(offsets[k]) if glob else 0
         s_index = stream_seed(spec.seed, table, _PURPOSE_INDEX)
         if spec.kind == "dirichlet" and table not in inner_cdfs:
@@ -207,7 +248,15 @@ def build_map(
             else:
                 local = np.arange(sizes[k], dtype=np.int64)
                 sign = K.sign_ref(k, local // in_f, local % in_f, s_sign).reshape(out_f, in_f)
-        layers.append(LayerMap(name=f"fc{k}", indices=indices, table=table, sign=sign))
+        dtype = index_dtype(table_sizes[table])
+        if indices.dtype != dtype:  # bias entries took the table past int16: same values, wider
+            indices = indices.astype(dtype)
+        bias_indices = None
+        if plan.biases[table] and k < len(shapes) - 1:
+            ids = np.arange(bias_start, bias_start + out_f, dtype=np.int64) if glob else np.arange(out_f, dtype=np.int64)
+            bias_start += out_f
+            bias_indices = (_bias_entries(spec, k, table, ids, plan.biases[table], bias_cdfs) + n).astype(dtype)
+        layers.append(LayerMap(name=f"fc{k}", indices=indices, table=table, sign=sign, bias_indices=bias_indices))
     desc = spec.to_dict() | {"architecture": list(arch.features), "architecture_name": arch.name,
                              "builder": "hashlab.build_map", "hashlab_version": __version__}
     return IndexMap(layers=tuple(layers), table_sizes=tuple(table_sizes), spec=desc)

@@ -8,15 +8,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal
 
 from ..configs import check_int, dataclass_from_dict
 
-__all__ = ["HASH_KINDS", "SCOPES", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError"]
+__all__ = ["HASH_KINDS", "SCOPES", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError", "TablePlan",
+           "parse_ratio", "ceil_budget", "DEFAULT_TABLE_SIZE"]
 
 HASH_KINDS = ("identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash")
 SCOPES = ("layer", "global")
+DEFAULT_TABLE_SIZE = 1000
+"""``table_size`` of a spec that gives neither ``table_size`` nor ``compression``."""
 _MAX_SEED = 2**63 - 1
+_MAX_TABLE = 2**31 - 1
+_OPTIONAL_FIELDS = {"compression": None, "hash_bias": False}
+"""Fields added by issue #12, left out of :meth:`HashSpec.to_dict` at these defaults so that a spec that
+does not use them has the same dict (and index-file header bytes) as before."""
 
 
 class SpecError(ValueError):
@@ -35,8 +43,10 @@ class HashSpec:
         probabilities ``p ~ Dir(alpha)`` then ``h(i) ~ Categorical(p)`` (eq. 8-9).
         ``neighborhood``: ``(i + U{-r..r}) mod n`` (eq. 10). ``xxhash``: HashedNets'
         layer-wise ``xxh64(layer, row, col) mod n`` (Chen et al. 2015).
-    table_size : int
-        Entries per table, ``n``. Ignored by ``identity`` (its table has one entry per weight).
+    table_size : int or None
+        Entries per table for the weights, ``n``. Ignored by ``identity`` (its table has one entry
+        per weight). Give ``table_size`` or ``compression``, not both; with neither it is
+        ``DEFAULT_TABLE_SIZE`` (1000), with ``compression`` it is ``None``.
     seed : int
         In ``[0, 2**63)``. The only source of randomness.
     sparsity : float
@@ -48,24 +58,52 @@ class HashSpec:
     radius : int or None
         Neighborhood radius ``r >= 0``; required by and only valid for ``neighborhood``.
     sign : bool
-        Add a sign hash xi in {-1, +1} per weight (HashedNets); valid for every kind.
+        Add a sign hash xi in {-1, +1} per weight (HashedNets); valid for every kind. Hashed
+        biases (``hash_bias``) stay unsigned: the index format has no bias sign.
+    compression : str, float, int, fractions.Fraction or None
+        Budget as HashedNets' compression factor ``c`` in ``(0, 1]``, table entries per virtual
+        weight (the inverse of :attr:`IndexMap.compression_ratio`: ``1/64`` is a ratio of about
+        64), instead of a fixed ``table_size`` (Chen et al. 2015; their code sizes each layer's
+        bucket vector as ``ceil(size_w * compression)``): with
+        ``scope="layer"`` layer ``k`` gets ``ceil(out_k * in_k * c)`` weight entries, with
+        ``"global"`` the one table ``ceil(total weights * c)``. The count is the layer's *virtual*
+        weights, zeroed ones (``sparsity``) included. Exact: give ``"1/64"`` or a ``Fraction``
+        for a ratio that is not a short decimal; a float is read as its shortest decimal
+        (``repr``), so ``0.1`` is 1/10. Stored as the canonical string of the fraction
+        (``"1/64"``; read it as a number with :attr:`ratio`). ``identity`` accepts only 1.
+    hash_bias : bool
+        Hash the biases of the hidden layers (every layer but the last) into their own buckets,
+        appended to the layer's table after its weight entries: ``ceil(out_features * r)``
+        entries per layer (``scope="layer"``), or ``ceil(hidden biases * r)`` for the whole
+        network (``"global"``), where ``r`` is ``compression``, or the weights' own ratio
+        ``table_size / weights`` (at most 1) with ``table_size``. The output layer keeps a dense
+        bias. See :func:`~hashlab.maps.hashes.build_map` and docs/FORMAT.md.
     version : int
-        Schema version of this dataclass; only 1 exists.
+        Schema version of this dataclass; only 1 exists (issue #12's fields are optional).
+
+    Attributes
+    ----------
+    ratio : fractions.Fraction or None
+        ``compression`` as an exact fraction.
 
     Raises
     ------
     SpecError
-        On any invalid field, with the fix in the message.
+        On any invalid field, with the fix in the message: ``table_size`` and ``compression``
+        together, ``compression`` outside ``(0, 1]`` or unparsable, ``identity`` with a
+        ``compression`` other than 1.
     """
 
     kind: Literal["identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash"] = "uniform"
-    table_size: int = 1000
+    table_size: int | None = None
     seed: int = 0
     sparsity: float = 0.0
     scope: Literal["layer", "global"] = "layer"
     alpha: float | None = None
     radius: int | None = None
     sign: bool = False
+    compression: str | None = None
+    hash_bias: bool = False
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -75,7 +113,19 @@ class HashSpec:
             raise SpecError(f"unknown hash kind {self.kind!r}; choose one of {', '.join(HASH_KINDS)}")
         if self.scope not in SCOPES:
             raise SpecError(f"unknown table scope {self.scope!r}; choose 'layer' (one table per layer) or 'global'")
-        _check_int("table_size", self.table_size, lo=1, hi=2**31 - 1)
+        if self.compression is not None:
+            if self.table_size is not None:
+                raise SpecError(f"give table_size or compression, not both (got table_size={self.table_size!r}, "
+                                f"compression={self.compression!r}); drop one of them")
+            ratio = parse_ratio(self.compression, "compression")
+            if self.kind == "identity" and ratio != 1:
+                raise SpecError(f"the identity hash has one entry per weight, so its compression is 1, got "
+                                f"{ratio}; drop compression or choose another kind")
+            object.__setattr__(self, "compression", str(ratio))
+        elif self.table_size is None:
+            object.__setattr__(self, "table_size", DEFAULT_TABLE_SIZE)
+        if self.table_size is not None:
+            _check_int("table_size", self.table_size, lo=1, hi=_MAX_TABLE)
         _check_int("seed", self.seed, lo=0, hi=_MAX_SEED)
         if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or not (
             0.0 <= float(self.sparsity) < 1.0
@@ -96,10 +146,68 @@ class HashSpec:
             raise SpecError(f"radius is only used by the neighborhood hash, not {self.kind!r}; drop it")
         if not isinstance(self.sign, bool):
             raise SpecError(f"sign must be True or False, got {self.sign!r}")
+        if not isinstance(self.hash_bias, bool):
+            raise SpecError(f"hash_bias must be True or False, got {self.hash_bias!r}")
+
+    @property
+    def ratio(self) -> Fraction | None:
+        """``compression`` as an exact :class:`~fractions.Fraction` (None with ``table_size``)."""
+        return None if self.compression is None else Fraction(self.compression)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field (the form stored in index files)."""
-        return dataclasses.asdict(self)
+        """JSON-ready dict of the fields (the form stored in index files).
+
+        ``compression`` and ``hash_bias`` are left out at their defaults (None, False), so a spec
+        that does not use them has the same dict as before they existed; :meth:`from_dict`
+        restores the defaults.
+        """
+        d = dataclasses.asdict(self)
+        for name, default in _OPTIONAL_FIELDS.items():
+            if d[name] == default and type(d[name]) is type(default):
+                del d[name]
+        return d
+
+    def table_plan(self, shapes: list[tuple[int, int]]) -> "TablePlan":
+        """Entries of each table for the weights and for the hashed biases of ``shapes``.
+
+        Parameters
+        ----------
+        shapes : list of (out_features, in_features)
+            The layers, in network order (``Architecture.layer_shapes``).
+
+        Returns
+        -------
+        TablePlan
+
+        Raises
+        ------
+        SpecError
+            If ``shapes`` is empty or a table would exceed ``2**31 - 1`` entries.
+        """
+        if not shapes:
+            raise SpecError("table_plan needs at least one layer shape")
+        sizes = [o * i for o, i in shapes]
+        glob = self.scope == "global"
+        groups = [sizes] if glob else [[w] for w in sizes]  # weights read by each table
+        if self.kind == "identity":
+            weights = [sum(g) for g in groups]
+        elif self.compression is not None:
+            weights = [ceil_budget(sum(g), self.ratio) for g in groups]
+        else:
+            weights = [self.table_size] * len(groups)
+        biases = [0] * len(groups)
+        hidden = [o for o, _ in shapes[:-1]]  # the output layer's bias stays dense
+        if self.hash_bias and hidden:
+            if glob:
+                biases = [_bias_budget(sum(hidden), weights[0], sum(sizes), self)]
+            else:
+                biases = [_bias_budget(o, weights[k], sizes[k], self) for k, o in enumerate(hidden)] + [0]
+        totals = [w + b for w, b in zip(weights, biases)]
+        for t, n in enumerate(totals):
+            if n > _MAX_TABLE:
+                raise SpecError(f"table {t} would have {n:,} entries, more than 2**31 - 1; lower table_size or "
+                                "compression, or use scope='layer'")
+        return TablePlan(tuple(weights), tuple(biases))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "HashSpec":
@@ -109,6 +217,83 @@ class HashSpec:
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
     check_int(name, value, lo, hi, SpecError)
+
+
+def parse_ratio(value: Any, name: str = "compression") -> Fraction:
+    """A compression ratio in ``(0, 1]`` as an exact fraction.
+
+    Parameters
+    ----------
+    value : str, int, float or fractions.Fraction
+        ``"1/64"``, ``"0.015625"``, ``Fraction(1, 64)``, ``1``, or a float (read as its
+        shortest round-tripping decimal, ``repr(value)``: ``0.1`` is exactly 1/10, so
+        ``ceil(weights * ratio)`` is not bumped by the float's last bit).
+    name : str
+        Field name for the error message.
+
+    Returns
+    -------
+    fractions.Fraction, in (0, 1]
+
+    Raises
+    ------
+    SpecError
+        If ``value`` is not a finite number or a fraction string, or lies outside ``(0, 1]``.
+    """
+    if isinstance(value, bool):
+        raise SpecError(f"{name} must be a ratio in (0, 1] such as 1/64, got {value!r}")
+    try:
+        if isinstance(value, Fraction) or isinstance(value, int):
+            ratio = Fraction(value)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError
+            ratio = Fraction(repr(value))
+        elif isinstance(value, str):
+            ratio = Fraction(value.strip())
+        else:
+            raise TypeError
+    except (ValueError, TypeError, ZeroDivisionError):
+        raise SpecError(f"{name} must be a ratio in (0, 1] such as '1/64' or 0.015625, got {value!r}") from None
+    if not 0 < ratio <= 1:
+        raise SpecError(f"{name} must lie in (0, 1] (a fraction of the weights, e.g. 1/64), got {ratio}")
+    return ratio
+
+
+def ceil_budget(count: int, ratio: Fraction) -> int:
+    """``ceil(count * ratio)`` in exact integer arithmetic (no float rounding): 784000 at 1/64 is 12250."""
+    return -((-count * ratio.numerator) // ratio.denominator)
+
+
+def _bias_budget(count: int, weight_entries: int, weights: int, spec: HashSpec) -> int:
+    """Bias entries for ``count`` hidden biases at the weights' ratio (``compression``, else
+    ``weight_entries / weights``, at most 1): ``ceil(count * r)``, between 1 and ``count``."""
+    ratio = spec.ratio if spec.compression is not None else min(Fraction(weight_entries, weights), Fraction(1))
+    return ceil_budget(count, ratio)
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """Entries of each table of a :class:`HashSpec` over a network (:meth:`HashSpec.table_plan`).
+
+    Table ``t`` has ``weights[t] + biases[t]`` entries: weight entries ``[0, weights[t])``, then
+    the hashed biases' own entries ``[weights[t], weights[t] + biases[t])`` (0 without ``hash_bias``).
+
+    Attributes
+    ----------
+    weights : tuple of int
+        Weight entries per table (one table per layer, or one for ``scope="global"``).
+    biases : tuple of int
+        Hashed-bias entries per table.
+    """
+
+    weights: tuple[int, ...]
+    biases: tuple[int, ...]
+
+    @property
+    def table_sizes(self) -> tuple[int, ...]:
+        """Total entries per table, ``weights[t] + biases[t]``."""
+        return tuple(w + b for w, b in zip(self.weights, self.biases))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import signal
 import subprocess
@@ -48,6 +49,39 @@ def test_profiles_and_studies_plan_the_paper_grid():
     assert sorted(load_study("balance").sparsities) == [0, 0.1, 0.3, 0.5, 0.7, 0.9]
 
 
+def test_control_study_crosses_arms_and_reuses_the_balance_runs():
+    paper = plan(load_profiles()["paper"], "mnist")
+    ctl = [r for r in paper if r.study == "balance_controls"]
+    assert len(ctl) == 3 * 7 * 3 * 3  # three new arms x alpha x sparsity x seeds; the paper arm is the balance study's
+    assert {(r.optimizer, r.table_grad_scale, r.lr) for r in ctl} == {("sgd", "load", 0.1), ("adam", "none", 0.001),
+                                                                      ("adam", "load", 0.001)}
+    balance = {(r.alpha, r.sparsity, r.train_seed) for r in paper if r.study == "balance"}
+    assert {(r.alpha, r.sparsity, r.train_seed) for r in ctl} <= balance
+    assert len({r.key for r in paper}) == len(paper)
+
+
+def test_committed_run_keys_survive_the_new_run_fields():
+    """Fields added later (optimizer, table_grad_scale) enter the key only when not default."""
+    rec = next(iter(sorted((REPO / "analysis" / "results" / "mnist" / "runs").glob("*.json"))))
+    import json
+
+    from analysis.runs import RunConfig
+
+    d = json.loads(rec.read_text())
+    run = RunConfig.from_dict({k: v for k, v in d["run"].items() if k not in ("optimizer", "table_grad_scale")})
+    assert run.key == d["row"]["run_key"] == rec.stem
+    assert dataclasses.replace(run, optimizer="adam").key != run.key
+    assert dataclasses.replace(run, table_grad_scale="load").key != run.key
+
+
+def test_a_profile_reusing_runs_outside_its_grid_is_refused(tmp_path):
+    body = (REPO / "analysis" / "studies" / "profiles.toml").read_text()
+    body = body.replace("balance_controls = [0.001, 1000]", "balance_controls = [0.01, 1000]")
+    (tmp_path / "profiles.toml").write_text(body)
+    with pytest.raises(StudyError, match="reuses 'balance'"):
+        load_profiles(tmp_path / "profiles.toml")
+
+
 def test_a_changed_setting_is_a_new_run_key():
     runs = plan(load_profiles()["smoke"], "mnist", data_root="a")
     again = plan(load_profiles()["smoke"], "mnist", data_root="b")
@@ -55,8 +89,12 @@ def test_a_changed_setting_is_a_new_run_key():
     assert [r.key for r in runs] == [r.key for r in plan(load_profiles()["smoke"], "mnist", data_root="a")]
 
 
+_V2 = ('version = 2\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
+       'values = [1]\nsparsities = [0]\n')
+
+
 @pytest.mark.parametrize("body,match", [
-    ('version = 2\nname = "bad"', "version 2 is not supported"),
+    ('version = 3\nname = "bad"', "version 3 is not supported"),
     ('version = 1\nname = "other"', "must equal the file's stem"),
     ('version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "radius"\n'
      'values = [1]\nsparsities = [0]', "cannot sweep 'radius'"),
@@ -67,6 +105,12 @@ def test_a_changed_setting_is_a_new_run_key():
     ('version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
      'values = [1]\nsparsities = [1.0]', "sparsity"),
     ('version = 1\nname = "bad"\n[', "not valid TOML"),
+    (_V2 + 'reuse = "balance"\n[[arms]]\noptimizer = "adam"\nlr = 0.001\ntable_grad_scale = "none"',
+     "no arm has it"),
+    (_V2 + '[[arms]]\noptimizer = "rmsprop"\nlr = 0.001\ntable_grad_scale = "none"', "optimizer 'rmsprop'"),
+    (_V2 + '[[arms]]\noptimizer = "sgd"\nlr = 0.1\ntable_grad_scale = "mean"', "table_grad_scale 'mean'"),
+    (_V2.replace("version = 2", "version = 1") + '[[arms]]\noptimizer = "sgd"\nlr = 0.1\ntable_grad_scale = "none"',
+     "unknown field"),
 ])
 def test_bad_study_files_are_refused_with_the_reason(tmp_path, body, match):
     path = tmp_path / "bad.toml"
@@ -112,6 +156,42 @@ def test_rerun_skips_finished_runs(smoke, data_root):
     summary = reproduce("smoke", "mnist", out, data_root=str(data_root), workers=2, progress=False, report=False)
     assert summary["finished"] == 0 and summary["skipped"] == 16
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_killing_only_the_reproduction_leaves_no_orphan_workers(tmp_path, data_root):
+    cmd = [sys.executable, "-m", "analysis.reproduce", "--profile", "smoke", "--out", str(tmp_path), "--data-root",
+           str(data_root), "--workers", "2", "--no-progress", "--no-report"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 3:  # the resource tracker and two pool workers
+        assert proc.poll() is None, "the reproduction ended before it could be killed"
+        time.sleep(0.2)
+        workers = _children(proc.pid)
+    time.sleep(1.0)  # let the workers run their initializer
+    proc.kill()  # the parent only, not its process group
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()
+             and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    for w in alive:  # do not leave them behind even when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the killed reproduction"
 
 
 def test_sigkill_midway_then_rerun_gives_every_run_once_and_equal_rows(smoke, tmp_path, data_root):

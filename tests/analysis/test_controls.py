@@ -1,0 +1,108 @@
+"""The optimizer-control statistics on synthetic rows with a known answer, and the predictors on real maps."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis.controls import (PAPER, arm_gaps, arms_of, map_predictors, map_statistics_for_predictors,
+                               residual_gaps)
+from hashlab import ARCHITECTURES, HashSpec, build_map
+
+ALPHAS = (0.01, 1.0, 1000.0)
+ARMS = (("sgd", "none"), ("sgd", "load"), ("adam", "none"))
+
+
+def rows_of(acc_of, seeds=range(5), sparsities=(0.0,), noise=0.004, rng_seed=0):
+    """Rows shaped like results.csv: the paper arm under the balance study, the others under the control study."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for s in sparsities:
+        for arm in ARMS:
+            for a in ALPHAS:
+                for seed in seeds:
+                    rows.append({"study": "balance" if arm == PAPER else "balance_controls", "optimizer": arm[0],
+                                 "table_grad_scale": arm[1], "alpha": a, "sparsity": s, "train_seed": seed,
+                                 "hash_seed": 1000 + seed, "epochs": 6, "table_size": 1000,
+                                 "lr": 0.001 if arm[0] == "adam" else 0.1,
+                                 "test_accuracy": acc_of(arm, s, a) + noise * rng.standard_normal()})
+    return rows
+
+
+def paper_gap_only(arm, s, a):
+    """The paper arm gains 40 pp from alpha 0.01 to 1000; the load-normalized arm is flat; Adam as the paper."""
+    if arm == ("sgd", "load"):
+        return 0.9
+    return 0.5 + 0.4 * (math.log10(a) + 2) / 5
+
+
+def gap_everywhere(arm, s, a):
+    return 0.5 + 0.4 * (math.log10(a) + 2) / 5 - (0.1 if arm == ("sgd", "load") else 0.0)
+
+
+def test_a_control_that_removes_the_gap_is_found():
+    rows = rows_of(paper_gap_only)
+    assert arms_of(rows)[0] == PAPER
+    gaps = {g.arm: g for g in arm_gaps(rows)}
+    assert gaps[PAPER].gap.diff.low > 0.38 and gaps[PAPER].gap.diff.high < 0.42 and gaps[PAPER].gap.p_value < 1e-4
+    load = gaps[("sgd", "load")]
+    assert abs(load.gap.diff.mean) < 0.01 and load.gap.p_value > 0.01
+    assert load.vs_paper.diff.high < -0.35 and load.vs_paper.p_value < 1e-4 and abs(load.remaining) < 0.03
+    adam = gaps[("adam", "none")]  # the same gap as the paper's: no change
+    assert adam.vs_paper.diff.low < 0 < adam.vs_paper.diff.high and abs(adam.remaining - 1) < 0.05
+    low = [g for g in residual_gaps(rows) if g.alpha == 0.01][0]
+    assert low.best_arm == ("sgd", "load") and not low.remains
+
+
+def test_a_gap_no_control_removes_is_attributed_to_the_sharing_pattern():
+    rows = rows_of(gap_everywhere)
+    res = {g.alpha: g for g in residual_gaps(rows)}
+    assert set(res) == {0.01, 1.0} and res[0.01].remains and res[1.0].remains
+    assert all(abs(g.remaining - 1) < 0.05 for g in arm_gaps(rows) if g.arm != PAPER)
+
+
+def test_no_effect_anywhere_gives_no_remaining_gap():
+    rows = rows_of(lambda arm, s, a: 0.9)
+    assert not any(g.remains for g in residual_gaps(rows))
+    assert all(g.remaining is None for g in arm_gaps(rows))  # no paper gap to share out
+
+
+def test_predictors_rank_a_statistic_that_tracks_the_gap_first():
+    def stats(row):  # "tracks" follows alpha (the remaining gap falls with it); "flat" is constant
+        return {"entropy_normalized": math.log10(row["alpha"]), "unused_entries": 0.3, "top1pct_share": 0.3,
+                "distinct_rows": 1.0, "rank_bound": 1.0}
+
+    rows = rows_of(gap_everywhere, sparsities=(0.0, 0.5))
+    preds, points = map_predictors(rows, stats)
+    assert len(points) == 2 * 2 * 5 and preds[0].name == "entropy_normalized"
+    assert preds[0].rho < -0.8 and preds[0].p_value < 1e-4
+    assert all(math.isnan(p.rho) for p in preds[1:])
+
+
+def test_map_statistics_for_predictors_on_real_maps():
+    arch = ARCHITECTURES["mnist-mlp"]
+    hot = map_statistics_for_predictors(build_map(HashSpec(kind="dirichlet", alpha=0.001, seed=1), arch))
+    flat = map_statistics_for_predictors(build_map(HashSpec(kind="dirichlet", alpha=1000, seed=1), arch))
+    assert hot["entropy_normalized"] < 0.2 and 0.95 < flat["entropy_normalized"] <= 1
+    assert hot["unused_entries"] > 0.9 and flat["unused_entries"] < 0.1  # layer 2: 2000 weights, 1000 entries
+    assert hot["top1pct_share"] > 0.9 and flat["top1pct_share"] < 0.05
+    assert hot["distinct_rows"] < 1.0  # alpha = 0.001 puts whole rows on one entry
+    mod = map_statistics_for_predictors(build_map(HashSpec(kind="modulus"), arch))
+    assert mod["distinct_rows"] == pytest.approx((125 + 5 + 5) / 410)  # docs/STATS.md's modulus example
+    assert mod["entropy_normalized"] > 0.99 and flat["distinct_rows"] == 1.0
+
+
+def test_report_section_writes_its_tables_figure_and_json(tmp_path):
+    import json
+
+    from analysis.report_controls import controls_section
+
+    lines = controls_section(rows_of(paper_gap_only, seeds=range(3)), tmp_path, "mnist", 6)
+    text = "\n".join(lines)
+    assert "### How much of the gap between α = 0.01 and α = 1000 remains" in text
+    assert "| 0 | SGD + load-normalized | 3 |" in text and "Best predictor:" in text
+    assert (tmp_path / "figures" / "fig5_balance_under_optimizer_controls.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "controls.json").read_text())
+    assert {g["arm"] for g in saved["gaps"]} == {"sgd/none", "sgd/load", "adam/none"}
+    assert len(saved["points"]) == 2 * 3 and controls_section([], tmp_path, "mnist", 6) == []
