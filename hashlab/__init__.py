@@ -11,6 +11,7 @@ from .maps.indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .maps.spec import ARCHITECTURES, Architecture, HashSpec, SpecError
 from .maps.conv import ConvGeometry, conv1d_map, conv2d_map, conv_map
 from .maps.rnn import RNNGeometry, rnn_map
+from .maps.cluster import WeightsError, cluster_weights
 from .equiv import describe_map, recognize_conv, recognize_rnn
 
 __all__ = [
@@ -18,5 +19,5 @@ __all__ = [
     "build_map", "dirichlet_probabilities", "IndexMap", "LayerMap", "ZERO", "index_dtype",
     "save_index_file", "load_index_file", "FormatError",
     "ConvGeometry", "conv_map", "conv1d_map", "conv2d_map", "RNNGeometry", "rnn_map",
-    "describe_map", "recognize_conv", "recognize_rnn",
+    "describe_map", "recognize_conv", "recognize_rnn", "cluster_weights", "WeightsError",
 ]

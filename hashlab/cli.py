@@ -1,4 +1,4 @@
-"""The ``hashlab`` console script: ``hashlab {build,stats,train,check,figure,reproduce} --help``.
+"""The ``hashlab`` console script: ``hashlab {build,cluster,stats,train,check,figure,reproduce} --help``.
 
 Exit codes: 0 success, 1 a check failed, 2 usage, 3 input, 4 environment, 70 internal error
 (:mod:`hashlab.commands.errors`, docs/CLI.md). ``--debug`` shows the traceback of an error.
@@ -13,11 +13,11 @@ from .commands.errors import add_debug_flag, run_cli
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = ("build", "stats", "train", "check", "figure", "reproduce")
+COMMANDS = ("build", "cluster", "stats", "train", "check", "figure", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import build, check, figure, reproduce, stats, train
+    from .commands import build, check, cluster, figure, reproduce, stats, train
 
     parser = argparse.ArgumentParser(
         prog="hashlab",
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hashlab {__version__}")
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for mod in (build, stats, train, check, figure, reproduce):
+    for mod in (build, cluster, stats, train, check, figure, reproduce):
         mod.register(sub)
     return parser
 

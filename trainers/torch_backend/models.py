@@ -6,6 +6,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -31,6 +32,11 @@ class ArbMLP(nn.Module):
     each reader as ``table=``; it is initialised from :math:`\mathcal{U}(-k, k)` with
     :math:`k = 1/\sqrt{\max \text{in\_features}}` over its readers (the smallest of their
     Linear bounds, see :func:`~trainers.torch_backend.layers.table_init_bound`).
+
+    Initial tables: where the map has ``initial_tables[t]`` (index format v2, e.g. the cluster
+    centres of ``hashlab cluster``), table ``t`` starts with exactly those values instead of
+    the random draw (biases and BatchNorm are initialised as usual). With a sign hash the
+    stored value is the table entry: the virtual weight is ``sign * initial_tables[t][index]``.
 
     Args:
         index_map: a validated :class:`hashlab.maps.indexmap.IndexMap`, e.g. from
@@ -87,6 +93,10 @@ class ArbMLP(nn.Module):
         self.in_features = layers[0].in_features
         self.out_features = layers[-1].out_features
         self.spec: dict[str, Any] = dict(index_map.spec)
+        # initial tables (index format v2, e.g. `hashlab cluster` centres): copied over the random init
+        self._table_of = [lay.table for lay in layers]
+        self._initial_tables = {t: torch.from_numpy(np.array(init, dtype=np.float32, copy=True))
+                                for t, init in enumerate(index_map.initial_tables or ()) if init is not None}
         self.reset_parameters()
 
     @classmethod
@@ -106,13 +116,24 @@ class ArbMLP(nn.Module):
         return cls(load_index_file(Path(path), mmap=True, validate=validate), bias=bias, device=device, dtype=dtype)
 
     def reset_parameters(self) -> None:
-        """Re-initialise shared tables, then every layer (owned tables, biases, BatchNorm)."""
+        """Re-initialise shared tables, then every layer (owned tables, biases, BatchNorm), then copy the map's
+        initial tables over the tables that have one."""
         for key, table in self.tables.items():
             bound = self._table_bounds[key]
             nn.init.uniform_(table, -bound, bound)
         for block in self.blocks:
             block.linear.reset_parameters()
             block.bn.reset_parameters()
+        self._copy_initial_tables()
+
+    @torch.no_grad()
+    def _copy_initial_tables(self) -> None:
+        """Overwrite table ``t`` with the map's ``initial_tables[t]`` where it has one (after the random draws,
+        so biases and other tables get exactly the values they get without initial tables)."""
+        for t, values in self._initial_tables.items():
+            reader = next((m for m, table in zip(self.linears, self._table_of) if table == t), None)
+            if reader is not None:  # a table no layer reads is not allocated
+                reader.table.copy_(values)
 
     def set_table_grad_scale(self, mode: str) -> None:
         """Load-normalise the table gradients: ``"none"``, ``"load"`` or ``"sqrt_load"``.
