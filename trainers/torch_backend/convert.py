@@ -176,10 +176,10 @@ def arbify(model: nn.Module, index_map: IndexMap | Callable[[tuple[int, ...]], I
             if init == "weights" and arb.bias is not None:
                 arb.bias.copy_(lin.bias)
         new[id(lin)] = arb.train(lin.training)
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if id(child) in new:
-                setattr(parent, child_name, new[id(child)])
+    for name, module in list(model.named_modules(remove_duplicate=False)):  # every place of a tied Linear
+        if id(module) in new:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, new[id(module)])
     renamed = tuple(dataclasses.replace(lay, name=name) for (name, _), lay in zip(layers, index_map.layers))
     initial = index_map.initial_tables
     if init == "weights":
