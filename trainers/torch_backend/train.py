@@ -105,8 +105,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> tor
     the count restarts.
     """
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min" if config.lr_metric == "val_loss" else "max", factor=config.lr_factor, patience=config.lr_patience - 1,
-        threshold=0.0, threshold_mode="abs", cooldown=0, min_lr=0.0)
+        optimizer, mode="min" if config.lr_metric == "val_loss" else "max", factor=config.lr_factor,
+        patience=config.lr_patience - 1, threshold=0.0, threshold_mode="abs", cooldown=0, min_lr=0.0)
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int,

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, build_map, save_index_file
 from trainers.torch_backend.config import TrainConfig
-from trainers.torch_backend.data import (DatasetError, load_device_data, load_split, resolve_data_root, split_validation,
-                                         validation_indices)
+from trainers.torch_backend.data import (DatasetError, load_device_data, load_split, resolve_data_root,
+                                         split_validation, validation_indices)
 from trainers.torch_backend.train import train
 
 CPU = torch.device("cpu")

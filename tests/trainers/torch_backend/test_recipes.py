@@ -123,7 +123,7 @@ def test_validation_set_too_small_is_a_clear_error(small_map, data_root):
 
 
 def test_group_training_refuses_other_networks(small_map, data_root):
-    with pytest.raises(ValueError, match="train_group trains the paper's network and recipe only, got val_fraction=0.1"):
+    with pytest.raises(ValueError, match="trains the paper's network and recipe only, got val_fraction=0.1"):
         train_group([small_map], TrainConfig.from_recipe("hashednets", data_root=str(data_root)), progress=False)
 
 
