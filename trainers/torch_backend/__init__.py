@@ -2,8 +2,11 @@
 
 Public API (torch is imported on first use, so ``TrainConfig`` is importable without it)::
 
-    from trainers.torch_backend import ArbLinear, ArbMLP, TrainConfig
+    from trainers.torch_backend import ArbLinear, ArbMLP, TrainConfig, arbify
     from trainers.torch_backend.train import train   # (``train`` is also the submodule's name)
+
+``arbify(model, index_map, skip=...)`` turns the ``nn.Linear`` layers of any module into
+``ArbLinear`` layers of a map (:mod:`trainers.torch_backend.convert`).
 """
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ from typing import Any
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["ArbLinear", "ArbMLP", "TrainConfig", "ConfigError", "DatasetError", "gather_weight"]
+__all__ = ["ArbLinear", "ArbMLP", "TrainConfig", "ConfigError", "DatasetError", "gather_weight", "arbify"]
 
-_LAZY = {"ArbLinear": "layers", "ArbMLP": "models", "DatasetError": "data", "gather_weight": "functional"}
+_LAZY = {"ArbLinear": "layers", "ArbMLP": "models", "DatasetError": "data", "gather_weight": "functional",
+         "arbify": "convert"}
 
 
 def __getattr__(name: str) -> Any:

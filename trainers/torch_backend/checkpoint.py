@@ -94,7 +94,8 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig, index_sha256: 
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"checkpoint {path} has version {state.get('version')!r}; this trainer reads "
                               f"version {CHECKPOINT_VERSION}")
-    saved, now = dict(state.get("config") or {}), config.to_dict()
+    # a field missing from an older checkpoint was added later: that run trained with its default
+    saved, now = {**TrainConfig().to_dict(), **dict(state.get("config") or {})}, config.to_dict()
     diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
             for k in sorted(set(saved) | set(now)) if k not in IGNORED_FIELDS and saved.get(k) != now.get(k)]
     if diff:

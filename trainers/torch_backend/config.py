@@ -9,11 +9,37 @@ from typing import Any, Literal
 
 from hashlab.configs import check_int, dataclass_from_dict
 
-__all__ = ["TrainConfig", "ConfigError", "DATASET_NAMES", "OPTIMIZERS", "TABLE_GRAD_SCALES"]
+__all__ = ["TrainConfig", "ConfigError", "DATASET_NAMES", "OPTIMIZERS", "TABLE_GRAD_SCALES", "ACTIVATIONS",
+           "LOSSES", "VAL_SPLITS", "LR_METRICS", "MODEL_PRESETS", "RECIPES"]
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 TABLE_GRAD_SCALES = ("none", "load", "sqrt_load")
+ACTIVATIONS = ("elu", "relu", "tanh", "sigmoid", "gelu")
+LOSSES = ("cross_entropy", "mse")
+VAL_SPLITS = ("last", "random")
+LR_METRICS = ("train_accuracy", "val_loss", "val_accuracy")
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # Chang & Lipson 2018, section 4: Linear-ELU-BN on every layer, the last one included
+    "paper-mlp": {"activation": "elu", "batch_norm": True, "dropout": 0.0, "input_dropout": 0.0,
+                  "output_activation": True},
+    # Chen et al. 2015 as ported by jfainberg/hashed_nets (mnist.py): dropout 0.25 on the input and after
+    # every hidden ReLU, no BatchNorm, plain logits out (log-softmax + NLL = softmax cross-entropy)
+    "hashednets-mlp": {"activation": "relu", "batch_norm": False, "dropout": 0.25, "input_dropout": 0.25,
+                       "output_activation": False},
+}
+"""The network fields each ``TrainConfig.model`` stands for (a field left ``None`` takes the preset's value)."""
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},  # every TrainConfig default is the paper's
+    # jfainberg/hashed_nets mnist.py defaults: SGD lr 0.01 momentum 0.9, batch 50, 50 epochs, a random 10 % of
+    # the training set held out, LR / 10 when the validation loss has not improved for 3 epochs (torch's
+    # ReduceLROnPlateau(patience=2)); no weight decay
+    "hashednets": {"model": "hashednets-mlp", "lr": 0.01, "momentum": 0.9, "batch_size": 50, "epochs": 50,
+                   "val_fraction": 0.1, "val_split": "random", "lr_metric": "val_loss", "lr_patience": 3},
+}
+"""Whole training recipes as TrainConfig fields, for :meth:`TrainConfig.from_recipe`."""
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _MAX_SEED = 2**63 - 1
 
@@ -42,7 +68,7 @@ class TrainConfig:
         lr: initial SGD learning rate, > 0.
         momentum: SGD momentum, in [0, 1).
         lr_factor: factor applied to the learning rate on a plateau, in (0, 1).
-        lr_patience: number of consecutive epochs without a gain in training accuracy after
+        lr_patience: number of consecutive epochs without a gain in ``lr_metric`` after
             which the learning rate is multiplied by ``lr_factor``, >= 1.
         optimizer: ``"sgd"`` (with ``momentum``; the paper's, default), ``"adam"`` or ``"adamw"``
             (torch's, default betas; ``momentum`` is then unused; Adam usually wants
@@ -53,7 +79,8 @@ class TrainConfig:
             table entry's gradient by ``mean_load / load`` or its square root (load = number of
             non-zeroed weights reading the entry), see
             :meth:`~trainers.torch_backend.models.ArbMLP.set_table_grad_scale`.
-        seed: seeds the model initialisation and the shuffling, in [0, 2**63).
+        seed: seeds the model initialisation, the shuffling and a ``"random"`` validation split,
+            in [0, 2**63).
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         num_threads: CPU threads torch uses during training (restored afterwards); ``None``
             keeps torch's default (one per core). Default 1: on a 2-core CPU the paper's MNIST
@@ -63,7 +90,37 @@ class TrainConfig:
         deterministic: call ``torch.use_deterministic_algorithms(True)`` during training (and set
             ``CUBLAS_WORKSPACE_CONFIG`` on CUDA); ops without a deterministic kernel then raise.
             See docs/TRAINING.md, "Determinism".
+        model: the network preset, ``"paper-mlp"`` (default) or ``"hashednets-mlp"``; it gives
+            the value of each of the five network fields below that is left ``None``
+            (:data:`MODEL_PRESETS`, :meth:`model_options`).
+        activation: ``"elu"`` (paper-mlp), ``"relu"`` (hashednets-mlp), ``"tanh"``,
+            ``"sigmoid"`` or ``"gelu"``, after every hidden layer (and the last one if
+            ``output_activation``); ``None``: the preset's.
+        batch_norm: a ``BatchNorm1d`` after each activation (paper-mlp ``True``,
+            hashednets-mlp ``False``); ``None``: the preset's.
+        dropout: dropout probability on every hidden layer's output (after activation and
+            BatchNorm), in [0, 1) (paper-mlp 0, hashednets-mlp 0.25); ``None``: the preset's.
+        input_dropout: dropout probability on the input pixels, in [0, 1) (paper-mlp 0,
+            hashednets-mlp 0.25); ``None``: the preset's.
+        output_activation: the last layer is followed by the activation (and BatchNorm) as
+            every other layer (paper-mlp ``True``), or outputs plain logits (hashednets-mlp
+            ``False``); ``None``: the preset's.
+        loss: ``"cross_entropy"`` (softmax cross-entropy, i.e. log-softmax + NLL: both papers)
+            or ``"mse"`` (squared error between the logits and the one-hot label, summed over
+            classes, averaged over samples).
+        val_fraction: fraction of the (``limit_train``-limited) training set held out as a
+            validation set, in [0, 1); 0 (default, the paper's): none. HashedNets: 0.1.
+        val_split: which samples are held out: ``"last"`` (the last ``round(val_fraction * N)``
+            training samples, in file order) or ``"random"`` (a random subset drawn with
+            ``numpy.random.default_rng(seed)``). Deterministic either way; the two parts are
+            disjoint.
+        lr_metric: what the plateau schedule watches: ``"train_accuracy"`` (the paper's),
+            ``"val_loss"`` (HashedNets; a gain is a strict decrease) or ``"val_accuracy"``;
+            the ``val_*`` metrics need ``val_fraction > 0``.
         version: schema version of this dataclass; only 1 exists.
+
+    Use :meth:`from_recipe` for a whole recipe (:data:`RECIPES`), e.g.
+    ``TrainConfig.from_recipe("hashednets", data_root=...)``.
 
     Raises:
         ConfigError: on any invalid field (a :class:`ValueError`).
@@ -88,6 +145,16 @@ class TrainConfig:
     num_threads: int | None = 1
     limit_train: int | None = None
     deterministic: bool = False
+    model: Literal["paper-mlp", "hashednets-mlp"] = "paper-mlp"
+    activation: Literal["elu", "relu", "tanh", "sigmoid", "gelu"] | None = None
+    batch_norm: bool | None = None
+    dropout: float | None = None
+    input_dropout: float | None = None
+    output_activation: bool | None = None
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    val_fraction: float = 0.0
+    val_split: Literal["last", "random"] = "last"
+    lr_metric: Literal["train_accuracy", "val_loss", "val_accuracy"] = "train_accuracy"
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -113,6 +180,8 @@ class TrainConfig:
         _check_float("momentum", self.momentum, lambda v: 0 <= v < 1, "in [0, 1) (the paper uses 0.9)")
         _check_float("lr_factor", self.lr_factor, lambda v: 0 < v < 1, "in (0, 1) (0.1 divides by 10)")
         self._check_optimizer()
+        self._check_model()
+        self._check_validation()
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
 
@@ -124,6 +193,50 @@ class TrainConfig:
         if self.table_grad_scale not in TABLE_GRAD_SCALES:
             raise ConfigError(f"unknown table_grad_scale {self.table_grad_scale!r}; choose one of "
                               f"{', '.join(TABLE_GRAD_SCALES)} ('none' is the paper's)")
+
+    def _check_model(self) -> None:
+        _check_choice("model", self.model, tuple(MODEL_PRESETS), "('paper-mlp' is the paper's)")
+        if self.activation is not None:
+            _check_choice("activation", self.activation, ACTIVATIONS, "or None for the model preset's")
+        for name in ("batch_norm", "output_activation"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True, False or None (the model preset's), "
+                                  f"got {getattr(self, name)!r}")
+        for name in ("dropout", "input_dropout"):
+            if getattr(self, name) is not None:
+                _check_float(name, getattr(self, name), lambda v: 0 <= v < 1,
+                             "in [0, 1) (HashedNets uses 0.25), or None for the model preset's")
+        _check_choice("loss", self.loss, LOSSES, "('cross_entropy' is both papers')")
+
+    def _check_validation(self) -> None:
+        _check_float("val_fraction", self.val_fraction, lambda v: 0 <= v < 1,
+                     "in [0, 1) (0 = no validation set, the paper's; HashedNets holds out 0.1)")
+        _check_choice("val_split", self.val_split, VAL_SPLITS, "(which training samples are held out)")
+        _check_choice("lr_metric", self.lr_metric, LR_METRICS, "('train_accuracy' is the paper's)")
+        if self.lr_metric.startswith("val_") and self.val_fraction == 0:
+            raise ConfigError(f"lr_metric {self.lr_metric!r} needs a validation set: set val_fraction "
+                              "(e.g. 0.1), or use lr_metric='train_accuracy'")
+
+    def model_options(self) -> dict[str, Any]:
+        """The network fields with ``None`` resolved from the ``model`` preset (:data:`MODEL_PRESETS`).
+
+        Returns:
+            ``{"activation", "batch_norm", "dropout", "input_dropout", "output_activation"}``,
+            the keyword arguments of :class:`~trainers.torch_backend.models.ArbMLP` beyond the map.
+        """
+        preset = MODEL_PRESETS[self.model]
+        return {k: preset[k] if getattr(self, k) is None else getattr(self, k) for k in preset}
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
+        """The config of recipe ``name`` (a key of :data:`RECIPES`), with ``overrides`` on top.
+
+        Raises:
+            ConfigError: on an unknown recipe or any invalid field.
+        """
+        if name not in RECIPES:
+            raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (the form stored in results files)."""
@@ -137,6 +250,11 @@ class TrainConfig:
 
 def _check_int(name: str, value: Any, lo: int, hi: int, hint: str) -> None:
     check_int(name, value, lo, hi, ConfigError, hint)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...], hint: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)} {hint}")
 
 
 def _check_float(name: str, value: Any, ok, hint: str) -> None:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 __all__ = ["DatasetError", "DataWarning", "DatasetInfo", "DATASETS", "DeviceData", "CIFAR10Files",
            "load_cifar_pickle", "resolve_data_root", "load_split", "load_device_data", "check_pixel_stats",
-           "KNOWN_STATS"]
+           "KNOWN_STATS", "validation_indices", "split_validation"]
 
 ENV_DATA_ROOT = "HASHLAB_DATA_ROOT"
 
@@ -336,3 +336,56 @@ def load_device_data(name: str, root: str | os.PathLike, device: torch.device, d
             "normalisation": "(pixel / 255 - mean[channel]) / std[channel], training-split statistics",
             "warning": stats_warning}
     return put(x_tr, y_tr), put(x_te, y_te), info
+
+
+def validation_indices(n: int, fraction: float, how: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``n`` training samples are held out for validation.
+
+    ``round(fraction * n)`` samples are held out: the last ones (``how="last"``) or a random
+    subset (``how="random"``: the first ones of ``numpy.random.default_rng(seed).permutation(n)``).
+
+    Args:
+        n: number of training samples.
+        fraction: in [0, 1).
+        how: ``"last"`` or ``"random"``.
+        seed: seed of the random subset, in [0, 2**63).
+
+    Returns:
+        ``(train, val)``: two sorted, disjoint int64 index arrays whose union is ``range(n)``
+        (``val`` empty for ``fraction == 0``). Sorted: the training part keeps the file order,
+        so the shuffle is the only source of order.
+
+    Raises:
+        ValueError: on an unknown ``how``, or if ``fraction > 0`` leaves fewer than one
+            validation or two training samples.
+    """
+    if how not in ("last", "random"):
+        raise ValueError(f"unknown validation split {how!r}; choose 'last' or 'random'")
+    n_val = int(round(fraction * n))
+    if fraction > 0 and not (n_val >= 1 and n - n_val >= 2):
+        raise ValueError(f"val_fraction={fraction} of {n} training samples holds out {n_val}, leaving {n - n_val}; "
+                         "need at least 1 validation and 2 training samples: raise limit_train or val_fraction")
+    if how == "last":
+        order = np.arange(n, dtype=np.int64)
+    else:
+        order = np.random.default_rng(seed).permutation(n).astype(np.int64)
+    return np.sort(order[:n - n_val]), np.sort(order[n - n_val:])
+
+
+def split_validation(data: DeviceData, fraction: float, how: str, seed: int) -> tuple[DeviceData, DeviceData | None]:
+    """Hold out part of a training split (:func:`validation_indices`); ``(data, None)`` if ``fraction == 0``.
+
+    Both parts keep ``data``'s normalisation (the statistics of the whole training split).
+
+    Raises:
+        ValueError: see :func:`validation_indices`.
+    """
+    if fraction == 0:
+        return data, None
+    tr, va = validation_indices(len(data), fraction, how, seed)
+
+    def part(idx: np.ndarray) -> DeviceData:
+        i = torch.from_numpy(idx).to(data.labels.device)
+        return DeviceData(data.images[i], data.labels[i], data.mean, data.std)
+
+    return part(tr), part(va)

@@ -312,6 +312,15 @@ def train_group(index_files: list[str | os.PathLike], config: TrainConfig = Trai
     if config.optimizer != "sgd":
         raise ValueError(f"train_group supports optimizer='sgd' only, got {config.optimizer!r}; "
                          "train such models one by one with train()")
+    # -- the paper's network and recipe only (issue #12 part 4) --
+    paper = TrainConfig()
+    changed = [f"{k}={getattr(config, k)!r}" for k in ("loss", "val_fraction", "lr_metric")
+               if getattr(config, k) != getattr(paper, k)]
+    changed += [f"{k}={v!r}" for k, v in config.model_options().items() if v != paper.model_options()[k]]
+    if changed:
+        raise ValueError(f"train_group trains the paper's network and recipe only, got {', '.join(changed)}; "
+                         "train such models one by one with train()")
+    # -- end --
     if outs is not None and len(outs) != len(index_files):
         raise ValueError(f"outs has {len(outs)} paths for {len(index_files)} index files")
     t0 = time.perf_counter()

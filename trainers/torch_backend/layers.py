@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .functional import GatherPlan, build_plan, entry_loads, plan_indices, plan_sign, table_gather, with_segments
 
-__all__ = ["ArbLinear", "table_init_bound"]
+__all__ = ["ArbLinear", "table_init_bound", "bucket_means"]
 
 
 def table_init_bound(in_features: int) -> float:
@@ -44,6 +44,36 @@ def _check_indices(indices: Tensor, shape: tuple[int, ...], table_size: int, wha
         raise ValueError(f"{what} must lie in [-1, {table_size}) (-1 = weight fixed at zero), got "
                          f"[{int(indices.min())}, {int(indices.max())}]; was the map built for a table of "
                          f"{table_size} entries?")
+
+
+def bucket_means(table_size: int, readers: Sequence[tuple[Tensor, Tensor, Tensor | None]]) -> Tensor:
+    r"""Table whose entry ``e`` is the mean of ``sign * w`` over the weights ``w`` that read ``e``.
+
+    The least-squares table for given weights: with :math:`W_{oi} = \xi_{oi}\,t[h(o, i)]`,
+    :math:`\sum (\xi t_{h} - w)^2` is smallest at :math:`t_e = \operatorname{mean}_{h(o,i)=e}
+    \xi_{oi} w_{oi}` (:math:`\xi^2 = 1`). Weights with index ``-1`` (fixed at zero) are left out;
+    an entry nobody reads gets 0. Summed in float64 on the CPU (``index_add_``, a fixed order),
+    so the result is deterministic and an entry read by one weight is that weight exactly.
+
+    Args:
+        table_size: number of entries ``n``.
+        readers: ``(values, indices, sign)`` triples of equal shapes: float weights (any
+            device), integer indices in ``[-1, n)``, int signs in {-1, +1} or ``None``.
+
+    Returns:
+        float64 CPU tensor of shape ``(table_size,)``.
+    """
+    sums = torch.zeros(table_size, dtype=torch.float64)
+    counts = torch.zeros(table_size, dtype=torch.int64)
+    for values, indices, sign in readers:
+        v = values.detach().to("cpu", torch.float64).reshape(-1)
+        idx = indices.detach().to("cpu", torch.int64).reshape(-1)
+        if sign is not None:
+            v = v * sign.detach().to("cpu", torch.float64).reshape(-1)
+        keep = idx >= 0
+        sums.index_add_(0, idx[keep], v[keep])
+        counts.index_add_(0, idx[keep], torch.ones_like(idx[keep]))
+    return sums / counts.clamp(min=1)
 
 
 class ArbLinear(nn.Module):
@@ -160,6 +190,62 @@ class ArbLinear(nn.Module):
         self.register_buffer("_grad_scale", None, persistent=False)
         self._set_map(indices.to(device), None if sign is None else sign.to(device))
         self.reset_parameters()
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, indices: Tensor | np.ndarray, table_size: int | None = None,
+                    sign: Tensor | np.ndarray | None = None, *,
+                    bias_indices: Tensor | np.ndarray | None = None) -> "ArbLinear":
+        r"""An :class:`ArbLinear` of map ``indices`` whose table approximates ``linear``'s weights.
+
+        Entry ``e`` of the table is the mean of ``sign * linear.weight`` over the weights that
+        read it (:func:`bucket_means`: the least-squares fit), so a trained layer can be
+        compressed and fine-tuned; the bias is copied, or with ``bias_indices`` averaged into
+        the table with the weights. With the identity map (``indices[o, i] = o * in + i``, no
+        sign) the layer equals ``linear`` exactly. Zeroed weights (``-1``) become 0; entries
+        nobody reads start at 0 (they get no gradient and change no output).
+
+        Args:
+            linear: a :class:`torch.nn.Linear` (left unchanged); the new layer gets its device,
+                dtype and training mode.
+            indices: integer ``(out_features, in_features)`` in ``[-1, table_size)``.
+            table_size: number of entries; ``None``: ``indices.max() + 1``.
+            sign: optional ``(out_features, in_features)`` in {-1, +1}.
+            bias_indices: optional ``(out_features,)``: read the bias from the table
+                (``linear`` must have a bias).
+
+        Returns:
+            A new :class:`ArbLinear` owning its table.
+
+        Raises:
+            TypeError: if ``linear`` is not an :class:`torch.nn.Linear`.
+            ValueError: on indices, sign or bias indices of the wrong shape or range (as the
+                constructor), or ``bias_indices`` for a ``linear`` without bias.
+
+        Examples::
+
+            >>> lin = nn.Linear(4, 3)
+            >>> arb = ArbLinear.from_linear(lin, torch.arange(12).view(3, 4))  # identity map
+            >>> torch.equal(arb.virtual_weight(), lin.weight)
+            True
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        if bias_indices is not None and linear.bias is None:
+            raise ValueError("bias_indices reads the bias from the table, but linear has no bias; "
+                             "drop bias_indices or give the Linear a bias")
+        w = linear.weight
+        if table_size is None:
+            table_size = max(int(_as_tensor(indices, "indices").max()) + 1, 1)
+        layer = cls(linear.in_features, linear.out_features, indices, table_size, sign=sign,
+                    bias=linear.bias is not None, bias_indices=bias_indices, device=w.device, dtype=w.dtype)
+        readers = [(w, layer.indices, layer.sign)]
+        if bias_indices is not None:
+            readers.append((linear.bias, layer.bias_indices, None))
+        with torch.no_grad():
+            layer.table.copy_(bucket_means(table_size, readers))
+            if layer.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer.train(linear.training)
 
     # -- the map: held as a GatherPlan key; `indices` / `sign` are rebuilt from it ----------------
 

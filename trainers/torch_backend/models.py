@@ -16,16 +16,25 @@ from hashlab.maps.indexmap import IndexMap
 from .functional import load_scale
 from .layers import ArbLinear, table_init_bound
 
-__all__ = ["ArbMLP"]
+__all__ = ["ArbMLP", "ACTIVATIONS"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+                                           "gelu": nn.GELU}
+"""Activation modules by the names of ``TrainConfig.activation``."""
 
 
 class ArbMLP(nn.Module):
     r"""Multilayer perceptron whose layers are :class:`ArbLinear` layers of an index map.
 
-    Every layer is ``ArbLinear -> ELU -> BatchNorm1d``, the last one included, as in the
-    paper (Chang & Lipson 2018, section 4): MNIST ``784-200-ELU-BN-200-ELU-BN-10-ELU-BN``,
+    By default every layer is ``ArbLinear -> ELU -> BatchNorm1d``, the last one included, as
+    in the paper (Chang & Lipson 2018, section 4): MNIST ``784-200-ELU-BN-200-ELU-BN-10-ELU-BN``,
     CIFAR-10 ``3072 -> 5 x (2000-ELU-BN) -> 10-ELU-BN``. The output feeds a softmax
     cross-entropy loss. Layer sizes, indices, signs and table numbers all come from the map.
+    The keyword arguments give other members of the family, e.g. HashedNets' MLP (Chen et
+    al. 2015): ``activation="relu", batch_norm=False, dropout=0.25, input_dropout=0.25,
+    output_activation=False`` is ``Dropout -> (ArbLinear -> ReLU -> Dropout) x hidden ->
+    ArbLinear``. A hidden block is ``linear -> act [-> bn] [-> drop]``; the last block is
+    ``linear [-> act [-> bn]]`` (no dropout on the logits).
 
     A table read by one layer is owned by that layer. A table read by several layers (a
     ``scope="global"`` map) is one :class:`~torch.nn.Parameter` in :attr:`tables`, passed to
@@ -44,20 +53,30 @@ class ArbMLP(nn.Module):
             (``layers[k].in_features == layers[k-1].out_features``).
         bias: give every layer a dense bias unless its map has ``bias_indices``. Default: ``True``.
         device, dtype: where and in which float type to create parameters.
+        activation: ``"elu"`` (default, the paper's), ``"relu"``, ``"tanh"``, ``"sigmoid"``
+            or ``"gelu"``.
+        batch_norm: a ``BatchNorm1d`` after each activation. Default: ``True``.
+        dropout: dropout probability after each hidden layer, in [0, 1). Default: 0 (none).
+        input_dropout: dropout probability on the flattened input, in [0, 1). Default: 0.
+        output_activation: give the last layer the activation (and BatchNorm) too
+            (default, the paper's); ``False``: it outputs plain logits.
 
     Shape:
         - Input: :math:`(N, *)` with :math:`\prod * = \text{in\_features}` (images are flattened).
         - Output: :math:`(N, \text{out\_features})` logits.
 
     Attributes:
-        blocks: :class:`~torch.nn.Sequential` of ``Sequential(linear, act, bn)`` blocks.
+        blocks: :class:`~torch.nn.Sequential` of ``Sequential(linear, act, bn, drop)`` blocks
+            (the modules a block does not have left out).
+        input_drop: the input :class:`~torch.nn.Dropout`, or ``None``.
         tables: :class:`~torch.nn.ParameterDict` of shared tables keyed by table number
             (empty for a layer-scope map).
         in_features, out_features: first layer's input and last layer's output size.
         spec: the map's ``spec`` dict (how it was built).
 
     Raises:
-        ValueError: if the layers do not chain.
+        ValueError: if the layers do not chain, or on an unknown activation or a dropout
+            outside [0, 1).
 
     Examples::
 
@@ -66,8 +85,15 @@ class ArbMLP(nn.Module):
         torch.Size([32, 10])
     """
 
-    def __init__(self, index_map: IndexMap, bias: bool = True, device=None, dtype=None) -> None:
+    def __init__(self, index_map: IndexMap, bias: bool = True, device=None, dtype=None, *,
+                 activation: str = "elu", batch_norm: bool = True, dropout: float = 0.0,
+                 input_dropout: float = 0.0, output_activation: bool = True) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        for name, p in (("dropout", dropout), ("input_dropout", input_dropout)):
+            if not 0 <= p < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {p!r}")
         layers = index_map.layers
         for prev, lay in zip(layers[:-1], layers[1:]):
             if lay.in_features != prev.out_features:
@@ -87,9 +113,17 @@ class ArbMLP(nn.Module):
                                sign=lay.sign, bias=bias or lay.bias_indices is not None,
                                table=self.tables[str(lay.table)] if str(lay.table) in self.tables else None,
                                bias_indices=lay.bias_indices, device=device, dtype=dtype)
-            blocks.append(nn.Sequential(OrderedDict(
-                linear=linear, act=nn.ELU(), bn=nn.BatchNorm1d(lay.out_features, device=device, dtype=dtype))))
+            last = lay is layers[-1]
+            block = OrderedDict(linear=linear)
+            if not last or output_activation:
+                block["act"] = ACTIVATIONS[activation]()
+                if batch_norm:
+                    block["bn"] = nn.BatchNorm1d(lay.out_features, device=device, dtype=dtype)
+            if not last and dropout > 0:
+                block["drop"] = nn.Dropout(dropout)
+            blocks.append(nn.Sequential(block))
         self.blocks = nn.Sequential(*blocks)
+        self.input_drop = nn.Dropout(input_dropout) if input_dropout > 0 else None
         self.in_features = layers[0].in_features
         self.out_features = layers[-1].out_features
         self.spec: dict[str, Any] = dict(index_map.spec)
@@ -101,19 +135,21 @@ class ArbMLP(nn.Module):
 
     @classmethod
     def from_index_file(cls, path: str | os.PathLike, bias: bool = True, device=None, dtype=None,
-                        validate: bool = True) -> "ArbMLP":
+                        validate: bool = True, **options: Any) -> "ArbMLP":
         """Build the model of an index file (read with :func:`hashlab.io.format.load_index_file`).
 
         Args:
             path: a format-v1 index file, e.g. from ``hashlab build``.
             validate: check every index range while loading (O(number of weights)).
+            options: the keyword arguments of :class:`ArbMLP` (``activation=``, ``dropout=``...).
 
         Raises:
             FileNotFoundError: if ``path`` does not exist.
             hashlab.io.format.FormatError: if it is not a valid index file.
             ValueError: if its layers do not chain.
         """
-        return cls(load_index_file(Path(path), mmap=True, validate=validate), bias=bias, device=device, dtype=dtype)
+        return cls(load_index_file(Path(path), mmap=True, validate=validate), bias=bias, device=device, dtype=dtype,
+                   **options)
 
     def reset_parameters(self) -> None:
         """Re-initialise shared tables, then every layer (owned tables, biases, BatchNorm), then copy the map's
@@ -123,7 +159,8 @@ class ArbMLP(nn.Module):
             nn.init.uniform_(table, -bound, bound)
         for block in self.blocks:
             block.linear.reset_parameters()
-            block.bn.reset_parameters()
+            if hasattr(block, "bn"):
+                block.bn.reset_parameters()
         self._copy_initial_tables()
 
     @torch.no_grad()
@@ -173,4 +210,7 @@ class ArbMLP(nn.Module):
         return sum(t.numel() for t in {id(m.table): m.table for m in self.linears}.values())
 
     def forward(self, input: Tensor) -> Tensor:
-        return self.blocks(input.flatten(1))
+        x = input.flatten(1)  # (N, in_features)
+        if self.input_drop is not None:
+            x = self.input_drop(x)
+        return self.blocks(x)  # (N, out_features)

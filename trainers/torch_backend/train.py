@@ -1,8 +1,10 @@
 """Train an ArbMLP from an index file as in the paper, and write a results JSON.
 
-Chang & Lipson 2018, section 4: SGD (learning rate 0.1, momentum 0.9), learning rate divided
-by 10 after 4 epochs without a gain in training accuracy, no validation set, test accuracy
-reported after training. See docs/TRAINING.md for the results schema.
+Chang & Lipson 2018, section 4 (the defaults): SGD (learning rate 0.1, momentum 0.9), learning
+rate divided by 10 after 4 epochs without a gain in training accuracy, no validation set, test
+accuracy reported after training. Other networks and recipes (HashedNets: ReLU, dropout, a
+held-out validation set watched by the schedule) are :class:`TrainConfig` fields. See
+docs/TRAINING.md for the results schema.
 """
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from hashlab._version import __version__ as hashlab_version
@@ -30,14 +32,27 @@ from hashlab.maps.indexmap import IndexMap
 
 from .checkpoint import Checkpointer, file_sha256
 from .config import TrainConfig
-from .data import DATASETS, DeviceData, load_device_data, resolve_data_root
+from .data import DATASETS, DeviceData, load_device_data, resolve_data_root, split_validation
 from .models import ArbMLP
 
 __all__ = ["train", "resolve_device", "make_optimizer", "make_scheduler", "train_epoch", "evaluate",
-           "RESULTS_SCHEMA", "RESULTS_VERSION"]
+           "mse_loss", "LOSS_FUNCTIONS", "RESULTS_SCHEMA", "RESULTS_VERSION"]
 
 RESULTS_SCHEMA = "hashlab.train-results"
 RESULTS_VERSION = 1
+
+
+def mse_loss(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """Squared error between ``logits`` ``(N, C)`` and the one-hot ``target`` ``(N,)``, summed over classes.
+
+    ``reduction``: ``"mean"`` over samples (the training loss) or ``"sum"``.
+    """
+    per_sample = (logits - F.one_hot(target, logits.shape[1]).to(logits.dtype)).square().sum(1)  # (N,)
+    return per_sample.mean() if reduction == "mean" else per_sample.sum()
+
+
+LOSS_FUNCTIONS: dict[str, Callable[..., Tensor]] = {"cross_entropy": F.cross_entropy, "mse": mse_loss}
+"""``TrainConfig.loss`` -> ``f(logits, target, reduction="mean" | "sum")``."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,26 +97,32 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
     """Multiply the learning rate by ``lr_factor`` after ``lr_patience`` epochs without a gain.
 
-    Step it once per epoch with that epoch's training accuracy. torch's counter reduces when
-    the number of bad epochs *exceeds* ``patience``, so ``patience = lr_patience - 1``: the
-    ``lr_patience``-th consecutive epoch without a strict gain (``threshold=0``, absolute)
-    over the best accuracy so far triggers the reduction, and the count restarts.
+    Step it once per epoch with that epoch's ``config.lr_metric``: training accuracy (the
+    paper's), validation loss (a gain is a decrease, ``mode="min"``) or validation accuracy.
+    torch's counter reduces when the number of bad epochs *exceeds* ``patience``, so
+    ``patience = lr_patience - 1``: the ``lr_patience``-th consecutive epoch without a strict
+    gain (``threshold=0``, absolute) over the best value so far triggers the reduction, and
+    the count restarts.
     """
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience - 1,
-        threshold=0.0, threshold_mode="abs", cooldown=0, min_lr=0.0)
+        optimizer, mode="min" if config.lr_metric == "val_loss" else "max", factor=config.lr_factor,
+        patience=config.lr_patience - 1, threshold=0.0, threshold_mode="abs", cooldown=0, min_lr=0.0)
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int,
-                generator: torch.Generator, progress: bool = False, desc: str = "") -> tuple[float, float]:
+                generator: torch.Generator, progress: bool = False, desc: str = "",
+                loss_fn: Callable[..., Tensor] = F.cross_entropy) -> tuple[float, float]:
     """One pass over ``data`` in a random order drawn from ``generator`` (a CPU generator).
 
     Batches are slices of one permutation; a trailing batch of a single sample is skipped
     (BatchNorm cannot train on it).
 
+    Args:
+        loss_fn: ``f(logits, target)`` -> mean loss of the batch (:data:`LOSS_FUNCTIONS`).
+
     Returns:
         ``(accuracy, loss)``: fraction of correctly classified training samples and mean
-        cross-entropy, accumulated over the epoch's batches in training mode.
+        loss, accumulated over the epoch's batches in training mode.
     """
     model.train()
     n = len(data)
@@ -113,7 +134,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
     for s in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch"):
         x, y = data.batch(order[s:s + batch_size])
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -125,15 +146,19 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceData, batch_size: int) -> tuple[float, float]:
-    """``(accuracy, mean cross-entropy)`` of ``model`` in eval mode (BatchNorm running statistics)."""
+def evaluate(model: nn.Module, data: DeviceData, batch_size: int,
+             loss_fn: Callable[..., Tensor] = F.cross_entropy) -> tuple[float, float]:
+    """``(accuracy, mean loss)`` of ``model`` in eval mode (BatchNorm running statistics, no dropout).
+
+    ``loss_fn(logits, target, reduction="sum")`` gives the summed loss (:data:`LOSS_FUNCTIONS`).
+    """
     model.eval()
     correct, loss_sum = 0, 0.0
     for s in range(0, len(data), batch_size):
         x, y = data.batch(slice(s, s + batch_size))
         logits = model(x)
         correct += int((logits.argmax(1) == y).sum())
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        loss_sum += float(loss_fn(logits, y, reduction="sum"))
     return correct / len(data), loss_sum / len(data)
 
 
@@ -176,9 +201,13 @@ def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, 
     train_data, test_data, data_info = load_device_data(
         config.dataset, root, device, download=config.download, verify_md5=config.verify_md5,
         limit_train=config.limit_train)
+    train_data, val_data = split_validation(train_data, config.val_fraction, config.val_split, config.seed)
+    if val_data is not None:
+        data_info.update(train_size=len(train_data), val_size=len(val_data),
+                         validation={"fraction": config.val_fraction, "split": config.val_split})
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        model = ArbMLP(imap, device=device)
+        model = ArbMLP(imap, device=device, **config.model_options())
     model.set_table_grad_scale(config.table_grad_scale)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
@@ -188,25 +217,34 @@ def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, 
         done, epochs = (0, []) if checkpointer is None else checkpointer.resume(
             model, optimizer, scheduler, shuffle, device)
         _train_epochs(model, optimizer, scheduler, train_data, config, shuffle, progress, done, epochs,
-                      checkpointer, device)
-    test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size)
+                      checkpointer, device, val_data)
+    test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size, LOSS_FUNCTIONS[config.loss])
     return model, data_info, epochs, test_acc, test_loss
 
 
 def _train_epochs(model: ArbMLP, optimizer: torch.optim.Optimizer, scheduler: Any, train_data: DeviceData,
                   config: TrainConfig, shuffle: torch.Generator, progress: bool, done: int,
-                  epochs: list[dict[str, Any]], checkpointer: Checkpointer | None, device: torch.device) -> None:
-    """Epochs ``done + 1 .. config.epochs``, appending to ``epochs``; checkpoint after each if asked."""
+                  epochs: list[dict[str, Any]], checkpointer: Checkpointer | None, device: torch.device,
+                  val_data: DeviceData | None = None) -> None:
+    """Epochs ``done + 1 .. config.epochs``, appending to ``epochs``; checkpoint after each if asked.
+
+    With ``val_data``, each epoch ends with an evaluation on it (eval mode), recorded as
+    ``val_accuracy`` / ``val_loss``; the scheduler steps on ``config.lr_metric``.
+    """
+    loss_fn = LOSS_FUNCTIONS[config.loss]
     bar = tqdm(range(done + 1, config.epochs + 1), desc="epochs", disable=not progress, unit="epoch",
                initial=done, total=config.epochs)
     for epoch in bar:
         te = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         acc, loss = train_epoch(model, optimizer, train_data, config.batch_size, shuffle, progress,
-                                desc=f"epoch {epoch}")
-        scheduler.step(acc)
-        epochs.append({"epoch": epoch, "train_accuracy": acc, "train_loss": loss, "lr": lr,
-                       "wall_time_s": time.perf_counter() - te})
+                                desc=f"epoch {epoch}", loss_fn=loss_fn)
+        record = {"epoch": epoch, "train_accuracy": acc, "train_loss": loss, "lr": lr}
+        if val_data is not None:
+            record["val_accuracy"], record["val_loss"] = evaluate(model, val_data, config.eval_batch_size, loss_fn)
+        scheduler.step(record[config.lr_metric])
+        record["wall_time_s"] = time.perf_counter() - te
+        epochs.append(record)
         bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.4f}", lr=f"{lr:g}")
         if checkpointer is not None:
             checkpointer.save(epoch, epochs, model, optimizer, scheduler, shuffle, device)
@@ -247,7 +285,8 @@ def results_dict(config: TrainConfig, index_path: Path, imap: IndexMap, device_i
             "num_entries": imap.num_entries,
             "compression_ratio": imap.compression_ratio,
         },
-        "model": {"parameters": sum(p.numel() for p in model.parameters()), "table_entries": model.num_entries},
+        "model": {"parameters": sum(p.numel() for p in model.parameters()), "table_entries": model.num_entries,
+                  "options": config.model_options()},
         "data": data_info,
         "epochs": epochs,
         "test_accuracy": test_acc,
@@ -259,6 +298,9 @@ def results_dict(config: TrainConfig, index_path: Path, imap: IndexMap, device_i
 def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), out: str | os.PathLike | None = None,
           progress: bool | None = None, checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train the :class:`ArbMLP` of ``index_file`` on ``config.dataset`` and report test accuracy.
+
+    The network (:meth:`TrainConfig.model_options`), loss, optimizer, validation split and
+    schedule all come from ``config``; its defaults are the paper's.
 
     The model is initialised under ``torch.manual_seed(config.seed)`` inside
     :func:`torch.random.fork_rng` (the caller's global RNG state is restored afterwards); the
@@ -284,7 +326,8 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
         FileNotFoundError: if ``index_file`` does not exist.
         hashlab.io.format.FormatError: if it is not a valid index file.
         trainers.torch_backend.data.DatasetError: if the dataset is missing or corrupt.
-        ValueError: if the map's input/output sizes do not fit the dataset, or the device is unavailable.
+        ValueError: if the map's input/output sizes do not fit the dataset, the device is unavailable,
+            or ``val_fraction`` leaves no validation sample or fewer than 2 training samples.
         hashlab.io.errors.UsageError, EnvironmentProblem: if ``out`` or ``checkpoint`` cannot be
             written (checked before any work).
         trainers.torch_backend.checkpoint.CheckpointError: if ``checkpoint`` belongs to another run.

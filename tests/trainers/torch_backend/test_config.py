@@ -33,6 +33,20 @@ BAD = [
     ("weight-decay-inf", dict(weight_decay=float("inf")), "weight_decay must be a finite number"),
     ("table-grad-scale", dict(table_grad_scale="inverse"),
      "unknown table_grad_scale 'inverse'; choose one of none, load, sqrt_load"),
+    ("model", dict(model="lenet"), "unknown model 'lenet'; choose one of paper-mlp, hashednets-mlp"),
+    ("activation", dict(activation="swish"), "unknown activation 'swish'; choose one of elu, relu, tanh"),
+    ("batch-norm-not-bool", dict(batch_norm=1), "batch_norm must be True, False or None"),
+    ("output-activation", dict(output_activation="no"), "output_activation must be True, False or None"),
+    ("dropout-one", dict(dropout=1.0), "dropout must be a finite number in [0, 1)"),
+    ("input-dropout-negative", dict(input_dropout=-0.1), "input_dropout must be a finite number in [0, 1)"),
+    ("loss", dict(loss="hinge"), "unknown loss 'hinge'; choose one of cross_entropy, mse"),
+    ("val-fraction-one", dict(val_fraction=1.0), "val_fraction must be a finite number in [0, 1)"),
+    ("val-fraction-str", dict(val_fraction="0.1"), "val_fraction must be a finite number"),
+    ("val-split", dict(val_split="first"), "unknown val_split 'first'; choose one of last, random"),
+    ("lr-metric", dict(lr_metric="test_accuracy"),
+     "unknown lr_metric 'test_accuracy'; choose one of train_accuracy, val_loss, val_accuracy"),
+    ("val-metric-without-val-set", dict(lr_metric="val_loss"),
+     "lr_metric 'val_loss' needs a validation set: set val_fraction (e.g. 0.1), or use lr_metric='train_accuracy'"),
 ]
 
 
@@ -48,6 +62,47 @@ def test_defaults_follow_the_paper():
     assert (c.lr, c.momentum, c.lr_factor, c.lr_patience) == (0.1, 0.9, 0.1, 4)
     assert c.device == "auto" and c.download is False and c.version == 1
     assert (c.optimizer, c.weight_decay, c.table_grad_scale) == ("sgd", 0.0, "none")
+
+
+def test_default_network_is_the_papers():
+    c = TrainConfig()
+    assert c.model_options() == {"activation": "elu", "batch_norm": True, "dropout": 0.0, "input_dropout": 0.0,
+                                 "output_activation": True}
+    assert (c.loss, c.val_fraction, c.lr_metric) == ("cross_entropy", 0.0, "train_accuracy")
+
+
+def test_model_preset_fills_only_the_fields_left_none():
+    h = TrainConfig(model="hashednets-mlp")
+    assert h.model_options() == {"activation": "relu", "batch_norm": False, "dropout": 0.25, "input_dropout": 0.25,
+                                 "output_activation": False}
+    assert h.activation is None  # stored as given: dataclasses.replace(h, model=...) switches the whole preset
+    assert dataclasses.replace(h, model="paper-mlp").model_options() == TrainConfig().model_options()
+    o = TrainConfig(model="hashednets-mlp", dropout=0.5, batch_norm=True, activation="tanh")
+    assert o.model_options() == {"activation": "tanh", "batch_norm": True, "dropout": 0.5, "input_dropout": 0.25,
+                                 "output_activation": False}
+    assert TrainConfig.from_dict(o.to_dict()) == o
+
+
+def test_hashednets_recipe_is_plain_fields():
+    c = TrainConfig.from_recipe("hashednets", epochs=3)
+    assert (c.model, c.lr, c.momentum, c.batch_size, c.epochs) == ("hashednets-mlp", 0.01, 0.9, 50, 3)
+    assert (c.val_fraction, c.val_split, c.lr_metric, c.lr_patience) == (0.1, "random", "val_loss", 3)
+    assert TrainConfig.from_recipe("paper") == TrainConfig()
+    with pytest.raises(ConfigError, match="unknown recipe 'hashed'; choose one of paper, hashednets"):
+        TrainConfig.from_recipe("hashed")
+    with pytest.raises(ConfigError, match="dropout must be"):
+        TrainConfig.from_recipe("hashednets", dropout=2.0)
+
+
+def test_old_results_config_still_loads():
+    """A config dict written before the network fields existed is the paper's network."""
+    old = {k: v for k, v in TrainConfig(epochs=3).to_dict().items() if k in OLD_FIELDS}
+    assert TrainConfig.from_dict(old) == TrainConfig(epochs=3)
+
+
+OLD_FIELDS = ("dataset", "data_root", "download", "verify_md5", "epochs", "batch_size", "eval_batch_size", "lr",
+              "momentum", "lr_factor", "lr_patience", "optimizer", "weight_decay", "table_grad_scale", "seed",
+              "device", "num_threads", "limit_train", "deterministic", "version")
 
 
 def test_dict_round_trip_and_unknown_keys():

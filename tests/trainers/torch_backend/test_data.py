@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, build_map, save_index_file
 from trainers.torch_backend.config import TrainConfig
-from trainers.torch_backend.data import DatasetError, load_device_data, load_split, resolve_data_root
+from trainers.torch_backend.data import (DatasetError, load_device_data, load_split, resolve_data_root,
+                                         split_validation, validation_indices)
 from trainers.torch_backend.train import train
 
 CPU = torch.device("cpu")
@@ -210,3 +213,39 @@ def test_random_pixels_in_well_formed_mnist_warn(tmp_path, data_root):
     x, _ = load_split("mnist", data_root, train=True)  # the real files are within the tolerance
     mean, std = (x.double() / 255).mean().item(), (x.double() / 255).std().item()
     assert check_pixel_stats("mnist", [mean], [std], "real") is None
+
+
+@given(n=st.integers(3, 5000), fraction=st.floats(0.0, 0.9), how=st.sampled_from(["last", "random"]),
+       seed=st.integers(0, 2**63 - 1))
+def test_validation_split_is_deterministic_and_disjoint(n, fraction, how, seed):
+    n_val = round(fraction * n)
+    if fraction > 0 and not (n_val >= 1 and n - n_val >= 2):
+        with pytest.raises(ValueError, match="need at least 1 validation and 2 training samples"):
+            validation_indices(n, fraction, how, seed)
+        return
+    tr, va = validation_indices(n, fraction, how, seed)
+    assert len(va) == n_val and len(tr) == n - n_val
+    assert np.array_equal(np.sort(np.concatenate([tr, va])), np.arange(n))  # disjoint, covering
+    assert np.all(np.diff(tr) > 0) and np.all(np.diff(va) > 0)  # sorted: file order kept
+    tr2, va2 = validation_indices(n, fraction, how, seed)
+    assert np.array_equal(tr, tr2) and np.array_equal(va, va2)
+    if how == "last":
+        assert np.array_equal(va, np.arange(n - n_val, n))
+
+
+def test_random_validation_split_depends_on_the_seed_only():
+    a = validation_indices(1000, 0.1, "random", 0)[1]
+    assert np.array_equal(a, validation_indices(1000, 0.1, "random", 0)[1])
+    assert not np.array_equal(a, validation_indices(1000, 0.1, "random", 1)[1])
+    assert np.array_equal(a, np.sort(np.random.default_rng(0).permutation(1000)[900:]))
+    with pytest.raises(ValueError, match="unknown validation split 'first'"):
+        validation_indices(10, 0.1, "first", 0)
+
+
+def test_split_validation_of_real_mnist(data_root):
+    train, _, _ = load_device_data("mnist", data_root, torch.device("cpu"), limit_train=1000)
+    assert split_validation(train, 0.0, "last", 0) == (train, None)
+    tr, va = split_validation(train, 0.1, "last", 0)
+    assert (len(tr), len(va)) == (900, 100)
+    assert torch.equal(va.images, train.images[900:]) and torch.equal(tr.labels, train.labels[:900])
+    assert va.mean is train.mean and va.std is train.std  # the whole training split's normalisation

@@ -1,6 +1,8 @@
 """ArbMLP built from index files written by ``hashlab``'s builder (the trainer reads only the file)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,63 @@ def test_load_scale_of_a_shared_table_counts_every_reader(tmp_path):
     model.zero_grad()
     model(x).square().sum().backward()
     torch.testing.assert_close(got, model.tables["0"].grad * want.float())
+
+
+def _paper_blocks_by_hand(imap: IndexMap) -> nn.Sequential:
+    """The paper's MLP as the pre-#12 ArbMLP built it: per layer Sequential(linear, ELU, BN), same RNG draws."""
+    from collections import OrderedDict
+    blocks = nn.Sequential(*[nn.Sequential(OrderedDict(
+        linear=ArbLinear(lay.in_features, lay.out_features, lay.indices, imap.table_sizes[lay.table], sign=lay.sign),
+        act=nn.ELU(), bn=nn.BatchNorm1d(lay.out_features))) for lay in imap.layers])
+    for block in blocks:  # ArbMLP.__init__ ends with reset_parameters(): a second draw per layer
+        block.linear.reset_parameters()
+        block.bn.reset_parameters()
+    return blocks
+
+
+@pytest.mark.parametrize("spec", [HashSpec(kind="uniform", table_size=30, sign=True), HashSpec(kind="identity")],
+                         ids=["uniform-sign", "identity"])
+def test_default_arbmlp_is_the_papers_network_unchanged(spec):
+    """Defaults bit-identical to the model before the network became configuration: same modules, keys, draws."""
+    imap = build_map(spec, SMALL)
+    torch.manual_seed(11)
+    model = ArbMLP(imap)
+    torch.manual_seed(11)
+    hand = _paper_blocks_by_hand(imap)
+    assert list(model.state_dict()) == ["blocks." + k for k in hand.state_dict()]
+    for k, v in hand.state_dict().items():
+        assert torch.equal(model.state_dict()["blocks." + k], v), k
+    x = torch.randn(7, 12)
+    for mode in (True, False):
+        model.train(mode), hand.train(mode)
+        assert torch.equal(model(x), hand(x))
+    assert model.input_drop is None
+
+
+def test_hashednets_network(tmp_path):
+    """Dropout on the input and after each hidden ReLU, no BatchNorm, plain logits (jfainberg/hashed_nets Net)."""
+    imap = build_map(HashSpec(kind="xxhash", table_size=25, sign=True), SMALL)
+    model = ArbMLP(imap, activation="relu", batch_norm=False, dropout=0.25, input_dropout=0.25,
+                   output_activation=False)
+    assert [[type(m) for m in b] for b in model.blocks] == [[ArbLinear, nn.ReLU, nn.Dropout]] * 2 + [[ArbLinear]]
+    assert not any(".bn." in k for k in model.state_dict())
+    x = torch.randn(9, 12)
+    l0, l1, l2 = model.linears
+    model.eval()
+    assert torch.equal(model(x), l2(torch.relu(l1(torch.relu(l0(x))))))
+    model.train()
+    torch.manual_seed(0)
+    a = model(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, model(x)) and not torch.equal(a, model.eval()(x))  # dropout is on in training only
+    sgd_steps(model.train())  # trains without BatchNorm
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"activation": "swish"}, "unknown activation 'swish'"),
+    ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+    ({"input_dropout": -0.5}, "input_dropout must be in [0, 1)"),
+], ids=["activation", "dropout", "input-dropout"])
+def test_bad_network_options(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ArbMLP(build_map(HashSpec(table_size=10), SMALL), **kwargs)

@@ -61,3 +61,19 @@ def test_optimizer_flags_come_from_the_config(capsys):
         main(["train", "m.safetensors", "--optimizer", "lion"])
     assert exc.value.code == 2
     assert "invalid choice: 'lion'" in capsys.readouterr().err
+
+
+def test_network_and_validation_flags_come_from_the_config(tmp_path, capsys):
+    from hashlab.cli import build_parser
+    from hashlab.commands.dataclass_args import dataclass_from_args
+    from trainers.torch_backend.config import TrainConfig
+    args = build_parser().parse_args(["train", "m.safetensors", "--model", "hashednets-mlp", "--dropout", "0.5",
+                                      "--batch-norm", "--val-fraction", "0.1", "--val-split", "random",
+                                      "--lr-metric", "val_loss", "--loss", "mse"])
+    cfg = dataclass_from_args(TrainConfig, args)
+    assert cfg.model_options() == {"activation": "relu", "batch_norm": True, "dropout": 0.5, "input_dropout": 0.25,
+                                   "output_activation": False}
+    assert (cfg.val_fraction, cfg.val_split, cfg.lr_metric, cfg.loss) == (0.1, "random", "val_loss", "mse")
+    assert dataclass_from_args(TrainConfig, build_parser().parse_args(["train", "m.safetensors"])) == TrainConfig()
+    assert main(["train", str(tmp_path / "m.safetensors"), "--lr-metric", "val_loss"]) == 2
+    assert "lr_metric 'val_loss' needs a validation set: set val_fraction" in capsys.readouterr().err
