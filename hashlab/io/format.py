@@ -28,8 +28,8 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS", "MAX_TABLE_ENTR
            "save_index_file", "load_index_file", "read_header", "payload_checksum"]
 
 FORMAT_NAME = "hashlab.index"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAX_TABLE_ENTRIES = 2**26
 """Default bound on table entries a file may declare without storing them (``max_table_entries``).
 
@@ -38,11 +38,14 @@ MAX_TABLE_ENTRIES = 2**26
 """
 _METADATA_KEYS = {1: {"format", "format_version", "hashlab_version", "spec", "tables", "layers"}}
 _METADATA_KEYS[2] = _METADATA_KEYS[1] | {"checksum"}
-_LAYER_KEYS = {"name", "out_features", "in_features", "table", "sign", "bias", "attrs"}
+_METADATA_KEYS[3] = _METADATA_KEYS[2]
+_LAYER_KEYS = {1: {"name", "out_features", "in_features", "table", "sign", "bias", "attrs"}}
+_LAYER_KEYS[2] = _LAYER_KEYS[1]
+_LAYER_KEYS[3] = _LAYER_KEYS[2] | {"bias_sign"}
 _CODES = {v: k for k, v in DTYPES.items()}
 _MAX_DIM = 2**31 - 1
 _CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
-_TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]{0,8})\.(indices|sign|bias_indices)|table\.(0|[1-9][0-9]{0,8})")
+_TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]{0,8})\.(indices|sign|bias_indices|bias_sign)|table\.(0|[1-9][0-9]{0,8})")
 
 
 def _tensors(imap: IndexMap) -> list[tuple[str, np.ndarray]]:
@@ -53,6 +56,8 @@ def _tensors(imap: IndexMap) -> list[tuple[str, np.ndarray]]:
             out.append((f"layers.{k}.sign", lay.sign))
         if lay.bias_indices is not None:
             out.append((f"layers.{k}.bias_indices", lay.bias_indices))
+        if lay.bias_sign is not None:
+            out.append((f"layers.{k}.bias_sign", lay.bias_sign))
     # largest itemsize first keeps every tensor aligned to its itemsize in the mmap (stable sort)
     out.sort(key=lambda t: -t[1].dtype.itemsize)
     return out
@@ -63,7 +68,16 @@ def payload_checksum(data: Any) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int = FORMAT_VERSION) -> Path:
+def needed_version(imap: IndexMap) -> int:
+    """The oldest format version (>= 2) that holds ``imap``: 3 for bias signs or a spec with a
+    compression budget or hashed biases (readers before v3 cannot check those), else 2."""
+    spec = imap.spec or {}
+    v3 = any(lay.bias_sign is not None for lay in imap.layers) or spec.get("compression") is not None \
+        or bool(spec.get("hash_bias", False))
+    return 3 if v3 else 2
+
+
+def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int | None = None) -> Path:
     """Write ``imap`` to ``path`` as an index file, atomically.
 
     Parameters
@@ -72,9 +86,11 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int = FORM
         Validated (index ranges included) before anything is written.
     path : path-like
         Destination; conventionally ``*.hidx.safetensors`` or ``*.safetensors``.
-    version : {2, 1}
-        Format version to write. v2 (default) adds the payload checksum and the optional
-        initial tables; v1 is for readers that predate v2 and cannot hold initial tables.
+    version : {None, 3, 2, 1}
+        Format version to write. None (default): the oldest that holds the map
+        (:func:`needed_version`: 3 for bias signs, compression budgets and hashed biases, else 2),
+        so a file readable by older hashlab stays so. v2 adds the payload checksum and the
+        optional initial tables; v1 is for readers that predate v2 and cannot hold initial tables.
 
     Returns
     -------
@@ -84,20 +100,28 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int = FORM
     Raises
     ------
     ValueError
-        If ``imap`` is invalid, its ``spec`` / ``attrs`` are not JSON-serialisable, or it has
-        initial tables and ``version`` is 1.
+        If ``imap`` is invalid, its ``spec`` / ``attrs`` are not JSON-serialisable, or
+        ``version`` cannot hold it (initial tables need 2, bias signs and budgets 3).
     """
-    if version not in READABLE_VERSIONS:
+    if version is not None and version not in READABLE_VERSIONS:
         raise ValueError(f"format version must be one of {READABLE_VERSIONS}, got {version!r}")
     imap.validate(check_values=True)
+    need = needed_version(imap)
+    if version is None:
+        version = need
+    elif version >= 2 and version < need:
+        raise ValueError(f"format v{version} cannot hold this map (bias signs, a compression budget or hashed biases "
+                         f"need v{need}); write version {need} or leave version unset")
     if version == 1 and any(t is not None for t in imap.initial_tables or ()):
         raise ValueError("format v1 cannot hold initial tables; write version 2")
     layers_meta = [
         {"name": lay.name, "out_features": lay.out_features, "in_features": lay.in_features,
          "table": int(lay.table), "sign": lay.sign is not None, "bias": lay.bias_indices is not None,
-         "attrs": lay.attrs}
+         "attrs": lay.attrs, **({"bias_sign": lay.bias_sign is not None} if version >= 3 else {})}
         for lay in imap.layers
     ]
+    if version < 3 and any(lay.bias_sign is not None for lay in imap.layers):
+        raise ValueError(f"format v{version} cannot hold bias signs; write version 3")
     try:
         metadata = {
             "format": FORMAT_NAME,
@@ -112,7 +136,7 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int = FORM
     if version >= 2:  # never write a file the reader would refuse
         try:
             _check_against_spec(Path(path), json.loads(metadata["spec"]), list(imap.table_sizes),
-                                json.loads(metadata["layers"]))
+                                json.loads(metadata["layers"]), version)
         except FormatError as e:
             raise ValueError(f"cannot write {e}; give a composed map its own spec "
                              "(own 'builder', no 'architecture')") from None
@@ -189,7 +213,7 @@ def _is_int(v: Any, lo: int, hi: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-def _parse_metadata(c: Container) -> tuple[dict, list[int], list[dict]]:
+def _parse_metadata(c: Container, version: int) -> tuple[dict, list[int], list[dict]]:
     """The spec, table sizes and layer objects, type-checked (docs/FORMAT.md, "Header")."""
     p, meta = c.path, c.metadata
     spec = strict_json(meta["spec"], f"{p}: metadata spec")
@@ -204,9 +228,10 @@ def _parse_metadata(c: Container) -> tuple[dict, list[int], list[dict]]:
         raise FormatError(f"{p}: metadata layers must be a non-empty JSON list of layer objects")
     for k, lm in enumerate(layers):
         where = f"{p}: layer {k}"
-        if not isinstance(lm, dict) or set(lm) != _LAYER_KEYS:
+        keys = _LAYER_KEYS[version]
+        if not isinstance(lm, dict) or set(lm) != keys:
             raise FormatError(f"{where} has fields {sorted(lm) if isinstance(lm, dict) else type(lm).__name__}; "
-                              f"the format has exactly {sorted(_LAYER_KEYS)}")
+                              f"format v{version} has exactly {sorted(keys)}")
         if not isinstance(lm["name"], str) or not lm["name"]:
             raise FormatError(f"{where}: name must be a non-empty string, got {lm['name']!r}")
         for key in ("out_features", "in_features"):
@@ -214,15 +239,17 @@ def _parse_metadata(c: Container) -> tuple[dict, list[int], list[dict]]:
                 raise FormatError(f"{where}: {key} must be an integer in [1, 2**31 - 1], got {lm[key]!r}")
         if not _is_int(lm["table"], 0, len(tables) - 1):
             raise FormatError(f"{where}: table must be an integer in [0, {len(tables)}), got {lm['table']!r}")
-        for key in ("sign", "bias"):
+        for key in ("sign", "bias", "bias_sign") if version >= 3 else ("sign", "bias"):
             if not isinstance(lm[key], bool):
                 raise FormatError(f"{where}: {key} must be true or false, got {lm[key]!r}")
+        if lm.get("bias_sign") and not lm["bias"]:
+            raise FormatError(f"{where}: bias_sign is true but bias is false; a bias sign needs a shared bias")
         if not isinstance(lm["attrs"], dict):
             raise FormatError(f"{where}: attrs must be a JSON object, got {type(lm['attrs']).__name__}")
     return spec, tables, layers
 
 
-def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dict]) -> None:
+def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dict], version: int) -> None:
     """Shapes must chain as ``spec["architecture"]`` says; a ``build_map`` spec fixes the tables too."""
     arch = spec.get("architecture")
     if arch is not None:
@@ -251,6 +278,9 @@ def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dic
     if [lm["sign"] for lm in layers] != [spec["sign"]] * len(layers) or [lm["bias"] for lm in layers] != want_bias:
         raise FormatError(f"{p}: layers' sign/bias flags contradict the spec (sign={spec['sign']}, "
                           f"hash_bias={spec.get('hash_bias', False)}: shared bias on {want_bias})")
+    if version >= 3 and [lm["bias_sign"] for lm in layers] != [spec["sign"] and b for b in want_bias]:
+        raise FormatError(f"{p}: layers' bias_sign flags contradict the spec (sign={spec['sign']}: a shared bias is "
+                          "signed exactly when the weights are)")
 
 
 def _planned_tables(p: Path, spec: dict, shapes: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
@@ -309,9 +339,9 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
         raise FileNotFoundError(f"index file {path} does not exist; create it with `hashlab build ... -o {path}`")
     c = read_container(path)
     version = _version(c)
-    spec, tables, layers_meta = _parse_metadata(c)
+    spec, tables, layers_meta = _parse_metadata(c, version)
     if version >= 2:  # v1 files' spec is informative only (docs/FORMAT.md)
-        _check_against_spec(path, spec, tables, layers_meta)
+        _check_against_spec(path, spec, tables, layers_meta, version)
     expected: dict[str, tuple[str, tuple[int, ...]]] = {}
     for k, lm in enumerate(layers_meta):
         shape = (lm["out_features"], lm["in_features"])
@@ -321,6 +351,8 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
             expected[f"layers.{k}.sign"] = ("I8", shape)
         if lm["bias"]:
             expected[f"layers.{k}.bias_indices"] = (idx, shape[:1])
+        if lm.get("bias_sign"):
+            expected[f"layers.{k}.bias_sign"] = ("I8", shape[:1])
     inits = [f"table.{t}" for t in range(len(tables)) if f"table.{t}" in c.tensors] if version >= 2 else []
     for name in inits:
         expected[name] = ("F32", (tables[int(name[6:])],))
@@ -354,7 +386,7 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
 
     layers = [LayerMap(name=lm["name"], indices=tensor(f"layers.{k}.indices"), table=lm["table"],
                        sign=tensor(f"layers.{k}.sign"), bias_indices=tensor(f"layers.{k}.bias_indices"),
-                       attrs=lm["attrs"]) for k, lm in enumerate(layers_meta)]
+                       attrs=lm["attrs"], bias_sign=tensor(f"layers.{k}.bias_sign")) for k, lm in enumerate(layers_meta)]
     initial = tuple(tensor(f"table.{t}") for t in range(len(tables))) if inits else None
     try:
         imap = IndexMap(layers=tuple(layers), table_sizes=tuple(tables), spec=spec, initial_tables=initial)

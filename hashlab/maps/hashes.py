@@ -18,7 +18,7 @@ same way. The sparsity mask of each layer zeroes exactly ``round(sparsity * N)``
 ones with the smallest mask hashes ``xxh64(local identifier, mask stream seed)``. XXH64 of a
 fixed-length 8-byte input is a bijection of the 64-bit values, so these hashes never tie.
 
-Hashed biases (``HashSpec.hash_bias``, issue #12) use streams of their own (purposes 5 and 6 below):
+Hashed biases (``HashSpec.hash_bias``, issue #12) use streams of their own (purposes 5-7 below):
 turning them on leaves every weight index unchanged, and the bias map is independent of the weight
 map. Their identifiers are the output units ``o`` of the layer (``scope="layer"``) or, with
 ``scope="global"``, ``o`` offset by the hidden biases of the earlier layers.
@@ -51,7 +51,7 @@ NUMBA_MIN_WEIGHTS = 1 << 15
 """Layers with fewer weights take the numpy twins even with ``backend="numba"`` (same entries): waking
 numba's threads for a few kernels costs more than the work."""
 _PURPOSE_INDEX, _PURPOSE_MASK, _PURPOSE_SIGN, _PURPOSE_DIRICHLET = 1, 2, 3, 4
-_PURPOSE_BIAS_INDEX, _PURPOSE_BIAS_DIRICHLET = 5, 6  # hashed biases (issue #12): streams of their own
+_PURPOSE_BIAS_INDEX, _PURPOSE_BIAS_DIRICHLET, _PURPOSE_BIAS_SIGN = 5, 6, 7  # hashed biases: streams of their own
 
 
 def stream_seed(seed: int, where: int, purpose: int) -> np.uint64:
@@ -193,7 +193,8 @@ def build_map(
         its modulus ``n`` (``dirichlet`` draws its probabilities over those ``n``).
         With ``spec.hash_bias`` every layer but the last also gets ``bias_indices`` of shape
         ``(out_features,)``, same dtype, in the bias entries that follow the weight entries of
-        its table (unsigned; see :meth:`HashSpec.table_plan`); the last layer's bias stays dense
+        its table (see :meth:`HashSpec.table_plan`), and ``bias_sign`` when ``spec.sign`` (a sign
+        hash of the bias identifiers, stream of its own); the last layer's bias stays dense
         (``bias_indices`` None), as in HashedNets' PyTorch port (jfainberg/hashed_nets,
         ``mnist.py``: ``linear_out = HashLinear(..., hash_bias=False)``). The weight
         indices do not depend on ``hash_bias`` (same values; a wider dtype only if the bias
@@ -251,12 +252,15 @@ def build_map(
         dtype = index_dtype(table_sizes[table])
         if indices.dtype != dtype:  # bias entries took the table past int16: same values, wider
             indices = indices.astype(dtype)
-        bias_indices = None
+        bias_indices = bias_sign = None
         if plan.biases[table] and k < len(shapes) - 1:
             ids = np.arange(bias_start, bias_start + out_f, dtype=np.int64) if glob else np.arange(out_f, dtype=np.int64)
             bias_start += out_f
             bias_indices = (_bias_entries(spec, k, table, ids, plan.biases[table], bias_cdfs) + n).astype(dtype)
-        layers.append(LayerMap(name=f"fc{k}", indices=indices, table=table, sign=sign, bias_indices=bias_indices))
+            if spec.sign:  # HashedNets' xiB: a sign hash of the bias identifiers, a stream of its own
+                bias_sign = K.sign_ref(k, ids, np.zeros_like(ids), stream_seed(spec.seed, k, _PURPOSE_BIAS_SIGN))
+        layers.append(LayerMap(name=f"fc{k}", indices=indices, table=table, sign=sign, bias_indices=bias_indices,
+                               bias_sign=bias_sign))
     desc = spec.to_dict() | {"architecture": list(arch.features), "architecture_name": arch.name,
                              "builder": "hashlab.build_map", "hashlab_version": __version__}
     return IndexMap(layers=tuple(layers), table_sizes=tuple(table_sizes), spec=desc)

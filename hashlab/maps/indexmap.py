@@ -51,6 +51,9 @@ class LayerMap:
         If None, a trainer gives the layer its own dense bias.
     attrs : dict
         Free-form JSON-serialisable geometry (e.g. a convolution's kernel and stride).
+    bias_sign : ndarray of shape (out_features,), int8 in {-1, +1}, or None
+        Sign hash of a shared bias (needs ``bias_indices``): ``bias[o] = bias_sign[o] *
+        table[bias_indices[o]]``, as HashedNets' ``xiB`` (Chen et al. 2015; format v3).
     """
 
     name: str
@@ -59,6 +62,7 @@ class LayerMap:
     sign: np.ndarray | None = None
     bias_indices: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    bias_sign: np.ndarray | None = None
 
     @property
     def out_features(self) -> int:
@@ -164,12 +168,17 @@ class IndexMap:
                 lay.bias_indices.shape != (lay.out_features,) or lay.bias_indices.dtype != lay.indices.dtype
             ):
                 raise ValueError(f"{where}: bias_indices must be {lay.indices.dtype} of shape ({lay.out_features},)")
+            if lay.bias_sign is not None and (lay.bias_indices is None or lay.bias_sign.shape != (lay.out_features,)
+                                              or lay.bias_sign.dtype != np.int8):
+                raise ValueError(f"{where}: bias_sign must be int8 of shape ({lay.out_features},) and needs "
+                                 "bias_indices (a sign only applies to a bias read from the table)")
             if check_values:
                 for arr, what in ((lay.indices, "indices"), (lay.bias_indices, "bias_indices")):
                     if arr is not None and arr.size and (arr.min() < ZERO or arr.max() >= n):
                         raise ValueError(f"{where}: {what} must lie in [-1, {n}), got [{arr.min()}, {arr.max()}]")
-                if lay.sign is not None and lay.sign.size and not np.all(np.abs(lay.sign) == 1):
-                    raise ValueError(f"{where}: sign values must be -1 or +1")
+                for arr, what in ((lay.sign, "sign"), (lay.bias_sign, "bias_sign")):
+                    if arr is not None and arr.size and not np.all(np.abs(arr) == 1):
+                        raise ValueError(f"{where}: {what} values must be -1 or +1")
 
     @property
     def num_weights(self) -> int:

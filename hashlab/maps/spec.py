@@ -58,8 +58,8 @@ class HashSpec:
     radius : int or None
         Neighborhood radius ``r >= 0``; required by and only valid for ``neighborhood``.
     sign : bool
-        Add a sign hash xi in {-1, +1} per weight (HashedNets); valid for every kind. Hashed
-        biases (``hash_bias``) stay unsigned: the index format has no bias sign.
+        Add a sign hash xi in {-1, +1} per weight (HashedNets); valid for every kind. With
+        ``hash_bias``, hashed biases get a sign of their own too (HashedNets' ``xiB``).
     compression : str, float, int, fractions.Fraction or None
         Budget as HashedNets' compression factor ``c`` in ``(0, 1]``, table entries per virtual
         weight (the inverse of :attr:`IndexMap.compression_ratio`: ``1/64`` is a ratio of about

@@ -169,7 +169,8 @@ def arbify(model: nn.Module, index_map: IndexMap | Callable[[tuple[int, ...]], I
         w = lin.weight
         arb = ArbLinear(lin.in_features, lin.out_features, lay.indices, index_map.table_sizes[lay.table],
                         sign=lay.sign, bias=lin.bias is not None or lay.bias_indices is not None,
-                        table=shared.get(lay.table), bias_indices=lay.bias_indices, device=w.device, dtype=w.dtype)
+                        table=shared.get(lay.table), bias_indices=lay.bias_indices, bias_sign=lay.bias_sign,
+                        device=w.device, dtype=w.dtype)
         with torch.no_grad():
             if lay.table not in shared and values[lay.table] is not None:
                 arb.table.copy_(values[lay.table])
@@ -210,7 +211,8 @@ def _initial_values(index_map: IndexMap, layers: list[tuple[str, nn.Linear]], in
         parts.setdefault(lay.table, []).append(
             (lin.weight, _tensor(lay.indices), None if lay.sign is None else _tensor(lay.sign)))
         if lay.bias_indices is not None:
-            parts[lay.table].append((lin.bias, _tensor(lay.bias_indices), None))
+            parts[lay.table].append((lin.bias, _tensor(lay.bias_indices),
+                                     None if lay.bias_sign is None else _tensor(lay.bias_sign)))
     return [bucket_means(n, parts[t]) if t in parts else None for t, n in enumerate(index_map.table_sizes)]
 
 

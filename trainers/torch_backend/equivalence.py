@@ -32,8 +32,9 @@ DEFAULT_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
 def layer_tensors(layer: LayerMap, device: torch.device | str | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(indices, sign, bias_indices)`` of a layer as int64 / float tensors (sign and bias may be None).
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(indices, sign, bias_indices, bias_sign)`` of a layer as int64 / int8 tensors (all but the
+    indices may be None).
 
     Args:
         layer: a :class:`hashlab.LayerMap` (numpy arrays, possibly read-only memmaps).
@@ -43,12 +44,13 @@ def layer_tensors(layer: LayerMap, device: torch.device | str | None = None
     sign = None if layer.sign is None else torch.as_tensor(np.array(layer.sign, dtype=np.int8), device=device)
     bias = None if layer.bias_indices is None else torch.as_tensor(np.array(layer.bias_indices, dtype=np.int64),
                                                                    device=device)
-    return idx, sign, bias
+    bias_sign = None if layer.bias_sign is None else torch.as_tensor(np.array(layer.bias_sign, dtype=np.int8),
+                                                                     device=device)
+    return idx, sign, bias, bias_sign
 
 
-def arbnet_linear(x: torch.Tensor, table: torch.Tensor,
-                  tensors: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
-    """One ArbNet layer: ``F.linear(x, sign * table[indices], table[bias_indices])``.
+def arbnet_linear(x: torch.Tensor, table: torch.Tensor, tensors: tuple) -> torch.Tensor:
+    """One ArbNet layer: ``F.linear(x, sign * table[indices], bias_sign * table[bias_indices])``.
 
     Args:
         x: input of shape ``(*, in_features)``.
@@ -58,9 +60,10 @@ def arbnet_linear(x: torch.Tensor, table: torch.Tensor,
     Shape:
         - Output: ``(*, out_features)``.
     """
-    idx, sign, bias_idx = tensors
+    idx, sign, bias_idx, bias_sign = tensors
     weight = gather_weight(table, idx, None if sign is None else sign.to(table.dtype))
-    bias = None if bias_idx is None else gather_weight(table, bias_idx)
+    bias = None if bias_idx is None else gather_weight(table, bias_idx,
+                                                       None if bias_sign is None else bias_sign.to(table.dtype))
     return F.linear(x, weight, bias)
 
 

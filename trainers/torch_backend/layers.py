@@ -110,6 +110,9 @@ class ArbLinear(nn.Module):
         bias_indices: optional integer tensor of shape ``(out_features,)``: the bias is
             then read from the table too, ``bias[o] = table[bias_indices[o]]`` (``-1`` = 0),
             and no bias Parameter is allocated (``LayerMap.bias_indices``).
+        bias_sign: optional integer tensor of shape ``(out_features,)`` with values in
+            ``{-1, +1}``, only with ``bias_indices``: ``bias[o] = bias_sign[o] *
+            table[bias_indices[o]]`` (HashedNets' ``xiB``; ``LayerMap.bias_sign``).
 
     Shape:
         - Input: :math:`(*, H_{in})` with :math:`H_{in} = \text{in\_features}`.
@@ -129,6 +132,7 @@ class ArbLinear(nn.Module):
         sign: int8 signs of the same shape (state dict key ``sign``), or ``None``.
         zero_mask: bool, ``True`` where the weight is fixed at zero (computed when read).
         bias_indices: buffer or ``None``.
+        bias_sign: int8 buffer or ``None``.
         index_bytes: bytes of index buffers held by the layer (key, CUDA segments, bias key).
 
     Examples::
@@ -148,7 +152,8 @@ class ArbLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, indices: Tensor | np.ndarray, table_size: int | None,
                  sign: Tensor | np.ndarray | None = None, bias: bool = True, *, table: nn.Parameter | None = None,
-                 bias_indices: Tensor | np.ndarray | None = None, device=None, dtype=None) -> None:
+                 bias_indices: Tensor | np.ndarray | None = None, bias_sign: Tensor | np.ndarray | None = None,
+                 device=None, dtype=None) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
         for name, v in (("in_features", in_features), ("out_features", out_features)):
@@ -180,6 +185,13 @@ class ArbLinear(nn.Module):
             _check_indices(bias_indices, (out_features,), table_size, "bias_indices")
             bias_indices = bias_indices.to(device)
         self.register_buffer("bias_indices", bias_indices)
+        if bias_sign is not None:
+            bias_sign = _as_tensor(bias_sign, "bias_sign")
+            if bias_indices is None or tuple(bias_sign.shape) != (out_features,) \
+                    or not bool(((bias_sign == 1) | (bias_sign == -1)).all()):
+                raise ValueError(f"bias_sign needs bias_indices, shape ({out_features},) and values in {{-1, +1}}")
+            bias_sign = bias_sign.to(device=device, dtype=torch.int8)
+        self.register_buffer("bias_sign", bias_sign)
 
         self._owns_table = table is None
         self.table = table if table is not None else nn.Parameter(torch.empty(table_size, **factory_kwargs))
@@ -194,7 +206,8 @@ class ArbLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, indices: Tensor | np.ndarray, table_size: int | None = None,
                     sign: Tensor | np.ndarray | None = None, *,
-                    bias_indices: Tensor | np.ndarray | None = None) -> "ArbLinear":
+                    bias_indices: Tensor | np.ndarray | None = None,
+                    bias_sign: Tensor | np.ndarray | None = None) -> "ArbLinear":
         r"""An :class:`ArbLinear` of map ``indices`` whose table approximates ``linear``'s weights.
 
         Entry ``e`` of the table is the mean of ``sign * linear.weight`` over the weights that
@@ -237,10 +250,11 @@ class ArbLinear(nn.Module):
         if table_size is None:
             table_size = max(int(_as_tensor(indices, "indices").max()) + 1, 1)
         layer = cls(linear.in_features, linear.out_features, indices, table_size, sign=sign,
-                    bias=linear.bias is not None, bias_indices=bias_indices, device=w.device, dtype=w.dtype)
+                    bias=linear.bias is not None, bias_indices=bias_indices, bias_sign=bias_sign,
+                    device=w.device, dtype=w.dtype)
         readers = [(w, layer.indices, layer.sign)]
         if bias_indices is not None:
-            readers.append((linear.bias, layer.bias_indices, None))
+            readers.append((linear.bias, layer.bias_indices, layer.bias_sign))
         with torch.no_grad():
             layer.table.copy_(bucket_means(table_size, readers))
             if layer.bias is not None:
@@ -270,9 +284,9 @@ class ArbLinear(nn.Module):
         self._sync_segments()
 
     def _set_bias_plan(self) -> None:
-        key = None
+        key, self._bias_signs = None, 1 if self.bias_sign is None else 2
         if self.bias_indices is not None:
-            key = build_plan(self.bias_indices, self.table_size, lanes=1).key
+            key = build_plan(self.bias_indices, self.table_size, self.bias_sign, lanes=1).key
         self.register_buffer("_bias_key", key, persistent=False)
         self.register_buffer("_bias_perm", None, persistent=False)
         self.register_buffer("_bias_offsets", None, persistent=False)
@@ -281,7 +295,7 @@ class ArbLinear(nn.Module):
         return GatherPlan(self._key, self.table_size, self._lanes, self._signs, self._perm, self._offsets)
 
     def _bias_plan(self) -> GatherPlan:
-        return GatherPlan(self._bias_key, self.table_size, 1, 1, self._bias_perm, self._bias_offsets)
+        return GatherPlan(self._bias_key, self.table_size, 1, self._bias_signs, self._bias_perm, self._bias_offsets)
 
     def _sync_segments(self) -> None:
         """Off CPU, the backward sums sorted segments (deterministic without atomics): build them there."""
@@ -291,7 +305,7 @@ class ArbLinear(nn.Module):
             plan = plan if on_cpu else with_segments(plan)
             self._perm, self._offsets = plan.perm, plan.offsets
         if self._bias_key is not None and (self._bias_perm is None) != on_cpu:
-            plan = GatherPlan(self._bias_key, self.table_size, 1, 1)
+            plan = GatherPlan(self._bias_key, self.table_size, 1, self._bias_signs)
             plan = plan if on_cpu else with_segments(plan)
             self._bias_perm, self._bias_offsets = plan.perm, plan.offsets
 
@@ -325,7 +339,7 @@ class ArbLinear(nn.Module):
     def index_bytes(self) -> int:
         """Bytes held in index buffers (plan key, sorted segments, bias key); the map's resident cost."""
         bufs = (self._key, self._perm, self._offsets, self._bias_key, self._bias_perm, self._bias_offsets,
-                self.bias_indices)
+                self.bias_indices, self.bias_sign)
         return sum(b.numel() * b.element_size() for b in bufs if b is not None)
 
     def entry_loads(self) -> Tensor:
@@ -431,6 +445,8 @@ class ArbLinear(nn.Module):
             parts.append("sign=True")
         if self.bias_indices is not None:
             parts.append("bias_from_table=True")
+        if self.bias_sign is not None:
+            parts.append("bias_sign=True")
         if not self._owns_table:
             parts.append("shared_table=True")
         if self._num_zeros:

@@ -112,7 +112,7 @@ class ArbMLP(nn.Module):
             linear = ArbLinear(lay.in_features, lay.out_features, lay.indices, index_map.table_sizes[lay.table],
                                sign=lay.sign, bias=bias or lay.bias_indices is not None,
                                table=self.tables[str(lay.table)] if str(lay.table) in self.tables else None,
-                               bias_indices=lay.bias_indices, device=device, dtype=dtype)
+                               bias_indices=lay.bias_indices, bias_sign=lay.bias_sign, device=device, dtype=dtype)
             last = lay is layers[-1]
             block = OrderedDict(linear=linear)
             if not last or output_activation:

@@ -16,8 +16,13 @@ from hashlab import (Architecture, FormatError, HashSpec, IndexMap, LayerMap, __
                      save_index_file)
 from hashlab.io.format import read_header
 from tests.conftest import REPO
-from tests.hashlab.io.golden.make_golden import GOLDEN, GOLDEN_V2, GOLDEN_VERSION, golden_map, golden_map_v2
+from tests.hashlab.io.golden.make_golden import (GOLDEN, GOLDEN_V2, GOLDEN_V3, GOLDEN_VERSION, golden_map, golden_map_v2,
+                                                 golden_map_v3)
 from tests.hashlab.maps.test_hashes import archs, specs
+
+
+def _version_of(path: Path) -> int:
+    return int(read_header(path)[0]["__metadata__"]["format_version"])
 
 
 def assert_maps_equal(a: IndexMap, b: IndexMap) -> None:
@@ -30,7 +35,8 @@ def assert_maps_equal(a: IndexMap, b: IndexMap) -> None:
             np.testing.assert_array_equal(x, y)
     for la, lb in zip(a.layers, b.layers):
         assert (la.name, la.table, la.attrs) == (lb.name, lb.table, lb.attrs)
-        for x, y in ((la.indices, lb.indices), (la.sign, lb.sign), (la.bias_indices, lb.bias_indices)):
+        for x, y in ((la.indices, lb.indices), (la.sign, lb.sign), (la.bias_indices, lb.bias_indices),
+                     (la.bias_sign, lb.bias_sign)):
             assert (x is None) == (y is None)
             if x is not None:
                 assert x.dtype == y.dtype
@@ -57,8 +63,15 @@ def test_golden_v2_file_reads_back_to_the_golden_map():
     assert back.initial_tables[0] is None and back.initial_tables[1].shape == (5,)
 
 
-@pytest.mark.parametrize("version,golden_file,make", [(1, GOLDEN, golden_map), (2, GOLDEN_V2, golden_map_v2)],
-                         ids=["v1", "v2"])
+def test_golden_v3_file_reads_back_to_the_golden_map():
+    back = load_index_file(GOLDEN_V3)
+    assert_maps_equal(back, golden_map_v3())
+    assert back.layers[0].bias_sign is not None and back.layers[-1].bias_sign is None
+    assert _version_of(GOLDEN_V3) == 3 and _version_of(GOLDEN_V2) == 2
+
+
+@pytest.mark.parametrize("version,golden_file,make", [(1, GOLDEN, golden_map), (2, GOLDEN_V2, golden_map_v2),
+                                                      (3, GOLDEN_V3, golden_map_v3)], ids=["v1", "v2", "v3"])
 def test_writer_reproduces_golden_bytes(tmp_path, version, golden_file, make):
     produced = save_index_file(make(), tmp_path / "g.safetensors", version=version).read_bytes()
     golden = golden_file.read_bytes()
@@ -91,6 +104,9 @@ def test_numpy_only_reader_in_format_doc_reads_golden_file():
         assert json.loads(meta["tables"]) == [5, 5, 40000] and len(layers) == 3
         np.testing.assert_array_equal(tensors["layers.1.indices"], golden_map().layers[1].indices)
     np.testing.assert_array_equal(tensors["table.1"], golden_map_v2().initial_tables[1])
+    meta, layers, tensors = ns["read_index_file"](GOLDEN_V3)
+    np.testing.assert_array_equal(tensors["layers.0.bias_sign"], golden_map_v3().layers[0].bias_sign)
+    assert layers[0]["bias_sign"] is True and layers[2]["bias_sign"] is False
 
 
 def _rewrite_header(src: Path, dst: Path, edit) -> Path:
@@ -117,7 +133,7 @@ def _edit_layers(fn):
 
 
 BAD_HEADERS = [
-    ("newer-version", _set_meta("format_version", "3"), "newer than this hashlab reads"),
+    ("newer-version", _set_meta("format_version", "4"), "newer than this hashlab reads"),
     ("not-hashlab", _set_meta("format", "other"), "not a hashlab index file"),
     ("unknown-metadata", _set_meta("colour", "red"), r"unknown \['colour'\]"),
     ("unknown-layer-field", _edit_layers(lambda ls: ls[0].__setitem__("kernel", 3)), "layer 0 has fields"),

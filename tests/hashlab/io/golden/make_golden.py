@@ -1,4 +1,4 @@
-"""Regenerate the golden files of formats v1 and v2 (only on a deliberate, versioned format change).
+"""Regenerate the golden files of formats v1, v2 and v3 (only on a deliberate, versioned format change).
 
     python -m tests.hashlab.io.golden.make_golden
 """
@@ -12,6 +12,7 @@ from hashlab import Architecture, HashSpec, IndexMap, LayerMap, build_map, save_
 
 GOLDEN = Path(__file__).with_name("index_v1.safetensors")
 GOLDEN_V2 = Path(__file__).with_name("index_v2.safetensors")
+GOLDEN_V3 = Path(__file__).with_name("index_v3.safetensors")
 GOLDEN_VERSION = "0.1.0"  # hashlab version that wrote the golden file
 
 
@@ -35,7 +36,15 @@ def golden_map_v2() -> IndexMap:
                     initial_tables=(None, init, None))
 
 
+def golden_map_v3() -> IndexMap:
+    """A small map exercising every v3 feature: a compression budget (per-layer table sizes), hashed
+    hidden biases with bias signs, weight signs and zeros."""
+    return build_map(HashSpec(kind="uniform", compression="3/7", seed=11, sparsity=0.2, sign=True, hash_bias=True),
+                     Architecture((5, 4, 3, 2), name="golden-v3"))
+
+
 if __name__ == "__main__":
     save_index_file(golden_map(), GOLDEN, version=1)
     save_index_file(golden_map_v2(), GOLDEN_V2, version=2)
-    print(f"wrote {GOLDEN} and {GOLDEN_V2}")
+    save_index_file(golden_map_v3(), GOLDEN_V3, version=3)
+    print(f"wrote {GOLDEN}, {GOLDEN_V2} and {GOLDEN_V3}")
