@@ -48,12 +48,6 @@ KEY_DEFAULTS = {"optimizer": "sgd", "table_grad_scale": "none", "arch": None, "c
 after results were committed; the committed runs keep their keys)."""
 
 
-RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {},
-}
-"""``TrainConfig`` fields of each recipe beyond the run's own (lr, momentum, schedule, optimizer)."""
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that decides one run's result (a key of the reproduction's result store).
@@ -99,8 +93,11 @@ class RunConfig:
     hash_bias : bool
         ``HashSpec.hash_bias``: hidden biases read hashed table entries too.
     recipe : str
-        The training recipe's model family and schedule (:data:`RECIPES`); ``"paper"``: Linear-ELU-BN,
-        plateau on training accuracy, no validation set.
+        A recipe of ``trainers.torch_backend.config.RECIPES``: the model family, validation split and
+        schedule metric (``TrainConfig.from_recipe``); the run's own fields (lr, momentum, schedule,
+        epochs, batch size...) override the recipe's. ``"paper"``: Linear-ELU-BN, plateau on training
+        accuracy, no validation set; ``"hashednets"``: jfainberg/hashed_nets' ReLU + dropout MLP, LR
+        on the validation loss of a held-out 10%.
 
     Notes
     -----
@@ -165,11 +162,11 @@ class RunConfig:
     def train_config(self):
         from trainers.torch_backend.config import TrainConfig  # scripts import libraries, never the reverse
 
-        return TrainConfig(dataset=self.dataset, data_root=self.data_root, epochs=self.epochs,
-                           batch_size=self.batch_size, seed=self.train_seed, device=self.device,
-                           limit_train=self.limit_train, lr=self.lr, momentum=self.momentum,
-                           lr_factor=self.lr_factor, lr_patience=self.lr_patience, optimizer=self.optimizer,
-                           table_grad_scale=self.table_grad_scale, num_threads=1, **RECIPES[self.recipe])
+        return TrainConfig.from_recipe(
+            self.recipe, dataset=self.dataset, data_root=self.data_root, epochs=self.epochs,
+            batch_size=self.batch_size, seed=self.train_seed, device=self.device, limit_train=self.limit_train,
+            lr=self.lr, momentum=self.momentum, lr_factor=self.lr_factor, lr_patience=self.lr_patience,
+            optimizer=self.optimizer, table_grad_scale=self.table_grad_scale, num_threads=1)
 
 
 def run_path(out: str | Path, run: RunConfig) -> Path:

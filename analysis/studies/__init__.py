@@ -22,7 +22,7 @@ from typing import Any
 
 from hashlab import Architecture, HashSpec, SpecError
 
-from ..runs import ARCH_OF_DATASET, RECIPES, RunConfig
+from ..runs import ARCH_OF_DATASET, RunConfig
 
 __all__ = ["StudyError", "Variant", "Arm", "PAPER_ARM", "Study", "Profile", "STUDY_DIR", "load_study",
            "load_profiles", "plan"]
@@ -108,7 +108,8 @@ class Study:
     arch : str or None
         MLP layer sizes for every variant without its own (version 2); None: the dataset's paper MLP.
     recipe : str
-        Training recipe (``analysis.runs.RECIPES``; version 2): ``"paper"`` or ``"hashednets"``.
+        Training recipe (``trainers.torch_backend.config.RECIPES``; version 2): ``"paper"`` or
+        ``"hashednets"``; its momentum, LR factor and patience become the runs' (their keys show them).
     epochs, batch_size : int or None
         The study's own training length and mini-batch size (version 2), replacing the profile's
         (a study that reproduces another paper's recipe, e.g. HashedNets' 50 epochs of batch 50).
@@ -279,8 +280,8 @@ def load_study(name_or_path: str | Path) -> Study:
                 Architecture.parse(v.arch or study.arch)
         except (SpecError, ValueError) as e:
             raise StudyError(f"{where}: variant {v}: architecture {v.arch or study.arch!r}: {e}") from None
-    if study.recipe not in RECIPES:
-        raise StudyError(f"{where}: recipe {study.recipe!r} is unknown; choose one of {', '.join(RECIPES)}")
+    if study.recipe not in _recipes():
+        raise StudyError(f"{where}: recipe {study.recipe!r} is unknown; choose one of {', '.join(_recipes())}")
     for name in ("epochs", "batch_size"):
         value = getattr(study, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -288,6 +289,18 @@ def load_study(name_or_path: str | Path) -> Study:
     if not isinstance(study.epochs_factor, int) or isinstance(study.epochs_factor, bool) or study.epochs_factor < 1:
         raise StudyError(f"{where}: epochs_factor must be an integer >= 1, got {study.epochs_factor!r}")
     return study
+
+
+def _recipes() -> dict[str, dict[str, Any]]:
+    from trainers.torch_backend.config import RECIPES  # plain dicts, no torch
+
+    return RECIPES
+
+
+def _schedule(recipe: str) -> dict[str, Any]:
+    """The recipe's momentum / LR factor / patience as run fields (the paper's where it has none)."""
+    fields = {"momentum": 0.9, "lr_factor": 0.1, "lr_patience": 4}
+    return {k: _recipes()[recipe].get(k, v) for k, v in fields.items()}
 
 
 def _read_arms(d: dict[str, Any], where: str) -> tuple[tuple[Arm, ...], str | None]:
@@ -425,6 +438,7 @@ def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device
                             epochs=study.epochs or profile.epochs * study.epochs_factor,
                             batch_size=study.batch_size or profile.batch_size,
                             limit_train=profile.limit_train, data_root=data_root, device=device,
-                            optimizer=arm.optimizer, lr=arm.lr, table_grad_scale=arm.table_grad_scale)
+                            optimizer=arm.optimizer, lr=arm.lr, table_grad_scale=arm.table_grad_scale,
+                            **_schedule(study.recipe))
                         runs.setdefault(run.key, run)
     return list(runs.values())
