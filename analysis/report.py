@@ -220,8 +220,14 @@ def _machine(rows: list[dict]) -> str:
 
 def write_report(rows: list[dict], out: str | Path, *, profile, dataset: str, planned: int, missing: int,
                  engine: str, workers: int) -> Path:
-    """Write figures, ``claims.json`` and ``REPORT.md`` for ``rows`` (see the module docstring)."""
+    """Write figures, ``claims.json`` and ``REPORT.md`` for ``rows`` (see the module docstring); a profile of
+    the HashedNets study alone gets its own report (:mod:`analysis.report_hashednets`)."""
     out = Path(out)
+    if {r["study"] for r in rows} == {"hashednets"}:
+        from .report_hashednets import write_hashednets_report
+
+        return write_hashednets_report(rows, out, profile=profile, dataset=dataset, planned=planned, missing=missing,
+                                       machine=f"{_machine(rows)}; engine `{engine}` with {workers} workers")
     epochs = profile.epochs
     figs = figures(rows, out, dataset, epochs)
     claims = judge_all(rows)
@@ -304,4 +310,5 @@ def write_report(rows: list[dict], out: str | Path, *, profile, dataset: str, pl
           "0 (paired interval above 0), against the trend that less noise is better.",
           "- Levels off at: the smallest α from which on the paired difference to the largest α has an interval "
           "containing 0.", ""]
-    return atomic_write_text(out / "REPORT.md", "\n".join(L))
+    atomic_write_text(out / "REPORT.md", "\n".join(L))
+    return out / "REPORT.md"
