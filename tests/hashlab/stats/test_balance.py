@@ -198,9 +198,6 @@ def test_map_report_rejects_non_maps_with_a_fix():
 
 def test_report_timings_name_every_part_computed():
     """``MapReport.timings`` (the breakdown benchmarks/bench_stats.py prints) splits counting from the tests."""
-    from hashlab import Architecture, HashSpec, build_map
-    from hashlab.stats import map_report
-
     rep = map_report(build_map(HashSpec(kind="uniform", table_size=50), Architecture.parse("30-20-10")))
     assert set(rep.timings) == {"balance_s", "tests_s", "locality_s", "degeneracy_s", "theory_s"}
     assert all(v >= 0 for v in rep.timings.values())
