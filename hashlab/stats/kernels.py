@@ -23,7 +23,8 @@ import numpy as np
 
 __all__ = [
     "loads_ref", "loads_nb", "sign_sums_ref", "sign_sums_nb", "bucket_sort_ref", "bucket_sort_nb",
-    "nearest_partner_ref", "nearest_partner_nb", "pair_counts_ref", "pair_counts_nb", "kernels", "BACKENDS",
+    "nearest_partner_ref", "nearest_partner_nb", "nearest_histograms_ref", "nearest_histograms_nb",
+    "pair_counts_ref", "layer_pair_counts_ref", "layer_pair_counts_nb", "kernels", "BACKENDS",
 ]
 
 BACKENDS = ("numba", "numpy")
@@ -267,49 +268,8 @@ def bucket_sort_nb(idx: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return _bucket_sort_kernel(idx, n, nb.get_num_threads(), _id_dtype(idx.shape[0]))
 
 
-@nb.njit(inline="always")
-def _first_geq(ids, p, hi, t):
-    """First position in [p, hi) with ids[pos] >= t (galloping from p), or hi."""
-    step = 1
-    q = p
-    while q < hi and ids[q] < t:
-        p = q + 1
-        q = p + step - 1
-        step *= 2
-    if q > hi:
-        q = hi
-    while p < q:
-        mid = (p + q) >> 1
-        if ids[mid] < t:
-            p = mid + 1
-        else:
-            q = mid
-    return p
-
-
-@nb.njit(inline="always")
-def _last_leq(ids, lo, p, t):
-    """Last position in [lo, p] with ids[pos] <= t (galloping down from p), or lo - 1."""
-    step = 1
-    q = p
-    while q >= lo and ids[q] > t:
-        p = q - 1
-        q = p - step + 1
-        step *= 2
-    if q < lo:
-        q = lo - 1
-    # answer in [q, p]; ids[p + 1] > t if p + 1 was tested
-    while q < p:
-        mid = (q + p + 1) >> 1
-        if ids[mid] <= t:
-            q = mid
-        else:
-            p = mid - 1
-    return q
-
-
-_CELL_SIDE = 2.0  # cell side in units of the mean spacing sqrt(area / load): ~4 members per cell
-_PROBE_ROWS = 0  # rows scanned each way before the grid search (0: only the id-order bound)
+_CELL_SIDE = 1.4  # cell side in mean spacings sqrt(bounding-box area / load): ~2 members per cell
+_HIST_CAP = 1 << 16  # identifier distances below this go to per-worker histograms, larger ones to a list
 
 
 @nb.njit(inline="always")
@@ -327,76 +287,7 @@ def _divmod_fast(x, d, inv):
 
 
 @nb.njit(cache=True)
-def _row_probe(ids, rowv, colv, lo, hi, j, cols, rows, big, max_rows):
-    """Identifier-order distance, and the grid distance if rows within ``max_rows`` prove it.
-
-    Returns ``(d_id, best, proven)``: ``best`` is an upper bound of the grid distance, exact
-    when ``proven``. Rows are visited nearest first, skipping rows with no bucket member.
-    """
-    v = ids[j]
-    r = rowv[j]
-    c = colv[j]
-    did = big
-    best = big
-    if j > lo:
-        did = v - ids[j - 1]
-        best = max(r - rowv[j - 1], abs(c - colv[j - 1]))
-    if j + 1 < hi:
-        dn = ids[j + 1] - v
-        if dn < did:
-            did = dn
-        g = max(rowv[j + 1] - r, abs(c - colv[j + 1]))
-        if g < best:
-            best = g
-    down = 1
-    up = 1
-    pd = j + 1
-    pu = j - 1
-    while True:
-        if down < big and (down >= best or r + down >= rows or pd >= hi):
-            down = big
-        if up < big and (up >= best or r - up < 0 or pu < lo):
-            up = big
-        if down == big and up == big:
-            return did, best, True
-        if min(down, up) > max_rows:
-            return did, best, False  # every member with |row offset| <= max_rows was seen
-        if down <= up:
-            rr = r + down
-            p = _first_geq(ids, pd, hi, rr * cols + c)
-            if p < hi and rowv[p] == rr:
-                g = max(down, colv[p] - c)
-                if g < best:
-                    best = g
-            if p - 1 > j and rowv[p - 1] == rr:
-                g = max(down, c - colv[p - 1])
-                if g < best:
-                    best = g
-            pd = p
-            if p < hi and rowv[p] > rr:
-                down = rowv[p] - r  # the rows in between hold no member
-            else:
-                down += 1
-        else:
-            rr = r - up
-            p = _last_leq(ids, lo, pu, rr * cols + c)
-            if p >= lo and rowv[p] == rr:
-                g = max(up, c - colv[p])
-                if g < best:
-                    best = g
-            if p + 1 < j and rowv[p + 1] == rr:
-                g = max(up, colv[p + 1] - c)
-                if g < best:
-                    best = g
-            pu = p
-            if p >= lo and rowv[p] < rr:
-                up = r - rowv[p]
-            else:
-                up += 1
-
-
-@nb.njit(cache=True)
-def _grid_search(q, r, c, cr, cc, best, size, ncr, ncc, cbase, cstart, crow, ccol):
+def _grid_search(q, r, c, cr, cc, best, size, ncr, ncc, cstart, crow, ccol):
     """Exact grid distance from point ``q`` at ``(r, c)`` in cell ``(cr, cc)``, block by block.
 
     Block ``k`` is the ``(2k+1) x (2k+1)`` cells around ``(cr, cc)``; the cells of one cell-row
@@ -419,7 +310,7 @@ def _grid_search(q, r, c, cr, cc, best, size, ncr, ncc, cbase, cstart, crow, cco
                 gap = 0
             if gap >= best:
                 continue
-            row0 = cbase + rr * ncc
+            row0 = rr * ncc
             if k == 1 or dr == -k or dr == k:
                 lo_cell = max(cc - k, 0)
                 hi_cell = min(cc + k, ncc - 1)
@@ -450,264 +341,363 @@ def _grid_search(q, r, c, cr, cc, best, size, ncr, ncc, cbase, cstart, crow, cco
 
 
 @nb.njit(cache=True)
-def _grid_shape(starts, rows, cols):
-    nbuckets = starts.shape[0] - 1
-    size = np.ones(nbuckets, np.int64)
-    ncr = np.ones(nbuckets, np.int64)
-    ncc = np.ones(nbuckets, np.int64)
-    cbase = np.zeros(nbuckets + 1, np.int64)
-    for e in range(nbuckets):
-        load = starts[e + 1] - starts[e]
-        if load > 0:
-            size[e] = max(np.int64(_CELL_SIDE * np.sqrt(rows * cols / load)), 1)
-            ncr[e] = (rows + size[e] - 1) // size[e]
-            ncc[e] = (cols + size[e] - 1) // size[e]
-        cbase[e + 1] = cbase[e] + (ncr[e] * ncc[e] if load > 0 else 0)
-    return size, ncr, ncc, cbase
+def _cell_shape(size, rv, cv):
+    """Origin, cell side and cell counts of one bucket's grid (members ``rv[:size]``, ``cv[:size]``)."""
+    rmin = np.int64(rv[0])  # members come in identifier order: rows ascending
+    rmax = np.int64(rv[size - 1])
+    cmin = np.int64(cv[0])
+    cmax = np.int64(cv[0])
+    for j in range(size):
+        cmin = min(cmin, np.int64(cv[j]))
+        cmax = max(cmax, np.int64(cv[j]))
+    area = (rmax - rmin + 1) * (cmax - cmin + 1)
+    side = max(np.int64(_CELL_SIDE * np.sqrt(area / size)), 1)
+    return rmin, cmin, side, (rmax - rmin) // side + 1, (cmax - cmin) // side + 1
 
 
-@nb.njit(parallel=True, cache=True)
-def _grid_build(starts, rowv, colv, size, ncc, cbase):
-    """Counting-sort each bucket's members into its cells; returns cell-ordered copies (int32)."""
-    m = rowv.shape[0]
-    nbuckets = starts.shape[0] - 1
-    cstart = np.empty(cbase[nbuckets] + 1, np.int64)
-    cfill = np.zeros(cbase[nbuckets], np.int64)
-    cstart[cbase[nbuckets]] = m
-    tcr = np.empty(m, np.int32)
-    tcc = np.empty(m, np.int32)
-    crow = np.empty(m, np.int32)
-    ccol = np.empty(m, np.int32)
-    ccr = np.empty(m, np.int32)
-    ccc = np.empty(m, np.int32)
-    corig = np.empty(m, np.int32)
-    cbucket = np.empty(m, np.int32)
-    for e in nb.prange(nbuckets):
-        lo = starts[e]
-        hi = starts[e + 1]
-        if hi == lo:
-            continue
-        base = cbase[e]
-        sz = size[e]
-        inv = 1.0 / sz
-        w = ncc[e]
-        for j in range(lo, hi):
-            a = _divmod_fast(np.int64(rowv[j]), sz, inv)[0]
-            b = _divmod_fast(np.int64(colv[j]), sz, inv)[0]
-            tcr[j] = a
-            tcc[j] = b
-            cfill[base + a * w + b] += 1
-        acc = lo
-        for cell in range(base, cbase[e + 1]):
-            cstart[cell] = acc
-            acc += cfill[cell]
-            cfill[cell] = cstart[cell]
-        for j in range(lo, hi):
-            cell = base + tcr[j] * w + tcc[j]
-            p = cfill[cell]
-            cfill[cell] = p + 1
-            crow[p] = rowv[j]
-            ccol[p] = colv[j]
-            ccr[p] = tcr[j]
-            ccc[p] = tcc[j]
-            corig[p] = j
-            cbucket[p] = e
-    return cstart, crow, ccol, ccr, ccc, corig, cbucket
+@nb.njit(cache=True)
+def _bucket_grid(size, rv, cv, dg, rmin, cmin, side, ncr, ncc, cstart, cfill, pcell, crow, ccol, corig, br, bc):
+    """Lower ``dg[j]`` to the exact grid distance for every member with ``dg[j] > 1`` (one bucket).
 
-
-@nb.njit(parallel=True, cache=True)
-def _grid_pass(d_grid, proven, size, ncr, ncc, cbase, cstart, crow, ccol, ccr, ccc, corig, cbucket):
-    """Settle every open weight, cell by cell.
-
-    The 3 x 3 block of cells around a cell is the same for all its members, so its points are
-    gathered once into a small buffer and each member takes a branch-free minimum over it.
-    A member whose best distance exceeds its distance to the block's outside (rare) continues
-    with the ring search of :func:`_grid_search`.
+    The members are counting-sorted into square cells of ``side``; the 3 x 3 block of cells
+    around a cell is the same for all its members, so its points are gathered once into
+    ``br, bc`` and each open member takes a branch-free minimum over them. A member whose best
+    distance exceeds its distance to the block's outside (rare) continues with the ring search
+    of :func:`_grid_search`. All arrays are the worker's, sized by the caller.
     """
-    m = crow.shape[0]
     big = np.iinfo(np.int64).max
-    nchunks = (m + _CHUNK - 1) // _CHUNK
-    for k in nb.prange(nchunks):
-        br = np.empty(64, np.int32)
-        bc = np.empty(64, np.int32)
-        q = k * _CHUNK
-        stop = min(m, (k + 1) * _CHUNK)
-        # start at a cell boundary: a cell that straddles chunks belongs to the earlier chunk
-        while q > 0 and q < stop and ccr[q] == ccr[q - 1] and ccc[q] == ccc[q - 1] and cbucket[q] == cbucket[q - 1]:
-            q += 1
-        while q < m and (q < stop or (ccr[q] == ccr[q - 1] and ccc[q] == ccc[q - 1] and cbucket[q] == cbucket[q - 1])):
-            e = cbucket[q]
-            cr = ccr[q]
-            cc = ccc[q]
-            cell = cbase[e] + cr * ncc[e] + cc
-            a = q
+    big32 = np.int32(2147483647)
+    ncell = ncr * ncc
+    inv = 1.0 / side
+    for k in range(ncell + 1):
+        cstart[k] = 0
+    for j in range(size):
+        a = _divmod_fast(np.int64(rv[j]) - rmin, side, inv)[0]
+        b = _divmod_fast(np.int64(cv[j]) - cmin, side, inv)[0]
+        cell = a * ncc + b
+        pcell[j] = cell
+        cstart[cell + 1] += 1
+    for k in range(ncell):
+        cstart[k + 1] += cstart[k]
+        cfill[k] = cstart[k]
+    for j in range(size):
+        p = cfill[pcell[j]]
+        cfill[pcell[j]] = p + 1
+        crow[p] = rv[j] - rmin
+        ccol[p] = cv[j] - cmin
+        corig[p] = j
+    for cr in range(ncr):
+        for cc in range(ncc):
+            cell = cr * ncc + cc
+            a = cstart[cell]
             b = cstart[cell + 1]
-            q = b
             any_open = False
             for u in range(a, b):
-                if not proven[corig[u]]:
+                if dg[corig[u]] > 1:
                     any_open = True
                     break
             if not any_open:
                 continue
             lo_cell = max(cc - 1, 0)
-            hi_cell = min(cc + 1, ncc[e] - 1)
-            count = 0
-            for rr in range(max(cr - 1, 0), min(cr + 1, ncr[e] - 1) + 1):
-                row0 = cbase[e] + rr * ncc[e]
-                count += cstart[row0 + hi_cell + 1] - cstart[row0 + lo_cell]
-            if count > br.shape[0]:
-                br = np.empty(2 * count, np.int32)
-                bc = np.empty(2 * count, np.int32)
+            hi_cell = min(cc + 1, ncc - 1)
             nbuf = 0
-            for rr in range(max(cr - 1, 0), min(cr + 1, ncr[e] - 1) + 1):
-                row0 = cbase[e] + rr * ncc[e]
+            for rr in range(max(cr - 1, 0), min(cr + 1, ncr - 1) + 1):
+                row0 = rr * ncc
                 for p in range(cstart[row0 + lo_cell], cstart[row0 + hi_cell + 1]):
                     br[nbuf] = crow[p]
                     bc[nbuf] = ccol[p]
                     nbuf += 1
-            sz = size[e]
             for u in range(a, b):
                 j = corig[u]
-                if proven[j]:
+                if dg[j] <= 1:
                     continue
                 r = crow[u]
                 c = ccol[u]
-                best = d_grid[j]
+                m32 = big32
                 for v in range(nbuf):
-                    g = np.int64(max(abs(br[v] - r), abs(bc[v] - c)))
-                    g = big if g == 0 else g  # g == 0 only for the member itself
-                    best = min(best, g)
+                    g = max(abs(br[v] - r), abs(bc[v] - c))
+                    g = big32 if g == 0 else g  # g == 0 only for the member itself
+                    m32 = min(m32, g)
+                best = min(dg[j], np.int64(m32))
                 bound = big
                 if cr - 1 > 0:
-                    bound = min(bound, r - (cr - 1) * sz + 1)
-                if cr + 1 < ncr[e] - 1:
-                    bound = min(bound, (cr + 2) * sz - r)
+                    bound = min(bound, np.int64(r) - (cr - 1) * side + 1)
+                if cr + 1 < ncr - 1:
+                    bound = min(bound, (cr + 2) * side - r)
                 if cc - 1 > 0:
-                    bound = min(bound, c - (cc - 1) * sz + 1)
-                if cc + 1 < ncc[e] - 1:
-                    bound = min(bound, (cc + 2) * sz - c)
+                    bound = min(bound, np.int64(c) - (cc - 1) * side + 1)
+                if cc + 1 < ncc - 1:
+                    bound = min(bound, (cc + 2) * side - c)
                 if best > bound and bound != big:
-                    best = _grid_search(u, r, c, cr, cc, best, sz, ncr[e], ncc[e], cbase[e], cstart, crow, ccol)
-                d_grid[j] = best
+                    best = _grid_search(u, np.int64(r), np.int64(c), cr, cc, best, side, ncr, ncc, cstart, crow, ccol)
+                dg[j] = best
 
 
 @nb.njit(parallel=True, cache=True)
-def _probe_pass(starts, ids, cols, max_rows):
+def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_out):
+    """Nearest partners bucket by bucket, in worker-local buffers.
+
+    ``points``: write ``d_id_out`` / ``d_grid_out`` aligned with ``ids`` (``-1`` for a lone
+    member). Otherwise histogram them: returns per-worker histograms of identifier distances
+    below ``cap`` and of grid distances, and the larger identifier distances (per worker a list
+    in ``ovf[starts[first bucket]:]`` of ``novf`` values).
+    """
+    nbk = starts.shape[0] - 1
     m = ids.shape[0]
-    nbuckets = starts.shape[0] - 1
-    d_id = np.empty(m, np.int64)
-    d_grid = np.empty(m, np.int64)
-    rowv = np.empty(m, np.int32)
-    colv = np.empty(m, np.int32)
-    proven = np.empty(m, np.bool_)
     big = np.iinfo(np.int64).max
-    nchunks = (m + _CHUNK - 1) // _CHUNK
-    rmax = np.zeros(max(nchunks, 1), np.int64)
-    nopen = np.zeros(max(nchunks, 1), np.int64)
+    maxload = 1
+    last = 0
+    for e in range(nbk):
+        maxload = max(maxload, starts[e + 1] - starts[e])
+        if starts[e + 1] > starts[e]:
+            last = max(last, np.int64(ids[starts[e + 1] - 1]))
+    rows = last // cols + 1
+    nt = max(1, min(threads, nbk))
+    bb = np.empty(nt + 1, np.int64)
+    for w in range(nt):
+        bb[w] = np.searchsorted(starts, (m * w) // nt)
+    bb[nt] = nbk
+    hid = np.zeros((nt if not points else 0, cap), np.int64)
+    hgrid = np.zeros((nt if not points else 0, max(rows, cols) + 1), np.int64)
+    ovf = np.empty(m if not points else 0, np.int64)
+    novf = np.zeros(nt, np.int64)
     inv_cols = 1.0 / cols
-    for k in nb.prange(nchunks):
-        for j in range(k * _CHUNK, min(m, (k + 1) * _CHUNK)):
-            rj, cj = _divmod_fast(np.int64(ids[j]), cols, inv_cols)
-            rowv[j] = rj
-            colv[j] = cj
-            if rj + 1 > rmax[k]:
-                rmax[k] = rj + 1
-    rows = rmax.max()
-    for k in nb.prange(nchunks):
-        a = k * _CHUNK
-        b = min(m, a + _CHUNK)
-        e = np.searchsorted(starts, a, side="right") - 1
-        for j in range(a, b):
-            while starts[e + 1] <= j and e < nbuckets - 1:
-                e += 1
-            if max_rows == 0:  # fast path: identifier-order neighbours only
-                lo = starts[e]
-                hi = starts[e + 1]
+    for w in nb.prange(nt):
+        rv = np.empty(maxload, np.int32)
+        cv = np.empty(maxload, np.int32)
+        did = np.empty(maxload, np.int64)
+        dg = np.empty(maxload, np.int64)
+        pcell = np.empty(maxload, np.int64)
+        crow = np.empty(maxload, np.int32)
+        ccol = np.empty(maxload, np.int32)
+        corig = np.empty(maxload, np.int32)
+        br = np.empty(maxload, np.int32)
+        bc = np.empty(maxload, np.int32)
+        cstart = np.empty(maxload + 2, np.int64)
+        cfill = np.empty(maxload + 2, np.int64)
+        ov = starts[bb[w]]
+        for e in range(bb[w], bb[w + 1]):
+            lo = starts[e]
+            size = starts[e + 1] - lo
+            if size == 0:
+                continue
+            if size == 1:
+                if points:
+                    d_id_out[lo] = -1
+                    d_grid_out[lo] = -1
+                continue
+            for j in range(size):
+                r, c = _divmod_fast(np.int64(ids[lo + j]), cols, inv_cols)
+                rv[j] = r
+                cv[j] = c
+            nopen = 0
+            for j in range(size):
                 dj = big
-                dg = big
-                if j > lo:
-                    dj = np.int64(ids[j]) - ids[j - 1]
-                    dg = max(rowv[j] - rowv[j - 1], abs(colv[j] - colv[j - 1]))
-                if j + 1 < hi:
-                    dj = min(dj, np.int64(ids[j + 1]) - ids[j])
-                    dg = min(dg, max(rowv[j + 1] - rowv[j], abs(colv[j + 1] - colv[j])))
-                ok = dg <= 1 or hi - lo < 2
+                gj = big
+                if j > 0:
+                    dj = np.int64(ids[lo + j]) - np.int64(ids[lo + j - 1])
+                    gj = np.int64(max(rv[j] - rv[j - 1], abs(cv[j] - cv[j - 1])))
+                if j + 1 < size:
+                    dj = min(dj, np.int64(ids[lo + j + 1]) - np.int64(ids[lo + j]))
+                    gj = min(gj, np.int64(max(rv[j + 1] - rv[j], abs(cv[j + 1] - cv[j]))))
+                did[j] = dj
+                dg[j] = gj
+                nopen += gj > 1
+            if nopen:
+                rmin, cmin, side, ncr, ncc = _cell_shape(size, rv, cv)
+                if ncr * ncc + 1 > cstart.shape[0]:
+                    cstart = np.empty(2 * (ncr * ncc + 1), np.int64)
+                    cfill = np.empty(2 * (ncr * ncc + 1), np.int64)
+                _bucket_grid(size, rv, cv, dg, rmin, cmin, side, ncr, ncc, cstart, cfill, pcell, crow, ccol, corig,
+                             br, bc)
+            if points:
+                for j in range(size):
+                    d_id_out[lo + j] = did[j]
+                    d_grid_out[lo + j] = dg[j]
             else:
-                dj, dg, ok = _row_probe(ids, rowv, colv, starts[e], starts[e + 1], j, cols, rows, big, max_rows)
-            d_id[j] = -1 if dj == big else dj
-            d_grid[j] = dg
-            proven[j] = ok
-            if not ok:
-                nopen[k] += 1
-    return d_id, d_grid, rowv, colv, proven, rows, nopen.sum()
+                for j in range(size):
+                    d = did[j]
+                    if d < cap:
+                        hid[w, d] += 1
+                    else:
+                        ovf[ov] = d
+                        ov += 1
+                    hgrid[w, dg[j]] += 1
+        novf[w] = ov - starts[bb[w]]
+    return hid, hgrid, ovf, novf, bb
 
 
-def _nearest_kernel(starts, ids, cols, max_rows):
-    d_id, d_grid, rowv, colv, proven, rows, nopen = _probe_pass(starts, ids, cols, max_rows)
-    if nopen:
-        size, ncr, ncc, cbase = _grid_shape(starts, rows, cols)
-        grid = _grid_build(starts, rowv, colv, size, ncc, cbase)
-        _grid_pass(d_grid, proven, size, ncr, ncc, cbase, *grid)
-    d_grid[d_grid == np.iinfo(np.int64).max] = -1
-    return d_id, d_grid
+def _trim(hist: np.ndarray) -> np.ndarray:
+    nz = np.flatnonzero(hist)
+    return hist[:nz[-1] + 1].copy() if nz.size else np.zeros(1, np.int64)
 
 
 def nearest_partner_nb(starts: np.ndarray, ids: np.ndarray, in_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """numba twin of :func:`nearest_partner_ref`.
+    """numba twin of :func:`nearest_partner_ref`, bucket by bucket in parallel.
 
-    Stage 1, per weight: the identifier-order neighbours give the 1-D distance and a first
-    bound on the grid distance, which settles it when it is 1 (line-like and block-like
-    buckets: convolutions, modulus, blocks). ``_PROBE_ROWS > 0`` would also visit rows
-    ``row +- 1 .. +- _PROBE_ROWS`` (galloping search, rows without members skipped). Stage 2, for the weights not yet settled: each bucket
-    gets a grid of square cells sized to hold about one member each, searched ring by ring
-    until the best distance is no larger than the distance to any unvisited cell. Expected
-    O(1) work per weight for position-independent hashes; exact in every case.
+    Per bucket, in buffers local to the worker: the identifier-order neighbours give the 1-D
+    distance and a first bound on the grid distance, which settles it when it is 1 (line-like
+    and block-like buckets: convolutions, modulus, blocks). If any member stays open, the
+    bucket's members are counting-sorted into square cells about 1.4 mean spacings of the
+    bucket's bounding box wide, and each open member scans the 3 x 3 block of cells around its
+    own, then rings of cells until the best distance is no larger than the distance to any
+    unvisited cell. Expected O(1) work per weight for position-independent hashes; exact always.
     """
-    return _nearest_kernel(starts, ids, np.int64(in_features), np.int64(_PROBE_ROWS))
+    m = ids.shape[0]
+    d_id = np.empty(m, np.int64)
+    d_grid = np.empty(m, np.int64)
+    if m:
+        _nearest_buckets(starts, ids, np.int64(in_features), nb.get_num_threads(), True, 1, d_id, d_grid)
+    return d_id, d_grid
+
+
+def nearest_histograms_ref(starts: np.ndarray, ids: np.ndarray, in_features: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms of the nearest-partner distances (numpy reference).
+
+    Returns
+    -------
+    hist_id, hist_grid : ndarray of int64
+        ``np.bincount`` of the non-negative ``d_id`` / ``d_grid`` of :func:`nearest_partner_ref`
+        (length: the largest distance + 1; ``[0]`` when no weight has a partner).
+    """
+    d_id, d_grid = nearest_partner_ref(starts, ids, in_features)
+    return tuple(np.bincount(d[d >= 0]).astype(np.int64) if (d >= 0).any() else np.zeros(1, np.int64)
+                 for d in (d_id, d_grid))
+
+
+def nearest_histograms_nb(starts: np.ndarray, ids: np.ndarray, in_features: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """numba twin of :func:`nearest_histograms_ref`: :func:`nearest_partner_nb`'s per-bucket work
+    with per-worker histograms instead of per-weight arrays (no O(M) output)."""
+    if ids.shape[0] == 0:
+        return np.zeros(1, np.int64), np.zeros(1, np.int64)
+    empty = np.empty(0, np.int64)
+    hid, hgrid, ovf, novf, bb = _nearest_buckets(starts, ids, np.int64(in_features), nb.get_num_threads(), False,
+                                                 _HIST_CAP, empty, empty)
+    h_id = hid.sum(axis=0)
+    extra = np.concatenate([ovf[starts[bb[w]]:starts[bb[w]] + novf[w]] for w in range(len(novf))])
+    if extra.size:
+        h_id = np.concatenate([h_id, np.zeros(int(extra.max()) + 1 - h_id.size, np.int64)])
+        h_id += np.bincount(extra, minlength=h_id.size)
+    return _trim(h_id), _trim(hgrid.sum(axis=0))
 
 
 @nb.njit(parallel=True, cache=True)
-def _pair_kernel(starts, ids, thresholds):
-    nt = thresholds.shape[0]
-    nbuckets = starts.shape[0] - 1
-    local = np.zeros((nbuckets, nt), np.int64)
-    for e in nb.prange(nbuckets):
-        lo = starts[e]
-        hi = starts[e + 1]
-        size = hi - lo
-        if size < 2:
-            continue
-        span = np.int64(ids[hi - 1]) - np.int64(ids[lo])
-        for t in range(nt):
-            d = thresholds[t]
-            if d >= span:
-                local[e, t] = size * (size - 1) // 2
-                continue
-            # branch-free merge of the sorted ids with the sorted queries ids + d:
-            # each step either counts ids[k] <= ids[i] + d (k += 1) or closes query i
-            i = lo
-            k = lo
-            acc = 0
-            while k < hi:
-                c = np.int64(ids[k]) <= np.int64(ids[i]) + d
-                k += c
-                acc += (1 - c) * (k - i - 1)
-                i += 1 - c
-            # queries left once k == hi see every later member
-            rest = hi - i
-            acc += rest * (rest - 1) // 2
-            local[e, t] = acc
-    return local.sum(axis=0)
+def _pair_sweep(idx, n, th, threads):
+    """Per chunk of identifiers, ``S_t = sum_x cnt[idx[x - th[t]]]`` where ``cnt[e]`` counts bucket
+    ``e``'s members with identifier ``<= x`` (see :func:`layer_pair_counts_nb`)."""
+    size = idx.shape[0]
+    nth = th.shape[0]
+    nt = max(1, min(threads, size // _CHUNK))
+    per = (size + nt - 1) // nt
+    cnt0 = np.zeros((nt, n + 1), np.int64)
+    for k in nb.prange(nt - 1):
+        for x in range(k * per, min(size, (k + 1) * per)):
+            cnt0[k + 1, np.int64(idx[x]) + 1] += 1
+    for k in range(1, nt):
+        cnt0[k] += cnt0[k - 1]
+    sums = np.zeros((nt, nth), np.int64)
+    for k in nb.prange(nt):
+        cnt = cnt0[k].copy()
+        cnt[0] = 0  # slot of the zeroed weights (-1): stays 0
+        acc = np.zeros(nth, np.int64)
+        x = k * per
+        b = min(size, x + per)
+        na = 0
+        while x < b:
+            while na < nth and th[na] <= x:
+                na += 1
+            stop = min(b, th[na]) if na < nth else b
+            for y in range(x, stop):
+                e = np.int64(idx[y]) + 1
+                cnt[e] += np.int64(e > 0)
+                for t in range(na):
+                    acc[t] += cnt[np.int64(idx[y - th[t]]) + 1]
+            x = stop
+        sums[k] = acc
+        if k == nt - 1:
+            cnt0[k] = cnt  # the last chunk ends with every bucket's load
+    return sums.sum(axis=0), cnt0[nt - 1].copy()
 
 
-def pair_counts_nb(starts: np.ndarray, ids: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """numba twin of :func:`pair_counts_ref`: per bucket and threshold, one monotone pointer; O(M * T)."""
-    return _pair_kernel(starts, ids, np.ascontiguousarray(thresholds, dtype=np.int64))
+@nb.njit(cache=True)
+def _pair_tail(idx, loads1, th):
+    """``sum_{w >= size - th[t]} loads1[idx[w] + 1]`` per (ascending) threshold, one backward pass."""
+    size = idx.shape[0]
+    out = np.zeros(th.shape[0], np.int64)
+    acc = 0
+    t = 0
+    for w in range(size - 1, -2, -1):
+        while t < th.shape[0] and size - th[t] > w:
+            out[t] = acc
+            t += 1
+        if t == th.shape[0] or w < 0:
+            break
+        acc += loads1[np.int64(idx[w]) + 1]
+    while t < th.shape[0]:
+        out[t] = acc
+        t += 1
+    return out
+
+
+def _check_thresholds(thresholds) -> np.ndarray:
+    th = np.asarray(thresholds, dtype=np.int64).reshape(-1)
+    if th.size and th.min() < 0:
+        raise ValueError(f"pair thresholds must be >= 0, got {th.min()}")
+    return th
+
+
+def layer_pair_counts_ref(idx: np.ndarray, n: int, thresholds: np.ndarray) -> np.ndarray:
+    """Co-bucketed pairs of one layer within ``|i - i'| <= d`` per threshold (numpy reference).
+
+    Parameters
+    ----------
+    idx : ndarray of int16 or int32, shape (N,)
+        One layer's flattened entries in ``[0, n)`` or ``-1``.
+    n : int
+    thresholds : ndarray of int64, shape (T,), each >= 0
+
+    Returns
+    -------
+    ndarray of int64, shape (T,)
+        :func:`pair_counts_ref` on :func:`bucket_sort_ref`.
+
+    Raises
+    ------
+    ValueError
+        If a threshold is negative.
+    """
+    th = _check_thresholds(thresholds)
+    return pair_counts_ref(*bucket_sort_ref(idx, n), th)
+
+
+def layer_pair_counts_nb(idx: np.ndarray, n: int, thresholds: np.ndarray) -> np.ndarray:
+    """numba twin of :func:`layer_pair_counts_ref`: one sweep in identifier order, no sort.
+
+    With ``cnt_x[e]`` = members of bucket ``e`` with identifier ``<= x`` (``x`` clipped to
+    ``N - 1``), every weight ``w`` of bucket ``e`` has ``cnt_{w+d}[e] - cnt_w[e]`` partners in
+    ``(w, w + d]``, so ``pairs(d) = sum_w cnt_{w+d}[e_w] - sum_e L_e (L_e + 1) / 2``. One pass over
+    ``x`` keeps ``cnt_x`` and adds ``cnt_x[e_{x-d}]`` for every threshold (T independent gathers
+    from an L1-resident table; no dependent chain), the weights with ``w + d >= N`` add their
+    bucket's load. O(N T), in parallel over chunks of ``x`` that start from prefix counts.
+    """
+    th = _check_thresholds(thresholds)
+    size = idx.shape[0]
+    if th.size == 0:
+        return np.zeros(0, np.int64)
+    if size == 0:
+        return np.zeros(th.size, np.int64)
+    th_c = np.minimum(th, size - 1)
+    uniq, inv = np.unique(th_c, return_inverse=True)
+    sums, loads1 = _pair_sweep(idx, n, uniq, nb.get_num_threads())
+    tail = _pair_tail(idx, loads1, uniq)
+    own = int((loads1 * (loads1 + 1) // 2).sum())
+    return (sums + tail - own)[inv.reshape(-1)].astype(np.int64)
 
 
 def kernels(backend: str):
-    """The kernel set of ``backend``: ``(loads, sign_sums, bucket_sort, nearest_partner, pair_counts)``.
+    """The kernel set of ``backend``: ``(loads, sign_sums, bucket_sort, nearest_histograms, layer_pair_counts)``.
 
     Raises
     ------
@@ -715,7 +705,7 @@ def kernels(backend: str):
         If ``backend`` is not ``"numba"`` or ``"numpy"``.
     """
     if backend == "numba":
-        return loads_nb, sign_sums_nb, bucket_sort_nb, nearest_partner_nb, pair_counts_nb
+        return loads_nb, sign_sums_nb, bucket_sort_nb, nearest_histograms_nb, layer_pair_counts_nb
     if backend == "numpy":
-        return loads_ref, sign_sums_ref, bucket_sort_ref, nearest_partner_ref, pair_counts_ref
+        return loads_ref, sign_sums_ref, bucket_sort_ref, nearest_histograms_ref, layer_pair_counts_ref
     raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

@@ -31,8 +31,8 @@ Algorithms (no pair enumeration)
 --------------------------------
 A stable counting sort by entry (O(N + n)) lists each bucket in identifier order; the
 identifier-order nearest partner is an adjacent element. The grid nearest partner uses a
-per-bucket grid of cells (:mod:`hashlab.stats.kernels`), and pairs within ``d`` use one
-monotone pointer per threshold (O(N) per threshold).
+per-bucket grid of cells (:mod:`hashlab.stats.kernels`); both feed histograms directly. Pairs
+within ``d`` come from one sweep in identifier order that needs no sort (O(N) per threshold).
 """
 from __future__ import annotations
 
@@ -414,7 +414,7 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
     if indices.size >= 2**31:
         raise ValueError(f"layer {name!r} has {indices.size} weights; locality supports layers below 2**31 "
                          "weights (run with locality=False / --no-locality)")
-    _, _, bucket_sort, nearest, pair_counts = SK.kernels(backend)
+    _, _, bucket_sort, nearest_histograms, layer_pair_counts = SK.kernels(backend)
     rows, cols = indices.shape
     flat = indices.reshape(-1)
     total = flat.size
@@ -425,19 +425,19 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
     loads = np.diff(starts)
     zeroed = total - ids.size
     sparsity = zeroed / total if total else 0.0
-    d_id, d_grid = nearest(starts, ids, cols)
+    hists = dict(zip(("id", "grid"), nearest_histograms(starts, ids, cols)))
+    del ids
     pair_th = pair_thresholds(thresholds)
-    pairs = pair_counts(starts, ids, np.minimum(pair_th, max(total - 1, 0)))
+    pairs = layer_pair_counts(flat, n, np.minimum(pair_th, max(total - 1, 0)))
     pairs_total = int((loads * (loads - 1) // 2).sum())
     out = {}
-    for metric, dist in (("id", d_id), ("grid", d_grid)):
-        has = dist >= 0
-        hist = np.bincount(dist[has]) if has.any() else np.zeros(1, np.int64)
+    for metric, hist in hists.items():
+        co = int(hist.sum())
         cum = np.cumsum(hist)
         within = cum[np.minimum(thresholds, len(cum) - 1)]
         exp_within, exp_co = expected_nearest_counts(metric, (rows, cols), n, sparsity, thresholds)
         stats = LocalityStats(
-            name=name, metric=metric, co_bucketed=int(has.sum()), isolated=int((~has).sum()),
+            name=name, metric=metric, co_bucketed=co, isolated=total - zeroed - co,
             histogram=hist.astype(np.int64), thresholds=thresholds, within=within.astype(np.int64),
             expected_within=exp_within, expected_co_bucketed=exp_co,
             _null=[(metric, (rows, cols), n, sparsity)],

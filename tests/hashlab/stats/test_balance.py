@@ -194,3 +194,13 @@ def test_json_schema_has_version_and_is_strict_json():
 def test_map_report_rejects_non_maps_with_a_fix():
     with pytest.raises(ValueError, match="load_index_file"):
         map_report("model.safetensors")
+
+
+def test_report_timings_name_every_part_computed():
+    """``MapReport.timings`` (the breakdown benchmarks/bench_stats.py prints) splits counting from the tests."""
+    rep = map_report(build_map(HashSpec(kind="uniform", table_size=50), Architecture.parse("30-20-10")))
+    assert set(rep.timings) == {"balance_s", "tests_s", "locality_s", "degeneracy_s", "theory_s"}
+    assert all(v >= 0 for v in rep.timings.values())
+    rep = map_report(build_map(HashSpec(kind="uniform", table_size=50), Architecture.parse("30-20-10")),
+                     locality=False, degeneracy=False, theory=False)
+    assert set(rep.timings) == {"balance_s", "tests_s"}

@@ -99,8 +99,57 @@ def test_pair_counts_twins_agree_with_brute_force(layer, thresholds):
             diff = np.abs(seg[:, None] - seg[None, :])
             count += int(((diff <= d).sum() - seg.size) // 2)
         expected.append(count)
-    np.testing.assert_array_equal(SK.pair_counts_nb(starts, ids, th), expected)
     np.testing.assert_array_equal(SK.pair_counts_ref(starts, ids, th), expected)
+    np.testing.assert_array_equal(SK.layer_pair_counts_ref(idx, n, th), expected)
+    np.testing.assert_array_equal(SK.layer_pair_counts_nb(idx, n, th), expected)
+
+
+@given(layers())
+def test_nearest_histograms_twins_agree_with_brute_force(layer):
+    _, cols, n, idx = layer
+    starts, ids = SK.bucket_sort_ref(idx, n)
+    expected = [np.bincount(d[d >= 0]) if (d >= 0).any() else np.zeros(1, np.int64)
+                for d in brute_nearest(starts, ids, cols)]
+    for got in (SK.nearest_histograms_nb(starts, ids, cols), SK.nearest_histograms_ref(starts, ids, cols)):
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+        assert got[0].dtype == got[1].dtype == np.int64
+
+
+def test_pair_counts_reject_negative_thresholds():
+    idx = np.zeros(4, np.int16)
+    for fn in (SK.layer_pair_counts_nb, SK.layer_pair_counts_ref):
+        with pytest.raises(ValueError, match=">= 0"):
+            fn(idx, 1, np.array([1, -2]))
+
+
+PARALLEL_CASES = [  # (rows, cols, n, style): several work chunks and workers, id distances past the histogram cap
+    pytest.param(300, 700, 50, "uniform", id="uniform-300x700-n50"),
+    pytest.param(256, 1024, 3000, "sparse", id="sparse-buckets-256x1024-n3000"),
+    pytest.param(200, 800, 400, "modulus", id="modulus-200x800-n400"),
+]
+
+
+@pytest.mark.parametrize("rows, cols, n, style", PARALLEL_CASES)
+def test_layer_kernels_agree_with_the_references_on_mid_size_layers(rows, cols, n, style):
+    """Sizes where the sweep runs in several chunks, buckets span workers, and distances pass _HIST_CAP."""
+    rng = np.random.default_rng(rows + cols + n)
+    ids = np.arange(rows * cols)
+    if style == "uniform":
+        idx = rng.integers(-1, n, size=ids.size)
+    elif style == "sparse":
+        idx = np.where(rng.random(ids.size) < 0.05, rng.integers(0, n, size=ids.size), -1)
+    else:
+        idx = ids % n
+    idx = idx.astype(np.int16)
+    starts, sorted_ids = SK.bucket_sort_nb(idx, n)
+    th = np.array([0, 1, 3, 100, 5000, 70000, ids.size - 1, 10 * ids.size])
+    np.testing.assert_array_equal(SK.layer_pair_counts_nb(idx, n, th), SK.pair_counts_ref(starts, sorted_ids, th))
+    for got, want in zip(SK.nearest_histograms_nb(starts, sorted_ids, cols),
+                         SK.nearest_histograms_ref(starts, sorted_ids, cols)):
+        np.testing.assert_array_equal(got, want)
+    if style == "sparse":
+        assert len(SK.nearest_histograms_nb(starts, sorted_ids, cols)[0]) > SK._HIST_CAP
 
 
 GRID_CASES = [  # (rows, cols, n, style): sizes where the grid search needs several rings
