@@ -464,38 +464,27 @@ def _mask_pass(seed, lo, width, out):
             out[i] = _CANDIDATE
 
 
-_SCAN_BLOCK = 64
-
-
 @nb.njit(cache=True)
 def _mask_census(out):
-    """Count the ``-1`` in ``out`` and list the (rare) positions of ``-2`` in increasing order: a
-    vectorised count over each block of 64 positions, then a scan of the blocks that hold a ``-2``
-    (no full-size temporary). Serial: it runs at memory speed, and every parallel region costs a
-    thread synchronisation, which is slow on a busy machine."""
+    """Count the ``-1`` in ``out`` and list the (rare) positions of ``-2`` in increasing order.
+
+    Two serial passes: a branch-free count of both markers (vectorised, about 0.2 ns a weight), then a
+    scan whose store branch is almost never taken (well predicted). Serial: every parallel region costs
+    a thread synchronisation, which is slow on a busy machine. (The previous census counted per block
+    of 64 with a ``min`` bound that kept LLVM from vectorising: twice as slow.)"""
     size = out.shape[0]
-    nblk = (size + _SCAN_BLOCK - 1) // _SCAN_BLOCK
-    counts = np.zeros(nblk + 1, np.int64)
-    zeros = np.zeros(nblk, np.int64)
-    value = _CANDIDATE
-    for b in range(nblk):
-        c = 0
-        z = 0
-        for i in range(b * _SCAN_BLOCK, min(size, (b + 1) * _SCAN_BLOCK)):
-            c += np.int64(out[i] == value)
-            z += np.int64(out[i] == ZERO_INDEX)
-        counts[b + 1] = c
-        zeros[b] = z
-    starts = np.cumsum(counts)
-    pos = np.empty(starts[-1], np.int64)
-    for b in range(nblk):
-        k = starts[b]
-        if starts[b + 1] > k:
-            for i in range(b * _SCAN_BLOCK, min(size, (b + 1) * _SCAN_BLOCK)):
-                if out[i] == value:
-                    pos[k] = i
-                    k += 1
-    return zeros.sum(), pos
+    zeros = 0
+    cands = 0
+    for i in range(size):
+        zeros += np.int64(out[i] == ZERO_INDEX)
+        cands += np.int64(out[i] == _CANDIDATE)
+    pos = np.empty(cands, np.int64)
+    k = 0
+    for i in range(size):
+        if out[i] == _CANDIDATE:
+            pos[k] = i
+            k += 1
+    return zeros, pos
 
 
 def _mask_window(n_zero: int, size: int) -> tuple[np.uint64, np.uint64]:

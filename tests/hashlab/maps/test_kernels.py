@@ -168,3 +168,12 @@ def test_fill_mask_falls_back_to_the_exact_selection_when_the_window_misses(size
 
     K.fill_mask_nb(out, n_zero, np.uint64(seed), refill, _window=tuple(np.uint64(w) for w in window))
     np.testing.assert_array_equal(out, _masked_reference(values, n_zero, seed))
+
+
+@given(st.lists(st.sampled_from([-2, -1, 0, 5, 999]), max_size=400), out_dtypes)
+def test_mask_census_counts_zeros_and_lists_candidates_in_order(values, dt):
+    out = np.array(values, dtype=dt)
+    zeros, pos = K._mask_census(out)
+    assert zeros == np.count_nonzero(out == K.ZERO_INDEX)
+    assert pos.dtype == np.int64
+    np.testing.assert_array_equal(pos, np.flatnonzero(out == -2))
