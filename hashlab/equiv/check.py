@@ -134,7 +134,9 @@ def _spec_line(spec: dict) -> str:
         extra += [f"sparsity {spec['sparsity']}"] if spec.get("sparsity") else []
         extra += ["sign"] if spec.get("sign") else []
         arch = "-".join(map(str, spec.get("architecture", [])))
-        return (f"build_map {spec.get('kind')} hash, table {spec.get('table_size')}, scope {spec.get('scope')}, "
+        budget = (f"compression {spec['compression']}" if spec.get("compression") is not None
+                  else f"table {spec.get('table_size')}") + (", hashed biases" if spec.get("hash_bias") else "")
+        return (f"build_map {spec.get('kind')} hash, {budget}, scope {spec.get('scope')}, "
                 f"seed {spec.get('seed')}{''.join(', ' + e for e in extra)}, architecture {arch}")
     return builder
 

@@ -541,8 +541,12 @@ def _describe_spec(spec: dict[str, Any]) -> str:
     elif spec.get("radius") is not None:
         extra = f"(r={spec['radius']})"
     arch = spec.get("architecture")
-    arch_s = f"{spec.get('architecture_name', '')} {'-'.join(map(str, arch))}".strip() if arch else "?"
-    return (f"{kind}{extra}, table_size {spec.get('table_size', '?')}, scope {spec.get('scope', '?')}, "
+    sizes = "-".join(map(str, arch)) if arch else ""
+    name = spec.get("architecture_name", "")
+    arch_s = (sizes if name in ("", sizes) else f"{name} {sizes}") if arch else "?"
+    budget = (f"compression {spec['compression']}" if spec.get("compression") is not None
+              else f"table_size {spec.get('table_size', '?')}") + (", hashed biases" if spec.get("hash_bias") else "")
+    return (f"{kind}{extra}, {budget}, scope {spec.get('scope', '?')}, "
             f"seed {spec.get('seed', '?')}, sparsity {spec.get('sparsity', 0):g}, sign {spec.get('sign', False)}; "
             f"architecture {arch_s}")
 
