@@ -11,6 +11,8 @@ kernels up on it once (compilation excluded), then reports the best of ``--repea
   with the per-part breakdown of the best full run (``MapReport.timings``: balance = load counting,
   tests = entropy, uniformity tests and E[max], locality, degeneracy, theory) and the ratio of
   everything but locality,
+* ``locality parts``: the three locality kernels called directly on every layer (stable counting
+  sort by entry, both nearest-partner histograms, the pair sweep), best of ``--repeat``,
 
 each with its ratio to ``bincount`` measured in the same run. Numba uses all cores it sees
 (``NUMBA_NUM_THREADS`` limits them).
@@ -34,7 +36,9 @@ import numpy as np
 
 from hashlab import Architecture, HashSpec, build_map
 from hashlab.io.atomic import atomic_write_json
+from hashlab.stats import kernels as SK
 from hashlab.stats import map_report
+from hashlab.stats.locality import default_thresholds, pair_thresholds
 
 SPECS = {  # name: (kind, parameters)
     "uniform": ("uniform", {}),
@@ -58,6 +62,19 @@ def best_of(fn, repeat: int) -> float:
 def bincount_all(imap) -> None:
     for lay in imap.layers:
         np.bincount(lay.indices.reshape(-1) + 1, minlength=imap.table_sizes[lay.table] + 1)
+
+
+def locality_parts(imap, repeat: int) -> dict[str, float]:
+    """Seconds of the locality kernels over all layers: bucket sort, nearest partners, pairs (best of ``repeat``)."""
+    out = {"sort_s": 0.0, "nearest_s": 0.0, "pairs_s": 0.0}
+    for lay in imap.layers:
+        flat, n, cols = lay.indices.reshape(-1), imap.table_sizes[lay.table], lay.indices.shape[1]
+        th = np.minimum(pair_thresholds(default_thresholds(max(flat.size - 1, 1))), max(flat.size - 1, 0))
+        starts, ids = SK.bucket_sort_nb(flat, n)
+        out["sort_s"] += best_of(lambda: SK.bucket_sort_nb(flat, n), repeat)
+        out["nearest_s"] += best_of(lambda: SK.nearest_histograms_nb(starts, ids, cols), repeat)
+        out["pairs_s"] += best_of(lambda: SK.layer_pair_counts_nb(flat, n, th), repeat)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         full = best_of(full_run, args.repeat)
         parts = min(reports, key=lambda tr: tr[0])[1].timings
         rest = full - parts.get("locality_s", 0.0)
-        rows.append({"kind": kind, "weights": arch.num_weights, "bincount_s": base, "balance_s": bal,
+        loc = locality_parts(imap, args.repeat)
+        rows.append({"locality_parts_s": loc, "locality_parts_ratio": {k: v / base for k, v in loc.items()},
+                     "kind": kind, "weights": arch.num_weights, "bincount_s": base, "balance_s": bal,
                      "full_s": full, "parts_s": parts, "parts_ratio": {k: v / base for k, v in parts.items()},
                      "balance_ratio": bal / base, "full_ratio": full / base, "all_but_locality_ratio": rest / base,
                      "first_call_s": warm})
@@ -101,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(" " * 14 + "parts of the best full run: " + ", ".join(
             f"{k[:-2]} {v:.2f} s ({v / base:.1f}x)" for k, v in parts.items())
               + f"; all but locality {rest / base:.1f}x bincount")
+        print(" " * 14 + "locality kernels alone: " + ", ".join(
+            f"{k[:-2]} {v:.2f} s ({v / base:.1f}x)" for k, v in loc.items()))
     if args.json:
         atomic_write_json(args.json, {"arch": list(arch.features), "table_size": args.table_size,
                                       "numba_threads": numba.get_num_threads(), "results": rows})

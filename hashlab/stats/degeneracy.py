@@ -12,9 +12,9 @@ Position key: a weight's key is ``0`` if it is zeroed (``-1``; a zero equals a z
 sign) else ``2 (index + 1) + (sign < 0)``. Rows (columns) are *identical* when their key
 sequences are equal.
 
-Algorithm (O(weights), never a comparison of all pairs): a 64-bit xxh64-style hash of each
-row's and each column's key sequence (numba, parallel; columns are hashed row by row, so the
-matrix is read in memory order), a sort of the ``R`` row hashes (``C`` column hashes), and within
+Algorithm (O(weights), never a comparison of all pairs): a 64-bit linear hash of each row's and
+each column's key sequence, both from one pass over the matrix in memory order (numba, parallel
+over blocks of rows), a sort of the ``R`` row hashes (``C`` column hashes), and within
 each run of equal hashes an exact comparison against the run's representatives, so a hash
 collision can never merge two different rows. The numpy twins use ``numpy.unique(axis=0)`` on the
 key rows; ``tests/hashlab/stats/test_degeneracy.py`` shows both agree with brute force.
@@ -33,13 +33,13 @@ import numba as nb
 import numpy as np
 
 from ..maps.indexmap import IndexMap, LayerMap
-from ..maps.kernels import _P1, _P2, _P3, _rotl
+from ..maps.kernels import _P1, _P2, _P3
 from ..maps.kernels import _avalanche as _final  # the XXH64 avalanche: rows hash like identifiers
 
 __all__ = [
     "LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy", "position_keys",
-    "row_groups_ref", "col_groups_ref", "row_groups_nb", "col_groups_nb", "RANK_LIMIT", "RANK_DRAWS",
-    "degeneracy_lines",
+    "row_groups_ref", "col_groups_ref", "row_groups_nb", "col_groups_nb", "line_groups_ref", "line_groups_nb",
+    "RANK_LIMIT", "RANK_DRAWS", "degeneracy_lines",
 ]
 
 RANK_LIMIT = 1 << 20
@@ -48,7 +48,6 @@ RANK_DRAWS = 2
 """Seeded draws of the table values for the random-table rank."""
 
 _SEED = np.uint64(0x9E3779B97F4A7C15)
-_COL_BLOCK = 512
 
 
 # --------------------------------------------------------------------------- numpy twins
@@ -106,40 +105,58 @@ def _key(indices, sign, has_sign, r, c):
 
 
 @nb.njit(inline="always")
-def _mix(h, k):
-    h ^= k * _P2
-    h = _rotl(h, 31) * _P1
-    return h + _P3
+def _multiplier(i, stream):
+    """Odd pseudo-random 64-bit multiplier of line ``i`` (SplitMix64 of ``i`` in one of two streams)."""
+    z = np.uint64(i) * _P1 + _SEED * np.uint64(stream + 1)
+    z = (z ^ (z >> np.uint64(30))) * _P2
+    z = (z ^ (z >> np.uint64(27))) * _P3
+    return (z ^ (z >> np.uint64(31))) | np.uint64(1)
 
 
 @nb.njit(parallel=True, cache=True)
-def _row_hashes(indices, sign, has_sign):
-    nr, nc = indices.shape
-    out = np.empty(nr, np.uint64)
-    for r in nb.prange(nr):
-        h = _SEED
-        for c in range(nc):
-            h = _mix(h, _key(indices, sign, has_sign, r, c))
-        out[r] = _final(h)
-    return out
+def _line_hashes(indices, sign, has_sign, threads):
+    """Row and column hashes of the position keys in one pass over the matrix, in memory order.
 
-
-@nb.njit(parallel=True, cache=True)
-def _col_hashes(indices, sign, has_sign):
+    Linear hashes: ``h_row[r] = sum_c key[r, c] * A[c]`` and ``h_col[c] = sum_r key[r, c] * B[r]``
+    modulo 2**64, with odd pseudo-random multipliers ``A``, ``B`` (:func:`_multiplier`), then the
+    XXH64 avalanche. Two different lines collide with probability about 2**-51 (keys differ by
+    less than 2**13); collisions are harmless anyway (:func:`_group` compares exactly). Both sums
+    vectorise, and workers over blocks of rows keep partial column sums that simply add up.
+    """
     nr, nc = indices.shape
-    out = np.empty(nc, np.uint64)
-    nblk = (nc + _COL_BLOCK - 1) // _COL_BLOCK
-    for b in nb.prange(nblk):
-        c0 = b * _COL_BLOCK
-        c1 = min(nc, c0 + _COL_BLOCK)
-        for c in range(c0, c1):
-            out[c] = _SEED
-        for r in range(nr):  # memory order: each block reads its slice of every row
-            for c in range(c0, c1):
-                out[c] = _mix(out[c], _key(indices, sign, has_sign, r, c))
-        for c in range(c0, c1):
-            out[c] = _final(out[c])
-    return out
+    nt = max(1, min(threads, nr))
+    per = (nr + nt - 1) // nt
+    amul = np.empty(nc, np.uint64)
+    for c in range(nc):
+        amul[c] = _multiplier(c, 0)
+    hrow = np.empty(nr, np.uint64)
+    hcol = np.zeros((nt, nc), np.uint64)
+    two = np.uint64(2)
+    for t in nb.prange(nt):
+        hc = hcol[t]
+        for r in range(t * per, min(nr, (t + 1) * per)):
+            bm = _multiplier(r, 1)
+            acc = np.uint64(0)
+            if has_sign:
+                for c in range(nc):
+                    v = np.int64(indices[r, c]) + 1
+                    k = (np.uint64(2 * v) + np.uint64(sign[r, c] < 0)) * np.uint64(v > 0)
+                    acc += k * amul[c]
+                    hc[c] += k * bm
+            else:
+                for c in range(nc):
+                    v = np.int64(indices[r, c]) + 1
+                    k = np.uint64(v) * two * np.uint64(v > 0)
+                    acc += k * amul[c]
+                    hc[c] += k * bm
+            hrow[r] = _final(acc)
+    outc = np.empty(nc, np.uint64)
+    for c in range(nc):
+        h = np.uint64(0)
+        for t in range(nt):
+            h += hcol[t, c]
+        outc[c] = _final(h)
+    return hrow, outc
 
 
 @nb.njit(inline="always")
@@ -186,30 +203,38 @@ def _group(hashes, order, indices, sign, has_sign, by_row):
 _NO_SIGN = np.ones((1, 1), np.int8)
 
 
-def _groups_nb(indices: np.ndarray, sign: np.ndarray | None, by_row: bool) -> np.ndarray:
+def line_groups_nb(indices: np.ndarray, sign: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """numba twin of ``(row_groups_ref, col_groups_ref)``: hash every row and column in one pass over
+    the matrix (:func:`_line_hashes`), sort the hashes, then confirm exactly within equal hashes."""
     indices = np.ascontiguousarray(indices)
     has_sign = sign is not None
     sg = np.ascontiguousarray(sign) if has_sign else _NO_SIGN
-    h = _row_hashes(indices, sg, has_sign) if by_row else _col_hashes(indices, sg, has_sign)
-    order = np.argsort(h, kind="stable")
-    return _group(h, order, indices, sg, has_sign, by_row)
+    hr, hc = _line_hashes(indices, sg, has_sign, nb.get_num_threads())
+    rows = _group(hr, np.argsort(hr, kind="stable"), indices, sg, has_sign, True)
+    cols = _group(hc, np.argsort(hc, kind="stable"), indices, sg, has_sign, False)
+    return rows, cols
 
 
 def row_groups_nb(indices: np.ndarray, sign: np.ndarray | None) -> np.ndarray:
     """numba twin of :func:`row_groups_ref` (hash each row, then confirm exactly within equal hashes)."""
-    return _groups_nb(indices, sign, True)
+    return line_groups_nb(indices, sign)[0]
 
 
 def col_groups_nb(indices: np.ndarray, sign: np.ndarray | None) -> np.ndarray:
     """numba twin of :func:`col_groups_ref`."""
-    return _groups_nb(indices, sign, False)
+    return line_groups_nb(indices, sign)[1]
+
+
+def line_groups_ref(indices: np.ndarray, sign: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(row_groups_ref(...), col_groups_ref(...))``."""
+    return row_groups_ref(indices, sign), col_groups_ref(indices, sign)
 
 
 def _group_kernels(backend: str):
     if backend == "numba":
-        return row_groups_nb, col_groups_nb
+        return line_groups_nb
     if backend == "numpy":
-        return row_groups_ref, col_groups_ref
+        return line_groups_ref
     raise ValueError(f"unknown backend {backend!r}; choose 'numba' or 'numpy'")
 
 
@@ -370,9 +395,7 @@ def layer_degeneracy(layer: LayerMap, rank_limit: int = RANK_LIMIT, rank_draws: 
         raise ValueError(f"expected a LayerMap, got {type(layer).__name__}; take one from IndexMap.layers")
     if rank_limit < 0 or rank_draws < 1:
         raise ValueError(f"need rank_limit >= 0 and rank_draws >= 1, got {rank_limit}, {rank_draws}")
-    rows_k, cols_k = _group_kernels(backend)
-    rg = rows_k(layer.indices, layer.sign)
-    cg = cols_k(layer.indices, layer.sign)
+    rg, cg = _group_kernels(backend)(layer.indices, layer.sign)
     rep_r = np.flatnonzero(rg == np.arange(rg.size))
     rep_c = np.flatnonzero(cg == np.arange(cg.size))
     ranks = None

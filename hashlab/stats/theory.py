@@ -5,7 +5,8 @@
   closed-form variance (Nemenman, Shafee & Bialek 2002, eqs. for the second moment). What a
   map *measures* is the plug-in entropy of the loads of ``m`` draws from ``p``; it is biased low
   when ``m / n`` is small. Its exact mean under the Dirichlet-multinomial model uses the
-  beta-binomial marginal of one entry's load.
+  beta-binomial marginal of one entry's load (the Miller-Madow expansion for large ``m``); its sd
+  given ``p`` has a second-order closed form for large ``m / n`` (simulated below that).
 * Neighborhood hash (eq. 10): ``h(i) = (i + U{-r..r}) mod n``, so the offsets
   ``(h(i) - i) mod n`` are uniform on ``[-r, r]`` (folded mod ``n`` when ``2r + 1 > n``).
 * Modulus hash (eq. 1): ``i mod n`` gives loads that differ by at most one.
@@ -29,7 +30,8 @@ from .kernels import loads_nb
 
 __all__ = [
     "dirichlet_expected_entropy", "dirichlet_entropy_sd", "dirichlet_multinomial_expected_entropy",
-    "simulate_plugin_entropy", "DirichletCheck", "dirichlet_entropy_check", "layer_identifiers",
+    "simulate_plugin_entropy", "plugin_entropy_sd", "PLUGIN_METHODS", "ASYMPTOTIC_MIN_LOAD", "DirichletCheck",
+    "dirichlet_entropy_check", "layer_identifiers",
     "neighborhood_offsets", "OffsetCheck", "neighborhood_offset_check", "is_exactly_balanced",
     "modulus_balance_check", "table_loads",
 ]
@@ -90,28 +92,53 @@ def dirichlet_entropy_sd(n: int, alpha: float) -> float:
     return float(np.sqrt(max(var, 0.0)))
 
 
+PLUGIN_METHODS = ("auto", "exact", "asymptotic", "simulate")
+
+ASYMPTOTIC_MIN_LOAD = 20.0
+"""Mean load ``m / n`` from which :func:`dirichlet_entropy_check` uses the closed-form sd of the plug-in
+entropy (:func:`plugin_entropy_sd`) instead of simulating it: there its relative error is below 1.5 %
+(measured against 20,000-draw simulations for alpha 0.1 ... 100, n = 1000), a third of the 5 %
+standard error of the 200-draw simulation it replaces."""
+
+
 def dirichlet_multinomial_expected_entropy(m: int, n: int, alpha: float, max_exact: int = 500_000,
-                                           draws: int = 400, seed: int = 0) -> float:
+                                           draws: int = 400, seed: int = 0, method: str = "auto") -> float:
     """Mean plug-in entropy (nats) of the loads of ``m`` draws from ``p ~ Dir(alpha 1_n)``.
 
     One entry's load is ``BetaBinomial(m, alpha, (n - 1) alpha)``, so
-    ``E[H_hat] = -n sum_c P(c) (c/m) ln(c/m)``: evaluated exactly (O(m), log-gamma form) when
-    ``m <= max_exact``. Above that, estimated by ``draws`` seeded simulations of
-    ``p ~ Dir``, loads ``~ Multinomial(m, p)`` (standard error ``~ sd(H) / sqrt(draws)``).
+    ``E[H_hat] = -n sum_c P(c) (c/m) ln(c/m)``. Methods:
+
+    * ``"exact"``: that sum (O(m), log-gamma form);
+    * ``"asymptotic"``: the Miller-Madow expansion averaged over ``p``,
+      ``E[H_hat] = E[H(p)] - (n - 1) / (2 m) + o(1 / m)`` (Miller 1955; :func:`dirichlet_expected_entropy`),
+      O(1). Measured against the exact sum at ``m = 500,000``, ``n = 1000``: error 2e-6 nats for
+      alpha = 1, 4e-7 for alpha >= 10, 1e-3 for alpha = 0.001 (entries with ``m p`` of order one,
+      which the expansion treats as well-sampled), 3e-4 for alpha = 0.1; the error falls like ``1 / m``
+      or faster, and stays below 0.5 % of :func:`dirichlet_entropy_sd` in all these cases;
+    * ``"simulate"``: the reference twin: the mean of ``draws`` seeded simulations of
+      ``p ~ Dir``, loads ``~ Multinomial(m, p)`` (standard error ``~ sd(H) / sqrt(draws)``);
+    * ``"auto"`` (default): exact when ``m <= max_exact``, else asymptotic.
+
     This is what the entropy of a Dirichlet map with ``m`` weights per table should be on
     average (lower than :func:`dirichlet_expected_entropy` when ``m / n`` is small).
 
     Raises
     ------
     ValueError
-        If ``m < 1``, ``n < 1`` or ``alpha <= 0``.
+        If ``m < 1``, ``n < 1``, ``alpha <= 0`` or ``method`` is unknown.
     """
     _check_alpha_n(n, alpha)
     if m < 1:
         raise ValueError(f"m (draws) must be >= 1, got {m}")
+    if method not in PLUGIN_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {PLUGIN_METHODS}")
     if n == 1:
         return 0.0
-    if m > max_exact:
+    if method == "auto":
+        method = "exact" if m <= max_exact else "asymptotic"
+    if method == "asymptotic":
+        return dirichlet_expected_entropy(n, alpha) - (n - 1) / (2.0 * m)
+    if method == "simulate":
         rng = np.random.default_rng(seed)
         q = rng.multinomial(m, rng.dirichlet(np.full(n, float(alpha)), size=draws)) / m
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -122,6 +149,35 @@ def dirichlet_multinomial_expected_entropy(m: int, n: int, alpha: float, max_exa
               + sp.betaln(c + a, m - c + b) - sp.betaln(a, b))
     f = c / m
     return float(-n * (np.exp(logpmf) * f * np.log(f)).sum())
+
+
+def plugin_entropy_sd(p: np.ndarray, m: int) -> float:
+    """Standard deviation (nats) of the plug-in entropy of ``Multinomial(m, p)`` loads, to second order.
+
+    ``Var(H_hat) = (sum_e p_e ln^2 p_e - H(p)^2) / m + (k - 1) / (2 m^2) + O(m^-3)`` with ``k`` the
+    entries with ``p_e > 0`` (Basharin 1959; Harris 1975). The first term is the delta method; the
+    second is the chi-square fluctuation that alone remains for a uniform ``p``. O(n). Accurate
+    when the mean load ``m / n`` is large (:data:`ASYMPTOTIC_MIN_LOAD`); :func:`simulate_plugin_entropy`
+    is the reference.
+
+    Parameters
+    ----------
+    p : ndarray of float64, shape (n,), summing to 1
+    m : int, >= 1
+
+    Raises
+    ------
+    ValueError
+        If ``m < 1``.
+    """
+    if m < 1:
+        raise ValueError(f"m (draws) must be >= 1, got {m}")
+    p = np.asarray(p, dtype=np.float64)
+    p = p[p > 0]
+    lp = np.log(p)
+    h = -float(p @ lp)
+    var = (float(p @ (lp * lp)) - h * h) / m + (p.size - 1) / (2.0 * m * m)
+    return float(np.sqrt(max(var, 0.0)))
 
 
 def simulate_plugin_entropy(p: np.ndarray, m: int, draws: int = 200, seed: int = 0) -> tuple[float, float]:
@@ -168,10 +224,12 @@ class DirichletCheck:
     expected_sd : float
         Its standard deviation (:func:`dirichlet_entropy_sd`).
     expected_plugin : float
-        ``E[H_hat]`` for ``m`` draws (:func:`dirichlet_multinomial_expected_entropy`; simulated,
-        seeded by the map's seed, above 500,000 weights per table).
+        ``E[H_hat]`` for ``m`` draws (:func:`dirichlet_multinomial_expected_entropy`: exact up to
+        500,000 weights per table, the Miller-Madow expansion above).
     plugin_sd : float
-        Simulated sd of ``H_hat`` given the drawn ``p`` (:func:`simulate_plugin_entropy`).
+        sd of ``H_hat`` given the drawn ``p``: :func:`plugin_entropy_sd` when ``m / n`` is at least
+        :data:`ASYMPTOTIC_MIN_LOAD`, else simulated (:func:`simulate_plugin_entropy`, seeded by the
+        map's seed).
     z_drawn : float
         ``(drawn - expected) / expected_sd``: is the table's ``p`` a typical Dirichlet draw?
     z_measured : float
@@ -196,7 +254,8 @@ class DirichletCheck:
 
 
 def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: int | None = None,
-                            draws: int = 200) -> list[DirichletCheck]:
+                            draws: int = 200, asymptotic_min_load: float = ASYMPTOTIC_MIN_LOAD
+                            ) -> list[DirichletCheck]:
     """Compare each table of a Dirichlet map with :func:`dirichlet_expected_entropy` and friends.
 
     Parameters
@@ -206,7 +265,10 @@ def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: in
         and ``seed`` unless given).
     alpha, seed : optional overrides
     draws : int
-        Simulations for ``plugin_sd``.
+        Simulations for ``plugin_sd`` when ``m / n < asymptotic_min_load``.
+    asymptotic_min_load : float
+        Mean load from which ``plugin_sd`` is the closed form :func:`plugin_entropy_sd`
+        (``inf``: always simulate, as before).
 
     Raises
     ------
@@ -229,7 +291,10 @@ def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: in
         drawn = entropy_nats(p)
         e, sd = dirichlet_expected_entropy(n, alpha), dirichlet_entropy_sd(n, alpha)
         e_plug = dirichlet_multinomial_expected_entropy(m, n, alpha, seed=seed)
-        _, psd = simulate_plugin_entropy(p, m, draws=draws, seed=seed)
+        if m >= asymptotic_min_load * n:
+            psd = plugin_entropy_sd(p, m)
+        else:
+            _, psd = simulate_plugin_entropy(p, m, draws=draws, seed=seed)
         out.append(DirichletCheck(
             table=t, n=n, m=m, alpha=float(alpha), measured=measured, drawn=drawn, expected=e, expected_sd=sd,
             expected_plugin=e_plug, plugin_sd=psd, z_drawn=(drawn - e) / sd if sd > 0 else 0.0,

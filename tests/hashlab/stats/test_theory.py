@@ -11,7 +11,8 @@ from hashlab import ARCHITECTURES, Architecture, HashSpec, build_map
 from hashlab.stats import map_report
 from hashlab.stats.theory import (dirichlet_entropy_check, dirichlet_entropy_sd, dirichlet_expected_entropy,
                             dirichlet_multinomial_expected_entropy, is_exactly_balanced, modulus_balance_check,
-                            neighborhood_offset_check, neighborhood_offsets, simulate_plugin_entropy)
+                            neighborhood_offset_check, neighborhood_offsets, plugin_entropy_sd,
+                            simulate_plugin_entropy)
 
 ALPHAS = [pytest.param(a, id=f"alpha={a:g}") for a in (0.01, 0.1, 1.0, 10.0, 100.0)]
 
@@ -132,5 +133,61 @@ def test_uniform_hash_chi2_p_values_are_not_extreme_over_seeds():
 
 def test_plugin_entropy_simulation_path_agrees_with_the_exact_sum():
     exact = dirichlet_multinomial_expected_entropy(20_000, 500, 0.2)
-    simulated = dirichlet_multinomial_expected_entropy(20_000, 500, 0.2, max_exact=0, draws=2000, seed=1)
+    simulated = dirichlet_multinomial_expected_entropy(20_000, 500, 0.2, draws=2000, seed=1, method="simulate")
     assert simulated == pytest.approx(exact, abs=4 * dirichlet_entropy_sd(500, 0.2) / math.sqrt(2000))
+
+
+@pytest.mark.parametrize("alpha", [pytest.param(a, id=f"alpha={a:g}") for a in (0.001, 0.1, 1.0, 100.0)])
+def test_plugin_entropy_asymptotic_mean_is_close_to_the_exact_sum(alpha):
+    """The Miller-Madow path (used above max_exact) against the exact beta-binomial sum at m = 500,000,
+    where the switch is: within 0.5 % of sd(H), far inside the 5 % standard error of the simulation it
+    replaced (the error falls further with m)."""
+    m, n = 500_000, 1000
+    exact = dirichlet_multinomial_expected_entropy(m, n, alpha, method="exact")
+    asym = dirichlet_multinomial_expected_entropy(m, n, alpha, max_exact=m - 1)
+    assert asym == dirichlet_multinomial_expected_entropy(m, n, alpha, method="asymptotic")
+    assert abs(asym - exact) < 0.005 * dirichlet_entropy_sd(n, alpha)
+    assert abs(asym - exact) < 1.5e-3
+
+
+@pytest.mark.parametrize("m, n, alpha", [(20_000, 1000, 1.0), (5_000_000, 1000, 1.0), (20_000, 500, 0.2)])
+def test_plugin_entropy_asymptotic_mean_agrees_with_its_simulation_twin(m, n, alpha):
+    simulated = dirichlet_multinomial_expected_entropy(m, n, alpha, draws=1000, seed=2, method="simulate")
+    asym = dirichlet_multinomial_expected_entropy(m, n, alpha, method="asymptotic")
+    assert asym == pytest.approx(simulated, abs=4 * dirichlet_entropy_sd(n, alpha) / math.sqrt(1000))
+
+
+@pytest.mark.parametrize("alpha", [pytest.param(a, id=f"alpha={a:g}") for a in (0.1, 1.0, 100.0)])
+@pytest.mark.parametrize("load", [20, 200, 5000])
+def test_plugin_entropy_sd_matches_simulation(alpha, load):
+    """The closed-form sd against its simulation twin, within the simulation's error (2,000 draws:
+    the sd's relative standard error is about 1.6 %) plus the 1.5 % the expansion may be off."""
+    n = 1000
+    p = np.random.default_rng(5).dirichlet(np.full(n, alpha))
+    _, sd_sim = simulate_plugin_entropy(p, load * n, draws=2000, seed=6)
+    assert plugin_entropy_sd(p, load * n) == pytest.approx(sd_sim, rel=4 * 0.016 + 0.015)
+
+
+def test_plugin_entropy_sd_of_a_uniform_p_is_the_chi_square_term():
+    n, m = 100, 50_000
+    assert plugin_entropy_sd(np.full(n, 1.0 / n), m) == pytest.approx(math.sqrt((n - 1) / 2) / m, rel=1e-9)
+    with pytest.raises(ValueError, match="m"):
+        plugin_entropy_sd(np.full(n, 1.0 / n), 0)
+
+
+def test_plugin_method_is_checked():
+    with pytest.raises(ValueError, match="method"):
+        dirichlet_multinomial_expected_entropy(100, 10, 1.0, method="guess")
+
+
+def test_dirichlet_check_switches_to_the_closed_form_sd_at_the_load_threshold():
+    """MNIST MLP: layer 0 (156,800 weights on 1000 entries) takes the closed form, the last layer
+    (2,000) the simulation; asymptotic_min_load=inf reproduces the all-simulated check."""
+    imap = build_map(HashSpec(kind="dirichlet", alpha=1.0, table_size=1000, seed=11), ARCHITECTURES["mnist-mlp"])
+    fast = dirichlet_entropy_check(imap, draws=50)
+    sim = dirichlet_entropy_check(imap, draws=50, asymptotic_min_load=math.inf)
+    assert fast[2].plugin_sd == sim[2].plugin_sd  # 2,000 weights: simulated either way
+    for f, s in zip(fast[:2], sim[:2]):
+        assert f.m >= 20 * f.n
+        assert f.expected_plugin == s.expected_plugin
+        assert f.plugin_sd == pytest.approx(s.plugin_sd, rel=4 / math.sqrt(2 * 49) + 0.015)
