@@ -41,7 +41,8 @@ PAPER = ("sgd", "none")
 def arms_of(rows: list[dict]) -> list[tuple[str, str]]:
     """The arms present among the control rows, the paper's first."""
     have = {(r.get("optimizer") or "sgd", r.get("table_grad_scale") or "none") for r in _control_rows(rows)}
-    return sorted(have, key=lambda a: (a != PAPER, a))
+    order = [PAPER, ("sgd", "load"), ("adam", "none"), ("adam", "load")]
+    return sorted(have, key=lambda a: (order.index(a) if a in order else len(order), a))
 
 
 def _control_rows(rows: list[dict]) -> list[dict]:

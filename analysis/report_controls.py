@@ -53,7 +53,8 @@ def _figure(rows: list[dict], path: Path, dataset: str, epochs: int) -> Path | N
             if not alphas:
                 continue
             iv = [cells[(*arm, s, a)] for a in alphas]
-            line, = ax.plot(alphas, [100 * c.mean for c in iv], marker="o", ms=3.5, label=_name(arm))
+            line, = ax.plot(alphas, [100 * c.mean for c in iv], marker="o", ms=3.5, label=_name(arm),
+                            ls="--" if arm[1] != "none" else "-")  # dashed: load-normalized
             low, high = (np.clip([100 * getattr(c, k) for c in iv], 0, 100) for k in ("low", "high"))
             ax.fill_between(alphas, low, high, color=line.get_color(), alpha=0.12, lw=0)
         ax.set_xscale("log")
@@ -122,6 +123,11 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
                 f"{_pct(cells[(*arm, s, a)].mean)} [{_pct(cells[(*arm, s, a)].low)}, {_pct(cells[(*arm, s, a)].high)}]"
                 if (*arm, s, a) in cells else "" for a in alphas) + " |")
     L.append("")
+    same = [(k[2], k[3]) for k in cells if k[:2] == ("adam", "none") and ("adam", "load", *k[2:]) in cells]
+    if same:
+        worst = max(abs(cells[("adam", "none", *c)].mean - cells[("adam", "load", *c)].mean) for c in same)
+        L += [f"Check: Adam with and without the load normalization differ by at most {100 * worst:.3f} pp in any "
+              f"cell mean (over {len(same)} cells), as Adam's invariance to a per-entry gradient scale predicts.", ""]
     if gaps:
         lo, hi = gaps[0].alpha_low, gaps[0].alpha_high
         L += [f"### How much of the gap between α = {lo:g} and α = {hi:g} remains under each control", "",
@@ -168,7 +174,8 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
               "also correlates; the table ranks candidates, it does not establish a cause.", "",
               "| statistic | definition | Spearman ρ | p |", "|---|---|---|---|"]
         for p in preds:
-            L.append(f"| `{p.name}` | {p.description} | {p.rho:+.3f} | {_p(p.p_value)} |")
+            rho = "n/a: the same on every map" if math.isnan(p.rho) else f"{p.rho:+.3f}"
+            L.append(f"| `{p.name}` | {p.description} | {rho} | {_p(p.p_value)} |")
         L += ["", f"Best predictor: `{preds[0].name}` (ρ = {preds[0].rho:+.3f}). Every number of this section is in "
               "`controls.json`.", ""]
     return L
