@@ -1,10 +1,10 @@
-"""Index file format (v2, and v1 read and written): the contract between hashlab and any trainer.
+"""Index file format (v3, v2 and v1 read and written): the contract between hashlab and any trainer.
 
 An index file is a valid `safetensors <https://github.com/huggingface/safetensors>`_ file
 with a hashlab header in ``__metadata__``. It holds no pickle, is memory-mappable and is
 readable by numpy alone. The normative specification is ``docs/FORMAT.md``; this module is
 its reference writer and reader (the container rules are in :mod:`hashlab.io.container`), and
-``tests/hashlab/io/test_format.py`` pins the bytes of both versions with golden files.
+``tests/hashlab/io/test_format.py`` pins the bytes of every version with golden files.
 """
 from __future__ import annotations
 
@@ -314,7 +314,7 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
         Check every index is in ``[-1, table_size)``, every sign is +-1 and every initial table
         value is finite (O(N)).
     verify : bool
-        v2 only: check the SHA-256 of the data buffer against the header's ``checksum`` (O(N),
+        v2 and v3: check the SHA-256 of the data buffer against the header's ``checksum`` (O(N),
         reads the whole file). ``False`` skips it (trusted files, speed).
     max_table_entries : int
         Refuse a file whose tables, not stored in the file, total more entries than this
@@ -323,7 +323,7 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
     Returns
     -------
     IndexMap
-        With ``initial_tables`` set if the file stores any (v2).
+        With ``initial_tables`` set if the file stores any (v2, v3).
 
     Raises
     ------
