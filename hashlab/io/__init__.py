@@ -1,4 +1,5 @@
-"""Stage 2, io: an :class:`~hashlab.maps.IndexMap` in, an index file (format v3, or v2 when it suffices; docs/FORMAT.md) out, and back.
+"""Stage 2, io: an :class:`~hashlab.maps.IndexMap` in, an index file out (format v3, or v2 when it
+suffices; docs/FORMAT.md), and back.
 
 Also the atomic writes every hashlab output goes through, the path checks entry points run
 before any work (:mod:`hashlab.io.paths`) and the error classes with their exit codes
