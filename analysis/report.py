@@ -19,6 +19,7 @@ import numpy as np
 from hashlab.io.atomic import atomic_write_json, atomic_write_text
 
 from .claims import ClaimResult, cell_means, claim_1, judge_all
+from .formatting import ci, p_value, pp
 from .inference import ALPHA, MARGIN, mean_ci
 
 __all__ = ["write_report", "figures", "STAND_IN"]
@@ -28,22 +29,6 @@ STAND_IN = ("**Fashion-MNIST is a stand-in.** The paper's CIFAR-10 claims (2, 5,
             "report, so Fashion-MNIST on the MNIST MLP (784-200-200-10) stands in for it. Agreement or "
             "disagreement here says nothing direct about CIFAR-10.")
 _PARAM = {"balance": ("alpha", "Dirichlet α"), "noise": ("radius", "radius r")}
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
-
-
-def _ci(iv) -> str:
-    return f"{_pct(iv.mean)} [{_pct(iv.low)}, {_pct(iv.high)}]"
-
-
-def _pp(iv) -> str:
-    return f"{100 * iv.mean:+.2f} pp [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}]"
-
-
-def _p(p: float) -> str:
-    return "n/a" if p is None or math.isnan(p) else (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
 
 
 # --------------------------------------------------------------------------- figures
@@ -118,7 +103,7 @@ def _grid_markdown(rows: list[dict], study: str) -> list[str]:
     lines = ["| sparsity | " + " | ".join(f"{label} = {v:g}" for v in values) + " |",
              "|---|" + "---|" * len(values)]
     for s, by in sorted(cells.items()):
-        lines.append(f"| {s:g} | " + " | ".join(_ci(by[v]) if v in by else "" for v in values) + " |")
+        lines.append(f"| {s:g} | " + " | ".join(ci(by[v]) if v in by else "" for v in values) + " |")
     return ["Test accuracy (%), mean [95% CI] over seeds:", ""] + lines + [""]
 
 
@@ -128,13 +113,13 @@ def _findings_markdown(c: ClaimResult) -> list[str]:
     for f in c.findings:
         trend = "" if f.trend is None else (
             "n/a (needs >= 2 seeds and >= 3 grid values)" if math.isnan(f.trend.p_value) else
-            f"L = {f.trend.statistic:.0f}, p = {_p(f.trend.p_value)} ({f.trend.direction})")
+            f"L = {f.trend.statistic:.0f}, p = {p_value(f.trend.p_value)} ({f.trend.direction})")
         if f.curvature is not None:
             cv = f.curvature
             trend = (f"quadratic coef {100 * cv.coef:+.3f} pp/sd² [{100 * cv.low:+.3f}, {100 * cv.high:+.3f}], "
-                     f"p = {_p(cv.p_value)}; linear p = {_p(cv.linear_p_value)}")
-        ends = "" if f.ends is None else _pp(f.ends.diff)
-        tp = "" if f.ends is None else _p(f.ends.p_value)
+                     f"p = {p_value(cv.p_value)}; linear p = {p_value(cv.linear_p_value)}")
+        ends = "" if f.ends is None else pp(f.ends.diff)
+        tp = "" if f.ends is None else p_value(f.ends.p_value)
         lev = "" if f.levels_off is None else f"{f.levels_off:g}"
         lines.append(f"| {f.label} | {f.seeds} | {trend} | {ends} | {tp} | {lev} | {f.verdict or '-'} |")
     return lines + [""]
@@ -167,7 +152,7 @@ def _radius_zero_structure(rows: list[dict]) -> list[str]:
                          + " / ".join(f"{d.distinct_rows} of {d.out_features}" for d in deg.layers) + " | "
                          + " / ".join(str(d.rank_bound) for d in deg.layers) + " | "
                          + " / ".join("" if d.random_rank is None else str(d.random_rank) for d in deg.layers)
-                         + f" | {_ci(acc)} |")
+                         + f" | {ci(acc)} |")
     return lines + [""]
 
 
@@ -181,7 +166,7 @@ def _controls_markdown(rows: list[dict]) -> list[str]:
     sparsities = sorted({r["sparsity"] for r in ctl})
     lines = ["| sparsity | " + " | ".join(names[k] for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
     for s in sparsities:
-        cells = [_ci(mean_ci([r["test_accuracy"] for r in ctl if r["kind"] == k and r["sparsity"] == s]))
+        cells = [ci(mean_ci([r["test_accuracy"] for r in ctl if r["kind"] == k and r["sparsity"] == s]))
                  for k in kinds]
         lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
     return ["Test accuracy (%), mean [95% CI] over seeds:", ""] + lines + [""]
@@ -202,8 +187,8 @@ def _epochs_markdown(rows: list[dict], epochs: int) -> list[str]:
     for label, rs in ((epochs, short), (e_long, longer)):
         c = claim_1([{**r, "study": "balance"} for r in rs])  # the epochs rows judged as a balance study
         for f in c.findings:
-            lines.append(f"| {f.label.split()[-1]} | {label} | {_pp(f.ends.diff) if f.ends else ''} | "
-                         f"{_p(f.trend.p_value) if f.trend else ''} | {f.verdict} |")
+            lines.append(f"| {f.label.split()[-1]} | {label} | {pp(f.ends.diff) if f.ends else ''} | "
+                         f"{p_value(f.trend.p_value) if f.trend else ''} | {f.verdict} |")
     return lines + [""]
 
 
@@ -277,7 +262,7 @@ def write_report(rows: list[dict], out: str | Path, *, profile, dataset: str, pl
             ctl = [r for r in rows if r["study"] == "controls" and r["kind"] == "modulus"]
             if ctl:
                 L += ["The controls study trains the modulus hash itself (the same map as radius 0): "
-                      + ", ".join(f"sparsity {s:g}: {_ci(mean_ci([r['test_accuracy'] for r in ctl if r['sparsity'] == s]))}"
+                      + ", ".join(f"sparsity {s:g}: {ci(mean_ci([r['test_accuracy'] for r in ctl if r['sparsity'] == s]))}"
                                   for s in sorted({r['sparsity'] for r in ctl})) + ".", ""]
     if any(r["study"] == "controls" for r in rows):
         L += ["## Controls", ""] + _controls_markdown(rows)

@@ -12,6 +12,7 @@ from hashlab.io.atomic import atomic_write_json
 
 from .controls import (STUDY, arm_gaps, arms_of, cell_intervals, map_predictors, map_statistics_for_predictors,
                        residual_gaps)
+from .formatting import ci, p_value, pp
 from .inference import ALPHA
 
 __all__ = ["controls_section", "ARM_NAMES"]
@@ -22,18 +23,6 @@ ARM_NAMES = {("sgd", "none"): "SGD (paper)", ("sgd", "load"): "SGD + load-normal
 
 def _name(arm: tuple[str, str]) -> str:
     return ARM_NAMES.get(arm, "/".join(arm))
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
-
-
-def _pp(iv) -> str:
-    return f"{100 * iv.mean:+.2f} pp [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}]"
-
-
-def _p(p: float) -> str:
-    return "n/a" if p is None or math.isnan(p) else (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
 
 
 def _figure(rows: list[dict], path: Path, dataset: str, epochs: int) -> Path | None:
@@ -119,9 +108,8 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
           "| sparsity | arm | " + " | ".join(f"α = {a:g}" for a in alphas) + " |", "|---|---|" + "---|" * len(alphas)]
     for s in sorted({k[2] for k in cells}):
         for arm in arms:
-            L.append(f"| {s:g} | {_name(arm)} | " + " | ".join(
-                f"{_pct(cells[(*arm, s, a)].mean)} [{_pct(cells[(*arm, s, a)].low)}, {_pct(cells[(*arm, s, a)].high)}]"
-                if (*arm, s, a) in cells else "" for a in alphas) + " |")
+            L.append(f"| {s:g} | {_name(arm)} | "
+                     + " | ".join(ci(cells[(*arm, s, a)]) if (*arm, s, a) in cells else "" for a in alphas) + " |")
     L.append("")
     same = [(k[2], k[3]) for k in cells if k[:2] == ("adam", "none") and ("adam", "load", *k[2:]) in cells]
     if same:
@@ -137,9 +125,9 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
               "| sparsity | arm | seeds | gap, 95% CI | p | change vs paper, 95% CI | p | remaining |",
               "|---|---|---|---|---|---|---|---|"]
         for g in gaps:
-            vs = ("", "") if g.vs_paper is None else (_pp(g.vs_paper.diff), _p(g.vs_paper.p_value))
+            vs = ("", "") if g.vs_paper is None else (pp(g.vs_paper.diff), p_value(g.vs_paper.p_value))
             rem = "" if g.remaining is None else f"{100 * g.remaining:.0f}%"
-            L.append(f"| {g.sparsity:g} | {_name(g.arm)} | {g.gap.diff.n} | {_pp(g.gap.diff)} | {_p(g.gap.p_value)} "
+            L.append(f"| {g.sparsity:g} | {_name(g.arm)} | {g.gap.diff.n} | {pp(g.gap.diff)} | {p_value(g.gap.p_value)} "
                      f"| {vs[0]} | {vs[1]} | {rem} |")
         L.append("")
     if residual:
@@ -151,7 +139,7 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
               "| sparsity | α | " + " | ".join(_name(a) for a in arms) + " | smallest gap | remains under every arm |",
               "|---|---|" + "---|" * len(arms) + "---|---|"]
         for g in residual:
-            cellv = [f"{_pp(g.gaps[a].diff)}, p = {_p(g.gaps[a].p_value)}" if a in g.gaps else "" for a in arms]
+            cellv = [f"{pp(g.gaps[a].diff)}, p = {p_value(g.gaps[a].p_value)}" if a in g.gaps else "" for a in arms]
             L.append(f"| {g.sparsity:g} | {g.alpha:g} | " + " | ".join(cellv)
                      + f" | {_name(g.best_arm)} | {'**yes**' if g.remains else 'no'} |")
         L.append("")
@@ -175,7 +163,7 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
               "| statistic | definition | Spearman ρ | p |", "|---|---|---|---|"]
         for p in preds:
             rho = "n/a: the same on every map" if math.isnan(p.rho) else f"{p.rho:+.3f}"
-            L.append(f"| `{p.name}` | {p.description} | {rho} | {_p(p.p_value)} |")
+            L.append(f"| `{p.name}` | {p.description} | {rho} | {p_value(p.p_value)} |")
         L += ["", f"Best predictor: `{preds[0].name}` (ρ = {preds[0].rho:+.3f}). Every number of this section is in "
               "`controls.json`.", ""]
     return L

@@ -17,7 +17,8 @@ import numpy as np
 
 from hashlab.io.atomic import atomic_write_json, atomic_write_text
 
-from .inference import ALPHA, mean_ci, paired_difference
+from .formatting import ci, p_value, pct, pp
+from .inference import ALPHA, Interval, mean_ci, paired_difference
 
 __all__ = ["STUDY", "PUBLISHED", "comparisons", "write_hashednets_report"]
 
@@ -73,14 +74,6 @@ def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
         entry["published"] = [p for p in PUBLISHED if p["compression"] == c]
         out.append(entry)
     return out
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
-
-
-def _iv(d: dict) -> str:
-    return f"{_pct(d['mean'])} [{_pct(d['low'])}, {_pct(d['high'])}]"
 
 
 def _inside(value: float, d: dict) -> str:
@@ -140,11 +133,10 @@ def write_hashednets_report(rows: list[dict], out: str | Path, *, profile, datas
           "|---|---|---|---|---|---|"]
     for c in comps:
         d = c["hashed_minus_nn"]
-        diff = "" if d is None else (f"{100 * d['diff']['mean']:+.2f} pp [{100 * d['diff']['low']:+.2f}, "
-                                     f"{100 * d['diff']['high']:+.2f}]")
-        p = "" if d is None or d["p_value"] is None or math.isnan(d["p_value"]) else f"{d['p_value']:.2g}"
-        L.append(f"| {c['compression']} | {_iv(c['hashed']['accuracy'])} (n={c['hashed']['runs']}) | "
-                 f"{_iv(c['NN']['accuracy'])} (n={c['NN']['runs']}) | {diff} | {p} | "
+        diff = "" if d is None else pp(Interval(**d["diff"]))
+        p = "" if d is None or d["p_value"] is None or math.isnan(d["p_value"]) else p_value(d["p_value"])
+        L.append(f"| {c['compression']} | {ci(Interval(**c['hashed']['accuracy']))} (n={c['hashed']['runs']}) | "
+                 f"{ci(Interval(**c['NN']['accuracy']))} (n={c['NN']['runs']}) | {diff} | {p} | "
                  f"{'/'.join(f'{x:,}' for x in c['hashed']['parameters'])} / "
                  f"{'/'.join(f'{x:,}' for x in c['NN']['parameters'])} |")
     L += ["", "## Beside the published figures", "",
@@ -155,11 +147,11 @@ def write_hashednets_report(rows: list[dict], out: str | Path, *, profile, datas
     for c in comps:
         for pub in c["published"]:
             ours, rng = c[pub["model"]]["accuracy"], c[pub["model"]]["range"]
-            runs = "" if rng is None else f"{_pct(rng[0])}–{_pct(rng[1])}"
+            runs = "" if rng is None else f"{pct(rng[0])}–{pct(rng[1])}"
             within = "" if rng is None else (", within our runs' range" if rng[0] <= pub["accuracy"] <= rng[1]
                                              else ", outside our runs' range")
-            L.append(f"| {c['compression']} | {pub['model']} | {_pct(pub['accuracy'])} | {pub['source']} | "
-                     f"{_iv(ours)} | {runs} | {_inside(pub['accuracy'], ours)} our interval{within} |")
+            L.append(f"| {c['compression']} | {pub['model']} | {pct(pub['accuracy'])} | {pub['source']} | "
+                     f"{ci(Interval(**ours))} | {runs} | {_inside(pub['accuracy'], ours)} our interval{within} |")
     L += ["",
           "The paper's own Table 1 (MNIST test error of HashNet and NN at several compression factors) could not be "
           "retrieved from the sources reachable from this machine (only the abstract), so it is not quoted; the "
