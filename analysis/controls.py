@@ -124,11 +124,11 @@ def arm_gaps(rows: list[dict], alpha_low: float | None = None, alpha_high: float
         raise ValueError(f"alpha_low={lo} and alpha_high={hi} must be in the control grid {alphas}")
     if lo >= hi:
         return []  # a grid of one alpha has no gap
-    out = []
+    out, arms = [], arms_of(rows)
     for s in sorted({k[2] for k in acc}):
         pl, ph, pseeds = _paired(acc, (*PAPER, s, lo), (*PAPER, s, hi))
         paper_gap = dict(zip(pseeds, ph - pl))
-        for arm in arms_of(rows):
+        for arm in arms:
             a_lo, a_hi, seeds = _paired(acc, (*arm, s, lo), (*arm, s, hi))
             if not seeds:
                 continue
@@ -218,14 +218,14 @@ PREDICTORS = {
 def map_statistics_for_predictors(imap) -> dict[str, float]:
     """The :data:`PREDICTORS` of one map (an :class:`hashlab.IndexMap`)."""
     from hashlab.stats.degeneracy import map_degeneracy
+    from hashlab.stats.entropy import entropy_nats
 
     ent, unused, top = [], [], []
     for lay in imap.layers:
         idx = lay.indices[lay.indices >= 0].astype(np.int64)
         n = imap.table_sizes[lay.table]
         loads = np.bincount(idx, minlength=n).astype(np.float64)
-        p = loads[loads > 0] / loads.sum()
-        ent.append(float(-(p * np.log(p)).sum() / math.log(n)))
+        ent.append(entropy_nats(loads) / math.log(n))
         unused.append(float((loads == 0).mean()))
         k = max(1, n // 100)
         top.append(float(np.sort(loads)[-k:].sum() / loads.sum()))

@@ -4,6 +4,7 @@ Numbers come from :mod:`analysis.controls`; this module only lays them out.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 import numpy as np
@@ -36,8 +37,9 @@ def _figure(rows: list[dict], path: Path, dataset: str, epochs: int) -> Path | N
     sparsities = sorted({k[2] for k in cells})
     fig = Figure(figsize=(4.0 * len(sparsities), 3.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(sparsities), sharey=True))
+    arms = arms_of(rows)
     for ax, s in zip(axes, sparsities):
-        for arm in arms_of(rows):
+        for arm in arms:
             alphas = sorted(k[3] for k in cells if k[:3] == (*arm, s))
             if not alphas:
                 continue
@@ -57,20 +59,20 @@ def _figure(rows: list[dict], path: Path, dataset: str, epochs: int) -> Path | N
     return save_figure(fig, path, dpi=130)
 
 
-def _statistics_of(dataset: str):
-    """``row -> PREDICTORS`` of the row's map, rebuilt from its spec (deterministic in the hash seed)."""
-    from hashlab import ARCHITECTURES, HashSpec, build_map
+def _statistics_of():
+    """``row -> PREDICTORS`` of the row's map, rebuilt from the row's run config (deterministic in the hash seed)."""
+    from hashlab import build_map
 
-    from .runs import ARCH_OF_DATASET
+    from .runs import RunConfig
 
+    names = {f.name for f in dataclasses.fields(RunConfig)}
     cache: dict[tuple, dict[str, float]] = {}
 
     def of(row: dict) -> dict[str, float]:
-        key = (row["alpha"], row["sparsity"], row["hash_seed"], row["table_size"])
+        run = RunConfig(**{k: v for k, v in row.items() if k in names})
+        key = (run.hash_spec(), run.architecture().features)
         if key not in cache:
-            spec = HashSpec(kind="dirichlet", alpha=row["alpha"], sparsity=row["sparsity"], seed=row["hash_seed"],
-                            table_size=row["table_size"])
-            cache[key] = map_statistics_for_predictors(build_map(spec, ARCHITECTURES[ARCH_OF_DATASET[dataset]]))
+            cache[key] = map_statistics_for_predictors(build_map(run.hash_spec(), run.architecture()))
         return cache[key]
 
     return of
@@ -83,7 +85,7 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
     out = Path(out)
     arms = arms_of(rows)
     gaps, residual = arm_gaps(rows), residual_gaps(rows)
-    preds, points = map_predictors(rows, _statistics_of(dataset))
+    preds, points = map_predictors(rows, _statistics_of())
     fig = _figure(rows, out / "figures" / "fig5_balance_under_optimizer_controls.png", dataset, epochs)
     atomic_write_json(out / "controls.json", {
         "dataset": dataset, "arms": ["/".join(a) for a in arms], "gaps": [g.to_dict() for g in gaps],

@@ -22,7 +22,8 @@ def rows_of(acc_of, seeds=range(5), sparsities=(0.0,), noise=0.004, rng_seed=0):
         for arm in ARMS:
             for a in ALPHAS:
                 for seed in seeds:
-                    rows.append({"study": "balance" if arm == PAPER else "balance_controls", "optimizer": arm[0],
+                    rows.append({"dataset": "mnist", "kind": "dirichlet",
+                                 "study": "balance" if arm == PAPER else "balance_controls", "optimizer": arm[0],
                                  "table_grad_scale": arm[1], "alpha": a, "sparsity": s, "train_seed": seed,
                                  "hash_seed": 1000 + seed, "epochs": 6, "table_size": 1000,
                                  "lr": 0.001 if arm[0] == "adam" else 0.1,
