@@ -43,19 +43,24 @@ def _model(row: dict) -> str:
     return "NN" if row["kind"] == "identity" else "hashed"
 
 
+def _hidden(row: dict) -> int:
+    """Hidden width of a row's one-hidden-layer MLP (``arch`` ``"784-h-10"``)."""
+    return int(str(row["arch"]).split("-")[1])
+
+
 def _ratio_of(row: dict, hidden_of_nn: dict[int, str]) -> str:
-    """The compression a row belongs to: its own, or (NN) the one whose hidden width round(1000 c) it has."""
+    """The compression a row belongs to: its own, or (NN) the one whose hidden width round(h c) it has,
+    h the hashed network's hidden width."""
     if row.get("compression"):
         return row["compression"]
-    width = int(str(row["arch"]).split("-")[1])
-    return hidden_of_nn.get(width, f"width {width}")
+    return hidden_of_nn.get(_hidden(row), f"width {_hidden(row)}")
 
 
 def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
     """Per compression: hashed and NN accuracy over seeds (mean, t interval) and hashed - NN paired by train seed."""
     rs = [r for r in rows if r["study"] == STUDY]
     ratios = sorted({r["compression"] for r in rs if r.get("compression")}, key=lambda c: -Fraction(c))
-    hidden = {round(1000 * Fraction(c)): c for c in ratios}
+    hidden = {round(_hidden(r) * Fraction(r["compression"])): r["compression"] for r in rs if r.get("compression")}
     out = []
     for c in ratios:
         by = {m: {r["train_seed"]: r for r in rs if _model(r) == m and _ratio_of(r, hidden) == c}
