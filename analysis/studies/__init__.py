@@ -376,19 +376,17 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
                        epochs=epochs, batch_size=p.get("batch_size", 200), limit_train=p.get("limit_train"),
                        values=dict(p.get("values", {})),
                        sparsities=None if "sparsities" not in p else tuple(float(s) for s in p["sparsities"]))
-        for s in prof.studies:
-            load_study(s).restricted(prof.values.get(s), None)
+        grids = {s: _restricted(prof, s) for s in prof.studies}  # loads and restricts each study once
         unknown = sorted(set(prof.values) - set(prof.studies))
         if unknown:
             raise StudyError(f"{where}: values given for studies {unknown} that the profile does not run")
-        for s in prof.studies:
-            study = _restricted(prof, s)
+        for s, study in grids.items():
             if study.reuse is None:
                 continue
             if study.reuse not in prof.studies:
                 raise StudyError(f"{where}: study {s!r} reuses the runs of {study.reuse!r}; add {study.reuse!r} to "
                                  f"the profile's studies")
-            outside = _grid(study) - _grid(_restricted(prof, study.reuse))
+            outside = _grid(study) - _grid(grids[study.reuse])
             if outside:
                 raise StudyError(f"{where}: study {s!r} reuses {study.reuse!r}, whose grid in this profile lacks "
                                  f"{len(outside)} of its points (e.g. {sorted(outside, key=str)[0]}); restrict "
