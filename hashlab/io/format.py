@@ -114,14 +114,14 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int | None
                          f"need v{need}); write version {need} or leave version unset")
     if version == 1 and any(t is not None for t in imap.initial_tables or ()):
         raise ValueError("format v1 cannot hold initial tables; write version 2")
+    if version == 1 and any(lay.bias_sign is not None for lay in imap.layers):  # v2 is refused above
+        raise ValueError("format v1 cannot hold bias signs; write version 3")
     layers_meta = [
         {"name": lay.name, "out_features": lay.out_features, "in_features": lay.in_features,
          "table": int(lay.table), "sign": lay.sign is not None, "bias": lay.bias_indices is not None,
          "attrs": lay.attrs, **({"bias_sign": lay.bias_sign is not None} if version >= 3 else {})}
         for lay in imap.layers
     ]
-    if version < 3 and any(lay.bias_sign is not None for lay in imap.layers):
-        raise ValueError(f"format v{version} cannot hold bias signs; write version 3")
     try:
         metadata = {
             "format": FORMAT_NAME,
