@@ -45,13 +45,19 @@ def config(data_root, **kw) -> TrainConfig:
                            "limit_train": 600, "batch_size": 100, "lr_patience": 1} | kw))
 
 
-def test_each_member_ends_as_if_trained_alone(files, data_root, one_thread):
-    cfg = config(data_root, table_grad_scale="load")
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                         reason="needs CUDA")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_each_member_ends_as_if_trained_alone(files, data_root, one_thread, device):
+    cfg = config(data_root, table_grad_scale="load", device=device)
     maps = [load_index_file(f) for f in files]
-    _, group, _, epochs, accs, losses = fit_group(maps, cfg, torch.device("cpu"), data_root)
+    dev = torch.device(device)
+    _, group, _, epochs, accs, losses = fit_group(maps, cfg, dev, data_root)
     for i, imap in enumerate(maps):
-        with torch.random.fork_rng():
-            solo, _, solo_epochs, solo_acc, solo_loss = _fit(imap, cfg, torch.device("cpu"), data_root, False)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            solo, _, solo_epochs, solo_acc, solo_loss = _fit(imap, cfg, dev, data_root, False)
         state = solo.state_dict()
         for name, value in group.member_state(i).items():
             torch.testing.assert_close(value, state[name], rtol=1e-4, atol=2e-5, msg=f"member {i} {name}")

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The CUDA checks of issue #9 in one call on a lent GPU: the CUDA tests, then the CUDA benchmarks.
+#
+# Run from the repository root with MNIST's four official .gz files under .data/MNIST/raw/
+# (carried, since ../shared/data does not travel). Logs and JSON go to $OUT (default /tmp/gpu_check).
+#   OUT=/tmp/g bash benchmarks/gpu_check.sh [quick]
+# "quick" skips the 8192x8192 layer and the reference twin.
+set -u
+OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+PY=${PY:-python3}
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+$PY -c "import torch, numba, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'numba', numba.__version__, 'numpy', numpy.__version__)" | tee -a "$OUT/gpu.txt"
+
+mkdir -p /tmp/hl_data/MNIST/raw
+for f in .data/MNIST/raw/*.gz; do gunzip -c "$f" > "/tmp/hl_data/MNIST/raw/$(basename "$f" .gz)"; done
+export HASHLAB_DATA_ROOT=/tmp/hl_data
+
+echo "== CUDA tests"
+timeout 240 $PY -m pytest -q -p no:cacheprovider -m gpu -n 4 tests/trainers 2>&1 | tail -25 | tee "$OUT/tests.txt"
+
+echo "== bench_arblinear (cuda)"
+if [ "${1:-}" = quick ]; then LARGE="--skip-large"; REF=""; else LARGE=""; REF="--ref"; fi
+timeout 200 $PY benchmarks/bench_arblinear.py --device cuda $LARGE $REF --min-run-time 0.3 \
+    --json "$OUT/arblinear_cuda.json" 2>&1 | tee "$OUT/arblinear_cuda.txt"
+
+echo "== bench_group (cuda)"
+timeout 120 $PY benchmarks/bench_group.py --device cuda --ks 1 8 32 --steps 20 \
+    --json "$OUT/group_cuda.json" 2>&1 | tee "$OUT/group_cuda.txt"
