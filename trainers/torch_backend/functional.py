@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from . import cpu_kernels
+
 __all__ = ["gather_weight", "gather_weight_ref", "gather_index", "gather_flat", "GatherPlan", "build_plan",
-           "TableGather", "entry_loads", "load_scale", "plan_indices", "plan_sign"]
+           "for_device", "TableGather", "entry_loads", "load_scale", "plan_indices", "plan_sign"]
 
 MAX_LANES = 8
 PAD_SLOTS = 64  # zero slots that zeroed weights read and accumulate into (p % 64: no long chains)
@@ -87,13 +89,16 @@ class GatherPlan:
     """How one index map reads its table: built once by :func:`build_plan`, used every step.
 
     Attributes:
-        key: int32 (int64 if the slot count reaches 2**31) tensor of shape ``(N,)``, one per
+        key: integer tensor of shape ``(N,)``, one per
             virtual weight in row-major order: ``key = ((e * lanes + p % lanes) * signs + neg)``
             with ``e`` the entry read, ``p`` the weight's flat position and ``neg = 1`` for a
             weight of sign ``-1``; a weight fixed at zero reads one of ``PAD_SLOTS`` zero slots
-            after the table's, ``key = n * lanes * signs + p % PAD_SLOTS``.
+            after the table's, ``key = n * lanes * signs + p % PAD_SLOTS``. Its dtype is the
+            narrowest that holds :attr:`slots` (:func:`key_dtype`): int16 on the CPU for tables of
+            up to about 4,000 entries (2 bytes per virtual weight), else int32 (int64 from 2**31 slots).
         table_size: ``n``.
-        lanes: accumulators per (entry, sign) in the CPU backward, a power of two in ``[1, 8]``.
+        lanes: accumulators per (entry, sign) in the CPU backward, a power of two in ``[1, 8]``
+            (1 for a plan with sorted segments: it needs none).
         signs: 2 if the map has a sign hash, else 1.
         perm: ``None``, or (for the sorted backward) int32/int64 tensor of the positions of the
             live weights sorted stably by ``(e, neg)``, shape ``(L,)``.
@@ -127,30 +132,61 @@ def choose_lanes(num_weights: int, table_size: int, signs: int) -> int:
     return lanes
 
 
+def key_dtype(slots: int, device: torch.device | str) -> torch.dtype:
+    """The narrowest key dtype for ``slots`` expanded-table slots on ``device``.
+
+    int16 on the CPU up to 2**15 slots (the numba loops of :mod:`.cpu_kernels` read it), else
+    int32 below 2**31 (the narrowest :func:`torch.index_select` takes), else int64.
+    """
+    if torch.device(device).type == "cpu" and slots <= 2**15:
+        return torch.int16
+    return torch.int32 if slots < 2**31 else torch.int64
+
+
 def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None = None,
                lanes: int | None = None, sorted_segments: bool = False) -> GatherPlan:
     """Build the :class:`GatherPlan` of one map (O(N); run once per map, not per step).
 
     Args:
-        indices: integer tensor of any shape with values in ``[-1, table_size)`` (``-1`` = zero).
+        indices: integer tensor of any shape with values in ``[-1, table_size)`` (``-1`` = zero),
+            on the device the plan is for.
         table_size: number of entries ``n``.
         sign: optional tensor of ``indices``'s shape with values in ``{-1, +1}``.
-        lanes: accumulator lanes; ``None`` picks :func:`choose_lanes`.
+        lanes: accumulator lanes; ``None`` picks :func:`choose_lanes` (1 with ``sorted_segments``).
         sorted_segments: also build ``perm`` / ``offsets`` for the sorted (segmented-sum)
             backward, the one used on CUDA.
     """
     flat = indices.reshape(-1).long()
     n_w = flat.numel()
     signs = 1 if sign is None else 2
-    lanes = choose_lanes(n_w, table_size, signs) if lanes is None else lanes
+    if lanes is None:
+        lanes = 1 if sorted_segments else choose_lanes(n_w, table_size, signs)
     pos = torch.arange(n_w, device=flat.device)
     key = flat * lanes + pos % lanes
     if sign is not None:
         key = key * 2 + (sign.reshape(-1) < 0).long()
     key = torch.where(flat < 0, table_size * lanes * signs + pos % PAD_SLOTS, key)
-    dtype = torch.int32 if table_size * lanes * signs + PAD_SLOTS < 2**31 else torch.int64
-    plan = GatherPlan(key.to(dtype), table_size, lanes, signs)
+    plan = GatherPlan(key, table_size, lanes, signs)
+    plan = GatherPlan(key.to(key_dtype(plan.slots, flat.device)), table_size, lanes, signs)
     return with_segments(plan) if sorted_segments else plan
+
+
+def for_device(plan: GatherPlan, device: torch.device | str, lanes: int | None = None) -> GatherPlan:
+    """``plan`` laid out for ``device``: on the CPU per-position lanes and the narrowest key, no segments;
+    elsewhere one lane and sorted segments. Returns ``plan`` itself when it already fits.
+
+    The map (:func:`plan_indices`, :func:`plan_sign`) is unchanged; only the layout is rebuilt (O(N)).
+    ``lanes`` fixes the CPU lanes (``None``: :func:`choose_lanes`).
+    """
+    device = torch.device(device)
+    cpu = device.type == "cpu"
+    if plan.key.device.type == device.type and (plan.perm is None) == cpu \
+            and plan.key.dtype == key_dtype(plan.slots, device) and (lanes is None or not cpu or plan.lanes == lanes):
+        return plan
+    indices = plan_indices(plan).to(device)
+    sign = plan_sign(plan)
+    return build_plan(indices, plan.table_size, None if sign is None else sign.to(device),
+                      lanes=lanes if cpu else None, sorted_segments=not cpu)
 
 
 def with_segments(plan: GatherPlan) -> GatherPlan:
@@ -200,7 +236,9 @@ class TableGather(torch.autograd.Function):
         src = torch.stack([table, -table], 1) if plan.signs == 2 else table  # (n,) or (n, 2)
         src = src.view(-1, 1, plan.signs).expand(-1, plan.lanes, plan.signs).reshape(-1)  # (n * lanes * signs,)
         src = F.pad(src, (0, PAD_SLOTS))  # (slots,): zeroed weights read 0
-        return src.index_select(0, plan.key)
+        if cpu_kernels.supported(src, plan.key):
+            return cpu_kernels.gather(src, plan.key)
+        return src.index_select(0, _index_key(plan.key))
 
     @staticmethod
     @once_differentiable
@@ -212,12 +250,21 @@ class TableGather(torch.autograd.Function):
             sums = torch.segment_reduce(grad_w.index_select(0, plan.perm), "sum", offsets=plan.offsets,
                                         unsafe=True).view(n, plan.signs)  # (n, signs)
         else:
-            acc = grad_w.new_zeros(plan.slots).index_add_(0, plan.key, grad_w)
+            acc = grad_w.new_zeros(plan.slots)
+            if cpu_kernels.supported(acc, plan.key):
+                cpu_kernels.scatter_add(acc, plan.key, grad_w)  # the index_add_ below, bitwise
+            else:
+                acc.index_add_(0, _index_key(plan.key), grad_w)
             sums = acc[:n * plan.lanes * plan.signs].view(n, plan.lanes, plan.signs).sum(1)  # (n, signs)
         grad = sums[:, 0] - sums[:, 1] if plan.signs == 2 else sums[:, 0]
         if scale is not None:
             grad = grad * scale
         return grad, None, None
+
+
+def _index_key(key: torch.Tensor) -> torch.Tensor:
+    """``key`` in a dtype :func:`torch.index_select` / ``index_add_`` accept (int16 is widened)."""
+    return key.int() if key.dtype == torch.int16 else key
 
 
 def table_gather(table: torch.Tensor, plan: GatherPlan, scale: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import GatherPlan, build_plan, entry_loads, plan_indices, plan_sign, table_gather, with_segments
+from .functional import GatherPlan, build_plan, entry_loads, for_device, plan_indices, plan_sign, table_gather
 
 __all__ = ["ArbLinear", "table_init_bound", "bucket_means"]
 
@@ -298,16 +298,15 @@ class ArbLinear(nn.Module):
         return GatherPlan(self._bias_key, self.table_size, 1, self._bias_signs, self._bias_perm, self._bias_offsets)
 
     def _sync_segments(self) -> None:
-        """Off CPU, the backward sums sorted segments (deterministic without atomics): build them there."""
-        on_cpu = self.table.device.type == "cpu"
-        if self._key is not None and (self._perm is None) != on_cpu:
-            plan = GatherPlan(self._key, self.table_size, self._lanes, self._signs)
-            plan = plan if on_cpu else with_segments(plan)
-            self._perm, self._offsets = plan.perm, plan.offsets
-        if self._bias_key is not None and (self._bias_perm is None) != on_cpu:
-            plan = GatherPlan(self._bias_key, self.table_size, 1, self._bias_signs)
-            plan = plan if on_cpu else with_segments(plan)
-            self._bias_perm, self._bias_offsets = plan.perm, plan.offsets
+        """Lay the plans out for the table's device (:func:`for_device`): CPU lanes and int16 keys, or
+        sorted segments elsewhere (a deterministic backward without atomics)."""
+        dev = self.table.device
+        if self._key is not None:
+            plan = for_device(self._plan(), dev)
+            self._key, self._lanes, self._perm, self._offsets = plan.key, plan.lanes, plan.perm, plan.offsets
+        if self._bias_key is not None:
+            plan = for_device(self._bias_plan(), dev, lanes=1)
+            self._bias_key, self._bias_perm, self._bias_offsets = plan.key, plan.perm, plan.offsets
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)

@@ -86,7 +86,7 @@ def test_lanes_do_not_change_the_math(lanes):
     idx, sign, n = map_of(MAP_CASES[5][1], MAP_CASES[5][2])
     table, up = torch.randn(n, dtype=DT), torch.randn(idx.numel(), dtype=DT)
     plan = build_plan(idx, n, sign, lanes=lanes)
-    assert plan.lanes == lanes and plan.key.dtype == torch.int32
+    assert plan.lanes == lanes and plan.key.dtype == torch.int16  # a small table: 2 bytes a weight on the CPU
     got = grads(lambda t: table_gather(t, plan), table, up)[1]
     want = grads(lambda t: gather_weight_ref(t, idx, sign).reshape(-1), table, up)[1]
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
