@@ -28,7 +28,7 @@ __all__ = [
     "neighborhood_ref", "neighborhood_nb", "xxhash_index_ref", "xxhash_index_nb",
     "sign_ref", "sign_nb", "unit_float_ref", "guide_table", "GUIDE_BITS", "uniform_fill_nb", "categorical_fill_nb",
     "neighborhood_fill_nb", "modulus_fill", "xxhash_index_fill_nb", "sign_fill_nb", "fill_mask_nb",
-    "mask_positions_ref",
+    "mask_positions_ref", "divide_magic", "mod_magic_nb",
 ]
 
 _P1 = np.uint64(11400714785074694791)
@@ -249,6 +249,70 @@ def _xxh64_key(lane, tail, seed):
     return _avalanche(h)
 
 
+def divide_magic(d):
+    """Constants that turn ``h mod d`` for every uint64 ``h`` into multiplications (exact).
+
+    Granlund & Montgomery (1994), "Division by invariant integers using multiplication", Thm. 4.2
+    (Hacker's Delight, 2nd ed., sec. 10-8): with ``l = ceil(log2 d)`` and ``m = ceil(2**(64 + l) / d)``,
+    ``2**(64 + l) <= m d <= 2**(64 + l) + 2**l``, so ``floor(h m / 2**(64 + l)) = floor(h / d)`` for every
+    ``0 <= h < 2**64``. ``m`` has 65 bits, ``m = 2**64 + mp``; :func:`_mod_magic` forms the quotient
+    as ``(t + ((h - t) >> sh1)) >> sh2`` with ``t = mulhi(h, mp)`` (no overflow, as libdivide's
+    "add" path). ``d = 1`` takes ``mp = 0, sh1 = sh2 = 0`` (quotient ``h``).
+
+    Parameters
+    ----------
+    d : int, in [1, 2**64)
+
+    Returns
+    -------
+    (mp, sh1, sh2) : three numpy.uint64
+
+    Raises
+    ------
+    ValueError
+        If ``d`` is outside ``[1, 2**64)``.
+    """
+    d = int(d)
+    if not 1 <= d < 2**64:
+        raise ValueError(f"divisor must be in [1, 2**64), got {d}")
+    if d == 1:
+        return np.uint64(0), np.uint64(0), np.uint64(0)
+    l = (d - 1).bit_length()
+    m = -(-(1 << (64 + l)) // d)
+    assert (1 << 64) <= m < (1 << 65) and m * d - (1 << (64 + l)) <= (1 << l)
+    return np.uint64(m - (1 << 64)), np.uint64(1), np.uint64(l - 1)
+
+
+@nb.njit(inline="always")
+def _mulhi(a, b):
+    """High 64 bits of the 128-bit product of uint64 ``a`` and ``b``, from 32-bit halves (vectorises)."""
+    al = a & _MASK32
+    ah = a >> np.uint64(32)
+    bl = b & _MASK32
+    bh = b >> np.uint64(32)
+    lh = al * bh
+    hl = ah * bl
+    mid = ((al * bl) >> np.uint64(32)) + (lh & _MASK32) + (hl & _MASK32)
+    return ah * bh + (lh >> np.uint64(32)) + (hl >> np.uint64(32)) + (mid >> np.uint64(32))
+
+
+@nb.njit(inline="always")
+def _mod_magic(h, d, mp, sh1, sh2):
+    """``h % d`` for uint64 ``h`` with ``(mp, sh1, sh2) = divide_magic(d)``: exact, no division instruction."""
+    t = _mulhi(h, mp)
+    return h - ((t + ((h - t) >> sh1)) >> sh2) * d
+
+
+@nb.njit(parallel=True, cache=True)
+def mod_magic_nb(h, d, mp, sh1, sh2):
+    """``h % d`` for 1-D uint64 ``h`` through :func:`_mod_magic` (its test hook; numpy twin: ``h % d``)."""
+    out = np.empty(h.shape[0], np.uint64)
+    ud = np.uint64(d)
+    for i in nb.prange(h.shape[0]):
+        out[i] = _mod_magic(np.uint64(h[i]), ud, mp, sh1, sh2)
+    return out
+
+
 @nb.njit(parallel=True, cache=True)
 def xxh64_u64_nb(x, seed):
     """numba twin of :func:`xxh64_u64_ref` for 1-D uint64 ``x``."""
@@ -364,13 +428,21 @@ def guide_table(inner_cdf, bits=GUIDE_BITS):
 
 
 @nb.njit(parallel=True, cache=True)
-def uniform_fill_nb(start, n, seed, out):
-    """``out[i] = uniform_ref([start + i], n, seed)`` for every ``i`` (``out``: 1-D int16/int32/int64)."""
+def _uniform_fill(start, n, mp, sh1, sh2, seed, out):
     s = np.uint64(seed)
     un = np.uint64(n)
     for i in nb.prange(out.shape[0]):
-        out[i] = np.int64(_xxh64_u64(np.uint64(start + i), s) % un)
+        out[i] = np.int64(_mod_magic(_xxh64_u64(np.uint64(start + i), s), un, mp, sh1, sh2))
     return out
+
+
+def uniform_fill_nb(start, n, seed, out):
+    """``out[i] = uniform_ref([start + i], n, seed)`` for every ``i`` (``out``: 1-D int16/int32/int64).
+
+    The ``mod n`` is :func:`divide_magic`'s exact multiply-shift (a vectorised loop; a 64-bit division
+    per weight was 2/3 of the time).
+    """
+    return _uniform_fill(np.int64(start), np.int64(n), *divide_magic(n), np.uint64(seed), out)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -392,15 +464,27 @@ def categorical_fill_nb(start, inner_cdf, guide, seed, out):
 
 
 @nb.njit(parallel=True, cache=True)
-def neighborhood_fill_nb(start, n, radius, seed, out):
-    """``out[i] = neighborhood_ref([start + i], n, radius, seed)`` for every ``i``."""
+def _neighborhood_fill(start, n, radius, seed, wmagic, nmagic, out):
     s = np.uint64(seed)
     width = np.uint64(2 * radius + 1)
+    un = np.uint64(n)
     for i in nb.prange(out.shape[0]):
-        off = np.int64(_xxh64_u64(np.uint64(start + i), s) % width) - radius
-        v = (start + i + off) % n
-        out[i] = v + n if v < 0 else v
+        off = np.int64(_mod_magic(_xxh64_u64(np.uint64(start + i), s), width, wmagic[0], wmagic[1], wmagic[2]))
+        v = start + i + off - radius
+        # Python's v mod n, also for v < 0: n - 1 - ((-v - 1) mod n)
+        m = np.int64(_mod_magic(np.uint64(v if v >= 0 else -v - 1), un, nmagic[0], nmagic[1], nmagic[2]))
+        out[i] = m if v >= 0 else n - 1 - m
     return out
+
+
+def neighborhood_fill_nb(start, n, radius, seed, out):
+    """``out[i] = neighborhood_ref([start + i], n, radius, seed)`` for every ``i``.
+
+    Both ``mod``s (by ``2 radius + 1`` and by ``n``) are :func:`divide_magic`'s exact multiply-shift.
+    """
+    wmagic = np.array(divide_magic(2 * radius + 1), np.uint64)
+    nmagic = np.array(divide_magic(n), np.uint64)
+    return _neighborhood_fill(np.int64(start), np.int64(n), np.int64(radius), np.uint64(seed), wmagic, nmagic, out)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -425,16 +509,21 @@ def modulus_fill(start, n, out):
 
 
 @nb.njit(parallel=True, cache=True)
-def xxhash_index_fill_nb(layer, n, seed, out):
-    """``out[r, c] = xxhash_index_ref(layer, [r], [c], n, seed)`` for the 2-D ``out``."""
+def _xxhash_index_fill(layer, n, mp, sh1, sh2, seed, out):
     s = np.uint64(seed)
     un = np.uint64(n)
     lay = np.uint64(layer)
     for r in nb.prange(out.shape[0]):
         lane = lay | (np.uint64(r) << np.uint64(32))
-        for c in range(out.shape[1]):
-            out[r, c] = np.int64(_xxh64_key(lane, np.uint64(c), s) % un)
+        row = out[r]  # a 0-based view: numba's wraparound check on out[r, c] keeps LLVM from vectorising
+        for c in range(row.shape[0]):
+            row[c] = np.int64(_mod_magic(_xxh64_key(lane, np.uint64(c), s), un, mp, sh1, sh2))
     return out
+
+
+def xxhash_index_fill_nb(layer, n, seed, out):
+    """``out[r, c] = xxhash_index_ref(layer, [r], [c], n, seed)`` for the 2-D ``out`` (exact multiply-shift ``mod n``)."""
+    return _xxhash_index_fill(np.int64(layer), np.int64(n), *divide_magic(n), np.uint64(seed), out)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -449,29 +538,75 @@ def sign_fill_nb(layer, seed, out):
     return out
 
 
-@nb.njit(parallel=True, cache=True)
-def _mask_pass(seed, lo, width, out):
-    """``-1`` where ``h = xxh64(i, seed) < lo``, ``-2`` where ``lo <= h < lo + width``.
+MASK_CHUNK = 4096
+"""Weights per chunk of :func:`_mask_chunks_nb` (int16: 8 KiB, stays in L1 between its loops)."""
 
-    Two conditional stores and no reduction, so the loop vectorises (about 1 ns a weight).
+
+@nb.njit(cache=True)
+def _mark_chunk(o, first, s, lo, width):
+    """``o[j] = -1`` where ``h = xxh64(first + j, s) < lo``, ``-2`` where ``lo <= h < lo + width``.
+
+    ``o`` is a 0-based view: indexing the layer with ``first + j`` makes numba check for negative
+    indices, which keeps LLVM from vectorising (4-10x slower). Two conditional stores, no reduction.
     """
-    s = np.uint64(seed)
-    for i in nb.prange(out.shape[0]):
-        h = _xxh64_u64(np.uint64(i), s)
+    for j in range(o.shape[0]):
+        h = _xxh64_u64(np.uint64(first + j), s)
         if h < lo:
-            out[i] = ZERO_INDEX
+            o[j] = ZERO_INDEX
         if h - lo < width:  # wraps to a huge value below lo
-            out[i] = _CANDIDATE
+            o[j] = _CANDIDATE
+
+
+@nb.njit(cache=True)
+def _census_chunk(o, first, cand):
+    """Count the ``-1`` in ``o``; list the first ``cand.size`` positions of ``-2`` (plus ``first``) in order.
+
+    Returns ``(zeros, candidates)``; ``candidates > cand.size`` means the list was cut short.
+    """
+    zeros = 0
+    for j in range(o.shape[0]):
+        zeros += np.int64(o[j] == ZERO_INDEX)
+    k = 0
+    cap = cand.shape[0]
+    for j in range(o.shape[0]):
+        if o[j] == _CANDIDATE:  # rare: well predicted
+            if k < cap:
+                cand[k] = first + j
+            k += 1
+    return zeros, k
+
+
+@nb.njit(parallel=True, cache=True)
+def _mask_chunks_nb(seed, lo, width, out, cap):
+    """Mark ``out`` as :func:`_mark_chunk` does and take the census, one L1-sized chunk at a time.
+
+    Returns
+    -------
+    zeros : ndarray of int64, shape (chunks,), ``-1`` per chunk
+    cands : ndarray of int64, shape (chunks,), ``-2`` per chunk
+    pos : ndarray of int64, shape (chunks, cap), the first ``min(cands, cap)`` positions of ``-2``
+        of each chunk, in increasing order
+    """
+    size = out.shape[0]
+    chunks = (size + MASK_CHUNK - 1) // MASK_CHUNK
+    zeros = np.empty(chunks, np.int64)
+    cands = np.empty(chunks, np.int64)
+    pos = np.empty((chunks, cap), np.int64)
+    s = np.uint64(seed)
+    for ch in nb.prange(chunks):
+        a = ch * MASK_CHUNK
+        o = out[a:min(a + MASK_CHUNK, size)]
+        _mark_chunk(o, a, s, lo, width)
+        zeros[ch], cands[ch] = _census_chunk(o, a, pos[ch])
+    return zeros, cands, pos
 
 
 @nb.njit(cache=True)
 def _mask_census(out):
     """Count the ``-1`` in ``out`` and list the (rare) positions of ``-2`` in increasing order.
 
-    Two serial passes: a branch-free count of both markers (vectorised, about 0.2 ns a weight), then a
-    scan whose store branch is almost never taken (well predicted). Serial: every parallel region costs
-    a thread synchronisation, which is slow on a busy machine. (The previous census counted per block
-    of 64 with a ``min`` bound that kept LLVM from vectorising: twice as slow.)"""
+    The census of a whole array, serial; :func:`fill_mask_nb` uses it only to rescan a chunk whose
+    candidates overflowed :func:`_mask_chunks_nb`'s list (each chunk takes its own census there)."""
     size = out.shape[0]
     zeros = 0
     cands = 0
@@ -513,12 +648,13 @@ def mask_positions_ref(size: int, n_zero: int, seed) -> np.ndarray:
     return np.argpartition(h, n_zero - 1)[:n_zero].astype(np.int64)
 
 
-def fill_mask_nb(out, n_zero, seed, refill, _window=None):
+def fill_mask_nb(out, n_zero, seed, refill, _window=None, _cap=None):
     """Zero the ``n_zero`` positions of ``mask_positions_ref(out.size, n_zero, seed)`` in the filled ``out``.
 
-    One parallel hash pass: positions whose mask hash falls below a window around the expected
-    ``n_zero``-th smallest hash are zeroed; the few inside the window are candidates, of which the
-    smallest hashes are zeroed and the others get their entries back from ``refill``. If the window
+    One parallel hash pass over L1-sized chunks: positions whose mask hash falls below a window
+    around the expected ``n_zero``-th smallest hash are zeroed, and each chunk counts its zeros and
+    lists the few inside the window while it is still in cache; of these candidates the smallest
+    hashes are zeroed and the others get their entries back from ``refill``. If the window
     misses (probability below 1e-14), the layer is refilled and masked exactly.
 
     Parameters
@@ -538,9 +674,15 @@ def fill_mask_nb(out, n_zero, seed, refill, _window=None):
     if n_zero <= 0 or size == 0:
         return out
     lo, hi = _window if _window is not None else _mask_window(n_zero, size)
-    _mask_pass(np.uint64(seed), lo, hi - lo, out)
-    below, cand = _mask_census(out)
-    need = n_zero - int(below)
+    if _cap is None:  # 4x the expected candidates of a chunk: overflowing chunks are rescanned
+        _cap = 16 + int(4 * float(hi - lo) * 2.0**-64 * min(size, MASK_CHUNK))
+    zeros, cands, pos = _mask_chunks_nb(np.uint64(seed), lo, hi - lo, out, _cap)
+    below = int(zeros.sum())
+    cand = pos[np.arange(_cap) < cands[:, None]]  # row-major: increasing positions
+    if np.any(cands > _cap):
+        cand = np.concatenate([_mask_census(out[a:a + MASK_CHUNK])[1] + a if cands[ch] > _cap else
+                               pos[ch, :cands[ch]] for ch, a in enumerate(range(0, size, MASK_CHUNK))])
+    need = n_zero - below
     if 0 <= need <= cand.size:
         if cand.size:
             h = xxh64_u64_ref(cand.astype(np.uint64), np.uint64(seed))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import pytest
 import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
@@ -177,3 +178,40 @@ def test_mask_census_counts_zeros_and_lists_candidates_in_order(values, dt):
     assert zeros == np.count_nonzero(out == K.ZERO_INDEX)
     assert pos.dtype == np.int64
     np.testing.assert_array_equal(pos, np.flatnonzero(out == -2))
+
+
+_EDGE_U64 = [0, 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1]
+divisors = st.one_of(st.integers(1, 70000), st.integers(1, 2**64 - 1),
+                     st.sampled_from([1, 2, 3, 7, 1000, 1024, 2**31 - 1, 2**32 - 1, 2**32, 2**63, 2**64 - 1]))
+
+
+@given(st.lists(u64, max_size=200), divisors)
+def test_divide_magic_mod_is_exactly_the_remainder(values, d):
+    h = np.array(values + _EDGE_U64, dtype=np.uint64)
+    mp, sh1, sh2 = K.divide_magic(d)
+    np.testing.assert_array_equal(K.mod_magic_nb(h, np.uint64(d), mp, sh1, sh2),
+                                  np.array([v % d for v in values + _EDGE_U64], dtype=np.uint64))
+
+
+def test_divide_magic_refuses_a_divisor_outside_the_uint64_range():
+    for d in (0, 2**64):
+        with pytest.raises(ValueError, match="divisor"):
+            K.divide_magic(d)
+
+
+@given(st.integers(0, 5 * K.MASK_CHUNK + 7), st.floats(0, 1), seeds, st.sampled_from([None, 0, 1, 3]), out_dtypes)
+def test_chunked_mask_equals_the_reference_selection_across_chunks_and_candidate_overflow(size, frac, seed, cap, dt):
+    # cap 0..3 makes most chunks overflow their candidate list and be rescanned
+    n_zero = int(round(frac * size))
+    values = K.uniform_ref(np.arange(size, dtype=np.int64), 1000, np.uint64(1)).astype(dt)
+    out = values.copy()
+    K.fill_mask_nb(out, n_zero, np.uint64(seed), lambda pos: values[pos], _cap=cap)
+    np.testing.assert_array_equal(out, _masked_reference(values, n_zero, seed))
+
+
+@given(st.integers(0, 50), st.integers(1, 70000), st.integers(0, 2**31 - 1), seeds)
+def test_neighborhood_fill_wraps_negative_positions_like_python_mod(start, n, radius, seed):
+    # the first radius identifiers can step below 0: Python's (and numpy's) mod wraps them to n - ...
+    ids = np.arange(start, start + 300, dtype=np.int64)
+    np.testing.assert_array_equal(K.neighborhood_fill_nb(start, n, radius, np.uint64(seed), np.empty(300, np.int32)),
+                                  K.neighborhood_ref(ids, n, radius, np.uint64(seed)))
