@@ -7,12 +7,14 @@ Two implementations of ``W = sign * table[indices]`` (``W = 0`` where ``indices 
   (run-to-run differences, contention on hot entries) and on CPU runs one serial chain of
   dependent adds per hot entry (and through the pad entry, for every zeroed weight).
 * :class:`TableGather` with a :class:`GatherPlan` built once per map (:func:`build_plan`):
-  the forward reads the table through one int32 *key* per virtual weight that folds entry,
+  the forward reads the table through one integer *key* per virtual weight that folds entry,
   sign and an accumulation *lane* together; the backward is deterministic on every device:
 
-  - CPU: ``index_add_`` (serial, fixed order) into ``lanes`` interleaved accumulators per
-    (entry, sign) — consecutive weights of a hot entry land in different accumulators, so the
-    adds do not wait on each other — then a fixed-order sum over lanes and ``pos - neg``;
+  - CPU: a serial add (fixed order; numba, :mod:`.cpu_kernels`, the bitwise twin of one-thread
+    ``index_add_``) into ``lanes`` interleaved accumulators per (entry, sign) — consecutive
+    weights of a hot entry land in different accumulators, so the adds do not wait on each
+    other — then a fixed-order sum over lanes and ``pos - neg``. Maps with at least
+    :data:`COMPACT_SPARSITY` zeroed weights keep the live weights only, as a row list;
   - other devices (CUDA): the live weights sorted by (entry, sign) (``perm``, zeroed weights
     left out) and one segmented sum per (entry, sign) with :func:`torch.segment_reduce`
     (no atomics), built on first use on that device.
@@ -34,6 +36,9 @@ __all__ = ["gather_weight", "gather_weight_ref", "gather_index", "gather_flat", 
            "for_device", "TableGather", "entry_loads", "load_scale", "plan_indices", "plan_sign"]
 
 MAX_LANES = 8
+COMPACT_SPARSITY = 0.75  # on the CPU, maps with at least this fraction of zeroed weights keep a row list
+# (at 3072x2000, one thread, gather forward + backward: per-weight vs row list 8.2 vs 11.3 ms at
+# sparsity 0.5, 9.6 vs 9.5 ms at 0.75, 9.4 vs 5.1 ms at 0.9)
 PAD_SLOTS = 64  # zero slots that zeroed weights read and accumulate into (p % 64: no long chains)
 
 
@@ -104,6 +109,12 @@ class GatherPlan:
             live weights sorted stably by ``(e, neg)``, shape ``(L,)``.
         offsets: ``None``, or int64 tensor of shape ``(n * signs + 1,)``: segment ``s = e * signs + neg``
             of ``perm`` is ``perm[offsets[s]:offsets[s + 1]]``.
+        cols: ``None``, or for a *row list* (a sparse map on the CPU, :data:`COMPACT_SPARSITY`):
+            ``key`` then holds the live weights only, shape ``(L,)``, in row-major order, and
+            ``cols`` (int16, or int32 for rows of 2**15 columns or more) their columns, ``(L,)``.
+        row_ptr: ``None``, or with ``cols`` int64 ``(R + 1,)``: row ``r``'s live weights are
+            list entries ``row_ptr[r]:row_ptr[r + 1]``.
+        ncols: with ``cols``, the columns per row (``N = R * ncols``).
     """
 
     key: torch.Tensor
@@ -112,6 +123,19 @@ class GatherPlan:
     signs: int
     perm: torch.Tensor | None = None
     offsets: torch.Tensor | None = None
+    cols: torch.Tensor | None = None
+    row_ptr: torch.Tensor | None = None
+    ncols: int = 0
+
+    @property
+    def compact(self) -> bool:
+        """True for a row list (live weights only, see :attr:`cols`)."""
+        return self.cols is not None
+
+    @property
+    def num_weights(self) -> int:
+        """``N``, the virtual weights the plan writes, zeroed ones included."""
+        return (self.row_ptr.numel() - 1) * self.ncols if self.compact else self.key.numel()
 
     @property
     def slots(self) -> int:
@@ -144,7 +168,7 @@ def key_dtype(slots: int, device: torch.device | str) -> torch.dtype:
 
 
 def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None = None,
-               lanes: int | None = None, sorted_segments: bool = False) -> GatherPlan:
+               lanes: int | None = None, sorted_segments: bool = False, compact: bool | None = None) -> GatherPlan:
     """Build the :class:`GatherPlan` of one map (O(N); run once per map, not per step).
 
     Args:
@@ -155,7 +179,13 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
         lanes: accumulator lanes; ``None`` picks :func:`choose_lanes` (1 with ``sorted_segments``).
         sorted_segments: also build ``perm`` / ``offsets`` for the sorted (segmented-sum)
             backward, the one used on CUDA.
+        compact: keep the live weights only, as a row list over the last dimension of
+            ``indices`` (see :class:`GatherPlan`); ``None``: on the CPU without sorted segments,
+            when at least :data:`COMPACT_SPARSITY` of the weights are zeroed (the plan then costs
+            time and memory in proportion to the live weights). Not with ``sorted_segments``.
     """
+    if compact and sorted_segments:
+        raise ValueError("a compact (row-list) plan has no sorted segments; pass one of compact, sorted_segments")
     flat = indices.reshape(-1).long()
     n_w = flat.numel()
     signs = 1 if sign is None else 2
@@ -167,30 +197,46 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
         key = key * 2 + (sign.reshape(-1) < 0).long()
     key = torch.where(flat < 0, table_size * lanes * signs + pos % PAD_SLOTS, key)
     plan = GatherPlan(key, table_size, lanes, signs)
-    plan = GatherPlan(key.to(key_dtype(plan.slots, flat.device)), table_size, lanes, signs)
+    dtype = key_dtype(plan.slots, flat.device)
+    if compact is None:
+        compact = (flat.device.type == "cpu" and not sorted_segments and n_w > 0
+                   and int((flat < 0).sum()) >= COMPACT_SPARSITY * n_w)
+    if compact:
+        ncols = indices.shape[-1] if indices.dim() else 1
+        live = flat >= 0
+        rows = live.view(-1, ncols).sum(1)
+        row_ptr = torch.cat([rows.new_zeros(1), rows.cumsum(0)])
+        cols = (pos[live] % ncols).to(torch.int16 if ncols <= 2**15 else torch.int32)
+        return GatherPlan(key[live].to(dtype), table_size, lanes, signs, cols=cols, row_ptr=row_ptr, ncols=ncols)
+    plan = GatherPlan(key.to(dtype), table_size, lanes, signs)
     return with_segments(plan) if sorted_segments else plan
 
 
-def for_device(plan: GatherPlan, device: torch.device | str, lanes: int | None = None) -> GatherPlan:
+def for_device(plan: GatherPlan, device: torch.device | str, lanes: int | None = None,
+               compact: bool | None = None) -> GatherPlan:
     """``plan`` laid out for ``device``: on the CPU per-position lanes and the narrowest key, no segments;
     elsewhere one lane and sorted segments. Returns ``plan`` itself when it already fits.
 
     The map (:func:`plan_indices`, :func:`plan_sign`) is unchanged; only the layout is rebuilt (O(N)).
-    ``lanes`` fixes the CPU lanes (``None``: :func:`choose_lanes`).
+    ``lanes`` fixes the CPU lanes (``None``: :func:`choose_lanes`) and ``compact`` the CPU row
+    list (``None``: by sparsity, see :func:`build_plan`).
     """
     device = torch.device(device)
     cpu = device.type == "cpu"
     if plan.key.device.type == device.type and (plan.perm is None) == cpu \
-            and plan.key.dtype == key_dtype(plan.slots, device) and (lanes is None or not cpu or plan.lanes == lanes):
+            and plan.key.dtype == key_dtype(plan.slots, device) and (lanes is None or not cpu or plan.lanes == lanes) \
+            and (compact is None or not cpu or plan.compact == compact):
         return plan
     indices = plan_indices(plan).to(device)
     sign = plan_sign(plan)
     return build_plan(indices, plan.table_size, None if sign is None else sign.to(device),
-                      lanes=lanes if cpu else None, sorted_segments=not cpu)
+                      lanes=lanes if cpu else None, sorted_segments=not cpu, compact=compact if cpu else None)
 
 
 def with_segments(plan: GatherPlan) -> GatherPlan:
-    """``plan`` with ``perm`` and ``offsets`` for the sorted backward (computed from its key)."""
+    """``plan`` with ``perm`` and ``offsets`` for the sorted backward (computed from its key; not a row list)."""
+    if plan.compact:
+        raise ValueError("a compact (row-list) plan has no sorted segments; rebuild it with for_device")
     seg = _segment_of(plan)  # (e * signs + neg), >= n * signs for zeroed weights
     nseg = plan.table_size * plan.signs
     seg_sorted, perm = torch.sort(seg, stable=True)
@@ -201,15 +247,26 @@ def with_segments(plan: GatherPlan) -> GatherPlan:
     return GatherPlan(plan.key, plan.table_size, plan.lanes, plan.signs, perm[:live].to(pdtype), offsets)
 
 
+def _dense_key(plan: GatherPlan) -> torch.Tensor:
+    """int64 ``(N,)`` key of every weight, as a plan without a row list holds it."""
+    if not plan.compact:
+        return plan.key.long()
+    n_w = plan.num_weights
+    pos = torch.arange(n_w, device=plan.key.device)
+    key = plan.table_size * plan.lanes * plan.signs + pos % PAD_SLOTS
+    key[cpu_kernels.row_positions(plan.cols, plan.row_ptr, plan.ncols)] = plan.key.long()
+    return key
+
+
 def _segment_of(plan: GatherPlan) -> torch.Tensor:
-    k = plan.key.long()
+    k = _dense_key(plan)
     neg = k % plan.signs
     return (k // (plan.lanes * plan.signs)) * plan.signs + neg
 
 
 def plan_indices(plan: GatherPlan) -> torch.Tensor:
     """The map back from a plan: int64 ``(N,)`` entry per weight, ``-1`` for a zeroed weight."""
-    e = plan.key.long() // (plan.lanes * plan.signs)
+    e = _dense_key(plan) // (plan.lanes * plan.signs)
     return torch.where(e >= plan.table_size, -1, e)
 
 
@@ -217,8 +274,9 @@ def plan_sign(plan: GatherPlan) -> torch.Tensor | None:
     """int8 ``(N,)`` signs from a plan (``+1`` for zeroed weights), or ``None`` without a sign hash."""
     if plan.signs == 1:
         return None
-    zero = plan.key >= plan.table_size * plan.lanes * plan.signs
-    return torch.where(zero, 1, 1 - 2 * (plan.key % 2)).to(torch.int8)
+    key = _dense_key(plan)
+    zero = key >= plan.table_size * plan.lanes * plan.signs
+    return torch.where(zero, 1, 1 - 2 * (key % 2)).to(torch.int8)
 
 
 class TableGather(torch.autograd.Function):
@@ -236,7 +294,15 @@ class TableGather(torch.autograd.Function):
         src = torch.stack([table, -table], 1) if plan.signs == 2 else table  # (n,) or (n, 2)
         src = src.view(-1, 1, plan.signs).expand(-1, plan.lanes, plan.signs).reshape(-1)  # (n * lanes * signs,)
         src = F.pad(src, (0, PAD_SLOTS))  # (slots,): zeroed weights read 0
-        if cpu_kernels.supported(src, plan.key):
+        fast = cpu_kernels.supported(src, plan.key)
+        if plan.compact:
+            if fast:
+                return cpu_kernels.gather_rows(src, plan.key, plan.cols, plan.row_ptr, plan.ncols)
+            out = src.new_zeros(plan.num_weights)
+            out[cpu_kernels.row_positions(plan.cols, plan.row_ptr, plan.ncols)] = src.index_select(
+                0, _index_key(plan.key))
+            return out
+        if fast:
             return cpu_kernels.gather(src, plan.key)
         return src.index_select(0, _index_key(plan.key))
 
@@ -251,7 +317,13 @@ class TableGather(torch.autograd.Function):
                                         unsafe=True).view(n, plan.signs)  # (n, signs)
         else:
             acc = grad_w.new_zeros(plan.slots)
-            if cpu_kernels.supported(acc, plan.key):
+            fast = cpu_kernels.supported(acc, plan.key)
+            if plan.compact and fast:
+                cpu_kernels.scatter_add_rows(acc, plan.key, plan.cols, plan.row_ptr, plan.ncols, grad_w)
+            elif plan.compact:
+                pos = cpu_kernels.row_positions(plan.cols, plan.row_ptr, plan.ncols)
+                acc.index_add_(0, _index_key(plan.key), grad_w[pos])
+            elif fast:
                 cpu_kernels.scatter_add(acc, plan.key, grad_w)  # the index_add_ below, bitwise
             else:
                 acc.index_add_(0, _index_key(plan.key), grad_w)
@@ -298,7 +370,7 @@ def entry_loads(plan: GatherPlan) -> torch.Tensor:
 
     Sign-agnostic (a weight of sign -1 counts like one of sign +1).
     """
-    e = (plan.key.long() // (plan.lanes * plan.signs)).clamp_(max=plan.table_size)
+    e = (plan.key.long() // (plan.lanes * plan.signs)).clamp_(max=plan.table_size)  # a row list: live ones
     return torch.bincount(e, minlength=plan.table_size + 1)[:plan.table_size]
 
 

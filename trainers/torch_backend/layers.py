@@ -127,13 +127,15 @@ class ArbLinear(nn.Module):
             ``None`` (``bias=False`` or ``bias_indices`` given).
         indices: the index map, shape ``(out_features, in_features)``, its integer dtype
             kept; saved in the state dict under ``indices`` but held in memory only as the
-            plan's key (4 bytes per virtual weight, 8 if the table has >= 2**28 entries), and
-            rebuilt from it when read.
+            plan's key (on the CPU 2 bytes per virtual weight for tables up to about 4,000
+            entries, else 4; for a map with 75% or more zeroed weights 4 bytes per live weight;
+            see :func:`~trainers.torch_backend.functional.build_plan`), and rebuilt from it when read.
         sign: int8 signs of the same shape (state dict key ``sign``), or ``None``.
         zero_mask: bool, ``True`` where the weight is fixed at zero (computed when read).
         bias_indices: buffer or ``None``.
         bias_sign: int8 buffer or ``None``.
-        index_bytes: bytes of index buffers held by the layer (key, CUDA segments, bias key).
+        index_bytes: bytes of index buffers held by the layer (key, row list of a sparse map on the
+            CPU, CUDA segments, bias key).
 
     Examples::
 
@@ -272,27 +274,30 @@ class ArbLinear(nn.Module):
         self._offset = start if sign is None and start >= 0 and torch.equal(
             flat, torch.arange(start, start + flat.numel(), device=flat.device)) else None
         self._num_zeros = int((flat < 0).sum())
-        self._lanes, self._signs = 1, 1
-        self.register_buffer("_key", None, persistent=False)
+        self._lanes, self._signs, self._ncols = 1, 1, 0
+        for name in ("_key", "_perm", "_offsets", "_cols", "_row_ptr"):
+            self.register_buffer(name, None, persistent=False)
         if self._offset is None:
-            plan = build_plan(indices, self.table_size, sign)
-            self._lanes, self._signs = plan.lanes, plan.signs
-            self._key = plan.key
-        self.register_buffer("_perm", None, persistent=False)
-        self.register_buffer("_offsets", None, persistent=False)
+            self._store_plan(build_plan(indices, self.table_size, sign))
         self._set_bias_plan()
         self._sync_segments()
+
+    def _store_plan(self, plan: GatherPlan) -> None:
+        self._key, self._lanes, self._signs, self._perm, self._offsets = (plan.key, plan.lanes, plan.signs,
+                                                                          plan.perm, plan.offsets)
+        self._cols, self._row_ptr, self._ncols = plan.cols, plan.row_ptr, plan.ncols
 
     def _set_bias_plan(self) -> None:
         key, self._bias_signs = None, 1 if self.bias_sign is None else 2
         if self.bias_indices is not None:
-            key = build_plan(self.bias_indices, self.table_size, self.bias_sign, lanes=1).key
+            key = build_plan(self.bias_indices, self.table_size, self.bias_sign, lanes=1, compact=False).key
         self.register_buffer("_bias_key", key, persistent=False)
         self.register_buffer("_bias_perm", None, persistent=False)
         self.register_buffer("_bias_offsets", None, persistent=False)
 
     def _plan(self) -> GatherPlan:
-        return GatherPlan(self._key, self.table_size, self._lanes, self._signs, self._perm, self._offsets)
+        return GatherPlan(self._key, self.table_size, self._lanes, self._signs, self._perm, self._offsets,
+                          self._cols, self._row_ptr, self._ncols)
 
     def _bias_plan(self) -> GatherPlan:
         return GatherPlan(self._bias_key, self.table_size, 1, self._bias_signs, self._bias_perm, self._bias_offsets)
@@ -302,10 +307,9 @@ class ArbLinear(nn.Module):
         sorted segments elsewhere (a deterministic backward without atomics)."""
         dev = self.table.device
         if self._key is not None:
-            plan = for_device(self._plan(), dev)
-            self._key, self._lanes, self._perm, self._offsets = plan.key, plan.lanes, plan.perm, plan.offsets
+            self._store_plan(for_device(self._plan(), dev))
         if self._bias_key is not None:
-            plan = for_device(self._bias_plan(), dev, lanes=1)
+            plan = for_device(self._bias_plan(), dev, lanes=1, compact=False)
             self._bias_key, self._bias_perm, self._bias_offsets = plan.key, plan.perm, plan.offsets
 
     def _apply(self, fn, recurse=True):
@@ -337,8 +341,8 @@ class ArbLinear(nn.Module):
     @property
     def index_bytes(self) -> int:
         """Bytes held in index buffers (plan key, sorted segments, bias key); the map's resident cost."""
-        bufs = (self._key, self._perm, self._offsets, self._bias_key, self._bias_perm, self._bias_offsets,
-                self.bias_indices, self.bias_sign)
+        bufs = (self._key, self._perm, self._offsets, self._cols, self._row_ptr, self._bias_key, self._bias_perm,
+                self._bias_offsets, self.bias_indices, self.bias_sign)
         return sum(b.numel() * b.element_size() for b in bufs if b is not None)
 
     def entry_loads(self) -> Tensor:
@@ -368,7 +372,8 @@ class ArbLinear(nn.Module):
             scale = scale.to(device=self.table.device, dtype=self.table.dtype)
             if self._key is None:  # the view path has no backward of its own: use the plan
                 plan = build_plan(self.indices, self.table_size)
-                self._offset, self._key, self._lanes = None, plan.key, plan.lanes
+                self._offset = None
+                self._store_plan(plan)
                 self._sync_segments()
         self._grad_scale = scale
 

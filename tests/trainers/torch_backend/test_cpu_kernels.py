@@ -30,6 +30,31 @@ def test_gather_and_scatter_add_equal_the_torch_ops_bitwise(slots, n, hot, seed,
     assert torch.equal(acc, want)  # same float adds in the same order: not merely close
 
 
+@given(rows=st.integers(0, 20), ncols=st.integers(1, 50), slots=st.integers(1, 100), live=st.floats(0, 1),
+       seed=st.integers(0, 2**31 - 1), dtype=st.sampled_from(VALUE_DTYPES))
+def test_row_list_loops_equal_their_torch_twins_bitwise(rows, ncols, slots, live, seed, dtype):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(rows, ncols, generator=g) < live
+    cols = mask.nonzero()[:, 1].to(torch.int16)
+    row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), mask.sum(1).cumsum(0)])
+    key = torch.randint(0, slots, (cols.numel(),), generator=g).to(torch.int16)
+    src = torch.randn(slots, generator=g, dtype=dtype)
+    grad = torch.randn(rows * ncols, generator=g, dtype=dtype)
+    pos = cpu_kernels.row_positions(cols, row_ptr, ncols)
+    assert torch.equal(pos, mask.reshape(-1).nonzero().squeeze(1))
+    want = torch.zeros(rows * ncols, dtype=dtype)
+    want[pos] = src.index_select(0, key.long())
+    assert torch.equal(cpu_kernels.gather_rows(src, key, cols, row_ptr, ncols), want)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want_acc = torch.zeros(slots, dtype=dtype).index_add_(0, key.long(), grad[pos])
+    finally:
+        torch.set_num_threads(threads)
+    acc = cpu_kernels.scatter_add_rows(torch.zeros(slots, dtype=dtype), key, cols, row_ptr, ncols, grad)
+    assert torch.equal(acc, want_acc)
+
+
 def test_supported_only_for_contiguous_float_cpu_tensors():
     key = torch.zeros(4, dtype=torch.int16)
     assert cpu_kernels.supported(torch.zeros(4), key)

@@ -31,7 +31,10 @@ MAP_CASES = [
      (40, 30)),
     ("neighborhood", HashSpec(kind="neighborhood", radius=1, table_size=50, seed=6), (40, 30)),
 ]
-BACKWARDS = ["lanes", "segments"]  # the CPU backward and the sorted one CUDA uses (both run on CPU here)
+# the CPU backward over every weight, over a row list of the live ones, and the sorted one CUDA uses
+# (all run on CPU here)
+BACKWARDS = ["lanes", "rows", "segments"]
+LAYOUT = {"lanes": dict(compact=False), "rows": dict(compact=True), "segments": dict(sorted_segments=True)}
 
 
 def map_of(spec: HashSpec, shape: tuple[int, int]):
@@ -55,7 +58,7 @@ def test_plan_gather_matches_reference_twin_and_tied_dense(spec, shape, backward
     g = torch.Generator().manual_seed(0)
     table = torch.randn(n, generator=g, dtype=DT)
     up = torch.randn(idx.shape, generator=g, dtype=DT)
-    plan = build_plan(idx, n, sign, sorted_segments=backward == "segments")
+    plan = build_plan(idx, n, sign, **LAYOUT[backward])
     w, grad = grads(lambda t: table_gather(t, plan).view(idx.shape), table, up)
     w_ref, grad_ref = grads(lambda t: gather_weight_ref(t, idx, sign), table, up)
     assert torch.equal(w, w_ref)  # the forward is a copy: bit for bit
@@ -75,7 +78,7 @@ def test_two_backward_passes_are_bitwise_equal(spec, shape, backward):
     idx, sign, n = map_of(spec, shape)
     table = torch.randn(n)
     up = torch.randn(idx.shape)
-    plan = build_plan(idx, n, sign, sorted_segments=backward == "segments")
+    plan = build_plan(idx, n, sign, **LAYOUT[backward])
     first = grads(lambda t: table_gather(t, plan), table, up.reshape(-1))[1]
     second = grads(lambda t: table_gather(t, plan), table, up.reshape(-1))[1]
     assert torch.equal(first, second)
@@ -93,12 +96,13 @@ def test_lanes_do_not_change_the_math(lanes):
 
 
 @given(data=st.data(), n_w=st.integers(1, 40), n=st.integers(1, 12), use_sign=st.booleans(),
-       segments=st.booleans())
-def test_plan_round_trips_the_map(data, n_w, n, use_sign, segments):
+       layout=st.sampled_from(BACKWARDS))
+def test_plan_round_trips_the_map(data, n_w, n, use_sign, layout):
     idx = torch.tensor(data.draw(st.lists(st.integers(-1, n - 1), min_size=n_w, max_size=n_w)))
     sign = torch.tensor(data.draw(st.lists(st.sampled_from([-1, 1]), min_size=n_w, max_size=n_w))) if use_sign else None
-    plan = build_plan(idx, n, sign, sorted_segments=segments)
-    assert torch.equal(plan_indices(plan), idx)
+    plan = build_plan(idx, n, sign, **LAYOUT[layout])
+    segments = layout == "segments"
+    assert plan.num_weights == n_w and torch.equal(plan_indices(plan), idx)
     if use_sign:
         assert torch.equal(plan_sign(plan)[idx >= 0], sign[idx >= 0].to(torch.int8))
     assert torch.equal(entry_loads(plan), torch.bincount(idx[idx >= 0], minlength=n))
@@ -189,3 +193,30 @@ def test_cuda_gradient_is_deterministic_and_matches_cpu(spec, shape):
         out.append(gpu.table.grad.clone())
     assert torch.equal(out[0], out[1])
     torch.testing.assert_close(out[0].cpu(), cpu.table.grad, rtol=1e-12, atol=1e-12)
+
+
+@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 12), cols=st.integers(1, 40), n=st.integers(1, 30),
+       zeros=st.floats(0, 1), use_sign=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_row_list_plan_equals_the_per_weight_plan_bitwise(seed, rows, cols, n, zeros, use_sign, dtype):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (rows, cols), generator=g)
+    idx[torch.rand(rows, cols, generator=g) < zeros] = -1
+    sign = torch.randint(0, 2, (rows, cols), generator=g) * 2 - 1 if use_sign else None
+    table = torch.randn(n, generator=g, dtype=dtype)
+    up = torch.randn(rows * cols, generator=g, dtype=dtype)
+    dense, compact = (build_plan(idx, n, sign, compact=c) for c in (False, True))
+    assert compact.compact and not dense.compact and compact.key.numel() == int((idx >= 0).sum())
+    w_d, g_d = grads(lambda t: table_gather(t, dense), table, up)
+    w_c, g_c = grads(lambda t: table_gather(t, compact), table, up)
+    assert torch.equal(w_c, w_d) and torch.equal(g_c, g_d)  # the same adds in the same order
+    assert torch.equal(entry_loads(compact), entry_loads(dense))
+
+
+def test_sparse_maps_get_a_row_list_on_the_cpu_only():
+    idx, sign, n = map_of(MAP_CASES[3][1], MAP_CASES[3][2])  # sparsity 0.9
+    assert build_plan(idx, n, sign).compact
+    assert not build_plan(idx, n, sign, sorted_segments=True).compact
+    dense_idx, _, dense_n = map_of(MAP_CASES[0][1], MAP_CASES[0][2])
+    assert not build_plan(dense_idx, dense_n).compact
+    with pytest.raises(ValueError, match="no sorted segments"):
+        build_plan(idx, n, sign, compact=True, sorted_segments=True)
