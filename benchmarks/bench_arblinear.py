@@ -7,8 +7,9 @@ For every layer shape, batch size and index map, prints the median time of one
 reference twin (``index_select`` + autograd ``index_add_``, ``gather_weight_ref``). The resident
 index memory of each layer is printed in bytes per virtual weight.
 
-Maps are built with hashlab's numpy backend: numba's parallel kernels, run in the same
-process before torch, slowed torch's CPU kernels 30-50x on a 2-core box.
+Maps are built with hashlab's numpy backend for ``--device cpu`` (numba's parallel kernels, run
+in the same process before torch, slowed torch's CPU kernels 30-50x on a 2-core box) and with
+its numba backend for ``--device cuda``.
 
 Maps (a table of ``--table-size`` entries, default 1000 as in the paper's MNIST runs, or
 ``in*out / --compression``; built with ``hashlab.build_map``):
@@ -68,8 +69,10 @@ class RefArbLinear(nn.Module):
 def make_layer(in_f: int, out_f: int, map_kw: dict, table_size: int, compression: float | None, sign: bool,
                seed: int, device: torch.device) -> ArbLinear:
     n = table_size if compression is None else max(1, round(in_f * out_f / compression))
+    # numba's threads slow torch's CPU kernels in this process; on CUDA they do not matter, and
+    # numpy takes minutes for the 8192x8192 maps
     imap = build_map(HashSpec(table_size=n, seed=seed, sign=sign, **map_kw), Architecture((in_f, out_f)),
-                     backend="numpy")
+                     backend="numba" if device.type == "cuda" else "numpy")
     lay = imap.layers[0]
     return ArbLinear(in_f, out_f, np.asarray(lay.indices), n, sign=None if lay.sign is None else np.asarray(lay.sign),
                      device=device)

@@ -21,8 +21,33 @@ timeout 240 $PY -m pytest -q -p no:cacheprovider -m gpu -n 4 tests/trainers 2>&1
 
 echo "== bench_arblinear (cuda)"
 if [ "${1:-}" = quick ]; then LARGE="--skip-large"; REF=""; else LARGE=""; REF="--ref"; fi
-timeout 200 $PY benchmarks/bench_arblinear.py --device cuda $LARGE $REF --min-run-time 0.3 \
+timeout 200 $PY benchmarks/bench_arblinear.py --device cuda $LARGE $REF --min-run-time 0.2 \
     --json "$OUT/arblinear_cuda.json" 2>&1 | tee "$OUT/arblinear_cuda.txt"
+
+echo "== profile: one ArbLinear step and one nn.Linear step, 3072x2000, batch 200, uniform map (cuda)"
+timeout 90 $PY - <<'PYEOF' 2>&1 | tee "$OUT/profile.txt"
+import torch
+from torch.profiler import ProfilerActivity, profile
+from hashlab import Architecture, HashSpec, build_map
+from trainers.torch_backend.layers import ArbLinear
+lay = build_map(HashSpec(kind="uniform", table_size=1000, seed=0), Architecture((3072, 2000))).layers[0]
+arb = ArbLinear(3072, 2000, lay.indices, 1000, device="cuda")
+lin = torch.nn.Linear(3072, 2000, device="cuda")
+x = torch.randn(200, 3072, device="cuda")
+for name, m in (("ArbLinear", arb), ("nn.Linear", lin)):
+    def step():
+        m.zero_grad(set_to_none=True)
+        m(x).sum().backward()
+    for _ in range(20):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(20):
+            step()
+        torch.cuda.synchronize()
+    print(f"--- {name}: 20 steps")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40))
+PYEOF
 
 echo "== bench_group (cuda)"
 timeout 120 $PY benchmarks/bench_group.py --device cuda --ks 1 8 32 --steps 20 \
