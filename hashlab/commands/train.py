@@ -5,10 +5,11 @@ torch is imported inside :func:`run` only, so ``hashlab --help`` works without i
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from trainers.torch_backend.config import TrainConfig
 
-from ..io.errors import EnvironmentProblem
+from ..io.errors import EnvironmentProblem, UsageError
 from ..io.paths import check_input_file, check_output_path
 from .dataclass_args import add_dataclass_arguments, dataclass_from_args
 
@@ -53,9 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "SGD, as in Chang & Lipson 2018; --model hashednets-mlp and the validation flags give the "
                     "HashedNets recipe, docs/TRAINING.md), then print its test accuracy and write a results JSON "
                     "(docs/TRAINING.md). Needs the torch extra: pip install 'hashlab[torch]'.")
-    p.add_argument("index_file", metavar="FILE", help="index file from `hashlab build`")
+    p.add_argument("index_files", metavar="FILE", nargs="+",
+                   help="index file from `hashlab build`; several files of one architecture are trained as one "
+                        "batched model (train_group: paper network and recipe, SGD), each as if alone")
     add_dataclass_arguments(p, TrainConfig, help=_HELP)
-    p.add_argument("-o", "--out", default=None, help="write the results JSON here (atomically)")
+    p.add_argument("-o", "--out", default=None,
+                   help="write the results JSON here (atomically); with several files, a directory that gets "
+                        "one FILE_STEM.json each")
     p.add_argument("--checkpoint", metavar="PATH", default=None,
                    help="save the full training state here after every epoch (atomically); rerunning the same "
                         "command resumes from it with identical results on CPU")
@@ -71,14 +76,45 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise EnvironmentProblem(0, f"the torch backend needs torch and torchvision ({e}); "
                                     "install them with: pip install 'hashlab[torch]'") from None
+    files = args.index_files
+    for f in files:
+        check_input_file(f, "index file", "create it with `hashlab build ... -o FILE`")
+    if len(files) > 1:
+        return _run_group(args, config, files)
     for path, what in ((args.out, "--out"), (args.checkpoint, "--checkpoint")):
         if path is not None:
             check_output_path(path, what)
-    check_input_file(args.index_file, "index file", "create it with `hashlab build ... -o FILE`")
-    results = train(args.index_file, config, out=args.out, progress=args.progress, checkpoint=args.checkpoint)
+    results = train(files[0], config, out=args.out, progress=args.progress, checkpoint=args.checkpoint)
     acc = results["test_accuracy"]
     last = results["epochs"][-1]
     print(f"test accuracy: {acc:.4f} ({100 * acc:.2f}%) after {len(results['epochs'])} epochs "
           f"(final train accuracy {last['train_accuracy']:.4f}, {results['wall_time_s']:.1f} s on "
           f"{results['device']['name']})" + (f"; results written to {args.out}" if args.out else ""))
+    return 0
+
+
+def _run_group(args: argparse.Namespace, config: TrainConfig, files: list[str]) -> int:
+    """Several index files: one batched model (``train_group``), one results JSON per file."""
+    from trainers.torch_backend.group import train_group
+
+    if args.checkpoint is not None:
+        raise UsageError("--checkpoint saves one model's training state; drop it to train several files "
+                         "as a group, or train them one by one")
+    stems = [Path(f).stem for f in files]
+    if len(set(stems)) != len(stems):
+        raise UsageError(f"the index files' names repeat ({', '.join(sorted(s for s in set(stems) if stems.count(s) > 1))}"
+                         "), so their results JSONs in --out would collide; rename them")
+    outs = None
+    if args.out is not None:
+        out_dir = Path(args.out)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--out {out_dir} is a file; with several index files --out names a directory")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outs = [out_dir / f"{stem}.json" for stem in stems]
+    results = train_group(files, config, outs=outs, progress=args.progress)  # ValueErrors exit with status 2
+    for f, res in zip(files, results):
+        print(f"{f}: test accuracy {res['test_accuracy']:.4f} ({100 * res['test_accuracy']:.2f}%) after "
+              f"{len(res['epochs'])} epochs")
+    print(f"{len(files)} models trained as one group in {results[0]['wall_time_s']:.1f} s on "
+          f"{results[0]['device']['name']}" + (f"; results written to {args.out}/" if args.out else ""))
     return 0

@@ -77,3 +77,44 @@ def test_network_and_validation_flags_come_from_the_config(tmp_path, capsys):
     assert dataclass_from_args(TrainConfig, build_parser().parse_args(["train", "m.safetensors"])) == TrainConfig()
     assert main(["train", str(tmp_path / "m.safetensors"), "--lr-metric", "val_loss"]) == 2
     assert "lr_metric 'val_loss' needs a validation set: set val_fraction" in capsys.readouterr().err
+
+
+def _two_maps(tmp_path):
+    paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
+    assert main(["build", "--kind", "dirichlet", "--alpha", "1", "--table-size", "500", "--seed", "1",
+                 "-o", str(paths[0])]) == 0
+    assert main(["build", "--kind", "uniform", "--sparsity", "0.5", "--table-size", "500", "--seed", "2",
+                 "-o", str(paths[1])]) == 0
+    return paths
+
+
+def test_several_files_train_as_one_group_with_a_results_file_each(tmp_path, data_root, capsys):
+    paths = _two_maps(tmp_path)
+    out = tmp_path / "results"
+    common = ["--data-root", str(data_root), "--epochs", "1", "--limit-train", "600", "--batch-size", "100",
+              "--device", "cpu", "--num-threads", "1", "--no-progress"]
+    assert main(["train", *map(str, paths), *common, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 models trained as one group" in printed
+    group = [json.loads((out / f"{p.stem}.json").read_text()) for p in paths]
+    assert main(["train", str(paths[1]), *common, "--out", str(tmp_path / "solo.json")]) == 0
+    solo = json.loads((tmp_path / "solo.json").read_text())
+    assert group[1]["index_file"] == solo["index_file"] and group[1]["config"] == solo["config"]
+    assert group[1]["test_accuracy"] == pytest.approx(solo["test_accuracy"], abs=3e-4)
+
+
+def test_group_usage_errors_exit_2_before_training(tmp_path, data_root, capsys):
+    paths = _two_maps(tmp_path)
+    args = ["train", *map(str, paths), "--data-root", str(data_root), "--device", "cpu"]
+    assert main(args + ["--checkpoint", str(tmp_path / "c.pt")]) == 2
+    assert "--checkpoint saves one model's training state" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(args + ["--out", str(tmp_path / "file")]) == 2
+    assert "with several index files --out names a directory" in capsys.readouterr().err
+    assert main(args + ["--optimizer", "adam"]) == 2
+    assert "train_group supports optimizer='sgd' only" in capsys.readouterr().err
+    other = tmp_path / "sub" / "a.safetensors"
+    other.parent.mkdir()
+    other.write_bytes(paths[0].read_bytes())
+    assert main(["train", str(paths[0]), str(other), "--data-root", str(data_root), "--out", str(tmp_path / "o")]) == 2
+    assert "names repeat (a)" in capsys.readouterr().err
