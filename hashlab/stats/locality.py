@@ -31,7 +31,7 @@ Algorithms (no pair enumeration)
 --------------------------------
 A stable counting sort by entry (O(N + n)) lists each bucket in identifier order; the
 identifier-order nearest partner is an adjacent element. The grid nearest partner uses a
-per-bucket grid of cells (:mod:`hashlab.stats.kernels`); both feed histograms directly. Pairs
+per-bucket column sweep (:mod:`hashlab.stats.kernels`); both feed histograms directly. Pairs
 within ``d`` come from one sweep in identifier order that needs no sort (O(N) per threshold).
 """
 from __future__ import annotations

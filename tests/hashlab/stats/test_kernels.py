@@ -188,3 +188,68 @@ def test_grid_nearest_matches_scipy_kdtree(rows, cols, n, style):
 def test_unknown_backend_names_the_choices():
     with pytest.raises(ValueError, match="numba"):
         SK.kernels("cuda")
+
+
+@st.composite
+def sweep_layers(draw):
+    """Layers whose buckets exceed the all-pairs cutoff, so the column sweep runs (zeroed weights mixed in)."""
+    rows = draw(st.integers(2, 90))
+    cols = draw(st.integers(2, 90))
+    n = draw(st.integers(1, max(1, rows * cols // (2 * SK._BRUTE))))
+    sparsity = draw(st.sampled_from([0.0, 0.3, 0.9]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=rows * cols)
+    idx[rng.random(idx.size) < sparsity] = -1
+    return rows, cols, n, idx.astype(np.int16)
+
+
+@given(sweep_layers())
+def test_column_sweep_equals_the_reference(layer):
+    """The column sweep (buckets above the all-pairs cutoff, half-windows, the outward scan) is exact."""
+    _, cols, n, idx = layer
+    starts, ids = SK.bucket_sort_nb(idx, n)
+    got = SK.nearest_partner_nb(starts, ids, cols)
+    want = SK.nearest_partner_ref(starts, ids, cols)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+SWEEP_CASES = [  # (rows, cols, style): the scan past the half-window, int32 rows, window edges
+    pytest.param(64, 2000, "two-clusters", id="far-partners-64x2000"),
+    pytest.param(20000, 3, "uniform", id="int32-rows-20000x3"),
+    pytest.param(3, 5000, "uniform", id="wide-3x5000"),
+    pytest.param(400, 400, "corners", id="corners-400x400"),
+]
+
+
+@pytest.mark.parametrize("rows, cols, style", SWEEP_CASES)
+def test_column_sweep_edge_cases_equal_the_reference(rows, cols, style):
+    rng = np.random.default_rng(rows + cols)
+    idx = np.full(rows * cols, -1, np.int64)
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    if style == "two-clusters":  # bucket 0: 60 members top left, one bottom right (its partner ~1990 columns away)
+        idx[(r < 10) & (c < 6)] = 0
+        idx[(r == rows - 1) & (c == cols - 1)] = 0
+        idx[rng.random(idx.size) < 0.01] = 1
+    elif style == "corners":  # bucket 0: a cluster in the middle and one member in each corner
+        idx[(abs(r - rows // 2) < 4) & (abs(c - cols // 2) < 4)] = 0
+        idx[[0, cols - 1, (rows - 1) * cols, rows * cols - 1]] = 0
+        idx[rng.random(idx.size) < 0.002] = 1
+    else:
+        idx = rng.integers(-1, 7, size=idx.size)
+    idx = idx.astype(np.int16)
+    starts, ids = SK.bucket_sort_nb(idx, 2 if style != "uniform" else 7)
+    got = SK.nearest_partner_nb(starts, ids, cols)
+    want = SK.nearest_partner_ref(starts, ids, cols)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    for g, w in zip(SK.nearest_histograms_nb(starts, ids, cols), SK.nearest_histograms_ref(starts, ids, cols)):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_row_type_keeps_sentinels_above_every_distance():
+    assert SK._row_proto(2000, 3072).dtype == np.int16
+    assert SK._row_proto(20000, 3).dtype == np.int32
+    assert SK._row_proto(9000, 9000).dtype == np.int32
+    assert SK._row_proto(2**29 + 5, 3) is None
