@@ -13,6 +13,11 @@ out of the total, with the ETA.
 * ``ray``: the same runs as Ray tasks (``num_cpus=1`` each). ``address=None`` starts a local
   Ray instance with ``workers`` CPUs; ``address="auto"`` or ``"ray://HOST:PORT"`` joins a cluster
   whose nodes have this package installed and the data root at the same path.
+
+With ``group_size=K > 1`` either engine trains up to K runs that differ only in their map
+(:func:`analysis.runs.group_key`) as one task, one batched model
+(:func:`analysis.runs.execute_group`); the others run alone. A group's runs are recorded when
+the whole group finishes, so a killed reproduction loses the groups in flight.
 """
 from __future__ import annotations
 
@@ -30,9 +35,9 @@ from tqdm.auto import tqdm
 
 from hashlab.io.errors import EXIT_ENVIRONMENT
 
-from .runs import RunConfig, execute_run, run_path
+from .runs import RunConfig, execute_group, execute_run, group_key, run_path
 
-__all__ = ["ENGINES", "EngineError", "RunFailure", "default_workers", "pending", "run_all"]
+__all__ = ["ENGINES", "EngineError", "RunFailure", "default_workers", "pending", "plan_tasks", "run_all"]
 
 ENGINES = ("local", "ray")
 
@@ -71,9 +76,33 @@ def pending(runs: Iterable[RunConfig], out: str | Path) -> list[RunConfig]:
     return [r for r in runs if not run_path(out, r).exists()]
 
 
+def plan_tasks(todo: list[RunConfig], group_size: int) -> list[list[RunConfig]]:
+    """``todo`` cut into tasks: runs of one :func:`~analysis.runs.group_key` in chunks of at most
+    ``group_size``, in the order of their first run; runs without a group key alone."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    groups: dict[str, list[RunConfig]] = {}
+    tasks: list[list[RunConfig]] = []
+    for run in todo:
+        key = group_key(run) if group_size > 1 else None
+        if key is None:
+            tasks.append([run])
+            continue
+        if key not in groups or len(groups[key]) == group_size:
+            groups[key] = []
+            tasks.append(groups[key])
+        groups[key].append(run)
+    return tasks
+
+
+def _execute(task: list[dict[str, Any]], out: str) -> list[dict[str, Any]]:
+    """One task of the pool or of Ray: a run alone, or a group."""
+    return [execute_run(task[0], out)] if len(task) == 1 else execute_group(task, out)
+
+
 def run_all(runs: list[RunConfig], out: str | Path, *, engine: str = "local", workers: int | None = None,
             address: str | None = None, progress: bool = True,
-            on_row: Callable[[dict[str, Any]], None] | None = None) -> Progress:
+            on_row: Callable[[dict[str, Any]], None] | None = None, group_size: int = 1) -> Progress:
     """Run every run of ``runs`` that has no record under ``out`` yet.
 
     Parameters
@@ -90,6 +119,9 @@ def run_all(runs: list[RunConfig], out: str | Path, *, engine: str = "local", wo
         Show the tqdm bar.
     on_row : callable, optional
         Called with each finished run's row, in completion order (e.g. to rewrite results.csv).
+    group_size : int
+        Train up to this many runs that differ only in their map as one batched model (default 1:
+        every run alone). A group's records equal solo runs' up to float rounding.
 
     Returns
     -------
@@ -107,12 +139,13 @@ def run_all(runs: list[RunConfig], out: str | Path, *, engine: str = "local", wo
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     todo = pending(runs, out)
+    tasks = plan_tasks(todo, group_size)
     state = Progress(total=len(runs), skipped=len(runs) - len(todo))
     bar = tqdm(total=len(runs), initial=state.skipped, unit="run", desc="reproduce", disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
     submit = _run_local if engine == "local" else _run_ray
     try:
-        for run, row, error in submit(todo, str(out), workers, address):
+        for run, row, error in submit(tasks, str(out), workers, address):
             if error is None:
                 state.finished += 1
                 if on_row is not None:
@@ -150,29 +183,38 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _run_local(todo: list[RunConfig], out: str, workers: int, address: str | None):
+def _task_results(task: list[RunConfig], get):
+    """Yield ``(run, row, error)`` for every run of a finished task (``get()`` returns its rows or raises)."""
+    try:
+        rows = get()
+    except Exception as e:  # one failed task does not stop the others
+        error = _one_line(e)
+        for run in task:
+            yield run, None, error
+        return
+    for run, row in zip(task, rows):
+        yield run, row, None
+
+
+def _run_local(tasks: list[list[RunConfig]], out: str, workers: int, address: str | None):
     if address is not None:
         raise ValueError("--address only applies to --engine ray")
-    if not todo:
+    if not tasks:
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_die_with_parent,
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(execute_run, run.to_dict(), out): run for run in todo}
+        futures = {pool.submit(_execute, [r.to_dict() for r in task], out): task for task in tasks}
         try:
             for fut in as_completed(futures):
-                run = futures[fut]
-                try:
-                    yield run, fut.result(), None
-                except Exception as e:  # one failed run does not stop the others
-                    yield run, None, _one_line(e)
+                yield from _task_results(futures[fut], fut.result)
         except BaseException:
             for fut in futures:
                 fut.cancel()
             raise
 
 
-def _run_ray(todo: list[RunConfig], out: str, workers: int, address: str | None):
+def _run_ray(tasks: list[list[RunConfig]], out: str, workers: int, address: str | None):
     try:
         import ray
     except ImportError:
@@ -188,17 +230,19 @@ def _run_ray(todo: list[RunConfig], out: str, workers: int, address: str | None)
         except Exception as e:
             raise EngineError(f"cannot start or reach Ray ({_one_line(e)})") from None
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(execute_run)
-        refs = {task.remote(run.to_dict(), out): run for run in todo}
+        remote = ray.remote(num_cpus=1, max_retries=0)(_execute)
+        refs = {remote.remote([r.to_dict() for r in task], out): task for task in tasks}
         waiting = list(refs)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
-            run = refs[done[0]]
-            try:
-                yield run, ray.get(done[0]), None
-            except Exception as e:
-                cause = getattr(e, "cause", None) or e
-                yield run, None, _one_line(cause)
+
+            def get(ref=done[0]):
+                try:
+                    return ray.get(ref)
+                except Exception as e:
+                    raise (getattr(e, "cause", None) or e) from None
+
+            yield from _task_results(refs[done[0]], get)
     finally:
         if started_here:
             ray.shutdown()

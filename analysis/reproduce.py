@@ -61,7 +61,7 @@ def write_results_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
 def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | None = None, device: str = "cpu",
               engine: str = "local", workers: int | None = None, address: str | None = None,
               studies: tuple[str, ...] | None = None, progress: bool = True, report: bool = True,
-              run: bool = True) -> dict[str, Any]:
+              run: bool = True, group_size: int = 1) -> dict[str, Any]:
     """Run (or resume) a profile's studies on a dataset and write results.csv, figures and REPORT.md.
 
     Parameters
@@ -75,7 +75,7 @@ def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | N
         torchvision data root (default ``$HASHLAB_DATA_ROOT``).
     device : str
         ``"cpu"`` (default), ``"cuda"`` or ``"auto"``; part of each run's key.
-    engine, workers, address :
+    engine, workers, address, group_size :
         See :func:`analysis.engines.run_all`.
     studies : tuple of str, optional
         Only these studies of the profile.
@@ -118,7 +118,8 @@ def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | N
     done_before = len(done_rows)
     state = None
     if run:
-        state = run_all(runs, out, engine=engine, workers=workers, address=address, progress=progress, on_row=on_row)
+        state = run_all(runs, out, engine=engine, workers=workers, address=address, progress=progress, on_row=on_row,
+                        group_size=group_size)
     rows = load_rows(out, runs)
     write_results_csv(rows, csv_path)
     summary = {"runs": len(runs), "finished": 0 if state is None else state.finished, "skipped": done_before,
@@ -145,6 +146,10 @@ def _parser(prog: str = "python -m analysis.reproduce") -> argparse.ArgumentPars
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--engine", default="local", choices=ENGINES, help="local process pool (default) or ray")
     p.add_argument("--workers", type=int, default=None, help="concurrent runs (default: one per CPU core)")
+    p.add_argument("--group-size", type=int, default=1, metavar="K",
+                   help="train up to K runs that differ only in their map as one batched model (train_group; "
+                        "equal to solo runs up to float rounding); 1 (default): every run alone. Pays on a GPU "
+                        "(32 MNIST MLPs: 22.7x the per-model throughput on an H200), less on CPU (8: 1.27x)")
     p.add_argument("--address", default=None, help="Ray cluster address (with --engine ray; default: a local "
                                                    "instance)")
     p.add_argument("--studies", default=None, help="comma-separated subset of the profile's studies")
@@ -161,6 +166,8 @@ def _main(argv: list[str], prog: str) -> int:
     studies = None if args.studies is None else tuple(s.strip() for s in args.studies.split(",") if s.strip())
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.group_size < 1:
+        raise UsageError(f"--group-size must be >= 1, got {args.group_size}")
     profiles = load_profiles()  # every input is checked before the output folder is made or anything runs
     if args.profile not in profiles:
         raise StudyError(f"unknown profile {args.profile!r}; choose one of {', '.join(profiles)}")
@@ -168,7 +175,8 @@ def _main(argv: list[str], prog: str) -> int:
     out = check_output_dir(args.out, "--out folder")
     summary = reproduce(args.profile, args.dataset, out, data_root=args.data_root, device=args.device,
                         engine=args.engine, workers=args.workers, address=args.address, studies=studies,
-                        progress=not args.no_progress, report=not args.no_report, run=not args.report_only)
+                        progress=not args.no_progress, report=not args.no_report, run=not args.report_only,
+                        group_size=args.group_size)
     print(f"{summary['runs']} runs: {summary['finished']} trained now, {summary['skipped']} already done, "
           f"{len(summary['failed'])} failed, {summary['missing']} not run ({summary['wall_time_s']:.0f} s); "
           f"results in {out / 'results.csv'}"

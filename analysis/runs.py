@@ -10,6 +10,9 @@ run, never a silently reused one.
 file, trains it with ``trainers.torch_backend`` *from that file*, and writes
 ``OUT/runs/<key>.json`` (the tidy row, the run config and the full training results) atomically.
 It is a module-level function of plain arguments, so a process pool and Ray can both call it.
+:func:`execute_group` does the same for several runs that differ only in their map
+(:func:`group_key`), trained as one batched model (``trainers.torch_backend.group.train_group``):
+each record is what :func:`execute_run` writes, up to float rounding of the batched kernels.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunConfig", "ARCH_OF_DATASET", "ROW_COLUMNS", "KEY_DEFAULTS", "execute_run", "run_path", "git_commit"]
+__all__ = ["RunConfig", "ARCH_OF_DATASET", "ROW_COLUMNS", "KEY_DEFAULTS", "MAP_FIELDS", "execute_run",
+           "execute_group", "group_key", "run_path", "git_commit"]
 
 ARCH_OF_DATASET = {"mnist": "mnist-mlp", "fashion-mnist": "mnist-mlp", "cifar10": "cifar10-mlp"}
 """The paper's MLP per dataset (section 4.3); Fashion-MNIST, the CIFAR-10 stand-in, uses MNIST's."""
@@ -169,6 +173,24 @@ class RunConfig:
             optimizer=self.optimizer, table_grad_scale=self.table_grad_scale, num_threads=1)
 
 
+MAP_FIELDS = ("study", "kind", "alpha", "radius", "sign", "sparsity", "hash_seed")
+"""Run fields that change only the map (and the study label), not the network or its training."""
+
+
+def group_key(run: RunConfig) -> str | None:
+    """Runs with equal keys can train as one group; ``None`` for a run that must train alone.
+
+    Equal keys mean equal everything but :data:`MAP_FIELDS`: the same dataset, architecture,
+    table budget, training seed and recipe, so the maps have the same layer and table sizes and
+    the members see the same mini-batches. ``train_group`` trains the paper's recipe with SGD
+    and no table-read biases only: other runs get ``None``.
+    """
+    if run.optimizer != "sgd" or run.recipe != "paper" or run.hash_bias:
+        return None
+    d = {k: v for k, v in run.to_dict().items() if k not in MAP_FIELDS}
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
 def run_path(out: str | Path, run: RunConfig) -> Path:
     """Where the finished run's record lives: ``OUT/runs/<key>.json``."""
     return Path(out) / "runs" / f"{run.key}.json"
@@ -231,7 +253,6 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
         On an invalid run config or missing data (before training starts).
     """
     from hashlab import build_map, save_index_file
-    from hashlab.io.atomic import atomic_write_json
     from trainers.torch_backend.train import train
 
     run = RunConfig.from_dict(run) if isinstance(run, dict) else run
@@ -241,6 +262,53 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
     stats = map_statistics(imap)
     with tempfile.TemporaryDirectory(prefix="hashlab-run-") as tmp:
         results = train(save_index_file(imap, Path(tmp) / "map.safetensors"), tcfg, progress=False)
+    return _write_record(run, out, results, stats, time.perf_counter() - t0)
+
+
+def execute_group(runs: list[RunConfig | dict[str, Any]], out: str | Path) -> list[dict[str, Any]]:
+    """:func:`execute_run` for runs of one :func:`group_key`, trained as one batched model.
+
+    Builds and analyzes every map, writes each as an index file, trains them with
+    ``train_group`` (one batched ArbMLP, each member as if alone, up to float rounding), and
+    writes each run's record atomically as it is known; a record's ``group`` field lists the
+    runs it was trained with. ``wall_time_s`` is the group's wall time divided by its size.
+
+    Returns
+    -------
+    list of dict
+        The rows, in the order of ``runs``.
+
+    Raises
+    ------
+    ValueError
+        If the runs do not share one group key (or one of them has none).
+    hashlab.SpecError, trainers.torch_backend.ConfigError, DatasetError
+        As :func:`execute_run`, before training starts.
+    """
+    from hashlab import build_map, save_index_file
+    from trainers.torch_backend.group import train_group
+
+    runs = [RunConfig.from_dict(r) if isinstance(r, dict) else r for r in runs]
+    keys = {group_key(r) for r in runs}
+    if not runs or len(keys) != 1 or None in keys:
+        raise ValueError("execute_group needs one or more runs of one group key (same training, maps aside); "
+                         "run the others with execute_run")
+    t0 = time.perf_counter()
+    maps = [build_map(r.hash_spec(), r.architecture()) for r in runs]
+    stats = [map_statistics(m) for m in maps]
+    with tempfile.TemporaryDirectory(prefix="hashlab-group-") as tmp:
+        files = [save_index_file(m, Path(tmp) / f"map{i}.safetensors") for i, m in enumerate(maps)]
+        results = train_group(files, runs[0].train_config(), progress=False)
+    wall = (time.perf_counter() - t0) / len(runs)
+    group = [r.key for r in runs]
+    return [_write_record(r, out, res, st, wall, group=group) for r, res, st in zip(runs, results, stats)]
+
+
+def _write_record(run: RunConfig, out: str | Path, results: dict[str, Any], stats: dict[str, Any], wall: float,
+                  group: list[str] | None = None) -> dict[str, Any]:
+    """The run's row; writes ``OUT/runs/<key>.json`` (row, run, training results[, group]) atomically."""
+    from hashlab.io.atomic import atomic_write_json
+
     epochs = results["epochs"]
     row = {
         **{k: v for k, v in run.to_dict().items() if k in ROW_COLUMNS},
@@ -252,8 +320,11 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
         "run_key": run.key, "hashlab_version": results["versions"]["hashlab"], "git_commit": git_commit(),
         "torch_version": results["versions"]["torch"],
         "device": results["device"].get("cuda_name") or results["device"]["name"],
-        "wall_time_s": time.perf_counter() - t0,
+        "wall_time_s": wall,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(run_path(out, run), {"row": row, "run": run.to_dict(), "results": results})
+    record = {"row": row, "run": run.to_dict(), "results": results}
+    if group is not None:
+        record["group"] = group
+    atomic_write_json(run_path(out, run), record)
     return row

@@ -232,3 +232,39 @@ def test_ray_engine_gives_the_rows_of_the_local_pool(smoke, tmp_path, data_root)
     assert summary["finished"] == 8 and not summary["failed"]
     ref = [r for r in read_csv(ref_out / "results.csv") if r["study"] == "balance"]
     assert stable(read_csv(tmp_path / "results.csv")) == stable(ref)
+
+
+def test_plan_tasks_groups_runs_that_differ_only_in_their_map():
+    from analysis.engines import plan_tasks
+    runs = plan(load_profiles()["quick"], "mnist")
+    tasks = plan_tasks(runs, 8)
+    assert sorted(r.key for t in tasks for r in t) == sorted(r.key for r in runs)  # every run once
+    assert max(len(t) for t in tasks) == 8 and plan_tasks(runs, 1) == [[r] for r in runs]
+    for t in tasks:
+        keys = {dataclasses.replace(r, study="", kind="", alpha=None, radius=None, sign=False, sparsity=0.0,
+                                    hash_seed=0) for r in t}
+        assert len(keys) == 1  # same training, maps aside
+    adam = [t for t in tasks if t[0].optimizer == "adam"]
+    assert adam and all(len(t) == 1 for t in adam)  # train_group trains SGD only
+    with pytest.raises(ValueError, match="group_size must be >= 1"):
+        plan_tasks(runs, 0)
+
+
+def test_groups_give_the_rows_of_solo_runs(smoke, tmp_path, data_root):
+    out, _ = smoke
+    summary = reproduce("smoke", "mnist", tmp_path, data_root=str(data_root), workers=2, progress=False,
+                        report=False, group_size=4)
+    assert summary["finished"] == summary["runs"] and not summary["failed"]
+    solo = {r["run_key"]: r for r in read_csv(out / "results.csv")}
+    grouped = read_csv(tmp_path / "results.csv")
+    assert sorted(solo) == sorted(r["run_key"] for r in grouped)
+    rounding = {"test_accuracy", "final_train_accuracy", "test_loss"}  # batched kernels round differently
+    for row in grouped:
+        ref = solo[row["run_key"]]
+        assert {k: v for k, v in row.items() if k not in VOLATILE | rounding} == \
+            {k: v for k, v in ref.items() if k not in VOLATILE | rounding}
+        for k in ("test_accuracy", "final_train_accuracy"):
+            assert float(row[k]) == pytest.approx(float(ref[k]), abs=2e-3), (row["run_key"], k)
+    import json
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    assert max(len(r["group"]) for r in records) > 1
