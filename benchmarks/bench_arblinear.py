@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.benchmark import Timer
 
 from hashlab import Architecture, HashSpec, build_map
+from trainers.torch_backend import functional
 from trainers.torch_backend.functional import gather_weight_ref
 from trainers.torch_backend.layers import ArbLinear
 
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ref", action="store_true", help="also time the reference twin (index_select + index_add_)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--skew-factor", type=float, default=functional.SKEW_FACTOR,
+                   help="off the CPU, segments sum by float64 prefix differences when the largest holds more "
+                        f"than this times the mean (default: {functional.SKEW_FACTOR}; inf: always segment_reduce)")
     p.add_argument("--min-run-time", type=float, default=1.0,
                    help="seconds of timing per layer, spread over 3 interleaved rounds (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the index maps and inputs (default: 0)")
@@ -125,13 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    functional.SKEW_FACTOR = args.skew_factor
     device = torch.device(args.device)
     shapes = [s for s in args.shapes if not (args.skip_large and s[0] * s[1] > 2**24)]
     g = torch.Generator().manual_seed(args.seed)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
     table = f"compression {args.compression}" if args.compression else f"table {args.table_size}"
     header = (f"ArbLinear vs nn.Linear, forward+backward, {table}, sign {args.sign}; "
-              f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads")
+              f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads"
+              + (f", skew factor {args.skew_factor:g}" if device.type != "cpu" else ""))
     print("# " + header)
     cols = f"{'in x out':>10} {'batch':>6} {'map':>16} {'Linear ms':>10} {'Arb ms':>9} {'/Linear':>8} {'/uniform':>9}"
     print(cols + (f" {'ref ms':>8} {'ref/Lin':>8}" if args.ref else "") + f" {'B/weight':>9}")

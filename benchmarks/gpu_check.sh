@@ -3,8 +3,9 @@
 #
 # Run from the repository root with MNIST's four official .gz files under .data/MNIST/raw/
 # (carried, since ../shared/data does not travel). Logs and JSON go to $OUT (default /tmp/gpu_check).
-#   OUT=/tmp/g bash benchmarks/gpu_check.sh [quick]
-# "quick" skips the 8192x8192 layer and the reference twin.
+#   OUT=/tmp/g bash benchmarks/gpu_check.sh [quick|skew]
+# "quick" skips the 8192x8192 layer and the reference twin; "skew" runs the tests, then times the
+# uniform, hot and sparse maps with and without prefix-sum segments (--skew-factor inf), and stops.
 set -u
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -18,6 +19,16 @@ export HASHLAB_DATA_ROOT=/tmp/hl_data
 
 echo "== CUDA tests"
 timeout 240 $PY -m pytest -q -p no:cacheprovider -m gpu -n 4 tests/trainers 2>&1 | tail -25 | tee "$OUT/tests.txt"
+
+if [ "${1:-}" = skew ]; then
+    for f in 16 inf; do
+        echo "== bench_arblinear (cuda), skew factor $f"
+        timeout 150 $PY benchmarks/bench_arblinear.py --device cuda --skew-factor $f --min-run-time 0.2 \
+            --maps uniform dirichlet-1e-3 sparse-0.9 --shapes 3072x2000 8192x8192 \
+            --json "$OUT/arblinear_cuda_skew_$f.json" 2>&1 | tee "$OUT/arblinear_cuda_skew_$f.txt"
+    done
+    exit 0
+fi
 
 echo "== bench_arblinear (cuda)"
 if [ "${1:-}" = quick ]; then LARGE="--skip-large"; REF=""; else LARGE=""; REF="--ref"; fi

@@ -16,8 +16,9 @@ Two implementations of ``W = sign * table[indices]`` (``W = 0`` where ``indices 
     other — then a fixed-order sum over lanes and ``pos - neg``. Maps with at least
     :data:`COMPACT_SPARSITY` zeroed weights keep the live weights only, as a row list;
   - other devices (CUDA): the live weights sorted by (entry, sign) (``perm``, zeroed weights
-    left out) and one segmented sum per (entry, sign) with :func:`torch.segment_reduce`
-    (no atomics), built on first use on that device.
+    left out) and one segmented sum per (entry, sign) with :func:`torch.segment_reduce`, or for
+    a hot map differences of a float64 prefix sum (:func:`segment_sums`; no atomics either way),
+    built when the plan moves to that device.
 
 Optionally the backward multiplies each entry's gradient by a per-entry ``scale``
 (load normalisation, :func:`entry_loads`).
@@ -33,12 +34,13 @@ from torch.autograd.function import once_differentiable
 from . import cpu_kernels
 
 __all__ = ["gather_weight", "gather_weight_ref", "gather_index", "gather_flat", "GatherPlan", "build_plan",
-           "for_device", "TableGather", "entry_loads", "load_scale", "plan_indices", "plan_sign"]
+           "for_device", "segment_sums", "TableGather", "entry_loads", "load_scale", "plan_indices", "plan_sign"]
 
 MAX_LANES = 8
 COMPACT_SPARSITY = 0.75  # on the CPU, maps with at least this fraction of zeroed weights keep a row list
 # (at 3072x2000, one thread, gather forward + backward: per-weight vs row list 8.2 vs 11.3 ms at
 # sparsity 0.5, 9.6 vs 9.5 ms at 0.75, 9.4 vs 5.1 ms at 0.9)
+SKEW_FACTOR = 16  # sorted segments: a largest segment above 16x the mean sums by prefix differences
 PAD_SLOTS = 64  # zero slots that zeroed weights read and accumulate into (p % 64: no long chains)
 
 
@@ -115,6 +117,9 @@ class GatherPlan:
         row_ptr: ``None``, or with ``cols`` int64 ``(R + 1,)``: row ``r``'s live weights are
             list entries ``row_ptr[r]:row_ptr[r + 1]``.
         ncols: with ``cols``, the columns per row (``N = R * ncols``).
+        skewed: with sorted segments, True when the largest segment holds more than
+            :data:`SKEW_FACTOR` times the mean (a hot map): the backward then sums segments as
+            differences of a float64 prefix sum, whose cost does not depend on the segments' sizes.
     """
 
     key: torch.Tensor
@@ -126,6 +131,7 @@ class GatherPlan:
     cols: torch.Tensor | None = None
     row_ptr: torch.Tensor | None = None
     ncols: int = 0
+    skewed: bool = False
 
     @property
     def compact(self) -> bool:
@@ -244,7 +250,33 @@ def with_segments(plan: GatherPlan) -> GatherPlan:
     counts = torch.bincount(seg_sorted[:live], minlength=nseg)
     offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     pdtype = torch.int32 if plan.key.numel() < 2**31 else torch.int64
-    return GatherPlan(plan.key, plan.table_size, plan.lanes, plan.signs, perm[:live].to(pdtype), offsets)
+    skewed = live > 0 and int(counts.max()) > SKEW_FACTOR * live / nseg
+    return GatherPlan(plan.key, plan.table_size, plan.lanes, plan.signs, perm[:live].to(pdtype), offsets,
+                      skewed=skewed)
+
+
+def segment_sums(values: torch.Tensor, offsets: torch.Tensor, skewed: bool = False) -> torch.Tensor:
+    """Sums of consecutive segments ``values[offsets[s]:offsets[s + 1]]``, deterministic, no atomics.
+
+    Balanced segments (or float64 values): :func:`torch.segment_reduce`. ``skewed`` float32 /
+    float16 / bfloat16 values: differences of their float64 prefix sum at the segment ends (one
+    load-balanced scan, so one segment of millions costs what many small ones cost). The absolute
+    error of a difference is at most about ``2**-52 * sum(|values|)``, below the float32
+    rounding of the sum itself unless a segment cancels to ``2**-28`` of the total magnitude.
+
+    Args:
+        values: float tensor ``(L,)``.
+        offsets: int64 ``(S + 1,)``, nondecreasing, ``offsets[0] == 0``, ``offsets[-1] == L``.
+        skewed: use the prefix-sum route (ignored for float64).
+
+    Shape:
+        - Output: ``(S,)``, ``values``'s dtype.
+    """
+    if not skewed or values.dtype == torch.float64 or values.numel() == 0:
+        return torch.segment_reduce(values, "sum", offsets=offsets, unsafe=True)
+    prefix = torch.cumsum(values, 0, dtype=torch.float64)  # (L,)
+    ends = prefix.index_select(0, (offsets - 1).clamp_(min=0)).masked_fill_(offsets == 0, 0.0)  # (S + 1,)
+    return ends.diff().to(values.dtype)
 
 
 def _dense_key(plan: GatherPlan) -> torch.Tensor:
@@ -313,8 +345,8 @@ class TableGather(torch.autograd.Function):
         grad_w = grad_w.contiguous()
         n = plan.table_size
         if plan.perm is not None:  # sorted segments (built for CUDA, or on request)
-            sums = torch.segment_reduce(grad_w.index_select(0, plan.perm), "sum", offsets=plan.offsets,
-                                        unsafe=True).view(n, plan.signs)  # (n, signs)
+            sums = segment_sums(grad_w.index_select(0, plan.perm), plan.offsets, plan.skewed).view(
+                n, plan.signs)  # (n, signs)
         else:
             acc = grad_w.new_zeros(plan.slots)
             fast = cpu_kernels.supported(acc, plan.key)

@@ -274,7 +274,7 @@ class ArbLinear(nn.Module):
         self._offset = start if sign is None and start >= 0 and torch.equal(
             flat, torch.arange(start, start + flat.numel(), device=flat.device)) else None
         self._num_zeros = int((flat < 0).sum())
-        self._lanes, self._signs, self._ncols = 1, 1, 0
+        self._lanes, self._signs, self._ncols, self._skewed = 1, 1, 0, False
         for name in ("_key", "_perm", "_offsets", "_cols", "_row_ptr"):
             self.register_buffer(name, None, persistent=False)
         if self._offset is None:
@@ -285,7 +285,7 @@ class ArbLinear(nn.Module):
     def _store_plan(self, plan: GatherPlan) -> None:
         self._key, self._lanes, self._signs, self._perm, self._offsets = (plan.key, plan.lanes, plan.signs,
                                                                           plan.perm, plan.offsets)
-        self._cols, self._row_ptr, self._ncols = plan.cols, plan.row_ptr, plan.ncols
+        self._cols, self._row_ptr, self._ncols, self._skewed = plan.cols, plan.row_ptr, plan.ncols, plan.skewed
 
     def _set_bias_plan(self) -> None:
         key, self._bias_signs = None, 1 if self.bias_sign is None else 2
@@ -297,7 +297,7 @@ class ArbLinear(nn.Module):
 
     def _plan(self) -> GatherPlan:
         return GatherPlan(self._key, self.table_size, self._lanes, self._signs, self._perm, self._offsets,
-                          self._cols, self._row_ptr, self._ncols)
+                          self._cols, self._row_ptr, self._ncols, self._skewed)
 
     def _bias_plan(self) -> GatherPlan:
         return GatherPlan(self._bias_key, self.table_size, 1, self._bias_signs, self._bias_perm, self._bias_offsets)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, build_map
 from trainers.torch_backend.functional import (
-    build_plan, entry_loads, gather_weight, gather_weight_ref, load_scale, plan_indices, plan_sign, table_gather)
+    build_plan, entry_loads, gather_weight, gather_weight_ref, load_scale, plan_indices, plan_sign, segment_sums,
+    table_gather)
 from trainers.torch_backend.layers import ArbLinear
 
 from .test_layers import assert_matches_reference, one_hot_masks
@@ -220,3 +221,47 @@ def test_sparse_maps_get_a_row_list_on_the_cpu_only():
     assert not build_plan(dense_idx, dense_n).compact
     with pytest.raises(ValueError, match="no sorted segments"):
         build_plan(idx, n, sign, compact=True, sorted_segments=True)
+
+
+@given(seed=st.integers(0, 2**31 - 1), counts=st.lists(st.integers(0, 300), min_size=1, max_size=12))
+def test_prefix_segment_sums_equal_segment_reduce_and_repeat_bitwise(seed, counts):
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.tensor([0, *counts]).cumsum(0)
+    values = torch.randn(int(offsets[-1]), generator=g)
+    want = torch.segment_reduce(values.double(), "sum", offsets=offsets)
+    got = segment_sums(values, offsets, skewed=True)
+    assert got.dtype == torch.float32 and got.shape == (len(counts),)
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-5)
+    assert torch.equal(got, segment_sums(values, offsets, skewed=True))
+
+
+def test_a_hot_map_sums_its_sorted_segments_by_prefix_differences():
+    idx, sign, n = map_of(MAP_CASES[1][1], MAP_CASES[1][2])  # Dirichlet alpha=1e-3
+    hot = build_plan(idx, n, sign, sorted_segments=True)
+    assert hot.skewed and not build_plan(*map_of(MAP_CASES[0][1], MAP_CASES[0][2])[::2],
+                                         sorted_segments=True).skewed
+    g = torch.Generator().manual_seed(1)
+    table, up = torch.randn(n, generator=g), torch.randn(idx.numel(), generator=g)
+    got = grads(lambda t: table_gather(t, hot), table, up)[1]
+    want = grads(lambda t: gather_weight_ref(t.double(), idx).reshape(-1), table, up.double())[1]
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_hot_map_float32_gradient_is_deterministic_and_matches_cpu():
+    idx, sign, n = map_of(MAP_CASES[1][1], MAP_CASES[1][2])  # Dirichlet alpha=1e-3: prefix-sum segments
+    cpu = ArbLinear(idx.shape[1], idx.shape[0], idx, n, sign=sign)
+    gpu = ArbLinear(idx.shape[1], idx.shape[0], idx, n, sign=sign)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu = gpu.cuda()
+    assert gpu._skewed
+    x = torch.randn(64, idx.shape[1])
+    cpu(x).square().sum().backward()
+    out = []
+    for _ in range(2):
+        gpu.zero_grad()
+        gpu(x.cuda()).square().sum().backward()
+        out.append(gpu.table.grad.clone())
+    assert torch.equal(out[0], out[1])
+    torch.testing.assert_close(out[0].cpu(), cpu.table.grad, rtol=1e-4, atol=1e-4)
