@@ -189,10 +189,18 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
             ``indices`` (see :class:`GatherPlan`); ``None``: on the CPU without sorted segments,
             when at least :data:`COMPACT_SPARSITY` of the weights are zeroed (the plan then costs
             time and memory in proportion to the live weights). Not with ``sorted_segments``.
+
+    Raises:
+        ValueError: if an index lies outside ``[-1, table_size)`` (the CPU loops read the table
+            without bounds checks, so this is checked here, once), or on ``compact`` with
+            ``sorted_segments``.
     """
     if compact and sorted_segments:
         raise ValueError("a compact (row-list) plan has no sorted segments; pass one of compact, sorted_segments")
     flat = indices.reshape(-1).long()
+    if flat.numel() and (int(flat.min()) < -1 or int(flat.max()) >= table_size):  # the CPU loops do not bounds-check
+        raise ValueError(f"indices must lie in [-1, {table_size}) (-1 = weight fixed at zero), got "
+                         f"[{int(flat.min())}, {int(flat.max())}]; was the map built for a table of {table_size} entries?")
     n_w = flat.numel()
     signs = 1 if sign is None else 2
     if lanes is None:

@@ -265,3 +265,10 @@ def test_cuda_hot_map_float32_gradient_is_deterministic_and_matches_cpu():
         out.append(gpu.table.grad.clone())
     assert torch.equal(out[0], out[1])
     torch.testing.assert_close(out[0].cpu(), cpu.table.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [-2, 5])
+def test_out_of_range_indices_are_refused_before_the_unchecked_loops(bad):
+    table = torch.zeros(5, requires_grad=True)
+    with pytest.raises(ValueError, match=r"indices must lie in \[-1, 5\)"):
+        gather_weight(table, torch.tensor([[0, bad]]))
