@@ -374,18 +374,19 @@ class MapReport:
         }
 
 
-def theory_checks(imap: IndexMap) -> dict[str, Any] | None:
+def theory_checks(imap: IndexMap, backend: str = "numba") -> dict[str, Any] | None:
     """Checks from :mod:`hashlab.stats.theory` that apply to the map's recorded hash kind, as a dict.
 
     ``dirichlet``: per-table entropy against the Dirichlet expectations; ``neighborhood``: the
-    offset test; ``modulus``: exact balance. None for other kinds or maps without a spec.
+    offset test (its residue histogram counted by the ``backend`` kernel; both give the same
+    counts); ``modulus``: exact balance. None for other kinds or maps without a spec.
     """
     kind = imap.spec.get("kind")
     try:
         if kind == "dirichlet" and imap.spec.get("alpha") is not None:
             return {"kind": kind, "dirichlet": [c.to_dict() for c in theory.dirichlet_entropy_check(imap)]}
         if kind == "neighborhood" and imap.spec.get("radius") is not None and len(set(imap.table_sizes)) == 1:
-            return {"kind": kind, "offsets": theory.neighborhood_offset_check(imap).to_dict()}
+            return {"kind": kind, "offsets": theory.neighborhood_offset_check(imap, backend=backend).to_dict()}
         if kind == "modulus":
             return {"kind": kind, "exactly_balanced": theory.modulus_balance_check(imap)}
     except (ValueError, KeyError, TypeError):  # a foreign or inconsistent spec: no theory section
@@ -503,7 +504,7 @@ class MapAnalyzer:
             timings["degeneracy_s"] = time.perf_counter() - t2
         if self.theory:
             t3 = time.perf_counter()
-            self.theory_ = theory_checks(imap)
+            self.theory_ = theory_checks(imap, self.backend)
             timings["theory_s"] = time.perf_counter() - t3
         else:
             self.theory_ = None

@@ -16,8 +16,10 @@ Algorithm (O(weights), never a comparison of all pairs): a 64-bit linear hash of
 each column's key sequence, both from one pass over the matrix in memory order (numba, parallel
 over blocks of rows), a sort of the ``R`` row hashes (``C`` column hashes), and within
 each run of equal hashes an exact comparison against the run's representatives, so a hash
-collision can never merge two different rows. The numpy twins use ``numpy.unique(axis=0)`` on the
-key rows; ``tests/hashlab/stats/test_degeneracy.py`` shows both agree with brute force.
+collision can never merge two different rows (columns: all confirmed together in one row-major
+pass, falling back on the run-by-run comparison if any differs, :func:`_col_groups_confirmed`).
+The numpy twins use ``numpy.unique(axis=0)`` on the key rows; ``tests/hashlab/stats/test_degeneracy.py``
+shows both agree with brute force.
 
 The rank for random table values is ``numpy.linalg.matrix_rank`` of ``W`` with table values drawn
 ``N(0, 1)`` (seeded), maximised over a few draws. Duplicate rows and columns do not change the
@@ -94,17 +96,6 @@ def col_groups_ref(indices: np.ndarray, sign: np.ndarray | None) -> np.ndarray:
 
 # --------------------------------------------------------------------------- numba kernels
 @nb.njit(inline="always")
-def _key(indices, sign, has_sign, r, c):
-    v = np.int64(indices[r, c])
-    if v < 0:
-        return np.uint64(0)
-    k = np.uint64(2 * (v + 1))
-    if has_sign and sign[r, c] < 0:
-        k += np.uint64(1)
-    return k
-
-
-@nb.njit(inline="always")
 def _multiplier(i, stream):
     """Odd pseudo-random 64-bit multiplier of line ``i`` (SplitMix64 of ``i`` in one of two streams)."""
     z = np.uint64(i) * _P1 + _SEED * np.uint64(stream + 1)
@@ -160,14 +151,26 @@ def _line_hashes(indices, sign, has_sign, threads):
 
 
 @nb.njit(inline="always")
+def _same(indices, sign, has_sign, r1, c1, r2, c2):
+    """``_key(r1, c1) == _key(r2, c2)`` with one comparison in the common case (equal indices)."""
+    va = indices[r1, c1]
+    vb = indices[r2, c2]
+    if va != vb:
+        return va < 0 and vb < 0  # two zeroed weights are equal whatever else
+    if has_sign and va >= 0:
+        return (sign[r1, c1] < 0) == (sign[r2, c2] < 0)
+    return True
+
+
+@nb.njit(inline="always")
 def _equal(indices, sign, has_sign, a, b, by_row):
     if by_row:
         for c in range(indices.shape[1]):
-            if _key(indices, sign, has_sign, a, c) != _key(indices, sign, has_sign, b, c):
+            if not _same(indices, sign, has_sign, a, c, b, c):
                 return False
     else:
         for r in range(indices.shape[0]):
-            if _key(indices, sign, has_sign, r, a) != _key(indices, sign, has_sign, r, b):
+            if not _same(indices, sign, has_sign, r, a, r, b):
                 return False
     return True
 
@@ -200,18 +203,70 @@ def _group(hashes, order, indices, sign, has_sign, by_row):
     return label
 
 
+@nb.njit(cache=True)
+def _first_of_runs(hashes, order):
+    """Label each column with the first (smallest) member of its run of equal hashes (stable order)."""
+    m = hashes.shape[0]
+    label = np.empty(m, np.int64)
+    s = 0
+    while s < m:
+        e = s + 1
+        while e < m and hashes[order[e]] == hashes[order[s]]:
+            e += 1
+        for j in range(s, e):
+            label[order[j]] = order[s]
+        s = e
+    return label
+
+
+@nb.njit(cache=True)
+def _cols_equal_labels(indices, sign, has_sign, label):
+    """True if every column equals column ``label[c]``, checked row by row in memory order."""
+    nr, nc = indices.shape
+    moved = np.empty(nc, np.int64)
+    k = 0
+    for c in range(nc):
+        if label[c] != c:
+            moved[k] = c
+            k += 1
+    for r in range(nr):
+        for q in range(k):
+            c = moved[q]
+            if not _same(indices, sign, has_sign, r, c, r, label[c]):
+                return False
+    return True
+
+
+def _col_groups_confirmed(hashes: np.ndarray, indices: np.ndarray, sign: np.ndarray, has_sign: bool) -> np.ndarray:
+    """Column labels as :func:`_group` gives them, confirmed in one row-major pass when no hash collides.
+
+    :func:`_group` compares columns down their length, a strided walk that costs several times a
+    pass in memory order on maps with many identical columns (Neighborhood(0): every column
+    equals one of the first ``n``). Here each column is first labelled with the first member of
+    its run of equal hashes, and all those equalities are checked together row by row. If any
+    fails (two different columns share a 64-bit hash), :func:`_group` decides exactly instead,
+    so the labels are always those of :func:`_group`.
+    """
+    order = np.argsort(hashes, kind="stable")
+    label = _first_of_runs(hashes, order)
+    if _cols_equal_labels(indices, sign, has_sign, label):
+        return label
+    return _group(hashes, order, indices, sign, has_sign, False)
+
+
 _NO_SIGN = np.ones((1, 1), np.int8)
 
 
 def line_groups_nb(indices: np.ndarray, sign: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """numba twin of ``(row_groups_ref, col_groups_ref)``: hash every row and column in one pass over
-    the matrix (:func:`_line_hashes`), sort the hashes, then confirm exactly within equal hashes."""
+    the matrix (:func:`_line_hashes`), sort the hashes, then confirm exactly within equal hashes
+    (columns: all at once in memory order, :func:`_col_groups_confirmed`)."""
     indices = np.ascontiguousarray(indices)
     has_sign = sign is not None
     sg = np.ascontiguousarray(sign) if has_sign else _NO_SIGN
     hr, hc = _line_hashes(indices, sg, has_sign, nb.get_num_threads())
     rows = _group(hr, np.argsort(hr, kind="stable"), indices, sg, has_sign, True)
-    cols = _group(hc, np.argsort(hc, kind="stable"), indices, sg, has_sign, False)
+    cols = _col_groups_confirmed(hc, indices, sg, has_sign)
     return rows, cols
 
 

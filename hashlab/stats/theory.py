@@ -12,7 +12,8 @@
 * Modulus hash (eq. 1): ``i mod n`` gives loads that differ by at most one.
 * Uniform hash (eq. 2): the chi-square p-value of the loads is uniform on (0, 1) over seeds.
 
-Everything here is numpy/scipy only.
+Everything here is numpy/scipy, except the one-pass offset histogram of the Neighborhood check
+(:mod:`hashlab.stats.offset_kernels`, numba with a numpy twin).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..maps.hashes import dirichlet_probabilities
 from ..maps.indexmap import IndexMap
 from .entropy import entropy_nats
 from .kernels import loads_nb
+from .offset_kernels import offset_residue_kernels
 
 __all__ = [
     "dirichlet_expected_entropy", "dirichlet_entropy_sd", "dirichlet_multinomial_expected_entropy",
@@ -357,31 +359,51 @@ class OffsetCheck:
         return asdict(self)
 
 
-def neighborhood_offset_check(imap: IndexMap, radius: int | None = None) -> OffsetCheck:
+def neighborhood_offset_check(imap: IndexMap, radius: int | None = None, backend: str = "numba") -> OffsetCheck:
     """Test that a map's offsets ``(h(i) - i) mod n`` follow ``U{-r..r}`` folded mod ``n``.
+
+    Only the histogram of the residues ``(h(i) - i) mod n`` enters the test; it is counted in one
+    pass per layer (:func:`hashlab.stats.offset_kernels.offset_residues_nb`) rather than through
+    :func:`neighborhood_offsets`, with identical counts.
+
+    Parameters
+    ----------
+    imap : IndexMap
+        Identifiers follow ``imap.spec["scope"]`` (:func:`layer_identifiers`).
+    radius : int, optional
+        Default ``imap.spec["radius"]``.
+    backend : {"numba", "numpy"}
+        Residue counting kernel; both give identical counts.
 
     Raises
     ------
     ValueError
-        If the map's tables differ in size, or ``radius`` is neither given nor in the spec.
+        If the map's tables differ in size, ``radius`` is neither given nor in the spec, the spec's
+        scope is unknown, or ``backend`` is unknown.
     """
     radius = imap.spec.get("radius") if radius is None else radius
     if radius is None or radius < 0:
         raise ValueError("neighborhood_offset_check needs radius >= 0 (pass radius= or use a neighborhood map)")
     if len(set(imap.table_sizes)) != 1:
         raise ValueError(f"tables must have one size for the offset test, got {imap.table_sizes}")
+    residues = offset_residue_kernels(backend)
+    scope = imap.spec.get("scope", "layer")
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
     n = imap.table_sizes[0]
-    off = neighborhood_offsets(imap, radius)
-    residues = np.mod(off, n)
+    observed = np.zeros(n, np.int64)
+    start = 0
+    for lay in imap.layers:
+        observed += residues(lay.indices.reshape(-1), n, start if scope == "global" else 0)
+        start += lay.num_weights
     expected = np.bincount(np.mod(np.arange(-radius, radius + 1), n), minlength=n) / (2 * radius + 1)
-    observed = np.bincount(residues, minlength=n)
     support = expected > 0
     outside = int(observed[~support].sum())
     if support.sum() > 1:
         chi2, p = scipy.stats.chisquare(observed[support], expected[support] * observed[support].sum())
     else:
         chi2, p = 0.0, 1.0
-    return OffsetCheck(radius=int(radius), n=int(n), count=int(off.size), outside=outside, chi2=float(chi2),
+    return OffsetCheck(radius=int(radius), n=int(n), count=int(observed.sum()), outside=outside, chi2=float(chi2),
                        p_value=float(p))
 
 

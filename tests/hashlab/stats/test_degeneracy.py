@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, LayerMap, build_map, index_dtype
 from hashlab.stats import format_report, layer_degeneracy, map_degeneracy, map_report
-from hashlab.stats.degeneracy import (_NO_SIGN, _group, _line_hashes, col_groups_nb, col_groups_ref, line_groups_nb,
-                                      line_groups_ref, row_groups_nb, row_groups_ref)
+from hashlab.stats.degeneracy import (_NO_SIGN, _col_groups_confirmed, _group, _line_hashes, col_groups_nb,
+                                      col_groups_ref, line_groups_nb, line_groups_ref, row_groups_nb, row_groups_ref)
 
 
 def brute_groups(indices, sign, by_row):
@@ -128,6 +128,25 @@ def test_colliding_hashes_never_merge_different_rows():
     equal = np.zeros(40, np.uint64)  # every row in one hash run: grouping must fall back on exact equality
     labels = _group(equal, np.arange(40), idx, np.ones((1, 1), np.int8), False, True)
     assert labels.tolist() == brute_groups(idx, None, True).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers(), st.sampled_from(["true", "colliding", "split"]))
+def test_columns_confirmed_in_memory_order_equal_the_exact_grouping(layer, hashes):
+    """The row-major confirmation returns _group's labels; with colliding hashes (every column in one
+    run) it must see the mismatch and fall back on the exact grouping; equal columns given different
+    hashes stay apart, as in _group."""
+    sg = _NO_SIGN if layer.sign is None else layer.sign
+    has = layer.sign is not None
+    hc = _line_hashes(layer.indices, sg, has, 1)[1]
+    if hashes == "colliding":
+        hc = np.zeros_like(hc)
+    elif hashes == "split":
+        hc = np.arange(hc.size, dtype=np.uint64)
+    got = _col_groups_confirmed(hc, layer.indices, sg, has)
+    assert got.tolist() == _group(hc, np.argsort(hc, kind="stable"), layer.indices, sg, has, False).tolist()
+    if hashes == "true":
+        assert got.tolist() == brute_groups(layer.indices, layer.sign, False).tolist()
 
 
 def test_rank_limit_skips_the_rank_and_bad_arguments_are_clear_errors(mnist_modulus):

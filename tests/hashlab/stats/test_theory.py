@@ -6,9 +6,13 @@ import math
 import numpy as np
 import pytest
 import scipy.stats
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, build_map
 from hashlab.stats import map_report
+from hashlab.stats.offset_kernels import (_residue_kernel, offset_residue_kernels, offset_residues_nb,
+                                          offset_residues_ref)
 from hashlab.stats.theory import (dirichlet_entropy_check, dirichlet_entropy_sd, dirichlet_expected_entropy,
                             dirichlet_multinomial_expected_entropy, is_exactly_balanced, modulus_balance_check,
                             neighborhood_offset_check, neighborhood_offsets, plugin_entropy_sd,
@@ -92,6 +96,77 @@ def test_neighborhood_offsets_are_uniform_on_minus_r_to_r(radius, scope, n):
         if radius:
             counts = np.bincount(off + radius)
             assert scipy.stats.chisquare(counts).pvalue > 1e-4
+
+
+@st.composite
+def residue_layers(draw):
+    """A flattened layer (int16/int32, zeroed weights mixed in), its table size and first identifier."""
+    n = draw(st.integers(1, 40))
+    size = draw(st.integers(0, 300))
+    start = draw(st.integers(0, 10**6))
+    style = draw(st.sampled_from(["random", "modulus", "neighborhood", "beyond"]))
+    ids = np.arange(size) + start
+    if style == "random":
+        idx = np.array(draw(st.lists(st.integers(-1, n - 1), min_size=size, max_size=size)), np.int64)
+    elif style == "modulus":  # residue 0 everywhere: the register-counting loop
+        idx = ids % n
+    elif style == "neighborhood":
+        off = np.array(draw(st.lists(st.integers(-2, 2), min_size=size, max_size=size)), np.int64)
+        idx = (ids + off) % n
+    else:  # indices past the table still count by their residue
+        idx = np.array(draw(st.lists(st.integers(-1, 3 * n), min_size=size, max_size=size)), np.int64)
+    if size and draw(st.booleans()):
+        idx[draw(st.integers(0, size - 1))] = -1
+    return idx.astype(draw(st.sampled_from([np.int16, np.int32]))), n, start
+
+
+@given(residue_layers())
+def test_offset_residue_twins_agree_with_the_definition(layer):
+    idx, n, start = layer
+    got = offset_residues_nb(idx, n, start)
+    ref = offset_residues_ref(idx, n, start)
+    np.testing.assert_array_equal(got, ref)
+    brute = np.zeros(n, np.int64)
+    for i, v in enumerate(idx.tolist()):
+        if v >= 0:
+            brute[(v - start - i) % n] += 1
+    np.testing.assert_array_equal(ref, brute)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 8])
+@pytest.mark.parametrize("style", ["modulus", "mostly-modulus", "random"])
+def test_offset_residue_kernel_is_exact_over_worker_splits_and_both_loops(threads, style):
+    """Several 65,536-weight chunks per worker; probes that pick either loop, and a worker whose probe
+    sees residue 0 but whose later weights do not."""
+    n, size, start = 997, 400_000, 12_345
+    rng = np.random.default_rng(threads)
+    idx = (np.arange(size) + start) % n
+    if style == "mostly-modulus":
+        spots = rng.integers(0, size, 2000)
+        idx[spots] = rng.integers(-1, n, spots.size)
+        idx[200_000:] = rng.integers(0, n, size - 200_000)
+    elif style == "random":
+        idx = rng.integers(-1, n, size)
+    idx = idx.astype(np.int16)
+    np.testing.assert_array_equal(_residue_kernel(idx, n, start, threads), offset_residues_ref(idx, n, start))
+
+
+@pytest.mark.parametrize("radius, scope, sparsity", [(0, "layer", 0.0), (0, "global", 0.3), (2, "global", 0.0),
+                                                     (3, "layer", 0.5)])
+def test_offset_check_is_the_same_through_both_kernels_and_the_offsets(radius, scope, sparsity):
+    imap = build_map(HashSpec(kind="neighborhood", radius=radius, table_size=997, scope=scope, sparsity=sparsity,
+                              seed=2), ARCHITECTURES["mnist-mlp"])
+    fast = neighborhood_offset_check(imap)
+    assert fast == neighborhood_offset_check(imap, backend="numpy")
+    off = neighborhood_offsets(imap, radius)  # the public offsets give the same counts
+    assert fast.count == off.size == int(sum((lay.indices >= 0).sum() for lay in imap.layers))
+    assert fast.outside == 0
+    rep = map_report(imap, locality=False, degeneracy=False, backend="numpy")
+    assert rep.theory["offsets"] == map_report(imap, locality=False, degeneracy=False).theory["offsets"]
+    with pytest.raises(ValueError, match="backend"):
+        offset_residue_kernels("cuda")
+    with pytest.raises(ValueError, match="1-D"):
+        offset_residues_nb(imap.layers[0].indices, 997)
 
 
 def test_offset_check_flags_a_map_that_is_not_a_neighborhood_hash():
