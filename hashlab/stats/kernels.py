@@ -410,13 +410,14 @@ def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_o
     for w in range(nt):
         bb[w] = np.searchsorted(starts, (m * w) // nt)
     bb[nt] = nbk
-    hid = np.zeros((nt if not points else 0, cap), np.int64)
-    hgrid = np.zeros((nt if not points else 0, _NSUB, max(rows, cols) + 1), np.int64)
+    hid = np.zeros((nt, cap if not points else 1), np.int64)
+    hgrid = np.zeros((nt, _NSUB, max(rows, cols) + 1 if not points else 1), np.int64)
     ovf = np.empty(m if not points else 0, np.int64)
     novf = np.zeros(nt, np.int64)
     inv_cols = 1.0 / cols
     big = _as_like(np.iinfo(proto.dtype).max // 2 + 1, proto)  # 2**14 (int16) or 2**30 (int32)
     pad = _HW_MAX
+    far = np.int64(1) << 62  # "no neighbour on this side"
     for w in nb.prange(nt):
         prv = np.full(cols + 2 * pad, -big, proto.dtype)
         nxt = np.full(cols + 2 * pad, big, proto.dtype)
@@ -429,6 +430,8 @@ def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_o
         nr = np.empty(maxload, proto.dtype)
         dg = np.empty(maxload, np.int64)
         ov = starts[bb[w]]
+        hid_w = hid[w]
+        hgrid_w = hgrid[w]
         for e in range(bb[w], bb[w + 1]):
             lo = starts[e]
             size = starts[e + 1] - lo
@@ -439,10 +442,26 @@ def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_o
                     d_id_out[lo] = -1
                     d_grid_out[lo] = -1
                 continue
-            for j in range(size):
-                r, c = _divmod_fast(np.int64(ids[lo + j]), cols, inv_cols)
+            gap_prev = far
+            cur = np.int64(ids[lo])
+            for j in range(size):  # row, column and identifier-order nearest partner of each member
+                r, c = _divmod_fast(cur, cols, inv_cols)
                 rv[j] = r
                 cv[j] = c + pad
+                gap = far
+                if j + 1 < size:
+                    nxt_id = np.int64(ids[np.uint64(lo + j + 1)])
+                    gap = nxt_id - cur
+                    cur = nxt_id
+                dj = min(gap_prev, gap)
+                gap_prev = gap
+                if points:
+                    d_id_out[lo + j] = dj
+                elif dj < cap:
+                    hid_w[np.uint64(dj)] += 1
+                else:
+                    ovf[ov] = dj
+                    ov += 1
             if size <= _BRUTE:
                 _bucket_brute(size, rv, cv, dg)
             else:
@@ -450,22 +469,12 @@ def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_o
                 hw = np.int64(_HW_FACTOR * np.sqrt(span * cols / size))
                 hw = min(max((hw + _LANES // 2 - 1) // (_LANES // 2) * (_LANES // 2), _LANES // 2), _HW_MAX)
                 _bucket_columns(size, rv, cv, nr, dg, prv, nxt, offt, hw, pad, cols, big)
-            for j in range(size):
-                dj = np.iinfo(np.int64).max
-                if j > 0:
-                    dj = np.int64(ids[lo + j]) - np.int64(ids[lo + j - 1])
-                if j + 1 < size:
-                    dj = min(dj, np.int64(ids[lo + j + 1]) - np.int64(ids[lo + j]))
-                if points:
-                    d_id_out[lo + j] = dj
+            if points:
+                for j in range(size):
                     d_grid_out[lo + j] = dg[j]
-                else:
-                    if dj < cap:
-                        hid[w, dj] += 1
-                    else:
-                        ovf[ov] = dj
-                        ov += 1
-                    hgrid[w, j & (_NSUB - 1), dg[j]] += 1
+            else:
+                for j in range(size):
+                    hgrid_w[np.uint64(j) & np.uint64(_NSUB - 1), np.uint64(dg[j])] += 1
         novf[w] = ov - starts[bb[w]]
     return hid, hgrid, ovf, novf, bb
 
