@@ -410,13 +410,14 @@ def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_o
     for w in range(nt):
         bb[w] = np.searchsorted(starts, (m * w) // nt)
     bb[nt] = nbk
-    hid = np.zeros((nt if not points else 0, cap), np.int64)
-    hgrid = np.zeros((nt if not points else 0, _NSUB, max(rows, cols) + 1), np.int64)
+    hid = np.zeros((nt, cap if not points else 1), np.int64)
+    hgrid = np.zeros((nt, _NSUB, max(rows, cols) + 1 if not points else 1), np.int64)
     ovf = np.empty(m if not points else 0, np.int64)
     novf = np.zeros(nt, np.int64)
     inv_cols = 1.0 / cols
     big = _as_like(np.iinfo(proto.dtype).max // 2 + 1, proto)  # 2**14 (int16) or 2**30 (int32)
     pad = _HW_MAX
+    far = np.int64(1) << 62  # "no neighbour on this side"
     for w in nb.prange(nt):
         prv = np.full(cols + 2 * pad, -big, proto.dtype)
         nxt = np.full(cols + 2 * pad, big, proto.dtype)
@@ -429,6 +430,8 @@ def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_o
         nr = np.empty(maxload, proto.dtype)
         dg = np.empty(maxload, np.int64)
         ov = starts[bb[w]]
+        hid_w = hid[w]
+        hgrid_w = hgrid[w]
         for e in range(bb[w], bb[w + 1]):
             lo = starts[e]
             size = starts[e + 1] - lo
@@ -439,10 +442,26 @@ def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_o
                     d_id_out[lo] = -1
                     d_grid_out[lo] = -1
                 continue
-            for j in range(size):
-                r, c = _divmod_fast(np.int64(ids[lo + j]), cols, inv_cols)
+            gap_prev = far
+            cur = np.int64(ids[lo])
+            for j in range(size):  # row, column and identifier-order nearest partner of each member
+                r, c = _divmod_fast(cur, cols, inv_cols)
                 rv[j] = r
                 cv[j] = c + pad
+                gap = far
+                if j + 1 < size:
+                    nxt_id = np.int64(ids[np.uint64(lo + j + 1)])
+                    gap = nxt_id - cur
+                    cur = nxt_id
+                dj = min(gap_prev, gap)
+                gap_prev = gap
+                if points:
+                    d_id_out[lo + j] = dj
+                elif dj < cap:
+                    hid_w[np.uint64(dj)] += 1
+                else:
+                    ovf[ov] = dj
+                    ov += 1
             if size <= _BRUTE:
                 _bucket_brute(size, rv, cv, dg)
             else:
@@ -450,22 +469,12 @@ def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_o
                 hw = np.int64(_HW_FACTOR * np.sqrt(span * cols / size))
                 hw = min(max((hw + _LANES // 2 - 1) // (_LANES // 2) * (_LANES // 2), _LANES // 2), _HW_MAX)
                 _bucket_columns(size, rv, cv, nr, dg, prv, nxt, offt, hw, pad, cols, big)
-            for j in range(size):
-                dj = np.iinfo(np.int64).max
-                if j > 0:
-                    dj = np.int64(ids[lo + j]) - np.int64(ids[lo + j - 1])
-                if j + 1 < size:
-                    dj = min(dj, np.int64(ids[lo + j + 1]) - np.int64(ids[lo + j]))
-                if points:
-                    d_id_out[lo + j] = dj
+            if points:
+                for j in range(size):
                     d_grid_out[lo + j] = dg[j]
-                else:
-                    if dj < cap:
-                        hid[w, dj] += 1
-                    else:
-                        ovf[ov] = dj
-                        ov += 1
-                    hgrid[w, j & (_NSUB - 1), dg[j]] += 1
+            else:
+                for j in range(size):
+                    hgrid_w[np.uint64(j) & np.uint64(_NSUB - 1), np.uint64(dg[j])] += 1
         novf[w] = ov - starts[bb[w]]
     return hid, hgrid, ovf, novf, bb
 
@@ -547,12 +556,51 @@ def nearest_histograms_nb(starts: np.ndarray, ids: np.ndarray, in_features: int
     return _trim(h_id), _trim(hgrid.sum(axis=(0, 1)))
 
 
+_GROUP = 4  # pair thresholds per sweep: four accumulators and four read pointers stay in registers
+
+
+@nb.njit(cache=True)
+def _pair_gather(idx, cnt, x0, x1, d, on, acc):
+    """``acc[q] += on[q] * sum_{x0 <= x < x1} cnt_x[idx[x - d[q]] + 1]`` for the ``_GROUP`` thresholds ``d``,
+    updating ``cnt`` (``cnt_x[e + 1]`` = members of bucket ``e`` with identifier ``<= x``) on the way.
+
+    Unsigned indices (no negative-index wraparound, no vector gathers) and one register accumulator
+    per threshold keep the loop at a few instructions per look-up. Callers pass ``x - d[q] >= 0``,
+    or ``d[q] = 0`` with ``on[q] = 0`` for a threshold not yet active.
+    """
+    p0 = np.uint64(d[0])
+    p1 = np.uint64(d[1])
+    p2 = np.uint64(d[2])
+    p3 = np.uint64(d[3])
+    a0 = np.int64(0)
+    a1 = np.int64(0)
+    a2 = np.int64(0)
+    a3 = np.int64(0)
+    for xi in range(x0, x1):
+        x = np.uint64(xi)
+        e = np.uint64(np.int64(idx[x]) + 1)
+        cnt[e] += np.int64(e > 0)
+        a0 += cnt[np.uint64(np.int64(idx[x - p0]) + 1)]
+        a1 += cnt[np.uint64(np.int64(idx[x - p1]) + 1)]
+        a2 += cnt[np.uint64(np.int64(idx[x - p2]) + 1)]
+        a3 += cnt[np.uint64(np.int64(idx[x - p3]) + 1)]
+    acc[0] += on[0] * a0
+    acc[1] += on[1] * a1
+    acc[2] += on[2] * a2
+    acc[3] += on[3] * a3
+
+
 @nb.njit(parallel=True, cache=True)
 def _pair_sweep(idx, n, th, threads):
     """Per chunk of identifiers, ``S_t = sum_x cnt[idx[x - th[t]]]`` where ``cnt[e]`` counts bucket
-    ``e``'s members with identifier ``<= x`` (see :func:`layer_pair_counts_nb`)."""
+    ``e``'s members with identifier ``<= x`` (see :func:`layer_pair_counts_nb`); ``th`` ascending.
+
+    Thresholds go ``_GROUP`` at a time through :func:`_pair_gather`; a chunk is cut where a
+    threshold becomes active (``x = th[t]``), so every call has a fixed set of live thresholds.
+    """
     size = idx.shape[0]
     nth = th.shape[0]
+    ng = (nth + _GROUP - 1) // _GROUP
     nt = max(1, min(threads, size // _CHUNK))
     per = (size + nt - 1) // nt
     cnt0 = np.zeros((nt, n + 1), np.int64)
@@ -561,28 +609,31 @@ def _pair_sweep(idx, n, th, threads):
             cnt0[k + 1, np.int64(idx[x]) + 1] += 1
     for k in range(1, nt):
         cnt0[k] += cnt0[k - 1]
-    sums = np.zeros((nt, nth), np.int64)
+    sums = np.zeros((nt, ng * _GROUP), np.int64)
+    loads1 = np.zeros(n + 1, np.int64)
     for k in nb.prange(nt):
-        cnt = cnt0[k].copy()
-        cnt[0] = 0  # slot of the zeroed weights (-1): stays 0
-        acc = np.zeros(nth, np.int64)
-        x = k * per
-        b = min(size, x + per)
-        na = 0
-        while x < b:
-            while na < nth and th[na] <= x:
-                na += 1
-            stop = min(b, th[na]) if na < nth else b
-            for y in range(x, stop):
-                e = np.int64(idx[y]) + 1
-                cnt[e] += np.int64(e > 0)
-                for t in range(na):
-                    acc[t] += cnt[np.int64(idx[y - th[t]]) + 1]
-            x = stop
-        sums[k] = acc
-        if k == nt - 1:
-            cnt0[k] = cnt  # the last chunk ends with every bucket's load
-    return sums.sum(axis=0), cnt0[nt - 1].copy()
+        a = k * per
+        b = min(size, a + per)
+        d = np.zeros(_GROUP, np.int64)
+        on = np.zeros(_GROUP, np.int64)
+        for g in range(ng):
+            cnt = cnt0[k].copy()
+            cnt[0] = 0  # slot of the zeroed weights (-1): stays 0
+            x = a
+            while x < b:
+                stop = b
+                for q in range(_GROUP):
+                    t = g * _GROUP + q
+                    live = t < nth and th[min(t, nth - 1)] <= x
+                    d[q] = th[t] if live else 0
+                    on[q] = 1 if live else 0
+                    if t < nth and not live:
+                        stop = min(stop, th[t])
+                _pair_gather(idx, cnt, x, stop, d, on, sums[k, g * _GROUP:(g + 1) * _GROUP])
+                x = stop
+            if k == nt - 1 and g == 0:
+                loads1[:] = cnt  # the last chunk ends with every bucket's load
+    return sums.sum(axis=0)[:nth].copy(), loads1
 
 
 @nb.njit(cache=True)
@@ -644,7 +695,10 @@ def layer_pair_counts_nb(idx: np.ndarray, n: int, thresholds: np.ndarray) -> np.
     ``(w, w + d]``, so ``pairs(d) = sum_w cnt_{w+d}[e_w] - sum_e L_e (L_e + 1) / 2``. One pass over
     ``x`` keeps ``cnt_x`` and adds ``cnt_x[e_{x-d}]`` for every threshold (T independent gathers
     from an L1-resident table; no dependent chain), the weights with ``w + d >= N`` add their
-    bucket's load. O(N T), in parallel over chunks of ``x`` that start from prefix counts.
+    bucket's load. O(N T), in parallel over chunks of ``x`` that start from prefix counts; the
+    thresholds go four per pass, each with a register accumulator and unsigned indices (about
+    0.3 ns per weight and threshold on one core, against 1 ns for one loop over all thresholds
+    with signed, wrap-around indexing).
     """
     th = _check_thresholds(thresholds)
     size = idx.shape[0]

@@ -1,10 +1,11 @@
 """Analysis kernels: numba and numpy twins agree exactly, and both equal brute-force / scipy answers."""
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 import pytest
 import scipy.spatial
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashlab.stats import kernels as SK
@@ -121,6 +122,25 @@ def test_pair_counts_reject_negative_thresholds():
     for fn in (SK.layer_pair_counts_nb, SK.layer_pair_counts_ref):
         with pytest.raises(ValueError, match=">= 0"):
             fn(idx, 1, np.array([1, -2]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 3 * (1 << 16)), st.integers(1, 300), st.sampled_from([np.int16, np.int32]),
+       st.floats(0.0, 0.9), st.lists(st.integers(0, 1 << 18), min_size=1, max_size=14), st.integers(0, 2**32 - 1))
+def test_grouped_pair_sweep_equals_the_reference(size, n, dtype, sparsity, thresholds, seed):
+    """Thresholds in groups of four (padding, duplicates, thresholds that become live inside a chunk or
+    never), on one and on several work chunks, zeroed weights mixed in."""
+    rng = np.random.default_rng(seed)
+    idx = np.where(rng.random(size) < sparsity, -1, rng.integers(0, n, size=size)).astype(dtype)
+    th = np.array(thresholds, dtype=np.int64)
+    want = SK.layer_pair_counts_ref(idx, n, th)
+    np.testing.assert_array_equal(SK.layer_pair_counts_nb(idx, n, th), want)
+    old = nb.get_num_threads()
+    try:
+        nb.set_num_threads(1)
+        np.testing.assert_array_equal(SK.layer_pair_counts_nb(idx, n, th), want)
+    finally:
+        nb.set_num_threads(old)
 
 
 PARALLEL_CASES = [  # (rows, cols, n, style): several work chunks and workers, id distances past the histogram cap
