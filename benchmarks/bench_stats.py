@@ -20,7 +20,7 @@ each with its ratio to ``bincount`` measured in the same run. Numba uses all cor
 Examples::
 
     python benchmarks/bench_stats.py                        # CIFAR-10 MLP, Dirichlet(alpha=1) hash
-    NUMBA_NUM_THREADS=1 python benchmarks/bench_stats.py    # one thread, as numpy.bincount
+    NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_stats.py   # one thread, as numpy.bincount
     python benchmarks/bench_stats.py --kind uniform dirichlet neighborhood --repeat 3
     python benchmarks/bench_stats.py --arch mnist-mlp --json /tmp/bench_stats.json
 """
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     arch = Architecture.parse(args.arch)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"numba threads {numba.get_num_threads()}, numpy {np.__version__}, numba {numba.__version__}")
+          f"numba threads {numba.get_num_threads()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+          f", numpy {np.__version__}, numba {numba.__version__}")
     print(f"map: {arch.name} {'-'.join(map(str, arch.features))}, {arch.num_weights:,} virtual weights, "
           f"table {args.table_size} per layer")
     rows = []

@@ -708,10 +708,18 @@ def layer_pair_counts_nb(idx: np.ndarray, n: int, thresholds: np.ndarray) -> np.
         return np.zeros(th.size, np.int64)
     th_c = np.minimum(th, size - 1)
     uniq, inv = np.unique(th_c, return_inverse=True)
-    sums, loads1 = _pair_sweep(idx, n, uniq, nb.get_num_threads())
-    tail = _pair_tail(idx, loads1, uniq)
-    own = int((loads1 * (loads1 + 1) // 2).sum())
-    return (sums + tail - own)[inv.reshape(-1)].astype(np.int64)
+    # d >= N - 1 takes every pair of a bucket: no sweep (and no tail pass over the whole layer) for it
+    part = uniq[uniq < size - 1]
+    out = np.empty(uniq.size, np.int64)
+    if part.size:
+        sums, loads1 = _pair_sweep(idx, n, part, nb.get_num_threads())
+        own = int((loads1 * (loads1 + 1) // 2).sum())
+        out[:part.size] = sums + _pair_tail(idx, loads1, part) - own
+    else:
+        loads1 = np.bincount(idx.astype(np.int64) + 1, minlength=n + 1)
+        loads1[0] = 0  # zeroed weights have no partners
+    out[part.size:] = int((loads1 * (loads1 - 1) // 2).sum())
+    return out[inv.reshape(-1)]
 
 
 def kernels(backend: str):

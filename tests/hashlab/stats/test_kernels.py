@@ -273,3 +273,15 @@ def test_row_type_keeps_sentinels_above_every_distance():
     assert SK._row_proto(20000, 3).dtype == np.int32
     assert SK._row_proto(9000, 9000).dtype == np.int32
     assert SK._row_proto(2**29 + 5, 3) is None
+
+
+@pytest.mark.parametrize("thresholds", [[7], [10**6], [0, 7, 10**6], [1, 3]], ids=["n-1", "beyond", "mixed", "small"])
+def test_pair_counts_of_thresholds_covering_the_whole_layer_skip_the_sweep_and_agree(thresholds):
+    rng = np.random.default_rng(3)
+    idx = rng.integers(-1, 3, size=8).astype(np.int16)  # N = 8: d >= 7 counts every pair of a bucket
+    want = SK.layer_pair_counts_ref(idx, 3, np.array(thresholds))
+    assert np.array_equal(SK.layer_pair_counts_nb(idx, 3, np.array(thresholds)), want)
+    loads = np.bincount(idx[idx >= 0], minlength=3)
+    for d, got in zip(thresholds, want):
+        if d >= 7:
+            assert got == int((loads * (loads - 1) // 2).sum())
