@@ -179,21 +179,26 @@ def test_load_scale_rejects_unknown_mode():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("spec,shape", [c[1:] for c in MAP_CASES], ids=[c[0] for c in MAP_CASES])
 def test_cuda_gradient_is_deterministic_and_matches_cpu(spec, shape):
-    idx, sign, n = map_of(spec, shape)
-    cpu = ArbLinear(shape[0], shape[1], idx, n, sign=sign, dtype=DT)
-    gpu = ArbLinear(shape[0], shape[1], idx, n, sign=sign, dtype=DT)
+    gpu, cpu_grad, first, second = cuda_and_cpu_grads(*map_of(spec, shape), DT)
+    assert gpu._perm is not None and gpu._perm.is_cuda
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first.cpu(), cpu_grad, rtol=1e-12, atol=1e-12)
+
+
+def cuda_and_cpu_grads(idx, sign, n, dtype):
+    """The table gradient of one layer on the CPU and of two identical backward passes on CUDA."""
+    cpu = ArbLinear(idx.shape[1], idx.shape[0], idx, n, sign=sign, dtype=dtype)
+    gpu = ArbLinear(idx.shape[1], idx.shape[0], idx, n, sign=sign, dtype=dtype)
     gpu.load_state_dict(cpu.state_dict())
     gpu = gpu.cuda()
-    assert gpu._perm is not None and gpu._perm.is_cuda
-    x = torch.randn(64, shape[0], dtype=DT)
+    x = torch.randn(64, idx.shape[1], dtype=dtype)
     cpu(x).square().sum().backward()
     out = []
     for _ in range(2):
         gpu.zero_grad()
         gpu(x.cuda()).square().sum().backward()
         out.append(gpu.table.grad.clone())
-    assert torch.equal(out[0], out[1])
-    torch.testing.assert_close(out[0].cpu(), cpu.table.grad, rtol=1e-12, atol=1e-12)
+    return gpu, cpu.table.grad, out[0], out[1]
 
 
 @given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 12), cols=st.integers(1, 40), n=st.integers(1, 30),
@@ -250,21 +255,11 @@ def test_a_hot_map_sums_its_sorted_segments_by_prefix_differences():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_hot_map_float32_gradient_is_deterministic_and_matches_cpu():
-    idx, sign, n = map_of(MAP_CASES[1][1], MAP_CASES[1][2])  # Dirichlet alpha=1e-3: prefix-sum segments
-    cpu = ArbLinear(idx.shape[1], idx.shape[0], idx, n, sign=sign)
-    gpu = ArbLinear(idx.shape[1], idx.shape[0], idx, n, sign=sign)
-    gpu.load_state_dict(cpu.state_dict())
-    gpu = gpu.cuda()
+    # Dirichlet alpha=1e-3: its segments sum by float64 prefix differences
+    gpu, cpu_grad, first, second = cuda_and_cpu_grads(*map_of(MAP_CASES[1][1], MAP_CASES[1][2]), torch.float32)
     assert gpu._skewed
-    x = torch.randn(64, idx.shape[1])
-    cpu(x).square().sum().backward()
-    out = []
-    for _ in range(2):
-        gpu.zero_grad()
-        gpu(x.cuda()).square().sum().backward()
-        out.append(gpu.table.grad.clone())
-    assert torch.equal(out[0], out[1])
-    torch.testing.assert_close(out[0].cpu(), cpu.table.grad, rtol=1e-4, atol=1e-4)
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first.cpu(), cpu_grad, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("bad", [-2, 5])
