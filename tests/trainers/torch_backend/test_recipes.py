@@ -11,7 +11,9 @@ import torch
 from hashlab import Architecture, HashSpec, build_map, save_index_file
 from trainers.torch_backend.config import TrainConfig
 from trainers.torch_backend.group import train_group
-from trainers.torch_backend.train import make_scheduler, mse_loss, train
+from trainers.torch_backend.train import mse_loss, train
+
+from .test_train import scheduled_lrs
 
 
 def config(data_root, **kw) -> TrainConfig:
@@ -69,13 +71,7 @@ VAL_LOSS_SCHEDULES = [  # (id, validation loss per epoch, lr_patience)
 
 @pytest.mark.parametrize("losses,patience", [c[1:] for c in VAL_LOSS_SCHEDULES], ids=[c[0] for c in VAL_LOSS_SCHEDULES])
 def test_lr_drops_after_patience_epochs_without_a_lower_val_loss(losses, patience):
-    cfg = TrainConfig(lr_patience=patience, val_fraction=0.1, lr_metric="val_loss")
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
-    sched = make_scheduler(opt, cfg)
-    used = []
-    for loss in losses:
-        used.append(opt.param_groups[0]["lr"])
-        sched.step(loss)
+    used = scheduled_lrs(TrainConfig(lr_patience=patience, val_fraction=0.1, lr_metric="val_loss"), losses)
     assert used == pytest.approx(reference_lrs_min(losses, 0.1, 0.1, patience), rel=1e-12)
     assert reference_lrs_min([0.5] * 4, 0.1, 0.1, 3) == pytest.approx([0.1, 0.1, 0.1, 0.1])
     assert reference_lrs_min([0.5] * 5, 0.1, 0.1, 3)[-1] == pytest.approx(0.01)  # epochs 2-4 flat -> epoch 5

@@ -59,14 +59,19 @@ SCHEDULES = [  # (id, training accuracy per epoch, lr_patience)
 
 @pytest.mark.parametrize("accuracies,patience", [c[1:] for c in SCHEDULES], ids=[c[0] for c in SCHEDULES])
 def test_lr_divided_after_patience_epochs_without_gain(accuracies, patience):
-    cfg = TrainConfig(lr_patience=patience)
+    used = scheduled_lrs(TrainConfig(lr_patience=patience), accuracies)
+    assert used == pytest.approx(reference_lrs(accuracies, 0.1, 0.1, patience), rel=1e-12)
+
+
+def scheduled_lrs(cfg: TrainConfig, metrics) -> list[float]:
+    """The learning rate each epoch runs at under ``make_scheduler(cfg)``, fed one metric per epoch."""
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr, momentum=cfg.momentum)
     sched = make_scheduler(opt, cfg)
     used = []
-    for acc in accuracies:
+    for value in metrics:
         used.append(opt.param_groups[0]["lr"])
-        sched.step(acc)
-    assert used == pytest.approx(reference_lrs(accuracies, 0.1, 0.1, patience), rel=1e-12)
+        sched.step(value)
+    return used
 
 
 def test_first_drop_happens_exactly_after_four_flat_epochs():
