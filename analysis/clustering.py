@@ -98,7 +98,7 @@ def _main(argv: list[str]) -> int:
     import torch  # scripts import the libraries, never the reverse
     from tqdm.auto import tqdm
 
-    from hashlab.commands.cluster import read_weights
+    from hashlab.io.weights import read_weights
     from hashlab.maps.cluster import check_cluster_params
     from trainers.torch_backend.config import TrainConfig
     from trainers.torch_backend.data import load_device_data, resolve_data_root
