@@ -15,15 +15,17 @@ why not with a concrete :class:`~hashlab.equiv.witness.Witness` when they are ab
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 
 from .conv_recognition import ConvVerdict, LayerFacts, recognize_conv
 from ..maps.indexmap import IndexMap, LayerMap
 from ..maps.rnn import RNNGeometry
 from .witness import WeightRef, Witness
+
+if TYPE_CHECKING:  # networkx is imported by sharing_graph alone: `import hashlab` stays without it
+    import networkx as nx
 
 __all__ = [
     "canonical_labels", "same_sharing", "sharing_graph", "modulus_offset",
@@ -74,6 +76,8 @@ def sharing_graph(layer: LayerMap) -> nx.Graph:
     weight node, so ``nx.is_isomorphic(g1, g2, node_match=...)`` on ``pos`` decides
     :func:`same_sharing` independently (use it on small layers: VF2 is exponential in the worst case).
     """
+    import networkx as nx
+
     g = nx.Graph()
     idx = np.asarray(layer.indices)
     rows, cols = np.nonzero(idx >= 0)
