@@ -33,7 +33,7 @@ from .engines import ENGINES, default_workers, pending, run_all
 from .runs import ARCH_OF_DATASET, ROW_COLUMNS, RunConfig, run_path
 from .studies import StudyError, load_profiles, plan
 
-__all__ = ["reproduce", "load_rows", "write_results_csv", "main"]
+__all__ = ["reproduce", "load_rows", "write_results_csv", "add_arguments", "register", "run", "main"]
 
 
 def load_rows(out: str | Path, runs: list[RunConfig] | None = None) -> list[dict[str, Any]]:
@@ -135,9 +135,8 @@ def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | N
     return summary
 
 
-def _parser(prog: str = "python -m analysis.reproduce") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Declare the reproduction's options on ``p`` (``python -m analysis.reproduce`` and ``hashlab reproduce``)."""
     p.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
     p.add_argument("--dataset", default="mnist", choices=list(ARCH_OF_DATASET),
                    help="mnist (default), fashion-mnist (the CIFAR-10 stand-in here) or cifar10")
@@ -157,12 +156,26 @@ def _parser(prog: str = "python -m analysis.reproduce") -> argparse.ArgumentPars
                                                               "the finished runs without training")
     p.add_argument("--no-report", action="store_true", help="skip figures and REPORT.md")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _parser(prog: str = "python -m analysis.reproduce") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
     add_debug_flag(p)
     return p
 
 
-def _main(argv: list[str], prog: str) -> int:
-    args = _parser(prog).parse_args(argv)
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``hashlab reproduce`` (the ``hashlab.commands`` entry point of this package)."""
+    p = sub.add_parser("reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="reproduce the paper: run a profile's studies, write results.csv, figures and REPORT.md")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the reproduction that the parsed options describe; returns the exit code (see :func:`main`)."""
     studies = None if args.studies is None else tuple(s.strip() for s in args.studies.split(",") if s.strip())
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
@@ -190,7 +203,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m analysis.reproduc
     """Entry point; returns the exit code: 0 ok, 1 some runs failed (the others are recorded), 2 bad
     input (profile, study, dataset, output folder), 3 missing data, 4 engine unavailable, and the other
     codes of :mod:`hashlab.commands.errors`; ``--debug`` shows the traceback."""
-    return run_cli(lambda a: _main(a, prog), argv, prog=prog)
+    return run_cli(lambda a: run(_parser(prog).parse_args(a)), argv, prog=prog)
 
 
 if __name__ == "__main__":

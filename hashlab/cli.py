@@ -1,4 +1,10 @@
-"""The ``hashlab`` console script: ``hashlab {build,cluster,stats,train,check,figure,reproduce} --help``.
+"""The ``hashlab`` console script: ``hashlab COMMAND --help``.
+
+The library's own commands (``build``, ``cluster``, ``stats``, ``check``, ``figure``) live in
+:mod:`hashlab.commands`. Packages that build on hashlab add commands through the entry-point group
+``hashlab.commands`` (each entry point names a ``register(subparsers)`` function): the torch trainer
+adds ``train``, the paper reproduction adds ``reproduce`` (pyproject.toml). hashlab itself never
+imports them.
 
 Exit codes: 0 success, 1 a check failed, 2 usage, 3 input, 4 environment, 70 internal error
 (:mod:`hashlab.commands.errors`, docs/CLI.md). ``--debug`` shows the traceback of an error.
@@ -10,15 +16,27 @@ import sys
 
 from . import __version__
 from .commands.errors import add_debug_flag, run_cli
+from .commands.plugins import command_entry_points
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "BUILTIN_COMMANDS", "command_names"]
 
-COMMANDS = ("build", "cluster", "stats", "train", "check", "figure", "reproduce")
+BUILTIN_COMMANDS = ("build", "cluster", "stats", "check", "figure")
+# the order of ``hashlab --help``: the pipeline's order, plugins without a place here come last
+_HELP_ORDER = ("build", "cluster", "stats", "train", "check", "figure", "reproduce")
+
+
+def command_names() -> tuple[str, ...]:
+    """Every command ``hashlab`` offers: the built-in ones and those of the ``hashlab.commands`` group."""
+    names = set(BUILTIN_COMMANDS) | set(command_entry_points())
+    return tuple(sorted(names, key=lambda n: (_HELP_ORDER.index(n) if n in _HELP_ORDER else len(_HELP_ORDER), n)))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import build, check, cluster, figure, reproduce, stats, train
+    from .commands import build, check, cluster, figure, stats
 
+    builtin = {"build": build.register, "cluster": cluster.register, "stats": stats.register,
+               "check": check.register, "figure": figure.register}
+    plugins = command_entry_points()
     parser = argparse.ArgumentParser(
         prog="hashlab",
         description="Build, serialize, analyze and train weight-sharing (ArbNet) index maps "
@@ -28,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hashlab {__version__}")
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for mod in (build, cluster, stats, train, check, figure, reproduce):
-        mod.register(sub)
+    for name in command_names():
+        register = builtin[name] if name in builtin else plugins[name].load()
+        register(sub)
     return parser
 
 
@@ -42,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point. Returns the process exit code (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = next((a for a in argv if not a.startswith("-")), None)
-    return run_cli(_run, argv, prog=f"hashlab {cmd}" if cmd in COMMANDS else "hashlab")
+    return run_cli(_run, argv, prog=f"hashlab {cmd}" if cmd in command_names() else "hashlab")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,8 +8,9 @@
 * ``hashlab check FILE`` prints what each layer of an index file is (dense / convolution with
   geometry / RNN step / arbitrary) and why, with a witness when it is not a convolution.
 
-torch is imported only inside :func:`run` for the builder targets, so ``hashlab --help`` and
-``hashlab check FILE`` work without it.
+The numeric check comes from the ``hashlab.equivalence`` entry points (the torch trainer registers
+``conv`` and ``rnn``, :mod:`hashlab.commands.plugins`) and is loaded only for the builder targets, so
+``hashlab --help`` and ``hashlab check FILE`` work without torch.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ..equiv.check import StructureCheck, check_conv_structure, check_rnn_struct
 from ..io.format import save_index_file
 from ..io.paths import check_output_path
 from .inputs import add_max_table_entries, load_input_map
+from .plugins import load_equivalence
 from ..maps.geometry import ConvGeometry, RNNGeometry
 
 __all__ = ["register", "run", "BUILDERS"]
@@ -130,20 +132,16 @@ def _numeric(check: StructureCheck, equivalence, geometry, args: argparse.Namesp
 
 
 def _check_conv(args: argparse.Namespace) -> tuple[StructureCheck, bool]:
-    from trainers.torch_backend.equivalence import check_conv_equivalence
-
     g = _conv_geometry(args)
     check = check_conv_structure(g)
-    return check, _numeric(check, check_conv_equivalence, g, args,
+    return check, _numeric(check, load_equivalence("conv"), g, args,
                            f"ArbNet (gather_weight + F.linear) vs torch.nn.functional.{g.op}")
 
 
 def _check_rnn(args: argparse.Namespace) -> tuple[StructureCheck, bool]:
-    from trainers.torch_backend.equivalence import check_rnn_equivalence
-
     g = _rnn_geometry(args)
     check = check_rnn_structure(g)
-    return check, _numeric(check, check_rnn_equivalence, g, args,
+    return check, _numeric(check, load_equivalence("rnn"), g, args,
                            "ArbNet (gather_weight + F.linear per step) vs torch.nn.RNN (tanh)")
 
 

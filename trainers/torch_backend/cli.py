@@ -1,17 +1,19 @@
 """``hashlab train``: train the ArbMLP of an index file with the torch backend.
 
-torch is imported inside :func:`run` only, so ``hashlab --help`` works without it.
+The trainer adds this command to the ``hashlab`` CLI through the ``hashlab.commands`` entry point
+(:mod:`hashlab.commands.plugins`). torch is imported inside :func:`run` only, so ``hashlab --help``
+works without it.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from trainers.torch_backend.config import TrainConfig
+from hashlab.commands.dataclass_args import add_dataclass_arguments, dataclass_from_args
+from hashlab.io.errors import EnvironmentProblem, UsageError
+from hashlab.io.paths import check_input_file, check_output_path
 
-from ..io.errors import EnvironmentProblem, UsageError
-from ..io.paths import check_input_file, check_output_path
-from .dataclass_args import add_dataclass_arguments, dataclass_from_args
+from .config import TrainConfig
 
 _HELP = {
     "dataset": "image dataset, read with torchvision from --data-root",
@@ -72,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = dataclass_from_args(TrainConfig, args)
     try:
-        from trainers.torch_backend.train import train
+        from .train import train
     except ImportError as e:
         raise EnvironmentProblem(0, f"the torch backend needs torch and torchvision ({e}); "
                                     "install them with: pip install 'hashlab[torch]'") from None
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_group(args: argparse.Namespace, config: TrainConfig, files: list[str]) -> int:
     """Several index files: one batched model (``train_group``), one results JSON per file."""
-    from trainers.torch_backend.group import train_group
+    from .group import train_group
 
     if args.checkpoint is not None:
         raise UsageError("--checkpoint saves one model's training state; drop it to train several files "
