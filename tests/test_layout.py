@@ -1,16 +1,27 @@
-"""The package layout's contracts, read from the source with ``ast`` (issue: pipeline layout).
+"""The package layout's contracts, read from the source with ``ast``.
+
+Dependencies point one way, down the pipeline maps -> io -> stats / equiv -> trainers -> analysis:
 
 * no import circle anywhere in ``hashlab/``, ``trainers/`` and ``analysis/``, counting imports
   inside functions too;
+* the library never imports its users: no module under ``hashlab/`` imports ``trainers`` or
+  ``analysis`` (they add their commands through the ``hashlab.commands`` entry points), and
+  ``trainers`` never imports ``analysis``;
 * trainers consume maps and never generate them: ``trainers/`` imports only ``hashlab.io``, the
-  in-memory map (``hashlab.maps.indexmap``), the geometry configs, the config helpers and the
-  version;
+  in-memory map (``hashlab.maps.indexmap``), the geometry configs, the config helpers, the version
+  and the CLI's dataclass-to-flags helper;
+* ``import hashlab`` loads none of torch, networkx, matplotlib, scipy.stats, trainers, analysis;
 * every stage sub-package imports on its own.
+
+Each rule is a function of the import graph, and a test shows it catches a violation.
 """
 from __future__ import annotations
 
 import ast
 import importlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -20,7 +31,11 @@ from tests.conftest import REPO
 
 PACKAGES = ("hashlab", "trainers", "analysis")
 TRAINERS_MAY_IMPORT = ("hashlab.io", "hashlab.maps.indexmap", "hashlab.maps.geometry", "hashlab.configs",
-                       "hashlab._version")
+                       "hashlab._version", "hashlab.commands.dataclass_args")
+# package -> the packages it must never import (the pipeline's upper layers)
+NEVER_IMPORTS = {"hashlab": ("trainers", "analysis"), "trainers": ("analysis",)}
+# what `import hashlab` must not load: heavy or optional packages, and the layers above the library
+NOT_ON_IMPORT = ("torch", "networkx", "matplotlib", "scipy.stats", "trainers", "analysis")
 STAGES = ("hashlab.maps", "hashlab.io", "hashlab.stats", "hashlab.equiv", "hashlab.commands")
 
 
@@ -81,11 +96,66 @@ def test_a_circle_would_be_found():
     assert list(nx.simple_cycles(g))
 
 
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def upward_imports(graph: nx.DiGraph) -> set[tuple[str, str]]:
+    """Edges from a package to one of the packages above it (:data:`NEVER_IMPORTS`)."""
+    return {(src, dst) for src, dst in graph.edges for pkg, above in NEVER_IMPORTS.items()
+            if _in(src, pkg) and any(_in(dst, a) for a in above)}
+
+
+def trainer_imports_outside_allowed(graph: nx.DiGraph) -> set[tuple[str, str]]:
+    """Edges from ``trainers`` to a hashlab module outside :data:`TRAINERS_MAY_IMPORT`."""
+    return {(src, dst) for src, dst in graph.edges
+            if _in(src, "trainers") and _in(dst, "hashlab") and not any(_in(dst, ok) for ok in TRAINERS_MAY_IMPORT)}
+
+
+def test_the_library_never_imports_its_users(graph):
+    bad = upward_imports(graph)
+    assert not bad, f"imports against the pipeline (hashlab -> trainers/analysis, trainers -> analysis): {sorted(bad)}"
+
+
+@pytest.mark.parametrize("edge", [("hashlab.commands.check", "trainers.torch_backend.equivalence"),
+                                  ("hashlab.commands.stats", "analysis.reproduce"),
+                                  ("hashlab", "trainers"),
+                                  ("trainers.torch_backend.group", "analysis.runs")])
+def test_an_upward_import_would_be_found(graph, edge):
+    g = graph.copy()
+    g.add_edge(*edge)
+    assert upward_imports(g) == {edge}
+
+
 def test_trainers_import_only_maps_io_and_config_helpers(graph):
-    bad = {(src, dst) for src, dst in graph.edges
-           if src.startswith("trainers") and dst.startswith("hashlab")
-           and not any(dst == ok or dst.startswith(ok + ".") for ok in TRAINERS_MAY_IMPORT)}
+    bad = trainer_imports_outside_allowed(graph)
     assert not bad, f"trainers import map generators or other hashlab stages: {sorted(bad)}"
+
+
+@pytest.mark.parametrize("dst", ["hashlab.maps.hashes", "hashlab.stats.balance", "hashlab.commands.build"])
+def test_a_trainer_importing_a_generator_would_be_found(graph, dst):
+    g = graph.copy()
+    g.add_edge("trainers.torch_backend.layers", dst)
+    assert trainer_imports_outside_allowed(g) == {("trainers.torch_backend.layers", dst)}
+
+
+def modules_loaded_by(statement: str) -> set[str]:
+    """The modules a fresh interpreter has in ``sys.modules`` after running ``statement``."""
+    code = f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def heavy_modules(loaded: set[str]) -> set[str]:
+    return {m for m in loaded if any(_in(m, heavy) for heavy in NOT_ON_IMPORT)}
+
+
+def test_import_hashlab_loads_no_heavy_or_upper_package():
+    assert not heavy_modules(modules_loaded_by("import hashlab"))
+
+
+def test_a_heavy_import_would_be_found():
+    assert heavy_modules(modules_loaded_by("import hashlab, networkx")) >= {"networkx"}
 
 
 @pytest.mark.parametrize("stage", STAGES)
