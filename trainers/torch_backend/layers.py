@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from hashlab.configs import check_int
 
 from .functional import MapPlan
 
@@ -173,9 +176,8 @@ class ArbLinear(nn.Module):
                  device=None, dtype=None) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int("in_features", in_features, 1, sys.maxsize)
+        check_int("out_features", out_features, 1, sys.maxsize)
         if table is not None:
             if not isinstance(table, nn.Parameter) or table.dim() != 1:
                 raise TypeError("table must be a 1-D torch.nn.Parameter (the shared entries), "
@@ -184,8 +186,7 @@ class ArbLinear(nn.Module):
                 table_size = table.numel()
             elif table.numel() != table_size:
                 raise ValueError(f"table has {table.numel()} entries but table_size={table_size}")
-        if table_size is None or isinstance(table_size, bool) or not isinstance(table_size, int) or table_size < 1:
-            raise ValueError(f"table_size must be a positive int (or pass table=), got {table_size!r}")
+        check_int("table_size", table_size, 1, sys.maxsize, hint="or pass table=, the shared entries")
         if bias_indices is not None and not bias:
             raise ValueError("bias=False contradicts bias_indices (a bias read from the table); drop one of them")
         self.in_features, self.out_features, self.table_size = in_features, out_features, table_size
