@@ -587,14 +587,20 @@ class MapPlan(nn.Module):
             self.layout = for_device(self.layout, self.layout.key.device, self.lanes, self.compact)
         return self
 
+    def _view(self) -> slice:
+        """The entries a view reads, ``start:start + N``."""
+        if self.start is None:
+            raise RuntimeError("this map is held as a gather plan, not as a view of the table")
+        return slice(self.start, self.start + math.prod(self.shape))
+
     def indices(self, device: torch.device | str | None = None) -> torch.Tensor:
         """The map, shape :attr:`shape`, dtype :attr:`index_dtype`, ``-1`` = zero (rebuilt per call).
 
         ``device`` places a view's indices (a plan's are on its device).
         """
         if self.layout is None:
-            n_w = math.prod(self.shape)
-            return torch.arange(self.start, self.start + n_w, device=device).view(self.shape).to(self.index_dtype)
+            view = self._view()
+            return torch.arange(view.start, view.stop, device=device).view(self.shape).to(self.index_dtype)
         return plan_indices(self.layout).view(self.shape).to(self.index_dtype)
 
     def sign(self) -> torch.Tensor | None:
@@ -616,7 +622,7 @@ class MapPlan(nn.Module):
         """int64 ``(table_size,)``: how many weights read each entry (zeroed ones not counted, signs ignored)."""
         if self.layout is None:
             loads = torch.zeros(self.table_size, dtype=torch.int64, device=device)
-            loads[self.start:self.start + math.prod(self.shape)] = 1
+            loads[self._view()] = 1
             return loads
         return entry_loads(self.layout)
 
@@ -628,7 +634,7 @@ class MapPlan(nn.Module):
         if self.layout is None:
             if scale is not None:
                 raise ValueError("a view of the table has no backward to scale; call to_plan() first")
-            return table[self.start:self.start + math.prod(self.shape)].view(self.shape)
+            return table[self._view()].view(self.shape)
         return table_gather(table, self.layout, scale).view(self.shape)
 
     def extra_repr(self) -> str:

@@ -167,6 +167,9 @@ class ArbLinear(nn.Module):
     in_features: int
     out_features: int
     table_size: int
+    bias: nn.Parameter | None
+    bias_indices: Tensor | None
+    bias_sign: Tensor | None
     weight_plan: MapPlan
     bias_plan: MapPlan | None
 
@@ -187,6 +190,7 @@ class ArbLinear(nn.Module):
             elif table.numel() != table_size:
                 raise ValueError(f"table has {table.numel()} entries but table_size={table_size}")
         check_int("table_size", table_size, 1, sys.maxsize, hint="or pass table=, the shared entries")
+        assert table_size is not None  # for mypy: check_int refused None
         if bias_indices is not None and not bias:
             raise ValueError("bias=False contradicts bias_indices (a bias read from the table); drop one of them")
         self.in_features, self.out_features, self.table_size = in_features, out_features, table_size
@@ -270,8 +274,8 @@ class ArbLinear(nn.Module):
         layer = cls(linear.in_features, linear.out_features, indices, table_size, sign=sign,
                     bias=linear.bias is not None, bias_indices=bias_indices, bias_sign=bias_sign,
                     device=w.device, dtype=w.dtype)
-        readers = [(w, layer.indices, layer.sign)]
-        if bias_indices is not None:
+        readers: list[tuple[Tensor, Tensor, Tensor | None]] = [(w, layer.indices, layer.sign)]
+        if linear.bias is not None and layer.bias_indices is not None:  # both or neither (checked above)
             readers.append((linear.bias, layer.bias_indices, layer.bias_sign))
         with torch.no_grad():
             layer.table.copy_(bucket_means(table_size, readers))
