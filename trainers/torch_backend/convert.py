@@ -18,7 +18,7 @@ callable that builds one from the model's Linear feature sizes, e.g. with hashla
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -165,15 +165,16 @@ def arbify(model: nn.Module, index_map: IndexMap | Callable[[tuple[int, ...]], I
     values = _initial_values(index_map, layers, init)
     shared = _shared_tables(index_map, layers, values)
     new: dict[int, ArbLinear] = {}
-    for (name, lin), lay in zip(layers, index_map.layers):
+    for (_, lin), lay in zip(layers, index_map.layers):
         w = lin.weight
         arb = ArbLinear(lin.in_features, lin.out_features, lay.indices, index_map.table_sizes[lay.table],
                         sign=lay.sign, bias=lin.bias is not None or lay.bias_indices is not None,
                         table=shared.get(lay.table), bias_indices=lay.bias_indices, bias_sign=lay.bias_sign,
                         device=w.device, dtype=w.dtype)
         with torch.no_grad():
-            if lay.table not in shared and values[lay.table] is not None:
-                arb.table.copy_(values[lay.table])
+            value = values[lay.table]
+            if lay.table not in shared and value is not None:
+                arb.table.copy_(value)
             if init == "weights" and arb.bias is not None:
                 arb.bias.copy_(lin.bias)
         new[id(lin)] = arb.train(lin.training)
@@ -232,8 +233,9 @@ def _shared_tables(index_map: IndexMap, layers: list[tuple[str, nn.Linear]],
                              "move the model to one device and dtype first")
         table = nn.Parameter(torch.empty(index_map.table_sizes[t], device=w0.device, dtype=w0.dtype))
         with torch.no_grad():
-            if values[t] is not None:
-                table.copy_(values[t])
+            value = values[t]
+            if value is not None:
+                table.copy_(value)
             else:
                 bound = table_init_bound(max(lin.in_features for lin in group))
                 nn.init.uniform_(table, -bound, bound)

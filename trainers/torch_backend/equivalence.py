@@ -159,6 +159,13 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_(True)
 
 
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    """``t.grad`` after a backward pass (an error if it has none)."""
+    if t.grad is None:
+        raise RuntimeError("no gradient reached this tensor")
+    return t.grad
+
+
 def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap, *,
                            dtype: torch.dtype = torch.float64, batch_size: int = 2, seed: int = 0,
                            rtol: float | None = None) -> EquivalenceReport:
@@ -182,7 +189,7 @@ def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap, *,
     g = geometry
     layer = imap.layers[0]
     gen = torch.Generator().manual_seed(seed)
-    bound = 1.0 / math.sqrt((g.in_channels // g.groups) * math.prod(g.kernel_size))
+    bound = 1.0 / math.sqrt(math.prod(g.weight_shape[1:]))  # (in_channels // groups) * prod(kernel_size)
     table = (torch.rand(g.table_size, generator=gen, dtype=torch.float64) * 2 - 1).mul(bound).to(dtype)
     x = torch.randn(batch_size, g.in_channels, *g.in_size, generator=gen, dtype=torch.float64).to(dtype)
     up = torch.randn(batch_size, g.out_channels, *g.out_size, generator=gen, dtype=torch.float64).to(dtype)
@@ -197,10 +204,10 @@ def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap, *,
     y2 = getattr(F, g.op)(x2, w2, b2, g.stride, g.padding, g.dilation, g.groups)
     (y2 * up).sum().backward()
 
-    pairs = {"output": (y1, y2), "grad_kernel": (t1.grad[:k], w2.grad.flatten())}
-    if g.bias:
-        pairs["grad_bias"] = (t1.grad[k:], b2.grad)
-    pairs["grad_input"] = (x1.grad, x2.grad)
+    pairs = {"output": (y1, y2), "grad_kernel": (_grad(t1)[:k], _grad(w2).flatten())}
+    if b2 is not None:  # g.bias
+        pairs["grad_bias"] = (_grad(t1)[k:], _grad(b2))
+    pairs["grad_input"] = (_grad(x1), _grad(x2))
     return _compare(g.op, dtype, pairs, rtol)
 
 
@@ -243,19 +250,20 @@ def check_rnn_equivalence(geometry: RNNGeometry, imap: IndexMap, *,
     ref = torch.nn.RNN(g.input_size, g.hidden_size, nonlinearity="tanh", bias=g.bias, batch_first=True, dtype=dtype)
     with torch.no_grad():
         w = table[:n].view(g.step_shape)
-        ref.weight_ih_l0.copy_(w[:, :g.input_size])
-        ref.weight_hh_l0.copy_(w[:, g.input_size:])
+        ref.get_parameter("weight_ih_l0").copy_(w[:, :g.input_size])
+        ref.get_parameter("weight_hh_l0").copy_(w[:, g.input_size:])
         if g.bias:
-            ref.bias_ih_l0.copy_(table[n:] - b_hh)
-            ref.bias_hh_l0.copy_(b_hh)
+            ref.get_parameter("bias_ih_l0").copy_(table[n:] - b_hh)
+            ref.get_parameter("bias_hh_l0").copy_(b_hh)
     x2 = _leaf(x)
     out2, h2 = ref(x2)
     ((out2 * up_out).sum() + (h2[0] * up_h).sum()).backward()
 
-    grad_w = torch.cat([ref.weight_ih_l0.grad, ref.weight_hh_l0.grad], dim=1).flatten()
-    pairs = {"output": (out1, out2), "h_n": (h1, h2[0]), "grad_weights": (t1.grad[:n], grad_w)}
+    grad_w = torch.cat([_grad(ref.get_parameter("weight_ih_l0")), _grad(ref.get_parameter("weight_hh_l0"))],
+                       dim=1).flatten()
+    pairs = {"output": (out1, out2), "h_n": (h1, h2[0]), "grad_weights": (_grad(t1)[:n], grad_w)}
     if g.bias:
-        pairs["grad_bias_ih"] = (t1.grad[n:], ref.bias_ih_l0.grad)
-        pairs["grad_bias_hh"] = (t1.grad[n:], ref.bias_hh_l0.grad)
-    pairs["grad_input"] = (x1.grad, x2.grad)
+        pairs["grad_bias_ih"] = (_grad(t1)[n:], _grad(ref.get_parameter("bias_ih_l0")))
+        pairs["grad_bias_hh"] = (_grad(t1)[n:], _grad(ref.get_parameter("bias_hh_l0")))
+    pairs["grad_input"] = (_grad(x1), _grad(x2))
     return _compare("rnn", dtype, pairs, rtol)

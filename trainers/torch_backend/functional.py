@@ -1,4 +1,4 @@
-"""Stateless ArbNet ops: materialise a virtual weight matrix from a shared table.
+"""ArbNet ops: materialise a virtual weight matrix from a shared table, and the gather plans (modules) they read.
 
 Two implementations of ``W = sign * table[indices]`` (``W = 0`` where ``indices == -1``):
 
@@ -25,16 +25,18 @@ Optionally the backward multiplies each entry's gradient by a per-entry ``scale`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.autograd.function import once_differentiable
 
 from . import cpu_kernels
 
-__all__ = ["gather_weight", "gather_weight_ref", "gather_index", "gather_flat", "GatherPlan", "build_plan",
-           "for_device", "segment_sums", "TableGather", "entry_loads", "load_scale", "plan_indices", "plan_sign"]
+__all__ = ["gather_weight", "gather_weight_ref", "gather_index", "gather_flat", "GatherPlan", "LanePlan",
+           "RowListPlan", "SegmentPlan", "MapPlan", "build_plan", "for_device", "segment_sums", "TableGather",
+           "entry_loads", "load_scale", "plan_indices", "plan_sign"]
 
 MAX_LANES = 8
 COMPACT_SPARSITY = 0.75  # on the CPU, maps with at least this fraction of zeroed weights keep a row list
@@ -91,62 +93,184 @@ def gather_weight_ref(table: torch.Tensor, indices: torch.Tensor, sign: torch.Te
     return w
 
 
-@dataclass(frozen=True)
-class GatherPlan:
+class GatherPlan(nn.Module):
     """How one index map reads its table: built once by :func:`build_plan`, used every step.
 
-    Attributes:
-        key: integer tensor of shape ``(N,)``, one per
-            virtual weight in row-major order: ``key = ((e * lanes + p % lanes) * signs + neg)``
-            with ``e`` the entry read, ``p`` the weight's flat position and ``neg = 1`` for a
-            weight of sign ``-1``; a weight fixed at zero reads one of ``PAD_SLOTS`` zero slots
-            after the table's, ``key = n * lanes * signs + p % PAD_SLOTS``. Its dtype is the
-            narrowest that holds :attr:`slots` (:func:`key_dtype`): int16 on the CPU for tables of
-            up to about 4,000 entries (2 bytes per virtual weight), else int32 (int64 from 2**31 slots).
+    A small :class:`torch.nn.Module` whose index tensors are non-persistent buffers (they move with
+    ``.to()`` and stay out of the state dict, which keeps the map itself). One subclass per layout:
+    :class:`LanePlan` (the CPU backward over every weight), :class:`RowListPlan` (the CPU backward over
+    the live weights of a sparse map) and :class:`SegmentPlan` (sorted segments, the CUDA backward).
+    :func:`for_device` re-lays a plan for another device.
+
+    Args:
+        key: integer tensor of shape ``(N,)`` (``(L,)`` for a row list), see :attr:`key`.
         table_size: ``n``.
-        lanes: accumulators per (entry, sign) in the CPU backward, a power of two in ``[1, 8]``
-            (1 for a plan with sorted segments: it needs none).
+        lanes: accumulators per (entry, sign), a power of two in ``[1, 8]``.
         signs: 2 if the map has a sign hash, else 1.
-        perm: ``None``, or (for the sorted backward) int32/int64 tensor of the positions of the
-            live weights sorted stably by ``(e, neg)``, shape ``(L,)``.
-        offsets: ``None``, or int64 tensor of shape ``(n * signs + 1,)``: segment ``s = e * signs + neg``
-            of ``perm`` is ``perm[offsets[s]:offsets[s + 1]]``.
-        cols: ``None``, or for a *row list* (a sparse map on the CPU, :data:`COMPACT_SPARSITY`):
-            ``key`` then holds the live weights only, shape ``(L,)``, in row-major order, and
-            ``cols`` (int16, or int32 for rows of 2**15 columns or more) their columns, ``(L,)``.
-        row_ptr: ``None``, or with ``cols`` int64 ``(R + 1,)``: row ``r``'s live weights are
-            list entries ``row_ptr[r]:row_ptr[r + 1]``.
-        ncols: with ``cols``, the columns per row (``N = R * ncols``).
-        skewed: with sorted segments, True when the largest segment holds more than
-            :data:`SKEW_FACTOR` times the mean (a hot map): the backward then sums segments as
-            differences of a float64 prefix sum, whose cost does not depend on the segments' sizes.
+
+    Attributes:
+        key: integer buffer, one per virtual weight in row-major order: ``key = ((e * lanes + p % lanes) * signs
+            + neg)`` with ``e`` the entry read, ``p`` the weight's flat position and ``neg = 1`` for a weight of
+            sign ``-1``; a weight fixed at zero reads one of ``PAD_SLOTS`` zero slots after the table's,
+            ``key = n * lanes * signs + p % PAD_SLOTS``. Its dtype is the narrowest that holds :attr:`slots`
+            (:func:`key_dtype`): int16 on the CPU for tables of up to about 4,000 entries (2 bytes per virtual
+            weight), else int32 (int64 from 2**31 slots).
+        table_size: ``n``.
+        lanes: accumulators per (entry, sign) in the CPU backward (1 for sorted segments: they need none).
+        signs: 2 if the map has a sign hash, else 1.
     """
 
+    compact = False
+    """True for a row list (live weights only, :class:`RowListPlan`)."""
     key: torch.Tensor
-    table_size: int
-    lanes: int
-    signs: int
-    perm: torch.Tensor | None = None
-    offsets: torch.Tensor | None = None
-    cols: torch.Tensor | None = None
-    row_ptr: torch.Tensor | None = None
-    ncols: int = 0
-    skewed: bool = False
 
-    @property
-    def compact(self) -> bool:
-        """True for a row list (live weights only, see :attr:`cols`)."""
-        return self.cols is not None
+    def __init__(self, key: torch.Tensor, table_size: int, lanes: int, signs: int) -> None:
+        super().__init__()
+        self.table_size, self.lanes, self.signs = table_size, lanes, signs
+        self.register_buffer("key", key, persistent=False)
 
     @property
     def num_weights(self) -> int:
         """``N``, the virtual weights the plan writes, zeroed ones included."""
-        return (self.row_ptr.numel() - 1) * self.ncols if self.compact else self.key.numel()
+        return self.key.numel()
 
     @property
     def slots(self) -> int:
         """Length of the expanded table the key reads: ``n * lanes * signs + PAD_SLOTS``."""
         return self.table_size * self.lanes * self.signs + PAD_SLOTS
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes held in the plan's buffers."""
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    def dense_key(self) -> torch.Tensor:
+        """int64 ``(N,)`` key of every weight, zeroed ones included (as :attr:`key` holds it without a row list)."""
+        return self.key.long()
+
+    def read(self, src: torch.Tensor) -> torch.Tensor:
+        """Forward of :class:`TableGather`: flat ``(N,)`` weights ``src[key]`` from the expanded table ``src``."""
+        if cpu_kernels.supported(src, self.key):
+            return cpu_kernels.gather(src, self.key)
+        return src.index_select(0, _index_key(self.key))
+
+    def accumulate(self, grad_w: torch.Tensor) -> torch.Tensor:
+        """Backward of :class:`TableGather` before the sign: per-(entry, sign) sums of ``grad_w``, ``(n, signs)``."""
+        acc = grad_w.new_zeros(self.slots)  # (slots,)
+        self.scatter(acc, grad_w)
+        n = self.table_size
+        return acc[:n * self.lanes * self.signs].view(n, self.lanes, self.signs).sum(1)  # (n, signs)
+
+    def scatter(self, acc: torch.Tensor, grad_w: torch.Tensor) -> None:
+        """``acc[key[p]] += grad_w[p]`` in increasing ``p`` (one thread's ``index_add_``)."""
+        if cpu_kernels.supported(acc, self.key):
+            cpu_kernels.scatter_add(acc, self.key, grad_w)  # the index_add_ below, bitwise
+        else:
+            acc.index_add_(0, _index_key(self.key), grad_w)
+
+    def extra_repr(self) -> str:
+        return (f"weights={self.num_weights}, table_size={self.table_size}, lanes={self.lanes}, signs={self.signs}, "
+                f"key={str(self.key.dtype).removeprefix('torch.')}")
+
+
+class LanePlan(GatherPlan):
+    """The CPU layout over every weight: :attr:`key` per virtual weight, ``lanes`` interleaved accumulators.
+
+    Args and attributes: those of :class:`GatherPlan`; ``key`` has shape ``(N,)``.
+    """
+
+
+class RowListPlan(GatherPlan):
+    """The CPU layout of a sparse map (:data:`COMPACT_SPARSITY`): a *row list* of the live weights only.
+
+    Args:
+        key: integer ``(L,)``: the keys of the ``L`` live weights, in row-major order.
+        table_size, lanes, signs: as :class:`GatherPlan`.
+        cols: int16 ``(L,)`` (int32 for rows of 2**15 columns or more): the live weights' columns.
+        row_ptr: int64 ``(R + 1,)``: row ``r``'s live weights are list entries ``row_ptr[r]:row_ptr[r + 1]``.
+        ncols: the columns per row (``N = R * ncols``).
+
+    Attributes:
+        key, cols, row_ptr: buffers, as the arguments.
+        ncols: as the argument.
+    """
+
+    compact = True
+    cols: torch.Tensor
+    row_ptr: torch.Tensor
+
+    def __init__(self, key: torch.Tensor, table_size: int, lanes: int, signs: int, cols: torch.Tensor,
+                 row_ptr: torch.Tensor, ncols: int) -> None:
+        super().__init__(key, table_size, lanes, signs)
+        self.ncols = ncols
+        self.register_buffer("cols", cols, persistent=False)
+        self.register_buffer("row_ptr", row_ptr, persistent=False)
+
+    @property
+    def num_weights(self) -> int:
+        return (self.row_ptr.numel() - 1) * self.ncols
+
+    def positions(self) -> torch.Tensor:
+        """int64 ``(L,)`` flat positions of the live weights (:func:`~.cpu_kernels.row_positions`)."""
+        return cpu_kernels.row_positions(self.cols, self.row_ptr, self.ncols)
+
+    def dense_key(self) -> torch.Tensor:
+        pos = torch.arange(self.num_weights, device=self.key.device)
+        key = self.table_size * self.lanes * self.signs + pos % PAD_SLOTS
+        key[self.positions()] = self.key.long()
+        return key
+
+    def read(self, src: torch.Tensor) -> torch.Tensor:
+        if cpu_kernels.supported(src, self.key):
+            return cpu_kernels.gather_rows(src, self.key, self.cols, self.row_ptr, self.ncols)
+        out = src.new_zeros(self.num_weights)
+        out[self.positions()] = src.index_select(0, _index_key(self.key))
+        return out
+
+    def scatter(self, acc: torch.Tensor, grad_w: torch.Tensor) -> None:
+        if cpu_kernels.supported(acc, self.key):
+            cpu_kernels.scatter_add_rows(acc, self.key, self.cols, self.row_ptr, self.ncols, grad_w)
+        else:
+            acc.index_add_(0, _index_key(self.key), grad_w[self.positions()])
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, live={self.key.numel()}, ncols={self.ncols}"
+
+
+class SegmentPlan(GatherPlan):
+    """The sorted-segments layout (CUDA): one lane, the live weights sorted by (entry, sign).
+
+    Args:
+        key, table_size, lanes, signs: as :class:`GatherPlan` (``key`` per virtual weight, ``(N,)``).
+        perm: int32 (int64 from 2**31 weights) ``(L,)``: the positions of the live weights sorted stably
+            by ``(e, neg)``.
+        offsets: int64 ``(n * signs + 1,)``: segment ``s = e * signs + neg`` of ``perm`` is
+            ``perm[offsets[s]:offsets[s + 1]]``.
+        skewed: True when the largest segment holds more than :data:`SKEW_FACTOR` times the mean (a hot
+            map): the backward then sums segments as differences of a float64 prefix sum, whose cost does
+            not depend on the segments' sizes (:func:`segment_sums`).
+
+    Attributes:
+        key, perm, offsets: buffers, as the arguments.
+        skewed: as the argument.
+    """
+
+    perm: torch.Tensor
+    offsets: torch.Tensor
+
+    def __init__(self, key: torch.Tensor, table_size: int, lanes: int, signs: int, perm: torch.Tensor,
+                 offsets: torch.Tensor, skewed: bool) -> None:
+        super().__init__(key, table_size, lanes, signs)
+        self.skewed = skewed
+        self.register_buffer("perm", perm, persistent=False)
+        self.register_buffer("offsets", offsets, persistent=False)
+
+    def accumulate(self, grad_w: torch.Tensor) -> torch.Tensor:
+        return segment_sums(grad_w.index_select(0, self.perm), self.offsets, self.skewed).view(
+            self.table_size, self.signs)  # (n, signs)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, live={self.perm.numel()}, skewed={self.skewed}"
 
 
 def choose_lanes(num_weights: int, table_size: int, signs: int) -> int:
@@ -200,7 +324,8 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
     flat = indices.reshape(-1).long()
     if flat.numel() and (int(flat.min()) < -1 or int(flat.max()) >= table_size):  # the CPU loops do not bounds-check
         raise ValueError(f"indices must lie in [-1, {table_size}) (-1 = weight fixed at zero), got "
-                         f"[{int(flat.min())}, {int(flat.max())}]; was the map built for a table of {table_size} entries?")
+                         f"[{int(flat.min())}, {int(flat.max())}]; was the map built for a table of {table_size} "
+                         "entries?")
     n_w = flat.numel()
     signs = 1 if sign is None else 2
     if lanes is None:
@@ -210,8 +335,7 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
     if sign is not None:
         key = key * 2 + (sign.reshape(-1) < 0).long()
     key = torch.where(flat < 0, table_size * lanes * signs + pos % PAD_SLOTS, key)
-    plan = GatherPlan(key, table_size, lanes, signs)
-    dtype = key_dtype(plan.slots, flat.device)
+    dtype = key_dtype(table_size * lanes * signs + PAD_SLOTS, flat.device)
     if compact is None:
         compact = (flat.device.type == "cpu" and not sorted_segments and n_w > 0
                    and int((flat < 0).sum()) >= COMPACT_SPARSITY * n_w)
@@ -221,8 +345,8 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
         rows = live.view(-1, ncols).sum(1)
         row_ptr = torch.cat([rows.new_zeros(1), rows.cumsum(0)])
         cols = (pos[live] % ncols).to(torch.int16 if ncols <= 2**15 else torch.int32)
-        return GatherPlan(key[live].to(dtype), table_size, lanes, signs, cols=cols, row_ptr=row_ptr, ncols=ncols)
-    plan = GatherPlan(key.to(dtype), table_size, lanes, signs)
+        return RowListPlan(key[live].to(dtype), table_size, lanes, signs, cols, row_ptr, ncols)
+    plan = LanePlan(key.to(dtype), table_size, lanes, signs)
     return with_segments(plan) if sorted_segments else plan
 
 
@@ -237,7 +361,7 @@ def for_device(plan: GatherPlan, device: torch.device | str, lanes: int | None =
     """
     device = torch.device(device)
     cpu = device.type == "cpu"
-    if plan.key.device.type == device.type and (plan.perm is None) == cpu \
+    if plan.key.device.type == device.type and isinstance(plan, SegmentPlan) != cpu \
             and plan.key.dtype == key_dtype(plan.slots, device) and (lanes is None or not cpu or plan.lanes == lanes) \
             and (compact is None or not cpu or plan.compact == compact):
         return plan
@@ -259,8 +383,7 @@ def with_segments(plan: GatherPlan) -> GatherPlan:
     offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     pdtype = torch.int32 if plan.key.numel() < 2**31 else torch.int64
     skewed = live > 0 and int(counts.max()) > SKEW_FACTOR * live / nseg
-    return GatherPlan(plan.key, plan.table_size, plan.lanes, plan.signs, perm[:live].to(pdtype), offsets,
-                      skewed=skewed)
+    return SegmentPlan(plan.key, plan.table_size, plan.lanes, plan.signs, perm[:live].to(pdtype), offsets, skewed)
 
 
 def segment_sums(values: torch.Tensor, offsets: torch.Tensor, skewed: bool = False) -> torch.Tensor:
@@ -287,26 +410,15 @@ def segment_sums(values: torch.Tensor, offsets: torch.Tensor, skewed: bool = Fal
     return ends.diff().to(values.dtype)
 
 
-def _dense_key(plan: GatherPlan) -> torch.Tensor:
-    """int64 ``(N,)`` key of every weight, as a plan without a row list holds it."""
-    if not plan.compact:
-        return plan.key.long()
-    n_w = plan.num_weights
-    pos = torch.arange(n_w, device=plan.key.device)
-    key = plan.table_size * plan.lanes * plan.signs + pos % PAD_SLOTS
-    key[cpu_kernels.row_positions(plan.cols, plan.row_ptr, plan.ncols)] = plan.key.long()
-    return key
-
-
 def _segment_of(plan: GatherPlan) -> torch.Tensor:
-    k = _dense_key(plan)
+    k = plan.dense_key()
     neg = k % plan.signs
     return (k // (plan.lanes * plan.signs)) * plan.signs + neg
 
 
 def plan_indices(plan: GatherPlan) -> torch.Tensor:
     """The map back from a plan: int64 ``(N,)`` entry per weight, ``-1`` for a zeroed weight."""
-    e = _dense_key(plan) // (plan.lanes * plan.signs)
+    e = plan.dense_key() // (plan.lanes * plan.signs)
     return torch.where(e >= plan.table_size, -1, e)
 
 
@@ -314,7 +426,7 @@ def plan_sign(plan: GatherPlan) -> torch.Tensor | None:
     """int8 ``(N,)`` signs from a plan (``+1`` for zeroed weights), or ``None`` without a sign hash."""
     if plan.signs == 1:
         return None
-    key = _dense_key(plan)
+    key = plan.dense_key()
     zero = key >= plan.table_size * plan.lanes * plan.signs
     return torch.where(zero, 1, 1 - 2 * (key % 2)).to(torch.int8)
 
@@ -334,40 +446,13 @@ class TableGather(torch.autograd.Function):
         src = torch.stack([table, -table], 1) if plan.signs == 2 else table  # (n,) or (n, 2)
         src = src.view(-1, 1, plan.signs).expand(-1, plan.lanes, plan.signs).reshape(-1)  # (n * lanes * signs,)
         src = F.pad(src, (0, PAD_SLOTS))  # (slots,): zeroed weights read 0
-        fast = cpu_kernels.supported(src, plan.key)
-        if plan.compact:
-            if fast:
-                return cpu_kernels.gather_rows(src, plan.key, plan.cols, plan.row_ptr, plan.ncols)
-            out = src.new_zeros(plan.num_weights)
-            out[cpu_kernels.row_positions(plan.cols, plan.row_ptr, plan.ncols)] = src.index_select(
-                0, _index_key(plan.key))
-            return out
-        if fast:
-            return cpu_kernels.gather(src, plan.key)
-        return src.index_select(0, _index_key(plan.key))
+        return plan.read(src)  # (N,)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_w: torch.Tensor):
         plan, scale = ctx.plan, ctx.scale
-        grad_w = grad_w.contiguous()
-        n = plan.table_size
-        if plan.perm is not None:  # sorted segments (built for CUDA, or on request)
-            sums = segment_sums(grad_w.index_select(0, plan.perm), plan.offsets, plan.skewed).view(
-                n, plan.signs)  # (n, signs)
-        else:
-            acc = grad_w.new_zeros(plan.slots)
-            fast = cpu_kernels.supported(acc, plan.key)
-            if plan.compact and fast:
-                cpu_kernels.scatter_add_rows(acc, plan.key, plan.cols, plan.row_ptr, plan.ncols, grad_w)
-            elif plan.compact:
-                pos = cpu_kernels.row_positions(plan.cols, plan.row_ptr, plan.ncols)
-                acc.index_add_(0, _index_key(plan.key), grad_w[pos])
-            elif fast:
-                cpu_kernels.scatter_add(acc, plan.key, grad_w)  # the index_add_ below, bitwise
-            else:
-                acc.index_add_(0, _index_key(plan.key), grad_w)
-            sums = acc[:n * plan.lanes * plan.signs].view(n, plan.lanes, plan.signs).sum(1)  # (n, signs)
+        sums = plan.accumulate(grad_w.contiguous())  # (n, signs)
         grad = sums[:, 0] - sums[:, 1] if plan.signs == 2 else sums[:, 0]
         if scale is not None:
             grad = grad * scale
@@ -442,3 +527,120 @@ def load_scale(loads: torch.Tensor, mode: str, dtype: torch.dtype = torch.float3
     if mode == "sqrt_load":
         factor = factor.sqrt()
     return factor.to(dtype)
+
+
+class MapPlan(nn.Module):
+    r"""One index map compiled for reading a table, kept laid out for the device it is on.
+
+    Holds the map's :class:`GatherPlan` as its submodule :attr:`layout` (built by :func:`build_plan`
+    and :func:`for_device`), or none at all for a map that reads one contiguous unsigned range of the
+    table (the identity map, or a layer's slice of a global identity map: the weights are then a view
+    of the table). Moving the module (``.to()``, ``.cuda()``, ``.cpu()``) re-lays the plan for the
+    new device with :func:`for_device`: CPU lanes and the narrowest key, or sorted segments elsewhere.
+    Its buffers are not persistent: the owner saves the map itself (``indices``, ``sign``).
+
+    Args:
+        indices: integer tensor of shape ``shape`` with values in ``[-1, table_size)`` (``-1`` = a weight
+            fixed at zero); its dtype is kept for :meth:`indices`.
+        table_size: number of entries ``n`` of the table read.
+        sign: optional integer tensor of ``indices``'s shape with values in ``{-1, +1}``.
+        device: where the plan lives (the table's device); ``None``: ``indices``'s.
+        lanes, compact: fix the CPU layout (see :func:`build_plan`); ``None``: chosen per map.
+        view: allow the view of a contiguous range (no plan).
+
+    Attributes:
+        layout: the :class:`GatherPlan` submodule, or ``None`` for a view.
+        start: for a view, the first entry read, else ``None``.
+        shape: the map's shape.
+        table_size: ``n``.
+        index_dtype: the dtype ``indices`` had.
+        num_zeros: weights fixed at zero.
+    """
+
+    def __init__(self, indices: torch.Tensor, table_size: int, sign: torch.Tensor | None = None,
+                 device: torch.device | str | None = None, lanes: int | None = None, compact: bool | None = None,
+                 view: bool = True) -> None:
+        super().__init__()
+        self.shape, self.table_size, self.index_dtype = tuple(indices.shape), table_size, indices.dtype
+        self.lanes, self.compact = lanes, compact
+        flat = indices.reshape(-1).long()
+        start = int(flat[0]) if flat.numel() else 0
+        contiguous = view and sign is None and start >= 0 and torch.equal(
+            flat, torch.arange(start, start + flat.numel(), device=flat.device))
+        self.start: int | None = start if contiguous else None
+        self.num_zeros = int((flat < 0).sum())
+        self.layout: GatherPlan | None = None
+        if self.start is None:
+            plan = build_plan(indices, table_size, sign, lanes=lanes, compact=compact)
+            self.layout = for_device(plan, indices.device if device is None else device, lanes, compact)
+
+    def to_plan(self, device: torch.device | str | None = None) -> None:
+        """Replace a view by a :class:`GatherPlan` on ``device`` (a view has no backward of its own to scale)."""
+        if self.start is not None:
+            indices = self.indices(device)
+            self.layout = for_device(build_plan(indices, self.table_size), indices.device)
+            self.start = None
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.layout is not None:  # re-lay for the device the buffers moved to (a no-op if it fits)
+            self.layout = for_device(self.layout, self.layout.key.device, self.lanes, self.compact)
+        return self
+
+    def _view(self) -> slice:
+        """The entries a view reads, ``start:start + N``."""
+        if self.start is None:
+            raise RuntimeError("this map is held as a gather plan, not as a view of the table")
+        return slice(self.start, self.start + math.prod(self.shape))
+
+    def indices(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The map, shape :attr:`shape`, dtype :attr:`index_dtype`, ``-1`` = zero (rebuilt per call).
+
+        ``device`` places a view's indices (a plan's are on its device).
+        """
+        if self.layout is None:
+            view = self._view()
+            return torch.arange(view.start, view.stop, device=device).view(self.shape).to(self.index_dtype)
+        return plan_indices(self.layout).view(self.shape).to(self.index_dtype)
+
+    def sign(self) -> torch.Tensor | None:
+        """int8 sign hash of shape :attr:`shape`, or ``None`` (rebuilt per call)."""
+        sign = None if self.layout is None else plan_sign(self.layout)
+        return None if sign is None else sign.view(self.shape)
+
+    @property
+    def has_sign(self) -> bool:
+        """True if the map has a sign hash."""
+        return self.layout is not None and self.layout.signs == 2
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes held in the plan's buffers (0 for a view)."""
+        return 0 if self.layout is None else self.layout.index_bytes
+
+    def entry_loads(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """int64 ``(table_size,)``: how many weights read each entry (zeroed ones not counted, signs ignored)."""
+        if self.layout is None:
+            loads = torch.zeros(self.table_size, dtype=torch.int64, device=device)
+            loads[self._view()] = 1
+            return loads
+        return entry_loads(self.layout)
+
+    def gather(self, table: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The weights ``sign * table[indices]``, shape :attr:`shape` (:class:`TableGather`; a view for a range).
+
+        ``scale`` multiplies the table gradient per entry; a view takes none (see :meth:`to_plan`).
+        """
+        if self.layout is None:
+            if scale is not None:
+                raise ValueError("a view of the table has no backward to scale; call to_plan() first")
+            return table[self._view()].view(self.shape)
+        return table_gather(table, self.layout, scale).view(self.shape)
+
+    def extra_repr(self) -> str:
+        view = f", view_start={self.start}" if self.layout is None else ""
+        return f"shape={self.shape}, table_size={self.table_size}{view}"
+
+    def __repr__(self) -> str:  # one line: the layout's repr inside
+        inner = self.extra_repr() if self.layout is None else f"{self.extra_repr()}, {self.layout!r}"
+        return f"{type(self).__name__}({inner})"

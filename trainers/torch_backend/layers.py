@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import GatherPlan, build_plan, entry_loads, for_device, plan_indices, plan_sign, table_gather
+from hashlab.configs import check_int
+
+from .functional import MapPlan
 
 __all__ = ["ArbLinear", "table_init_bound", "bucket_means"]
 
@@ -87,10 +91,12 @@ class ArbLinear(nn.Module):
 
     The table's gradient is the sum of :math:`\xi_{oi}\,\partial L/\partial W_{oi}` over the
     weights that read each entry; zeroed weights contribute nothing and stay zero. The map is
-    compiled once into a :class:`~trainers.torch_backend.functional.GatherPlan` (one int32 key
-    per virtual weight, the sign folded in); the weights are gathered with one ``index_select``
-    per forward, and :class:`~trainers.torch_backend.functional.TableGather` computes the table
-    gradient in a fixed order (bitwise reproducible on CPU and CUDA, no atomics, no pad entry).
+    compiled once into a gather plan, the submodule :attr:`weight_plan` (one int32 key per
+    virtual weight, the sign folded in; see :class:`~trainers.torch_backend.functional.MapPlan`);
+    the weights are gathered with one ``index_select`` per forward, and
+    :class:`~trainers.torch_backend.functional.TableGather` computes the table gradient in a
+    fixed order (bitwise reproducible on CPU and CUDA, no atomics, no pad entry). Moving the
+    layer (``.to()``) re-lays the plans for the new device.
 
     Args:
         in_features: size of each input sample.
@@ -134,8 +140,15 @@ class ArbLinear(nn.Module):
         zero_mask: bool, ``True`` where the weight is fixed at zero (computed when read).
         bias_indices: buffer or ``None``.
         bias_sign: int8 buffer or ``None``.
+        weight_plan: :class:`~trainers.torch_backend.functional.MapPlan` of the weights: a
+            :class:`~trainers.torch_backend.functional.GatherPlan` laid out for the table's device
+            (CPU lanes or a row list, sorted segments elsewhere), or a view of the table for a map
+            that reads one contiguous unsigned range (the identity map). Its buffers are not in
+            the state dict; it is rebuilt from ``indices`` / ``sign`` by ``load_state_dict``.
+        bias_plan: :class:`~trainers.torch_backend.functional.MapPlan` of ``bias_indices`` (one
+            lane, no row list), or ``None``.
         index_bytes: bytes of index buffers held by the layer (key, row list of a sparse map on the
-            CPU, CUDA segments, bias key).
+            CPU, CUDA segments, bias map).
 
     Examples::
 
@@ -144,13 +157,21 @@ class ArbLinear(nn.Module):
         >>> m(torch.randn(32, 784)).shape
         torch.Size([32, 200])
         >>> m
-        ArbLinear(in_features=784, out_features=200, table_size=1000, compression_ratio=156.8, bias=True)
+        ArbLinear(
+          in_features=784, out_features=200, table_size=1000, compression_ratio=156.8, bias=True
+          (weight_plan): MapPlan(shape=(200, 784), table_size=1000, LanePlan(weights=156800, table_size=1000, ...))
+        )
     """
 
     __constants__ = ["in_features", "out_features", "table_size"]
     in_features: int
     out_features: int
     table_size: int
+    bias: nn.Parameter | None
+    bias_indices: Tensor | None
+    bias_sign: Tensor | None
+    weight_plan: MapPlan
+    bias_plan: MapPlan | None
 
     def __init__(self, in_features: int, out_features: int, indices: Tensor | np.ndarray, table_size: int | None,
                  sign: Tensor | np.ndarray | None = None, bias: bool = True, *, table: nn.Parameter | None = None,
@@ -158,9 +179,8 @@ class ArbLinear(nn.Module):
                  device=None, dtype=None) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int("in_features", in_features, 1, sys.maxsize)
+        check_int("out_features", out_features, 1, sys.maxsize)
         if table is not None:
             if not isinstance(table, nn.Parameter) or table.dim() != 1:
                 raise TypeError("table must be a 1-D torch.nn.Parameter (the shared entries), "
@@ -169,8 +189,8 @@ class ArbLinear(nn.Module):
                 table_size = table.numel()
             elif table.numel() != table_size:
                 raise ValueError(f"table has {table.numel()} entries but table_size={table_size}")
-        if table_size is None or isinstance(table_size, bool) or not isinstance(table_size, int) or table_size < 1:
-            raise ValueError(f"table_size must be a positive int (or pass table=), got {table_size!r}")
+        check_int("table_size", table_size, 1, sys.maxsize, hint="or pass table=, the shared entries")
+        assert table_size is not None  # for mypy: check_int refused None
         if bias_indices is not None and not bias:
             raise ValueError("bias=False contradicts bias_indices (a bias read from the table); drop one of them")
         self.in_features, self.out_features, self.table_size = in_features, out_features, table_size
@@ -209,7 +229,7 @@ class ArbLinear(nn.Module):
     def from_linear(cls, linear: nn.Linear, indices: Tensor | np.ndarray, table_size: int | None = None,
                     sign: Tensor | np.ndarray | None = None, *,
                     bias_indices: Tensor | np.ndarray | None = None,
-                    bias_sign: Tensor | np.ndarray | None = None) -> "ArbLinear":
+                    bias_sign: Tensor | np.ndarray | None = None) -> ArbLinear:
         r"""An :class:`ArbLinear` of map ``indices`` whose table approximates ``linear``'s weights.
 
         Entry ``e`` of the table is the mean of ``sign * linear.weight`` over the weights that
@@ -254,8 +274,8 @@ class ArbLinear(nn.Module):
         layer = cls(linear.in_features, linear.out_features, indices, table_size, sign=sign,
                     bias=linear.bias is not None, bias_indices=bias_indices, bias_sign=bias_sign,
                     device=w.device, dtype=w.dtype)
-        readers = [(w, layer.indices, layer.sign)]
-        if bias_indices is not None:
+        readers: list[tuple[Tensor, Tensor, Tensor | None]] = [(w, layer.indices, layer.sign)]
+        if linear.bias is not None and layer.bias_indices is not None:  # both or neither (checked above)
             readers.append((linear.bias, layer.bias_indices, layer.bias_sign))
         with torch.no_grad():
             layer.table.copy_(bucket_means(table_size, readers))
@@ -263,75 +283,29 @@ class ArbLinear(nn.Module):
                 layer.bias.copy_(linear.bias)
         return layer.train(linear.training)
 
-    # -- the map: held as a GatherPlan key; `indices` / `sign` are rebuilt from it ----------------
+    # -- the map: held as gather plans (submodules); `indices` / `sign` are rebuilt from them ----------
 
     def _set_map(self, indices: Tensor, sign: Tensor | None) -> None:
-        """Compile ``indices`` / ``sign`` into the gather plan (replacing any previous one)."""
-        self._index_dtype = indices.dtype
-        flat = indices.reshape(-1).long()
-        # a contiguous unsigned range (identity map, or a slice of a global identity map) is a view
-        start = int(flat[0]) if flat.numel() else 0
-        self._offset = start if sign is None and start >= 0 and torch.equal(
-            flat, torch.arange(start, start + flat.numel(), device=flat.device)) else None
-        self._num_zeros = int((flat < 0).sum())
-        self._lanes, self._signs, self._ncols, self._skewed = 1, 1, 0, False
-        for name in ("_key", "_perm", "_offsets", "_cols", "_row_ptr"):
-            self.register_buffer(name, None, persistent=False)
-        if self._offset is None:
-            self._store_plan(build_plan(indices, self.table_size, sign))
+        """Compile ``indices`` / ``sign`` and the bias map into gather plans laid out for the table's device."""
+        self.weight_plan = MapPlan(indices, self.table_size, sign, device=self.table.device)
         self._set_bias_plan()
-        self._sync_segments()
-
-    def _store_plan(self, plan: GatherPlan) -> None:
-        self._key, self._lanes, self._signs, self._perm, self._offsets = (plan.key, plan.lanes, plan.signs,
-                                                                          plan.perm, plan.offsets)
-        self._cols, self._row_ptr, self._ncols, self._skewed = plan.cols, plan.row_ptr, plan.ncols, plan.skewed
 
     def _set_bias_plan(self) -> None:
-        key, self._bias_signs = None, 1 if self.bias_sign is None else 2
+        plan = None
         if self.bias_indices is not None:
-            key = build_plan(self.bias_indices, self.table_size, self.bias_sign, lanes=1, compact=False).key
-        self.register_buffer("_bias_key", key, persistent=False)
-        self.register_buffer("_bias_perm", None, persistent=False)
-        self.register_buffer("_bias_offsets", None, persistent=False)
-
-    def _plan(self) -> GatherPlan:
-        return GatherPlan(self._key, self.table_size, self._lanes, self._signs, self._perm, self._offsets,
-                          self._cols, self._row_ptr, self._ncols, self._skewed)
-
-    def _bias_plan(self) -> GatherPlan:
-        return GatherPlan(self._bias_key, self.table_size, 1, self._bias_signs, self._bias_perm, self._bias_offsets)
-
-    def _sync_segments(self) -> None:
-        """Lay the plans out for the table's device (:func:`for_device`): CPU lanes and int16 keys, or
-        sorted segments elsewhere (a deterministic backward without atomics)."""
-        dev = self.table.device
-        if self._key is not None:
-            self._store_plan(for_device(self._plan(), dev))
-        if self._bias_key is not None:
-            plan = for_device(self._bias_plan(), dev, lanes=1, compact=False)
-            self._bias_key, self._bias_perm, self._bias_offsets = plan.key, plan.perm, plan.offsets
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self._sync_segments()
-        return self
+            plan = MapPlan(self.bias_indices, self.table_size, self.bias_sign, device=self.table.device, lanes=1,
+                           compact=False, view=False)
+        self.bias_plan = plan
 
     @property
     def indices(self) -> Tensor:
         """The index map, ``(out_features, in_features)``, dtype as given, ``-1`` = zero (rebuilt per read)."""
-        shape = (self.out_features, self.in_features)
-        if self._key is None:
-            n_w = self.out_features * self.in_features
-            return torch.arange(self._offset, self._offset + n_w, device=self.table.device).view(shape).to(
-                self._index_dtype)
-        return plan_indices(self._plan()).view(shape).to(self._index_dtype)
+        return self.weight_plan.indices(self.table.device)
 
     @property
     def sign(self) -> Tensor | None:
         """int8 sign hash, ``(out_features, in_features)``, or ``None`` (rebuilt per read)."""
-        sign = None if self._key is None else plan_sign(self._plan())
-        return None if sign is None else sign.view(self.out_features, self.in_features)
+        return self.weight_plan.sign()
 
     @property
     def zero_mask(self) -> Tensor:
@@ -340,23 +314,19 @@ class ArbLinear(nn.Module):
 
     @property
     def index_bytes(self) -> int:
-        """Bytes held in index buffers (plan key, sorted segments, bias key); the map's resident cost."""
-        bufs = (self._key, self._perm, self._offsets, self._cols, self._row_ptr, self._bias_key, self._bias_perm,
-                self._bias_offsets, self.bias_indices, self.bias_sign)
-        return sum(b.numel() * b.element_size() for b in bufs if b is not None)
+        """Bytes held in index buffers (plan key, row list or sorted segments, bias map); the map's resident cost."""
+        bufs = (self.bias_indices, self.bias_sign)
+        return (self.weight_plan.index_bytes + (0 if self.bias_plan is None else self.bias_plan.index_bytes)
+                + sum(b.numel() * b.element_size() for b in bufs if b is not None))
 
     def entry_loads(self) -> Tensor:
         """int64 ``(table_size,)``: how many weights (and table-read biases) of this layer read each entry.
 
         Zeroed weights (index ``-1``) are not counted; signs are ignored.
         """
-        if self._key is None:
-            loads = torch.zeros(self.table_size, dtype=torch.int64, device=self.table.device)
-            loads[self._offset:self._offset + self.out_features * self.in_features] = 1
-        else:
-            loads = entry_loads(self._plan())
-        if self._bias_key is not None:
-            loads = loads + entry_loads(self._bias_plan())
+        loads = self.weight_plan.entry_loads(self.table.device)
+        if self.bias_plan is not None:
+            loads = loads + self.bias_plan.entry_loads()
         return loads
 
     def set_grad_scale(self, scale: Tensor | None) -> None:
@@ -370,11 +340,7 @@ class ArbLinear(nn.Module):
             if tuple(scale.shape) != (self.table_size,):
                 raise ValueError(f"scale must have shape ({self.table_size},), got {tuple(scale.shape)}")
             scale = scale.to(device=self.table.device, dtype=self.table.dtype)
-            if self._key is None:  # the view path has no backward of its own: use the plan
-                plan = build_plan(self.indices, self.table_size)
-                self._offset = None
-                self._store_plan(plan)
-                self._sync_segments()
+            self.weight_plan.to_plan(self.table.device)  # the view has no backward of its own: use a plan
         self._grad_scale = scale
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -395,7 +361,6 @@ class ArbLinear(nn.Module):
         if indices is None:
             missing_keys.append(prefix + "indices")
             self._set_bias_plan()
-            self._sync_segments()
             return
         try:
             shape = (self.out_features, self.in_features)
@@ -422,16 +387,13 @@ class ArbLinear(nn.Module):
 
     def virtual_weight(self) -> Tensor:
         """The virtual weight matrix ``W``, shape ``(out_features, in_features)``, differentiable w.r.t. the table."""
-        shape = (self.out_features, self.in_features)
-        if self._key is None:
-            return self.table[self._offset:self._offset + self.out_features * self.in_features].view(shape)
-        return table_gather(self.table, self._plan(), self._grad_scale).view(shape)
+        return self.weight_plan.gather(self.table, self._grad_scale)
 
     def virtual_bias(self) -> Tensor | None:
         """The bias vector (the Parameter, or gathered from the table via ``bias_indices``), or ``None``."""
-        if self._bias_key is None:
+        if self.bias_plan is None:
             return self.bias
-        return table_gather(self.table, self._bias_plan(), self._grad_scale)
+        return self.bias_plan.gather(self.table, self._grad_scale)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.linear(input, self.virtual_weight(), self.virtual_bias())
@@ -445,7 +407,7 @@ class ArbLinear(nn.Module):
         parts = [f"in_features={self.in_features}", f"out_features={self.out_features}",
                  f"table_size={self.table_size}", f"compression_ratio={self.compression_ratio:.4g}",
                  f"bias={self.bias is not None or self.bias_indices is not None}"]
-        if self.sign is not None:
+        if self.weight_plan.has_sign:
             parts.append("sign=True")
         if self.bias_indices is not None:
             parts.append("bias_from_table=True")
@@ -453,6 +415,6 @@ class ArbLinear(nn.Module):
             parts.append("bias_sign=True")
         if not self._owns_table:
             parts.append("shared_table=True")
-        if self._num_zeros:
-            parts.append(f"zeros={self._num_zeros}")
+        if self.weight_plan.num_zeros:
+            parts.append(f"zeros={self.weight_plan.num_zeros}")
         return ", ".join(parts)

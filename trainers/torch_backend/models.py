@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -114,7 +114,7 @@ class ArbMLP(nn.Module):
                                table=self.tables[str(lay.table)] if str(lay.table) in self.tables else None,
                                bias_indices=lay.bias_indices, bias_sign=lay.bias_sign, device=device, dtype=dtype)
             last = lay is layers[-1]
-            block = OrderedDict(linear=linear)
+            block: OrderedDict[str, nn.Module] = OrderedDict(linear=linear)
             if not last or output_activation:
                 block["act"] = ACTIVATIONS[activation]()
                 if batch_norm:
@@ -135,7 +135,7 @@ class ArbMLP(nn.Module):
 
     @classmethod
     def from_index_file(cls, path: str | os.PathLike, bias: bool = True, device=None, dtype=None,
-                        validate: bool = True, **options: Any) -> "ArbMLP":
+                        validate: bool = True, **options: Any) -> ArbMLP:
         """Build the model of an index file (read with :func:`hashlab.io.format.load_index_file`).
 
         Args:
@@ -158,9 +158,9 @@ class ArbMLP(nn.Module):
             bound = self._table_bounds[key]
             nn.init.uniform_(table, -bound, bound)
         for block in self.blocks:
-            block.linear.reset_parameters()
-            if hasattr(block, "bn"):
-                block.bn.reset_parameters()
+            for module in block.children():  # linear, then bn
+                if isinstance(module, (ArbLinear, nn.BatchNorm1d)):
+                    module.reset_parameters()
         self._copy_initial_tables()
 
     @torch.no_grad()
@@ -194,7 +194,7 @@ class ArbMLP(nn.Module):
         for m in self.linears:
             readers.setdefault(id(m.table), []).append(m)
         for group in readers.values():
-            loads = sum(m.entry_loads() for m in group)
+            loads = torch.stack([m.entry_loads() for m in group]).sum(0)  # (table_size,) int64
             scale = load_scale(loads, mode, group[0].table.dtype)
             for m in group:
                 m.set_grad_scale(scale)
@@ -202,7 +202,7 @@ class ArbMLP(nn.Module):
     @property
     def linears(self) -> list[ArbLinear]:
         """The :class:`ArbLinear` layers, in order."""
-        return [block.linear for block in self.blocks]
+        return [cast(ArbLinear, block.linear) for block in self.blocks]
 
     @property
     def num_entries(self) -> int:

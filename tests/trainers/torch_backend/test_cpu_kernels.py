@@ -67,7 +67,7 @@ def test_a_layer_in_a_dtype_numba_does_not_take_falls_back_to_the_torch_ops():
     from trainers.torch_backend.layers import ArbLinear
     idx = torch.randint(-1, 7, (5, 6), generator=torch.Generator().manual_seed(0))
     lay32 = ArbLinear(6, 5, idx, 7)
-    assert lay32._key.dtype == torch.int16
+    assert lay32.weight_plan.layout.key.dtype == torch.int16
     lay16 = ArbLinear(6, 5, idx, 7).to(torch.bfloat16)
     lay16.load_state_dict({k: v.to(torch.bfloat16) if v.is_floating_point() else v
                            for k, v in lay32.state_dict().items()})

@@ -13,8 +13,17 @@ from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, build_map
 from trainers.torch_backend.functional import (
-    build_plan, entry_loads, gather_weight, gather_weight_ref, load_scale, plan_indices, plan_sign, segment_sums,
-    table_gather)
+    SegmentPlan,
+    build_plan,
+    entry_loads,
+    gather_weight,
+    gather_weight_ref,
+    load_scale,
+    plan_indices,
+    plan_sign,
+    segment_sums,
+    table_gather,
+)
 from trainers.torch_backend.layers import ArbLinear
 
 from .test_layers import assert_matches_reference, one_hot_masks
@@ -180,7 +189,7 @@ def test_load_scale_rejects_unknown_mode():
 @pytest.mark.parametrize("spec,shape", [c[1:] for c in MAP_CASES], ids=[c[0] for c in MAP_CASES])
 def test_cuda_gradient_is_deterministic_and_matches_cpu(spec, shape):
     gpu, cpu_grad, first, second = cuda_and_cpu_grads(*map_of(spec, shape), DT)
-    assert gpu._perm is not None and gpu._perm.is_cuda
+    assert isinstance(gpu.weight_plan.layout, SegmentPlan) and gpu.weight_plan.layout.perm.is_cuda
     assert torch.equal(first, second)
     torch.testing.assert_close(first.cpu(), cpu_grad, rtol=1e-12, atol=1e-12)
 
@@ -257,7 +266,7 @@ def test_a_hot_map_sums_its_sorted_segments_by_prefix_differences():
 def test_cuda_hot_map_float32_gradient_is_deterministic_and_matches_cpu():
     # Dirichlet alpha=1e-3: its segments sum by float64 prefix differences
     gpu, cpu_grad, first, second = cuda_and_cpu_grads(*map_of(MAP_CASES[1][1], MAP_CASES[1][2]), torch.float32)
-    assert gpu._skewed
+    assert gpu.weight_plan.layout.skewed
     assert torch.equal(first, second)
     torch.testing.assert_close(first.cpu(), cpu_grad, rtol=1e-4, atol=1e-4)
 

@@ -6,6 +6,7 @@ Reference: ``W = sum_e table[e] * M_e`` with one-hot masks ``M_e = sign * (indic
 """
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from hashlab import Architecture, HashSpec, build_map
-from trainers.torch_backend.functional import gather_weight
+from trainers.torch_backend.functional import LanePlan, SegmentPlan, build_plan, gather_weight
 from trainers.torch_backend.layers import ArbLinear, table_init_bound
 
 DT = torch.float64
@@ -211,6 +212,20 @@ def test_state_dict_round_trip_rederives_gather_plan():
     dst.load_state_dict(src.state_dict())
     x = torch.randn(3, src.in_features, dtype=DT)
     torch.testing.assert_close(dst(x), src(x))
+
+
+def test_moving_a_layer_relays_its_plan_for_the_device():
+    """``.to()`` / ``.cpu()`` re-lay the plan submodule for the device: a plan laid out as on CUDA, moved to the CPU."""
+    layer = layer_from_spec(HASH_CASES[3][1], HASH_CASES[3][2], seed=1)
+    x = torch.randn(3, layer.in_features, dtype=DT)
+    want = layer(x)
+    layer.weight_plan.layout = build_plan(layer.indices, layer.table_size, layer.sign, sorted_segments=True)
+    assert isinstance(layer.weight_plan.layout, SegmentPlan)
+    layer.cpu()
+    assert isinstance(layer.weight_plan.layout, LanePlan)
+    assert torch.equal(layer(x), want)
+    assert set(layer.state_dict()) == {"table", "bias", "indices", "sign"}  # plan buffers are not saved
+    assert torch.equal(copy.deepcopy(layer)(x), want)
 
 
 BAD_ARGS = [
