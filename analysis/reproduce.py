@@ -31,7 +31,7 @@ from hashlab.io.paths import check_output_dir
 
 from .engines import ENGINES, default_workers, pending, run_all
 from .runs import ARCH_OF_DATASET, ROW_COLUMNS, RunConfig, run_path
-from .studies import StudyError, load_profiles, plan
+from .study import StudyError, load_profiles, plan
 
 __all__ = ["reproduce", "load_rows", "write_results_csv", "main"]
 

@@ -22,12 +22,13 @@ from typing import Any
 
 from hashlab import Architecture, HashSpec, SpecError
 
-from ..runs import ARCH_OF_DATASET, RunConfig
+from .runs import ARCH_OF_DATASET, RunConfig
 
 __all__ = ["StudyError", "Variant", "Arm", "PAPER_ARM", "Study", "Profile", "STUDY_DIR", "load_study",
            "load_profiles", "plan"]
 
-STUDY_DIR = Path(__file__).resolve().parent
+STUDY_DIR = Path(__file__).resolve().parent / "studies"
+"""The study and profile files (package data of ``analysis``: ``studies/*.toml``)."""
 _SWEEPS = {"dirichlet": "alpha", "neighborhood": "radius"}
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from analysis.reproduce import main, reproduce
 from analysis.runs import ROW_COLUMNS
-from analysis.studies import StudyError, load_profiles, load_study, plan
+from analysis.study import StudyError, load_profiles, load_study, plan
 from tests.conftest import REPO
 
 VOLATILE = {"wall_time_s", "finished_at", "git_commit"}  # everything else must be equal run to run on CPU
