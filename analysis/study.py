@@ -15,6 +15,7 @@ Nothing here trains or imports torch.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -424,20 +425,18 @@ def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device
     runs: dict[str, RunConfig] = {}  # by key: a reused run is planned once
     for name in names:
         study = _restricted(profile, name)
-        for arm in study.arms:
+        seeds = list(zip(profile.train_seeds, profile.hash_seeds))
+        for arm, v, s, (ts, hs) in itertools.product(study.arms, study.variants, study.sparsities, seeds):
             owner = study.reuse if (study.reuse is not None and arm == PAPER_ARM) else study.name
-            for v in study.variants:
-                for s in study.sparsities:
-                    for ts, hs in zip(profile.train_seeds, profile.hash_seeds):
-                        run = RunConfig(
-                            dataset=dataset, study=owner, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
-                            sparsity=s, table_size=study.table_size if v.compression is None else None,
-                            compression=v.compression, hash_bias=v.hash_bias, arch=v.arch or study.arch,
-                            recipe=study.recipe, hash_seed=hs, train_seed=ts,
-                            epochs=study.epochs or profile.epochs * study.epochs_factor,
-                            batch_size=study.batch_size or profile.batch_size,
-                            limit_train=profile.limit_train, data_root=data_root, device=device,
-                            optimizer=arm.optimizer, lr=arm.lr, table_grad_scale=arm.table_grad_scale,
-                            **_schedule(study.recipe))
-                        runs.setdefault(run.key, run)
+            run = RunConfig(
+                dataset=dataset, study=owner, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
+                sparsity=s, table_size=study.table_size if v.compression is None else None,
+                compression=v.compression, hash_bias=v.hash_bias, arch=v.arch or study.arch,
+                recipe=study.recipe, hash_seed=hs, train_seed=ts,
+                epochs=study.epochs or profile.epochs * study.epochs_factor,
+                batch_size=study.batch_size or profile.batch_size,
+                limit_train=profile.limit_train, data_root=data_root, device=device,
+                optimizer=arm.optimizer, lr=arm.lr, table_grad_scale=arm.table_grad_scale,
+                **_schedule(study.recipe))
+            runs.setdefault(run.key, run)
     return list(runs.values())
