@@ -89,7 +89,7 @@ class Study:
         Identifier, also the TOML file's stem.
     description : str
     claims : tuple of int
-        Which of the paper's claims (1-6, see ``analysis.verdicts.CLAIMS``) this study tests.
+        Which of the paper's claims (1-6, see ``analysis.claims.CLAIMS``) this study tests.
     variants : tuple of Variant
         The map variants, in the order of the swept parameter.
     sparsities : tuple of float

@@ -13,12 +13,12 @@ from ..stats.kernels import BACKENDS
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "stats", help="report entropy, load balance, uniformity tests and collision locality of an index file",
-        description="Print per-layer and whole-network statistics of an index file (format v1): entropy of "
-                    "entry usage in nats and bits (paper eq. 7), load min/mean/max against the balls-into-bins "
-                    "expectation, chi-square and G uniformity tests, realized sparsity, compression ratio, sign "
-                    "balance, the distance between weights that share an entry, and degeneracy (identical rows and "
-                    "columns, rank bound). Definitions: docs/STATS.md.")
-    p.add_argument("file", help="index file written by `hashlab build` (or any format-v1 writer)")
+        description="Print per-layer and whole-network statistics of an index file (format v1, v2 or v3): "
+                    "entropy of entry usage in nats and bits (paper eq. 7), load min/mean/max against the "
+                    "balls-into-bins expectation, chi-square and G uniformity tests, realized sparsity, compression "
+                    "ratio, sign balance, the distance between weights that share an entry, and degeneracy "
+                    "(identical rows and columns, rank bound). Definitions: docs/STATS.md.")
+    p.add_argument("file", help="index file written by `hashlab build` (or any writer of docs/FORMAT.md, v1 to v3)")
     p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema hashlab.stats v2)")
     p.add_argument("--loads", action="store_true", help="include every entry's load in the JSON")
     p.add_argument("--plot", metavar="DIR", help="also write PNG figures into DIR")

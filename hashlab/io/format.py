@@ -298,7 +298,7 @@ def _planned_tables(p: Path, spec: dict, shapes: list[tuple[int, int]]) -> tuple
 
 def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool = True, verify: bool = True,
                     max_table_entries: int = MAX_TABLE_ENTRIES) -> IndexMap:
-    """Read an index file (format v1 or v2) with numpy alone.
+    """Read an index file (format v1, v2 or v3) with numpy alone.
 
     Everything in the header is checked before any tensor is read: the container (see
     :func:`hashlab.io.container.read_container`), the metadata's types, the tensors' names,
