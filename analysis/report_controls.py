@@ -1,4 +1,5 @@
-"""The REPORT.md section, figure and ``controls.json`` of the balance study's optimizer controls (issue 13).
+"""The REPORT.md section, figure and ``controls.json`` of the balance study's optimizer controls
+(is the balance effect about the network or about SGD?).
 
 Numbers come from :mod:`analysis.controls`; this module only lays them out.
 """

@@ -1,4 +1,4 @@
-"""REPORT.md, figure and ``hashednets.json`` of the HashedNets study (issue 12), beside the published figures.
+"""REPORT.md, figure and ``hashednets.json`` of the HashedNets study, beside the published figures.
 
 The study (``analysis/studies/hashednets.toml``) trains MNIST 784-1000-10 hashed at compression
 1/8 and 1/64 and the plain network of equal parameter count ("NN" in Chen et al. 2015), each over

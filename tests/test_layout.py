@@ -1,4 +1,4 @@
-"""The package layout's contracts, read from the source with ``ast`` (issue: pipeline layout).
+"""The package layout's contracts, read from the source with ``ast``.
 
 * no import circle anywhere in ``hashlab/``, ``trainers/`` and ``analysis/``, counting imports
   inside functions too;

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "submatrix has at most this many entries (default 1048576; 0: never)")
     p.add_argument("--backend", choices=BACKENDS, default="numba", help="analysis kernels (default: numba)")
     p.add_argument("--time", action="store_true", help="print how long loading and each analysis took")
-    add_max_table_entries(p)  # issue #11: refuse oversized tables before allocating
+    add_max_table_entries(p)  # refuse oversized tables before allocating
     p.set_defaults(func=run)
 
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     rank_limit = RANK_LIMIT if args.rank_limit is None else args.rank_limit
     if rank_limit < 0:
         raise ValueError(f"--rank-limit must be >= 0 (0 skips the rank), got {rank_limit}")
-    if args.json is not None:  # issue #11: check outputs before any work
+    if args.json is not None:  # check outputs before any work
         check_output_path(args.json, "--json output")
     if args.plot is not None:
         check_output_dir(args.plot, "--plot folder")

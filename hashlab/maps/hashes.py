@@ -18,7 +18,7 @@ same way. The sparsity mask of each layer zeroes exactly ``round(sparsity * N)``
 ones with the smallest mask hashes ``xxh64(local identifier, mask stream seed)``. XXH64 of a
 fixed-length 8-byte input is a bijection of the 64-bit values, so these hashes never tie.
 
-Hashed biases (``HashSpec.hash_bias``, issue #12) use streams of their own (purposes 5-7 below):
+Hashed biases (``HashSpec.hash_bias``) use streams of their own (purposes 5-7 below):
 turning them on leaves every weight index unchanged, and the bias map is independent of the weight
 map. Their identifiers are the output units ``o`` of the layer (``scope="layer"``) or, with
 ``scope="global"``, ``o`` offset by the hidden biases of the earlier layers.

@@ -23,7 +23,7 @@ DEFAULT_TABLE_SIZE = 1000
 _MAX_SEED = 2**63 - 1
 _MAX_TABLE = 2**31 - 1
 _OPTIONAL_FIELDS = {"compression": None, "hash_bias": False}
-"""Fields added by issue #12, left out of :meth:`HashSpec.to_dict` at these defaults so that a spec that
+"""Fields added with compression budgets and hashed biases, left out of :meth:`HashSpec.to_dict` at these defaults so that a spec that
 does not use them has the same dict (and index-file header bytes) as before."""
 
 
