@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from ..configs import check_int, dataclass_from_dict
+from ..configs import check_bool, check_int, check_real, dataclass_from_dict, is_real
 
 __all__ = ["HASH_KINDS", "SCOPES", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError", "TablePlan",
            "parse_ratio", "ceil_budget", "DEFAULT_TABLE_SIZE"]
@@ -127,14 +127,10 @@ class HashSpec:
         if self.table_size is not None:
             _check_int("table_size", self.table_size, lo=1, hi=_MAX_TABLE)
         _check_int("seed", self.seed, lo=0, hi=_MAX_SEED)
-        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or not (
-            0.0 <= float(self.sparsity) < 1.0
-        ):
-            raise SpecError(f"sparsity must be a float in [0, 1), got {self.sparsity!r}; 0 keeps every weight")
+        check_real("sparsity", self.sparsity, 0.0, 1.0, SpecError, "0 keeps every weight", hi_open=True,
+                   expected="a float in [0, 1)")
         if self.kind == "dirichlet":
-            if self.alpha is None or isinstance(self.alpha, bool) or not (
-                isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0
-            ):
+            if not is_real(self.alpha, lo=0.0, lo_open=True):
                 raise SpecError(f"dirichlet needs alpha > 0 (finite), got {self.alpha!r}; e.g. alpha=1.0")
         elif self.alpha is not None:
             raise SpecError(f"alpha is only used by the dirichlet hash, not {self.kind!r}; drop it")
@@ -144,10 +140,8 @@ class HashSpec:
             _check_int("radius", self.radius, lo=0, hi=2**31 - 1)
         elif self.radius is not None:
             raise SpecError(f"radius is only used by the neighborhood hash, not {self.kind!r}; drop it")
-        if not isinstance(self.sign, bool):
-            raise SpecError(f"sign must be True or False, got {self.sign!r}")
-        if not isinstance(self.hash_bias, bool):
-            raise SpecError(f"hash_bias must be True or False, got {self.hash_bias!r}")
+        check_bool("sign", self.sign, SpecError)
+        check_bool("hash_bias", self.hash_bias, SpecError)
 
     @property
     def ratio(self) -> Fraction | None:
