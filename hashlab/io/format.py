@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..configs import is_int
 from ..maps.indexmap import IndexMap, LayerMap
 from ..maps.spec import HashSpec
 from .atomic import atomic_open
@@ -209,10 +210,6 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     return header, c.data_start
 
 
-def _is_int(v: Any, lo: int, hi: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-
 def _parse_metadata(c: Container, version: int) -> tuple[dict, list[int], list[dict]]:
     """The spec, table sizes and layer objects, type-checked (docs/FORMAT.md, "Header")."""
     p, meta = c.path, c.metadata
@@ -220,7 +217,7 @@ def _parse_metadata(c: Container, version: int) -> tuple[dict, list[int], list[d
     if not isinstance(spec, dict):
         raise FormatError(f"{p}: metadata spec must be a JSON object, got {type(spec).__name__}")
     tables = strict_json(meta["tables"], f"{p}: metadata tables")
-    if not isinstance(tables, list) or not tables or not all(_is_int(t, 1, _MAX_DIM) for t in tables):
+    if not isinstance(tables, list) or not tables or not all(is_int(t, 1, _MAX_DIM) for t in tables):
         raise FormatError(f"{p}: metadata tables must be a non-empty list of integers in [1, 2**31 - 1], "
                           f"got {str(tables)[:80]}")
     layers = strict_json(meta["layers"], f"{p}: metadata layers")
@@ -235,9 +232,9 @@ def _parse_metadata(c: Container, version: int) -> tuple[dict, list[int], list[d
         if not isinstance(lm["name"], str) or not lm["name"]:
             raise FormatError(f"{where}: name must be a non-empty string, got {lm['name']!r}")
         for key in ("out_features", "in_features"):
-            if not _is_int(lm[key], 1, _MAX_DIM):
+            if not is_int(lm[key], 1, _MAX_DIM):
                 raise FormatError(f"{where}: {key} must be an integer in [1, 2**31 - 1], got {lm[key]!r}")
-        if not _is_int(lm["table"], 0, len(tables) - 1):
+        if not is_int(lm["table"], 0, len(tables) - 1):
             raise FormatError(f"{where}: table must be an integer in [0, {len(tables)}), got {lm['table']!r}")
         for key in ("sign", "bias", "bias_sign") if version >= 3 else ("sign", "bias"):
             if not isinstance(lm[key], bool):
@@ -253,7 +250,7 @@ def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dic
     """Shapes must chain as ``spec["architecture"]`` says; a ``build_map`` spec fixes the tables too."""
     arch = spec.get("architecture")
     if arch is not None:
-        if not isinstance(arch, list) or len(arch) < 2 or not all(_is_int(a, 1, _MAX_DIM) for a in arch):
+        if not isinstance(arch, list) or len(arch) < 2 or not all(is_int(a, 1, _MAX_DIM) for a in arch):
             raise FormatError(f"{p}: spec.architecture must be a list of >= 2 feature sizes, got {str(arch)[:80]}")
         want = [(o, i) for i, o in zip(arch[:-1], arch[1:])]
         got = [(lm["out_features"], lm["in_features"]) for lm in layers]
