@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hashlab import Architecture, HashSpec, SpecError
+from hashlab.configs import check_choice, check_int, check_real
 
 from .runs import ARCH_OF_DATASET, RunConfig
 
@@ -282,14 +283,11 @@ def load_study(name_or_path: str | Path) -> Study:
                 Architecture.parse(v.arch or study.arch)
         except (SpecError, ValueError) as e:
             raise StudyError(f"{where}: variant {v}: architecture {v.arch or study.arch!r}: {e}") from None
-    if study.recipe not in _recipes():
-        raise StudyError(f"{where}: recipe {study.recipe!r} is unknown; choose one of {', '.join(_recipes())}")
+    check_choice(f"{where}: recipe", study.recipe, _recipes(), StudyError)
     for name in ("epochs", "batch_size"):
-        value = getattr(study, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise StudyError(f"{where}: {name} must be an integer >= 1, got {value!r}")
-    if not isinstance(study.epochs_factor, int) or isinstance(study.epochs_factor, bool) or study.epochs_factor < 1:
-        raise StudyError(f"{where}: epochs_factor must be an integer >= 1, got {study.epochs_factor!r}")
+        if getattr(study, name) is not None:
+            check_int(f"{where}: {name}", getattr(study, name), 1, None, StudyError)
+    check_int(f"{where}: epochs_factor", study.epochs_factor, 1, None, StudyError)
     return study
 
 
@@ -319,13 +317,9 @@ def _read_arms(d: dict[str, Any], where: str) -> tuple[tuple[Arm, ...], str | No
         _check_keys(a, {"optimizer", "lr", "table_grad_scale"}, w)
         arm = Arm(optimizer=_need(a, "optimizer", str, w), lr=float(_need(a, "lr", (int, float), w)),
                   table_grad_scale=_need(a, "table_grad_scale", str, w))
-        if arm.optimizer not in OPTIMIZERS:
-            raise StudyError(f"{w}: optimizer {arm.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}")
-        if arm.table_grad_scale not in TABLE_GRAD_SCALES:
-            raise StudyError(f"{w}: table_grad_scale {arm.table_grad_scale!r} is unknown; choose one of "
-                             f"{', '.join(TABLE_GRAD_SCALES)}")
-        if not arm.lr > 0:
-            raise StudyError(f"{w}: lr must be > 0, got {arm.lr}")
+        check_choice(f"{w}: optimizer", arm.optimizer, OPTIMIZERS, StudyError)
+        check_choice(f"{w}: table_grad_scale", arm.table_grad_scale, TABLE_GRAD_SCALES, StudyError)
+        check_real(f"{w}: lr", arm.lr, 0, None, StudyError, lo_open=True, finite=False)
         arms.append(arm)
     if not arms or len(set(arms)) != len(arms):
         raise StudyError(f"{where}: arms must be a non-empty list without repeats")
@@ -370,9 +364,7 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
         if not ts or len(ts) != len(hs) or len(set(ts)) != len(ts) or len(set(hs)) != len(hs):
             raise StudyError(f"{where}: train_seeds and hash_seeds must be non-empty lists of equal length without "
                              f"repeats (replicate i uses both i-th seeds), got {list(ts)} and {list(hs)}")
-        epochs = _need(p, "epochs", int, where)
-        if epochs < 1:
-            raise StudyError(f"{where}: epochs must be >= 1, got {epochs}")
+        epochs = check_int(f"{where}: epochs", _need(p, "epochs", int, where), 1, None, StudyError)
         prof = Profile(name=name, description=_need(p, "description", str, where),
                        studies=tuple(_need(p, "studies", list, where)), train_seeds=ts, hash_seeds=hs,
                        epochs=epochs, batch_size=p.get("batch_size", 200), limit_train=p.get("limit_train"),
