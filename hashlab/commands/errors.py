@@ -17,6 +17,7 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
+from ..configs import is_int
 from ..io.errors import (EXIT_ENVIRONMENT, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE,
                          EnvironmentProblem, InputError, UsageError)
 
@@ -28,7 +29,7 @@ DEBUG_FLAG = "--debug"
 def exit_code_for(exc: BaseException) -> int | None:
     """Exit code of a user / environment error, or None for an unexpected exception (a bug)."""
     code = getattr(exc, "exit_code", None)
-    if isinstance(code, int) and not isinstance(code, bool):
+    if is_int(code):
         return code
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return EXIT_INPUT
