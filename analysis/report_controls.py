@@ -8,12 +8,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+
 import numpy as np
 
 from hashlab.io.atomic import atomic_write_json
 
-from .controls import (STUDY, arm_gaps, arms_of, cell_intervals, map_predictors, map_statistics_for_predictors,
-                       residual_gaps)
+from .controls import (
+    STUDY,
+    arm_gaps,
+    arms_of,
+    cell_intervals,
+    map_predictors,
+    map_statistics_for_predictors,
+    residual_gaps,
+)
 from .formatting import ci, p_value, pp
 from .inference import ALPHA
 
@@ -130,8 +138,8 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
         for g in gaps:
             vs = ("", "") if g.vs_paper is None else (pp(g.vs_paper.diff), p_value(g.vs_paper.p_value))
             rem = "" if g.remaining is None else f"{100 * g.remaining:.0f}%"
-            L.append(f"| {g.sparsity:g} | {_name(g.arm)} | {g.gap.diff.n} | {pp(g.gap.diff)} | {p_value(g.gap.p_value)} "
-                     f"| {vs[0]} | {vs[1]} | {rem} |")
+            L.append(f"| {g.sparsity:g} | {_name(g.arm)} | {g.gap.diff.n} | {pp(g.gap.diff)} "
+                     f"| {p_value(g.gap.p_value)} | {vs[0]} | {vs[1]} | {rem} |")
         L.append("")
     if residual:
         L += ["### Where a gap remains that no control removes", "",

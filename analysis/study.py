@@ -137,7 +137,7 @@ class Study:
     batch_size: int | None = None
     version: int = 1
 
-    def restricted(self, values: list[float] | None, sparsities: list[float] | None) -> "Study":
+    def restricted(self, values: list[float] | None, sparsities: list[float] | None) -> Study:
         """The same study on a subset of its grid (a profile's ``values`` / ``sparsities``)."""
         variants = self.variants
         if values is not None:
@@ -337,7 +337,7 @@ def _grid(study: Study) -> set[tuple[Variant, float]]:
     return {(v, s) for v in study.variants for s in study.sparsities}
 
 
-def _restricted(profile: "Profile", name: str) -> Study:
+def _restricted(profile: Profile, name: str) -> Study:
     study = load_study(name)
     sparsities = None if profile.sparsities is None else [s for s in profile.sparsities if s in study.sparsities]
     return study.restricted(profile.values.get(name), sparsities)

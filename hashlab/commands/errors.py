@@ -15,11 +15,19 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..configs import is_int
-from ..io.errors import (EXIT_ENVIRONMENT, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE,
-                         EnvironmentProblem, InputError, UsageError)
+from ..io.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EnvironmentProblem,
+    InputError,
+    UsageError,
+)
 
 __all__ = ["run_cli", "exit_code_for", "add_debug_flag", "UsageError", "InputError", "EnvironmentProblem"]
 

@@ -6,8 +6,8 @@ import time
 
 from ..io.atomic import atomic_write_json
 from ..io.paths import check_output_dir, check_output_path
-from .inputs import add_max_table_entries, load_input_map
 from ..stats.kernels import BACKENDS
+from .inputs import add_max_table_entries, load_input_map
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,8 +7,16 @@ before any work (:mod:`hashlab.io.paths`) and the error classes with their exit 
 """
 from .atomic import atomic_open, atomic_write_json, atomic_write_text
 from .errors import EnvironmentProblem, InputError, UsageError
-from .format import (FORMAT_NAME, FORMAT_VERSION, MAX_TABLE_ENTRIES, FormatError, LimitError, load_index_file,
-                     read_header, save_index_file)
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_TABLE_ENTRIES,
+    FormatError,
+    LimitError,
+    load_index_file,
+    read_header,
+    save_index_file,
+)
 
 __all__ = [
     "atomic_open", "atomic_write_json", "atomic_write_text",

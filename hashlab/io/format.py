@@ -46,7 +46,8 @@ _LAYER_KEYS[3] = _LAYER_KEYS[2] | {"bias_sign"}
 _CODES = {v: k for k, v in DTYPES.items()}
 _MAX_DIM = 2**31 - 1
 _CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
-_TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]{0,8})\.(indices|sign|bias_indices|bias_sign)|table\.(0|[1-9][0-9]{0,8})")
+_TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]{0,8})\.(indices|sign|bias_indices|bias_sign)"
+                          r"|table\.(0|[1-9][0-9]{0,8})")
 
 
 def _tensors(imap: IndexMap) -> list[tuple[str, np.ndarray]]:
@@ -383,7 +384,8 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
 
     layers = [LayerMap(name=lm["name"], indices=tensor(f"layers.{k}.indices"), table=lm["table"],
                        sign=tensor(f"layers.{k}.sign"), bias_indices=tensor(f"layers.{k}.bias_indices"),
-                       attrs=lm["attrs"], bias_sign=tensor(f"layers.{k}.bias_sign")) for k, lm in enumerate(layers_meta)]
+                       attrs=lm["attrs"], bias_sign=tensor(f"layers.{k}.bias_sign"))
+              for k, lm in enumerate(layers_meta)]
     initial = tuple(tensor(f"table.{t}") for t in range(len(tables))) if inits else None
     try:
         imap = IndexMap(layers=tuple(layers), table_sizes=tuple(tables), spec=spec, initial_tables=initial)

@@ -147,11 +147,11 @@ class ConvGeometry:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ConvGeometry":
+    def from_dict(cls, d: dict[str, Any]) -> ConvGeometry:
         """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
         return dataclass_from_dict(cls, d, SpecError, convert=lambda v: tuple(v) if isinstance(v, list) else v)
 
-    def canonical(self) -> "ConvGeometry":
+    def canonical(self) -> ConvGeometry:
         """The representative that structural recognition returns for this map.
 
         Two parameters do not change the index map and are normalised: the stride of an axis

@@ -49,8 +49,8 @@ from typing import Literal
 
 import numpy as np
 
-from . import kernels as K
 from .._version import __version__
+from . import kernels as K
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .spec import Architecture, HashSpec, SpecError
 
@@ -220,7 +220,8 @@ def build_map(
     if not isinstance(spec, HashSpec):
         raise SpecError(f"spec must be a HashSpec, got {type(spec).__name__}; build one with HashSpec(kind=...)")
     if not isinstance(arch, Architecture):
-        raise SpecError(f"arch must be an Architecture, got {type(arch).__name__}; try Architecture.parse('784-200-10')")
+        raise SpecError(f"arch must be an Architecture, got {type(arch).__name__}; "
+                        "try Architecture.parse('784-200-10')")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     shapes = arch.layer_shapes
@@ -264,7 +265,8 @@ def build_map(
             indices = indices.astype(dtype)
         bias_indices = bias_sign = None
         if plan.biases[table] and k < len(shapes) - 1:
-            ids = np.arange(bias_start, bias_start + out_f, dtype=np.int64) if glob else np.arange(out_f, dtype=np.int64)
+            start = bias_start if glob else 0
+            ids = np.arange(start, start + out_f, dtype=np.int64)
             bias_start += out_f
             bias_indices = (_bias_entries(spec, k, table, ids, plan.biases[table], bias_cdfs) + n).astype(dtype)
             if spec.sign:  # HashedNets' xiB: a sign hash of the bias identifiers, a stream of its own

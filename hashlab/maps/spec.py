@@ -23,8 +23,8 @@ DEFAULT_TABLE_SIZE = 1000
 _MAX_SEED = 2**63 - 1
 _MAX_TABLE = 2**31 - 1
 _OPTIONAL_FIELDS = {"compression": None, "hash_bias": False}
-"""Fields added with compression budgets and hashed biases, left out of :meth:`HashSpec.to_dict` at these defaults so that a spec that
-does not use them has the same dict (and index-file header bytes) as before."""
+"""Fields added with compression budgets and hashed biases, left out of :meth:`HashSpec.to_dict` at these
+defaults so that a spec that does not use them has the same dict (and index-file header bytes) as before."""
 
 
 class SpecError(ValueError):
@@ -161,7 +161,7 @@ class HashSpec:
                 del d[name]
         return d
 
-    def table_plan(self, shapes: list[tuple[int, int]]) -> "TablePlan":
+    def table_plan(self, shapes: list[tuple[int, int]]) -> TablePlan:
         """Entries of each table for the weights and for the hashed biases of ``shapes``.
 
         Parameters
@@ -204,7 +204,7 @@ class HashSpec:
         return TablePlan(tuple(weights), tuple(biases))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "HashSpec":
+    def from_dict(cls, d: dict[str, Any]) -> HashSpec:
         """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
         return dataclass_from_dict(cls, d, SpecError)
 
@@ -330,7 +330,7 @@ class Architecture:
         return sum(o * i for o, i in self.layer_shapes)
 
     @classmethod
-    def parse(cls, text: str) -> "Architecture":
+    def parse(cls, text: str) -> Architecture:
         """Parse a preset name (``mnist-mlp``, ``cifar10-mlp``) or sizes like ``784-200-200-10``.
 
         Raises
