@@ -46,9 +46,8 @@ def _line_figure(rows: list[dict], study: str, x_of, xlabel: str, title: str, pa
     ax = fig.subplots()
     for s, by_value in sorted(cells.items()):
         values = sorted(by_value)
-        xs = [x_of(study, s, v) for v in values]
-        order = np.argsort(xs)
-        xs = np.asarray(xs)[order]
+        order = np.argsort([x_of(study, s, v) for v in values])
+        xs = np.asarray([x_of(study, s, v) for v in values])[order]
         iv = [by_value[values[i]] for i in order]
         m = np.array([100 * c.mean for c in iv])
         line, = ax.plot(xs, m, marker="o", ms=3.5, label=f"sparsity {s:g}")
@@ -56,7 +55,7 @@ def _line_figure(rows: list[dict], study: str, x_of, xlabel: str, title: str, pa
         ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15, lw=0)  # display clipped to [0, 100]
         runs = [(x_of(study, s, r[param]), 100 * r["test_accuracy"]) for r in rows
                 if r["study"] == study and r["sparsity"] == s]
-        ax.scatter(*zip(*runs), s=6, color=line.get_color(), alpha=0.5, lw=0)
+        ax.scatter([x for x, _ in runs], [y for _, y in runs], s=6, color=line.get_color(), alpha=0.5, lw=0)
     if xscale == "log":
         ax.set_xscale("log")
     elif xscale == "symlog":

@@ -149,16 +149,16 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
               "length).", "",
               "| sparsity | α | " + " | ".join(_name(a) for a in arms) + " | smallest gap | remains under every arm |",
               "|---|---|" + "---|" * len(arms) + "---|---|"]
-        for g in residual:
-            cellv = [f"{pp(g.gaps[a].diff)}, p = {p_value(g.gaps[a].p_value)}" if a in g.gaps else "" for a in arms]
-            L.append(f"| {g.sparsity:g} | {g.alpha:g} | " + " | ".join(cellv)
-                     + f" | {_name(g.best_arm)} | {'**yes**' if g.remains else 'no'} |")
+        for rg in residual:
+            cellv = [f"{pp(rg.gaps[a].diff)}, p = {p_value(rg.gaps[a].p_value)}" if a in rg.gaps else "" for a in arms]
+            L.append(f"| {rg.sparsity:g} | {rg.alpha:g} | " + " | ".join(cellv)
+                     + f" | {_name(rg.best_arm)} | {'**yes**' if rg.remains else 'no'} |")
         L.append("")
-        remain = [g for g in residual if g.remains]
+        remain = [rg for rg in residual if rg.remains]
         if remain:
             by_s: dict[float, list[float]] = {}
-            for g in remain:
-                by_s.setdefault(g.sparsity, []).append(g.alpha)
+            for rg in remain:
+                by_s.setdefault(rg.sparsity, []).append(rg.alpha)
             where = "; ".join(f"sparsity {s:g}: α ∈ {{{', '.join(f'{a:g}' for a in al)}}}"
                               for s, al in sorted(by_s.items()))
             L += [f"A gap that no control removes remains at {where}.", ""]

@@ -55,7 +55,8 @@ def write_results_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     w = csv.DictWriter(buf, fieldnames=ROW_COLUMNS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-    return atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
 
 
 def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | None = None, device: str = "cpu",

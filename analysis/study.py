@@ -19,7 +19,7 @@ import itertools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hashlab import Architecture, HashSpec, SpecError
 from hashlab.configs import check_choice, check_int, check_real
@@ -260,7 +260,8 @@ def load_study(name_or_path: str | Path) -> Study:
         values = _need(d, "values", list, where)
         if not values or len(set(values)) != len(values):
             raise StudyError(f"{where}: values must be a non-empty list without repeats, got {values}")
-        variants = [Variant(kind=kind, **{sweep: (float(x) if sweep == "alpha" else x)}) for x in values]
+        variants = [Variant(kind=kind, alpha=float(x)) if sweep == "alpha" else Variant(kind=kind, radius=x)
+                    for x in values]
     sparsities = tuple(float(s) for s in _need(d, "sparsities", list, where))
     if not sparsities:
         raise StudyError(f"{where}: sparsities is empty; give at least one, e.g. [0]")
@@ -274,15 +275,16 @@ def load_study(name_or_path: str | Path) -> Study:
         budget = {"table_size": study.table_size} if v.compression is None else {"compression": v.compression}
         for s in study.sparsities:
             try:
-                HashSpec(kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign, sparsity=s,
-                         hash_bias=v.hash_bias, **budget)
+                HashSpec(kind=cast(Any, v.kind), alpha=v.alpha,  # a str from the file: HashSpec checks it
+                         radius=v.radius, sign=v.sign, sparsity=s, hash_bias=v.hash_bias, **budget)
             except SpecError as e:
                 raise StudyError(f"{where}: variant {v} at sparsity {s}: {e}") from None
+        arch = v.arch or study.arch
         try:
-            if (v.arch or study.arch) is not None:
-                Architecture.parse(v.arch or study.arch)
+            if arch is not None:
+                Architecture.parse(arch)
         except (SpecError, ValueError) as e:
-            raise StudyError(f"{where}: variant {v}: architecture {v.arch or study.arch!r}: {e}") from None
+            raise StudyError(f"{where}: variant {v}: architecture {arch!r}: {e}") from None
     check_choice(f"{where}: recipe", study.recipe, _recipes(), StudyError)
     for name in ("epochs", "batch_size"):
         if getattr(study, name) is not None:

@@ -52,10 +52,9 @@ def is_int(value: Any, lo: int | None = None, hi: int | None = None, *, numpy: b
     -------
     bool
     """
-    types: tuple[type, ...] = (int, np.integer) if numpy else (int,)
-    if isinstance(value, bool) or not isinstance(value, types):
+    if isinstance(value, bool) or not (isinstance(value, int) or (numpy and isinstance(value, np.integer))):
         return False
-    return (lo is None or value >= lo) and (hi is None or value <= hi)
+    return bool((lo is None or value >= lo) and (hi is None or value <= hi))
 
 
 def is_real(value: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
