@@ -45,7 +45,7 @@ positions per chunk (the scalar compaction, about 0.9 ns a weight, costs more th
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -168,7 +168,7 @@ def _bias_entries(spec: HashSpec, k: int, table: int, ids: np.ndarray, n_bias: i
     if spec.kind == "dirichlet":
         if table not in cdfs:
             rng = np.random.default_rng(np.random.SeedSequence([spec.seed, table, _PURPOSE_BIAS_DIRICHLET]))
-            cdfs[table] = np.cumsum(rng.dirichlet(np.full(n_bias, float(spec.alpha))))[:-1]
+            cdfs[table] = np.cumsum(rng.dirichlet(np.full(n_bias, float(cast(float, spec.alpha)))))[:-1]
         return K.categorical_ref(ids, cdfs[table], s_bias)
     if spec.kind == "neighborhood":
         return K.neighborhood_ref(ids, n_bias, spec.radius, s_bias)
@@ -241,8 +241,8 @@ def build_map(
         start = int(offsets[k]) if glob else 0
         s_index = stream_seed(spec.seed, table, _PURPOSE_INDEX)
         if spec.kind == "dirichlet" and table not in inner_cdfs:
-            cdf = np.cumsum(dirichlet_probabilities(n, spec.alpha, spec.seed, table))[:-1]
-            inner_cdfs[table] = (cdf, K.guide_table(cdf))
+            table_cdf = np.cumsum(dirichlet_probabilities(n, cast(float, spec.alpha), spec.seed, table))[:-1]
+            inner_cdfs[table] = (table_cdf, K.guide_table(table_cdf))
         cdf, guide = inner_cdfs.get(table, (None, None))
         # XXH64 of a fixed 8-byte input is a bijection of uint64, so the mask hashes of distinct
         # positions never tie and the n_zero smallest are one well-defined set.

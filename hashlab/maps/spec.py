@@ -9,7 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ..configs import check_bool, check_int, check_real, dataclass_from_dict, is_real
 
@@ -185,10 +185,10 @@ class HashSpec:
         groups = [sizes] if glob else [[w] for w in sizes]  # weights read by each table
         if self.kind == "identity":
             weights = [sum(g) for g in groups]
-        elif self.compression is not None:
-            weights = [ceil_budget(sum(g), self.ratio) for g in groups]
+        elif (ratio := self.ratio) is not None:  # compression given
+            weights = [ceil_budget(sum(g), ratio) for g in groups]
         else:
-            weights = [self.table_size] * len(groups)
+            weights = [cast(int, self.table_size)] * len(groups)  # set by __post_init__ without compression
         biases = [0] * len(groups)
         hidden = [o for o, _ in shapes[:-1]]  # the output layer's bias stays dense
         if self.hash_bias and hidden:
@@ -262,8 +262,8 @@ def ceil_budget(count: int, ratio: Fraction) -> int:
 def _bias_budget(count: int, weight_entries: int, weights: int, spec: HashSpec) -> int:
     """Bias entries for ``count`` hidden biases at the weights' ratio (``compression``, else
     ``weight_entries / weights``, at most 1): ``ceil(count * r)``, between 1 and ``count``."""
-    ratio = spec.ratio if spec.compression is not None else min(Fraction(weight_entries, weights), Fraction(1))
-    return ceil_budget(count, ratio)
+    ratio = spec.ratio
+    return ceil_budget(count, ratio if ratio is not None else min(Fraction(weight_entries, weights), Fraction(1)))
 
 
 @dataclass(frozen=True)
