@@ -10,13 +10,28 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-from .inference import (ALPHA, FAILS, HOLDS, INCONCLUSIVE, MARGIN, Curvature, PairedDifference, Trend, levels_off_at,
-                        mean_ci, paired_difference, quadratic_term, trend_test, verdict)
+from .inference import (
+    ALPHA,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    MARGIN,
+    Curvature,
+    PairedDifference,
+    Trend,
+    levels_off_at,
+    mean_ci,
+    paired_difference,
+    quadratic_term,
+    trend_test,
+    verdict,
+)
 
 __all__ = ["CLAIMS", "Finding", "ClaimResult", "grid_table", "claim_1", "claim_2", "claim_3", "claim_4", "claim_5",
            "claim_6", "judge_all", "combine"]

@@ -1,4 +1,4 @@
-"""The optimizer controls of the balance study: how much of "balance helps" belongs to SGD (issue 13).
+"""The optimizer controls of the balance study: how much of "balance helps" belongs to SGD.
 
 Under plain SGD an entry's gradient is the sum over the weights that read it (Chang & Lipson 2018,
 section 2), so an entry with load L steps about L times further than a dense weight; a Dirichlet
@@ -101,7 +101,7 @@ def _alphas(acc: dict) -> list[float]:
 
 
 def _default_low(alphas: list[float]) -> float:
-    """The issue's comparison point alpha = 0.01 when the grid has it, else the smallest alpha."""
+    """The default low-alpha comparison point: alpha = 0.01 when the grid has it, else the smallest alpha."""
     return 0.01 if 0.01 in alphas else alphas[0]
 
 

@@ -26,10 +26,11 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -97,7 +98,7 @@ def plan_tasks(todo: list[RunConfig], group_size: int) -> list[list[RunConfig]]:
 
 def _execute(task: list[dict[str, Any]], out: str) -> list[dict[str, Any]]:
     """One task of the pool or of Ray: a run alone, or a group."""
-    return [execute_run(task[0], out)] if len(task) == 1 else execute_group(task, out)
+    return [execute_run(task[0], out)] if len(task) == 1 else execute_group(list(task), out)
 
 
 def run_all(runs: list[RunConfig], out: str | Path, *, engine: str = "local", workers: int | None = None,

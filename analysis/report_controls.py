@@ -1,4 +1,5 @@
-"""The REPORT.md section, figure and ``controls.json`` of the balance study's optimizer controls (issue 13).
+"""The REPORT.md section, figure and ``controls.json`` of the balance study's optimizer controls
+(is the balance effect about the network or about SGD?).
 
 Numbers come from :mod:`analysis.controls`; this module only lays them out.
 """
@@ -7,12 +8,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+
 import numpy as np
 
 from hashlab.io.atomic import atomic_write_json
 
-from .controls import (STUDY, arm_gaps, arms_of, cell_intervals, map_predictors, map_statistics_for_predictors,
-                       residual_gaps)
+from .controls import (
+    STUDY,
+    arm_gaps,
+    arms_of,
+    cell_intervals,
+    map_predictors,
+    map_statistics_for_predictors,
+    residual_gaps,
+)
 from .formatting import ci, p_value, pp
 from .inference import ALPHA
 
@@ -129,8 +138,8 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
         for g in gaps:
             vs = ("", "") if g.vs_paper is None else (pp(g.vs_paper.diff), p_value(g.vs_paper.p_value))
             rem = "" if g.remaining is None else f"{100 * g.remaining:.0f}%"
-            L.append(f"| {g.sparsity:g} | {_name(g.arm)} | {g.gap.diff.n} | {pp(g.gap.diff)} | {p_value(g.gap.p_value)} "
-                     f"| {vs[0]} | {vs[1]} | {rem} |")
+            L.append(f"| {g.sparsity:g} | {_name(g.arm)} | {g.gap.diff.n} | {pp(g.gap.diff)} "
+                     f"| {p_value(g.gap.p_value)} | {vs[0]} | {vs[1]} | {rem} |")
         L.append("")
     if residual:
         L += ["### Where a gap remains that no control removes", "",
@@ -140,16 +149,16 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
               "length).", "",
               "| sparsity | α | " + " | ".join(_name(a) for a in arms) + " | smallest gap | remains under every arm |",
               "|---|---|" + "---|" * len(arms) + "---|---|"]
-        for g in residual:
-            cellv = [f"{pp(g.gaps[a].diff)}, p = {p_value(g.gaps[a].p_value)}" if a in g.gaps else "" for a in arms]
-            L.append(f"| {g.sparsity:g} | {g.alpha:g} | " + " | ".join(cellv)
-                     + f" | {_name(g.best_arm)} | {'**yes**' if g.remains else 'no'} |")
+        for rg in residual:
+            cellv = [f"{pp(rg.gaps[a].diff)}, p = {p_value(rg.gaps[a].p_value)}" if a in rg.gaps else "" for a in arms]
+            L.append(f"| {rg.sparsity:g} | {rg.alpha:g} | " + " | ".join(cellv)
+                     + f" | {_name(rg.best_arm)} | {'**yes**' if rg.remains else 'no'} |")
         L.append("")
-        remain = [g for g in residual if g.remains]
+        remain = [rg for rg in residual if rg.remains]
         if remain:
             by_s: dict[float, list[float]] = {}
-            for g in remain:
-                by_s.setdefault(g.sparsity, []).append(g.alpha)
+            for rg in remain:
+                by_s.setdefault(rg.sparsity, []).append(rg.alpha)
             where = "; ".join(f"sparsity {s:g}: α ∈ {{{', '.join(f'{a:g}' for a in al)}}}"
                               for s, al in sorted(by_s.items()))
             L += [f"A gap that no control removes remains at {where}.", ""]

@@ -31,7 +31,7 @@ from hashlab.io.paths import check_output_dir
 
 from .engines import ENGINES, default_workers, pending, run_all
 from .runs import ARCH_OF_DATASET, ROW_COLUMNS, RunConfig, run_path
-from .studies import StudyError, load_profiles, plan
+from .study import StudyError, load_profiles, plan
 
 __all__ = ["reproduce", "load_rows", "write_results_csv", "add_arguments", "register", "run", "main"]
 
@@ -55,7 +55,8 @@ def write_results_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     w = csv.DictWriter(buf, fieldnames=ROW_COLUMNS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-    return atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
 
 
 def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | None = None, device: str = "cpu",

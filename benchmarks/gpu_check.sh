@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA checks of issue #9 in one call on a lent GPU: the CUDA tests, then the CUDA benchmarks.
+# The CUDA checks of the plan-based gather and grouped training in one call on a lent GPU: the CUDA tests, then the CUDA benchmarks.
 #
 # Run from the repository root with MNIST's four official .gz files under .data/MNIST/raw/
 # (carried, since ../shared/data does not travel). Logs and JSON go to $OUT (default /tmp/gpu_check).

@@ -92,7 +92,8 @@ def test_no_import_circles(graph):
 
 
 def test_a_circle_would_be_found():
-    g = nx.DiGraph([("hashlab.stats.balance", "hashlab.stats.theory"), ("hashlab.stats.theory", "hashlab.stats.balance")])
+    g = nx.DiGraph([("hashlab.stats.balance", "hashlab.stats.theory"),
+                    ("hashlab.stats.theory", "hashlab.stats.balance")])
     assert list(nx.simple_cycles(g))
 
 

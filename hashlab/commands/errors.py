@@ -15,10 +15,19 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from ..io.errors import (EXIT_ENVIRONMENT, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE,
-                         EnvironmentProblem, InputError, UsageError)
+from ..configs import is_int
+from ..io.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EnvironmentProblem,
+    InputError,
+    UsageError,
+)
 
 __all__ = ["run_cli", "exit_code_for", "add_debug_flag", "UsageError", "InputError", "EnvironmentProblem"]
 
@@ -28,7 +37,7 @@ DEBUG_FLAG = "--debug"
 def exit_code_for(exc: BaseException) -> int | None:
     """Exit code of a user / environment error, or None for an unexpected exception (a bug)."""
     code = getattr(exc, "exit_code", None)
-    if isinstance(code, int) and not isinstance(code, bool):
+    if is_int(code):
         return code
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return EXIT_INPUT

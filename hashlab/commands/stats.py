@@ -6,19 +6,19 @@ import time
 
 from ..io.atomic import atomic_write_json
 from ..io.paths import check_output_dir, check_output_path
-from .inputs import add_max_table_entries, load_input_map
 from ..stats.kernels import BACKENDS
+from .inputs import add_max_table_entries, load_input_map
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "stats", help="report entropy, load balance, uniformity tests and collision locality of an index file",
-        description="Print per-layer and whole-network statistics of an index file (format v1): entropy of "
-                    "entry usage in nats and bits (paper eq. 7), load min/mean/max against the balls-into-bins "
-                    "expectation, chi-square and G uniformity tests, realized sparsity, compression ratio, sign "
-                    "balance, the distance between weights that share an entry, and degeneracy (identical rows and "
-                    "columns, rank bound). Definitions: docs/STATS.md.")
-    p.add_argument("file", help="index file written by `hashlab build` (or any format-v1 writer)")
+        description="Print per-layer and whole-network statistics of an index file (format v1, v2 or v3): "
+                    "entropy of entry usage in nats and bits (paper eq. 7), load min/mean/max against the "
+                    "balls-into-bins expectation, chi-square and G uniformity tests, realized sparsity, compression "
+                    "ratio, sign balance, the distance between weights that share an entry, and degeneracy "
+                    "(identical rows and columns, rank bound). Definitions: docs/STATS.md.")
+    p.add_argument("file", help="index file written by `hashlab build` (or any writer of docs/FORMAT.md, v1 to v3)")
     p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema hashlab.stats v2)")
     p.add_argument("--loads", action="store_true", help="include every entry's load in the JSON")
     p.add_argument("--plot", metavar="DIR", help="also write PNG figures into DIR")
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "submatrix has at most this many entries (default 1048576; 0: never)")
     p.add_argument("--backend", choices=BACKENDS, default="numba", help="analysis kernels (default: numba)")
     p.add_argument("--time", action="store_true", help="print how long loading and each analysis took")
-    add_max_table_entries(p)  # issue #11: refuse oversized tables before allocating
+    add_max_table_entries(p)  # refuse oversized tables before allocating
     p.set_defaults(func=run)
 
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     rank_limit = RANK_LIMIT if args.rank_limit is None else args.rank_limit
     if rank_limit < 0:
         raise ValueError(f"--rank-limit must be >= 0 (0 skips the rank), got {rank_limit}")
-    if args.json is not None:  # issue #11: check outputs before any work
+    if args.json is not None:  # check outputs before any work
         check_output_path(args.json, "--json output")
     if args.plot is not None:
         check_output_dir(args.plot, "--plot folder")

@@ -8,8 +8,16 @@ Trainers read maps through this package only.
 """
 from .atomic import atomic_open, atomic_write_json, atomic_write_text
 from .errors import EnvironmentProblem, InputError, UsageError
-from .format import (FORMAT_NAME, FORMAT_VERSION, MAX_TABLE_ENTRIES, FormatError, LimitError, load_index_file,
-                     read_header, save_index_file)
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MAX_TABLE_ENTRIES,
+    FormatError,
+    LimitError,
+    load_index_file,
+    read_header,
+    save_index_file,
+)
 from .weights import read_weights
 
 __all__ = [

@@ -14,8 +14,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 __all__ = ["atomic_open", "atomic_write_json", "atomic_write_text", "remove_stale_temporaries", "STALE_AFTER_S"]
 

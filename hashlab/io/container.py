@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..configs import is_int
 from .errors import InputError
 
 __all__ = ["FormatError", "LimitError", "TensorInfo", "Container", "read_container", "strict_json",
@@ -122,10 +123,6 @@ class Container:
     size: int
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def read_container(path: str | os.PathLike) -> Container:
     """Read and check the safetensors header of ``path`` (reads the header bytes only).
 
@@ -170,9 +167,9 @@ def read_container(path: str | os.PathLike) -> Container:
         if not isinstance(info["dtype"], str) or info["dtype"] not in DTYPES:
             raise FormatError(f"{where}: dtype {info['dtype']!r} is not one of {', '.join(DTYPES)}")
         shape, offs = info["shape"], info["data_offsets"]
-        if not isinstance(shape, list) or not all(_int(d) and 0 <= d < 2**63 for d in shape):
+        if not isinstance(shape, list) or not all(is_int(d, 0, 2**63 - 1) for d in shape):
             raise FormatError(f"{where}: shape {shape!r} must be a list of integers >= 0")
-        if (not isinstance(offs, list) or len(offs) != 2 or not all(_int(o) and 0 <= o < 2**63 for o in offs)
+        if (not isinstance(offs, list) or len(offs) != 2 or not all(is_int(o, 0, 2**63 - 1) for o in offs)
                 or offs[0] > offs[1]):
             raise FormatError(f"{where}: data_offsets {offs!r} must be two integers [begin, end], 0 <= begin <= end")
         dt = DTYPES[info["dtype"]]

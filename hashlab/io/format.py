@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..configs import is_int
 from ..maps.indexmap import IndexMap, LayerMap
 from ..maps.spec import HashSpec
 from .atomic import atomic_open
@@ -45,7 +46,8 @@ _LAYER_KEYS[3] = _LAYER_KEYS[2] | {"bias_sign"}
 _CODES = {v: k for k, v in DTYPES.items()}
 _MAX_DIM = 2**31 - 1
 _CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
-_TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]{0,8})\.(indices|sign|bias_indices|bias_sign)|table\.(0|[1-9][0-9]{0,8})")
+_TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]{0,8})\.(indices|sign|bias_indices|bias_sign)"
+                          r"|table\.(0|[1-9][0-9]{0,8})")
 
 
 def _tensors(imap: IndexMap) -> list[tuple[str, np.ndarray]]:
@@ -209,10 +211,6 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     return header, c.data_start
 
 
-def _is_int(v: Any, lo: int, hi: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-
 def _parse_metadata(c: Container, version: int) -> tuple[dict, list[int], list[dict]]:
     """The spec, table sizes and layer objects, type-checked (docs/FORMAT.md, "Header")."""
     p, meta = c.path, c.metadata
@@ -220,7 +218,7 @@ def _parse_metadata(c: Container, version: int) -> tuple[dict, list[int], list[d
     if not isinstance(spec, dict):
         raise FormatError(f"{p}: metadata spec must be a JSON object, got {type(spec).__name__}")
     tables = strict_json(meta["tables"], f"{p}: metadata tables")
-    if not isinstance(tables, list) or not tables or not all(_is_int(t, 1, _MAX_DIM) for t in tables):
+    if not isinstance(tables, list) or not tables or not all(is_int(t, 1, _MAX_DIM) for t in tables):
         raise FormatError(f"{p}: metadata tables must be a non-empty list of integers in [1, 2**31 - 1], "
                           f"got {str(tables)[:80]}")
     layers = strict_json(meta["layers"], f"{p}: metadata layers")
@@ -235,9 +233,9 @@ def _parse_metadata(c: Container, version: int) -> tuple[dict, list[int], list[d
         if not isinstance(lm["name"], str) or not lm["name"]:
             raise FormatError(f"{where}: name must be a non-empty string, got {lm['name']!r}")
         for key in ("out_features", "in_features"):
-            if not _is_int(lm[key], 1, _MAX_DIM):
+            if not is_int(lm[key], 1, _MAX_DIM):
                 raise FormatError(f"{where}: {key} must be an integer in [1, 2**31 - 1], got {lm[key]!r}")
-        if not _is_int(lm["table"], 0, len(tables) - 1):
+        if not is_int(lm["table"], 0, len(tables) - 1):
             raise FormatError(f"{where}: table must be an integer in [0, {len(tables)}), got {lm['table']!r}")
         for key in ("sign", "bias", "bias_sign") if version >= 3 else ("sign", "bias"):
             if not isinstance(lm[key], bool):
@@ -253,7 +251,7 @@ def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dic
     """Shapes must chain as ``spec["architecture"]`` says; a ``build_map`` spec fixes the tables too."""
     arch = spec.get("architecture")
     if arch is not None:
-        if not isinstance(arch, list) or len(arch) < 2 or not all(_is_int(a, 1, _MAX_DIM) for a in arch):
+        if not isinstance(arch, list) or len(arch) < 2 or not all(is_int(a, 1, _MAX_DIM) for a in arch):
             raise FormatError(f"{p}: spec.architecture must be a list of >= 2 feature sizes, got {str(arch)[:80]}")
         want = [(o, i) for i, o in zip(arch[:-1], arch[1:])]
         got = [(lm["out_features"], lm["in_features"]) for lm in layers]
@@ -298,7 +296,7 @@ def _planned_tables(p: Path, spec: dict, shapes: list[tuple[int, int]]) -> tuple
 
 def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool = True, verify: bool = True,
                     max_table_entries: int = MAX_TABLE_ENTRIES) -> IndexMap:
-    """Read an index file (format v1 or v2) with numpy alone.
+    """Read an index file (format v1, v2 or v3) with numpy alone.
 
     Everything in the header is checked before any tensor is read: the container (see
     :func:`hashlab.io.container.read_container`), the metadata's types, the tensors' names,
@@ -386,7 +384,8 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
 
     layers = [LayerMap(name=lm["name"], indices=tensor(f"layers.{k}.indices"), table=lm["table"],
                        sign=tensor(f"layers.{k}.sign"), bias_indices=tensor(f"layers.{k}.bias_indices"),
-                       attrs=lm["attrs"], bias_sign=tensor(f"layers.{k}.bias_sign")) for k, lm in enumerate(layers_meta)]
+                       attrs=lm["attrs"], bias_sign=tensor(f"layers.{k}.bias_sign"))
+              for k, lm in enumerate(layers_meta)]
     initial = tuple(tensor(f"table.{t}") for t in range(len(tables))) if inits else None
     try:
         imap = IndexMap(layers=tuple(layers), table_sizes=tuple(tables), spec=spec, initial_tables=initial)

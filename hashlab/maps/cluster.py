@@ -10,7 +10,8 @@ clustering). Needs numpy and scipy only.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.cluster.vq import kmeans2

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..configs import dataclass_from_dict
+from ..configs import check_bool, check_int, dataclass_from_dict, is_int
 from .spec import SpecError
 
 __all__ = ["ConvGeometry", "RNNGeometry"]
@@ -22,12 +22,12 @@ _SPATIAL = ("kernel_size", "stride", "padding", "dilation")
 
 
 def _tuple(name: str, value: Any, ndim: int, lo: int) -> tuple[int, ...]:
-    vals = (value,) * ndim if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    vals = (value,) * ndim if is_int(value, numpy=True) else value
     try:
         vals = tuple(vals)
     except TypeError:
         raise SpecError(f"{name} must be an int or a tuple of {ndim} ints, got {value!r}") from None
-    if len(vals) != ndim or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo for v in vals):
+    if len(vals) != ndim or not all(is_int(v, lo, numpy=True) for v in vals):
         raise SpecError(f"{name} must be an int >= {lo} or a tuple of {ndim} such ints "
                         f"(one per spatial axis of the input), got {value!r}")
     return tuple(int(v) for v in vals)
@@ -96,16 +96,12 @@ class ConvGeometry:
         for name, lo in zip(_SPATIAL, (1, 1, 0, 1)):
             object.__setattr__(self, name, _tuple(name, getattr(self, name), ndim, lo))
         for name in ("in_channels", "out_channels", "groups"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise SpecError(f"{name} must be a positive integer, got {v!r}")
-            object.__setattr__(self, name, int(v))
+            v = check_int(name, getattr(self, name), 1, None, SpecError, numpy=True, expected="a positive integer")
+            object.__setattr__(self, name, v)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise SpecError(f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
                             f"divisible by groups ({self.groups})")
-        if not isinstance(self.bias, (bool, np.bool_)):
-            raise SpecError(f"bias must be True or False, got {self.bias!r}")
-        object.__setattr__(self, "bias", bool(self.bias))
+        object.__setattr__(self, "bias", check_bool("bias", self.bias, SpecError, numpy=True))
         for ax, (n, k, p, d) in enumerate(zip(self.in_size, self.kernel_size, self.padding, self.dilation)):
             span = d * (k - 1) + 1
             if span > n + 2 * p:
@@ -151,11 +147,11 @@ class ConvGeometry:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ConvGeometry":
+    def from_dict(cls, d: dict[str, Any]) -> ConvGeometry:
         """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
         return dataclass_from_dict(cls, d, SpecError, convert=lambda v: tuple(v) if isinstance(v, list) else v)
 
-    def canonical(self) -> "ConvGeometry":
+    def canonical(self) -> ConvGeometry:
         """The representative that structural recognition returns for this map.
 
         Two parameters do not change the index map and are normalised: the stride of an axis
@@ -222,13 +218,8 @@ class RNNGeometry:
         if self.version != 1:
             raise SpecError(f"RNNGeometry version {self.version} is not supported; use 1")
         for name, lo in (("input_size", 0), ("hidden_size", 1), ("steps", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise SpecError(f"{name} must be an integer >= {lo}, got {v!r}")
-            object.__setattr__(self, name, int(v))
-        if not isinstance(self.bias, (bool, np.bool_)):
-            raise SpecError(f"bias must be True or False, got {self.bias!r}")
-        object.__setattr__(self, "bias", bool(self.bias))
+            object.__setattr__(self, name, check_int(name, getattr(self, name), lo, None, SpecError, numpy=True))
+        object.__setattr__(self, "bias", check_bool("bias", self.bias, SpecError, numpy=True))
 
     @property
     def step_shape(self) -> tuple[int, int]:

@@ -18,7 +18,7 @@ same way. The sparsity mask of each layer zeroes exactly ``round(sparsity * N)``
 ones with the smallest mask hashes ``xxh64(local identifier, mask stream seed)``. XXH64 of a
 fixed-length 8-byte input is a bijection of the 64-bit values, so these hashes never tie.
 
-Hashed biases (``HashSpec.hash_bias``, issue #12) use streams of their own (purposes 5-7 below):
+Hashed biases (``HashSpec.hash_bias``) use streams of their own (purposes 5-7 below):
 turning them on leaves every weight index unchanged, and the bias map is independent of the weight
 map. Their identifiers are the output units ``o`` of the layer (``scope="layer"``) or, with
 ``scope="global"``, ``o`` offset by the hidden biases of the earlier layers.
@@ -45,12 +45,12 @@ positions per chunk (the scalar compaction, about 0.9 ns a weight, costs more th
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
-from . import kernels as K
 from .._version import __version__
+from . import kernels as K
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .spec import Architecture, HashSpec, SpecError
 
@@ -168,7 +168,7 @@ def _bias_entries(spec: HashSpec, k: int, table: int, ids: np.ndarray, n_bias: i
     if spec.kind == "dirichlet":
         if table not in cdfs:
             rng = np.random.default_rng(np.random.SeedSequence([spec.seed, table, _PURPOSE_BIAS_DIRICHLET]))
-            cdfs[table] = np.cumsum(rng.dirichlet(np.full(n_bias, float(spec.alpha))))[:-1]
+            cdfs[table] = np.cumsum(rng.dirichlet(np.full(n_bias, float(cast(float, spec.alpha)))))[:-1]
         return K.categorical_ref(ids, cdfs[table], s_bias)
     if spec.kind == "neighborhood":
         return K.neighborhood_ref(ids, n_bias, spec.radius, s_bias)
@@ -220,7 +220,8 @@ def build_map(
     if not isinstance(spec, HashSpec):
         raise SpecError(f"spec must be a HashSpec, got {type(spec).__name__}; build one with HashSpec(kind=...)")
     if not isinstance(arch, Architecture):
-        raise SpecError(f"arch must be an Architecture, got {type(arch).__name__}; try Architecture.parse('784-200-10')")
+        raise SpecError(f"arch must be an Architecture, got {type(arch).__name__}; "
+                        "try Architecture.parse('784-200-10')")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     shapes = arch.layer_shapes
@@ -240,8 +241,8 @@ def build_map(
         start = int(offsets[k]) if glob else 0
         s_index = stream_seed(spec.seed, table, _PURPOSE_INDEX)
         if spec.kind == "dirichlet" and table not in inner_cdfs:
-            cdf = np.cumsum(dirichlet_probabilities(n, spec.alpha, spec.seed, table))[:-1]
-            inner_cdfs[table] = (cdf, K.guide_table(cdf))
+            table_cdf = np.cumsum(dirichlet_probabilities(n, cast(float, spec.alpha), spec.seed, table))[:-1]
+            inner_cdfs[table] = (table_cdf, K.guide_table(table_cdf))
         cdf, guide = inner_cdfs.get(table, (None, None))
         # XXH64 of a fixed 8-byte input is a bijection of uint64, so the mask hashes of distinct
         # positions never tie and the n_zero smallest are one well-defined set.
@@ -264,7 +265,8 @@ def build_map(
             indices = indices.astype(dtype)
         bias_indices = bias_sign = None
         if plan.biases[table] and k < len(shapes) - 1:
-            ids = np.arange(bias_start, bias_start + out_f, dtype=np.int64) if glob else np.arange(out_f, dtype=np.int64)
+            start = bias_start if glob else 0
+            ids = np.arange(start, start + out_f, dtype=np.int64)
             bias_start += out_f
             bias_indices = (_bias_entries(spec, k, table, ids, plan.biases[table], bias_cdfs) + n).astype(dtype)
             if spec.sign:  # HashedNets' xiB: a sign hash of the bias identifiers, a stream of its own

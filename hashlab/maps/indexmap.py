@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..configs import is_int
+
 __all__ = ["LayerMap", "IndexMap", "index_dtype", "ZERO"]
 
 ZERO = -1
@@ -150,7 +152,7 @@ class IndexMap:
             where = f"layer {lay.name!r}"
             if not isinstance(lay.attrs, dict):
                 raise ValueError(f"{where}: attrs must be a dict, got {type(lay.attrs).__name__}")
-            if isinstance(lay.table, bool) or not isinstance(lay.table, (int, np.integer)):
+            if not is_int(lay.table, numpy=True):
                 raise ValueError(f"{where}: table must be an integer, got {lay.table!r}")
             if not isinstance(lay.indices, np.ndarray):
                 raise ValueError(f"{where}: indices must be a numpy array, got {type(lay.indices).__name__}")

@@ -9,9 +9,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from ..configs import check_int, dataclass_from_dict
+from ..configs import check_bool, check_int, check_real, dataclass_from_dict, is_real
 
 __all__ = ["HASH_KINDS", "SCOPES", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError", "TablePlan",
            "parse_ratio", "ceil_budget", "DEFAULT_TABLE_SIZE"]
@@ -23,8 +23,8 @@ DEFAULT_TABLE_SIZE = 1000
 _MAX_SEED = 2**63 - 1
 _MAX_TABLE = 2**31 - 1
 _OPTIONAL_FIELDS = {"compression": None, "hash_bias": False}
-"""Fields added by issue #12, left out of :meth:`HashSpec.to_dict` at these defaults so that a spec that
-does not use them has the same dict (and index-file header bytes) as before."""
+"""Fields added with compression budgets and hashed biases, left out of :meth:`HashSpec.to_dict` at these
+defaults so that a spec that does not use them has the same dict (and index-file header bytes) as before."""
 
 
 class SpecError(ValueError):
@@ -127,14 +127,10 @@ class HashSpec:
         if self.table_size is not None:
             _check_int("table_size", self.table_size, lo=1, hi=_MAX_TABLE)
         _check_int("seed", self.seed, lo=0, hi=_MAX_SEED)
-        if isinstance(self.sparsity, bool) or not isinstance(self.sparsity, (int, float)) or not (
-            0.0 <= float(self.sparsity) < 1.0
-        ):
-            raise SpecError(f"sparsity must be a float in [0, 1), got {self.sparsity!r}; 0 keeps every weight")
+        check_real("sparsity", self.sparsity, 0.0, 1.0, SpecError, "0 keeps every weight", hi_open=True,
+                   expected="a float in [0, 1)")
         if self.kind == "dirichlet":
-            if self.alpha is None or isinstance(self.alpha, bool) or not (
-                isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0
-            ):
+            if not is_real(self.alpha, lo=0.0, lo_open=True):
                 raise SpecError(f"dirichlet needs alpha > 0 (finite), got {self.alpha!r}; e.g. alpha=1.0")
         elif self.alpha is not None:
             raise SpecError(f"alpha is only used by the dirichlet hash, not {self.kind!r}; drop it")
@@ -144,10 +140,8 @@ class HashSpec:
             _check_int("radius", self.radius, lo=0, hi=2**31 - 1)
         elif self.radius is not None:
             raise SpecError(f"radius is only used by the neighborhood hash, not {self.kind!r}; drop it")
-        if not isinstance(self.sign, bool):
-            raise SpecError(f"sign must be True or False, got {self.sign!r}")
-        if not isinstance(self.hash_bias, bool):
-            raise SpecError(f"hash_bias must be True or False, got {self.hash_bias!r}")
+        check_bool("sign", self.sign, SpecError)
+        check_bool("hash_bias", self.hash_bias, SpecError)
 
     @property
     def ratio(self) -> Fraction | None:
@@ -167,7 +161,7 @@ class HashSpec:
                 del d[name]
         return d
 
-    def table_plan(self, shapes: list[tuple[int, int]]) -> "TablePlan":
+    def table_plan(self, shapes: list[tuple[int, int]]) -> TablePlan:
         """Entries of each table for the weights and for the hashed biases of ``shapes``.
 
         Parameters
@@ -191,10 +185,10 @@ class HashSpec:
         groups = [sizes] if glob else [[w] for w in sizes]  # weights read by each table
         if self.kind == "identity":
             weights = [sum(g) for g in groups]
-        elif self.compression is not None:
-            weights = [ceil_budget(sum(g), self.ratio) for g in groups]
+        elif (ratio := self.ratio) is not None:  # compression given
+            weights = [ceil_budget(sum(g), ratio) for g in groups]
         else:
-            weights = [self.table_size] * len(groups)
+            weights = [cast(int, self.table_size)] * len(groups)  # set by __post_init__ without compression
         biases = [0] * len(groups)
         hidden = [o for o, _ in shapes[:-1]]  # the output layer's bias stays dense
         if self.hash_bias and hidden:
@@ -210,7 +204,7 @@ class HashSpec:
         return TablePlan(tuple(weights), tuple(biases))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "HashSpec":
+    def from_dict(cls, d: dict[str, Any]) -> HashSpec:
         """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
         return dataclass_from_dict(cls, d, SpecError)
 
@@ -268,8 +262,8 @@ def ceil_budget(count: int, ratio: Fraction) -> int:
 def _bias_budget(count: int, weight_entries: int, weights: int, spec: HashSpec) -> int:
     """Bias entries for ``count`` hidden biases at the weights' ratio (``compression``, else
     ``weight_entries / weights``, at most 1): ``ceil(count * r)``, between 1 and ``count``."""
-    ratio = spec.ratio if spec.compression is not None else min(Fraction(weight_entries, weights), Fraction(1))
-    return ceil_budget(count, ratio)
+    ratio = spec.ratio
+    return ceil_budget(count, ratio if ratio is not None else min(Fraction(weight_entries, weights), Fraction(1)))
 
 
 @dataclass(frozen=True)
@@ -336,7 +330,7 @@ class Architecture:
         return sum(o * i for o, i in self.layer_shapes)
 
     @classmethod
-    def parse(cls, text: str) -> "Architecture":
+    def parse(cls, text: str) -> Architecture:
         """Parse a preset name (``mnist-mlp``, ``cifar10-mlp``) or sizes like ``784-200-200-10``.
 
         Raises

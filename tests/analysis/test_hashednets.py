@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from analysis.report_hashednets import PUBLISHED, comparisons, write_hashednets_report
-from analysis.studies import load_profiles, plan
+from analysis.study import load_profiles, plan
 from hashlab import build_map
 from trainers.torch_backend.config import TrainConfig
 from trainers.torch_backend.models import ArbMLP

@@ -1,4 +1,4 @@
-"""`hashlab build --compression RATIO --hash-bias` end to end, and `stats` / `train` on such maps (issue #12)."""
+"""`hashlab build --compression RATIO --hash-bias` end to end, and `stats` / `train` on such maps."""
 from __future__ import annotations
 
 import json

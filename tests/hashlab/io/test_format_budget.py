@@ -1,4 +1,4 @@
-"""Index files of maps with a compression budget and hashed biases (issue #12): round trip and spec checks."""
+"""Index files of maps with a compression budget and hashed biases (format v3): round trip and spec checks."""
 from __future__ import annotations
 
 import dataclasses

@@ -15,19 +15,22 @@ Nothing here trains or imports torch.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hashlab import Architecture, HashSpec, SpecError
+from hashlab.configs import check_choice, check_int, check_real
 
-from ..runs import ARCH_OF_DATASET, RunConfig
+from .runs import ARCH_OF_DATASET, RunConfig
 
 __all__ = ["StudyError", "Variant", "Arm", "PAPER_ARM", "Study", "Profile", "STUDY_DIR", "load_study",
            "load_profiles", "plan"]
 
-STUDY_DIR = Path(__file__).resolve().parent
+STUDY_DIR = Path(__file__).resolve().parent / "studies"
+"""The study and profile files (package data of ``analysis``: ``studies/*.toml``)."""
 _SWEEPS = {"dirichlet": "alpha", "neighborhood": "radius"}
 
 
@@ -87,7 +90,7 @@ class Study:
         Identifier, also the TOML file's stem.
     description : str
     claims : tuple of int
-        Which of the paper's claims (1-6, see ``analysis.verdicts.CLAIMS``) this study tests.
+        Which of the paper's claims (1-6, see ``analysis.claims.CLAIMS``) this study tests.
     variants : tuple of Variant
         The map variants, in the order of the swept parameter.
     sparsities : tuple of float
@@ -134,7 +137,7 @@ class Study:
     batch_size: int | None = None
     version: int = 1
 
-    def restricted(self, values: list[float] | None, sparsities: list[float] | None) -> "Study":
+    def restricted(self, values: list[float] | None, sparsities: list[float] | None) -> Study:
         """The same study on a subset of its grid (a profile's ``values`` / ``sparsities``)."""
         variants = self.variants
         if values is not None:
@@ -257,7 +260,8 @@ def load_study(name_or_path: str | Path) -> Study:
         values = _need(d, "values", list, where)
         if not values or len(set(values)) != len(values):
             raise StudyError(f"{where}: values must be a non-empty list without repeats, got {values}")
-        variants = [Variant(kind=kind, **{sweep: (float(x) if sweep == "alpha" else x)}) for x in values]
+        variants = [Variant(kind=kind, alpha=float(x)) if sweep == "alpha" else Variant(kind=kind, radius=x)
+                    for x in values]
     sparsities = tuple(float(s) for s in _need(d, "sparsities", list, where))
     if not sparsities:
         raise StudyError(f"{where}: sparsities is empty; give at least one, e.g. [0]")
@@ -271,23 +275,21 @@ def load_study(name_or_path: str | Path) -> Study:
         budget = {"table_size": study.table_size} if v.compression is None else {"compression": v.compression}
         for s in study.sparsities:
             try:
-                HashSpec(kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign, sparsity=s,
-                         hash_bias=v.hash_bias, **budget)
+                HashSpec(kind=cast(Any, v.kind), alpha=v.alpha,  # a str from the file: HashSpec checks it
+                         radius=v.radius, sign=v.sign, sparsity=s, hash_bias=v.hash_bias, **budget)
             except SpecError as e:
                 raise StudyError(f"{where}: variant {v} at sparsity {s}: {e}") from None
+        arch = v.arch or study.arch
         try:
-            if (v.arch or study.arch) is not None:
-                Architecture.parse(v.arch or study.arch)
+            if arch is not None:
+                Architecture.parse(arch)
         except (SpecError, ValueError) as e:
-            raise StudyError(f"{where}: variant {v}: architecture {v.arch or study.arch!r}: {e}") from None
-    if study.recipe not in _recipes():
-        raise StudyError(f"{where}: recipe {study.recipe!r} is unknown; choose one of {', '.join(_recipes())}")
+            raise StudyError(f"{where}: variant {v}: architecture {arch!r}: {e}") from None
+    check_choice(f"{where}: recipe", study.recipe, _recipes(), StudyError)
     for name in ("epochs", "batch_size"):
-        value = getattr(study, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise StudyError(f"{where}: {name} must be an integer >= 1, got {value!r}")
-    if not isinstance(study.epochs_factor, int) or isinstance(study.epochs_factor, bool) or study.epochs_factor < 1:
-        raise StudyError(f"{where}: epochs_factor must be an integer >= 1, got {study.epochs_factor!r}")
+        if getattr(study, name) is not None:
+            check_int(f"{where}: {name}", getattr(study, name), 1, None, StudyError)
+    check_int(f"{where}: epochs_factor", study.epochs_factor, 1, None, StudyError)
     return study
 
 
@@ -317,13 +319,9 @@ def _read_arms(d: dict[str, Any], where: str) -> tuple[tuple[Arm, ...], str | No
         _check_keys(a, {"optimizer", "lr", "table_grad_scale"}, w)
         arm = Arm(optimizer=_need(a, "optimizer", str, w), lr=float(_need(a, "lr", (int, float), w)),
                   table_grad_scale=_need(a, "table_grad_scale", str, w))
-        if arm.optimizer not in OPTIMIZERS:
-            raise StudyError(f"{w}: optimizer {arm.optimizer!r} is unknown; choose one of {', '.join(OPTIMIZERS)}")
-        if arm.table_grad_scale not in TABLE_GRAD_SCALES:
-            raise StudyError(f"{w}: table_grad_scale {arm.table_grad_scale!r} is unknown; choose one of "
-                             f"{', '.join(TABLE_GRAD_SCALES)}")
-        if not arm.lr > 0:
-            raise StudyError(f"{w}: lr must be > 0, got {arm.lr}")
+        check_choice(f"{w}: optimizer", arm.optimizer, OPTIMIZERS, StudyError)
+        check_choice(f"{w}: table_grad_scale", arm.table_grad_scale, TABLE_GRAD_SCALES, StudyError)
+        check_real(f"{w}: lr", arm.lr, 0, None, StudyError, lo_open=True, finite=False)
         arms.append(arm)
     if not arms or len(set(arms)) != len(arms):
         raise StudyError(f"{where}: arms must be a non-empty list without repeats")
@@ -341,7 +339,7 @@ def _grid(study: Study) -> set[tuple[Variant, float]]:
     return {(v, s) for v in study.variants for s in study.sparsities}
 
 
-def _restricted(profile: "Profile", name: str) -> Study:
+def _restricted(profile: Profile, name: str) -> Study:
     study = load_study(name)
     sparsities = None if profile.sparsities is None else [s for s in profile.sparsities if s in study.sparsities]
     return study.restricted(profile.values.get(name), sparsities)
@@ -368,9 +366,7 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
         if not ts or len(ts) != len(hs) or len(set(ts)) != len(ts) or len(set(hs)) != len(hs):
             raise StudyError(f"{where}: train_seeds and hash_seeds must be non-empty lists of equal length without "
                              f"repeats (replicate i uses both i-th seeds), got {list(ts)} and {list(hs)}")
-        epochs = _need(p, "epochs", int, where)
-        if epochs < 1:
-            raise StudyError(f"{where}: epochs must be >= 1, got {epochs}")
+        epochs = check_int(f"{where}: epochs", _need(p, "epochs", int, where), 1, None, StudyError)
         prof = Profile(name=name, description=_need(p, "description", str, where),
                        studies=tuple(_need(p, "studies", list, where)), train_seeds=ts, hash_seeds=hs,
                        epochs=epochs, batch_size=p.get("batch_size", 200), limit_train=p.get("limit_train"),
@@ -423,20 +419,18 @@ def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device
     runs: dict[str, RunConfig] = {}  # by key: a reused run is planned once
     for name in names:
         study = _restricted(profile, name)
-        for arm in study.arms:
+        seeds = list(zip(profile.train_seeds, profile.hash_seeds))
+        for arm, v, s, (ts, hs) in itertools.product(study.arms, study.variants, study.sparsities, seeds):
             owner = study.reuse if (study.reuse is not None and arm == PAPER_ARM) else study.name
-            for v in study.variants:
-                for s in study.sparsities:
-                    for ts, hs in zip(profile.train_seeds, profile.hash_seeds):
-                        run = RunConfig(
-                            dataset=dataset, study=owner, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
-                            sparsity=s, table_size=study.table_size if v.compression is None else None,
-                            compression=v.compression, hash_bias=v.hash_bias, arch=v.arch or study.arch,
-                            recipe=study.recipe, hash_seed=hs, train_seed=ts,
-                            epochs=study.epochs or profile.epochs * study.epochs_factor,
-                            batch_size=study.batch_size or profile.batch_size,
-                            limit_train=profile.limit_train, data_root=data_root, device=device,
-                            optimizer=arm.optimizer, lr=arm.lr, table_grad_scale=arm.table_grad_scale,
-                            **_schedule(study.recipe))
-                        runs.setdefault(run.key, run)
+            run = RunConfig(
+                dataset=dataset, study=owner, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
+                sparsity=s, table_size=study.table_size if v.compression is None else None,
+                compression=v.compression, hash_bias=v.hash_bias, arch=v.arch or study.arch,
+                recipe=study.recipe, hash_seed=hs, train_seed=ts,
+                epochs=study.epochs or profile.epochs * study.epochs_factor,
+                batch_size=study.batch_size or profile.batch_size,
+                limit_train=profile.limit_train, data_root=data_root, device=device,
+                optimizer=arm.optimizer, lr=arm.lr, table_grad_scale=arm.table_grad_scale,
+                **_schedule(study.recipe))
+            runs.setdefault(run.key, run)
     return list(runs.values())
