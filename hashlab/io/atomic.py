@@ -48,7 +48,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     try:
         # mkstemp creates 0600 files; give the result the mode open() would (0666 less the umask)
         os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with (os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -81,7 +81,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """
     path = Path(path)
     pattern = re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)-[0-9a-f]{8}|[A-Za-z0-9_]{8})\.tmp")
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = list(path.parent.iterdir())
     except OSError:

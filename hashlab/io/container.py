@@ -25,7 +25,7 @@ from .errors import InputError
 __all__ = ["FormatError", "LimitError", "TensorInfo", "Container", "read_container", "strict_json",
            "DTYPES", "MAX_HEADER_BYTES", "MAX_JSON_DEPTH"]
 
-DTYPES = {"I8": np.dtype("<i1"), "I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "F32": np.dtype("<f4")}
+DTYPES: dict[str, np.dtype] = {"I8": np.dtype("<i1"), "I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "F32": np.dtype("<f4")}
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors reader's own limit
 MAX_JSON_DEPTH = 64
 _TENSOR_KEYS = {"dtype", "shape", "data_offsets"}

@@ -150,7 +150,7 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int | None
         header[name] = {"dtype": _CODES[arr.dtype], "shape": list(arr.shape),
                         "data_offsets": [offset, offset + arr.nbytes]}
         offset += arr.nbytes
-        digest.update(arr.reshape(-1).view(np.uint8))
+        digest.update(arr.reshape(-1).view(np.uint8).data)
     if version >= 2:
         metadata["checksum"] = "sha256:" + digest.hexdigest()
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -342,7 +342,7 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
         _check_against_spec(path, spec, tables, layers_meta, version)
     expected: dict[str, tuple[str, tuple[int, ...]]] = {}
     for k, lm in enumerate(layers_meta):
-        shape = (lm["out_features"], lm["in_features"])
+        shape: tuple[int, ...] = (lm["out_features"], lm["in_features"])
         idx = "I16" if tables[lm["table"]] <= 2**15 else "I32"
         expected[f"layers.{k}.indices"] = (idx, shape)
         if lm["sign"]:
@@ -382,7 +382,13 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
         t = c.tensors.get(name)
         return None if t is None else buf[t.begin:t.end].view(t.dtype).reshape(t.shape)
 
-    layers = [LayerMap(name=lm["name"], indices=tensor(f"layers.{k}.indices"), table=lm["table"],
+    def required(name: str) -> np.ndarray:  # a tensor the header check above found present
+        arr = tensor(name)
+        if arr is None:
+            raise FormatError(f"{path}: tensor {name!r} is missing")
+        return arr
+
+    layers = [LayerMap(name=lm["name"], indices=required(f"layers.{k}.indices"), table=lm["table"],
                        sign=tensor(f"layers.{k}.sign"), bias_indices=tensor(f"layers.{k}.bias_indices"),
                        attrs=lm["attrs"], bias_sign=tensor(f"layers.{k}.bias_sign"))
               for k, lm in enumerate(layers_meta)]

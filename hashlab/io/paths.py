@@ -17,7 +17,7 @@ __all__ = ["check_output_path", "check_output_dir", "check_input_file"]
 
 def _env(path: Path, e: OSError, what: str) -> EnvironmentProblem:
     reason = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied", errno.ENOSPC: "no space left"}.get(e.errno, e.strerror or str(e))
+              errno.EPERM: "permission denied", errno.ENOSPC: "no space left"}.get(e.errno or 0, e.strerror or str(e))
     return EnvironmentProblem(e.errno or 0, f"cannot write {what} {path}: {reason}")
 
 

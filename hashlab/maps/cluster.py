@@ -37,7 +37,7 @@ def _check_weights(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
     if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence) or not weights:
         raise WeightsError("weights must be a non-empty sequence of 2-D (out_features, in_features) arrays, "
                            f"got {type(weights).__name__}; pass e.g. [fc0_weight, fc1_weight]")
-    out = []
+    out: list[np.ndarray] = []
     for k, w in enumerate(weights):
         w = np.asarray(w)
         if w.ndim != 2 or w.size == 0:
@@ -201,7 +201,9 @@ def cluster_weights(weights: Sequence[np.ndarray], table_size: int, *, scope: st
         raise SpecError(f"source must be a string or None, got {type(source).__name__}")
     mats = _check_weights(weights)
     groups = [list(range(len(mats)))] if scope == "global" else [[k] for k in range(len(mats))]
-    tables, exact, layers = [], [], [None] * len(mats)
+    tables: list[np.ndarray] = []
+    exact: list[bool] = []
+    layers: list[LayerMap | None] = [None] * len(mats)
     dtype = index_dtype(table_size)
     for t, members in enumerate(groups):
         values = np.concatenate([mats[k].ravel() for k in members])
@@ -216,7 +218,7 @@ def cluster_weights(weights: Sequence[np.ndarray], table_size: int, *, scope: st
     spec: dict[str, Any] = {"kind": "cluster", "table_size": table_size, "scope": scope, "init": init, "seed": seed,
                             "iters": iters, "source": source, "exact": exact, "architecture": arch,
                             "builder": "hashlab.cluster_weights", "hashlab_version": __version__}
-    return IndexMap(layers=tuple(layers), table_sizes=(table_size,) * len(groups), spec=spec,
+    return IndexMap(layers=tuple(lm for lm in layers if lm is not None), table_sizes=(table_size,) * len(groups), spec=spec,
                     initial_tables=tuple(tables))
 
 

@@ -47,11 +47,12 @@ def conv_taps(geometry: ConvGeometry) -> np.ndarray:
     """
     g = geometry
     ndim, p_out, p_in = g.ndim, math.prod(g.out_size), math.prod(g.in_size)
-    k_n = math.prod(g.kernel_size)
+    kernel = g.weight_shape[2:]  # kernel_size as the tuple it always is after validation
+    k_n = math.prod(kernel)
     cg_in, cg_out = g.in_channels // g.groups, g.out_channels // g.groups
     col = lambda v: np.asarray(v, dtype=np.int64)[:, None, None]  # noqa: E731  (ndim, 1, 1)
     out_xy = np.indices(g.out_size).reshape(ndim, -1)[:, :, None]  # (ndim, p_out, 1)
-    k_xy = np.indices(g.kernel_size).reshape(ndim, -1)[:, None, :]  # (ndim, 1, k_n)
+    k_xy = np.indices(kernel).reshape(ndim, -1)[:, None, :]  # (ndim, 1, k_n)
     in_xy = out_xy * col(g.stride) - col(g.padding) + k_xy * col(g.dilation)  # (ndim, p_out, k_n)
     inside = np.all((in_xy >= 0) & (in_xy < col(g.in_size)), axis=0)
     pos, tap = np.nonzero(inside)  # output position and kernel tap of every live (position, tap) pair

@@ -33,6 +33,13 @@ def _tuple(name: str, value: Any, ndim: int, lo: int) -> tuple[int, ...]:
     return tuple(int(v) for v in vals)
 
 
+def _axes(value: tuple[int, ...] | int) -> tuple[int, ...]:
+    """A spatial field after ``__post_init__``: always the tuple (the int form exists only on input)."""
+    if not isinstance(value, tuple):
+        raise TypeError(f"spatial field {value!r} was not normalised to a tuple")
+    return value
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     """Geometry of an N-d convolution layer (N = 1, 2 or 3), with torch's conventions.
@@ -102,7 +109,8 @@ class ConvGeometry:
             raise SpecError(f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
                             f"divisible by groups ({self.groups})")
         object.__setattr__(self, "bias", check_bool("bias", self.bias, SpecError, numpy=True))
-        for ax, (n, k, p, d) in enumerate(zip(self.in_size, self.kernel_size, self.padding, self.dilation)):
+        for ax, (n, k, p, d) in enumerate(zip(self.in_size, *map(_axes, (self.kernel_size, self.padding,
+                                                                         self.dilation)))):
             span = d * (k - 1) + 1
             if span > n + 2 * p:
                 raise SpecError(f"axis {ax}: kernel {k} with dilation {d} spans {span} inputs, more than the padded "
@@ -115,7 +123,7 @@ class ConvGeometry:
     @property
     def out_size(self) -> tuple[int, ...]:
         return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
-                     zip(self.in_size, self.kernel_size, self.stride, self.padding, self.dilation))
+                     zip(self.in_size, *map(_axes, (self.kernel_size, self.stride, self.padding, self.dilation))))
 
     @property
     def in_features(self) -> int:
@@ -127,7 +135,7 @@ class ConvGeometry:
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
-        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        return (self.out_channels, self.in_channels // self.groups, *_axes(self.kernel_size))
 
     @property
     def kernel_entries(self) -> int:
@@ -158,9 +166,10 @@ class ConvGeometry:
         with one output position becomes the smallest stride giving one output, and the
         dilation of an axis with a kernel of 1 becomes 1.
         """
+        kernel, dil = _axes(self.kernel_size), _axes(self.dilation)
         stride = tuple(s if o > 1 else max(1, n + 2 * p - d * (k - 1)) for n, k, s, p, d, o in
-                       zip(self.in_size, self.kernel_size, self.stride, self.padding, self.dilation, self.out_size))
-        dilation = tuple(d if k > 1 else 1 for k, d in zip(self.kernel_size, self.dilation))
+                       zip(self.in_size, kernel, _axes(self.stride), _axes(self.padding), dil, self.out_size))
+        dilation = tuple(d if k > 1 else 1 for k, d in zip(kernel, dil))
         return dataclasses.replace(self, stride=stride, dilation=dilation)
 
     def describe(self, bias: bool = True) -> str:
@@ -168,8 +177,8 @@ class ConvGeometry:
 
         E.g. ``conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias``.
         """
-        def x(t: tuple[int, ...]) -> str:
-            return "x".join(map(str, t))
+        def x(t: tuple[int, ...] | int) -> str:
+            return "x".join(map(str, _axes(t)))
         return (f"{self.op} {x((self.in_channels, *self.in_size))} -> {x((self.out_channels, *self.out_size))}, "
                 f"kernel {x(self.kernel_size)}, stride {x(self.stride)}, padding {x(self.padding)}, "
                 f"dilation {x(self.dilation)}, groups {self.groups}"
