@@ -5,7 +5,7 @@ compared with hashed maps of the same table size (Chang & Lipson 2018):
 
 1. **dense**: train the paper's MLP 784-200-ELU-BN-200-ELU-BN-10-ELU-BN with the identity map
    (kind ``identity``: one entry per weight, i.e. a dense network) through the trainer
-   (:func:`trainers.torch_backend.train.train`, SGD lr 0.1, momentum 0.9, plateau schedule),
+   (:func:`trainers.torch_backend.training.train`, SGD lr 0.1, momentum 0.9, plateau schedule),
    keeping its final state with ``checkpoint=``;
 2. **cluster**: cluster each layer's weights into ``--table-size`` entries (layer scope, 1-D
    k-means, :func:`hashlab.cluster_weights`); the centres are the map's initial tables;
@@ -103,7 +103,7 @@ def _main(argv: list[str]) -> int:
     from trainers.torch_backend.config import TrainConfig
     from trainers.torch_backend.data import load_device_data, resolve_data_root
     from trainers.torch_backend.models import ArbMLP
-    from trainers.torch_backend.train import (evaluate, make_optimizer, make_scheduler, resolve_device, train,
+    from trainers.torch_backend.training import (evaluate, make_optimizer, make_scheduler, resolve_device, train,
                                               train_epoch)
 
     from .runs import git_commit

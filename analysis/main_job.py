@@ -58,7 +58,7 @@ def _main(argv: list[str]) -> int:
 
     from trainers.torch_backend.config import TrainConfig  # scripts import the libraries, never the reverse
     from trainers.torch_backend.data import resolve_data_root
-    from trainers.torch_backend.train import resolve_device, train
+    from trainers.torch_backend.training import resolve_device, train
 
     t0 = time.perf_counter()
     spec = HashSpec(**{**MAIN_SPEC.to_dict(), "seed": args.seed})  # every value checked before any work

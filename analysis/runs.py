@@ -253,7 +253,7 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
         On an invalid run config or missing data (before training starts).
     """
     from hashlab import build_map, save_index_file
-    from trainers.torch_backend.train import train
+    from trainers.torch_backend.training import train
 
     run = RunConfig.from_dict(run) if isinstance(run, dict) else run
     t0 = time.perf_counter()

@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = dataclass_from_args(TrainConfig, args)
     try:
-        from .train import train
+        from .training import train
     except ImportError as e:
         raise EnvironmentProblem(0, f"the torch backend needs torch and torchvision ({e}); "
                                     "install them with: pip install 'hashlab[torch]'") from None

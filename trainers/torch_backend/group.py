@@ -1,6 +1,6 @@
 """Train a group of K ArbMLPs of one architecture (different maps) as one batched model (issue #9 part 2).
 
-Every member is initialised exactly as :func:`~trainers.torch_backend.train.train` would
+Every member is initialised exactly as :func:`~trainers.torch_backend.training.train` would
 initialise it alone (an :class:`ArbMLP` built under ``torch.manual_seed(seed)``), then the K
 models become one module: per table, the K tables stacked in one flat Parameter of ``K * n``
 entries read by one :class:`~trainers.torch_backend.functional.TableGather` per layer (member
@@ -33,7 +33,7 @@ from .config import TrainConfig
 from .data import DeviceData, load_device_data, resolve_data_root
 from .functional import build_plan, entry_loads, load_scale, table_gather
 from .models import ArbMLP
-from .train import _device_info, check_map_fits, resolve_device, results_dict
+from .training import _device_info, check_map_fits, resolve_device, results_dict
 
 __all__ = ["ArbMLPGroup", "GroupSGD", "train_group"]
 
@@ -286,7 +286,7 @@ def train_group(index_files: list[str | os.PathLike], config: TrainConfig = Trai
                 outs: list[str | os.PathLike] | None = None, progress: bool | None = None) -> list[dict[str, Any]]:
     """Train the ArbMLPs of ``index_files`` together as one batched model; one results dict per file.
 
-    Each dict has the keys and content :func:`~trainers.torch_backend.train.train` returns for
+    Each dict has the keys and content :func:`~trainers.torch_backend.training.train` returns for
     that file and config (same seed: same initialisation, same mini-batch order, own plateau
     schedule), up to float rounding of the batched kernels; ``epochs[*].wall_time_s`` and
     ``wall_time_s`` are the group's (the whole group's time, not a share).

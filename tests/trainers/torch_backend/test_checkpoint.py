@@ -17,7 +17,7 @@ from hashlab.cli import main
 from tests.conftest import REPO
 from trainers.torch_backend.checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from trainers.torch_backend.config import TrainConfig
-from trainers.torch_backend.train import train
+from trainers.torch_backend.training import train
 
 EPOCHS = 4
 FLAGS = ["--epochs", str(EPOCHS), "--limit-train", "6000", "--batch-size", "50", "--device", "cpu", "--seed", "5",

@@ -15,7 +15,7 @@ from hashlab import Architecture, HashSpec, build_map, save_index_file
 from trainers.torch_backend.config import TrainConfig
 from trainers.torch_backend.data import (DatasetError, load_device_data, load_split, resolve_data_root,
                                          split_validation, validation_indices)
-from trainers.torch_backend.train import train
+from trainers.torch_backend.training import train
 
 CPU = torch.device("cpu")
 

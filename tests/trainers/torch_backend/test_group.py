@@ -11,7 +11,7 @@ from hashlab import Architecture, HashSpec, build_map, load_index_file, save_ind
 from trainers.torch_backend.config import TrainConfig
 from trainers.torch_backend.group import ArbMLPGroup, GroupSGD, _Plateau, fit_group, train_group
 from trainers.torch_backend.models import ArbMLP
-from trainers.torch_backend.train import _fit, make_scheduler, train
+from trainers.torch_backend.training import _fit, make_scheduler, train
 
 MNIST_MLP = Architecture.parse("mnist-mlp")
 # one architecture, different maps (kinds, seeds, signs, zeros). Not a Dirichlet alpha=1e-3 map:

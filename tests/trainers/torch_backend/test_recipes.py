@@ -11,9 +11,9 @@ import torch
 from hashlab import Architecture, HashSpec, build_map, save_index_file
 from trainers.torch_backend.config import TrainConfig
 from trainers.torch_backend.group import train_group
-from trainers.torch_backend.train import mse_loss, train
+from trainers.torch_backend.training import mse_loss, train
 
-from .test_train import scheduled_lrs
+from .test_training import scheduled_lrs
 
 
 def config(data_root, **kw) -> TrainConfig:

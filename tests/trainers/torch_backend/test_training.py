@@ -10,7 +10,7 @@ import torch
 from hashlab import Architecture, HashSpec, build_map, load_index_file, save_index_file
 from hashlab.io.format import FormatError
 from trainers.torch_backend.config import TrainConfig
-from trainers.torch_backend.train import make_optimizer, make_scheduler, resolve_device, train
+from trainers.torch_backend.training import make_optimizer, make_scheduler, resolve_device, train
 
 MNIST_MLP = Architecture.parse("mnist-mlp")
 
