@@ -27,7 +27,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainers.torch_backend.results import TrainResult
 
 __all__ = ["RunConfig", "ARCH_OF_DATASET", "ROW_COLUMNS", "KEY_DEFAULTS", "MAP_FIELDS", "execute_run",
            "execute_group", "group_key", "run_path", "git_commit"]
@@ -139,7 +142,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return cls(**d)
 
     @property
@@ -261,8 +264,8 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
     imap = build_map(spec, run.architecture())
     stats = map_statistics(imap)
     with tempfile.TemporaryDirectory(prefix="hashlab-run-") as tmp:
-        results = train(save_index_file(imap, Path(tmp) / "map.safetensors"), tcfg, progress=False)
-    return _write_record(run, out, results, stats, time.perf_counter() - t0)
+        result = train(save_index_file(imap, Path(tmp) / "map.safetensors"), tcfg, progress=False)
+    return _write_record(run, out, result, stats, time.perf_counter() - t0)
 
 
 def execute_group(runs: list[RunConfig | dict[str, Any]], out: str | Path) -> list[dict[str, Any]]:
@@ -304,26 +307,25 @@ def execute_group(runs: list[RunConfig | dict[str, Any]], out: str | Path) -> li
     return [_write_record(r, out, res, st, wall, group=group) for r, res, st in zip(runs, results, stats)]
 
 
-def _write_record(run: RunConfig, out: str | Path, results: dict[str, Any], stats: dict[str, Any], wall: float,
+def _write_record(run: RunConfig, out: str | Path, result: TrainResult, stats: dict[str, Any], wall: float,
                   group: list[str] | None = None) -> dict[str, Any]:
     """The run's row; writes ``OUT/runs/<key>.json`` (row, run, training results[, group]) atomically."""
     from hashlab.io.atomic import atomic_write_json
 
-    epochs = results["epochs"]
     row = {
         **{k: v for k, v in run.to_dict().items() if k in ROW_COLUMNS},
-        "test_accuracy": results["test_accuracy"], "final_train_accuracy": epochs[-1]["train_accuracy"],
-        "test_loss": results["test_loss"],
-        "lr_drops": sum(1 for a, b in zip(epochs, epochs[1:]) if b["lr"] < a["lr"]),
-        "parameters": results["model"]["parameters"],
+        "test_accuracy": result.test_accuracy, "final_train_accuracy": result.final_epoch.train_accuracy,
+        "test_loss": result.test_loss,
+        "lr_drops": result.lr_drops,
+        "parameters": result.model.parameters,
         **stats,
-        "run_key": run.key, "hashlab_version": results["versions"]["hashlab"], "git_commit": git_commit(),
-        "torch_version": results["versions"]["torch"],
-        "device": results["device"].get("cuda_name") or results["device"]["name"],
+        "run_key": run.key, "hashlab_version": result.versions.hashlab, "git_commit": git_commit(),
+        "torch_version": result.versions.torch,
+        "device": result.device.label,
         "wall_time_s": wall,
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    record = {"row": row, "run": run.to_dict(), "results": results}
+    record = {"row": row, "run": run.to_dict(), "results": result.to_dict()}
     if group is not None:
         record["group"] = group
     atomic_write_json(run_path(out, run), record)

@@ -86,12 +86,11 @@ def run(args: argparse.Namespace) -> int:
     for path, what in ((args.out, "--out"), (args.checkpoint, "--checkpoint")):
         if path is not None:
             check_output_path(path, what)
-    results = train(files[0], config, out=args.out, progress=args.progress, checkpoint=args.checkpoint)
-    acc = results["test_accuracy"]
-    last = results["epochs"][-1]
-    print(f"test accuracy: {acc:.4f} ({100 * acc:.2f}%) after {len(results['epochs'])} epochs "
-          f"(final train accuracy {last['train_accuracy']:.4f}, {results['wall_time_s']:.1f} s on "
-          f"{results['device']['name']})" + (f"; results written to {args.out}" if args.out else ""))
+    result = train(files[0], config, out=args.out, progress=args.progress, checkpoint=args.checkpoint)
+    acc = result.test_accuracy
+    print(f"test accuracy: {acc:.4f} ({100 * acc:.2f}%) after {len(result.epochs)} epochs "
+          f"(final train accuracy {result.final_epoch.train_accuracy:.4f}, {result.wall_time_s:.1f} s on "
+          f"{result.device.name})" + (f"; results written to {args.out}" if args.out else ""))
     return 0
 
 
@@ -104,8 +103,9 @@ def _run_group(args: argparse.Namespace, config: TrainConfig, files: list[str]) 
                          "as a group, or train them one by one")
     stems = [Path(f).stem for f in files]
     if len(set(stems)) != len(stems):
-        raise UsageError(f"the index files' names repeat ({', '.join(sorted(s for s in set(stems) if stems.count(s) > 1))}"
-                         "), so their results JSONs in --out would collide; rename them")
+        repeated = ", ".join(sorted(s for s in set(stems) if stems.count(s) > 1))
+        raise UsageError(f"the index files' names repeat ({repeated}), so their results JSONs in --out would "
+                         "collide; rename them")
     outs = None
     if args.out is not None:
         out_dir = Path(args.out)
@@ -115,8 +115,8 @@ def _run_group(args: argparse.Namespace, config: TrainConfig, files: list[str]) 
         outs = [out_dir / f"{stem}.json" for stem in stems]
     results = train_group(files, config, outs=outs, progress=args.progress)  # ValueErrors exit with status 2
     for f, res in zip(files, results):
-        print(f"{f}: test accuracy {res['test_accuracy']:.4f} ({100 * res['test_accuracy']:.2f}%) after "
-              f"{len(res['epochs'])} epochs")
-    print(f"{len(files)} models trained as one group in {results[0]['wall_time_s']:.1f} s on "
-          f"{results[0]['device']['name']}" + (f"; results written to {args.out}/" if args.out else ""))
+        print(f"{f}: test accuracy {res.test_accuracy:.4f} ({100 * res.test_accuracy:.2f}%) after "
+              f"{len(res.epochs)} epochs")
+    print(f"{len(files)} models trained as one group in {results[0].wall_time_s:.1f} s on "
+          f"{results[0].device.name}" + (f"; results written to {args.out}/" if args.out else ""))
     return 0

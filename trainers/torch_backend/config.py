@@ -228,7 +228,7 @@ class TrainConfig:
         return {k: preset[k] if getattr(self, k) is None else getattr(self, k) for k in preset}
 
     @classmethod
-    def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
+    def from_recipe(cls, name: str, **overrides: Any) -> TrainConfig:
         """The config of recipe ``name`` (a key of :data:`RECIPES`), with ``overrides`` on top.
 
         Raises:
@@ -243,7 +243,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
         return dataclass_from_dict(cls, d, ConfigError)
 
