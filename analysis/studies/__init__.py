@@ -428,7 +428,7 @@ def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device
             for v in study.variants:
                 for s in study.sparsities:
                     for ts, hs in zip(profile.train_seeds, profile.hash_seeds):
-                        run = RunConfig(
+                        run = RunConfig.from_fields(
                             dataset=dataset, study=owner, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
                             sparsity=s, table_size=study.table_size if v.compression is None else None,
                             compression=v.compression, hash_bias=v.hash_bias, arch=v.arch or study.arch,

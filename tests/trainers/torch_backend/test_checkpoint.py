@@ -57,7 +57,7 @@ def test_sigkilled_training_resumes_to_identical_results(tmp_path, data_root, in
     assert state["format"] == CHECKPOINT_FORMAT and 1 <= state["epoch"] < EPOCHS and not out.exists()
 
     assert main(argv) == 0  # the same command again: resumes from the checkpoint
-    resumed = json.loads(out.read_text())
+    resumed = TrainResult.from_dict(json.loads(out.read_text()))
     _same(resumed, reference)
     assert torch.load(ck, weights_only=True)["epoch"] == EPOCHS
 
