@@ -15,39 +15,6 @@ from hashlab.io.paths import check_input_file, check_output_path
 
 from .config import TrainConfig
 
-_HELP = {
-    "dataset": "image dataset, read with torchvision from --data-root",
-    "data_root": "torchvision data root (else $HASHLAB_DATA_ROOT)",
-    "download": "let torchvision download a missing dataset into the data root",
-    "verify_md5": "check CIFAR-10 files against the official md5s (--no-verify-md5 reads own files in that format)",
-    "epochs": "training epochs",
-    "batch_size": "training mini-batch size",
-    "eval_batch_size": "test-set evaluation batch size (memory only)",
-    "lr": "initial learning rate (paper, SGD: 0.1; Adam usually wants 1e-3)",
-    "momentum": "SGD momentum (paper: 0.9)",
-    "lr_factor": "learning-rate factor on a plateau of --lr-metric (paper: 0.1)",
-    "lr_patience": "epochs without a gain in --lr-metric before the learning rate drops (paper: 4, HashedNets: 3)",
-    "optimizer": "sgd (with --momentum; paper), adam or adamw; the plateau schedule drives all three",
-    "weight_decay": "L2 penalty (sgd, adam) or decoupled decay (adamw) on every parameter",
-    "table_grad_scale": "multiply each table entry's gradient by mean_load/load (load) or its sqrt (sqrt_load)",
-    "seed": "seed of the initialisation and the shuffling",
-    "device": "auto (CUDA if available), cpu, cuda, cuda:N or mps",
-    "num_threads": "CPU threads for torch (default: torch's choice)",
-    "limit_train": "train on the first N training samples only (quick runs)",
-    "deterministic": "torch.use_deterministic_algorithms(True) during training (docs/TRAINING.md, Determinism)",
-    "model": "network preset: paper-mlp (Linear-ELU-BN on every layer) or hashednets-mlp (ReLU, dropout 0.25 "
-             "on input and hidden layers, no BN, plain logits); the next five flags override it",
-    "activation": "activation after each layer (default: the --model preset's)",
-    "batch_norm": "BatchNorm1d after each activation (default: the --model preset's)",
-    "dropout": "dropout probability on hidden layers, in [0, 1) (default: the --model preset's)",
-    "input_dropout": "dropout probability on the input, in [0, 1) (default: the --model preset's)",
-    "output_activation": "activation (and BN) after the last layer too, else plain logits (default: the preset's)",
-    "loss": "cross_entropy (softmax; = log-softmax + NLL) or mse (squared error to the one-hot label)",
-    "val_fraction": "hold out this fraction of the training set as a validation set (HashedNets: 0.1)",
-    "val_split": "hold out the last samples or a random subset drawn from --seed",
-    "lr_metric": "what the plateau schedule watches: train_accuracy (paper), val_loss (HashedNets) or val_accuracy",
-}
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -59,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index_files", metavar="FILE", nargs="+",
                    help="index file from `hashlab build`; several files of one architecture are trained as one "
                         "batched model (train_group: paper network and recipe, SGD), each as if alone")
-    add_dataclass_arguments(p, TrainConfig, help=_HELP)
+    add_dataclass_arguments(p, TrainConfig)
     p.add_argument("-o", "--out", default=None,
                    help="write the results JSON here (atomically); with several files, a directory that gets "
                         "one FILE_STEM.json each")
