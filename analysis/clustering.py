@@ -5,7 +5,7 @@ compared with hashed maps of the same table size (Chang & Lipson 2018):
 
 1. **dense**: train the paper's MLP 784-200-ELU-BN-200-ELU-BN-10-ELU-BN with the identity map
    (kind ``identity``: one entry per weight, i.e. a dense network) through the trainer
-   (:func:`trainers.torch_backend.train.train`, SGD lr 0.1, momentum 0.9, plateau schedule),
+   (:func:`trainers.torch_backend.training.train`, SGD lr 0.1, momentum 0.9, plateau schedule),
    keeping its final state with ``checkpoint=``;
 2. **cluster**: cluster each layer's weights into ``--table-size`` entries (layer scope, 1-D
    k-means, :func:`hashlab.cluster_weights`); the centres are the map's initial tables;
@@ -103,8 +103,15 @@ def _main(argv: list[str]) -> int:
     from trainers.torch_backend.config import TrainConfig
     from trainers.torch_backend.data import load_device_data, resolve_data_root
     from trainers.torch_backend.models import ArbMLP
-    from trainers.torch_backend.train import (evaluate, make_optimizer, make_scheduler, resolve_device, train,
-                                              train_epoch)
+    from trainers.torch_backend.results import TrainResult
+    from trainers.torch_backend.training import (
+        evaluate,
+        make_optimizer,
+        make_scheduler,
+        resolve_device,
+        train,
+        train_epoch,
+    )
 
     from .runs import git_commit
 
@@ -129,7 +136,7 @@ def _main(argv: list[str]) -> int:
     rows: list[dict[str, Any]] = []
     stages = tqdm(total=4 + len(modes) + len(baselines), desc="clustering study", disable=not progress, unit="stage")
 
-    def run_trainer(name: str, map_path: Path, config: TrainConfig, **kw) -> dict[str, Any]:
+    def run_trainer(name: str, map_path: Path, config: TrainConfig, **kw) -> TrainResult:
         res = train(map_path, config, out=out / "runs" / f"{name}.json", progress=False, **kw)
         stages.update()
         return res
@@ -139,8 +146,8 @@ def _main(argv: list[str]) -> int:
                                 out / "maps" / "identity.safetensors")
     (out / "dense.pt").unlink(missing_ok=True)  # a fresh run, not a resumed one
     dense = run_trainer("dense", dense_map, configs["dense"], checkpoint=out / "dense.pt")
-    rows.append(_row("dense (identity map)", dense_map, args.epochs, dense["test_accuracy"], dense["test_loss"],
-                     dense["model"]["table_entries"], dense["wall_time_s"], "trainer"))
+    rows.append(_row("dense (identity map)", dense_map, args.epochs, dense.test_accuracy, dense.test_loss,
+                     dense.model.table_entries, dense.wall_time_s, "trainer"))
 
     # 2. cluster the trained weights
     tc = time.perf_counter()
@@ -181,16 +188,15 @@ def _main(argv: list[str]) -> int:
     plain = run_trainer("clustered-trainer", cluster_map, configs["finetune-" + modes[0]] if modes else
                         cfg(args.finetune_epochs))
     rows.append(_row(f"clustered via `hashlab train` (fresh biases + BatchNorm, table_grad_scale "
-                     f"{plain['config']['table_grad_scale']})", cluster_map, args.finetune_epochs,
-                     plain["test_accuracy"], plain["test_loss"], plain["model"]["table_entries"],
-                     plain["wall_time_s"], "trainer"))
+                     f"{plain.config.table_grad_scale})", cluster_map, args.finetune_epochs,
+                     plain.test_accuracy, plain.test_loss, plain.model.table_entries, plain.wall_time_s, "trainer"))
     # 6. hashed baselines from scratch
     for name, spec in baselines.items():
         path = save_index_file(build_map(spec, arch), out / "maps" / f"{name}.safetensors")
         res = run_trainer(name, path, configs["baseline"])
         label = "Dirichlet(alpha=1)" if spec.kind == "dirichlet" else "uniform"
-        rows.append(_row(f"{label} from scratch", path, base_epochs, res["test_accuracy"], res["test_loss"],
-                         res["model"]["table_entries"], res["wall_time_s"], "trainer"))
+        rows.append(_row(f"{label} from scratch", path, base_epochs, res.test_accuracy, res.test_loss,
+                         res.model.table_entries, res.wall_time_s, "trainer"))
     stages.close()
 
     results = {
@@ -250,7 +256,7 @@ def _provenance(commit: str, torch, threads: int, device: str, argv: list[str], 
 
     from hashlab import __version__
 
-    return {"git_commit": commit, "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    return {"git_commit": commit, "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "command": "python -m analysis.clustering " + " ".join(argv),
             "versions": {"hashlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
                          "scipy": scipy.__version__, "python": platform.python_version()},

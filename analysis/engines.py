@@ -153,8 +153,8 @@ def run_all(runs: list[RunConfig], out: str | Path, *, engine: str = "local", wo
                     on_row(row)
             else:
                 state.failures.append(RunFailure(run, error))
-                bar.write(f"run {run.key} ({run.study} {run.kind} sparsity {run.sparsity:g} "
-                          f"train seed {run.train_seed}) failed: {error}")
+                bar.write(f"run {run.key} ({run.study} {run.spec.kind} sparsity {run.spec.sparsity:g} "
+                          f"train seed {run.train.seed}) failed: {error}")
             bar.update(1)
     finally:
         bar.close()

@@ -58,7 +58,7 @@ def _main(argv: list[str]) -> int:
 
     from trainers.torch_backend.config import TrainConfig  # scripts import the libraries, never the reverse
     from trainers.torch_backend.data import resolve_data_root
-    from trainers.torch_backend.train import resolve_device, train
+    from trainers.torch_backend.training import resolve_device, train
 
     t0 = time.perf_counter()
     spec = HashSpec(**{**MAIN_SPEC.to_dict(), "seed": args.seed})  # every value checked before any work
@@ -76,13 +76,13 @@ def _main(argv: list[str]) -> int:
           f"seed {spec.seed} -> {map_path}")
     print(format_report(report))
     print(f"\n== training on MNIST ({config.epochs} epochs, batch {config.batch_size}, device {config.device})")
-    results = train(map_path, config, out=out / "results.json",
-                    progress=False if args.no_progress else None, checkpoint=checkpoint)
-    for e in results["epochs"]:
-        print(f"epoch {e['epoch']}: train accuracy {100 * e['train_accuracy']:.2f}%  loss {e['train_loss']:.4f}  "
-              f"lr {e['lr']:g}  ({e['wall_time_s']:.1f} s)")
-    print(f"\n== MNIST test accuracy: {100 * results['test_accuracy']:.2f}%  "
-          f"(training {results['wall_time_s']:.1f} s, whole job {time.perf_counter() - t0:.1f} s; "
+    result = train(map_path, config, out=out / "results.json",
+                   progress=False if args.no_progress else None, checkpoint=checkpoint)
+    for e in result.epochs:
+        print(f"epoch {e.epoch}: train accuracy {100 * e.train_accuracy:.2f}%  loss {e.train_loss:.4f}  "
+              f"lr {e.lr:g}  ({e.wall_time_s:.1f} s)")
+    print(f"\n== MNIST test accuracy: {100 * result.test_accuracy:.2f}%  "
+          f"(training {result.wall_time_s:.1f} s, whole job {time.perf_counter() - t0:.1f} s; "
           f"results in {out / 'results.json'})")
     return 0
 

@@ -5,7 +5,6 @@ Numbers come from :mod:`analysis.controls`; this module only lays them out.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -72,13 +71,13 @@ def _statistics_of():
     """``row -> PREDICTORS`` of the row's map, rebuilt from the row's run config (deterministic in the hash seed)."""
     from hashlab import build_map
 
-    from .runs import RunConfig
+    from .runs import RUN_FIELDS, RunConfig
 
-    names = {f.name for f in dataclasses.fields(RunConfig)}
+    names = set(RUN_FIELDS)
     cache: dict[tuple, dict[str, float]] = {}
 
     def of(row: dict) -> dict[str, float]:
-        run = RunConfig(**{k: v for k, v in row.items() if k in names})
+        run = RunConfig.from_dict({k: v for k, v in row.items() if k in names})
         key = (run.hash_spec(), run.architecture().features)
         if key not in cache:
             cache[key] = map_statistics_for_predictors(build_map(run.hash_spec(), run.architecture()))

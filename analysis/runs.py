@@ -16,7 +16,6 @@ each record is what :func:`execute_run` writes, up to float rounding of the batc
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import functools
 import hashlib
@@ -27,9 +26,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RunConfig", "ARCH_OF_DATASET", "ROW_COLUMNS", "KEY_DEFAULTS", "MAP_FIELDS", "execute_run",
+from hashlab.maps.spec import ARCHITECTURES, DEFAULT_TABLE_SIZE, Architecture, HashSpec
+from trainers.torch_backend.config import TrainConfig  # no torch import: scripts import libraries, never the reverse
+
+if TYPE_CHECKING:
+    from trainers.torch_backend.results import TrainResult
+
+__all__ = ["RunConfig", "ARCH_OF_DATASET", "ROW_COLUMNS", "RUN_FIELDS", "KEY_DEFAULTS", "MAP_FIELDS", "execute_run",
            "execute_group", "group_key", "run_path", "git_commit"]
 
 ARCH_OF_DATASET = {"mnist": "mnist-mlp", "fashion-mnist": "mnist-mlp", "cifar10": "cifar10-mlp"}
@@ -46,62 +51,71 @@ ROW_COLUMNS = [
 """Columns of ``results.csv``, one row per run."""
 
 
+RUN_FIELDS = ("dataset", "study", "kind", "sparsity", "hash_seed", "train_seed", "epochs", "alpha", "radius", "sign",
+              "table_size", "batch_size", "limit_train", "data_root", "device", "lr", "momentum", "lr_factor",
+              "lr_patience", "optimizer", "table_grad_scale", "arch", "compression", "hash_bias", "recipe")
+"""The keys of :meth:`RunConfig.to_dict`, in order: the flat form of a run stored in its record."""
+
 KEY_DEFAULTS = {"optimizer": "sgd", "table_grad_scale": "none", "arch": None, "compression": None, "hash_bias": False,
                 "recipe": "paper"}
-"""Run fields that enter :attr:`RunConfig.key` only when they differ from these defaults (added
-after results were committed; the committed runs keep their keys)."""
+"""Run fields added after the first records were committed, with the value an older run dict
+(without them) means. :meth:`RunConfig.from_dict` migrates such a dict by filling these in, and
+:attr:`RunConfig.key` leaves a field out at this value, so a run that an older dict can express
+keeps the key of that dict. A new field must be added here, with the default that reproduces
+the results recorded before it existed."""
+
+_SPEC_FIELDS = {"kind": "kind", "hash_seed": "seed", "sparsity": "sparsity", "alpha": "alpha", "radius": "radius",
+                "sign": "sign", "table_size": "table_size", "compression": "compression", "hash_bias": "hash_bias"}
+"""Run field -> :class:`hashlab.HashSpec` field."""
+_TRAIN_FIELDS = {"dataset": "dataset", "train_seed": "seed", "epochs": "epochs", "batch_size": "batch_size",
+                 "limit_train": "limit_train", "data_root": "data_root", "device": "device", "lr": "lr",
+                 "momentum": "momentum", "lr_factor": "lr_factor", "lr_patience": "lr_patience",
+                 "optimizer": "optimizer", "table_grad_scale": "table_grad_scale"}
+"""Run field -> :class:`~trainers.torch_backend.config.TrainConfig` field (the rest come from the recipe)."""
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that decides one run's result (a key of the reproduction's result store).
 
+    A run is a map (:class:`hashlab.HashSpec` over an architecture) trained with a
+    :class:`~trainers.torch_backend.config.TrainConfig`. Build one from its flat fields with
+    :meth:`from_fields` (or :meth:`from_dict`, the record form); :meth:`to_dict` gives those flat
+    fields back (:data:`RUN_FIELDS`):
+
+    - map: ``kind``, ``alpha``, ``radius``, ``sign``, ``sparsity``, ``table_size``,
+      ``compression``, ``hash_bias`` as in :class:`hashlab.HashSpec`; ``hash_seed`` is its ``seed``;
+      the tables are per layer (``scope="layer"``).
+    - training: ``dataset``, ``epochs``, ``batch_size``, ``limit_train``, ``data_root``, ``device``,
+      ``lr``, ``momentum``, ``lr_factor``, ``lr_patience``, ``optimizer``, ``table_grad_scale`` as in
+      ``TrainConfig``; ``train_seed`` is its ``seed``; one torch thread per run.
+
     Parameters
     ----------
-    dataset : {"mnist", "fashion-mnist", "cifar10"}
     study : str
         The study this run belongs to.
-    kind : str
-        ``HashSpec.kind``; ``alpha``, ``radius`` and ``sign`` as in :class:`hashlab.HashSpec`.
-    sparsity : float
-        Fraction of virtual weights fixed at zero, in [0, 1).
-    table_size : int or None
-        Entries per layer's table (None when ``compression`` sets the budget).
-    hash_seed : int
-        Seed of the map (``HashSpec.seed``).
-    train_seed : int
-        Seed of the table initialisation and of the mini-batch order (``TrainConfig.seed``).
-        Maps with equal table sizes get identical initial tables and batches under one
-        ``train_seed``: the paired design.
-    epochs, batch_size : int
-    limit_train : int or None
-        Train on the first ``limit_train`` samples only.
-    data_root : str or None
-        torchvision data root (``None``: ``$HASHLAB_DATA_ROOT``).
-    device : str
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    lr, momentum, lr_factor, lr_patience :
-        The paper's recipe (SGD lr 0.1, momentum 0.9, LR x 0.1 after 4 epochs without a gain in
-        training accuracy).
-    optimizer : {"sgd", "adam", "adamw"}
-        ``TrainConfig.optimizer``; the paper's is ``"sgd"``.
-    table_grad_scale : {"none", "load", "sqrt_load"}
-        ``TrainConfig.table_grad_scale``: per-entry gradient scaling by load (the optimizer
-        control of the balance study); the paper's is ``"none"``.
+    spec : hashlab.HashSpec
+        The map. ``hash_seed`` seeds it; maps of the same ``train_seed`` and table sizes get
+        identical initial tables and batches: the paired design.
+    train : trainers.torch_backend.config.TrainConfig
+        The training: ``TrainConfig.from_recipe(recipe, ...)`` with the run's training fields and
+        ``num_threads=1``; ``train.seed`` (``train_seed``) seeds the table initialisation and the
+        mini-batch order.
+    recipe : str
+        A recipe of ``trainers.torch_backend.config.RECIPES``: the model family, validation split and
+        schedule metric; the run's own fields (lr, momentum, schedule, epochs, batch size...) override
+        the recipe's. ``"paper"``: Linear-ELU-BN, plateau on training accuracy, no validation set;
+        ``"hashednets"``: jfainberg/hashed_nets' ReLU + dropout MLP, LR on the validation loss of a
+        held-out 10%.
     arch : str or None
         MLP layer sizes, e.g. ``"784-1000-10"`` (``hashlab.Architecture.parse``); None: the paper's
         MLP of the dataset (:data:`ARCH_OF_DATASET`).
-    compression : str or None
-        ``HashSpec.compression`` (e.g. ``"1/64"``): per-layer tables of ``ceil(weights x ratio)``
-        entries instead of ``table_size``.
-    hash_bias : bool
-        ``HashSpec.hash_bias``: hidden biases read hashed table entries too.
-    recipe : str
-        A recipe of ``trainers.torch_backend.config.RECIPES``: the model family, validation split and
-        schedule metric (``TrainConfig.from_recipe``); the run's own fields (lr, momentum, schedule,
-        epochs, batch size...) override the recipe's. ``"paper"``: Linear-ELU-BN, plateau on training
-        accuracy, no validation set; ``"hashednets"``: jfainberg/hashed_nets' ReLU + dropout MLP, LR
-        on the validation loss of a held-out 10%.
+
+    Raises
+    ------
+    ValueError
+        If ``train`` is not the recipe's config of the run's training fields, or ``spec`` has
+        global tables.
 
     Notes
     -----
@@ -109,38 +123,69 @@ class RunConfig:
     when they differ from their default, so a run planned before they existed keeps its key.
     """
 
-    dataset: str
     study: str
-    kind: str
-    sparsity: float
-    hash_seed: int
-    train_seed: int
-    epochs: int
-    alpha: float | None = None
-    radius: int | None = None
-    sign: bool = False
-    table_size: int | None = 1000
-    batch_size: int = 200
-    limit_train: int | None = None
-    data_root: str | None = None
-    device: str = "auto"
-    lr: float = 0.1
-    momentum: float = 0.9
-    lr_factor: float = 0.1
-    lr_patience: int = 4
-    optimizer: str = "sgd"
-    table_grad_scale: str = "none"
-    arch: str | None = None
-    compression: str | None = None
-    hash_bias: bool = False
+    spec: HashSpec
+    train: TrainConfig
     recipe: str = "paper"
+    arch: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def __post_init__(self) -> None:
+        if self.spec.scope != "layer":
+            raise ValueError(f"a reproduction run has one table per layer, got scope {self.spec.scope!r}")
+        want = TrainConfig.from_recipe(self.recipe, num_threads=1,
+                                       **{t: getattr(self.train, t) for t in _TRAIN_FIELDS.values()})
+        if self.train != want:
+            raise ValueError(f"a run's TrainConfig is recipe {self.recipe!r} with the run's training fields and "
+                             "num_threads=1; build it with RunConfig.from_fields")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        return cls(**d)
+    def from_fields(cls, *, dataset: str, study: str, kind: str, sparsity: float, hash_seed: int, train_seed: int,
+                    epochs: int, alpha: float | None = None, radius: int | None = None, sign: bool = False,
+                    table_size: int | None = None, batch_size: int = 200, limit_train: int | None = None,
+                    data_root: str | None = None, device: str = "auto", lr: float = 0.1, momentum: float = 0.9,
+                    lr_factor: float = 0.1, lr_patience: int = 4, optimizer: str = "sgd",
+                    table_grad_scale: str = "none", arch: str | None = None, compression: str | None = None,
+                    hash_bias: bool = False, recipe: str = "paper") -> RunConfig:
+        """The run of these flat fields (:data:`RUN_FIELDS`); ``table_size`` defaults to 1000 without
+        ``compression``.
+
+        Raises
+        ------
+        hashlab.SpecError, trainers.torch_backend.ConfigError
+            On an invalid map or training field (both are ValueErrors).
+        """
+        flat = dict(locals())
+        if compression is None and table_size is None:
+            flat["table_size"] = DEFAULT_TABLE_SIZE
+        spec = HashSpec(**{h: flat[r] for r, h in _SPEC_FIELDS.items()})
+        train = TrainConfig.from_recipe(recipe, num_threads=1, **{t: flat[r] for r, t in _TRAIN_FIELDS.items()})
+        return cls(study=study, spec=spec, train=train, recipe=recipe, arch=arch)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat fields, in the order of :data:`RUN_FIELDS` (the form stored in records)."""
+        flat: dict[str, Any] = {"study": self.study, "arch": self.arch, "recipe": self.recipe}
+        flat.update({r: getattr(self.spec, h) for r, h in _SPEC_FIELDS.items()})
+        flat.update({r: getattr(self.train, t) for r, t in _TRAIN_FIELDS.items()})
+        return {k: flat[k] for k in RUN_FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict`; a dict written before the fields of :data:`KEY_DEFAULTS` existed
+        gets their defaults.
+
+        Raises
+        ------
+        ValueError
+            On unknown keys (and as :meth:`from_fields`).
+        """
+        unknown = sorted(set(d) - set(RUN_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown RunConfig field(s) {unknown}; known fields: {list(RUN_FIELDS)}")
+        return cls.from_fields(**{**KEY_DEFAULTS, **d})
+
+    def replace(self, **fields: Any) -> RunConfig:
+        """This run with some flat fields changed (:data:`RUN_FIELDS`)."""
+        return self.from_dict({**self.to_dict(), **fields})
 
     @property
     def key(self) -> str:
@@ -150,27 +195,19 @@ class RunConfig:
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def hash_spec(self):
-        from hashlab import HashSpec
+    def hash_spec(self) -> HashSpec:
+        """The map's :class:`hashlab.HashSpec` (``spec``)."""
+        return self.spec
 
-        budget = {"table_size": self.table_size} if self.compression is None else {"compression": self.compression}
-        return HashSpec(kind=self.kind, seed=self.hash_seed, sparsity=self.sparsity, alpha=self.alpha,
-                        radius=self.radius, sign=self.sign, hash_bias=self.hash_bias, **budget)
-
-    def architecture(self):
+    def architecture(self) -> Architecture:
         """The MLP this run trains (``hashlab.Architecture``)."""
-        from hashlab import ARCHITECTURES, Architecture
+        if self.arch is not None:
+            return Architecture.parse(self.arch)
+        return ARCHITECTURES[ARCH_OF_DATASET[self.train.dataset]]
 
-        return Architecture.parse(self.arch) if self.arch is not None else ARCHITECTURES[ARCH_OF_DATASET[self.dataset]]
-
-    def train_config(self):
-        from trainers.torch_backend.config import TrainConfig  # scripts import libraries, never the reverse
-
-        return TrainConfig.from_recipe(
-            self.recipe, dataset=self.dataset, data_root=self.data_root, epochs=self.epochs,
-            batch_size=self.batch_size, seed=self.train_seed, device=self.device, limit_train=self.limit_train,
-            lr=self.lr, momentum=self.momentum, lr_factor=self.lr_factor, lr_patience=self.lr_patience,
-            optimizer=self.optimizer, table_grad_scale=self.table_grad_scale, num_threads=1)
+    def train_config(self) -> TrainConfig:
+        """The run's :class:`~trainers.torch_backend.config.TrainConfig` (``train``)."""
+        return self.train
 
 
 MAP_FIELDS = ("study", "kind", "alpha", "radius", "sign", "sparsity", "hash_seed")
@@ -185,7 +222,7 @@ def group_key(run: RunConfig) -> str | None:
     the members see the same mini-batches. ``train_group`` trains the paper's recipe with SGD
     and no table-read biases only: other runs get ``None``.
     """
-    if run.optimizer != "sgd" or run.recipe != "paper" or run.hash_bias:
+    if run.train.optimizer != "sgd" or run.recipe != "paper" or run.spec.hash_bias:
         return None
     d = {k: v for k, v in run.to_dict().items() if k not in MAP_FIELDS}
     return json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -253,7 +290,7 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
         On an invalid run config or missing data (before training starts).
     """
     from hashlab import build_map, save_index_file
-    from trainers.torch_backend.train import train
+    from trainers.torch_backend.training import train
 
     run = RunConfig.from_dict(run) if isinstance(run, dict) else run
     t0 = time.perf_counter()
@@ -261,8 +298,8 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
     imap = build_map(spec, run.architecture())
     stats = map_statistics(imap)
     with tempfile.TemporaryDirectory(prefix="hashlab-run-") as tmp:
-        results = train(save_index_file(imap, Path(tmp) / "map.safetensors"), tcfg, progress=False)
-    return _write_record(run, out, results, stats, time.perf_counter() - t0)
+        result = train(save_index_file(imap, Path(tmp) / "map.safetensors"), tcfg, progress=False)
+    return _write_record(run, out, result, stats, time.perf_counter() - t0)
 
 
 def execute_group(runs: list[RunConfig | dict[str, Any]], out: str | Path) -> list[dict[str, Any]]:
@@ -304,26 +341,25 @@ def execute_group(runs: list[RunConfig | dict[str, Any]], out: str | Path) -> li
     return [_write_record(r, out, res, st, wall, group=group) for r, res, st in zip(runs, results, stats)]
 
 
-def _write_record(run: RunConfig, out: str | Path, results: dict[str, Any], stats: dict[str, Any], wall: float,
+def _write_record(run: RunConfig, out: str | Path, result: TrainResult, stats: dict[str, Any], wall: float,
                   group: list[str] | None = None) -> dict[str, Any]:
     """The run's row; writes ``OUT/runs/<key>.json`` (row, run, training results[, group]) atomically."""
     from hashlab.io.atomic import atomic_write_json
 
-    epochs = results["epochs"]
     row = {
         **{k: v for k, v in run.to_dict().items() if k in ROW_COLUMNS},
-        "test_accuracy": results["test_accuracy"], "final_train_accuracy": epochs[-1]["train_accuracy"],
-        "test_loss": results["test_loss"],
-        "lr_drops": sum(1 for a, b in zip(epochs, epochs[1:]) if b["lr"] < a["lr"]),
-        "parameters": results["model"]["parameters"],
+        "test_accuracy": result.test_accuracy, "final_train_accuracy": result.final_epoch.train_accuracy,
+        "test_loss": result.test_loss,
+        "lr_drops": result.lr_drops,
+        "parameters": result.model.parameters,
         **stats,
-        "run_key": run.key, "hashlab_version": results["versions"]["hashlab"], "git_commit": git_commit(),
-        "torch_version": results["versions"]["torch"],
-        "device": results["device"].get("cuda_name") or results["device"]["name"],
+        "run_key": run.key, "hashlab_version": result.versions.hashlab, "git_commit": git_commit(),
+        "torch_version": result.versions.torch,
+        "device": result.device.label,
         "wall_time_s": wall,
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    record = {"row": row, "run": run.to_dict(), "results": results}
+    record = {"row": row, "run": run.to_dict(), "results": result.to_dict()}
     if group is not None:
         record["group"] = group
     atomic_write_json(run_path(out, run), record)

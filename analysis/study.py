@@ -422,7 +422,7 @@ def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device
         seeds = list(zip(profile.train_seeds, profile.hash_seeds))
         for arm, v, s, (ts, hs) in itertools.product(study.arms, study.variants, study.sparsities, seeds):
             owner = study.reuse if (study.reuse is not None and arm == PAPER_ARM) else study.name
-            run = RunConfig(
+            run = RunConfig.from_fields(
                 dataset=dataset, study=owner, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
                 sparsity=s, table_size=study.table_size if v.compression is None else None,
                 compression=v.compression, hash_bias=v.hash_bias, arch=v.arch or study.arch,

@@ -80,7 +80,7 @@ def graph() -> nx.DiGraph:
 
 
 def test_the_graph_sees_the_project(graph):
-    assert {"hashlab.maps.hashes", "hashlab.io.format", "hashlab.stats.balance", "trainers.torch_backend.train",
+    assert {"hashlab.maps.hashes", "hashlab.io.format", "hashlab.stats.balance", "trainers.torch_backend.training",
             "analysis.main_job"} <= set(graph)
     assert graph.has_edge("hashlab.stats.theory", "hashlab.stats.entropy")
     assert graph.has_edge("hashlab.commands.check", "hashlab.equiv.check")

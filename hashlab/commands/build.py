@@ -9,17 +9,6 @@ from ..maps.hashes import BACKENDS, build_map
 from ..maps.spec import ARCHITECTURES, DEFAULT_TABLE_SIZE, Architecture, HashSpec
 from .dataclass_args import add_dataclass_arguments, dataclass_from_args
 
-_HELP = {
-    "kind": "hash function (paper eq. 1, 2, 8-9, 10; xxhash = HashedNets)",
-    "seed": "random seed, in [0, 2**63)",
-    "sparsity": "fraction of virtual weights fixed at zero, in [0, 1)",
-    "scope": "one table per layer, or one table for the whole network",
-    "alpha": "Dirichlet concentration (dirichlet only)",
-    "radius": "neighborhood radius r (neighborhood only)",
-    "sign": "add a sign hash xi in {-1,+1}",
-    "hash_bias": "hash the hidden layers' biases into their own buckets of each table, at the weights' ratio "
-                 "(the output layer's bias stays dense; biases are unsigned)",
-}
 _BUDGET = ("table_size", "compression")  # one of the two, as a mutually exclusive pair of flags
 
 
@@ -38,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "weight, in (0, 1], such as 1/64 or 0.015625 (a compression ratio of 64); each layer's "
                              "table gets ceil(weights x RATIO) weight entries (the whole network's with --scope "
                              "global)")
-    add_dataclass_arguments(p, HashSpec, skip=("version",) + _BUDGET, help=_HELP)
+    add_dataclass_arguments(p, HashSpec, skip=("version",) + _BUDGET)
     p.add_argument("--backend", choices=BACKENDS, default="numba", help="index generator (default: numba)")
     p.add_argument("-o", "--output", required=True, help="path of the index file to write")
     p.set_defaults(func=run)

@@ -3,6 +3,11 @@
 Types are checked by argparse (``int``, ``float``, ``str``, ``Literal`` choices, ``bool``
 switches, ``X | None``); the dataclass's ``__post_init__`` then validates values. Nothing is
 ``exec``ed or ``eval``ed.
+
+The help text of a flag is the field's ``metadata["help"]`` (``field(default=..., metadata={"help":
+"..."})``), so it lives next to the field it documents. A field without a default is a required
+flag. A union of several types (other than ``X | None``) has no single argparse type and is
+refused with a :class:`TypeError` naming the field when the parser is built.
 """
 from __future__ import annotations
 
@@ -15,34 +20,48 @@ from typing import Any, Literal
 __all__ = ["add_dataclass_arguments", "dataclass_from_args"]
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], True
-    return tp, False
+def _unwrap_optional(cls: type, name: str, tp: Any) -> Any:
+    """``X`` for ``X`` or ``X | None``; a union of several types is refused (no argparse type fits it)."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return tp
+    rest = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(rest) != 1:
+        raise TypeError(f"field {cls.__name__}.{name} has type {tp!r}, a union of several types; a command-line "
+                        "flag needs one type (X or X | None)")
+    return rest[0]
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ("version",),
-                            help: dict[str, str] | None = None) -> None:
-    """Add one ``--field-name`` option per field of dataclass ``cls`` (except ``skip``)."""
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ("version",)) -> None:
+    """Add one ``--field-name`` option per field of dataclass ``cls`` (except ``skip``).
+
+    The help text is ``field.metadata["help"]`` (plus the default); a field without a default is
+    a required option.
+
+    Raises
+    ------
+    TypeError
+        If a field's type is a union of several types (other than ``X | None``) or not one of
+        ``bool``, ``int``, ``float``, ``str``, a ``Literal``.
+    """
     hints = typing.get_type_hints(cls)
-    help = help or {}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        tp, optional = _unwrap_optional(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else None
-        text = help.get(f.name, "") + (f" (default: {default})" if default is not None else "")
+        tp = _unwrap_optional(cls, f.name, hints[f.name])
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if f.default is dataclasses.MISSING else f.default
+        text = f.metadata.get("help", "") + (f" (default: {default})" if default is not None else "")
+        common: dict[str, Any] = {"dest": f.name, "help": text, "required": required}
+        if not required:
+            common["default"] = default
         if tp is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif typing.get_origin(tp) is Literal:
-            parser.add_argument(flag, dest=f.name, choices=typing.get_args(tp), default=default, help=text)
+            parser.add_argument(flag, choices=typing.get_args(tp), **common)
         elif tp in (int, float, str):
-            parser.add_argument(flag, dest=f.name, type=tp, default=default, help=text,
-                                metavar=tp.__name__.upper())
-        else:  # pragma: no cover - guards future fields of unsupported types
+            parser.add_argument(flag, type=tp, metavar=tp.__name__.upper(), **common)
+        else:
             raise TypeError(f"field {cls.__name__}.{f.name} has type {tp!r}, not supported on the command line")
 
 

@@ -1,6 +1,6 @@
 """Check input and output paths before any work starts, with one clear error each.
 
-Entry points (``hashlab`` commands, ``analysis`` scripts, :func:`trainers.torch_backend.train.train`)
+Entry points (``hashlab`` commands, ``analysis`` scripts, :func:`trainers.torch_backend.training.train`)
 call these first, so a bad path fails in milliseconds, not after a training run.
 """
 from __future__ import annotations

@@ -94,16 +94,26 @@ class HashSpec:
         ``compression`` other than 1.
     """
 
-    kind: Literal["identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash"] = "uniform"
+    kind: Literal["identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash"] = field(
+        default="uniform", metadata={
+        "help": "hash function (paper eq. 1, 2, 8-9, 10; xxhash = HashedNets)"})
     table_size: int | None = None
-    seed: int = 0
-    sparsity: float = 0.0
-    scope: Literal["layer", "global"] = "layer"
-    alpha: float | None = None
-    radius: int | None = None
-    sign: bool = False
+    seed: int = field(default=0, metadata={
+        "help": "random seed, in [0, 2**63)"})
+    sparsity: float = field(default=0.0, metadata={
+        "help": "fraction of virtual weights fixed at zero, in [0, 1)"})
+    scope: Literal["layer", "global"] = field(default="layer", metadata={
+        "help": "one table per layer, or one table for the whole network"})
+    alpha: float | None = field(default=None, metadata={
+        "help": "Dirichlet concentration (dirichlet only)"})
+    radius: int | None = field(default=None, metadata={
+        "help": "neighborhood radius r (neighborhood only)"})
+    sign: bool = field(default=False, metadata={
+        "help": "add a sign hash xi in {-1,+1}"})
     compression: str | None = None
-    hash_bias: bool = False
+    hash_bias: bool = field(default=False, metadata={
+        "help": "hash the hidden layers' biases into their own buckets of each table, at the weights' ratio (the "
+            "output layer's bias stays dense; biases are unsigned)"})
     version: int = 1
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from trainers.torch_backend.models import ArbMLP
 def test_plan_trains_hashed_and_equal_size_plain_networks_with_the_port_recipe():
     runs = plan(load_profiles()["hashednets"], "mnist")
     assert len(runs) == 4 * 3
-    assert {(r.arch, r.compression, r.kind) for r in runs} == {
+    assert {(r.arch, r.spec.compression, r.spec.kind) for r in runs} == {
         ("784-1000-10", "1/8", "xxhash"), ("784-1000-10", "1/64", "xxhash"),
         ("784-125-10", None, "identity"), ("784-16-10", None, "identity")}
     cfg = runs[0].train_config()
@@ -25,7 +25,7 @@ def test_plan_trains_hashed_and_equal_size_plain_networks_with_the_port_recipe()
 
 def test_parameter_counts_equal_the_ports():
     """12,433 hashed vs 12,730 plain at 1/64 and 99,385 / 99,385 at 1/8 (jfainberg/hashed_nets example.ipynb)."""
-    runs = {(r.arch, r.compression): r for r in plan(load_profiles()["hashednets"], "mnist") if r.train_seed == 0}
+    runs = {(r.arch, r.spec.compression): r for r in plan(load_profiles()["hashednets"], "mnist") if r.train.seed == 0}
     want = {("784-1000-10", "1/64"): 12433, ("784-16-10", None): 12730, ("784-1000-10", "1/8"): 99385,
             ("784-125-10", None): 99385}
     for key, n in want.items():

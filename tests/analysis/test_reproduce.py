@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
 import signal
 import subprocess
@@ -44,9 +43,10 @@ def test_profiles_and_studies_plan_the_paper_grid():
     counts = {s: sum(r.study == s for r in paper) for s in ("balance", "noise", "controls", "epochs")}
     assert counts == {"balance": 7 * 6 * 3, "noise": 8 * 6 * 3, "controls": 4 * 6 * 3, "epochs": 3 * 2 * 3}
     assert len({r.key for r in paper}) == len(paper)
-    assert {(r.train_seed, r.hash_seed) for r in paper} == {(0, 1000), (1, 1001), (2, 1002)}
-    assert {r.epochs for r in paper if r.study == "epochs"} == {30}
-    assert {r.epochs for r in paper if r.study == "balance"} == {6} and load_study("noise").variants[0].radius == 0
+    assert {(r.train.seed, r.spec.seed) for r in paper} == {(0, 1000), (1, 1001), (2, 1002)}
+    assert {r.train.epochs for r in paper if r.study == "epochs"} == {30}
+    assert {r.train.epochs for r in paper if r.study == "balance"} == {6}
+    assert load_study("noise").variants[0].radius == 0
     assert sorted(load_study("balance").sparsities) == [0, 0.1, 0.3, 0.5, 0.7, 0.9]
 
 
@@ -54,10 +54,10 @@ def test_control_study_crosses_arms_and_reuses_the_balance_runs():
     paper = plan(load_profiles()["paper"], "mnist")
     ctl = [r for r in paper if r.study == "balance_controls"]
     assert len(ctl) == 3 * 7 * 3 * 3  # three new arms x alpha x sparsity x seeds; the paper arm is the balance study's
-    assert {(r.optimizer, r.table_grad_scale, r.lr) for r in ctl} == {("sgd", "load", 0.1), ("adam", "none", 0.001),
-                                                                      ("adam", "load", 0.001)}
-    balance = {(r.alpha, r.sparsity, r.train_seed) for r in paper if r.study == "balance"}
-    assert {(r.alpha, r.sparsity, r.train_seed) for r in ctl} <= balance
+    assert {(r.train.optimizer, r.train.table_grad_scale, r.train.lr) for r in ctl} == {
+        ("sgd", "load", 0.1), ("adam", "none", 0.001), ("adam", "load", 0.001)}
+    balance = {(r.spec.alpha, r.spec.sparsity, r.train.seed) for r in paper if r.study == "balance"}
+    assert {(r.spec.alpha, r.spec.sparsity, r.train.seed) for r in ctl} <= balance
     assert len({r.key for r in paper}) == len(paper)
 
 
@@ -80,9 +80,8 @@ def test_committed_run_keys_survive_the_new_run_fields():
         old += "optimizer" not in d["run"]
     assert old >= 360  # records written before the fields existed
     run = runs[0]
-    assert dataclasses.replace(run, optimizer="adam").key != dataclasses.replace(run, optimizer="sgd").key
-    scaled, unscaled = (dataclasses.replace(run, table_grad_scale=s) for s in ("load", "none"))
-    assert scaled.key != unscaled.key
+    assert run.replace(optimizer="adam").key != run.replace(optimizer="sgd").key
+    assert run.replace(table_grad_scale="load").key != run.replace(table_grad_scale="none").key
 
 
 def test_a_profile_reusing_runs_outside_its_grid_is_refused(tmp_path):
@@ -243,10 +242,10 @@ def test_plan_tasks_groups_runs_that_differ_only_in_their_map():
     assert sorted(r.key for t in tasks for r in t) == sorted(r.key for r in runs)  # every run once
     assert max(len(t) for t in tasks) == 8 and plan_tasks(runs, 1) == [[r] for r in runs]
     for t in tasks:
-        keys = {dataclasses.replace(r, study="", kind="", alpha=None, radius=None, sign=False, sparsity=0.0,
-                                    hash_seed=0) for r in t}
+        keys = {tuple((k, v) for k, v in r.to_dict().items()
+                      if k not in ("study", "kind", "alpha", "radius", "sign", "sparsity", "hash_seed")) for r in t}
         assert len(keys) == 1  # same training, maps aside
-    adam = [t for t in tasks if t[0].optimizer == "adam"]
+    adam = [t for t in tasks if t[0].train.optimizer == "adam"]
     assert adam and all(len(t) == 1 for t in adam)  # train_group trains SGD only
     with pytest.raises(ValueError, match="group_size must be >= 1"):
         plan_tasks(runs, 0)

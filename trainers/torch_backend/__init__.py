@@ -2,8 +2,10 @@
 
 Public API (torch is imported on first use, so ``TrainConfig`` is importable without it)::
 
-    from trainers.torch_backend import ArbLinear, ArbMLP, TrainConfig, arbify
-    from trainers.torch_backend.train import train   # (``train`` is also the submodule's name)
+    from trainers.torch_backend import ArbLinear, ArbMLP, TrainConfig, arbify, train, train_group
+
+``train`` and ``train_group`` (:mod:`trainers.torch_backend.training`, :mod:`trainers.torch_backend.group`)
+train the ArbMLP of one or several index files.
 
 ``arbify(model, index_map, skip=...)`` turns the ``nn.Linear`` layers of any module into
 ``ArbLinear`` layers of a map (:mod:`trainers.torch_backend.convert`).
@@ -15,10 +17,11 @@ from typing import Any
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["ArbLinear", "ArbMLP", "TrainConfig", "ConfigError", "DatasetError", "gather_weight", "arbify"]
+__all__ = ["ArbLinear", "ArbMLP", "TrainConfig", "ConfigError", "DatasetError", "gather_weight", "arbify", "train",
+           "train_group"]
 
 _LAZY = {"ArbLinear": "layers", "ArbMLP": "models", "DatasetError": "data", "gather_weight": "functional",
-         "arbify": "convert"}
+         "arbify": "convert", "train": "training", "train_group": "group"}
 
 
 def __getattr__(name: str) -> Any:

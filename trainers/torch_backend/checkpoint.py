@@ -25,9 +25,10 @@ from hashlab.io.atomic import atomic_open
 from hashlab.io.errors import InputError
 
 from .config import TrainConfig
+from .results import EpochRecord
 
-__all__ = ["Checkpointer", "CheckpointError", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "IGNORED_FIELDS", "file_sha256",
-           "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["Checkpointer", "CheckpointError", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "IGNORED_FIELDS",
+           "file_sha256", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 CHECKPOINT_FORMAT = "hashlab.train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -128,7 +129,7 @@ class Checkpointer:
         self.state = load_checkpoint(self.path, config, index_sha256)
 
     def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-               shuffle: torch.Generator, device: torch.device) -> tuple[int, list[dict[str, Any]]]:
+               shuffle: torch.Generator, device: torch.device) -> tuple[int, list[EpochRecord]]:
         """Load the saved state into the objects; return ``(completed epochs, history)`` (``(0, [])`` if none)."""
         state, self.state = self.state, None
         if state is None:
@@ -138,16 +139,17 @@ class Checkpointer:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"], shuffle, device)
-            epoch, history = int(state["epoch"]), list(state["history"])
+            epoch, history = int(state["epoch"]), [EpochRecord.from_dict(e) for e in state["history"]]
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"checkpoint {self.path} does not fit this model ({type(e).__name__}: "
                                   f"{str(e)[:200]}); delete it to start over") from None
         return epoch, history
 
-    def save(self, epoch: int, history: list[dict[str, Any]], model: torch.nn.Module,
+    def save(self, epoch: int, history: list[EpochRecord], model: torch.nn.Module,
              optimizer: torch.optim.Optimizer, scheduler: Any, shuffle: torch.Generator, device: torch.device) -> None:
         """Write the state after ``epoch`` completed epochs."""
         save_checkpoint(self.path, {
-            "config": self.config.to_dict(), "index_file": self.index_sha256, "epoch": epoch, "history": history,
+            "config": self.config.to_dict(), "index_file": self.index_sha256, "epoch": epoch,
+            "history": [e.to_dict() for e in history],
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": rng_state(shuffle, device)})

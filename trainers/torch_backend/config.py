@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hashlab.configs import check_int, dataclass_from_dict
@@ -126,35 +126,65 @@ class TrainConfig:
         ConfigError: on any invalid field (a :class:`ValueError`).
     """
 
-    dataset: Literal["mnist", "fashion-mnist", "cifar10"] = "mnist"
-    data_root: str | None = None
-    download: bool = False
-    verify_md5: bool = True
-    epochs: int = 20
-    batch_size: int = 200
-    eval_batch_size: int = 1000
-    lr: float = 0.1
-    momentum: float = 0.9
-    lr_factor: float = 0.1
-    lr_patience: int = 4
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    weight_decay: float = 0.0
-    table_grad_scale: Literal["none", "load", "sqrt_load"] = "none"
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = 1
-    limit_train: int | None = None
-    deterministic: bool = False
-    model: Literal["paper-mlp", "hashednets-mlp"] = "paper-mlp"
-    activation: Literal["elu", "relu", "tanh", "sigmoid", "gelu"] | None = None
-    batch_norm: bool | None = None
-    dropout: float | None = None
-    input_dropout: float | None = None
-    output_activation: bool | None = None
-    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
-    val_fraction: float = 0.0
-    val_split: Literal["last", "random"] = "last"
-    lr_metric: Literal["train_accuracy", "val_loss", "val_accuracy"] = "train_accuracy"
+    dataset: Literal["mnist", "fashion-mnist", "cifar10"] = field(default="mnist", metadata={
+        "help": "image dataset, read with torchvision from --data-root"})
+    data_root: str | None = field(default=None, metadata={
+        "help": "torchvision data root (else $HASHLAB_DATA_ROOT)"})
+    download: bool = field(default=False, metadata={
+        "help": "let torchvision download a missing dataset into the data root"})
+    verify_md5: bool = field(default=True, metadata={
+        "help": "check CIFAR-10 files against the official md5s (--no-verify-md5 reads own files in that format)"})
+    epochs: int = field(default=20, metadata={
+        "help": "training epochs"})
+    batch_size: int = field(default=200, metadata={
+        "help": "training mini-batch size"})
+    eval_batch_size: int = field(default=1000, metadata={
+        "help": "test-set evaluation batch size (memory only)"})
+    lr: float = field(default=0.1, metadata={
+        "help": "initial learning rate (paper, SGD: 0.1; Adam usually wants 1e-3)"})
+    momentum: float = field(default=0.9, metadata={
+        "help": "SGD momentum (paper: 0.9)"})
+    lr_factor: float = field(default=0.1, metadata={
+        "help": "learning-rate factor on a plateau of --lr-metric (paper: 0.1)"})
+    lr_patience: int = field(default=4, metadata={
+        "help": "epochs without a gain in --lr-metric before the learning rate drops (paper: 4, HashedNets: 3)"})
+    optimizer: Literal["sgd", "adam", "adamw"] = field(default="sgd", metadata={
+        "help": "sgd (with --momentum; paper), adam or adamw; the plateau schedule drives all three"})
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "L2 penalty (sgd, adam) or decoupled decay (adamw) on every parameter"})
+    table_grad_scale: Literal["none", "load", "sqrt_load"] = field(default="none", metadata={
+        "help": "multiply each table entry's gradient by mean_load/load (load) or its sqrt (sqrt_load)"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the initialisation and the shuffling"})
+    device: str = field(default="auto", metadata={
+        "help": "auto (CUDA if available), cpu, cuda, cuda:N or mps"})
+    num_threads: int | None = field(default=1, metadata={
+        "help": "CPU threads for torch (default: torch's choice)"})
+    limit_train: int | None = field(default=None, metadata={
+        "help": "train on the first N training samples only (quick runs)"})
+    deterministic: bool = field(default=False, metadata={
+        "help": "torch.use_deterministic_algorithms(True) during training (docs/TRAINING.md, Determinism)"})
+    model: Literal["paper-mlp", "hashednets-mlp"] = field(default="paper-mlp", metadata={
+        "help": "network preset: paper-mlp (Linear-ELU-BN on every layer) or hashednets-mlp (ReLU, dropout 0.25 "
+            "on input and hidden layers, no BN, plain logits); the next five flags override it"})
+    activation: Literal["elu", "relu", "tanh", "sigmoid", "gelu"] | None = field(default=None, metadata={
+        "help": "activation after each layer (default: the --model preset's)"})
+    batch_norm: bool | None = field(default=None, metadata={
+        "help": "BatchNorm1d after each activation (default: the --model preset's)"})
+    dropout: float | None = field(default=None, metadata={
+        "help": "dropout probability on hidden layers, in [0, 1) (default: the --model preset's)"})
+    input_dropout: float | None = field(default=None, metadata={
+        "help": "dropout probability on the input, in [0, 1) (default: the --model preset's)"})
+    output_activation: bool | None = field(default=None, metadata={
+        "help": "activation (and BN) after the last layer too, else plain logits (default: the preset's)"})
+    loss: Literal["cross_entropy", "mse"] = field(default="cross_entropy", metadata={
+        "help": "cross_entropy (softmax; = log-softmax + NLL) or mse (squared error to the one-hot label)"})
+    val_fraction: float = field(default=0.0, metadata={
+        "help": "hold out this fraction of the training set as a validation set (HashedNets: 0.1)"})
+    val_split: Literal["last", "random"] = field(default="last", metadata={
+        "help": "hold out the last samples or a random subset drawn from --seed"})
+    lr_metric: Literal["train_accuracy", "val_loss", "val_accuracy"] = field(default="train_accuracy", metadata={
+        "help": "what the plateau schedule watches: train_accuracy (paper), val_loss (HashedNets) or val_accuracy"})
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -228,7 +258,7 @@ class TrainConfig:
         return {k: preset[k] if getattr(self, k) is None else getattr(self, k) for k in preset}
 
     @classmethod
-    def from_recipe(cls, name: str, **overrides: Any) -> "TrainConfig":
+    def from_recipe(cls, name: str, **overrides: Any) -> TrainConfig:
         """The config of recipe ``name`` (a key of :data:`RECIPES`), with ``overrides`` on top.
 
         Raises:
@@ -243,7 +273,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
         return dataclass_from_dict(cls, d, ConfigError)
 

@@ -1,6 +1,6 @@
-"""Train a group of K ArbMLPs of one architecture (different maps) as one batched model (issue #9 part 2).
+"""Train a group of K ArbMLPs of one architecture (different maps) as one batched model.
 
-Every member is initialised exactly as :func:`~trainers.torch_backend.train.train` would
+Every member is initialised exactly as :func:`~trainers.torch_backend.training.train` would
 initialise it alone (an :class:`ArbMLP` built under ``torch.manual_seed(seed)``), then the K
 models become one module: per table, the K tables stacked in one flat Parameter of ``K * n``
 entries read by one :class:`~trainers.torch_backend.functional.TableGather` per layer (member
@@ -8,8 +8,9 @@ entries read by one :class:`~trainers.torch_backend.functional.TableGather` per 
 ``BatchNorm1d(K * out)`` that is K independent BatchNorms. The loss is the sum of the members'
 mean cross-entropies, so each member gets the gradient it gets alone. SGD with momentum runs
 with a per-member learning rate that follows that member's own plateau schedule; all members
-see the same mini-batches (the shuffle of ``config.seed``). Each member's results dict has the
-content :func:`train` returns for it (timings are the group's).
+see the same mini-batches (the shuffle of ``config.seed``). Each member's
+:class:`~trainers.torch_backend.results.TrainResult` has the content :func:`train` returns for it
+(timings are the group's).
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +33,8 @@ from .config import TrainConfig
 from .data import DeviceData, load_device_data, resolve_data_root
 from .functional import build_plan, entry_loads, load_scale, table_gather
 from .models import ArbMLP
-from .train import _device_info, check_map_fits, resolve_device, results_dict
+from .results import DataInfo, EpochRecord, TrainResult
+from .training import PAPER_CONFIG, _device_info, check_map_fits, make_result, resolve_device
 
 __all__ = ["ArbMLPGroup", "GroupSGD", "train_group"]
 
@@ -132,7 +133,7 @@ class ArbMLPGroup(nn.Module):
     def member_state(self, i: int) -> dict[str, Tensor]:
         """Member ``i``'s parameters and BatchNorm buffers under :class:`ArbMLP` state-dict names."""
         out: dict[str, Tensor] = {}
-        for j, (in_f, out_f, t) in enumerate(self._layers):
+        for j, (_, out_f, t) in enumerate(self._layers):
             n = self.table_sizes[t]
             out[f"blocks.{j}.linear.table"] = self.tables[str(t)].detach()[i * n:(i + 1) * n]
             out[f"blocks.{j}.linear.bias"] = self.biases[j].detach()[i]
@@ -247,8 +248,7 @@ def _evaluate(group: ArbMLPGroup, data: DeviceData, batch_size: int) -> tuple[li
 
 
 def fit_group(maps: list[IndexMap], config: TrainConfig, device: torch.device, root: Path, progress: bool = False,
-              ) -> tuple[list[ArbMLP], ArbMLPGroup, dict[str, Any], list[list[dict[str, Any]]], list[float],
-                         list[float]]:
+              ) -> tuple[list[ArbMLP], ArbMLPGroup, DataInfo, list[list[EpochRecord]], list[float], list[float]]:
     """Initialise each member as :func:`train` would, train the group, evaluate: the body of :func:`train_group`.
 
     Returns:
@@ -268,7 +268,7 @@ def fit_group(maps: list[IndexMap], config: TrainConfig, device: torch.device, r
     opt = GroupSGD(group, config.lr, config.momentum, config.weight_decay)
     plateaus = [_Plateau(config) for _ in maps]
     shuffle = torch.Generator().manual_seed(config.seed)
-    epochs: list[list[dict[str, Any]]] = [[] for _ in maps]
+    epochs: list[list[EpochRecord]] = [[] for _ in maps]
     for epoch in tqdm(range(1, config.epochs + 1), desc="epochs", disable=not progress, unit="epoch"):
         te = time.perf_counter()
         lrs = list(opt.lrs)
@@ -276,17 +276,18 @@ def fit_group(maps: list[IndexMap], config: TrainConfig, device: torch.device, r
         wall = time.perf_counter() - te
         for i, p in enumerate(plateaus):
             opt.lrs[i] = p.step(accs[i], opt.lrs[i])
-            epochs[i].append({"epoch": epoch, "train_accuracy": accs[i], "train_loss": losses[i], "lr": lrs[i],
-                              "wall_time_s": wall})
+            epochs[i].append(EpochRecord(epoch=epoch, train_accuracy=accs[i], train_loss=losses[i], lr=lrs[i],
+                                         wall_time_s=wall))
     test_acc, test_loss = _evaluate(group, test_data, config.eval_batch_size)
-    return members, group, data_info, epochs, test_acc, test_loss
+    return members, group, DataInfo.from_dict(data_info), epochs, test_acc, test_loss
 
 
-def train_group(index_files: list[str | os.PathLike], config: TrainConfig = TrainConfig(),
-                outs: list[str | os.PathLike] | None = None, progress: bool | None = None) -> list[dict[str, Any]]:
-    """Train the ArbMLPs of ``index_files`` together as one batched model; one results dict per file.
+def train_group(index_files: list[str | os.PathLike], config: TrainConfig = PAPER_CONFIG,
+                outs: list[str | os.PathLike] | None = None, progress: bool | None = None) -> list[TrainResult]:
+    """Train the ArbMLPs of ``index_files`` together as one batched model; one result per file.
 
-    Each dict has the keys and content :func:`~trainers.torch_backend.train.train` returns for
+    Each :class:`~trainers.torch_backend.results.TrainResult` has the content
+    :func:`~trainers.torch_backend.training.train` returns for
     that file and config (same seed: same initialisation, same mini-batch order, own plateau
     schedule), up to float rounding of the batched kernels; ``epochs[*].wall_time_s`` and
     ``wall_time_s`` are the group's (the whole group's time, not a share).
@@ -296,7 +297,7 @@ def train_group(index_files: list[str | os.PathLike], config: TrainConfig = Trai
             sizes and table assignment), e.g. the same ``hashlab build --arch`` with different
             kinds or seeds.
         config: the training configuration (``optimizer="sgd"`` only).
-        outs: optional list of K paths; results ``k`` is written to ``outs[k]`` atomically.
+        outs: optional list of K paths; result ``k``'s JSON (``to_dict()``) is written to ``outs[k]`` atomically.
         progress: tqdm bar over epochs; ``None``: when stderr is a tty.
 
     Raises:
@@ -312,7 +313,7 @@ def train_group(index_files: list[str | os.PathLike], config: TrainConfig = Trai
     if config.optimizer != "sgd":
         raise ValueError(f"train_group supports optimizer='sgd' only, got {config.optimizer!r}; "
                          "train such models one by one with train()")
-    # -- the paper's network and recipe only (issue #12 part 4) --
+    # -- the paper's network and recipe only --
     paper = TrainConfig()
     changed = [f"{k}={getattr(config, k)!r}" for k in ("loss", "val_fraction", "lr_metric")
                if getattr(config, k) != getattr(paper, k)]
@@ -340,8 +341,8 @@ def train_group(index_files: list[str | os.PathLike], config: TrainConfig = Trai
     finally:
         torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
-    results = [results_dict(config, p, imap, device_info, m, data_info, ep, acc, loss, wall)
+    results = [make_result(config, p, imap, device_info, m, data_info, ep, acc, loss, wall)
                for p, imap, m, ep, acc, loss in zip(paths, maps, members, epochs, accs, losses)]
     for res, out in zip(results, outs or []):
-        atomic_write_json(out, res)
+        atomic_write_json(out, res.to_dict())
     return results

@@ -2,6 +2,7 @@
 a checkpoint of another configuration is refused naming the difference."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,17 +18,18 @@ from hashlab.cli import main
 from tests.conftest import REPO
 from trainers.torch_backend.checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from trainers.torch_backend.config import TrainConfig
-from trainers.torch_backend.train import train
+from trainers.torch_backend.results import TrainResult
+from trainers.torch_backend.training import train
 
 EPOCHS = 4
 FLAGS = ["--epochs", str(EPOCHS), "--limit-train", "6000", "--batch-size", "50", "--device", "cpu", "--seed", "5",
          "--lr-patience", "1", "--no-progress"]  # patience 1: the LR schedule state matters within 4 epochs
 
 
-def _same(a: dict, b: dict) -> None:
-    strip = lambda es: [{k: v for k, v in e.items() if k != "wall_time_s"} for e in es]  # noqa: E731
-    assert strip(a["epochs"]) == strip(b["epochs"])
-    assert (a["test_accuracy"], a["test_loss"]) == (b["test_accuracy"], b["test_loss"])
+def _same(a: TrainResult, b: TrainResult) -> None:
+    strip = lambda es: [dataclasses.replace(e, wall_time_s=0.0) for e in es]  # noqa: E731
+    assert strip(a.epochs) == strip(b.epochs)
+    assert (a.test_accuracy, a.test_loss) == (b.test_accuracy, b.test_loss)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_sigkilled_training_resumes_to_identical_results(tmp_path, data_root, in
     assert state["format"] == CHECKPOINT_FORMAT and 1 <= state["epoch"] < EPOCHS and not out.exists()
 
     assert main(argv) == 0  # the same command again: resumes from the checkpoint
-    resumed = json.loads(out.read_text())
+    resumed = TrainResult.from_dict(json.loads(out.read_text()))
     _same(resumed, reference)
     assert torch.load(ck, weights_only=True)["epoch"] == EPOCHS
 

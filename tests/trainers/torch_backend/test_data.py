@@ -13,9 +13,15 @@ from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, build_map, save_index_file
 from trainers.torch_backend.config import TrainConfig
-from trainers.torch_backend.data import (DatasetError, load_device_data, load_split, resolve_data_root,
-                                         split_validation, validation_indices)
-from trainers.torch_backend.train import train
+from trainers.torch_backend.data import (
+    DatasetError,
+    load_device_data,
+    load_split,
+    resolve_data_root,
+    split_validation,
+    validation_indices,
+)
+from trainers.torch_backend.training import train
 
 CPU = torch.device("cpu")
 
@@ -102,11 +108,11 @@ def test_train_on_cifar10_files(tmp_path):
     cfg = TrainConfig(dataset="cifar10", data_root=str(tmp_path / "data"), verify_md5=False, epochs=2,
                       batch_size=5, device="cpu")
     res = train(path, cfg, progress=False)
-    assert res["data"]["train_size"] == 20 and res["data"]["test_size"] == 6
+    assert res.data.train_size == 20 and res.data.test_size == 6
     channels = want["train_x"].reshape(20, 3, 1024).transpose(1, 0, 2).reshape(3, -1) / 255.0
-    np.testing.assert_allclose(res["data"]["mean"], channels.mean(1), rtol=1e-12)
-    np.testing.assert_allclose(res["data"]["std"], channels.std(1), rtol=1e-12)
-    assert len(res["epochs"]) == 2 and 0.0 <= res["test_accuracy"] <= 1.0
+    np.testing.assert_allclose(res.data.mean, channels.mean(1), rtol=1e-12)
+    np.testing.assert_allclose(res.data.std, channels.std(1), rtol=1e-12)
+    assert len(res.epochs) == 2 and 0.0 <= res.test_accuracy <= 1.0
     with pytest.raises(ValueError, match="mnist has 784 features .* --arch mnist-mlp"):
         train(path, TrainConfig(dataset="mnist", data_root=str(tmp_path / "data")), progress=False)
 
@@ -160,7 +166,7 @@ def test_real_fashion_mnist_split(data_root):
     assert x.shape == (10000, 1, 28, 28) and torch.bincount(y).tolist() == [1000] * 10
 
 
-# --- issue #11: no code runs from a CIFAR-10 pickle; data far from the official statistics warns -----------------------
+# --- no code runs from a CIFAR-10 pickle; data far from the official statistics warns ---------------------------------
 
 class _Evil:
     def __reduce__(self):

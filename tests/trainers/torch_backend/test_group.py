@@ -1,6 +1,8 @@
 """train_group: K ArbMLPs trained as one batched model end like each trained alone (real MNIST subset)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from hypothesis import given
@@ -11,7 +13,7 @@ from hashlab import Architecture, HashSpec, build_map, load_index_file, save_ind
 from trainers.torch_backend.config import TrainConfig
 from trainers.torch_backend.group import ArbMLPGroup, GroupSGD, _Plateau, fit_group, train_group
 from trainers.torch_backend.models import ArbMLP
-from trainers.torch_backend.train import _fit, make_scheduler, train
+from trainers.torch_backend.training import _fit, make_scheduler, train
 
 MNIST_MLP = Architecture.parse("mnist-mlp")
 # one architecture, different maps (kinds, seeds, signs, zeros). Not a Dirichlet alpha=1e-3 map:
@@ -61,9 +63,9 @@ def test_each_member_ends_as_if_trained_alone(files, data_root, one_thread, devi
         state = solo.state_dict()
         for name, value in group.member_state(i).items():
             torch.testing.assert_close(value, state[name], rtol=1e-4, atol=2e-5, msg=f"member {i} {name}")
-        assert [e["lr"] for e in epochs[i]] == [e["lr"] for e in solo_epochs]  # its own plateau schedule
+        assert [e.lr for e in epochs[i]] == [e.lr for e in solo_epochs]  # its own plateau schedule
         for e, s in zip(epochs[i], solo_epochs):
-            assert e["train_accuracy"] == pytest.approx(s["train_accuracy"], abs=2e-3)
+            assert e.train_accuracy == pytest.approx(s.train_accuracy, abs=2e-3)
         assert accs[i] == pytest.approx(solo_acc, abs=3e-4) and losses[i] == pytest.approx(solo_loss, rel=1e-3)
 
 
@@ -72,10 +74,11 @@ def test_results_have_the_content_of_train(files, data_root, tmp_path):
     outs = [tmp_path / f"r{i}.json" for i in range(2)]
     group = train_group(files, cfg, outs=outs, progress=False)
     solo = train(files[1], cfg, progress=False)
-    assert outs[1].exists() and set(group[1]) == set(solo)
+    g, s = group[1].to_dict(), solo.to_dict()
+    assert outs[1].exists() and set(g) == set(s) and json.loads(outs[1].read_text()) == json.loads(json.dumps(g))
     for key in ("config", "seed", "index_file", "model", "data", "schema", "schema_version"):
-        assert group[1][key] == solo[key], key
-    assert group[1]["test_accuracy"] == pytest.approx(solo["test_accuracy"], abs=3e-4)
+        assert g[key] == s[key], key
+    assert group[1].test_accuracy == pytest.approx(solo.test_accuracy, abs=3e-4)
 
 
 def test_bad_groups_raise_clear_errors(files, data_root, tmp_path):

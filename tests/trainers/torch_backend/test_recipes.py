@@ -11,9 +11,9 @@ import torch
 from hashlab import Architecture, HashSpec, build_map, save_index_file
 from trainers.torch_backend.config import TrainConfig
 from trainers.torch_backend.group import train_group
-from trainers.torch_backend.train import mse_loss, train
+from trainers.torch_backend.training import mse_loss, train
 
-from .test_train import scheduled_lrs
+from .test_training import scheduled_lrs
 
 
 def config(data_root, **kw) -> TrainConfig:
@@ -37,8 +37,8 @@ def test_default_config_trains_bit_identically_to_the_code_before(small_map, dat
     here = (torch.__version__, platform.machine(), torch.backends.cpu.get_cpu_capability())
     res = train(small_map, config(data_root, epochs=2, batch_size=100, limit_train=600, seed=5), progress=False,
                 checkpoint=tmp_path / "ck.pt")
-    assert set(res["epochs"][0]) == {"epoch", "train_accuracy", "train_loss", "lr", "wall_time_s"}  # no val keys
-    assert "val_size" not in res["data"] and res["data"]["train_size"] == 600
+    assert set(res.epochs[0].to_dict()) == {"epoch", "train_accuracy", "train_loss", "lr", "wall_time_s"}  # no val
+    assert "val_size" not in res.data.to_dict() and res.data.train_size == 600
     if here != PRE_CHANGE_PLATFORM:
         pytest.skip(f"the recorded fingerprint is of {PRE_CHANGE_PLATFORM}, this is {here}")
     state = torch.load(tmp_path / "ck.pt", weights_only=True)["model"]
@@ -47,7 +47,7 @@ def test_default_config_trains_bit_identically_to_the_code_before(small_map, dat
         h.update(k.encode())
         h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
     assert h.hexdigest() == PRE_CHANGE_STATE_SHA256
-    assert res["test_accuracy"] == PRE_CHANGE_TEST_ACCURACY
+    assert res.test_accuracy == PRE_CHANGE_TEST_ACCURACY
 
 
 def reference_lrs_min(losses, lr, factor, patience):
@@ -81,15 +81,15 @@ def test_hashednets_recipe_on_real_mnist_records_validation(small_map, data_root
     cfg = TrainConfig.from_recipe("hashednets", data_root=str(data_root), device="cpu", num_threads=1, epochs=4,
                                   limit_train=1000, lr_patience=1)
     res = train(small_map, cfg, progress=False)
-    assert res["data"]["train_size"] == 900 and res["data"]["val_size"] == 100
-    assert res["data"]["validation"] == {"fraction": 0.1, "split": "random"}
-    assert res["model"]["options"] == {"activation": "relu", "batch_norm": False, "dropout": 0.25,
+    assert res.data.train_size == 900 and res.data.val_size == 100
+    assert res.data.validation == {"fraction": 0.1, "split": "random"}
+    assert res.model.options == {"activation": "relu", "batch_norm": False, "dropout": 0.25,
                                        "input_dropout": 0.25, "output_activation": False}
-    assert res["config"]["model"] == "hashednets-mlp" and res["config"]["dropout"] is None
-    ep = res["epochs"]
-    assert all(0 <= e["val_accuracy"] <= 1 and math.isfinite(e["val_loss"]) for e in ep)
-    assert [e["lr"] for e in ep] == pytest.approx(reference_lrs_min([e["val_loss"] for e in ep], 0.01, 0.1, 1))
-    assert res["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert res.config.model == "hashednets-mlp" and res.config.dropout is None
+    ep = res.epochs
+    assert all(0 <= e.val_accuracy <= 1 and math.isfinite(e.val_loss) for e in ep)
+    assert [e.lr for e in ep] == pytest.approx(reference_lrs_min([e.val_loss for e in ep], 0.01, 0.1, 1))
+    assert res.test_accuracy > 0.5  # 10 classes: chance is 0.1
 
 
 def test_dense_baseline_of_any_width_trains_through_the_same_config(data_root, tmp_path):
@@ -98,9 +98,9 @@ def test_dense_baseline_of_any_width_trains_through_the_same_config(data_root, t
     cfg = TrainConfig.from_recipe("hashednets", data_root=str(data_root), device="cpu", num_threads=1, epochs=2,
                                   limit_train=1000, val_split="last", lr=0.05)
     res = train(dense, cfg, progress=False)
-    assert res["index_file"]["compression_ratio"] == 1.0
-    assert res["model"]["parameters"] == 784 * 24 + 24 + 24 * 10 + 10  # tables and biases, no BatchNorm
-    assert res["epochs"][1]["train_loss"] < res["epochs"][0]["train_loss"] and res["test_accuracy"] > 0.5
+    assert res.index_file.compression_ratio == 1.0
+    assert res.model.parameters == 784 * 24 + 24 + 24 * 10 + 10  # tables and biases, no BatchNorm
+    assert res.epochs[1].train_loss < res.epochs[0].train_loss and res.test_accuracy > 0.5
 
 
 def test_mse_loss_is_the_squared_error_to_the_one_hot_label(small_map, data_root):
@@ -110,7 +110,7 @@ def test_mse_loss_is_the_squared_error_to_the_one_hot_label(small_map, data_root
     assert mse_loss(logits, y).item() == pytest.approx(2.125) and mse_loss(logits, y, "sum").item() == 4.25
     res = train(small_map, config(data_root, epochs=1, batch_size=100, limit_train=300, loss="mse"), progress=False)
     ce = train(small_map, config(data_root, epochs=1, batch_size=100, limit_train=300), progress=False)
-    assert math.isfinite(res["test_loss"]) and res["epochs"][0]["train_loss"] != ce["epochs"][0]["train_loss"]
+    assert math.isfinite(res.test_loss) and res.epochs[0].train_loss != ce.epochs[0].train_loss
 
 
 def test_validation_set_too_small_is_a_clear_error(small_map, data_root):
@@ -132,4 +132,4 @@ def test_checkpoint_written_before_the_new_fields_resumes(small_map, data_root, 
     state["config"] = {k: v for k, v in state["config"].items() if k not in new_fields}
     torch.save(state, tmp_path / "ck.pt")
     again = train(small_map, cfg, progress=False, checkpoint=tmp_path / "ck.pt")  # resumes at its last epoch
-    assert again["epochs"] == first["epochs"] and again["test_accuracy"] == first["test_accuracy"]
+    assert again.epochs == first.epochs and again.test_accuracy == first.test_accuracy

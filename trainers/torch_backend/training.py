@@ -3,18 +3,21 @@
 Chang & Lipson 2018, section 4 (the defaults): SGD (learning rate 0.1, momentum 0.9), learning
 rate divided by 10 after 4 epochs without a gain in training accuracy, no validation set, test
 accuracy reported after training. Other networks and recipes (HashedNets: ReLU, dropout, a
-held-out validation set watched by the schedule) are :class:`TrainConfig` fields. See
-docs/TRAINING.md for the results schema.
+held-out validation set watched by the schedule) are :class:`TrainConfig` fields. :func:`train`
+returns a :class:`~trainers.torch_backend.results.TrainResult`; see docs/TRAINING.md for the
+results schema.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,12 +37,24 @@ from .checkpoint import Checkpointer, file_sha256
 from .config import TrainConfig
 from .data import DATASETS, DeviceData, load_device_data, resolve_data_root, split_validation
 from .models import ArbMLP
+from .results import (
+    RESULTS_SCHEMA,
+    RESULTS_VERSION,
+    DataInfo,
+    DeviceInfo,
+    EpochRecord,
+    IndexFileInfo,
+    LayerSummary,
+    ModelInfo,
+    TrainResult,
+    Versions,
+)
 
-__all__ = ["train", "resolve_device", "make_optimizer", "make_scheduler", "train_epoch", "evaluate",
-           "mse_loss", "LOSS_FUNCTIONS", "RESULTS_SCHEMA", "RESULTS_VERSION"]
+__all__ = ["train", "TrainResult", "resolve_device", "make_optimizer", "make_scheduler", "train_epoch", "evaluate",
+           "mse_loss", "LOSS_FUNCTIONS", "RESULTS_SCHEMA", "RESULTS_VERSION", "PAPER_CONFIG"]
 
-RESULTS_SCHEMA = "hashlab.train-results"
-RESULTS_VERSION = 1
+PAPER_CONFIG = TrainConfig()
+"""The default configuration of :func:`train`: the paper's recipe (a frozen dataclass, shared safely)."""
 
 
 def mse_loss(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
@@ -70,7 +85,8 @@ def resolve_device(name: str) -> torch.device:
             raise DeviceUnavailable(f"device {name!r} requested but torch.cuda.is_available() is False; "
                              "use --device cpu or --device auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceUnavailable(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise DeviceUnavailable(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                                    "device(s) exist")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceUnavailable(f"device {name!r} requested but MPS is not available; use --device cpu")
     return device
@@ -162,19 +178,17 @@ def evaluate(model: nn.Module, data: DeviceData, batch_size: int,
     return correct / len(data), loss_sum / len(data)
 
 
-def _versions() -> dict[str, str]:
-    return {"hashlab": hashlab_version, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+def _versions() -> Versions:
+    return Versions(hashlab=hashlab_version, torch=torch.__version__, torchvision=torchvision.__version__,
+                    numpy=np.__version__, python=platform.python_version())
 
 
-def _device_info(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"type": device.type, "name": str(device), "torch_threads": torch.get_num_threads()}
+def _device_info(device: torch.device) -> DeviceInfo:
     if device.type == "cuda":
-        info["cuda_name"] = torch.cuda.get_device_name(device)
-    else:
-        info["cpu"] = platform.processor() or platform.machine()
-        info["cpu_count"] = os.cpu_count()
-    return info
+        return DeviceInfo(type=device.type, name=str(device), torch_threads=torch.get_num_threads(),
+                          cuda_name=torch.cuda.get_device_name(device))
+    return DeviceInfo(type=device.type, name=str(device), torch_threads=torch.get_num_threads(),
+                      cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count())
 
 
 @contextlib.contextmanager
@@ -196,7 +210,7 @@ def _deterministic(on: bool, device: torch.device):
 
 def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, progress: bool,
          checkpointer: Checkpointer | None = None,
-         ) -> tuple[ArbMLP, dict[str, Any], list[dict[str, Any]], float, float]:
+         ) -> tuple[ArbMLP, DataInfo, list[EpochRecord], float, float]:
     """Load the data, build and train the model, evaluate it: the body of :func:`train`."""
     train_data, test_data, data_info = load_device_data(
         config.dataset, root, device, download=config.download, verify_md5=config.verify_md5,
@@ -214,22 +228,23 @@ def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, 
     shuffle = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)  # the global RNG during training is seeded and checkpointed too
-        done, epochs = (0, []) if checkpointer is None else checkpointer.resume(
+        done, epochs = (0, list[EpochRecord]()) if checkpointer is None else checkpointer.resume(
             model, optimizer, scheduler, shuffle, device)
         _train_epochs(model, optimizer, scheduler, train_data, config, shuffle, progress, done, epochs,
                       checkpointer, device, val_data)
     test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size, LOSS_FUNCTIONS[config.loss])
-    return model, data_info, epochs, test_acc, test_loss
+    return model, DataInfo.from_dict(data_info), epochs, test_acc, test_loss
 
 
 def _train_epochs(model: ArbMLP, optimizer: torch.optim.Optimizer, scheduler: Any, train_data: DeviceData,
                   config: TrainConfig, shuffle: torch.Generator, progress: bool, done: int,
-                  epochs: list[dict[str, Any]], checkpointer: Checkpointer | None, device: torch.device,
+                  epochs: list[EpochRecord], checkpointer: Checkpointer | None, device: torch.device,
                   val_data: DeviceData | None = None) -> None:
     """Epochs ``done + 1 .. config.epochs``, appending to ``epochs``; checkpoint after each if asked.
 
     With ``val_data``, each epoch ends with an evaluation on it (eval mode), recorded as
-    ``val_accuracy`` / ``val_loss``; the scheduler steps on ``config.lr_metric``.
+    ``val_accuracy`` / ``val_loss``; the scheduler steps on ``config.lr_metric``
+    (:meth:`EpochRecord.metric`).
     """
     loss_fn = LOSS_FUNCTIONS[config.loss]
     bar = tqdm(range(done + 1, config.epochs + 1), desc="epochs", disable=not progress, unit="epoch",
@@ -239,12 +254,12 @@ def _train_epochs(model: ArbMLP, optimizer: torch.optim.Optimizer, scheduler: An
         lr = optimizer.param_groups[0]["lr"]
         acc, loss = train_epoch(model, optimizer, train_data, config.batch_size, shuffle, progress,
                                 desc=f"epoch {epoch}", loss_fn=loss_fn)
-        record = {"epoch": epoch, "train_accuracy": acc, "train_loss": loss, "lr": lr}
-        if val_data is not None:
-            record["val_accuracy"], record["val_loss"] = evaluate(model, val_data, config.eval_batch_size, loss_fn)
-        scheduler.step(record[config.lr_metric])
-        record["wall_time_s"] = time.perf_counter() - te
-        epochs.append(record)
+        val_acc, val_loss = (None, None) if val_data is None else evaluate(
+            model, val_data, config.eval_batch_size, loss_fn)
+        partial = EpochRecord(epoch=epoch, train_accuracy=acc, train_loss=loss, lr=lr, wall_time_s=0.0,
+                              val_accuracy=val_acc, val_loss=val_loss)
+        scheduler.step(partial.metric(config.lr_metric))
+        epochs.append(dataclasses.replace(partial, wall_time_s=time.perf_counter() - te))
         bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.4f}", lr=f"{lr:g}")
         if checkpointer is not None:
             checkpointer.save(epoch, epochs, model, optimizer, scheduler, shuffle, device)
@@ -262,41 +277,25 @@ def check_map_fits(imap: IndexMap, config: TrainConfig, index_path: Path) -> Non
             f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`")
 
 
-def results_dict(config: TrainConfig, index_path: Path, imap: IndexMap, device_info: dict[str, Any], model: ArbMLP,
-                 data_info: dict[str, Any], epochs: list[dict[str, Any]], test_acc: float, test_loss: float,
-                 wall_time_s: float) -> dict[str, Any]:
-    """The results dict of one trained model (schema ``hashlab.train-results`` v1, docs/TRAINING.md)."""
-    return {
-        "schema": RESULTS_SCHEMA,
-        "schema_version": RESULTS_VERSION,
-        "config": config.to_dict(),
-        "seed": config.seed,
-        "versions": _versions(),
-        "device": device_info,
-        "index_file": {
-            "path": str(index_path),
-            "spec": imap.spec,
-            "table_sizes": list(imap.table_sizes),
-            "layers": [{"name": lay.name, "in_features": lay.in_features, "out_features": lay.out_features,
-                        "table": lay.table, "sign": lay.sign is not None,
-                        "bias_from_table": lay.bias_indices is not None,
-                        "zeros": int((np.asarray(lay.indices) < 0).sum())} for lay in imap.layers],
-            "num_weights": imap.num_weights,
-            "num_entries": imap.num_entries,
-            "compression_ratio": imap.compression_ratio,
-        },
-        "model": {"parameters": sum(p.numel() for p in model.parameters()), "table_entries": model.num_entries,
-                  "options": config.model_options()},
-        "data": data_info,
-        "epochs": epochs,
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "wall_time_s": wall_time_s,
-    }
+def make_result(config: TrainConfig, index_path: Path, imap: IndexMap, device_info: DeviceInfo, model: ArbMLP,
+                data_info: DataInfo, epochs: list[EpochRecord], test_acc: float, test_loss: float,
+                wall_time_s: float) -> TrainResult:
+    """The :class:`TrainResult` of one trained model (schema ``hashlab.train-results`` v1, docs/TRAINING.md)."""
+    index_file = IndexFileInfo(
+        path=str(index_path), spec=imap.spec, table_sizes=list(imap.table_sizes),
+        layers=[LayerSummary(name=lay.name, in_features=lay.in_features, out_features=lay.out_features,
+                             table=lay.table, sign=lay.sign is not None, bias_from_table=lay.bias_indices is not None,
+                             zeros=int((np.asarray(lay.indices) < 0).sum())) for lay in imap.layers],
+        num_weights=imap.num_weights, num_entries=imap.num_entries, compression_ratio=imap.compression_ratio)
+    return TrainResult(
+        config=config, versions=_versions(), device=device_info, index_file=index_file,
+        model=ModelInfo(parameters=sum(p.numel() for p in model.parameters()), table_entries=model.num_entries,
+                        options=config.model_options()),
+        data=data_info, epochs=list(epochs), test_accuracy=test_acc, test_loss=test_loss, wall_time_s=wall_time_s)
 
 
-def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), out: str | os.PathLike | None = None,
-          progress: bool | None = None, checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
+def train(index_file: str | os.PathLike, config: TrainConfig = PAPER_CONFIG, out: str | os.PathLike | None = None,
+          progress: bool | None = None, checkpoint: str | os.PathLike | None = None) -> TrainResult:
     """Train the :class:`ArbMLP` of ``index_file`` on ``config.dataset`` and report test accuracy.
 
     The network (:meth:`TrainConfig.model_options`), loss, optimizer, validation split and
@@ -312,7 +311,7 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
         index_file: an index file, format v1 or v2 (``hashlab build``). Only this file is read;
             no hash is recomputed.
         config: the training configuration.
-        out: if given, the results JSON is written there atomically.
+        out: if given, the results JSON (:meth:`TrainResult.to_dict`) is written there atomically.
         progress: show tqdm bars over epochs and batches; ``None`` shows them when stderr is a tty.
         checkpoint: if given, the full training state is written there atomically after every
             epoch, and a run that finds a checkpoint there resumes from it (same config and
@@ -320,7 +319,8 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
             See :mod:`trainers.torch_backend.checkpoint`.
 
     Returns:
-        The results dict (schema ``hashlab.train-results`` v1, docs/TRAINING.md).
+        The :class:`~trainers.torch_backend.results.TrainResult`; its ``to_dict()`` is the results
+        JSON (schema ``hashlab.train-results`` v1, docs/TRAINING.md).
 
     Raises:
         FileNotFoundError: if ``index_file`` does not exist.
@@ -355,8 +355,8 @@ def train(index_file: str | os.PathLike, config: TrainConfig = TrainConfig(), ou
     finally:
         torch.set_num_threads(threads)
 
-    results = results_dict(config, index_path, imap, device_info, model, data_info, epochs, test_acc, test_loss,
-                           time.perf_counter() - t0)
+    result = make_result(config, index_path, imap, device_info, model, data_info, epochs, test_acc, test_loss,
+                         time.perf_counter() - t0)
     if out is not None:
-        atomic_write_json(out, results)
-    return results
+        atomic_write_json(out, result.to_dict())
+    return result

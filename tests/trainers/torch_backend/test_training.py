@@ -10,7 +10,8 @@ import torch
 from hashlab import Architecture, HashSpec, build_map, load_index_file, save_index_file
 from hashlab.io.format import FormatError
 from trainers.torch_backend.config import TrainConfig
-from trainers.torch_backend.train import make_optimizer, make_scheduler, resolve_device, train
+from trainers.torch_backend.results import TrainResult
+from trainers.torch_backend.training import make_optimizer, make_scheduler, resolve_device, train
 
 MNIST_MLP = Architecture.parse("mnist-mlp")
 
@@ -32,9 +33,9 @@ def config(data_root, **kw) -> TrainConfig:
 def test_identity_mlp_reaches_97_percent_in_3_epochs(maps, data_root):
     """The paper's MNIST MLP with one entry per weight (a plain MLP); about 10 s on a 2-core CPU."""
     res = train(maps["identity"], config(data_root, epochs=3, batch_size=200), progress=False)
-    assert res["test_accuracy"] >= 0.97, res["epochs"]
-    assert [e["lr"] for e in res["epochs"]] == [0.1, 0.1, 0.1]
-    assert res["epochs"][-1]["train_accuracy"] > res["epochs"][0]["train_accuracy"]
+    assert res.test_accuracy >= 0.97, res.epochs
+    assert [e.lr for e in res.epochs] == [0.1, 0.1, 0.1]
+    assert res.epochs[-1].train_accuracy > res.epochs[0].train_accuracy
 
 
 def reference_lrs(accuracies, lr, factor, patience):
@@ -82,8 +83,8 @@ def test_first_drop_happens_exactly_after_four_flat_epochs():
 def test_training_records_the_schedule(maps, data_root):
     """A small real run long enough for training accuracy to plateau: the recorded LRs follow the rule."""
     res = train(maps["identity"], config(data_root, epochs=15, batch_size=50, limit_train=200), progress=False)
-    accs = [e["train_accuracy"] for e in res["epochs"]]
-    lrs = [e["lr"] for e in res["epochs"]]
+    accs = [e.train_accuracy for e in res.epochs]
+    lrs = [e.lr for e in res.epochs]
     assert lrs == pytest.approx(reference_lrs(accs, 0.1, 0.1, 4), rel=1e-12)
     assert min(lrs) < 0.1, accs  # the run did hit a plateau
 
@@ -96,12 +97,13 @@ def test_same_seed_same_run_and_results_file(maps, data_root, tmp_path):
     second = train(maps["dirichlet"], cfg, out=tmp_path / "res" / "run.json", progress=False)
     other = train(maps["dirichlet"], config(data_root, epochs=1, batch_size=100, limit_train=2000, seed=6),
                   progress=False)
-    assert first["epochs"][0]["train_loss"] == second["epochs"][0]["train_loss"]
-    assert first["test_accuracy"] == second["test_accuracy"]
-    assert other["epochs"][0]["train_loss"] != first["epochs"][0]["train_loss"]
+    assert first.epochs[0].train_loss == second.epochs[0].train_loss
+    assert first.test_accuracy == second.test_accuracy
+    assert other.epochs[0].train_loss != first.epochs[0].train_loss
 
     saved = json.loads((tmp_path / "res" / "run.json").read_text())
-    assert saved == json.loads(json.dumps(second))
+    assert saved == json.loads(json.dumps(second.to_dict()))
+    assert TrainResult.from_dict(saved) == second
     assert saved["schema"] == "hashlab.train-results" and saved["schema_version"] == 1
     assert saved["config"] == cfg.to_dict() and saved["seed"] == 5
     assert set(saved["versions"]) == {"hashlab", "torch", "torchvision", "numpy", "python"}
@@ -135,8 +137,8 @@ def test_cuda_requested_without_cuda_is_a_clear_error(maps, data_root):
 def test_trains_on_cuda(maps, data_root):
     assert resolve_device("auto").type == "cuda"
     res = train(maps["dirichlet"], config(data_root, device="auto", epochs=2, limit_train=5000), progress=False)
-    assert res["device"]["type"] == "cuda" and "cuda_name" in res["device"]
-    assert res["test_accuracy"] > 0.8
+    assert res.device.type == "cuda" and res.device.cuda_name
+    assert res.test_accuracy > 0.8
 
 
 OPTIMIZER_CASES = [  # (TrainConfig fields, torch optimizer class, expected param-group values)
@@ -167,4 +169,4 @@ def test_adamw_with_load_scale_trains_and_is_recorded(maps, data_root, tmp_path)
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["config"]["optimizer"] == "adamw" and saved["config"]["table_grad_scale"] == "load"
     assert saved["config"]["weight_decay"] == 1e-4 and TrainConfig.from_dict(saved["config"]) == cfg
-    assert res["test_accuracy"] > 0.5
+    assert res.test_accuracy > 0.5
