@@ -181,7 +181,7 @@ def check_real(name: str, value: Any, lo: float | None = None, hi: float | None 
 
 
 def check_bool(name: str, value: Any, error: type[Exception] = ValueError, hint: str | None = None, *,
-               numpy: bool = False) -> bool:
+               numpy: bool = False, expected: str | None = None) -> bool:
     """Raise ``error`` unless ``value`` is ``True`` or ``False`` (not ``1`` or ``"yes"``).
 
     Parameters
@@ -193,6 +193,9 @@ def check_bool(name: str, value: Any, error: type[Exception] = ValueError, hint:
         Appended in parentheses.
     numpy : bool
         Also accept ``numpy.bool_``.
+    expected : str or None
+        The allowed values in the caller's words (default ``"True or False"``), for a caller that
+        accepts more (e.g. ``None``) and checks that itself.
 
     Returns
     -------
@@ -204,7 +207,7 @@ def check_bool(name: str, value: Any, error: type[Exception] = ValueError, hint:
         ``"{name} must be True or False, got {value!r}"``.
     """
     if not isinstance(value, (bool, np.bool_) if numpy else bool):
-        raise _fail(error, name, "True or False", value, hint)
+        raise _fail(error, name, expected or "True or False", value, hint)
     return bool(value)
 
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hashlab.configs import check_int, dataclass_from_dict
+from hashlab.configs import check_bool, check_int, check_real, dataclass_from_dict
 
 __all__ = ["TrainConfig", "ConfigError", "DATASET_NAMES", "OPTIMIZERS", "TABLE_GRAD_SCALES", "ACTIVATIONS",
            "LOSSES", "VAL_SPLITS", "LR_METRICS", "MODEL_PRESETS", "RECIPES"]
@@ -206,9 +205,9 @@ class TrainConfig:
             _check_int("num_threads", self.num_threads, 1, 4096, "or None for torch's default")
         if self.limit_train is not None:
             _check_int("limit_train", self.limit_train, 2, 10**9, "or None for the whole training set")
-        _check_float("lr", self.lr, lambda v: v > 0, "> 0 (the paper uses 0.1)")
-        _check_float("momentum", self.momentum, lambda v: 0 <= v < 1, "in [0, 1) (the paper uses 0.9)")
-        _check_float("lr_factor", self.lr_factor, lambda v: 0 < v < 1, "in (0, 1) (0.1 divides by 10)")
+        check_real("lr", self.lr, 0, None, ConfigError, "the paper uses 0.1", lo_open=True)
+        check_real("momentum", self.momentum, 0, 1, ConfigError, "the paper uses 0.9", hi_open=True)
+        check_real("lr_factor", self.lr_factor, 0, 1, ConfigError, "0.1 divides by 10", lo_open=True, hi_open=True)
         self._check_optimizer()
         self._check_model()
         self._check_validation()
@@ -219,7 +218,7 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)} "
                               "(sgd is the paper's)")
-        _check_float("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0 (0 = none, the paper's)")
+        check_real("weight_decay", self.weight_decay, 0, None, ConfigError, "0 = none, the paper's")
         if self.table_grad_scale not in TABLE_GRAD_SCALES:
             raise ConfigError(f"unknown table_grad_scale {self.table_grad_scale!r}; choose one of "
                               f"{', '.join(TABLE_GRAD_SCALES)} ('none' is the paper's)")
@@ -229,18 +228,17 @@ class TrainConfig:
         if self.activation is not None:
             _check_choice("activation", self.activation, ACTIVATIONS, "or None for the model preset's")
         for name in ("batch_norm", "output_activation"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True, False or None (the model preset's), "
-                                  f"got {getattr(self, name)!r}")
+            if getattr(self, name) is not None:
+                check_bool(name, getattr(self, name), ConfigError, expected="True, False or None (the model preset's)")
         for name in ("dropout", "input_dropout"):
             if getattr(self, name) is not None:
-                _check_float(name, getattr(self, name), lambda v: 0 <= v < 1,
-                             "in [0, 1) (HashedNets uses 0.25), or None for the model preset's")
+                check_real(name, getattr(self, name), 0, 1, ConfigError,
+                           "HashedNets uses 0.25; or None for the model preset's", hi_open=True)
         _check_choice("loss", self.loss, LOSSES, "('cross_entropy' is both papers')")
 
     def _check_validation(self) -> None:
-        _check_float("val_fraction", self.val_fraction, lambda v: 0 <= v < 1,
-                     "in [0, 1) (0 = no validation set, the paper's; HashedNets holds out 0.1)")
+        check_real("val_fraction", self.val_fraction, 0, 1, ConfigError,
+                   "0 = no validation set, the paper's; HashedNets holds out 0.1", hi_open=True)
         _check_choice("val_split", self.val_split, VAL_SPLITS, "(which training samples are held out)")
         _check_choice("lr_metric", self.lr_metric, LR_METRICS, "('train_accuracy' is the paper's)")
         if self.lr_metric.startswith("val_") and self.val_fraction == 0:
@@ -286,7 +284,3 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...], hint: str) ->
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)} {hint}")
 
-
-def _check_float(name: str, value: Any, ok, hint: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-        raise ConfigError(f"{name} must be a finite number {hint}, got {value!r}")

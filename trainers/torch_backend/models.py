@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hashlab.configs import check_real
 from hashlab.io.format import load_index_file
 from hashlab.maps.indexmap import IndexMap
 
@@ -92,8 +93,7 @@ class ArbMLP(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         for name, p in (("dropout", dropout), ("input_dropout", input_dropout)):
-            if not 0 <= p < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {p!r}")
+            check_real(name, p, 0, 1, hi_open=True, expected="in [0, 1)")
         layers = index_map.layers
         for prev, lay in zip(layers[:-1], layers[1:]):
             if lay.in_features != prev.out_features:
