@@ -9,6 +9,7 @@ from analysis.clustering import main
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_clustering_study_runs_on_real_mnist(tmp_path, data_root):
     out = tmp_path / "clustering"
     res = subprocess.run(

@@ -9,6 +9,7 @@ import sys
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_main_job_runs_on_real_mnist(tmp_path, data_root):
     out = tmp_path / "main"
     res = subprocess.run(

@@ -141,6 +141,7 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "x" / "runs").exists()
 
 
+@pytest.mark.slow
 def test_smoke_profile_writes_rows_figures_and_report(smoke):
     out, summary = smoke
     assert summary["runs"] == 16 and summary["finished"] == 16 and not summary["failed"]
@@ -160,6 +161,7 @@ def test_smoke_profile_writes_rows_figures_and_report(smoke):
     assert seeds == {("0", "1000"), ("1", "1001")}
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs(smoke, data_root):
     out, _ = smoke
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
@@ -180,6 +182,7 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_killing_only_the_reproduction_leaves_no_orphan_workers(tmp_path, data_root):
     cmd = [sys.executable, "-m", "analysis.reproduce", "--profile", "smoke", "--out", str(tmp_path), "--data-root",
@@ -204,6 +207,7 @@ def test_killing_only_the_reproduction_leaves_no_orphan_workers(tmp_path, data_r
     assert not alive, f"workers {alive} outlived the killed reproduction"
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_rerun_gives_every_run_once_and_equal_rows(smoke, tmp_path, data_root):
     ref_out, _ = smoke
     out = tmp_path / "killed"
@@ -226,6 +230,7 @@ def test_sigkill_midway_then_rerun_gives_every_run_once_and_equal_rows(smoke, tm
     assert stable(rows) == stable(read_csv(ref_out / "results.csv"))
 
 
+@pytest.mark.slow
 def test_ray_engine_gives_the_rows_of_the_local_pool(smoke, tmp_path, data_root):
     ref_out, _ = smoke
     summary = reproduce("smoke", "mnist", tmp_path, data_root=str(data_root), engine="ray", workers=2,
@@ -251,6 +256,7 @@ def test_plan_tasks_groups_runs_that_differ_only_in_their_map():
         plan_tasks(runs, 0)
 
 
+@pytest.mark.slow
 def test_groups_give_the_rows_of_solo_runs(smoke, tmp_path, data_root):
     out, _ = smoke
     summary = reproduce("smoke", "mnist", tmp_path, data_root=str(data_root), workers=2, progress=False,

@@ -68,6 +68,7 @@ def test_model_reads_hashed_biases_from_the_table(budget_file):
     torch.testing.assert_close(fc0.virtual_bias(), want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_train_accepts_compression_hash_bias_maps(tmp_path, data_root, scope, capsys):
     path = tmp_path / "m.safetensors"

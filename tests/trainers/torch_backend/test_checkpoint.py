@@ -38,6 +38,7 @@ def index_file(tmp_path_factory):
     return save_index_file(imap, tmp_path_factory.mktemp("ck") / "map.safetensors")
 
 
+@pytest.mark.slow
 def test_sigkilled_training_resumes_to_identical_results(tmp_path, data_root, index_file):
     config = TrainConfig(data_root=str(data_root), epochs=EPOCHS, limit_train=6000, batch_size=50, device="cpu",
                          seed=5, lr_patience=1)
@@ -62,6 +63,7 @@ def test_sigkilled_training_resumes_to_identical_results(tmp_path, data_root, in
     assert torch.load(ck, weights_only=True)["epoch"] == EPOCHS
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_config_is_refused(tmp_path, data_root, index_file, capsys):
     ck = tmp_path / "train.ckpt"
     config = TrainConfig(data_root=str(data_root), epochs=1, limit_train=500, batch_size=50, device="cpu")
@@ -82,6 +84,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, data_root, index_file
         train(index_file, config, checkpoint=tmp_path / "junk.ckpt")
 
 
+@pytest.mark.slow
 def test_deterministic_flag_keeps_cpu_results_and_restores_the_global_setting(data_root, index_file):
     config = TrainConfig(data_root=str(data_root), epochs=1, limit_train=500, batch_size=50, device="cpu")
     plain = train(index_file, config, progress=False)

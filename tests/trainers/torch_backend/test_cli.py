@@ -18,6 +18,7 @@ def hashlab(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_build_then_train_in_subprocesses(tmp_path, data_root):
     path, out = tmp_path / "map.safetensors", tmp_path / "results.json"
     built = hashlab("build", "--kind", "dirichlet", "--alpha", "1", "--table-size", "1000", "-o", str(path))
@@ -88,6 +89,7 @@ def _two_maps(tmp_path):
     return paths
 
 
+@pytest.mark.slow
 def test_several_files_train_as_one_group_with_a_results_file_each(tmp_path, data_root, capsys):
     paths = _two_maps(tmp_path)
     out = tmp_path / "results"

@@ -77,6 +77,7 @@ def _init(shape, fan_in, gen):
     return (torch.rand(shape, generator=gen) * 2 - 1) * bound
 
 
+@pytest.mark.slow
 def test_mnist_training_matches_a_real_conv2d_for_50_sgd_steps(data_root):
     """Same init, same batches: the conv ArbNet and nn.Conv2d give the same loss over 50 steps, to 1e-4."""
     mnist = torchvision.datasets.MNIST(str(data_root), train=True, download=False)

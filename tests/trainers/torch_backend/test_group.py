@@ -51,6 +51,7 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch
                                                                          reason="needs CUDA")])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_each_member_ends_as_if_trained_alone(files, data_root, one_thread, device):
     cfg = config(data_root, table_grad_scale="load", device=device)
@@ -69,6 +70,7 @@ def test_each_member_ends_as_if_trained_alone(files, data_root, one_thread, devi
         assert accs[i] == pytest.approx(solo_acc, abs=3e-4) and losses[i] == pytest.approx(solo_loss, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_results_have_the_content_of_train(files, data_root, tmp_path):
     cfg = config(data_root, epochs=1)
     outs = [tmp_path / f"r{i}.json" for i in range(2)]

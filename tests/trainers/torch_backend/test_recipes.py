@@ -33,6 +33,7 @@ PRE_CHANGE_PLATFORM = ("2.14.1+cu130", "x86_64", "AVX512")
 PRE_CHANGE_TEST_ACCURACY = 0.6688
 
 
+@pytest.mark.slow
 def test_default_config_trains_bit_identically_to_the_code_before(small_map, data_root, tmp_path):
     here = (torch.__version__, platform.machine(), torch.backends.cpu.get_cpu_capability())
     res = train(small_map, config(data_root, epochs=2, batch_size=100, limit_train=600, seed=5), progress=False,
@@ -77,6 +78,7 @@ def test_lr_drops_after_patience_epochs_without_a_lower_val_loss(losses, patienc
     assert reference_lrs_min([0.5] * 5, 0.1, 0.1, 3)[-1] == pytest.approx(0.01)  # epochs 2-4 flat -> epoch 5
 
 
+@pytest.mark.slow
 def test_hashednets_recipe_on_real_mnist_records_validation(small_map, data_root):
     cfg = TrainConfig.from_recipe("hashednets", data_root=str(data_root), device="cpu", num_threads=1, epochs=4,
                                   limit_train=1000, lr_patience=1)
@@ -92,6 +94,7 @@ def test_hashednets_recipe_on_real_mnist_records_validation(small_map, data_root
     assert res.test_accuracy > 0.5  # 10 classes: chance is 0.1
 
 
+@pytest.mark.slow
 def test_dense_baseline_of_any_width_trains_through_the_same_config(data_root, tmp_path):
     """HashedNets' "NN" baseline: a plain 784-h-10 MLP is the identity map of that architecture."""
     dense = save_index_file(build_map(HashSpec(kind="identity"), Architecture.parse("784-24-10")), tmp_path / "nn.st")
@@ -103,6 +106,7 @@ def test_dense_baseline_of_any_width_trains_through_the_same_config(data_root, t
     assert res.epochs[1].train_loss < res.epochs[0].train_loss and res.test_accuracy > 0.5
 
 
+@pytest.mark.slow
 def test_mse_loss_is_the_squared_error_to_the_one_hot_label(small_map, data_root):
     logits = torch.tensor([[0.5, -1.0, 2.0], [0.0, 1.0, 0.0]])
     y = torch.tensor([2, 0])
@@ -123,6 +127,7 @@ def test_group_training_refuses_other_networks(small_map, data_root):
         train_group([small_map], TrainConfig.from_recipe("hashednets", data_root=str(data_root)), progress=False)
 
 
+@pytest.mark.slow
 def test_checkpoint_written_before_the_new_fields_resumes(small_map, data_root, tmp_path):
     cfg = config(data_root, epochs=1, batch_size=100, limit_train=300)
     first = train(small_map, cfg, progress=False, checkpoint=tmp_path / "ck.pt")

@@ -30,6 +30,7 @@ def config(data_root, **kw) -> TrainConfig:
     return TrainConfig(**({"data_root": str(data_root), "device": "cpu", "num_threads": 1} | kw))
 
 
+@pytest.mark.slow
 def test_identity_mlp_reaches_97_percent_in_3_epochs(maps, data_root):
     """The paper's MNIST MLP with one entry per weight (a plain MLP); about 10 s on a 2-core CPU."""
     res = train(maps["identity"], config(data_root, epochs=3, batch_size=200), progress=False)
@@ -80,6 +81,7 @@ def test_first_drop_happens_exactly_after_four_flat_epochs():
     assert used == pytest.approx([0.1] * 5 + [0.01] * 4)  # epochs 2-5 flat -> epoch 6 runs at 0.01
 
 
+@pytest.mark.slow
 def test_training_records_the_schedule(maps, data_root):
     """A small real run long enough for training accuracy to plateau: the recorded LRs follow the rule."""
     res = train(maps["identity"], config(data_root, epochs=15, batch_size=50, limit_train=200), progress=False)
@@ -89,6 +91,7 @@ def test_training_records_the_schedule(maps, data_root):
     assert min(lrs) < 0.1, accs  # the run did hit a plateau
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_results_file(maps, data_root, tmp_path):
     cfg = config(data_root, epochs=1, batch_size=100, limit_train=2000, seed=5)
     state = torch.get_rng_state()
@@ -162,6 +165,7 @@ def test_optimizer_from_config_under_the_plateau_schedule(fields, cls, group):
     assert opt.param_groups[0]["lr"] == pytest.approx(cfg.lr * cfg.lr_factor)
 
 
+@pytest.mark.slow
 def test_adamw_with_load_scale_trains_and_is_recorded(maps, data_root, tmp_path):
     cfg = config(data_root, epochs=1, limit_train=2000, batch_size=100, optimizer="adamw", lr=1e-3,
                  weight_decay=1e-4, table_grad_scale="load")
