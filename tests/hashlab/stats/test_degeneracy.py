@@ -8,8 +8,18 @@ from hypothesis import strategies as st
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, LayerMap, build_map, index_dtype
 from hashlab.stats import format_report, layer_degeneracy, map_degeneracy, map_report
-from hashlab.stats.degeneracy import (_NO_SIGN, _col_groups_confirmed, _group, _line_hashes, col_groups_nb,
-                                      col_groups_ref, line_groups_nb, line_groups_ref, row_groups_nb, row_groups_ref)
+from hashlab.stats.group_kernels import (
+    _NO_SIGN,
+    _col_groups_confirmed,
+    _group,
+    _line_hashes,
+    col_groups_nb,
+    col_groups_ref,
+    line_groups_nb,
+    line_groups_ref,
+    row_groups_nb,
+    row_groups_ref,
+)
 
 
 def brute_groups(indices, sign, by_row):
