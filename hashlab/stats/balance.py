@@ -446,7 +446,7 @@ class MapAnalyzer:
                              "hashlab.load_index_file(path) or build one with hashlab.build_map(...)")
         if self.degeneracy and (int(self.rank_limit) < 0 or int(self.rank_draws) < 1):
             raise ValueError(f"need rank_limit >= 0 and rank_draws >= 1, got {self.rank_limit}, {self.rank_draws}")
-        loads_k, signs_k = SK.kernels(self.backend)[:2]
+        kern = SK.kernels(self.backend)
         t0 = time.perf_counter()
         t_tests = 0.0  # entropy, uniformity tests, max-load expectation (balance_stats), inside balance_s
 
@@ -465,11 +465,11 @@ class MapAnalyzer:
         for lay in imap.layers:
             n = imap.table_sizes[lay.table]
             flat = lay.indices.reshape(-1)
-            loads, zeroed = loads_k(flat, n)
+            loads, zeroed = kern.loads(flat, n)
             if loads.sum() + zeroed != flat.size:
                 raise ValueError(f"layer {lay.name!r}: indices outside [-1, {n}); run IndexMap.validate() "
                                  "to locate them")
-            sums = signs_k(flat, lay.sign.reshape(-1), n) if lay.sign is not None else None
+            sums = kern.sign_sums(flat, lay.sign.reshape(-1), n) if lay.sign is not None else None
             tab_loads[lay.table] += loads
             tab_zero[lay.table] += zeroed
             if sums is not None:

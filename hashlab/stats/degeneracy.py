@@ -17,9 +17,10 @@ each column's key sequence, both from one pass over the matrix in memory order (
 over blocks of rows), a sort of the ``R`` row hashes (``C`` column hashes), and within
 each run of equal hashes an exact comparison against the run's representatives, so a hash
 collision can never merge two different rows (columns: all confirmed together in one row-major
-pass, falling back on the run-by-run comparison if any differs, :func:`_col_groups_confirmed`).
+pass, falling back on the run-by-run comparison if any differs).
 The numpy twins use ``numpy.unique(axis=0)`` on the key rows; ``tests/hashlab/stats/test_degeneracy.py``
-shows both agree with brute force.
+shows both agree with brute force. The kernels live in :mod:`hashlab.stats.group_kernels` and are
+called as ``line_groups`` of :func:`hashlab.stats.kernels.kernels`.
 
 The rank for random table values is ``numpy.linalg.matrix_rank`` of ``W`` with table values drawn
 ``N(0, 1)`` (seeded), maximised over a few draws. Duplicate rows and columns do not change the
@@ -34,21 +35,11 @@ from typing import Any
 import numpy as np
 
 from ..maps.indexmap import IndexMap, LayerMap
-from .group_kernels import (
-    _group_kernels,
-    col_groups_nb,
-    col_groups_ref,
-    line_groups_nb,
-    line_groups_ref,
-    position_keys,
-    row_groups_nb,
-    row_groups_ref,
-)
+from . import kernels as SK
 
 __all__ = [
-    "LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy", "position_keys",
-    "row_groups_ref", "col_groups_ref", "row_groups_nb", "col_groups_nb", "line_groups_ref", "line_groups_nb",
-    "RANK_LIMIT", "RANK_DRAWS", "degeneracy_lines",
+    "LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy", "RANK_LIMIT", "RANK_DRAWS",
+    "degeneracy_lines",
 ]
 
 RANK_LIMIT = 1 << 20
@@ -214,7 +205,7 @@ def layer_degeneracy(layer: LayerMap, rank_limit: int = RANK_LIMIT, rank_draws: 
         raise ValueError(f"expected a LayerMap, got {type(layer).__name__}; take one from IndexMap.layers")
     if rank_limit < 0 or rank_draws < 1:
         raise ValueError(f"need rank_limit >= 0 and rank_draws >= 1, got {rank_limit}, {rank_draws}")
-    rg, cg = _group_kernels(backend)(layer.indices, layer.sign)
+    rg, cg = SK.kernels(backend).line_groups(layer.indices, layer.sign)
     rep_r = np.flatnonzero(rg == np.arange(rg.size))
     rep_c = np.flatnonzero(cg == np.arange(cg.size))
     ranks = None

@@ -14,8 +14,7 @@ from ..maps.kernels import _P1, _P2, _P3
 from ..maps.kernels import _avalanche as _final  # the XXH64 avalanche: rows hash like identifiers
 
 __all__ = [
-    "position_keys", "row_groups_ref", "col_groups_ref", "row_groups_nb", "col_groups_nb", "line_groups_ref",
-    "line_groups_nb",
+    "position_keys", "row_groups_ref", "col_groups_ref", "line_groups_ref", "line_groups_nb",
 ]
 
 _SEED = np.uint64(0x9E3779B97F4A7C15)
@@ -227,7 +226,7 @@ _NO_SIGN = np.ones((1, 1), np.int8)
 
 
 def line_groups_nb(indices: np.ndarray, sign: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """numba twin of ``(row_groups_ref, col_groups_ref)``: hash every row and column in one pass over
+    """numba twin of :func:`line_groups_ref`: hash every row and column in one pass over
     the matrix (:func:`_line_hashes`), sort the hashes, then confirm exactly within equal hashes
     (columns: all at once in memory order, :func:`_col_groups_confirmed`)."""
     indices = np.ascontiguousarray(indices)
@@ -239,24 +238,6 @@ def line_groups_nb(indices: np.ndarray, sign: np.ndarray | None) -> tuple[np.nda
     return rows, cols
 
 
-def row_groups_nb(indices: np.ndarray, sign: np.ndarray | None) -> np.ndarray:
-    """numba twin of :func:`row_groups_ref` (hash each row, then confirm exactly within equal hashes)."""
-    return line_groups_nb(indices, sign)[0]
-
-
-def col_groups_nb(indices: np.ndarray, sign: np.ndarray | None) -> np.ndarray:
-    """numba twin of :func:`col_groups_ref`."""
-    return line_groups_nb(indices, sign)[1]
-
-
 def line_groups_ref(indices: np.ndarray, sign: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``(row_groups_ref(...), col_groups_ref(...))``."""
     return row_groups_ref(indices, sign), col_groups_ref(indices, sign)
-
-
-def _group_kernels(backend: str):
-    if backend == "numba":
-        return line_groups_nb
-    if backend == "numpy":
-        return line_groups_ref
-    raise ValueError(f"unknown backend {backend!r}; choose 'numba' or 'numpy'")

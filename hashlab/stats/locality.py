@@ -414,21 +414,21 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
     if indices.size >= 2**31:
         raise ValueError(f"layer {name!r} has {indices.size} weights; locality supports layers below 2**31 "
                          "weights (run with locality=False / --no-locality)")
-    _, _, bucket_sort, nearest_histograms, layer_pair_counts = SK.kernels(backend)
+    kern = SK.kernels(backend)
     rows, cols = indices.shape
     flat = indices.reshape(-1)
     total = flat.size
     if thresholds is None:
         thresholds = default_thresholds(max(total - 1, 1))
     thresholds = np.asarray(thresholds, dtype=np.int64)
-    starts, ids = bucket_sort(flat, n)
+    starts, ids = kern.bucket_sort(flat, n)
     loads = np.diff(starts)
     zeroed = total - ids.size
     sparsity = zeroed / total if total else 0.0
-    hists = dict(zip(("id", "grid"), nearest_histograms(starts, ids, cols)))
+    hists = dict(zip(("id", "grid"), kern.nearest_histograms(starts, ids, cols)))
     del ids
     pair_th = pair_thresholds(thresholds)
-    pairs = layer_pair_counts(flat, n, np.minimum(pair_th, max(total - 1, 0)))
+    pairs = kern.layer_pair_counts(flat, n, np.minimum(pair_th, max(total - 1, 0)))
     pairs_total = int((loads * (loads - 1) // 2).sum())
     out = {}
     for metric, hist in hists.items():
