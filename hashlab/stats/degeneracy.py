@@ -39,7 +39,6 @@ from . import kernels as SK
 
 __all__ = [
     "LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy", "RANK_LIMIT", "RANK_DRAWS",
-    "degeneracy_lines",
 ]
 
 RANK_LIMIT = 1 << 20
@@ -231,31 +230,3 @@ def map_degeneracy(imap: IndexMap, rank_limit: int = RANK_LIMIT, rank_draws: int
         raise ValueError(f"expected an IndexMap, got {type(imap).__name__}; build one with hashlab.build_map(...)")
     return MapDegeneracy([layer_degeneracy(lay, rank_limit, rank_draws, seed, backend) for lay in imap.layers],
                          rank_limit=rank_limit, rank_draws=rank_draws)
-
-
-# --------------------------------------------------------------------------- text
-def degeneracy_lines(deg: MapDegeneracy, table) -> list[str]:
-    """Text section of :func:`hashlab.stats.format_report`; ``table(header, rows)`` lays out columns."""
-    out = ["", "degeneracy: identical (index, sign) rows compute the same pre-activation, identical columns merge "
-               "inputs; rank(W) <= min(distinct rows, distinct cols) for any table values"]
-    header = ["layer", "shape", "distinct rows", "distinct cols", "max row group", "max col group", "rank bound",
-              "min(out,in)", "random rank"]
-
-    def row(d):
-        rr = "-" if d.random_rank is None else f"{d.random_rank:,}"
-        return [d.name, f"{d.out_features}x{d.in_features}", f"{d.distinct_rows:,}", f"{d.distinct_cols:,}",
-                f"{d.largest_row_group:,}", f"{d.largest_col_group:,}", f"{d.rank_bound:,}", f"{d.full_rank:,}", rr]
-
-    rows = [row(d) for d in deg.layers]
-    rows.append(["total", "", f"{deg.distinct_rows:,} / {deg.rows:,}", f"{deg.distinct_cols:,} / {deg.cols:,}",
-                 "", "", f"{deg.rank_bound:,}", f"{deg.full_rank:,}", ""])
-    out += table(header, rows, 2)
-    out.append(f"  random rank: numpy.linalg.matrix_rank of W with N(0, 1) table values, max of {deg.rank_draws} "
-               f"seeded draws, on the distinct rows x distinct cols submatrix when it has <= {deg.rank_limit:,} "
-               "entries ('-' above)")
-    for d in deg.layers:
-        if d.degenerate:
-            out.append(f"  WARNING: {d.name}: rank bound {d.rank_bound:,} < min(out, in) = {d.full_rank:,}: only "
-                       f"{d.distinct_rows:,} of {d.out_features:,} output units and {d.distinct_cols:,} of "
-                       f"{d.in_features:,} inputs are distinct")
-    return out
