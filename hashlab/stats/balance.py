@@ -185,6 +185,9 @@ class BalanceStats:
     dof : int
         ``sum(groups) - len(groups)``.
     sign : SignStats or None
+    table : int or None
+        The table's number for the loads of one table pooled over its layers; None for a layer or
+        the total (a layer's table is :attr:`LayerReport.table`).
     """
 
     name: str
@@ -205,6 +208,7 @@ class BalanceStats:
     g_p: float
     dof: int
     sign: SignStats | None = None
+    table: int | None = None
 
     @property
     def nonzero(self) -> int:
@@ -268,7 +272,7 @@ class BalanceStats:
 
 
 def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] | None = None,
-                  sign_sums: np.ndarray | None = None) -> BalanceStats:
+                  sign_sums: np.ndarray | None = None, table: int | None = None) -> BalanceStats:
     """Compute :class:`BalanceStats` from loads.
 
     Parameters
@@ -282,6 +286,8 @@ def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] |
         default one group.
     sign_sums : ndarray of int64, shape (num_entries,), optional
         Per-entry sums of the sign hash, if the map has one.
+    table : int, optional
+        The table's number when ``loads`` are one table's (stored as :attr:`BalanceStats.table`).
 
     Raises
     ------
@@ -319,7 +325,7 @@ def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] |
         loads=loads, groups=groups, entropy_nats=entropy_nats(loads), min_load=int(loads.min()) if loads.size else 0,
         max_load=mx, empty_entries=int((loads == 0).sum()), expected_max_load=exp_max, max_load_p=float(tail),
         chi2=chi, chi2_p=chi_p, g=g, g_p=g_p, dof=dof,
-        sign=sign_stats(sign_sums, loads) if sign_sums is not None else None,
+        sign=sign_stats(sign_sums, loads) if sign_sums is not None else None, table=table,
     )
 
 
@@ -476,7 +482,7 @@ class MapAnalyzer:
                 tab_signs[lay.table] = sums if tab_signs[lay.table] is None else tab_signs[lay.table] + sums
             layers.append(LayerReport(lay.name, lay.out_features, lay.in_features, lay.table,
                                       stats(lay.name, loads, zeroed, sign_sums=sums)))
-        tables = [stats(f"table {t}", tab_loads[t], tab_zero[t], sign_sums=tab_signs[t]) for t in range(ntab)]
+        tables = [stats(f"table {t}", tab_loads[t], tab_zero[t], sign_sums=tab_signs[t], table=t) for t in range(ntab)]
         has_sign = any(s is not None for s in tab_signs)
         total = stats(
             "total", np.concatenate(tab_loads), sum(tab_zero), groups=list(imap.table_sizes),
@@ -490,17 +496,21 @@ class MapAnalyzer:
             t1 = time.perf_counter()
             th = (np.asarray(self.thresholds, dtype=np.int64) if self.thresholds is not None
                   else default_thresholds(max(lay.num_weights for lay in imap.layers) - 1))
-            for rep, lay in zip(layers, imap.layers):
-                rep.locality = layer_locality(lay.name, lay.indices, imap.table_sizes[lay.table], th, self.backend)
-            pooled = LayerLocality(id=pool_locality([r.locality.id for r in layers]),
-                                   grid=pool_locality([r.locality.grid for r in layers]))
+            locs = [layer_locality(lay.name, lay.indices, imap.table_sizes[lay.table], th, self.backend)
+                    for lay in imap.layers]
+            for rep, loc in zip(layers, locs):
+                rep.locality = loc
+            pooled = LayerLocality(id=pool_locality([loc.id for loc in locs]),
+                                   grid=pool_locality([loc.grid for loc in locs]))
             timings["locality_s"] = time.perf_counter() - t1
         deg = None
         if self.degeneracy:
             t2 = time.perf_counter()
-            for rep, lay in zip(layers, imap.layers):
-                rep.degeneracy = layer_degeneracy(lay, self.rank_limit, self.rank_draws, backend=self.backend)
-            deg = MapDegeneracy([r.degeneracy for r in layers], self.rank_limit, self.rank_draws)
+            degs = [layer_degeneracy(lay, self.rank_limit, self.rank_draws, backend=self.backend)
+                    for lay in imap.layers]
+            for rep, d in zip(layers, degs):
+                rep.degeneracy = d
+            deg = MapDegeneracy(degs, self.rank_limit, self.rank_draws)
             timings["degeneracy_s"] = time.perf_counter() - t2
         if self.theory:
             t3 = time.perf_counter()

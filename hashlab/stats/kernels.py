@@ -540,8 +540,9 @@ def nearest_histograms_ref(starts: np.ndarray, ids: np.ndarray, in_features: int
         (length: the largest distance + 1; ``[0]`` when no weight has a partner).
     """
     d_id, d_grid = nearest_partner_ref(starts, ids, in_features)
-    return tuple(np.bincount(d[d >= 0]).astype(np.int64) if (d >= 0).any() else np.zeros(1, np.int64)
-                 for d in (d_id, d_grid))
+    h_id, h_grid = (np.bincount(d[d >= 0]).astype(np.int64) if (d >= 0).any() else np.zeros(1, np.int64)
+                    for d in (d_id, d_grid))
+    return h_id, h_grid
 
 
 def nearest_histograms_nb(starts: np.ndarray, ids: np.ndarray, in_features: int

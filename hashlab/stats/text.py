@@ -80,7 +80,7 @@ def format_report(report: MapReport) -> str:
               "min", "mean", "max", "E[max]", "chi2 p", "G p"]
     rows = [_balance_row(r.name, f"{r.out_features}x{r.in_features}", str(r.table), r.balance)
             for r in report.layers]
-    shared = [tb for tb in report.tables if sum(r.table == int(tb.name.split()[-1]) for r in report.layers) > 1]
+    shared = [tb for tb in report.tables if sum(r.table == tb.table for r in report.layers) > 1]
     rows += [_balance_row(tb.name, "", "", tb) for tb in shared]
     rows.append(_balance_row("total", "", "all", t))
     lines += _table(header, rows, left=2)
@@ -89,27 +89,26 @@ def format_report(report: MapReport) -> str:
     if any(r[-1].endswith("*") for r in rows):
         lines.append(f"  *: mean load below {_SMALL_EXPECTED:g}, where the chi-square approximation of these "
                      "p-values is rough")
-    signed = [r for r in report.layers if r.balance.sign is not None]
-    if signed:
+    srows = [[r.name, f"{s.fraction_plus:.4f}", _fmt_p(s.binom_p), _fmt_p(s.entry_chi2_p)]
+             for r in report.layers if (s := r.balance.sign) is not None]
+    if srows:
         lines.append("")
         lines.append("sign hash xi: fraction +1, binomial p, per-entry sign-sum chi2 p")
-        srows = [[r.name, f"{r.balance.sign.fraction_plus:.4f}", _fmt_p(r.balance.sign.binom_p),
-                  _fmt_p(r.balance.sign.entry_chi2_p)] for r in signed]
         lines += _table(["layer", "frac +1", "binom p", "entry p"], srows)
     if report.locality is not None:
         lines.append("")
         lines.append("locality: distance from each weight to the nearest other weight of its layer in the same entry;"
                      " id = |i - i'|, grid = max(|drow|, |dcol|); (u) = expected under a uniform random hash")
-        ref = _pair_ref(report)
+        ref = _pair_ref(report.locality, report.table_sizes)
         lheader = ["layer", "co-bucketed", "id median", "(u)", "grid median", "(u)", "grid <=1", "(u)",
                    f"pairs |di|<={ref}", "(u)"]
-        lrows = [_locality_row(r.name, r.locality, ref) for r in report.layers]
+        lrows = [_locality_row(r.name, r.locality, ref) for r in report.layers if r.locality is not None]
         lrows.append(_locality_row("total", report.locality, ref))
         lines += _table(lheader, lrows)
         lines.append("  grid <=1: fraction of co-bucketed weights with a partner at grid distance 1; "
                      f"pairs: fraction of co-bucketed pairs with |i - i'| <= {ref}")
     if report.degeneracy is not None:
-        lines += degeneracy_lines(report.degeneracy, _table)
+        lines += degeneracy_lines(report.degeneracy)
     lines += _theory_lines(report.theory)
     return "\n".join(lines)
 
@@ -135,13 +134,14 @@ def _theory_lines(th: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def _pair_ref(report: MapReport) -> int:
+def _pair_ref(pooled: LayerLocality, table_sizes: tuple[int, ...]) -> int:
     """Pair-curve distance shown in the text table: the largest threshold <= half the smallest table.
 
     Below ``n / 2`` a modulus-like hash (Neighborhood r = 0) has no co-bucketed pair at all.
     """
-    th = report.locality.id.pair_thresholds
-    half = max(1, min(report.table_sizes) // 2)
+    th = pooled.id.pair_thresholds
+    assert th is not None  # the identifier metric always carries its pair curve
+    half = max(1, min(table_sizes) // 2)
     return int(th[max(0, int(np.searchsorted(th, half, side="right")) - 1)])
 
 
@@ -153,10 +153,12 @@ def _locality_row(name: str, loc: LayerLocality, ref: int) -> list[str]:
         return "-" if x is None or not np.isfinite(x) else f"{x:.4f}"
 
     i, g = loc.id, loc.grid
-    k = int(np.searchsorted(i.pair_thresholds, ref))
-    ok = k < len(i.pair_thresholds)
-    pf = i.pair_fraction[k] if ok else float("nan")
-    pe = i.expected_pair_fraction[k] if ok else float("nan")
+    th, frac, expected = i.pair_thresholds, i.pair_fraction, i.expected_pair_fraction
+    assert th is not None and frac is not None and expected is not None  # the identifier metric's pair curve
+    k = int(np.searchsorted(th, ref))
+    ok = k < len(th)
+    pf = frac[k] if ok else float("nan")
+    pe = expected[k] if ok else float("nan")
     g1 = g.fraction_within[0] if g.thresholds[0] == 1 else float("nan")
     g1e = g.expected_fraction_within[0] if g.thresholds[0] == 1 else float("nan")
     return [name, f"{i.co_bucketed:,}", q(i.quantile(0.5)), q(i.expected_quantile(0.5)), q(g.quantile(0.5)),
@@ -164,8 +166,18 @@ def _locality_row(name: str, loc: LayerLocality, ref: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- text
-def degeneracy_lines(deg: MapDegeneracy, table) -> list[str]:
-    """Text section of :func:`hashlab.stats.format_report`; ``table(header, rows)`` lays out columns."""
+def degeneracy_lines(deg: MapDegeneracy) -> list[str]:
+    """The degeneracy section of :func:`format_report`: a table of distinct rows and columns, then warnings.
+
+    Parameters
+    ----------
+    deg : MapDegeneracy
+
+    Returns
+    -------
+    list of str
+        Lines without newlines, starting with an empty one.
+    """
     out = ["", "degeneracy: identical (index, sign) rows compute the same pre-activation, identical columns merge "
                "inputs; rank(W) <= min(distinct rows, distinct cols) for any table values"]
     header = ["layer", "shape", "distinct rows", "distinct cols", "max row group", "max col group", "rank bound",
@@ -179,7 +191,7 @@ def degeneracy_lines(deg: MapDegeneracy, table) -> list[str]:
     rows = [row(d) for d in deg.layers]
     rows.append(["total", "", f"{deg.distinct_rows:,} / {deg.rows:,}", f"{deg.distinct_cols:,} / {deg.cols:,}",
                  "", "", f"{deg.rank_bound:,}", f"{deg.full_rank:,}", ""])
-    out += table(header, rows, 2)
+    out += _table(header, rows, 2)
     out.append(f"  random rank: numpy.linalg.matrix_rank of W with N(0, 1) table values, max of {deg.rank_draws} "
                f"seeded draws, on the distinct rows x distinct cols submatrix when it has <= {deg.rank_limit:,} "
                "entries ('-' above)")
