@@ -2,12 +2,22 @@
 (with its geometry), an RNN step, or arbitrary with a witness (docs/EQUIVALENCE.md).
 """
 from .conv_recognition import ConvVerdict, LayerFacts, recognize_conv
-from .describe import (LayerReport, MapReport, RNNGroup, RNNVerdict, canonical_labels, describe_map,
-                       modulus_offset, recognize_rnn, same_sharing, sharing_graph)
+from .describe import (
+    LayerDescription,
+    MapDescription,
+    RNNGroup,
+    RNNVerdict,
+    canonical_labels,
+    describe_map,
+    modulus_offset,
+    recognize_rnn,
+    same_sharing,
+    sharing_graph,
+)
 from .witness import WeightRef, Witness
 
 __all__ = [
-    "ConvVerdict", "LayerFacts", "recognize_conv", "LayerReport", "MapReport", "RNNGroup", "RNNVerdict",
+    "ConvVerdict", "LayerFacts", "recognize_conv", "LayerDescription", "MapDescription", "RNNGroup", "RNNVerdict",
     "canonical_labels", "describe_map", "modulus_offset", "recognize_rnn", "same_sharing", "sharing_graph",
     "WeightRef", "Witness",
 ]

@@ -12,8 +12,9 @@ numpy only; torch is never imported here.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from ..maps.indexmap import IndexMap
 from ..maps.rnn import rnn_map
 from ..maps.spec import Architecture, HashSpec
 from .conv_recognition import recognize_conv
-from .describe import MapReport, _plural, recognize_rnn, same_sharing
+from .describe import MapDescription, _plural, recognize_rnn, same_sharing
 
 __all__ = ["StructureCheck", "check_conv_structure", "check_rnn_structure", "numeric_lines", "format_description"]
 
@@ -73,6 +74,7 @@ def check_conv_structure(g: ConvGeometry) -> StructureCheck:
         lines.append(f"structure: recognised from the index array alone (attrs ignored, "
                      f"{_plural(v.candidates, 'candidate grid')} examined): same geometry")
     else:
+        assert v.geometry is not None  # a convolution verdict always carries its geometry
         ok = same_sharing(conv_map(v.geometry).layers[0].indices, lay.indices)
         lines.append(f"structure: recognised from the index array alone as the equivalent {v.geometry.describe()}"
                      + ("" if ok else " -- FAIL: it does not rebuild the same map"))
@@ -141,7 +143,7 @@ def _spec_line(spec: dict) -> str:
     return builder
 
 
-def format_description(path: str, imap: IndexMap, report: MapReport) -> str:
+def format_description(path: str, imap: IndexMap, report: MapDescription) -> str:
     """Human-readable text of :func:`~hashlab.equiv.describe_map` (``hashlab check FILE``)."""
     lines = [f"{path}: {_plural(len(imap.layers), 'layer')}, {imap.num_weights:,} virtual weights, tables "
              f"{list(imap.table_sizes)}; built by {_spec_line(imap.spec)}"]

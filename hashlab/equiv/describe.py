@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .conv_recognition import ConvVerdict, LayerFacts, recognize_conv
 from ..maps.indexmap import IndexMap, LayerMap
 from ..maps.rnn import RNNGeometry
+from .conv_recognition import ConvVerdict, LayerFacts, recognize_conv
 from .witness import WeightRef, Witness
 
 if TYPE_CHECKING:  # networkx is imported by sharing_graph alone: `import hashlab` stays without it
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # networkx is imported by sharing_graph alone: `import hashla
 __all__ = [
     "canonical_labels", "same_sharing", "sharing_graph", "modulus_offset",
     "recognize_conv", "ConvVerdict", "recognize_rnn", "RNNGroup", "RNNVerdict",
-    "describe_map", "LayerReport", "MapReport",
+    "describe_map", "LayerDescription", "MapDescription",
 ]
 
 
@@ -241,7 +241,7 @@ def recognize_rnn(imap: IndexMap) -> RNNVerdict:
 
 
 @dataclass(frozen=True)
-class LayerReport:
+class LayerDescription:
     """What one layer of a map is, and why.
 
     Attributes
@@ -275,10 +275,10 @@ class LayerReport:
 
 
 @dataclass(frozen=True)
-class MapReport:
-    """:func:`describe_map`'s answer: one :class:`LayerReport` per layer and the RNN verdict."""
+class MapDescription:
+    """:func:`describe_map`'s answer: one :class:`LayerDescription` per layer and the RNN verdict."""
 
-    layers: tuple[LayerReport, ...]
+    layers: tuple[LayerDescription, ...]
     rnn: RNNVerdict
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,6 +299,7 @@ def _stats(f: LayerFacts) -> str:
 
 def _conv_reasons(v: ConvVerdict, f: LayerFacts) -> tuple[str, ...]:
     g = v.geometry
+    assert g is not None  # only called for a convolution verdict, which carries its geometry
     where = {"attrs": "geometry from the layer's attrs, verified against the map",
              "search": f"geometry recovered from the index array alone "
                        f"({_plural(v.candidates, 'candidate grid')} examined)",
@@ -318,7 +319,7 @@ def _rnn_bias(lay: LayerMap) -> str:
     return "bias: one entry per hidden unit, shared by all steps (the sum b_ih + b_hh of torch.nn.RNN)"
 
 
-def describe_map(imap: IndexMap, use_attrs: bool = True) -> MapReport:
+def describe_map(imap: IndexMap, use_attrs: bool = True) -> MapDescription:
     """Say what every layer of ``imap`` is: dense, a convolution (with geometry), an RNN step, or arbitrary.
 
     Parameters
@@ -330,16 +331,16 @@ def describe_map(imap: IndexMap, use_attrs: bool = True) -> MapReport:
 
     Returns
     -------
-    MapReport
+    MapDescription
         Relabeling-invariant except for the entry numbers quoted in witnesses and the modulus note
         (which depends on entry values by definition).
     """
     rnn = recognize_rnn(imap)
     step_of = {name: g for g in rnn.groups for name in g.layers}
-    reports = []
+    reports: list[LayerDescription] = []
     for lay in imap.layers:
         f = LayerFacts(lay)
-        base = dict(name=lay.name, shape=(lay.out_features, lay.in_features), table=lay.table)
+        name, shape, table = lay.name, (lay.out_features, lay.in_features), lay.table
         off = modulus_offset(lay, imap.table_sizes[lay.table])
         mod = ((f"weight i reads entry ({off} + i) mod {imap.table_sizes[lay.table]}: the modulus hash (eq. 1)",)
                if off is not None and not f.dense else ())
@@ -353,21 +354,26 @@ def describe_map(imap: IndexMap, use_attrs: bool = True) -> MapReport:
             why.append("step matrix dense: over global identifiers t*N + i this is exactly the modulus hash i mod N, "
                        f"N = H(I+H) = {g.geometry.step_weights}, with one global table (eq. 1), up to relabeling"
                        if g.modulus else f"step matrix itself shares entries: {_stats(f)}")
-            reports.append(LayerReport(**base, kind="rnn", rnn=g, reasons=tuple(why),
-                                       summary=f"step {t + 1}/{g.geometry.steps} of an {g.geometry.describe()}"))
+            summary = f"step {t + 1}/{g.geometry.steps} of an {g.geometry.describe()}"
+            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="rnn", rnn=g,
+                                            reasons=tuple(why), summary=summary))
             continue
         if f.nnz == 0:
-            reports.append(LayerReport(**base, kind="empty", summary="every weight fixed at zero", reasons=()))
+            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="empty",
+                                            summary="every weight fixed at zero", reasons=()))
             continue
         v = recognize_conv(lay, facts=f, use_attrs=use_attrs)
         if v.is_conv and v.source == "dense":
-            reports.append(LayerReport(**base, kind="dense", conv=v, summary=_stats(f), reasons=(
+            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="dense", conv=v,
+                                            summary=_stats(f), reasons=(
                 "every weight reads its own entry and none is fixed at zero: a plain fully connected layer (also "
                 "the degenerate convolution whose kernel covers the whole input)", *mod)))
         elif v.is_conv:
-            reports.append(LayerReport(**base, kind="convolution", conv=v, summary=v.geometry.describe(),
-                                       reasons=_conv_reasons(v, f) + mod))
+            assert v.geometry is not None  # a convolution verdict always carries its geometry
+            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="convolution", conv=v,
+                                            summary=v.geometry.describe(), reasons=_conv_reasons(v, f) + mod))
         else:
-            reports.append(LayerReport(**base, kind="arbitrary", conv=v, summary=_stats(f),
-                                       reasons=(f"not a convolution: {v.witness}", *mod, *v.notes)))
-    return MapReport(tuple(reports), rnn)
+            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="arbitrary", conv=v,
+                                            summary=_stats(f),
+                                            reasons=(f"not a convolution: {v.witness}", *mod, *v.notes)))
+    return MapDescription(tuple(reports), rnn)

@@ -45,18 +45,18 @@ positions per chunk (the scalar compaction, about 0.9 ns a weight, costs more th
 """
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 
 from .._version import __version__
 from . import kernels as K
-from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
+from .indexmap import IndexMap, LayerMap, index_dtype
 from .spec import Architecture, HashSpec, SpecError
 
 __all__ = ["build_map", "stream_seed", "dirichlet_probabilities", "BACKENDS"]
 
-BACKENDS = ("numba", "numpy")
+BACKENDS = K.BACKENDS
 NUMBA_MIN_WEIGHTS = 1 << 15
 """Layers with fewer weights take the numpy twins even with ``backend="numba"`` (same entries): waking
 numba's threads for a few kernels costs more than the work."""
@@ -110,35 +110,24 @@ def _entries_ref(spec: HashSpec, k: int, in_f: int, start: int, n: int, s_index,
     return K.xxhash_index_ref(k, local // in_f, local % in_f, n, spec.seed)
 
 
-def _layer_ref(spec: HashSpec, k: int, shape: tuple[int, int], start: int, n: int, s_index, inner_cdf,
-               n_zero: int, s_mask) -> np.ndarray:
-    """One layer's indices with the plain-numpy reference twins (``backend="numpy"``)."""
-    out_f, in_f = shape
-    local = np.arange(out_f * in_f, dtype=np.int64)
-    idx = _entries_ref(spec, k, in_f, start, n, s_index, inner_cdf, local)
-    indices = idx.astype(index_dtype(n)).reshape(out_f, in_f)
-    indices.reshape(-1)[K.mask_positions_ref(local.size, n_zero, s_mask)] = ZERO
-    return indices
-
-
-def _layer_nb(spec: HashSpec, k: int, shape: tuple[int, int], start: int, n: int, s_index, inner_cdf, guide,
-              n_zero: int, s_mask) -> np.ndarray:
-    """One layer's indices with the numba layer kernels, then the sparsity mask (one more hash pass)."""
+def _layer(kern: K.MapKernels, spec: HashSpec, k: int, shape: tuple[int, int], start: int, n: int, s_index,
+           inner_cdf, guide, n_zero: int, s_mask) -> np.ndarray:
+    """One layer's indices with the backend's layer kernels ``kern``, then the sparsity mask (one more hash pass)."""
     out_f, in_f = shape
     indices = np.empty((out_f, in_f), index_dtype(n))
     flat = indices.reshape(-1)
 
     def fill() -> None:
         if spec.kind in ("identity", "modulus"):
-            K.modulus_fill(start, n, flat)
+            kern.modulus(start, n, flat)
         elif spec.kind == "uniform":
-            K.uniform_fill_nb(start, n, s_index, flat)
+            kern.uniform(start, n, s_index, flat)
         elif spec.kind == "dirichlet":
-            K.categorical_fill_nb(start, inner_cdf, guide, s_index, flat)
+            kern.categorical(start, inner_cdf, guide, s_index, flat)
         elif spec.kind == "neighborhood":
-            K.neighborhood_fill_nb(start, n, spec.radius, s_index, flat)
-        else:
-            K.xxhash_index_fill_nb(k, n, np.uint64(spec.seed), indices)
+            kern.neighborhood(start, n, spec.radius, s_index, flat)
+        else:  # xxhash: HashedNets keys on (layer, row, col) with the user's seed
+            kern.xxhash_index(k, n, np.uint64(spec.seed), indices)
 
     def refill(local: np.ndarray | None):
         if local is None:
@@ -147,7 +136,7 @@ def _layer_nb(spec: HashSpec, k: int, shape: tuple[int, int], start: int, n: int
 
     fill()
     if n_zero:
-        K.fill_mask_nb(flat, n_zero, s_mask, refill)
+        kern.mask(flat, n_zero, s_mask, refill)
     return indices
 
 
@@ -167,8 +156,9 @@ def _bias_entries(spec: HashSpec, k: int, table: int, ids: np.ndarray, n_bias: i
         return K.uniform_ref(ids, n_bias, s_bias)
     if spec.kind == "dirichlet":
         if table not in cdfs:
+            assert spec.alpha is not None  # a dirichlet HashSpec always has alpha
             rng = np.random.default_rng(np.random.SeedSequence([spec.seed, table, _PURPOSE_BIAS_DIRICHLET]))
-            cdfs[table] = np.cumsum(rng.dirichlet(np.full(n_bias, float(cast(float, spec.alpha)))))[:-1]
+            cdfs[table] = np.cumsum(rng.dirichlet(np.full(n_bias, float(spec.alpha))))[:-1]
         return K.categorical_ref(ids, cdfs[table], s_bias)
     if spec.kind == "neighborhood":
         return K.neighborhood_ref(ids, n_bias, spec.radius, s_bias)
@@ -241,32 +231,26 @@ def build_map(
         start = int(offsets[k]) if glob else 0
         s_index = stream_seed(spec.seed, table, _PURPOSE_INDEX)
         if spec.kind == "dirichlet" and table not in inner_cdfs:
-            table_cdf = np.cumsum(dirichlet_probabilities(n, cast(float, spec.alpha), spec.seed, table))[:-1]
-            inner_cdfs[table] = (table_cdf, K.guide_table(table_cdf))
+            assert spec.alpha is not None  # a dirichlet HashSpec always has alpha
+            inner = np.cumsum(dirichlet_probabilities(n, spec.alpha, spec.seed, table))[:-1]
+            inner_cdfs[table] = (inner, K.guide_table(inner))
         cdf, guide = inner_cdfs.get(table, (None, None))
         # XXH64 of a fixed 8-byte input is a bijection of uint64, so the mask hashes of distinct
         # positions never tie and the n_zero smallest are one well-defined set.
         n_zero = int(round(spec.sparsity * sizes[k])) if spec.sparsity > 0 else 0
         s_mask = stream_seed(spec.seed, k, _PURPOSE_MASK) if n_zero else np.uint64(0)
-        if backend == "numba" and sizes[k] >= NUMBA_MIN_WEIGHTS:
-            indices = _layer_nb(spec, k, (out_f, in_f), start, n, s_index, cdf, guide, n_zero, s_mask)
-        else:
-            indices = _layer_ref(spec, k, (out_f, in_f), start, n, s_index, cdf, n_zero, s_mask)
+        kern = K.kernels("numba" if backend == "numba" and sizes[k] >= NUMBA_MIN_WEIGHTS else "numpy")
+        indices = _layer(kern, spec, k, (out_f, in_f), start, n, s_index, cdf, guide, n_zero, s_mask)
         sign = None
         if spec.sign:
-            s_sign = stream_seed(spec.seed, k, _PURPOSE_SIGN)
-            if backend == "numba" and sizes[k] >= NUMBA_MIN_WEIGHTS:
-                sign = K.sign_fill_nb(k, s_sign, np.empty((out_f, in_f), np.int8))
-            else:
-                local = np.arange(sizes[k], dtype=np.int64)
-                sign = K.sign_ref(k, local // in_f, local % in_f, s_sign).reshape(out_f, in_f)
+            sign = kern.sign(k, stream_seed(spec.seed, k, _PURPOSE_SIGN), np.empty((out_f, in_f), np.int8))
         dtype = index_dtype(table_sizes[table])
         if indices.dtype != dtype:  # bias entries took the table past int16: same values, wider
             indices = indices.astype(dtype)
         bias_indices = bias_sign = None
         if plan.biases[table] and k < len(shapes) - 1:
-            start = bias_start if glob else 0
-            ids = np.arange(start, start + out_f, dtype=np.int64)
+            first = bias_start if glob else 0
+            ids = np.arange(first, first + out_f, dtype=np.int64)
             bias_start += out_f
             bias_indices = (_bias_entries(spec, k, table, ids, plan.biases[table], bias_cdfs) + n).astype(dtype)
             if spec.sign:  # HashedNets' xiB: a sign hash of the bias identifiers, a stream of its own

@@ -11,6 +11,10 @@ numpy. The twins are what a reader checks the math against; ``tests/hashlab/maps
 shows that each pair agrees bit for bit, and that :func:`xxh64_u64_ref` and
 :func:`xxh64_key_ref` equal the reference ``xxhash`` library.
 
+:func:`kernels` is the stage's one registry: a backend's :class:`MapKernels` fills one layer
+(the ``*_fill_nb`` kernels, or the ``*_fill_ref`` twins that call the ``*_ref`` hashes), and
+:func:`hashlab.maps.hashes.build_map` calls them by name.
+
 Conventions
 -----------
 * ``ids`` are int64 identifiers (row-major position of a weight, see :mod:`hashlab.maps.hashes`).
@@ -19,16 +23,18 @@ Conventions
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import numba as nb
 import numpy as np
 
 __all__ = [
-    "xxh64_u64_ref", "xxh64_u64_nb", "xxh64_key_ref", "xxh64_key_nb",
-    "uniform_ref", "uniform_nb", "categorical_ref", "categorical_nb",
-    "neighborhood_ref", "neighborhood_nb", "xxhash_index_ref", "xxhash_index_nb",
-    "sign_ref", "sign_nb", "unit_float_ref", "guide_table", "GUIDE_BITS", "uniform_fill_nb", "categorical_fill_nb",
+    "xxh64_u64_ref", "xxh64_key_ref", "uniform_ref", "categorical_ref", "neighborhood_ref", "xxhash_index_ref",
+    "sign_ref", "unit_float_ref", "guide_table", "GUIDE_BITS", "uniform_fill_nb", "categorical_fill_nb",
     "neighborhood_fill_nb", "modulus_fill", "xxhash_index_fill_nb", "sign_fill_nb", "fill_mask_nb",
-    "mask_positions_ref", "divide_magic", "mod_magic_nb",
+    "mask_positions_ref", "divide_magic", "uniform_fill_ref", "categorical_fill_ref", "neighborhood_fill_ref",
+    "modulus_fill_ref", "xxhash_index_fill_ref", "sign_fill_ref", "mask_ref", "MapKernels", "kernels", "BACKENDS",
 ]
 
 _P1 = np.uint64(11400714785074694791)
@@ -277,10 +283,10 @@ def divide_magic(d):
         raise ValueError(f"divisor must be in [1, 2**64), got {d}")
     if d == 1:
         return np.uint64(0), np.uint64(0), np.uint64(0)
-    l = (d - 1).bit_length()
-    m = -(-(1 << (64 + l)) // d)
-    assert (1 << 64) <= m < (1 << 65) and m * d - (1 << (64 + l)) <= (1 << l)
-    return np.uint64(m - (1 << 64)), np.uint64(1), np.uint64(l - 1)
+    lg = (d - 1).bit_length()  # the l of the docstring
+    m = -(-(1 << (64 + lg)) // d)
+    assert (1 << 64) <= m < (1 << 65) and m * d - (1 << (64 + lg)) <= (1 << lg)
+    return np.uint64(m - (1 << 64)), np.uint64(1), np.uint64(lg - 1)
 
 
 @nb.njit(inline="always")
@@ -301,98 +307,6 @@ def _mod_magic(h, d, mp, sh1, sh2):
     """``h % d`` for uint64 ``h`` with ``(mp, sh1, sh2) = divide_magic(d)``: exact, no division instruction."""
     t = _mulhi(h, mp)
     return h - ((t + ((h - t) >> sh1)) >> sh2) * d
-
-
-@nb.njit(parallel=True, cache=True)
-def mod_magic_nb(h, d, mp, sh1, sh2):
-    """``h % d`` for 1-D uint64 ``h`` through :func:`_mod_magic` (its test hook; numpy twin: ``h % d``)."""
-    out = np.empty(h.shape[0], np.uint64)
-    ud = np.uint64(d)
-    for i in nb.prange(h.shape[0]):
-        out[i] = _mod_magic(np.uint64(h[i]), ud, mp, sh1, sh2)
-    return out
-
-
-@nb.njit(parallel=True, cache=True)
-def xxh64_u64_nb(x, seed):
-    """numba twin of :func:`xxh64_u64_ref` for 1-D uint64 ``x``."""
-    out = np.empty(x.shape[0], np.uint64)
-    s = np.uint64(seed)
-    for i in nb.prange(x.shape[0]):
-        out[i] = _xxh64_u64(np.uint64(x[i]), s)
-    return out
-
-
-@nb.njit(parallel=True, cache=True)
-def xxh64_key_nb(lane, tail, seed):
-    """numba twin of :func:`xxh64_key_ref` for 1-D ``lane`` and ``tail`` of equal length."""
-    out = np.empty(lane.shape[0], np.uint64)
-    s = np.uint64(seed)
-    for i in nb.prange(lane.shape[0]):
-        out[i] = _xxh64_key(np.uint64(lane[i]), np.uint64(tail[i]), s)
-    return out
-
-
-@nb.njit(parallel=True, cache=True)
-def uniform_nb(ids, n, seed):
-    """numba twin of :func:`uniform_ref`."""
-    out = np.empty(ids.shape[0], np.int64)
-    s = np.uint64(seed)
-    un = np.uint64(n)
-    for i in nb.prange(ids.shape[0]):
-        out[i] = np.int64(_xxh64_u64(np.uint64(ids[i]), s) % un)
-    return out
-
-
-@nb.njit(parallel=True, cache=True)
-def categorical_nb(ids, inner_cdf, seed):
-    """numba twin of :func:`categorical_ref` (binary search, same comparisons)."""
-    out = np.empty(ids.shape[0], np.int64)
-    s = np.uint64(seed)
-    m = inner_cdf.shape[0]
-    for i in nb.prange(ids.shape[0]):
-        h = _xxh64_u64(np.uint64(ids[i]), s)
-        u = np.float64(h >> np.uint64(11)) * _INV53
-        out[i] = _cdf_search(inner_cdf, u, 0, m)
-    return out
-
-
-@nb.njit(parallel=True, cache=True)
-def neighborhood_nb(ids, n, radius, seed):
-    """numba twin of :func:`neighborhood_ref`."""
-    out = np.empty(ids.shape[0], np.int64)
-    s = np.uint64(seed)
-    width = np.uint64(2 * radius + 1)
-    for i in nb.prange(ids.shape[0]):
-        off = np.int64(_xxh64_u64(np.uint64(ids[i]), s) % width) - radius
-        v = (ids[i] + off) % n
-        out[i] = v + n if v < 0 else v
-    return out
-
-
-@nb.njit(parallel=True, cache=True)
-def xxhash_index_nb(layer, rows, cols, n, seed):
-    """numba twin of :func:`xxhash_index_ref` for 1-D ``rows``/``cols``."""
-    out = np.empty(rows.shape[0], np.int64)
-    s = np.uint64(seed)
-    un = np.uint64(n)
-    lay = np.uint64(layer)
-    for i in nb.prange(rows.shape[0]):
-        lane = lay | (np.uint64(rows[i]) << np.uint64(32))
-        out[i] = np.int64(_xxh64_key(lane, np.uint64(cols[i]), s) % un)
-    return out
-
-
-@nb.njit(parallel=True, cache=True)
-def sign_nb(layer, rows, cols, seed):
-    """numba twin of :func:`sign_ref` for 1-D ``rows``/``cols``."""
-    out = np.empty(rows.shape[0], np.int8)
-    s = np.uint64(seed)
-    lay = np.uint64(layer)
-    for i in nb.prange(rows.shape[0]):
-        lane = lay | (np.uint64(rows[i]) << np.uint64(32))
-        out[i] = 1 - 2 * np.int8(_xxh64_key(lane, np.uint64(cols[i]), s) >> np.uint64(63))
-    return out
 
 
 # --------------------------------------------------------------------------- layer kernels
@@ -522,7 +436,10 @@ def _xxhash_index_fill(layer, n, mp, sh1, sh2, seed, out):
 
 
 def xxhash_index_fill_nb(layer, n, seed, out):
-    """``out[r, c] = xxhash_index_ref(layer, [r], [c], n, seed)`` for the 2-D ``out`` (exact multiply-shift ``mod n``)."""
+    """``out[r, c] = xxhash_index_ref(layer, [r], [c], n, seed)`` for the 2-D ``out``.
+
+    The ``mod n`` is :func:`divide_magic`'s exact multiply-shift.
+    """
     return _xxhash_index_fill(np.int64(layer), np.int64(n), *divide_magic(n), np.uint64(seed), out)
 
 
@@ -694,3 +611,119 @@ def fill_mask_nb(out, n_zero, seed, refill, _window=None, _cap=None):
     refill(None)  # the window missed the n_zero-th smallest hash: redo the layer exactly
     out[mask_positions_ref(size, n_zero, seed)] = ZERO_INDEX
     return out
+
+
+# --------------------------------------------------------------------------- layer twins and the registry
+def uniform_fill_ref(start, n, seed, out):
+    """numpy twin of :func:`uniform_fill_nb`: ``out[i] = uniform_ref([start + i], n, seed)``; returns ``out``."""
+    out[:] = uniform_ref(np.arange(out.shape[0], dtype=np.int64) + start, n, seed)
+    return out
+
+
+def categorical_fill_ref(start, inner_cdf, guide, seed, out):
+    """numpy twin of :func:`categorical_fill_nb` (the full binary search; ``guide`` is not needed)."""
+    out[:] = categorical_ref(np.arange(out.shape[0], dtype=np.int64) + start, inner_cdf, seed)
+    return out
+
+
+def neighborhood_fill_ref(start, n, radius, seed, out):
+    """numpy twin of :func:`neighborhood_fill_nb`: ``out[i] = neighborhood_ref([start + i], n, radius, seed)``."""
+    out[:] = neighborhood_ref(np.arange(out.shape[0], dtype=np.int64) + start, n, radius, seed)
+    return out
+
+
+def modulus_fill_ref(start, n, out):
+    """numpy twin of :func:`modulus_fill`: ``out[i] = (start + i) mod n``."""
+    out[:] = (np.arange(out.shape[0], dtype=np.int64) + start) % n
+    return out
+
+
+def xxhash_index_fill_ref(layer, n, seed, out):
+    """numpy twin of :func:`xxhash_index_fill_nb`: ``out[r, c] = xxhash_index_ref(layer, [r], [c], n, seed)``."""
+    local = np.arange(out.size, dtype=np.int64)
+    cols = out.shape[1]
+    out[...] = xxhash_index_ref(layer, local // cols, local % cols, n, seed).reshape(out.shape)
+    return out
+
+
+def sign_fill_ref(layer, seed, out):
+    """numpy twin of :func:`sign_fill_nb`: ``out[r, c] = sign_ref(layer, [r], [c], seed)`` (int8 ``out``)."""
+    local = np.arange(out.size, dtype=np.int64)
+    cols = out.shape[1]
+    out[...] = sign_ref(layer, local // cols, local % cols, seed).reshape(out.shape)
+    return out
+
+
+def mask_ref(out, n_zero, seed, refill):
+    """numpy twin of :func:`fill_mask_nb`: zero the positions of :func:`mask_positions_ref` (``refill`` unused)."""
+    out[mask_positions_ref(out.shape[0], n_zero, seed)] = ZERO_INDEX
+    return out
+
+
+class MapKernels(NamedTuple):
+    """The layer kernels of one backend, by name: each fills a preallocated layer array in place.
+
+    Both backends give bit-identical layers. Identifiers are ``start + i`` for position ``i``
+    of the flattened layer; outputs are int16, int32 or int64 arrays (int8 for ``sign``).
+
+    Attributes
+    ----------
+    uniform : callable ``(start, n, seed, out) -> out``
+        Uniform hash, paper eq. 2 (:func:`uniform_ref`).
+    categorical : callable ``(start, inner_cdf, guide, seed, out) -> out``
+        Dirichlet draw, paper eq. 9 (:func:`categorical_ref`; ``guide`` = :func:`guide_table`).
+    neighborhood : callable ``(start, n, radius, seed, out) -> out``
+        Neighborhood hash, paper eq. 10 (:func:`neighborhood_ref`).
+    modulus : callable ``(start, n, out) -> out``
+        ``(start + i) mod n``, paper eq. 1.
+    xxhash_index : callable ``(layer, n, seed, out) -> out``
+        HashedNets index of the 2-D ``out`` (:func:`xxhash_index_ref`).
+    sign : callable ``(layer, seed, out) -> out``
+        Sign hash xi in {-1, +1} of the 2-D int8 ``out`` (:func:`sign_ref`).
+    mask : callable ``(out, n_zero, seed, refill) -> out``
+        Zero the ``n_zero`` positions of :func:`mask_positions_ref` in the filled 1-D ``out``
+        (``refill`` as in :func:`fill_mask_nb`).
+    """
+
+    uniform: Callable[..., Any]
+    categorical: Callable[..., Any]
+    neighborhood: Callable[..., Any]
+    modulus: Callable[..., Any]
+    xxhash_index: Callable[..., Any]
+    sign: Callable[..., Any]
+    mask: Callable[..., Any]
+
+
+_KERNELS = {
+    "numba": MapKernels(uniform=uniform_fill_nb, categorical=categorical_fill_nb, neighborhood=neighborhood_fill_nb,
+                        modulus=modulus_fill, xxhash_index=xxhash_index_fill_nb, sign=sign_fill_nb,
+                        mask=fill_mask_nb),
+    "numpy": MapKernels(uniform=uniform_fill_ref, categorical=categorical_fill_ref,
+                        neighborhood=neighborhood_fill_ref, modulus=modulus_fill_ref,
+                        xxhash_index=xxhash_index_fill_ref, sign=sign_fill_ref, mask=mask_ref),
+}
+BACKENDS = tuple(_KERNELS)
+"""Backend names :func:`kernels` accepts, the default first: ``("numba", "numpy")``."""
+
+
+def kernels(backend: str) -> MapKernels:
+    """The :class:`MapKernels` of ``backend``.
+
+    Parameters
+    ----------
+    backend : {"numba", "numpy"}
+        ``"numba"``: the parallel layer kernels; ``"numpy"``: their plain-numpy reference twins.
+
+    Returns
+    -------
+    MapKernels
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not one of :data:`BACKENDS`.
+    """
+    try:
+        return _KERNELS[backend]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}") from None

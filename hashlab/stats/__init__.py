@@ -2,7 +2,8 @@
 locality, degeneracy, theory checks; docs/STATS.md), its text, JSON and figures out.
 
 ``from hashlab.stats import map_report, format_report`` is the entry point; the parts live in
-``balance``, ``kernels`` (numba with numpy twins), ``locality``, ``degeneracy``, ``theory`` and ``plots``.
+``balance`` (the analyzer and report), ``text`` (the printed report), ``kernels`` (numba with numpy twins,
+by backend), ``locality``, ``degeneracy``, ``theory`` and ``plots``.
 The names below load their module (:mod:`hashlab.stats.balance` brings scipy.stats) on first use, so
 importing one part, such as the kernels, does not import the others.
 """
@@ -16,11 +17,12 @@ __all__ = [
     "LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy",
 ]
 _DEGENERACY = {"LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy"}
+_TEXT = {"format_report"}
 
 
 def __getattr__(name: str):
     if name in __all__:
-        module = ".degeneracy" if name in _DEGENERACY else ".balance"
+        module = ".degeneracy" if name in _DEGENERACY else ".text" if name in _TEXT else ".balance"
         return getattr(importlib.import_module(module, __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

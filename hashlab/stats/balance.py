@@ -34,17 +34,17 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from . import kernels as SK
-from . import theory
 from .._version import __version__
 from ..maps.indexmap import IndexMap
-from .degeneracy import RANK_DRAWS, RANK_LIMIT, LayerDegeneracy, MapDegeneracy, degeneracy_lines, layer_degeneracy
+from . import kernels as SK
+from . import theory
+from .degeneracy import RANK_DRAWS, RANK_LIMIT, LayerDegeneracy, MapDegeneracy, layer_degeneracy
 from .entropy import entropy_nats
 from .locality import LayerLocality, default_thresholds, layer_locality, pool_locality
 
 __all__ = [
     "STATS_SCHEMA", "STATS_VERSION", "BalanceStats", "SignStats", "LayerReport", "MapReport", "MapAnalyzer",
-    "map_report", "format_report", "balance_stats", "sign_stats", "expected_max_load", "entropy_nats",
+    "map_report", "balance_stats", "sign_stats", "expected_max_load", "entropy_nats",
 ]
 
 STATS_SCHEMA = "hashlab.stats"
@@ -185,6 +185,9 @@ class BalanceStats:
     dof : int
         ``sum(groups) - len(groups)``.
     sign : SignStats or None
+    table : int or None
+        The table's number for the loads of one table pooled over its layers; None for a layer or
+        the total (a layer's table is :attr:`LayerReport.table`).
     """
 
     name: str
@@ -205,6 +208,7 @@ class BalanceStats:
     g_p: float
     dof: int
     sign: SignStats | None = None
+    table: int | None = None
 
     @property
     def nonzero(self) -> int:
@@ -268,7 +272,7 @@ class BalanceStats:
 
 
 def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] | None = None,
-                  sign_sums: np.ndarray | None = None) -> BalanceStats:
+                  sign_sums: np.ndarray | None = None, table: int | None = None) -> BalanceStats:
     """Compute :class:`BalanceStats` from loads.
 
     Parameters
@@ -282,6 +286,8 @@ def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] |
         default one group.
     sign_sums : ndarray of int64, shape (num_entries,), optional
         Per-entry sums of the sign hash, if the map has one.
+    table : int, optional
+        The table's number when ``loads`` are one table's (stored as :attr:`BalanceStats.table`).
 
     Raises
     ------
@@ -319,7 +325,7 @@ def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] |
         loads=loads, groups=groups, entropy_nats=entropy_nats(loads), min_load=int(loads.min()) if loads.size else 0,
         max_load=mx, empty_entries=int((loads == 0).sum()), expected_max_load=exp_max, max_load_p=float(tail),
         chi2=chi, chi2_p=chi_p, g=g, g_p=g_p, dof=dof,
-        sign=sign_stats(sign_sums, loads) if sign_sums is not None else None,
+        sign=sign_stats(sign_sums, loads) if sign_sums is not None else None, table=table,
     )
 
 
@@ -430,7 +436,7 @@ class MapAnalyzer:
         self.rank_limit = rank_limit
         self.rank_draws = rank_draws
 
-    def fit(self, imap: IndexMap, source: str | None = None) -> "MapAnalyzer":
+    def fit(self, imap: IndexMap, source: str | None = None) -> MapAnalyzer:
         """Analyse ``imap``.
 
         Raises
@@ -446,7 +452,7 @@ class MapAnalyzer:
                              "hashlab.load_index_file(path) or build one with hashlab.build_map(...)")
         if self.degeneracy and (int(self.rank_limit) < 0 or int(self.rank_draws) < 1):
             raise ValueError(f"need rank_limit >= 0 and rank_draws >= 1, got {self.rank_limit}, {self.rank_draws}")
-        loads_k, signs_k = SK.kernels(self.backend)[:2]
+        kern = SK.kernels(self.backend)
         t0 = time.perf_counter()
         t_tests = 0.0  # entropy, uniformity tests, max-load expectation (balance_stats), inside balance_s
 
@@ -465,18 +471,18 @@ class MapAnalyzer:
         for lay in imap.layers:
             n = imap.table_sizes[lay.table]
             flat = lay.indices.reshape(-1)
-            loads, zeroed = loads_k(flat, n)
+            loads, zeroed = kern.loads(flat, n)
             if loads.sum() + zeroed != flat.size:
                 raise ValueError(f"layer {lay.name!r}: indices outside [-1, {n}); run IndexMap.validate() "
                                  "to locate them")
-            sums = signs_k(flat, lay.sign.reshape(-1), n) if lay.sign is not None else None
+            sums = kern.sign_sums(flat, lay.sign.reshape(-1), n) if lay.sign is not None else None
             tab_loads[lay.table] += loads
             tab_zero[lay.table] += zeroed
             if sums is not None:
                 tab_signs[lay.table] = sums if tab_signs[lay.table] is None else tab_signs[lay.table] + sums
             layers.append(LayerReport(lay.name, lay.out_features, lay.in_features, lay.table,
                                       stats(lay.name, loads, zeroed, sign_sums=sums)))
-        tables = [stats(f"table {t}", tab_loads[t], tab_zero[t], sign_sums=tab_signs[t]) for t in range(ntab)]
+        tables = [stats(f"table {t}", tab_loads[t], tab_zero[t], sign_sums=tab_signs[t], table=t) for t in range(ntab)]
         has_sign = any(s is not None for s in tab_signs)
         total = stats(
             "total", np.concatenate(tab_loads), sum(tab_zero), groups=list(imap.table_sizes),
@@ -490,17 +496,21 @@ class MapAnalyzer:
             t1 = time.perf_counter()
             th = (np.asarray(self.thresholds, dtype=np.int64) if self.thresholds is not None
                   else default_thresholds(max(lay.num_weights for lay in imap.layers) - 1))
-            for rep, lay in zip(layers, imap.layers):
-                rep.locality = layer_locality(lay.name, lay.indices, imap.table_sizes[lay.table], th, self.backend)
-            pooled = LayerLocality(id=pool_locality([r.locality.id for r in layers]),
-                                   grid=pool_locality([r.locality.grid for r in layers]))
+            locs = [layer_locality(lay.name, lay.indices, imap.table_sizes[lay.table], th, self.backend)
+                    for lay in imap.layers]
+            for rep, loc in zip(layers, locs):
+                rep.locality = loc
+            pooled = LayerLocality(id=pool_locality([loc.id for loc in locs]),
+                                   grid=pool_locality([loc.grid for loc in locs]))
             timings["locality_s"] = time.perf_counter() - t1
         deg = None
         if self.degeneracy:
             t2 = time.perf_counter()
-            for rep, lay in zip(layers, imap.layers):
-                rep.degeneracy = layer_degeneracy(lay, self.rank_limit, self.rank_draws, backend=self.backend)
-            deg = MapDegeneracy([r.degeneracy for r in layers], self.rank_limit, self.rank_draws)
+            degs = [layer_degeneracy(lay, self.rank_limit, self.rank_draws, backend=self.backend)
+                    for lay in imap.layers]
+            for rep, d in zip(layers, degs):
+                rep.degeneracy = d
+            deg = MapDegeneracy(degs, self.rank_limit, self.rank_draws)
             timings["degeneracy_s"] = time.perf_counter() - t2
         if self.theory:
             t3 = time.perf_counter()
@@ -523,153 +533,6 @@ def map_report(imap: IndexMap, locality: bool = True, thresholds=None, backend: 
     return MapAnalyzer(locality=locality, thresholds=thresholds, backend=backend, theory=theory,
                        degeneracy=degeneracy, rank_limit=rank_limit,
                        rank_draws=rank_draws).fit(imap, source).report_
-
-
-# --------------------------------------------------------------------------- text output
-def _fmt_p(p: float) -> str:
-    if p is None or not np.isfinite(p):
-        return "-"
-    return f"{p:.2g}" if p >= 1e-99 else "<1e-99"
-
-
-def _describe_spec(spec: dict[str, Any]) -> str:
-    if not spec:
-        return "(no spec recorded)"
-    kind = spec.get("kind", "?")
-    extra = ""
-    if spec.get("alpha") is not None:
-        extra = f"(alpha={spec['alpha']:g})"
-    elif spec.get("radius") is not None:
-        extra = f"(r={spec['radius']})"
-    arch = spec.get("architecture")
-    sizes = "-".join(map(str, arch)) if arch else ""
-    name = spec.get("architecture_name", "")
-    arch_s = (sizes if name in ("", sizes) else f"{name} {sizes}") if arch else "?"
-    budget = (f"compression {spec['compression']}" if spec.get("compression") is not None
-              else f"table_size {spec.get('table_size', '?')}") + (", hashed biases" if spec.get("hash_bias") else "")
-    return (f"{kind}{extra}, {budget}, scope {spec.get('scope', '?')}, "
-            f"seed {spec.get('seed', '?')}, sparsity {spec.get('sparsity', 0):g}, sign {spec.get('sign', False)}; "
-            f"architecture {arch_s}")
-
-
-_SMALL_EXPECTED = 5.0  # below this mean load the chi-square approximation is rough
-
-
-def _balance_row(label: str, shape: str, table: str, b: BalanceStats) -> list[str]:
-    mark = "*" if b.nonzero and b.nonzero / b.num_entries < _SMALL_EXPECTED else ""
-    return [label, shape, table, f"{b.num_entries:,}", f"{b.num_weights:,}", f"{b.sparsity:.3f}",
-            f"{b.compression_ratio:.1f}", f"{b.entropy_nats:.3f}", f"{b.entropy_bits:.3f}",
-            f"{b.entropy_normalized:.3f}", f"{b.min_load:,}", f"{b.mean_load:.1f}", f"{b.max_load:,}",
-            f"{b.expected_max_load:.1f}", _fmt_p(b.chi2_p) + mark, _fmt_p(b.g_p) + mark]
-
-
-def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    out = []
-    for r in [header] + rows:
-        cells = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        out.append("  ".join(cells).rstrip())
-    return out
-
-
-def format_report(report: MapReport) -> str:
-    """Human-readable multi-line table of a :class:`MapReport` (what ``hashlab stats`` prints)."""
-    lines = []
-    if report.source:
-        lines.append(f"index map {report.source}")
-    lines.append(f"spec      {_describe_spec(report.spec)}")
-    t = report.total
-    lines.append(f"network   {len(report.layers)} layers, {t.num_weights:,} virtual weights, "
-                 f"{len(report.table_sizes)} table(s) with {t.num_entries:,} entries: compression ratio "
-                 f"{t.compression_ratio:.2f}, realized sparsity {t.sparsity:.4f}")
-    lines.append("")
-    lines.append("balance: entropy of entry usage H (paper eq. 7; a uniform table of n entries has ln n nats);"
-                 " loads = non-zeroed weights per entry")
-    header = ["layer", "shape", "table", "n", "weights", "sparsity", "compr.", "H nats", "H bits", "H/ln n",
-              "min", "mean", "max", "E[max]", "chi2 p", "G p"]
-    rows = [_balance_row(r.name, f"{r.out_features}x{r.in_features}", str(r.table), r.balance)
-            for r in report.layers]
-    shared = [tb for tb in report.tables if sum(r.table == int(tb.name.split()[-1]) for r in report.layers) > 1]
-    rows += [_balance_row(tb.name, "", "", tb) for tb in shared]
-    rows.append(_balance_row("total", "", "all", t))
-    lines += _table(header, rows, left=2)
-    lines.append("  E[max]: expected max load of a uniform random hash (balls into bins); chi2/G p: uniform-usage"
-                 " tests (scipy.stats); total: over all (table, entry) pairs, tests summed over tables")
-    if any(r[-1].endswith("*") for r in rows):
-        lines.append(f"  *: mean load below {_SMALL_EXPECTED:g}, where the chi-square approximation of these "
-                     "p-values is rough")
-    signed = [r for r in report.layers if r.balance.sign is not None]
-    if signed:
-        lines.append("")
-        lines.append("sign hash xi: fraction +1, binomial p, per-entry sign-sum chi2 p")
-        srows = [[r.name, f"{r.balance.sign.fraction_plus:.4f}", _fmt_p(r.balance.sign.binom_p),
-                  _fmt_p(r.balance.sign.entry_chi2_p)] for r in signed]
-        lines += _table(["layer", "frac +1", "binom p", "entry p"], srows)
-    if report.locality is not None:
-        lines.append("")
-        lines.append("locality: distance from each weight to the nearest other weight of its layer in the same entry;"
-                     " id = |i - i'|, grid = max(|drow|, |dcol|); (u) = expected under a uniform random hash")
-        ref = _pair_ref(report)
-        lheader = ["layer", "co-bucketed", "id median", "(u)", "grid median", "(u)", "grid <=1", "(u)",
-                   f"pairs |di|<={ref}", "(u)"]
-        lrows = [_locality_row(r.name, r.locality, ref) for r in report.layers]
-        lrows.append(_locality_row("total", report.locality, ref))
-        lines += _table(lheader, lrows)
-        lines.append("  grid <=1: fraction of co-bucketed weights with a partner at grid distance 1; "
-                     f"pairs: fraction of co-bucketed pairs with |i - i'| <= {ref}")
-    if report.degeneracy is not None:
-        lines += degeneracy_lines(report.degeneracy, _table)
-    lines += _theory_lines(report.theory)
-    return "\n".join(lines)
-
-
-def _theory_lines(th: dict[str, Any] | None) -> list[str]:
-    if not th:
-        return []
-    out = ["", f"theory ({th['kind']} hash)"]
-    if "dirichlet" in th:
-        out.append("  entropy in nats; E[H(p)] = psi(n a + 1) - psi(a + 1) for p ~ Dir(a); E[H_hat] = mean plug-in "
-                   "entropy of m draws (Dirichlet-multinomial); z = (measured - E[H_hat]) / sd")
-        rows = [[f"table {c['table']}", f"{c['m']:,}", f"{c['n']:,}", f"{c['measured']:.4f}", f"{c['drawn']:.4f}",
-                 f"{c['expected']:.4f} +- {c['expected_sd']:.4f}", f"{c['expected_plugin']:.4f}",
-                 f"{c['z_measured']:+.2f}"] for c in th["dirichlet"]]
-        out += ["  " + x for x in _table(["table", "m", "n", "measured", "H(p drawn)", "E[H(p)] +- sd", "E[H_hat]",
-                                          "z"], rows)]
-    if "offsets" in th:
-        o = th["offsets"]
-        out.append(f"  offsets (h(i) - i) mod n against U{{-{o['radius']}..{o['radius']}}}: {o['count']:,} weights, "
-                   f"{o['outside']} outside the support, chi2 p = {_fmt_p(o['p_value'])}")
-    if "exactly_balanced" in th:
-        out.append(f"  every table exactly balanced (max - min load <= 1): {all(th['exactly_balanced'])}")
-    return out
-
-
-def _pair_ref(report: MapReport) -> int:
-    """Pair-curve distance shown in the text table: the largest threshold <= half the smallest table.
-
-    Below ``n / 2`` a modulus-like hash (Neighborhood r = 0) has no co-bucketed pair at all.
-    """
-    th = report.locality.id.pair_thresholds
-    half = max(1, min(report.table_sizes) // 2)
-    return int(th[max(0, int(np.searchsorted(th, half, side="right")) - 1)])
-
-
-def _locality_row(name: str, loc: LayerLocality, ref: int) -> list[str]:
-    def q(x: float) -> str:
-        return "-" if not np.isfinite(x) else f"{x:,.0f}"
-
-    def pct(x: float) -> str:
-        return "-" if x is None or not np.isfinite(x) else f"{x:.4f}"
-
-    i, g = loc.id, loc.grid
-    k = int(np.searchsorted(i.pair_thresholds, ref))
-    ok = k < len(i.pair_thresholds)
-    pf = i.pair_fraction[k] if ok else float("nan")
-    pe = i.expected_pair_fraction[k] if ok else float("nan")
-    g1 = g.fraction_within[0] if g.thresholds[0] == 1 else float("nan")
-    g1e = g.expected_fraction_within[0] if g.thresholds[0] == 1 else float("nan")
-    return [name, f"{i.co_bucketed:,}", q(i.quantile(0.5)), q(i.expected_quantile(0.5)), q(g.quantile(0.5)),
-            q(g.expected_quantile(0.5)), pct(g1), pct(g1e), pct(pf), pct(pe)]
 
 
 # --------------------------------------------------------------------------- JSON helpers

@@ -2,8 +2,10 @@
 
 Every ``*_nb`` kernel (numba, ``parallel=True``, ``cache=True``) has a ``*_ref`` twin
 written with vectorised numpy; ``tests/hashlab/stats/test_kernels.py`` shows each pair
-agrees exactly (all outputs are integers). The analysis in :mod:`hashlab.stats` and
-:mod:`hashlab.stats.locality` calls them through :func:`kernels`.
+agrees exactly (all outputs are integers). :func:`kernels` is the one registry of the stats
+stage: it gives a backend's :class:`StatsKernels`, these kernels together with the grouping
+kernels of :mod:`hashlab.stats.group_kernels` and the offset kernels of
+:mod:`hashlab.stats.offset_kernels`, and every analysis calls them by name through it.
 
 Conventions
 -----------
@@ -18,17 +20,22 @@ Conventions
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 from numba.extending import overload
 
+from .group_kernels import line_groups_nb, line_groups_ref
+from .offset_kernels import offset_residues_nb, offset_residues_ref
+
 __all__ = [
     "loads_ref", "loads_nb", "sign_sums_ref", "sign_sums_nb", "bucket_sort_ref", "bucket_sort_nb",
     "nearest_partner_ref", "nearest_partner_nb", "nearest_histograms_ref", "nearest_histograms_nb",
-    "pair_counts_ref", "layer_pair_counts_ref", "layer_pair_counts_nb", "kernels", "BACKENDS",
+    "pair_counts_ref", "layer_pair_counts_ref", "layer_pair_counts_nb", "StatsKernels", "kernels", "BACKENDS",
 ]
 
-BACKENDS = ("numba", "numpy")
 _CHUNK = 1 << 16  # positions per parallel work item
 
 
@@ -533,8 +540,9 @@ def nearest_histograms_ref(starts: np.ndarray, ids: np.ndarray, in_features: int
         (length: the largest distance + 1; ``[0]`` when no weight has a partner).
     """
     d_id, d_grid = nearest_partner_ref(starts, ids, in_features)
-    return tuple(np.bincount(d[d >= 0]).astype(np.int64) if (d >= 0).any() else np.zeros(1, np.int64)
-                 for d in (d_id, d_grid))
+    h_id, h_grid = (np.bincount(d[d >= 0]).astype(np.int64) if (d >= 0).any() else np.zeros(1, np.int64)
+                    for d in (d_id, d_grid))
+    return h_id, h_grid
 
 
 def nearest_histograms_nb(starts: np.ndarray, ids: np.ndarray, in_features: int
@@ -722,16 +730,72 @@ def layer_pair_counts_nb(idx: np.ndarray, n: int, thresholds: np.ndarray) -> np.
     return out[inv.reshape(-1)]
 
 
-def kernels(backend: str):
-    """The kernel set of ``backend``: ``(loads, sign_sums, bucket_sort, nearest_histograms, layer_pair_counts)``.
+class StatsKernels(NamedTuple):
+    """The analysis kernels of one backend, by name (the numba set or its numpy reference twins).
+
+    Every field is a function of the module's conventions; the two sets give identical
+    (integer) results, so a backend only changes the speed.
+
+    Attributes
+    ----------
+    loads : callable ``(idx, n) -> (loads, zeroed)``
+        Weights per entry, int64 of shape (n,), and the zeroed count (:func:`loads_ref`).
+    sign_sums : callable ``(idx, sign, n) -> sums``
+        Sum of the sign hash per entry, int64 of shape (n,) (:func:`sign_sums_ref`).
+    bucket_sort : callable ``(idx, n) -> (starts, ids)``
+        The layer sorted by ``(entry, identifier)`` (:func:`bucket_sort_ref`).
+    nearest_histograms : callable ``(starts, ids, in_features) -> (hist_id, hist_grid)``
+        Histograms of the nearest-partner distances, int64 (:func:`nearest_histograms_ref`).
+    layer_pair_counts : callable ``(idx, n, thresholds) -> pairs``
+        Co-bucketed pairs within each identifier distance, int64 of shape (T,)
+        (:func:`layer_pair_counts_ref`).
+    line_groups : callable ``(indices, sign) -> (row_groups, col_groups)``
+        Identical rows and columns of a 2-D layer, int64
+        (:func:`hashlab.stats.group_kernels.line_groups_ref`).
+    offset_residues : callable ``(idx, n, start) -> counts``
+        Weights per residue ``(idx[i] - start - i) mod n``, int64 of shape (n,)
+        (:func:`hashlab.stats.offset_kernels.offset_residues_ref`).
+    """
+
+    loads: Callable[[np.ndarray, int], tuple[np.ndarray, int]]
+    sign_sums: Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+    bucket_sort: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    nearest_histograms: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    layer_pair_counts: Callable[[np.ndarray, int, np.ndarray], np.ndarray]
+    line_groups: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
+    offset_residues: Callable[[np.ndarray, int, int], np.ndarray]
+
+
+_KERNELS = {
+    "numba": StatsKernels(loads=loads_nb, sign_sums=sign_sums_nb, bucket_sort=bucket_sort_nb,
+                          nearest_histograms=nearest_histograms_nb, layer_pair_counts=layer_pair_counts_nb,
+                          line_groups=line_groups_nb, offset_residues=offset_residues_nb),
+    "numpy": StatsKernels(loads=loads_ref, sign_sums=sign_sums_ref, bucket_sort=bucket_sort_ref,
+                          nearest_histograms=nearest_histograms_ref, layer_pair_counts=layer_pair_counts_ref,
+                          line_groups=line_groups_ref, offset_residues=offset_residues_ref),
+}
+BACKENDS = tuple(_KERNELS)
+"""Backend names :func:`kernels` accepts, the default first: ``("numba", "numpy")``."""
+
+
+def kernels(backend: str) -> StatsKernels:
+    """The :class:`StatsKernels` of ``backend``.
+
+    Parameters
+    ----------
+    backend : {"numba", "numpy"}
+        ``"numba"``: the parallel kernels; ``"numpy"``: their plain-numpy reference twins.
+
+    Returns
+    -------
+    StatsKernels
 
     Raises
     ------
     ValueError
-        If ``backend`` is not ``"numba"`` or ``"numpy"``.
+        If ``backend`` is not one of :data:`BACKENDS`.
     """
-    if backend == "numba":
-        return loads_nb, sign_sums_nb, bucket_sort_nb, nearest_histograms_nb, layer_pair_counts_nb
-    if backend == "numpy":
-        return loads_ref, sign_sums_ref, bucket_sort_ref, nearest_histograms_ref, layer_pair_counts_ref
-    raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    try:
+        return _KERNELS[backend]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}") from None

@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from . import kernels as SK
+
+_T = TypeVar("_T")
 
 __all__ = ["LocalityStats", "LayerLocality", "layer_locality", "pool_locality", "default_thresholds", "pair_thresholds",
            "line_window_profile", "expected_nearest_counts", "expected_pair_fraction", "METRICS"]
@@ -91,7 +93,7 @@ def line_window_profile(length: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     return vals, mult
 
 
-def _geom(log_q: float, exponent: np.ndarray) -> np.ndarray:
+def _geom(log_q: float, exponent: np.ndarray | int) -> np.ndarray:
     """``q ** exponent`` given ``log q`` (``-inf`` when q = 0), stable for huge exponents."""
     exponent = np.asarray(exponent, dtype=np.float64)
     if log_q == -np.inf:
@@ -352,13 +354,15 @@ class LocalityStats:
                                       self.expected_fraction_within)
             ],
         }
+        pair_th, pair_frac, pair_exp = self.pair_thresholds, self.pair_fraction, self.expected_pair_fraction
         if self.pairs_within is not None:
+            assert self.pairs_total is not None and pair_th is not None and pair_frac is not None
+            assert pair_exp is not None  # the four pair fields are set together (id metric)
             d["pairs"] = {
                 "total": int(self.pairs_total),
                 "curve": [
                     {"d": int(t), "within": int(w), "fraction": _finite(f), "expected_fraction": _finite(e)}
-                    for t, w, f, e in zip(self.pair_thresholds, self.pairs_within, self.pair_fraction,
-                                          self.expected_pair_fraction)
+                    for t, w, f, e in zip(pair_th, self.pairs_within, pair_frac, pair_exp)
                 ],
             }
         return d
@@ -414,21 +418,21 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
     if indices.size >= 2**31:
         raise ValueError(f"layer {name!r} has {indices.size} weights; locality supports layers below 2**31 "
                          "weights (run with locality=False / --no-locality)")
-    _, _, bucket_sort, nearest_histograms, layer_pair_counts = SK.kernels(backend)
+    kern = SK.kernels(backend)
     rows, cols = indices.shape
     flat = indices.reshape(-1)
     total = flat.size
     if thresholds is None:
         thresholds = default_thresholds(max(total - 1, 1))
     thresholds = np.asarray(thresholds, dtype=np.int64)
-    starts, ids = bucket_sort(flat, n)
+    starts, ids = kern.bucket_sort(flat, n)
     loads = np.diff(starts)
     zeroed = total - ids.size
     sparsity = zeroed / total if total else 0.0
-    hists = dict(zip(("id", "grid"), nearest_histograms(starts, ids, cols)))
+    hists = dict(zip(("id", "grid"), kern.nearest_histograms(starts, ids, cols)))
     del ids
     pair_th = pair_thresholds(thresholds)
-    pairs = layer_pair_counts(flat, n, np.minimum(pair_th, max(total - 1, 0)))
+    pairs = kern.layer_pair_counts(flat, n, np.minimum(pair_th, max(total - 1, 0)))
     pairs_total = int((loads * (loads - 1) // 2).sum())
     out = {}
     for metric, hist in hists.items():
@@ -449,6 +453,12 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
             stats.expected_pair_fraction = expected_pair_fraction(total, pair_th)
         out[metric] = stats
     return LayerLocality(id=out["id"], grid=out["grid"])
+
+
+def _given(x: _T | None) -> _T:
+    """``x``, known not to be None (the pair fields of the id metric are set on every layer)."""
+    assert x is not None
+    return x
 
 
 def pool_locality(parts: list[LocalityStats], name: str = "total") -> LocalityStats:
@@ -482,8 +492,8 @@ def pool_locality(parts: list[LocalityStats], name: str = "total") -> LocalitySt
     )
     if parts[0].pairs_within is not None:
         pooled.pair_thresholds = parts[0].pair_thresholds
-        pooled.pairs_within = np.sum([p.pairs_within for p in parts], axis=0).astype(np.int64)
-        pooled.pairs_total = int(sum(p.pairs_total for p in parts))
+        pooled.pairs_within = np.sum([_given(p.pairs_within) for p in parts], axis=0).astype(np.int64)
+        pooled.pairs_total = int(sum(_given(p.pairs_total) for p in parts))
         w = np.array([p.pairs_total for p in parts], dtype=np.float64)
         fr = np.array([p.expected_pair_fraction for p in parts])
         pooled.expected_pair_fraction = (w[:, None] * fr).sum(axis=0) / w.sum() if w.sum() else fr.mean(axis=0)

@@ -14,14 +14,15 @@ behind a well-predicted branch (about 3x faster there), else it counts into four
 lanes (weight ``i`` into lane ``i mod 4``). Both loops count every weight exactly; the probe only
 picks the faster one.
 
-``tests/hashlab/stats/test_theory.py`` shows the twins agree exactly (integer counts).
+``tests/hashlab/stats/test_theory.py`` shows the twins agree exactly (integer counts). Callers
+take them as ``offset_residues`` of :func:`hashlab.stats.kernels.kernels`.
 """
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
 
-__all__ = ["offset_residues_ref", "offset_residues_nb", "offset_residue_kernels"]
+__all__ = ["offset_residues_ref", "offset_residues_nb"]
 
 _CHUNK = 1 << 16  # positions per parallel work item
 _LANES = 4
@@ -134,18 +135,3 @@ def offset_residues_nb(idx: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     """numba twin of :func:`offset_residues_ref` (one pass, wrapping counter, per-worker lanes)."""
     _check(idx, n, start)
     return _residue_kernel(idx, int(n), int(start), nb.get_num_threads())
-
-
-def offset_residue_kernels(backend: str):
-    """:func:`offset_residues_nb` for ``"numba"``, :func:`offset_residues_ref` for ``"numpy"``.
-
-    Raises
-    ------
-    ValueError
-        If ``backend`` is neither.
-    """
-    if backend == "numba":
-        return offset_residues_nb
-    if backend == "numpy":
-        return offset_residues_ref
-    raise ValueError(f"unknown backend {backend!r}; choose 'numba' or 'numpy'")

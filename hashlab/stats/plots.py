@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -33,6 +34,14 @@ __all__ = ["report_figures", "load_histogram_figure", "locality_figure", "entrop
 
 DEFAULT_ALPHAS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def _nats_to_bits(v: Any) -> Any:
+    return v / math.log(2)
+
+
+def _bits_to_nats(v: Any) -> Any:
+    return v * math.log(2)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 130) -> Path:
@@ -148,7 +157,7 @@ def entropy_figure(report) -> Figure:
     ax.set_xticks(x, [f"{name}\nn={b.num_entries:,}" for name, b in rows], fontsize=9)
     ax.set_ylabel("entropy of entry usage (nats)")
     ax.set_ylim(0, max(hmax) * 1.22)
-    sec = ax.secondary_yaxis("right", functions=(lambda v: v / math.log(2), lambda v: v * math.log(2)))
+    sec = ax.secondary_yaxis("right", functions=(_nats_to_bits, _bits_to_nats))
     sec.set_ylabel("bits")
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title("Entropy per layer (paper eq. 7); % = H / ln n", fontsize=11)
@@ -228,14 +237,14 @@ def entropy_vs_alpha(path: str | os.PathLike, n: int = 1000, alphas: Sequence[fl
     and the mean plug-in entropy a map with ``m`` weights would measure, for each ``m`` in
     ``draws`` (defaults: the MNIST MLP's first and last layer).
     """
-    alphas = np.logspace(-3, 3, 49) if alphas is None else np.asarray(alphas, dtype=np.float64)
-    mean = np.array([dirichlet_expected_entropy(n, a) for a in alphas])
-    sd = np.array([dirichlet_entropy_sd(n, a) for a in alphas])
+    grid = np.logspace(-3, 3, 49) if alphas is None else np.asarray(alphas, dtype=np.float64)
+    mean = np.array([dirichlet_expected_entropy(n, a) for a in grid])
+    sd = np.array([dirichlet_entropy_sd(n, a) for a in grid])
     fig = _new(7.5, 4.8)
     ax = fig.subplots()
-    ax.fill_between(alphas, mean - sd, mean + sd, color=_COLORS[0], alpha=0.25, lw=0)
-    ax.plot(alphas, mean, color=_COLORS[0], lw=2, label="E[H(p)], p ~ Dir(alpha) (+-1 sd band)")
-    pts = alphas[:: max(1, len(alphas) // 12)]
+    ax.fill_between(grid, mean - sd, mean + sd, color=_COLORS[0], alpha=0.25, lw=0)
+    ax.plot(grid, mean, color=_COLORS[0], lw=2, label="E[H(p)], p ~ Dir(alpha) (+-1 sd band)")
+    pts = grid[:: max(1, len(grid) // 12)]
     for s in range(seeds):
         hs = []
         for a in pts:
@@ -243,17 +252,17 @@ def entropy_vs_alpha(path: str | os.PathLike, n: int = 1000, alphas: Sequence[fl
             hs.append(entropy_nats(p))
         ax.scatter(pts, hs, s=12, color="black", zorder=3, label="H of drawn p (5 seeds)" if s == 0 else None)
     for c, m in enumerate(draws):
-        plug = [dirichlet_multinomial_expected_entropy(int(m), n, a) for a in alphas]
-        ax.plot(alphas, plug, color=_COLORS[1 + c], ls="-.", lw=1.4,
+        plug = [dirichlet_multinomial_expected_entropy(int(m), n, a) for a in grid]
+        ax.plot(grid, plug, color=_COLORS[1 + c], ls="-.", lw=1.4,
                 label=f"E[plug-in H] measured from m = {m:,} weights")
     ax.axhline(math.log(n), color="gray", ls="--", lw=1.2)
-    ax.annotate(f"uniform table: ln {n} = {math.log(n):.2f} nats", (alphas[0], math.log(n)), xytext=(0, 4),
+    ax.annotate(f"uniform table: ln {n} = {math.log(n):.2f} nats", (grid[0], math.log(n)), xytext=(0, 4),
                 textcoords="offset points", fontsize=9, color="dimgray")
     ax.set_xscale("log")
     ax.set_xlabel("Dirichlet concentration alpha (log scale)")
     ax.set_ylabel("entropy of entry usage (nats)")
     ax.set_ylim(0, math.log(n) * 1.12)
-    sec = ax.secondary_yaxis("right", functions=(lambda v: v / math.log(2), lambda v: v * math.log(2)))
+    sec = ax.secondary_yaxis("right", functions=(_nats_to_bits, _bits_to_nats))
     sec.set_ylabel("bits")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Entropy of a Dirichlet hash's table against alpha (n = {n} entries)", fontsize=11)

@@ -27,8 +27,7 @@ import scipy.stats
 from ..maps.hashes import dirichlet_probabilities
 from ..maps.indexmap import IndexMap
 from .entropy import entropy_nats
-from .kernels import loads_nb
-from .offset_kernels import offset_residue_kernels
+from .kernels import kernels
 
 __all__ = [
     "dirichlet_expected_entropy", "dirichlet_entropy_sd", "dirichlet_multinomial_expected_entropy",
@@ -45,7 +44,7 @@ def table_loads(imap: IndexMap, table: int) -> np.ndarray:
     loads = np.zeros(n, np.int64)
     for lay in imap.layers:
         if lay.table == table:
-            loads += loads_nb(lay.indices.reshape(-1), n)[0]
+            loads += kernels("numba").loads(lay.indices.reshape(-1), n)[0]
     return loads
 
 
@@ -386,7 +385,7 @@ def neighborhood_offset_check(imap: IndexMap, radius: int | None = None, backend
         raise ValueError("neighborhood_offset_check needs radius >= 0 (pass radius= or use a neighborhood map)")
     if len(set(imap.table_sizes)) != 1:
         raise ValueError(f"tables must have one size for the offset test, got {imap.table_sizes}")
-    residues = offset_residue_kernels(backend)
+    residues = kernels(backend).offset_residues
     scope = imap.spec.get("scope", "layer")
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")

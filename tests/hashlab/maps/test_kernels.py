@@ -23,7 +23,6 @@ def test_xxh64_u64_matches_xxhash_library(values, seed):
     x = np.array(values, dtype=np.uint64)
     expected = np.array([xxhash.xxh64_intdigest(v.to_bytes(8, "little"), seed) for v in values], dtype=np.uint64)
     np.testing.assert_array_equal(K.xxh64_u64_ref(x, seed), expected)
-    np.testing.assert_array_equal(K.xxh64_u64_nb(x, np.uint64(seed)), expected)
 
 
 @given(st.lists(st.tuples(u32, u32, u32), max_size=50), seeds)
@@ -34,48 +33,22 @@ def test_xxh64_key_matches_xxhash_library(keys, seed):
     lane = layer | (row << np.uint64(32))
     expected = np.array([xxhash.xxh64_intdigest(struct.pack("<III", *k), seed) for k in keys], dtype=np.uint64)
     np.testing.assert_array_equal(K.xxh64_key_ref(lane, col, seed), expected)
-    np.testing.assert_array_equal(K.xxh64_key_nb(lane, col, np.uint64(seed)), expected)
 
 
-@given(id_arrays, tables, seeds)
-def test_uniform_twins_agree(ids, n, seed):
-    a = K.uniform_nb(ids, n, np.uint64(seed))
-    np.testing.assert_array_equal(a, K.uniform_ref(ids, n, np.uint64(seed)))
-    assert a.size == 0 or (a.min() >= 0 and a.max() < n)
-
-
-@given(id_arrays, st.integers(1, 3000), st.floats(0.01, 100), seeds)
-def test_categorical_twins_agree(ids, n, alpha, seed):
-    p = np.random.default_rng(seed % 2**32).dirichlet(np.full(n, alpha))
-    inner = np.cumsum(p)[:-1]
-    a = K.categorical_nb(ids, inner, np.uint64(seed))
-    np.testing.assert_array_equal(a, K.categorical_ref(ids, inner, np.uint64(seed)))
-    assert a.size == 0 or (a.min() >= 0 and a.max() < n)
-
-
-@given(id_arrays, tables, st.integers(0, 100000), seeds)
-def test_neighborhood_twins_agree(ids, n, radius, seed):
-    a = K.neighborhood_nb(ids, n, radius, np.uint64(seed))
-    np.testing.assert_array_equal(a, K.neighborhood_ref(ids, n, radius, np.uint64(seed)))
-    assert a.size == 0 or (a.min() >= 0 and a.max() < n)
-
-
-@given(st.integers(0, 2**32 - 1), st.lists(st.tuples(u32, u32), max_size=200), tables, seeds)
-def test_xxhash_index_and_sign_twins_agree(layer, rc, n, seed):
-    rows = np.array([r for r, _ in rc], dtype=np.int64)
-    cols = np.array([c for _, c in rc], dtype=np.int64)
-    np.testing.assert_array_equal(K.xxhash_index_nb(layer, rows, cols, n, np.uint64(seed)),
-                                  K.xxhash_index_ref(layer, rows, cols, n, seed))
-    s = K.sign_nb(layer, rows, cols, np.uint64(seed))
-    np.testing.assert_array_equal(s, K.sign_ref(layer, rows, cols, seed))
-    assert s.dtype == np.int8 and set(np.unique(s)) <= {-1, 1}
+@given(id_arrays, tables, st.integers(0, 100000), st.integers(1, 3000), seeds)
+def test_reference_hashes_stay_in_the_table(ids, n, radius, m, seed):
+    inner = np.cumsum(np.random.default_rng(seed % 2**32).dirichlet(np.full(m, 1.0)))[:-1]
+    s = np.uint64(seed)
+    for a, size in ((K.uniform_ref(ids, n, s), n), (K.neighborhood_ref(ids, n, radius, s), n),
+                    (K.categorical_ref(ids, inner, s), m)):
+        assert a.dtype == np.int64 and (a.size == 0 or (a.min() >= 0 and a.max() < size))
 
 
 def test_categorical_never_picks_zero_probability_entries():
     p = np.zeros(10)
     p[[2, 7]] = [0.25, 0.75]
     ids = np.arange(20000, dtype=np.int64)
-    idx = K.categorical_nb(ids, np.cumsum(p)[:-1], np.uint64(3))
+    idx = K.categorical_ref(ids, np.cumsum(p)[:-1], np.uint64(3))
     counts = np.bincount(idx, minlength=10)
     assert set(np.flatnonzero(counts)) == {2, 7}
     assert abs(counts[7] / ids.size - 0.75) < 0.02  # 0.02 is > 6 standard errors
@@ -187,10 +160,9 @@ divisors = st.one_of(st.integers(1, 70000), st.integers(1, 2**64 - 1),
 
 @given(st.lists(u64, max_size=200), divisors)
 def test_divide_magic_mod_is_exactly_the_remainder(values, d):
-    h = np.array(values + _EDGE_U64, dtype=np.uint64)
     mp, sh1, sh2 = K.divide_magic(d)
-    np.testing.assert_array_equal(K.mod_magic_nb(h, np.uint64(d), mp, sh1, sh2),
-                                  np.array([v % d for v in values + _EDGE_U64], dtype=np.uint64))
+    got = [int(K._mod_magic(np.uint64(v), np.uint64(d), mp, sh1, sh2)) for v in values + _EDGE_U64]
+    assert got == [v % d for v in values + _EDGE_U64]
 
 
 def test_divide_magic_refuses_a_divisor_outside_the_uint64_range():
@@ -215,3 +187,31 @@ def test_neighborhood_fill_wraps_negative_positions_like_python_mod(start, n, ra
     ids = np.arange(start, start + 300, dtype=np.int64)
     np.testing.assert_array_equal(K.neighborhood_fill_nb(start, n, radius, np.uint64(seed), np.empty(300, np.int32)),
                                   K.neighborhood_ref(ids, n, radius, np.uint64(seed)))
+
+
+@given(starts, st.integers(0, 40), st.integers(1, 40), tables, st.integers(0, 3000), st.floats(0, 1), seeds, out_dtypes)
+def test_both_backends_of_the_registry_fill_a_layer_bit_for_bit_alike(start, rows, cols, n, radius, frac, seed, dt):
+    if dt is np.int16:
+        n = min(n, 32768)
+    inner = np.cumsum(np.random.default_rng(seed % 2**32).dirichlet(np.full(min(n, 3000), 0.5)))[:-1]
+    guide = K.guide_table(inner)
+    s = np.uint64(seed)
+    size = rows * cols
+    n_zero = int(round(frac * size))
+    values = K.uniform_ref(np.arange(size, dtype=np.int64), n, np.uint64(1)).astype(dt)
+    layers = {}
+    for backend in K.BACKENDS:
+        k = K.kernels(backend)
+        layers[backend] = [
+            k.uniform(start, n, s, np.empty(size, dt)), k.categorical(start, inner, guide, s, np.empty(size, dt)),
+            k.neighborhood(start, n, radius, s, np.empty(size, dt)), k.modulus(start, n, np.empty(size, dt)),
+            k.xxhash_index(rows, n, s, np.empty((rows, cols), dt)), k.sign(rows, s, np.empty((rows, cols), np.int8)),
+            k.mask(values.copy(), n_zero, s, lambda pos: values[pos])]
+    for got, want in zip(layers["numba"], layers["numpy"]):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_unknown_backend_names_the_choices():
+    with pytest.raises(ValueError, match="numba"):
+        K.kernels("cuda")

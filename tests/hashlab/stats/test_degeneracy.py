@@ -8,8 +8,17 @@ from hypothesis import strategies as st
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, LayerMap, build_map, index_dtype
 from hashlab.stats import format_report, layer_degeneracy, map_degeneracy, map_report
-from hashlab.stats.degeneracy import (_NO_SIGN, _col_groups_confirmed, _group, _line_hashes, col_groups_nb,
-                                      col_groups_ref, line_groups_nb, line_groups_ref, row_groups_nb, row_groups_ref)
+from hashlab.stats.group_kernels import (
+    _NO_SIGN,
+    _col_groups_confirmed,
+    _group,
+    _line_hashes,
+    col_groups_ref,
+    line_groups_nb,
+    line_groups_ref,
+    row_groups_ref,
+)
+from hashlab.stats.kernels import BACKENDS, kernels
 
 
 def brute_groups(indices, sign, by_row):
@@ -91,9 +100,11 @@ def layers(draw):
 def test_groups_match_brute_force_for_both_backends(layer):
     rows = brute_groups(layer.indices, layer.sign, True)
     cols = brute_groups(layer.indices, layer.sign, False)
-    for fn_r, fn_c in ((row_groups_nb, col_groups_nb), (row_groups_ref, col_groups_ref)):
-        assert fn_r(layer.indices, layer.sign).tolist() == rows.tolist()
-        assert fn_c(layer.indices, layer.sign).tolist() == cols.tolist()
+    for backend in BACKENDS:
+        got_r, got_c = kernels(backend).line_groups(layer.indices, layer.sign)
+        assert got_r.tolist() == rows.tolist() and got_c.tolist() == cols.tolist()
+    assert row_groups_ref(layer.indices, layer.sign).tolist() == rows.tolist()
+    assert col_groups_ref(layer.indices, layer.sign).tolist() == cols.tolist()
     d = layer_degeneracy(layer)
     assert d.distinct_rows == len(set(rows.tolist())) and d.distinct_cols == len(set(cols.tolist()))
     assert d.largest_row_group == np.bincount(rows).max()

@@ -11,12 +11,20 @@ from hypothesis import strategies as st
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, build_map
 from hashlab.stats import map_report
-from hashlab.stats.offset_kernels import (_residue_kernel, offset_residue_kernels, offset_residues_nb,
-                                          offset_residues_ref)
-from hashlab.stats.theory import (dirichlet_entropy_check, dirichlet_entropy_sd, dirichlet_expected_entropy,
-                            dirichlet_multinomial_expected_entropy, is_exactly_balanced, modulus_balance_check,
-                            neighborhood_offset_check, neighborhood_offsets, plugin_entropy_sd,
-                            simulate_plugin_entropy)
+from hashlab.stats.kernels import kernels
+from hashlab.stats.offset_kernels import _residue_kernel, offset_residues_nb, offset_residues_ref
+from hashlab.stats.theory import (
+    dirichlet_entropy_check,
+    dirichlet_entropy_sd,
+    dirichlet_expected_entropy,
+    dirichlet_multinomial_expected_entropy,
+    is_exactly_balanced,
+    modulus_balance_check,
+    neighborhood_offset_check,
+    neighborhood_offsets,
+    plugin_entropy_sd,
+    simulate_plugin_entropy,
+)
 
 ALPHAS = [pytest.param(a, id=f"alpha={a:g}") for a in (0.01, 0.1, 1.0, 10.0, 100.0)]
 
@@ -164,7 +172,7 @@ def test_offset_check_is_the_same_through_both_kernels_and_the_offsets(radius, s
     rep = map_report(imap, locality=False, degeneracy=False, backend="numpy")
     assert rep.theory["offsets"] == map_report(imap, locality=False, degeneracy=False).theory["offsets"]
     with pytest.raises(ValueError, match="backend"):
-        offset_residue_kernels("cuda")
+        kernels("cuda")
     with pytest.raises(ValueError, match="1-D"):
         offset_residues_nb(imap.layers[0].indices, 997)
 
