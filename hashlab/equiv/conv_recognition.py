@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from ..maps.conv import ConvGeometry, conv_taps
 from ..maps.indexmap import LayerMap
@@ -56,8 +57,7 @@ def is_recognizable(geometry: ConvGeometry) -> bool:
     reach, or a stride skipping whole inputs, leaves taps or strides with no trace in the map;
     such a map may still be recognised, as an equivalent geometry.
     """
-    for n, k, s, p, d, o in zip(geometry.in_size, geometry.kernel_size, geometry.stride, geometry.padding,
-                                geometry.dilation, geometry.out_size):
+    for n, k, s, p, d, o in zip(geometry.in_size, *geometry.axes(), geometry.out_size):
         x = np.arange(o)[:, None] * s - p + np.arange(k)[None, :] * d
         inside = (x >= 0) & (x < n)
         if not inside.any(axis=0).all() or (o >= 2 and not (inside.sum(axis=0) >= 2).any()):
@@ -107,7 +107,8 @@ class LayerFacts:
         perm = np.argsort(first, kind="stable")
         rank = np.empty(perm.size, dtype=np.int64)
         rank[perm] = np.arange(perm.size)
-        labels = np.full(flat.size, -1, dtype=np.int32 if perm.size < 2**31 else np.int64)
+        labels: npt.NDArray[np.signedinteger] = np.full(flat.size, -1,
+                                                        dtype=np.int32 if perm.size < 2**31 else np.int64)
         labels[nz[order]] = rank[np.cumsum(new) - 1]
         self.labels = labels.reshape(idx.shape)
         self.entry = sv[starts][perm]
@@ -269,11 +270,11 @@ class _Describe:
 
     def out(self, row: int) -> tuple[int, ...]:
         co, pos = divmod(row, math.prod(self.g.out_size))
-        return (co, *np.unravel_index(pos, self.g.out_size))
+        return (co, *map(int, np.unravel_index(pos, self.g.out_size)))
 
     def inp(self, col: int) -> tuple[int, ...]:
         ci, pos = divmod(col, math.prod(self.g.in_size))
-        return (ci, *np.unravel_index(pos, self.g.in_size))
+        return (ci, *map(int, np.unravel_index(pos, self.g.in_size)))
 
     @staticmethod
     def at(c: tuple[int, ...]) -> str:
@@ -390,7 +391,7 @@ def _derive_checked(f: LayerFacts, grid: _Grid) -> tuple[int, ConvGeometry | Non
 def _expected_nnz(g: ConvGeometry) -> int:
     """Nonzeros of ``conv_taps(g)`` in O(sum of out * kernel sizes)."""
     per_axis = []
-    for n, k, s, p, dl, o in zip(g.in_size, g.kernel_size, g.stride, g.padding, g.dilation, g.out_size):
+    for n, k, s, p, dl, o in zip(g.in_size, *g.axes(), g.out_size):
         x = np.arange(o)[:, None] * s - p + np.arange(k)[None, :] * dl
         per_axis.append(int(np.count_nonzero((x >= 0) & (x < n))))
     return g.out_channels * (g.in_channels // g.groups) * math.prod(per_axis)
@@ -464,7 +465,7 @@ def _bias(layer: LayerMap, f: LayerFacts, geom: ConvGeometry) -> tuple[bool, str
     ref = lambda row: WeightRef(f.name, int(row), None, int(b[row]))  # noqa: E731
     off = per != per[:, :1]
     if off.any():
-        co, pos = np.unravel_index(np.argmax(off), off.shape)
+        co, pos = map(int, np.unravel_index(np.argmax(off), off.shape))
         a, c = ref(co * p_out), ref(co * p_out + pos)
         return False, "", Witness("bias", f"{a} and {c} are biases of output channel {co}, so they should share an "
                                   f"entry, but read {a.entry} and {c.entry}", (a, c), cand)
@@ -584,9 +585,10 @@ def recognize_conv(layer: LayerMap, *, ndims: Sequence[int] = (2, 1), in_shape: 
     universal = universal_witness(f)
     if universal is not None and universal.kind != "empty":  # refutes every geometry, the attrs one included
         return ConvVerdict(f.name, False, None, universal, "", 0, notes=tuple(notes))
-    best: tuple[int, Witness] | None = None  # (stage reached, witness) of the closest candidate so far
+    best: tuple[int, Witness | None] | None = None  # (stage reached, witness) of the closest candidate so far
     tried = 0
     attrs = layer.attrs.get("conv") if use_attrs and isinstance(layer.attrs, dict) else None
+    geom: ConvGeometry | None
     if attrs is not None:
         try:
             geom = ConvGeometry.from_dict(attrs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from .._version import __version__
 from .geometry import ConvGeometry
@@ -31,7 +32,7 @@ from .spec import SpecError
 __all__ = ["ConvGeometry", "conv_taps", "conv_map", "conv1d_map", "conv2d_map"]
 
 
-def conv_taps(geometry: ConvGeometry) -> np.ndarray:
+def conv_taps(geometry: ConvGeometry) -> npt.NDArray[np.int32]:
     """Kernel tap read by every weight of the convolution's dense matrix (eq. 4-6).
 
     Parameters

@@ -120,6 +120,14 @@ class ConvGeometry:
     def ndim(self) -> int:
         return len(self.in_size)
 
+    def axes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """``(kernel_size, stride, padding, dilation)``, each the tuple of one int per spatial axis.
+
+        The fields accept an int on input; after validation each holds such a tuple, and this is
+        the typed way to read them together.
+        """
+        return (_axes(self.kernel_size), _axes(self.stride), _axes(self.padding), _axes(self.dilation))
+
     @property
     def out_size(self) -> tuple[int, ...]:
         return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
