@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from analysis.clustering import main
 from tests.conftest import REPO
 
