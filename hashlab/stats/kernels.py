@@ -744,6 +744,9 @@ class StatsKernels(NamedTuple):
         Sum of the sign hash per entry, int64 of shape (n,) (:func:`sign_sums_ref`).
     bucket_sort : callable ``(idx, n) -> (starts, ids)``
         The layer sorted by ``(entry, identifier)`` (:func:`bucket_sort_ref`).
+    nearest_partners : callable ``(starts, ids, in_features) -> (d_id, d_grid)``
+        Each weight's distance to its nearest bucket partner, int64 aligned with ``ids``
+        (:func:`nearest_partner_ref`).
     nearest_histograms : callable ``(starts, ids, in_features) -> (hist_id, hist_grid)``
         Histograms of the nearest-partner distances, int64 (:func:`nearest_histograms_ref`).
     layer_pair_counts : callable ``(idx, n, thresholds) -> pairs``
@@ -760,6 +763,7 @@ class StatsKernels(NamedTuple):
     loads: Callable[[np.ndarray, int], tuple[np.ndarray, int]]
     sign_sums: Callable[[np.ndarray, np.ndarray, int], np.ndarray]
     bucket_sort: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    nearest_partners: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
     nearest_histograms: Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
     layer_pair_counts: Callable[[np.ndarray, int, np.ndarray], np.ndarray]
     line_groups: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
@@ -768,10 +772,10 @@ class StatsKernels(NamedTuple):
 
 _KERNELS = {
     "numba": StatsKernels(loads=loads_nb, sign_sums=sign_sums_nb, bucket_sort=bucket_sort_nb,
-                          nearest_histograms=nearest_histograms_nb, layer_pair_counts=layer_pair_counts_nb,
+                          nearest_partners=nearest_partner_nb, nearest_histograms=nearest_histograms_nb, layer_pair_counts=layer_pair_counts_nb,
                           line_groups=line_groups_nb, offset_residues=offset_residues_nb),
     "numpy": StatsKernels(loads=loads_ref, sign_sums=sign_sums_ref, bucket_sort=bucket_sort_ref,
-                          nearest_histograms=nearest_histograms_ref, layer_pair_counts=layer_pair_counts_ref,
+                          nearest_partners=nearest_partner_ref, nearest_histograms=nearest_histograms_ref, layer_pair_counts=layer_pair_counts_ref,
                           line_groups=line_groups_ref, offset_residues=offset_residues_ref),
 }
 BACKENDS = tuple(_KERNELS)

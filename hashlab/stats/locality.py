@@ -46,7 +46,7 @@ from . import kernels as SK
 
 _T = TypeVar("_T")
 
-__all__ = ["LocalityStats", "LayerLocality", "layer_locality", "pool_locality", "default_thresholds", "pair_thresholds",
+__all__ = ["LocalityStats", "LayerLocality", "layer_locality", "nearest_partners", "pool_locality", "default_thresholds", "pair_thresholds",
            "line_window_profile", "expected_nearest_counts", "expected_pair_fraction", "METRICS"]
 
 METRICS = ("id", "grid")
@@ -453,6 +453,44 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
             stats.expected_pair_fraction = expected_pair_fraction(total, pair_th)
         out[metric] = stats
     return LayerLocality(id=out["id"], grid=out["grid"])
+
+
+def nearest_partners(indices: np.ndarray, n: int, backend: str = "numba") -> tuple[np.ndarray, np.ndarray]:
+    """Each weight's distance to the nearest other weight that reads the same entry.
+
+    The per-weight view behind the nearest-partner curves of :func:`layer_locality`: where in the
+    matrix the collisions are close (a map for a heatmap, or for picking out one bucket).
+
+    Parameters
+    ----------
+    indices : ndarray of shape (out_features, in_features), int16 or int32
+        Entries in ``[0, n)`` or ``-1`` (zeroed).
+    n : int
+        Size of the table the layer reads.
+    backend : {"numba", "numpy"}
+
+    Returns
+    -------
+    d_id, d_grid : ndarray of shape (out_features, in_features), int64
+        Identifier distance ``min |id - id'|`` and grid (Chebyshev) distance
+        ``min max(|row - row'|, |col - col'|)`` to the nearest bucket partner; ``-1`` for a
+        zeroed weight or one alone in its bucket.
+
+    Raises
+    ------
+    ValueError
+        If ``indices`` is not 2-D or ``backend`` is unknown.
+    """
+    if indices.ndim != 2:
+        raise ValueError(f"indices must be 2-D (out_features, in_features), got shape {indices.shape}")
+    kern = SK.kernels(backend)
+    flat = indices.reshape(-1)
+    starts, ids = kern.bucket_sort(flat, n)
+    d_id, d_grid = kern.nearest_partners(starts, ids, indices.shape[1])
+    out_id = np.full(flat.size, -1, dtype=np.int64)
+    out_grid = np.full(flat.size, -1, dtype=np.int64)
+    out_id[ids], out_grid[ids] = d_id, d_grid
+    return out_id.reshape(indices.shape), out_grid.reshape(indices.shape)
 
 
 def _given(x: _T | None) -> _T:

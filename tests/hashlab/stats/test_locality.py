@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, IndexMap, LayerMap, build_map
-from hashlab.stats.locality import (_line_sum, default_thresholds, expected_nearest_counts, expected_pair_fraction,
+from hashlab.stats.locality import (_line_sum, nearest_partners, default_thresholds, expected_nearest_counts, expected_pair_fraction,
                               layer_locality, line_window_profile, pool_locality)
 
 
@@ -124,3 +124,36 @@ def test_pool_locality_rejects_mismatched_parts():
         pool_locality([a.id, b.id])
     with pytest.raises(ValueError, match="at least one"):
         pool_locality([])
+
+
+def _brute_nearest(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = np.indices(idx.shape)
+    d_id = np.full(idx.shape, -1, dtype=np.int64)
+    d_grid = np.full(idx.shape, -1, dtype=np.int64)
+    for r, c in zip(*np.nonzero(idx >= 0)):
+        same = idx == idx[r, c]
+        same[r, c] = False
+        if same.any():
+            d_id[r, c] = np.abs((rows * idx.shape[1] + cols)[same] - (r * idx.shape[1] + c)).min()
+            d_grid[r, c] = np.maximum(np.abs(rows[same] - r), np.abs(cols[same] - c)).min()
+    return d_id, d_grid
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("spec", [HashSpec(kind="uniform", table_size=37, seed=3, sparsity=0.3),
+                                  HashSpec(kind="neighborhood", radius=2, table_size=50, seed=1),
+                                  HashSpec(kind="dirichlet", alpha=0.01, table_size=40, seed=2)],
+                         ids=["uniform-sparse", "neighborhood", "dirichlet-skewed"])
+def test_nearest_partners_are_the_brute_force_distances_and_feed_the_histograms(spec, backend):
+    layer = build_map(spec, Architecture((23, 17, 5))).layers[0]
+    d_id, d_grid = nearest_partners(layer.indices, spec.table_size, backend)
+    want_id, want_grid = _brute_nearest(np.asarray(layer.indices))
+    np.testing.assert_array_equal(d_id, want_id)
+    np.testing.assert_array_equal(d_grid, want_grid)
+    loc = layer_locality("fc0", layer.indices, spec.table_size, backend=backend)
+    np.testing.assert_array_equal(np.bincount(d_id[d_id >= 0], minlength=loc.id.histogram.size), loc.id.histogram)
+
+
+def test_nearest_partners_refuses_a_flat_array():
+    with pytest.raises(ValueError, match="must be 2-D"):
+        nearest_partners(np.zeros(5, dtype=np.int32), 3)
