@@ -56,7 +56,7 @@ from .spec import Architecture, HashSpec, SpecError
 
 __all__ = ["build_map", "stream_seed", "dirichlet_probabilities", "BACKENDS"]
 
-BACKENDS = K.BACKENDS
+BACKENDS = K.BACKENDS  # hashlab.backends.BACKENDS
 NUMBA_MIN_WEIGHTS = 1 << 15
 """Layers with fewer weights take the numpy twins even with ``backend="numba"`` (same entries): waking
 numba's threads for a few kernels costs more than the work."""
@@ -212,8 +212,7 @@ def build_map(
     if not isinstance(arch, Architecture):
         raise SpecError(f"arch must be an Architecture, got {type(arch).__name__}; "
                         "try Architecture.parse('784-200-10')")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    K.kernels(backend)  # refuses an unknown backend before any work
     shapes = arch.layer_shapes
     sizes = [o * i for o, i in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

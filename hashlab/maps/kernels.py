@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 import numba as nb
 import numpy as np
 
+from ..backends import BACKENDS, select
+
 __all__ = [
     "xxh64_u64_ref", "xxh64_key_ref", "uniform_ref", "categorical_ref", "neighborhood_ref", "xxhash_index_ref",
     "sign_ref", "unit_float_ref", "guide_table", "GUIDE_BITS", "uniform_fill_nb", "categorical_fill_nb",
@@ -702,28 +704,8 @@ _KERNELS = {
                         neighborhood=neighborhood_fill_ref, modulus=modulus_fill_ref,
                         xxhash_index=xxhash_index_fill_ref, sign=sign_fill_ref, mask=mask_ref),
 }
-BACKENDS = tuple(_KERNELS)
-"""Backend names :func:`kernels` accepts, the default first: ``("numba", "numpy")``."""
 
 
 def kernels(backend: str) -> MapKernels:
-    """The :class:`MapKernels` of ``backend``.
-
-    Parameters
-    ----------
-    backend : {"numba", "numpy"}
-        ``"numba"``: the parallel layer kernels; ``"numpy"``: their plain-numpy reference twins.
-
-    Returns
-    -------
-    MapKernels
-
-    Raises
-    ------
-    ValueError
-        If ``backend`` is not one of :data:`BACKENDS`.
-    """
-    try:
-        return _KERNELS[backend]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}") from None
+    """The :class:`MapKernels` of ``backend`` (:func:`hashlab.backends.select`; ValueError if unknown)."""
+    return select(_KERNELS, backend)

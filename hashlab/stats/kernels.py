@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import numba as nb
 import numpy as np
+
+from ..backends import BACKENDS, select
 from numba.extending import overload
 
 from .group_kernels import line_groups_nb, line_groups_ref
@@ -778,28 +780,8 @@ _KERNELS = {
                           nearest_partners=nearest_partner_ref, nearest_histograms=nearest_histograms_ref, layer_pair_counts=layer_pair_counts_ref,
                           line_groups=line_groups_ref, offset_residues=offset_residues_ref),
 }
-BACKENDS = tuple(_KERNELS)
-"""Backend names :func:`kernels` accepts, the default first: ``("numba", "numpy")``."""
 
 
 def kernels(backend: str) -> StatsKernels:
-    """The :class:`StatsKernels` of ``backend``.
-
-    Parameters
-    ----------
-    backend : {"numba", "numpy"}
-        ``"numba"``: the parallel kernels; ``"numpy"``: their plain-numpy reference twins.
-
-    Returns
-    -------
-    StatsKernels
-
-    Raises
-    ------
-    ValueError
-        If ``backend`` is not one of :data:`BACKENDS`.
-    """
-    try:
-        return _KERNELS[backend]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}") from None
+    """The :class:`StatsKernels` of ``backend`` (:func:`hashlab.backends.select`; ValueError if unknown)."""
+    return select(_KERNELS, backend)
