@@ -178,3 +178,27 @@ def test_top_level_api_is_unchanged():
     assert all(hasattr(hashlab, n) for n in README_NAMES)
     assert hashlab.ConvGeometry is hashlab.maps.geometry.ConvGeometry is hashlab.maps.conv.ConvGeometry
     assert callable(hashlab.stats.map_report) and callable(hashlab.stats.format_report)
+
+
+def layout_section(readme: str) -> str:
+    """The README's ``## Layout`` section."""
+    start = readme.index("\n## Layout\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start:end if end >= 0 else None]
+
+
+def modules_missing_from(section: str) -> list[str]:
+    """Modules of the three packages whose file name the layout section does not name."""
+    return [f"{pkg}/{path.relative_to(REPO / pkg)}" for pkg in PACKAGES for path in sorted((REPO / pkg).rglob("*.py"))
+            if path.name != "__init__.py" and f"`{path.name}`" not in section
+            and f"`{path.relative_to(REPO)}`" not in section]
+
+
+def test_the_readme_layout_table_names_every_module():
+    missing = modules_missing_from(layout_section((REPO / "README.md").read_text()))
+    assert not missing, f"README.md's Layout table does not name: {missing}"
+
+
+def test_a_module_missing_from_the_table_would_be_found():
+    section = layout_section((REPO / "README.md").read_text())
+    assert modules_missing_from(section.replace("`weights.py`", "`w.py`")) == ["hashlab/io/weights.py"]
