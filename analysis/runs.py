@@ -58,11 +58,14 @@ RUN_FIELDS = ("dataset", "study", "kind", "sparsity", "hash_seed", "train_seed",
 
 KEY_DEFAULTS = {"optimizer": "sgd", "table_grad_scale": "none", "arch": None, "compression": None, "hash_bias": False,
                 "recipe": "paper"}
-"""Run fields added after the first records were committed, with the value an older run dict
-(without them) means. :meth:`RunConfig.from_dict` migrates such a dict by filling these in, and
-:attr:`RunConfig.key` leaves a field out at this value, so a run that an older dict can express
-keeps the key of that dict. A new field must be added here, with the default that reproduces
-the results recorded before it existed."""
+"""Run fields added after the first records were committed: defaults for older run dicts, the value
+a dict without them means. The run dict's counterpart of ``HashSpec.ADDED_FIELDS`` and
+``TrainConfig.ADDED_FIELDS`` (a map or training field has the same default here): :meth:`RunConfig.from_dict`
+migrates an older dict by filling these in, and :attr:`RunConfig.key` leaves a field out at this
+value, so a run that an older dict can express keeps the key of that dict. The run dict has no
+``"version"`` key (the key hashes the dict, so adding one would change every committed key); a
+new field must be added here, with the default that reproduces the results recorded before it
+existed, and a change that no default can express needs a new record layout."""
 
 _SPEC_FIELDS = {"kind": "kind", "hash_seed": "seed", "sparsity": "sparsity", "alpha": "alpha", "radius": "radius",
                 "sign": "sign", "table_size": "table_size", "compression": "compression", "hash_bias": "hash_bias"}
