@@ -51,7 +51,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def rng_state(shuffle: torch.Generator, device: torch.device) -> dict[str, Any]:
     """Every random state training touches: global CPU, global CUDA (if used), the shuffle generator."""
-    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
