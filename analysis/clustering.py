@@ -1,4 +1,4 @@
-"""Maps learned from trained weights (issue #10 part 2), end to end on real MNIST.
+"""Maps learned from trained weights, end to end on real MNIST.
 
 Deep Compression's weight sharing (Han, Mao & Dally, ICLR 2016, section 3) as an ArbNet map,
 compared with hashed maps of the same table size (Chang & Lipson 2018):
@@ -162,7 +162,8 @@ def _main(argv: list[str]) -> int:
     # 3. the clustered ArbNet with the dense biases and BatchNorm, before fine-tuning; 4. fine-tuning
     dense_state = torch.load(out / "dense.pt", map_location="cpu", weights_only=True)["model"]
     threads = torch.get_num_threads()
-    torch.set_num_threads(configs["dense"].num_threads)
+    dense_threads = configs["dense"].num_threads or threads  # None: torch's default, the current count
+    torch.set_num_threads(dense_threads)
     try:
         train_data, test_data, _ = load_device_data("mnist", root, device, limit_train=args.limit_train)
         imap = load_index_file(cluster_map)
@@ -201,7 +202,7 @@ def _main(argv: list[str]) -> int:
 
     results = {
         "schema": RESULTS_SCHEMA, "schema_version": 1,
-        "provenance": _provenance(git_commit(), torch, threads=configs["dense"].num_threads, device=str(device),
+        "provenance": _provenance(git_commit(), torch, threads=dense_threads, device=str(device),
                                   argv=argv, wall_s=time.perf_counter() - t0),
         "settings": {"table_size": args.table_size, "scope": "layer", "init": args.init, "iters": args.iters,
                      "seed": args.seed, "epochs": {"dense": args.epochs, "finetune": args.finetune_epochs,
@@ -277,8 +278,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def _reading(res: dict[str, Any]) -> str:
     """Bullets computed from the rows: what clustering cost, what fine-tuning and the map bought."""
     acc = {r["model"]: 100 * r["test_accuracy"] for r in res["rows"]}
-    dense = acc.get("dense (identity map)")
-    before = acc.get("clustered, before fine-tuning")
+    dense = acc["dense (identity map)"]  # rows every run has
+    before = acc["clustered, before fine-tuning"]
     tuned = max((v, k) for k, v in acc.items() if k.startswith("clustered + fine-tuned"))
     base = max((v, k) for k, v in acc.items() if k.endswith("from scratch"))
     return (f"- Clustering to {res['settings']['table_size']} entries per layer changes test accuracy by "

@@ -19,6 +19,7 @@ the traceback (hashlab.commands.errors).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def _main(argv: list[str]) -> int:
     from trainers.torch_backend.training import resolve_device, train
 
     t0 = time.perf_counter()
-    spec = HashSpec(**{**MAIN_SPEC.to_dict(), "seed": args.seed})  # every value checked before any work
+    spec = dataclasses.replace(MAIN_SPEC, seed=args.seed)  # every value checked before any work
     config = TrainConfig(dataset="mnist", data_root=args.data_root, epochs=args.epochs, seed=args.seed,
                          device=args.device, limit_train=args.limit_train)
     resolve_device(config.device)

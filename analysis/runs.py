@@ -24,6 +24,7 @@ import math
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,11 +59,14 @@ RUN_FIELDS = ("dataset", "study", "kind", "sparsity", "hash_seed", "train_seed",
 
 KEY_DEFAULTS = {"optimizer": "sgd", "table_grad_scale": "none", "arch": None, "compression": None, "hash_bias": False,
                 "recipe": "paper"}
-"""Run fields added after the first records were committed, with the value an older run dict
-(without them) means. :meth:`RunConfig.from_dict` migrates such a dict by filling these in, and
-:attr:`RunConfig.key` leaves a field out at this value, so a run that an older dict can express
-keeps the key of that dict. A new field must be added here, with the default that reproduces
-the results recorded before it existed."""
+"""Run fields added after the first records were committed: defaults for older run dicts, the value
+a dict without them means. The run dict's counterpart of ``HashSpec.ADDED_FIELDS`` and
+``TrainConfig.ADDED_FIELDS`` (a map or training field has the same default here): :meth:`RunConfig.from_dict`
+migrates an older dict by filling these in, and :attr:`RunConfig.key` leaves a field out at this
+value, so a run that an older dict can express keeps the key of that dict. The run dict has no
+``"version"`` key (the key hashes the dict, so adding one would change every committed key); a
+new field must be added here, with the default that reproduces the results recorded before it
+existed, and a change that no default can express needs a new record layout."""
 
 _SPEC_FIELDS = {"kind": "kind", "hash_seed": "seed", "sparsity": "sparsity", "alpha": "alpha", "radius": "radius",
                 "sign": "sign", "table_size": "table_size", "compression": "compression", "hash_bias": "hash_bias"}
@@ -302,7 +306,7 @@ def execute_run(run: RunConfig | dict[str, Any], out: str | Path) -> dict[str, A
     return _write_record(run, out, result, stats, time.perf_counter() - t0)
 
 
-def execute_group(runs: list[RunConfig | dict[str, Any]], out: str | Path) -> list[dict[str, Any]]:
+def execute_group(runs: Sequence[RunConfig | dict[str, Any]], out: str | Path) -> list[dict[str, Any]]:
     """:func:`execute_run` for runs of one :func:`group_key`, trained as one batched model.
 
     Builds and analyzes every map, writes each as an index file, trains them with
@@ -325,20 +329,20 @@ def execute_group(runs: list[RunConfig | dict[str, Any]], out: str | Path) -> li
     from hashlab import build_map, save_index_file
     from trainers.torch_backend.group import train_group
 
-    runs = [RunConfig.from_dict(r) if isinstance(r, dict) else r for r in runs]
-    keys = {group_key(r) for r in runs}
-    if not runs or len(keys) != 1 or None in keys:
+    configs = [RunConfig.from_dict(r) if isinstance(r, dict) else r for r in runs]
+    keys = {group_key(r) for r in configs}
+    if not configs or len(keys) != 1 or None in keys:
         raise ValueError("execute_group needs one or more runs of one group key (same training, maps aside); "
                          "run the others with execute_run")
     t0 = time.perf_counter()
-    maps = [build_map(r.hash_spec(), r.architecture()) for r in runs]
+    maps = [build_map(r.hash_spec(), r.architecture()) for r in configs]
     stats = [map_statistics(m) for m in maps]
     with tempfile.TemporaryDirectory(prefix="hashlab-group-") as tmp:
         files = [save_index_file(m, Path(tmp) / f"map{i}.safetensors") for i, m in enumerate(maps)]
-        results = train_group(files, runs[0].train_config(), progress=False)
-    wall = (time.perf_counter() - t0) / len(runs)
-    group = [r.key for r in runs]
-    return [_write_record(r, out, res, st, wall, group=group) for r, res, st in zip(runs, results, stats)]
+        results = train_group(files, configs[0].train_config(), progress=False)
+    wall = (time.perf_counter() - t0) / len(configs)
+    group = [r.key for r in configs]
+    return [_write_record(r, out, res, st, wall, group=group) for r, res, st in zip(configs, results, stats)]
 
 
 def _write_record(run: RunConfig, out: str | Path, result: TrainResult, stats: dict[str, Any], wall: float,
@@ -359,7 +363,7 @@ def _write_record(run: RunConfig, out: str | Path, result: TrainResult, stats: d
         "wall_time_s": wall,
         "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    record = {"row": row, "run": run.to_dict(), "results": result.to_dict()}
+    record: dict[str, Any] = {"row": row, "run": run.to_dict(), "results": result.to_dict()}
     if group is not None:
         record["group"] = group
     atomic_write_json(run_path(out, run), record)

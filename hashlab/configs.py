@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["dataclass_from_dict", "is_int", "is_real", "check_int", "check_real", "check_bool", "check_choice"]
+__all__ = ["dataclass_from_dict", "versioned_from_dict", "check_dict_version", "is_int", "is_real", "check_int",
+           "check_real", "check_bool", "check_choice"]
 
 
-def dataclass_from_dict(cls: type, d: dict[str, Any], error: type[Exception] = ValueError,
+def dataclass_from_dict(cls: type, d: Mapping[str, Any], error: type[Exception] = ValueError,
                         convert: Callable[[Any], Any] = lambda v: v):
     """Build dataclass ``cls`` from ``d`` (the inverse of its ``to_dict``), converting each value.
 
@@ -35,6 +36,77 @@ def dataclass_from_dict(cls: type, d: dict[str, Any], error: type[Exception] = V
     if unknown:
         raise error(f"unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(names)}")
     return cls(**{k: convert(v) for k, v in d.items()})
+
+
+def check_dict_version(what: str, d: Mapping[str, Any], version: int,
+                       error: type[Exception] = ValueError) -> dict[str, Any]:
+    """``d`` without its ``"version"`` key, after checking that it is ``version``.
+
+    A serialised config records the layout version of its dict (``"version"``, written by its
+    ``to_dict``); a dict without one (written by hand) is read as ``version``.
+
+    Parameters
+    ----------
+    what : str
+        The config's name, for the message (``"HashSpec"``).
+    d : mapping
+        The serialised dict.
+    version : int
+        The one layout version this code reads.
+    error : type of Exception
+        The caller's error type.
+
+    Returns
+    -------
+    dict
+        The other keys of ``d``.
+
+    Raises
+    ------
+    error
+        If ``d["version"]`` is not ``version``: a greater integer names the version and says to
+        upgrade hashlab (a newer hashlab wrote it); anything else is refused as unknown.
+    """
+    rest = dict(d)
+    got = rest.pop("version", version)
+    if got != version or not is_int(got):
+        newer = is_int(got) and got > version
+        raise error(f"{what} dict version {got!r} is not supported; this hashlab reads version {version}"
+                    + ("; the dict was written by a newer hashlab: upgrade hashlab to read it" if newer else
+                       f" (version {version} is the only one; the dict is damaged or not a {what} dict)"))
+    return rest
+
+
+def versioned_from_dict(cls: type, d: Mapping[str, Any], version: int, added: Mapping[str, Any],
+                        error: type[Exception] = ValueError, convert: Callable[[Any], Any] = lambda v: v):
+    """Build dataclass ``cls`` from its serialised dict: the one migration point of a config's dict.
+
+    The version is checked (:func:`check_dict_version`), the fields that ``d`` lacks among
+    ``added`` (fields added within ``version``) take the value that an older dict, written
+    before they existed, means; then :func:`dataclass_from_dict`.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass with a ``to_dict`` that writes ``"version": version``.
+    d : mapping
+        The serialised dict.
+    version : int
+        The layout version ``cls.to_dict`` writes and the only one read.
+    added : mapping of str to object
+        Fields added within ``version``, with their value for a dict that lacks them.
+    error : type of Exception
+        The caller's error type.
+    convert : callable
+        Applied to each value (e.g. JSON lists back to tuples).
+
+    Raises
+    ------
+    error
+        On an unsupported version (with what to do) or keys that are not fields of ``cls``.
+    """
+    rest = check_dict_version(cls.__name__, d, version, error)
+    return dataclass_from_dict(cls, {**added, **rest}, error, convert)
 
 
 def is_int(value: Any, lo: int | None = None, hi: int | None = None, *, numpy: bool = False) -> bool:

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "weight, in (0, 1], such as 1/64 or 0.015625 (a compression ratio of 64); each layer's "
                              "table gets ceil(weights x RATIO) weight entries (the whole network's with --scope "
                              "global)")
-    add_dataclass_arguments(p, HashSpec, skip=("version",) + _BUDGET)
+    add_dataclass_arguments(p, HashSpec, skip=_BUDGET)
     p.add_argument("--backend", choices=BACKENDS, default="numba", help="index generator (default: numba)")
     p.add_argument("-o", "--output", required=True, help="path of the index file to write")
     p.set_defaults(func=run)

@@ -31,7 +31,7 @@ def _unwrap_optional(cls: type, name: str, tp: Any) -> Any:
     return rest[0]
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ("version",)) -> None:
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Add one ``--field-name`` option per field of dataclass ``cls`` (except ``skip``).
 
     The help text is ``field.metadata["help"]`` (plus the default); a field without a default is

@@ -283,7 +283,7 @@ def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dic
 
 def _planned_tables(p: Path, spec: dict, shapes: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
     """Table sizes and per-layer shared-bias flags that a ``hashlab.build_map`` spec prescribes."""
-    fields = {f.name for f in dataclasses.fields(HashSpec)}
+    fields = {f.name for f in dataclasses.fields(HashSpec)} | {"version"}  # HashSpec.from_dict checks the version
     try:
         hspec = HashSpec.from_dict({k: v for k, v in spec.items() if k in fields})
         plan = hspec.table_plan(shapes)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..configs import check_bool, check_int, dataclass_from_dict, is_int
+from ..configs import check_bool, check_int, is_int, versioned_from_dict
 from .spec import SpecError
 
 __all__ = ["ConvGeometry", "RNNGeometry"]
@@ -57,8 +57,6 @@ class ConvGeometry:
         Input and output channels split into ``groups`` independent groups.
     bias : bool
         One bias per output channel, shared over all output positions.
-    version : int
-        Schema version; only 1 exists.
 
     Attributes
     ----------
@@ -72,6 +70,10 @@ class ConvGeometry:
         ``prod(weight_shape)``: table entries holding the kernel.
     table_size : int
         ``kernel_entries + (out_channels if bias else 0)``.
+    SCHEMA_VERSION : int
+        Layout version of the dict of :meth:`to_dict` (its ``"version"`` key; stored in index
+        files as a layer's ``attrs["conv"]`` and in a conv builder's spec); :meth:`from_dict`
+        reads this version only. No field has been added within version 1.
 
     Raises
     ------
@@ -88,11 +90,10 @@ class ConvGeometry:
     dilation: tuple[int, ...] | int = 1
     groups: int = 1
     bias: bool = True
-    version: int = 1
+
+    SCHEMA_VERSION: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        if self.version != 1:
-            raise SpecError(f"ConvGeometry version {self.version} is not supported; use 1")
         raw = (self.in_size,) if isinstance(self.in_size, (int, np.integer)) else self.in_size
         ndim = len(raw) if isinstance(raw, (tuple, list)) else 0
         if not 1 <= ndim <= 3:
@@ -159,13 +160,22 @@ class ConvGeometry:
         return f"conv{self.ndim}d"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """JSON-ready dict of every field (tuples as lists) and ``"version"`` (:attr:`SCHEMA_VERSION`)."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {**d, "version": self.SCHEMA_VERSION}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConvGeometry:
-        """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
-        return dataclass_from_dict(cls, d, SpecError, convert=lambda v: tuple(v) if isinstance(v, list) else v)
+        """Inverse of :meth:`to_dict` (a dict without ``"version"`` is read as version 1).
+
+        Raises
+        ------
+        SpecError
+            On another version (a newer one: upgrade hashlab), keys that are not fields, or an
+            invalid field.
+        """
+        return versioned_from_dict(cls, d, cls.SCHEMA_VERSION, {}, SpecError,
+                                   convert=lambda v: tuple(v) if isinstance(v, list) else v)
 
     def canonical(self) -> ConvGeometry:
         """The representative that structural recognition returns for this map.
@@ -207,8 +217,6 @@ class RNNGeometry:
         ``T >= 1``, unrolled time steps (layers).
     bias : bool
         A bias per hidden unit, shared by all steps.
-    version : int
-        Schema version; only 1 exists.
 
     Attributes
     ----------
@@ -218,6 +226,10 @@ class RNNGeometry:
         ``H * (I + H)``: table entries holding ``[W_ih | W_hh]``, the modulus ``n``.
     table_size : int
         ``step_weights + (H if bias else 0)``.
+    SCHEMA_VERSION : int
+        Layout version of the dict of :meth:`to_dict` (its ``"version"`` key; stored in index
+        files as a layer's ``attrs["rnn"]`` and in the builder's spec); :meth:`from_dict` reads
+        this version only. No field has been added within version 1.
 
     Raises
     ------
@@ -229,11 +241,10 @@ class RNNGeometry:
     hidden_size: int
     steps: int
     bias: bool = True
-    version: int = 1
+
+    SCHEMA_VERSION: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        if self.version != 1:
-            raise SpecError(f"RNNGeometry version {self.version} is not supported; use 1")
         for name, lo in (("input_size", 0), ("hidden_size", 1), ("steps", 1)):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo, None, SpecError, numpy=True))
         object.__setattr__(self, "bias", check_bool("bias", self.bias, SpecError, numpy=True))
@@ -251,7 +262,20 @@ class RNNGeometry:
         return self.step_weights + (self.hidden_size if self.bias else 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready dict of every field and ``"version"`` (:attr:`SCHEMA_VERSION`)."""
+        return {**dataclasses.asdict(self), "version": self.SCHEMA_VERSION}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RNNGeometry:
+        """Inverse of :meth:`to_dict` (a dict without ``"version"`` is read as version 1).
+
+        Raises
+        ------
+        SpecError
+            On another version (a newer one: upgrade hashlab), keys that are not fields, or an
+            invalid field.
+        """
+        return versioned_from_dict(cls, d, cls.SCHEMA_VERSION, {}, SpecError)
 
     def describe(self) -> str:
         return (f"Elman RNN (tanh), input_size {self.input_size}, hidden_size {self.hidden_size}, "

@@ -9,9 +9,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
-from ..configs import check_bool, check_int, check_real, dataclass_from_dict, is_real
+from ..configs import check_bool, check_int, check_real, is_real, versioned_from_dict
 
 __all__ = ["HASH_KINDS", "SCOPES", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError", "TablePlan",
            "parse_ratio", "ceil_budget", "DEFAULT_TABLE_SIZE"]
@@ -22,9 +22,6 @@ DEFAULT_TABLE_SIZE = 1000
 """``table_size`` of a spec that gives neither ``table_size`` nor ``compression``."""
 _MAX_SEED = 2**63 - 1
 _MAX_TABLE = 2**31 - 1
-_OPTIONAL_FIELDS = {"compression": None, "hash_bias": False}
-"""Fields added with compression budgets and hashed biases, left out of :meth:`HashSpec.to_dict` at these
-defaults so that a spec that does not use them has the same dict (and index-file header bytes) as before."""
 
 
 class SpecError(ValueError):
@@ -78,13 +75,21 @@ class HashSpec:
         network (``"global"``), where ``r`` is ``compression``, or the weights' own ratio
         ``table_size / weights`` (at most 1) with ``table_size``. The output layer keeps a dense
         bias. See :func:`~hashlab.maps.hashes.build_map` and docs/FORMAT.md.
-    version : int
-        Schema version of this dataclass; only 1 exists (issue #12's fields are optional).
 
     Attributes
     ----------
     ratio : fractions.Fraction or None
         ``compression`` as an exact fraction.
+    SCHEMA_VERSION : int
+        Layout version of the dict of :meth:`to_dict` (its ``"version"`` key), the form stored in
+        index files; :meth:`from_dict` reads this version only. Raised when a change to the fields
+        would make an older hashlab misread a dict; a field added with a default that keeps old
+        dicts' meaning is added within the version (:attr:`ADDED_FIELDS`).
+    ADDED_FIELDS : dict
+        Fields added within version 1: defaults for older dicts. :meth:`from_dict` fills them in
+        where a dict lacks them, and :meth:`to_dict` leaves them out at these values, so a spec
+        that does not use them has the same dict (and index-file header bytes) as before they
+        existed: ``compression`` (None) and ``hash_bias`` (False).
 
     Raises
     ------
@@ -114,11 +119,11 @@ class HashSpec:
     hash_bias: bool = field(default=False, metadata={
         "help": "hash the hidden layers' biases into their own buckets of each table, at the weights' ratio (the "
             "output layer's bias stays dense; biases are unsigned)"})
-    version: int = 1
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {"compression": None, "hash_bias": False}
 
     def __post_init__(self) -> None:
-        if self.version != 1:
-            raise SpecError(f"HashSpec version {self.version} is not supported; this hashlab reads version 1")
         if self.kind not in HASH_KINDS:
             raise SpecError(f"unknown hash kind {self.kind!r}; choose one of {', '.join(HASH_KINDS)}")
         if self.scope not in SCOPES:
@@ -159,17 +164,17 @@ class HashSpec:
         return None if self.compression is None else Fraction(self.compression)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of the fields (the form stored in index files).
+        """JSON-ready dict of the fields and ``"version"`` (:attr:`SCHEMA_VERSION`), the form stored in index files.
 
-        ``compression`` and ``hash_bias`` are left out at their defaults (None, False), so a spec
-        that does not use them has the same dict as before they existed; :meth:`from_dict`
-        restores the defaults.
+        The fields of :attr:`ADDED_FIELDS` (``compression``, ``hash_bias``) are left out at their
+        defaults (None, False), so a spec that does not use them has the same dict as before they
+        existed; :meth:`from_dict` restores the defaults.
         """
         d = dataclasses.asdict(self)
-        for name, default in _OPTIONAL_FIELDS.items():
+        for name, default in self.ADDED_FIELDS.items():
             if d[name] == default and type(d[name]) is type(default):
                 del d[name]
-        return d
+        return {**d, "version": self.SCHEMA_VERSION}
 
     def table_plan(self, shapes: list[tuple[int, int]]) -> TablePlan:
         """Entries of each table for the weights and for the hashed biases of ``shapes``.
@@ -215,8 +220,18 @@ class HashSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HashSpec:
-        """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
-        return dataclass_from_dict(cls, d, SpecError)
+        """Inverse of :meth:`to_dict`, and the one place where an older dict is migrated.
+
+        A dict of version 1 (:attr:`SCHEMA_VERSION`; a dict without ``"version"`` is read as 1)
+        gets the defaults of the :attr:`ADDED_FIELDS` it lacks.
+
+        Raises
+        ------
+        SpecError
+            On another version (a newer one: upgrade hashlab), keys that are not fields, or an
+            invalid field.
+        """
+        return versioned_from_dict(cls, d, cls.SCHEMA_VERSION, cls.ADDED_FIELDS, SpecError)
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
@@ -319,7 +334,6 @@ class Architecture:
 
     features: tuple[int, ...]
     name: str = "mlp"
-    version: int = field(default=1)
 
     def __post_init__(self) -> None:
         feats = tuple(self.features)
@@ -328,8 +342,6 @@ class Architecture:
             raise SpecError(f"an architecture needs at least 2 feature sizes (in and out), got {feats}")
         for f in feats:
             _check_int("feature size", f, lo=1, hi=2**31 - 1)
-        if self.version != 1:
-            raise SpecError(f"Architecture version {self.version} is not supported; use 1")
 
     @property
     def layer_shapes(self) -> list[tuple[int, int]]:

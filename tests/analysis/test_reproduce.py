@@ -84,6 +84,19 @@ def test_committed_run_keys_survive_the_new_run_fields():
     assert run.replace(table_grad_scale="load").key != run.replace(table_grad_scale="none").key
 
 
+def test_run_key_defaults_agree_with_the_configs_added_fields():
+    """A run field taken from a HashSpec or TrainConfig field added later has the default that the config's
+    own dict migration gives it (one meaning of an older dict)."""
+    from analysis.runs import _SPEC_FIELDS, _TRAIN_FIELDS, KEY_DEFAULTS
+    from hashlab import HashSpec
+    from trainers.torch_backend.config import TrainConfig
+
+    for run_field, default in KEY_DEFAULTS.items():
+        for fields, added in ((_SPEC_FIELDS, HashSpec.ADDED_FIELDS), (_TRAIN_FIELDS, TrainConfig.ADDED_FIELDS)):
+            if run_field in fields:
+                assert added[fields[run_field]] == default, run_field
+
+
 def test_a_profile_reusing_runs_outside_its_grid_is_refused(tmp_path):
     body = (REPO / "analysis" / "studies" / "profiles.toml").read_text()
     body = body.replace("balance_controls = [0.001, 1000]", "balance_controls = [0.01, 1000]")

@@ -1,4 +1,4 @@
-"""PyTorch trainer for ArbNets: reads hashlab index files (format v1 and v2), never hashlab's hash generators.
+"""PyTorch trainer for ArbNets: reads hashlab index files (format versions 1-3), never hashlab's hash generators.
 
 Public API (torch is imported on first use, so ``TrainConfig`` is importable without it)::
 

@@ -51,7 +51,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def rng_state(shuffle: torch.Generator, device: torch.device) -> dict[str, Any]:
     """Every random state training touches: global CPU, global CUDA (if used), the shuffle generator."""
-    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -95,8 +95,12 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig, index_sha256: 
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"checkpoint {path} has version {state.get('version')!r}; this trainer reads "
                               f"version {CHECKPOINT_VERSION}")
-    # a field missing from an older checkpoint was added later: that run trained with its default
-    saved, now = {**TrainConfig().to_dict(), **dict(state.get("config") or {})}, config.to_dict()
+    try:  # TrainConfig.from_dict migrates an older checkpoint's config (fields added later: their defaults)
+        saved = TrainConfig.from_dict(dict(state.get("config") or {})).to_dict()
+    except (ValueError, TypeError) as e:  # ConfigError
+        raise CheckpointError(f"checkpoint {path} holds a configuration this trainer cannot read ({e}); delete it "
+                              "to start over, or resume it with the trainer that wrote it") from None
+    now = config.to_dict()
     diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
             for k in sorted(set(saved) | set(now)) if k not in IGNORED_FIELDS and saved.get(k) != now.get(k)]
     if diff:

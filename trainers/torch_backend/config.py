@@ -4,9 +4,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from hashlab.configs import check_bool, check_int, check_real, dataclass_from_dict
+from hashlab.configs import check_bool, check_int, check_real, versioned_from_dict
 
 __all__ = ["TrainConfig", "ConfigError", "DATASET_NAMES", "OPTIMIZERS", "TABLE_GRAD_SCALES", "ACTIVATIONS",
            "LOSSES", "VAL_SPLITS", "LR_METRICS", "MODEL_PRESETS", "RECIPES"]
@@ -116,7 +116,15 @@ class TrainConfig:
         lr_metric: what the plateau schedule watches: ``"train_accuracy"`` (the paper's),
             ``"val_loss"`` (HashedNets; a gain is a strict decrease) or ``"val_accuracy"``;
             the ``val_*`` metrics need ``val_fraction > 0``.
-        version: schema version of this dataclass; only 1 exists.
+
+    Attributes:
+        SCHEMA_VERSION: layout version of the dict of :meth:`to_dict` (its ``"version"`` key), the
+            form stored in results files and checkpoints; :meth:`from_dict` reads this version
+            only. Raised when a change to the fields would make an older trainer misread a dict; a
+            field added with a default that keeps old dicts' meaning is added within the version.
+        ADDED_FIELDS: fields added within version 1: defaults for older dicts, i.e. the value a
+            dict written before the field existed means (the training it recorded); :meth:`from_dict`
+            fills them in where a dict lacks them.
 
     Use :meth:`from_recipe` for a whole recipe (:data:`RECIPES`), e.g.
     ``TrainConfig.from_recipe("hashednets", data_root=...)``.
@@ -184,11 +192,15 @@ class TrainConfig:
         "help": "hold out the last samples or a random subset drawn from --seed"})
     lr_metric: Literal["train_accuracy", "val_loss", "val_accuracy"] = field(default="train_accuracy", metadata={
         "help": "what the plateau schedule watches: train_accuracy (paper), val_loss (HashedNets) or val_accuracy"})
-    version: int = 1
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {
+        "deterministic": False, "optimizer": "sgd", "weight_decay": 0.0, "table_grad_scale": "none",
+        "model": "paper-mlp", "activation": None, "batch_norm": None, "dropout": None, "input_dropout": None,
+        "output_activation": None, "loss": "cross_entropy", "val_fraction": 0.0, "val_split": "last",
+        "lr_metric": "train_accuracy"}
 
     def __post_init__(self) -> None:
-        if self.version != 1:
-            raise ConfigError(f"TrainConfig version {self.version} is not supported; this trainer reads version 1")
         if self.dataset not in DATASET_NAMES:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
         if self.data_root is not None and (not isinstance(self.data_root, str) or not self.data_root):
@@ -267,13 +279,23 @@ class TrainConfig:
         return cls(**{**RECIPES[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field (the form stored in results files)."""
-        return dataclasses.asdict(self)
+        """JSON-ready dict of every field and ``"version"`` (:attr:`SCHEMA_VERSION`), the form stored in
+        results files and checkpoints."""
+        return {**dataclasses.asdict(self), "version": self.SCHEMA_VERSION}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; rejects unknown keys with a clear message."""
-        return dataclass_from_dict(cls, d, ConfigError)
+        """Inverse of :meth:`to_dict`, and the one place where an older dict is migrated.
+
+        A dict of version 1 (:attr:`SCHEMA_VERSION`; a dict without ``"version"`` is read as 1)
+        gets the defaults of the :attr:`ADDED_FIELDS` it lacks, so an older results file or
+        checkpoint reads as the training it recorded.
+
+        Raises:
+            ConfigError: on another version (a newer one: upgrade hashlab), keys that are not
+                fields, or an invalid field.
+        """
+        return versioned_from_dict(cls, d, cls.SCHEMA_VERSION, cls.ADDED_FIELDS, ConfigError)
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int, hint: str) -> None:

@@ -114,7 +114,7 @@ def arbify(model: nn.Module, index_map: IndexMap | Callable[[tuple[int, ...]], I
     modules), so it takes the map, or a builder of it: pass ``index_map`` as a callable that
     receives the Linear feature sizes (:func:`linear_features`, for ``hashlab.Architecture``)
     and returns the map, e.g. ``lambda f: hashlab.build_map(spec, hashlab.Architecture(f))``
-    (the issue's ``arbify(model, spec)``). Layers that do not chain need an :class:`IndexMap`
+    (in effect ``arbify(model, spec)``). Layers that do not chain need an :class:`IndexMap`
     built for their shapes.
 
     Args:

@@ -118,9 +118,10 @@ class CIFAR10Files(torchvision.datasets.CIFAR10):
     def __init__(self, root: str | os.PathLike, train: bool = True, download: bool = False,
                  verify_md5: bool = True) -> None:
         if not verify_md5:  # torchvision's check_integrity(path, md5=None) only checks existence
-            self.train_list = [[name, None] for name, _ in type(self).train_list]
-            self.test_list = [[name, None] for name, _ in type(self).test_list]
-            self.meta = dict(type(self).meta, md5=None)
+            official = torchvision.datasets.CIFAR10  # its class attributes: the file names with their md5s
+            self.train_list = [[name, None] for name, _ in official.train_list]
+            self.test_list = [[name, None] for name, _ in official.test_list]
+            self.meta = dict(official.meta, md5=None)
         # torchvision's CIFAR10.__init__, with load_cifar_pickle instead of pickle.load
         torchvision.datasets.VisionDataset.__init__(self, root)
         self.train = train

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,20 @@ from hashlab.maps.indexmap import IndexMap
 from .config import TrainConfig
 from .data import DeviceData, load_device_data, resolve_data_root
 from .functional import build_plan, entry_loads, load_scale, table_gather
+from .layers import ArbLinear
 from .models import ArbMLP
 from .results import DataInfo, EpochRecord, TrainResult
 from .training import PAPER_CONFIG, _device_info, check_map_fits, make_result, resolve_device
 
 __all__ = ["ArbMLPGroup", "GroupSGD", "train_group"]
+
+
+def _own_bias(linear: ArbLinear) -> Tensor:
+    """The layer's own bias Parameter (every member layer has one: table-read biases are refused)."""
+    if linear.bias is None:
+        raise ValueError("train_group needs a bias Parameter on every layer (no table-read biases); "
+                         "train such maps one by one with train()")
+    return linear.bias
 
 
 def _signature(imap: IndexMap) -> tuple:
@@ -82,7 +92,7 @@ class ArbMLPGroup(nn.Module):
                 reader = next(j for j, lay in enumerate(first.layers) if lay.table == t)
                 self.tables[str(t)] = nn.Parameter(torch.cat([m.linears[reader].table.detach() for m in members]))
             self.biases = nn.ParameterList(
-                [nn.Parameter(torch.stack([m.linears[j].bias.detach() for m in members]))
+                [nn.Parameter(torch.stack([_own_bias(m.linears[j]).detach() for m in members]))
                  for j in range(len(first.layers))])
             self.bns = nn.ModuleList()
             for j, lay in enumerate(first.layers):
@@ -112,9 +122,10 @@ class ArbMLPGroup(nn.Module):
         k = self.num_members
         for t, n in enumerate(self.table_sizes):
             readers = [j for j, lay in enumerate(self._layers) if lay[2] == t]
-            loads = sum(entry_loads(self._plans[j]) for j in readers).view(k, n)
+            loads = torch.stack([entry_loads(self._plans[j]) for j in readers]).sum(0).view(k, n)  # int64: exact
             scales = [load_scale(loads[i], mode, self.tables[str(t)].dtype) for i in range(k)]
-            scale = None if scales[0] is None else torch.cat(scales).to(self.tables[str(t)].device)
+            present = [s for s in scales if s is not None]  # all or none: None only for mode "none"
+            scale = torch.cat(present).to(self.tables[str(t)].device) if present else None
             for j in readers:
                 self._scales[j] = scale
 
@@ -179,11 +190,12 @@ class GroupSGD:
                 continue
             g = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
             if self.momentum != 0:
-                if self.buffers[i] is None:
-                    self.buffers[i] = g.clone()
+                buf = self.buffers[i]
+                if buf is None:
+                    buf = self.buffers[i] = g.clone()
                 else:
-                    self.buffers[i].mul_(self.momentum).add_(g)
-                g = self.buffers[i]
+                    buf.mul_(self.momentum).add_(g)
+                g = buf
             lr = torch.tensor(self.lrs, dtype=p.dtype, device=p.device)[self.member[i]]
             p.sub_(lr * g)
 
@@ -282,8 +294,8 @@ def fit_group(maps: list[IndexMap], config: TrainConfig, device: torch.device, r
     return members, group, DataInfo.from_dict(data_info), epochs, test_acc, test_loss
 
 
-def train_group(index_files: list[str | os.PathLike], config: TrainConfig = PAPER_CONFIG,
-                outs: list[str | os.PathLike] | None = None, progress: bool | None = None) -> list[TrainResult]:
+def train_group(index_files: Sequence[str | os.PathLike], config: TrainConfig = PAPER_CONFIG,
+                outs: Sequence[str | os.PathLike] | None = None, progress: bool | None = None) -> list[TrainResult]:
     """Train the ArbMLPs of ``index_files`` together as one batched model; one result per file.
 
     Each :class:`~trainers.torch_backend.results.TrainResult` has the content
@@ -293,11 +305,11 @@ def train_group(index_files: list[str | os.PathLike], config: TrainConfig = PAPE
     ``wall_time_s`` are the group's (the whole group's time, not a share).
 
     Args:
-        index_files: K >= 1 format-v1 index files of one architecture (same layer and table
+        index_files: K >= 1 index files (any format version) of one architecture (same layer and table
             sizes and table assignment), e.g. the same ``hashlab build --arch`` with different
             kinds or seeds.
         config: the training configuration (``optimizer="sgd"`` only).
-        outs: optional list of K paths; result ``k``'s JSON (``to_dict()``) is written to ``outs[k]`` atomically.
+        outs: optional K paths; result ``k``'s JSON (``to_dict()``) is written to ``outs[k]`` atomically.
         progress: tqdm bar over epochs; ``None``: when stderr is a tty.
 
     Raises:

@@ -1,4 +1,4 @@
-"""ArbNet models built from an index file (format v1, ``hashlab.io.format``)."""
+"""ArbNet models built from an index file (format version 1, 2 or 3, ``hashlab.io.format``, docs/FORMAT.md)."""
 from __future__ import annotations
 
 import os
@@ -139,7 +139,7 @@ class ArbMLP(nn.Module):
         """Build the model of an index file (read with :func:`hashlab.io.format.load_index_file`).
 
         Args:
-            path: a format-v1 index file, e.g. from ``hashlab build``.
+            path: an index file (format version 1, 2 or 3), e.g. from ``hashlab build``.
             validate: check every index range while loading (O(number of weights)).
             options: the keyword arguments of :class:`ArbMLP` (``activation=``, ``dropout=``...).
 

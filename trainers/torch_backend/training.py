@@ -308,7 +308,7 @@ def train(index_file: str | os.PathLike, config: TrainConfig = PAPER_CONFIG, out
     fixed order too (:class:`~trainers.torch_backend.functional.TableGather`).
 
     Args:
-        index_file: an index file, format v1 or v2 (``hashlab build``). Only this file is read;
+        index_file: an index file, format version 1, 2 or 3 (``hashlab build``). Only this file is read;
             no hash is recomputed.
         config: the training configuration.
         out: if given, the results JSON (:meth:`TrainResult.to_dict`) is written there atomically.

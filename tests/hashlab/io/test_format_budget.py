@@ -53,7 +53,8 @@ def _edit_spec(**changes):
     ({"hash_bias": False}, "table sizes .* contradict the spec"),
     ({"compression": "2"}, r"spec is invalid: compression must lie in \(0, 1\]"),
     ({"table_size": 12266}, "spec is invalid: give table_size or compression, not both"),
-], ids=["ratio", "hash_bias", "bad-ratio", "both"])
+    ({"version": 2}, "spec is invalid: HashSpec dict version 2 is not supported; .*upgrade hashlab"),
+], ids=["ratio", "hash_bias", "bad-ratio", "both", "newer-spec"])
 def test_reader_checks_budget_fields_against_the_tables(tmp_path, changes, match):
     _, path = _hashed_file(tmp_path)
     bad = _rewrite_header(path, tmp_path / "bad.safetensors", _edit_spec(**changes))

@@ -129,3 +129,17 @@ def test_from_dict_rejects_unknown_fields_and_conv_map_wrong_types():
         ConvGeometry.from_dict({"in_channels": 1, "out_channels": 1, "in_size": [4], "kernel_size": [1], "kernel": 3})
     with pytest.raises(SpecError, match="must be a ConvGeometry"):
         conv_map({"in_channels": 1})
+
+
+def test_dict_keeps_its_schema_version_and_refuses_another():
+    g = ConvGeometry(2, 4, (6, 5), (3, 1), stride=2, bias=False)
+    d = g.to_dict()
+    assert d == {"in_channels": 2, "out_channels": 4, "in_size": [6, 5], "kernel_size": [3, 1], "stride": [2, 2],
+                 "padding": [0, 0], "dilation": [1, 1], "groups": 1, "bias": False, "version": 1}  # the stored layout
+    assert ConvGeometry.from_dict(d) == g and ConvGeometry.SCHEMA_VERSION == 1
+    assert ConvGeometry.from_dict({k: v for k, v in d.items() if k != "version"}) == g  # hand-written: version 1
+    with pytest.raises(SpecError, match="ConvGeometry dict version 2 is not supported; this hashlab reads version 1; "
+                                        "the dict was written by a newer hashlab: upgrade hashlab"):
+        ConvGeometry.from_dict({**d, "version": 2})
+    with pytest.raises(SpecError, match="ConvGeometry dict version -1 is not supported"):
+        ConvGeometry.from_dict({**d, "version": -1})

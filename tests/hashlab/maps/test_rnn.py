@@ -68,3 +68,16 @@ def test_invalid_rnn_geometries(kwargs, match):
         RNNGeometry(**kwargs)
     with pytest.raises(SpecError, match="must be an RNNGeometry"):
         rnn_map((2, 3, 4))
+
+
+def test_dict_round_trip_with_its_schema_version():
+    g = RNNGeometry(5, 7, 4, bias=False)
+    d = g.to_dict()
+    assert d == {"input_size": 5, "hidden_size": 7, "steps": 4, "bias": False, "version": 1}  # the stored layout
+    assert RNNGeometry.from_dict(d) == g and RNNGeometry.SCHEMA_VERSION == 1
+    assert RNNGeometry.from_dict({k: v for k, v in d.items() if k != "version"}) == g  # hand-written: version 1
+    with pytest.raises(SpecError, match="RNNGeometry dict version 2 is not supported; this hashlab reads version 1; "
+                                        "the dict was written by a newer hashlab: upgrade hashlab"):
+        RNNGeometry.from_dict({**d, "version": 2})
+    with pytest.raises(SpecError, match="unknown RNNGeometry field"):
+        RNNGeometry.from_dict({**d, "layers": 2})

@@ -1,6 +1,8 @@
 """HashSpec / Architecture validation: every bad input names the problem and the fix."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 
@@ -24,7 +26,6 @@ BAD_SPECS = [
     ({"kind": "neighborhood", "radius": -1}, "radius"),
     ({"kind": "modulus", "radius": 3}, "only used by the neighborhood"),
     ({"sign": 1}, "sign"),
-    ({"version": 2}, "version 2"),
 ]
 
 
@@ -42,6 +43,39 @@ def test_spec_dict_round_trip(spec):
 def test_from_dict_rejects_unknown_fields():
     with pytest.raises(SpecError, match="unknown HashSpec field"):
         HashSpec.from_dict({"kind": "uniform", "colour": "red"})
+
+
+def test_to_dict_writes_the_schema_version_last():
+    d = HashSpec(kind="modulus", table_size=7).to_dict()
+    assert list(d)[-1] == "version" and d["version"] == HashSpec.SCHEMA_VERSION == 1
+    assert "version" not in {f.name for f in dataclasses.fields(HashSpec)}  # a property of the dict, not the spec
+
+
+def test_dict_from_before_the_added_fields_still_loads():
+    """A version-1 dict written before compression and hash_bias existed is the spec without them."""
+    old = {"kind": "uniform", "table_size": 50, "seed": 3, "sparsity": 0.5, "scope": "layer", "alpha": None,
+           "radius": None, "sign": True, "version": 1}
+    spec = HashSpec.from_dict(old)
+    assert spec == HashSpec(kind="uniform", table_size=50, seed=3, sparsity=0.5, sign=True)
+    assert (spec.compression, spec.hash_bias) == (None, False)
+    assert spec.to_dict() == old  # and it writes the same dict back
+    assert set(HashSpec.ADDED_FIELDS) == {"compression", "hash_bias"}
+    assert HashSpec.from_dict({k: v for k, v in old.items() if k != "version"}) == spec  # hand-written: version 1
+
+
+@pytest.mark.parametrize("version,match", [
+    (2, "HashSpec dict version 2 is not supported; this hashlab reads version 1; the dict was written by a "
+        "newer hashlab: upgrade hashlab"),
+    (0, "HashSpec dict version 0 is not supported.*the only one"),
+    ("1", "HashSpec dict version '1' is not supported"),
+    (True, "HashSpec dict version True is not supported"),
+])
+def test_from_dict_refuses_an_unknown_version(version, match):
+    d = {**HashSpec().to_dict(), "version": version}
+    with pytest.raises(SpecError, match=match):
+        HashSpec.from_dict(d)
+    with pytest.raises(SpecError, match="version 2"):  # checked before the fields a newer version may have
+        HashSpec.from_dict({**d, "version": 2, "new_field": 1})
 
 
 def test_architecture_parse_presets_and_sizes():

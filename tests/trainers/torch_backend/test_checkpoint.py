@@ -16,7 +16,7 @@ import torch
 from hashlab import Architecture, HashSpec, build_map, save_index_file
 from hashlab.cli import main
 from tests.conftest import REPO
-from trainers.torch_backend.checkpoint import CHECKPOINT_FORMAT, CheckpointError
+from trainers.torch_backend.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_checkpoint
 from trainers.torch_backend.config import TrainConfig
 from trainers.torch_backend.results import TrainResult
 from trainers.torch_backend.training import train
@@ -70,7 +70,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, data_root, index_file
     first = train(index_file, config, progress=False, checkpoint=ck)
     _same(train(index_file, config, progress=False, checkpoint=ck), first)  # finished: resumes at the end
     with pytest.raises(CheckpointError, match=r"lr: checkpoint 0\.1, now 0\.05; seed: checkpoint 0, now 1"):
-        train(index_file, TrainConfig(**{**config.to_dict(), "lr": 0.05, "seed": 1}), checkpoint=ck)
+        train(index_file, TrainConfig.from_dict({**config.to_dict(), "lr": 0.05, "seed": 1}), checkpoint=ck)
     assert main(["train", str(index_file), "--data-root", str(data_root), "--epochs", "2", "--limit-train", "500",
                  "--batch-size", "50", "--device", "cpu", "--checkpoint", str(ck)]) == 3
     err = capsys.readouterr().err
@@ -89,6 +89,22 @@ def test_deterministic_flag_keeps_cpu_results_and_restores_the_global_setting(da
     config = TrainConfig(data_root=str(data_root), epochs=1, limit_train=500, batch_size=50, device="cpu")
     plain = train(index_file, config, progress=False)
     assert not torch.are_deterministic_algorithms_enabled()
-    det = train(index_file, TrainConfig(**{**config.to_dict(), "deterministic": True}), progress=False)
+    det = train(index_file, TrainConfig.from_dict({**config.to_dict(), "deterministic": True}), progress=False)
     assert not torch.are_deterministic_algorithms_enabled()
     _same(det, plain)
+
+
+def test_checkpoint_config_is_read_through_the_config_migration(tmp_path):
+    """The saved config goes through TrainConfig.from_dict: a first-layout dict (no later fields) is this run's
+    config; one of an unknown version is refused with the reason."""
+    config = TrainConfig(epochs=2, device="cpu")
+    first = {k: v for k, v in config.to_dict().items() if k not in TrainConfig.ADDED_FIELDS}
+    ck = tmp_path / "c.ckpt"
+    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": first, "index_file": "ab"}, ck)
+    assert load_checkpoint(ck, config, "ab")["config"] == first
+    with pytest.raises(CheckpointError, match="deterministic: checkpoint False, now True"):
+        load_checkpoint(ck, dataclasses.replace(config, deterministic=True), "ab")
+    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": {**first, "version": 2},
+                "index_file": "ab"}, ck)
+    with pytest.raises(CheckpointError, match="cannot read .*TrainConfig dict version 2 is not supported.*upgrade"):
+        load_checkpoint(ck, config, "ab")

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 import subprocess
+import sys
 
 import pytest
 
 from trainers.torch_backend.config import ConfigError, TrainConfig
 
 BAD = [
-    ("version", dict(version=2), "version 2 is not supported"),
     ("dataset", dict(dataset="svhn"), "unknown dataset 'svhn'; choose one of mnist, fashion-mnist, cifar10"),
     ("data-root-empty", dict(data_root=""), "data_root must be a non-empty path"),
     ("download-not-bool", dict(download="yes"), "download must be True or False"),
@@ -60,7 +59,7 @@ def test_bad_field_raises_config_error(kwargs, message):
 def test_defaults_follow_the_paper():
     c = TrainConfig()
     assert (c.lr, c.momentum, c.lr_factor, c.lr_patience) == (0.1, 0.9, 0.1, 4)
-    assert c.device == "auto" and c.download is False and c.version == 1
+    assert c.device == "auto" and c.download is False and c.to_dict()["version"] == TrainConfig.SCHEMA_VERSION == 1
     assert (c.optimizer, c.weight_decay, c.table_grad_scale) == ("sgd", 0.0, "none")
 
 
@@ -105,6 +104,32 @@ OLD_FIELDS = ("dataset", "data_root", "download", "verify_md5", "epochs", "batch
               "device", "num_threads", "limit_train", "deterministic", "version")
 
 
+FIRST_FIELDS = ("dataset", "data_root", "download", "verify_md5", "epochs", "batch_size", "eval_batch_size", "lr",
+                "momentum", "lr_factor", "lr_patience", "seed", "device", "num_threads", "limit_train", "version")
+"""The keys of the first TrainConfig dict; every later field is one of TrainConfig.ADDED_FIELDS."""
+
+
+def test_first_config_dict_still_loads_and_added_fields_are_declared():
+    first = {k: v for k, v in TrainConfig(epochs=3, seed=5).to_dict().items() if k in FIRST_FIELDS}
+    assert TrainConfig.from_dict(first) == TrainConfig(epochs=3, seed=5)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(TrainConfig.ADDED_FIELDS) == fields - set(FIRST_FIELDS) and "version" not in fields
+    assert list(TrainConfig().to_dict())[-1] == "version"  # the results files' layout is unchanged
+
+
+@pytest.mark.parametrize("version,match", [
+    (2, "TrainConfig dict version 2 is not supported; this hashlab reads version 1; the dict was written by a newer "
+        "hashlab: upgrade hashlab"),
+    (0, "TrainConfig dict version 0 is not supported.*the only one"),
+    (None, "TrainConfig dict version None is not supported"),
+])
+def test_from_dict_refuses_an_unknown_version(version, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "version": version})
+    with pytest.raises(ConfigError, match="version 2 is not supported"):  # before the fields a newer one may have
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "version": 2, "new_field": 1})
+
+
 def test_dict_round_trip_and_unknown_keys():
     c = TrainConfig(dataset="cifar10", epochs=3, device="cuda:1", limit_train=100)
     assert TrainConfig.from_dict(c.to_dict()) == c
@@ -115,6 +140,7 @@ def test_dict_round_trip_and_unknown_keys():
 
 
 def test_config_import_needs_no_torch():
-    code = "import sys, trainers.torch_backend.config, hashlab.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    code = ("import sys, trainers.torch_backend.config, hashlab.cli as c; c.build_parser(); "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
