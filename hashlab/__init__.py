@@ -5,14 +5,14 @@ Chang & Lipson, *Balanced and Deterministic Weight-sharing Helps Network Perform
 Trick* (HashedNets, ICML 2015).
 """
 from ._version import __version__
+from .equiv import describe_map, recognize_conv, recognize_rnn
 from .io.format import FormatError, load_index_file, save_index_file
+from .maps.cluster import WeightsError, cluster_weights
+from .maps.conv import ConvGeometry, conv1d_map, conv2d_map, conv_map
 from .maps.hashes import build_map, dirichlet_probabilities
 from .maps.indexmap import ZERO, IndexMap, LayerMap, index_dtype
-from .maps.spec import ARCHITECTURES, Architecture, HashSpec, SpecError
-from .maps.conv import ConvGeometry, conv1d_map, conv2d_map, conv_map
 from .maps.rnn import RNNGeometry, rnn_map
-from .maps.cluster import WeightsError, cluster_weights
-from .equiv import describe_map, recognize_conv, recognize_rnn
+from .maps.spec import ARCHITECTURES, Architecture, HashSpec, SpecError
 
 __all__ = [
     "__version__", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError",

@@ -21,9 +21,9 @@ from ..equiv import describe_map
 from ..equiv.check import StructureCheck, check_conv_structure, check_rnn_structure, format_description, numeric_lines
 from ..io.format import save_index_file
 from ..io.paths import check_output_path
+from ..maps.geometry import ConvGeometry, RNNGeometry
 from .inputs import add_max_table_entries, load_input_map
 from .plugins import load_equivalence
-from ..maps.geometry import ConvGeometry, RNNGeometry
 
 __all__ = ["register", "run", "BUILDERS"]
 

@@ -10,7 +10,7 @@ def _alphas(text: str) -> list[float]:
     try:
         vals = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--alphas takes comma-separated numbers such as 0.1,1,10, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--alphas takes comma-separated numbers such as 0.1,1,10, got {text!r}") from None
     if not vals or any(not v > 0 for v in vals):
         raise argparse.ArgumentTypeError(f"--alphas must be positive numbers, got {text!r}")
     return vals

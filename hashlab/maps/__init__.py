@@ -3,13 +3,13 @@ an :class:`IndexMap` out.
 
 Each virtual weight gets the table entry it reads (paper eq. 1-10); numba kernels with numpy twins.
 """
-from .spec import ARCHITECTURES, HASH_KINDS, SCOPES, Architecture, HashSpec, SpecError
-from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
-from .hashes import build_map, dirichlet_probabilities, stream_seed
-from .geometry import ConvGeometry, RNNGeometry
-from .conv import conv1d_map, conv2d_map, conv_map, conv_taps
-from .rnn import rnn_map
 from .cluster import INITS, WeightsError, cluster_weights, quantization_report
+from .conv import conv1d_map, conv2d_map, conv_map, conv_taps
+from .geometry import ConvGeometry, RNNGeometry
+from .hashes import build_map, dirichlet_probabilities, stream_seed
+from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
+from .rnn import rnn_map
+from .spec import ARCHITECTURES, HASH_KINDS, SCOPES, Architecture, HashSpec, SpecError
 
 __all__ = [
     "ARCHITECTURES", "HASH_KINDS", "SCOPES", "Architecture", "HashSpec", "SpecError",

@@ -25,10 +25,9 @@ from typing import NamedTuple
 
 import numba as nb
 import numpy as np
-
-from ..backends import BACKENDS, select
 from numba.extending import overload
 
+from ..backends import BACKENDS, select
 from .group_kernels import line_groups_nb, line_groups_ref
 from .offset_kernels import offset_residues_nb, offset_residues_ref
 

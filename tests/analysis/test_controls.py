@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.controls import (PAPER, arm_gaps, arms_of, map_predictors, map_statistics_for_predictors,
-                               residual_gaps)
+from analysis.controls import PAPER, arm_gaps, arms_of, map_predictors, map_statistics_for_predictors, residual_gaps
 from hashlab import ARCHITECTURES, HashSpec, build_map
 
 ALPHAS = (0.01, 1.0, 1000.0)

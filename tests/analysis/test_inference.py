@@ -9,8 +9,17 @@ import scipy.stats
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.inference import (FAILS, HOLDS, INCONCLUSIVE, levels_off_at, mean_ci, paired_difference,
-                                quadratic_term, trend_test, verdict)
+from analysis.inference import (
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    levels_off_at,
+    mean_ci,
+    paired_difference,
+    quadratic_term,
+    trend_test,
+    verdict,
+)
 
 
 def test_mean_ci_matches_the_t_interval_formula():

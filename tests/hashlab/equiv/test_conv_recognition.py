@@ -10,10 +10,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, LayerMap, build_map, index_dtype
-from hashlab.maps.conv import ConvGeometry, conv_map, conv_taps
-from hashlab.equiv.conv_recognition import LayerFacts, is_recognizable
 from hashlab.equiv import recognize_conv, same_sharing, sharing_graph
+from hashlab.equiv.conv_recognition import LayerFacts, is_recognizable
 from hashlab.equiv.witness import Witness
+from hashlab.maps.conv import ConvGeometry, conv_map, conv_taps
 from tests.hashlab.maps.test_conv import conv_geometries
 
 

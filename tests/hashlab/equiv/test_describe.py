@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from hashlab import Architecture, HashSpec, IndexMap, LayerMap, build_map
-from hashlab.maps.conv import ConvGeometry, conv_map
 from hashlab.equiv import canonical_labels, describe_map, modulus_offset, same_sharing, sharing_graph
+from hashlab.maps.conv import ConvGeometry, conv_map
 from hashlab.maps.rnn import RNNGeometry, rnn_map
 
 index_arrays = arrays(np.int64, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=st.integers(-1, 7))

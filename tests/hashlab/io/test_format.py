@@ -12,12 +12,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
-from hashlab import (Architecture, FormatError, HashSpec, IndexMap, LayerMap, __version__, build_map, load_index_file,
-                     save_index_file)
+from hashlab import (
+    Architecture,
+    FormatError,
+    HashSpec,
+    IndexMap,
+    LayerMap,
+    __version__,
+    build_map,
+    load_index_file,
+    save_index_file,
+)
 from hashlab.io.format import read_header
 from tests.conftest import REPO
-from tests.hashlab.io.golden.make_golden import (GOLDEN, GOLDEN_V2, GOLDEN_V3, GOLDEN_VERSION, golden_map, golden_map_v2,
-                                                 golden_map_v3)
+from tests.hashlab.io.golden.make_golden import (
+    GOLDEN,
+    GOLDEN_V2,
+    GOLDEN_V3,
+    GOLDEN_VERSION,
+    golden_map,
+    golden_map_v2,
+    golden_map_v3,
+)
 from tests.hashlab.maps.test_hashes import archs, specs
 
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from hashlab import Architecture, FormatError, HashSpec, build_map, load_index_file, save_index_file
 from hashlab.io.format import needed_version
-from tests.hashlab.io.test_format import _rewrite_header, _version_of, assert_maps_equal
 from tests.hashlab.io.golden.make_golden import GOLDEN_V2, GOLDEN_V3
+from tests.hashlab.io.test_format import _rewrite_header, _version_of, assert_maps_equal
 
 ARCH = Architecture((6, 5, 4, 3))
 

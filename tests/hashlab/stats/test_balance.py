@@ -11,8 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, IndexMap, LayerMap, build_map, index_dtype
-from hashlab.stats import (STATS_SCHEMA, STATS_VERSION, balance_stats, entropy_nats, expected_max_load,
-                           format_report, map_report)
+from hashlab.stats import (
+    STATS_SCHEMA,
+    STATS_VERSION,
+    balance_stats,
+    entropy_nats,
+    expected_max_load,
+    format_report,
+    map_report,
+)
 
 
 @st.composite

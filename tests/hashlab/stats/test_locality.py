@@ -7,8 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hashlab import ARCHITECTURES, Architecture, HashSpec, IndexMap, LayerMap, build_map
-from hashlab.stats.locality import (_line_sum, nearest_partners, default_thresholds, expected_nearest_counts, expected_pair_fraction,
-                              layer_locality, line_window_profile, pool_locality)
+from hashlab.stats.locality import (
+    _line_sum,
+    default_thresholds,
+    expected_nearest_counts,
+    expected_pair_fraction,
+    layer_locality,
+    line_window_profile,
+    nearest_partners,
+    pool_locality,
+)
 
 
 def others_within(rows, cols, d, metric):

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from hashlab import Architecture, HashSpec, build_map
-from hashlab.stats.plots import (degeneracy_figure, dirichlet_heatmap, entropy_vs_alpha, locality_figure,
-                                 report_figures)
 from hashlab.stats import map_report
+from hashlab.stats.plots import degeneracy_figure, dirichlet_heatmap, entropy_vs_alpha, locality_figure, report_figures
 
 
 def read_png(path):

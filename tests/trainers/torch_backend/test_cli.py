@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from hashlab.cli import main
-
 from tests.conftest import REPO
 
 

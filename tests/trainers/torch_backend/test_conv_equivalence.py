@@ -12,8 +12,7 @@ from hypothesis import given, settings
 
 from hashlab.maps.conv import ConvGeometry, conv_map
 from tests.hashlab.maps.test_conv import conv_geometries
-from trainers.torch_backend.equivalence import (DEFAULT_RTOL, check_conv_equivalence, conv_arbnet_forward,
-                                                layer_tensors)
+from trainers.torch_backend.equivalence import DEFAULT_RTOL, check_conv_equivalence, conv_arbnet_forward, layer_tensors
 
 
 @settings(max_examples=50)
