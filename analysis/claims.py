@@ -6,6 +6,7 @@ verdict. Rows are dicts with the columns of ``results.csv`` (:data:`analysis.run
 only complete seeds enter a comparison (a seed missing at any grid point of a sparsity is left out
 of that sparsity's tests, and the finding says how many seeds were used).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,20 @@ from .inference import (
     verdict,
 )
 
-__all__ = ["CLAIMS", "Finding", "ClaimResult", "grid_table", "claim_1", "claim_2", "claim_3", "claim_4", "claim_5",
-           "claim_6", "judge_all", "combine"]
+__all__ = [
+    "CLAIMS",
+    "Finding",
+    "ClaimResult",
+    "grid_table",
+    "claim_1",
+    "claim_2",
+    "claim_3",
+    "claim_4",
+    "claim_5",
+    "claim_6",
+    "judge_all",
+    "combine",
+]
 
 CLAIMS = {
     1: "On MNIST, higher alpha (more balance) raises accuracy at every sparsity.",
@@ -62,11 +75,16 @@ class Finding:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "verdict": self.verdict, "seeds": self.seeds,
-                "ends": None if self.ends is None else self.ends.to_dict(),
-                "trend": None if self.trend is None else self.trend.to_dict(),
-                "curvature": None if self.curvature is None else self.curvature.to_dict(),
-                "levels_off": self.levels_off, "note": self.note}
+        return {
+            "label": self.label,
+            "verdict": self.verdict,
+            "seeds": self.seeds,
+            "ends": None if self.ends is None else self.ends.to_dict(),
+            "trend": None if self.trend is None else self.trend.to_dict(),
+            "curvature": None if self.curvature is None else self.curvature.to_dict(),
+            "levels_off": self.levels_off,
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -80,16 +98,22 @@ class ClaimResult:
     summary: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "statement": self.statement, "verdict": self.verdict,
-                "summary": self.summary, "findings": [f.to_dict() for f in self.findings]}
+        return {
+            "number": self.number,
+            "statement": self.statement,
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 def _select(rows: Iterable[dict], **eq) -> list[dict]:
     return [r for r in rows if all(r.get(k) == v for k, v in eq.items())]
 
 
-def grid_table(rows: list[dict], param: str, values: list, metric: str = "test_accuracy"
-               ) -> tuple[np.ndarray, list[int]]:
+def grid_table(
+    rows: list[dict], param: str, values: list, metric: str = "test_accuracy"
+) -> tuple[np.ndarray, list[int]]:
     """``(seeds, len(values))`` table of ``metric`` by train seed and grid value; complete seeds only.
 
     Returns
@@ -102,8 +126,9 @@ def grid_table(rows: list[dict], param: str, values: list, metric: str = "test_a
     for r in rows:
         by_seed[r["train_seed"]][r[param]] = r[metric]
     seeds = sorted(s for s, d in by_seed.items() if all(v in d for v in values))
-    return np.array([[by_seed[s][v] for v in values] for s in seeds], dtype=np.float64).reshape(len(seeds),
-                                                                                                  len(values)), seeds
+    return np.array([[by_seed[s][v] for v in values] for s in seeds], dtype=np.float64).reshape(
+        len(seeds), len(values)
+    ), seeds
 
 
 def combine(verdicts: list[str]) -> str:
@@ -122,8 +147,7 @@ def _grid(rows: list[dict], study: str, param: str, exclude=()) -> tuple[list[fl
     return sparsities, values
 
 
-def _ordered_claim(number: int, rows: list[dict], study: str, param: str, direction: str,
-                   exclude=()) -> ClaimResult:
+def _ordered_claim(number: int, rows: list[dict], study: str, param: str, direction: str, exclude=()) -> ClaimResult:
     """Claims 1 and 4: an ordered trend in ``param`` at every sparsity."""
     sparsities, values = _grid(rows, study, param, exclude)
     findings = []
@@ -132,18 +156,21 @@ def _ordered_claim(number: int, rows: list[dict], study: str, param: str, direct
         if len(values) < 2 or len(seeds) == 0:
             findings.append(Finding(f"sparsity {s:g}", INCONCLUSIVE, len(seeds), note="no complete seed"))
             continue
-        trend = trend_test(t, direction) if len(seeds) >= 2 and len(values) >= 3 else \
-            Trend(math.nan, math.nan, direction, len(seeds), len(values))
+        trend = (
+            trend_test(t, direction)
+            if len(seeds) >= 2 and len(values) >= 3
+            else Trend(math.nan, math.nan, direction, len(seeds), len(values))
+        )
         # the claimed-better end minus the other end
         better, worse = (t[:, -1], t[:, 0]) if direction == "increasing" else (t[:, 0], t[:, -1])
         ends = paired_difference(worse, better)
         lev = levels_off_at(values, t) if direction == "increasing" and len(seeds) >= 2 else None
-        findings.append(Finding(f"sparsity {s:g}", verdict(trend, ends), len(seeds), ends=ends, trend=trend,
-                                levels_off=lev))
+        findings.append(
+            Finding(f"sparsity {s:g}", verdict(trend, ends), len(seeds), ends=ends, trend=trend, levels_off=lev)
+        )
     v = combine([f.verdict for f in findings])
     n_hold = sum(f.verdict == HOLDS for f in findings)
-    return ClaimResult(number, CLAIMS[number], v, findings,
-                       f"holds at {n_hold} of {len(findings)} sparsities")
+    return ClaimResult(number, CLAIMS[number], v, findings, f"holds at {n_hold} of {len(findings)} sparsities")
 
 
 def claim_1(rows: list[dict]) -> ClaimResult:
@@ -166,18 +193,30 @@ def _effect_claim(number: int, rows: list[dict], study: str, param: str, low_end
             effects[seed][s] = hi - lo
     seeds = sorted(k for k, d in effects.items() if all(s in d for s in sparsities))
     table = np.array([[effects[k][s] for s in sparsities] for k in seeds], dtype=np.float64).reshape(
-        len(seeds), len(sparsities))
-    findings = [Finding(f"sparsity {s:g}: effect {param} {high_end:g} vs {low_end:g}", "", len(seeds),
-                        ends=paired_difference(np.zeros(len(seeds)), table[:, j]))
-                for j, s in enumerate(sparsities)]
+        len(seeds), len(sparsities)
+    )
+    findings = [
+        Finding(
+            f"sparsity {s:g}: effect {param} {high_end:g} vs {low_end:g}",
+            "",
+            len(seeds),
+            ends=paired_difference(np.zeros(len(seeds)), table[:, j]),
+        )
+        for j, s in enumerate(sparsities)
+    ]
     if len(seeds) < 1 or len(sparsities) < 2:
         return ClaimResult(number, CLAIMS[number], INCONCLUSIVE, findings, "too few sparsities or seeds")
-    trend = trend_test(table, "decreasing") if len(seeds) >= 2 and len(sparsities) >= 3 else \
-        Trend(math.nan, math.nan, "decreasing", len(seeds), len(sparsities))
+    trend = (
+        trend_test(table, "decreasing")
+        if len(seeds) >= 2 and len(sparsities) >= 3
+        else Trend(math.nan, math.nan, "decreasing", len(seeds), len(sparsities))
+    )
     ends = paired_difference(table[:, -1], table[:, 0])  # dense effect minus sparse effect: claimed > 0
     v = verdict(trend, ends)
-    summary = (f"effect at sparsity {sparsities[0]:g} minus effect at sparsity {sparsities[-1]:g}: "
-               f"{100 * ends.diff.mean:+.2f} pp [{100 * ends.diff.low:+.2f}, {100 * ends.diff.high:+.2f}]")
+    summary = (
+        f"effect at sparsity {sparsities[0]:g} minus effect at sparsity {sparsities[-1]:g}: "
+        f"{100 * ends.diff.mean:+.2f} pp [{100 * ends.diff.low:+.2f}, {100 * ends.diff.high:+.2f}]"
+    )
     findings.append(Finding("trend of the effect across sparsity", v, len(seeds), ends=ends, trend=trend))
     return ClaimResult(number, CLAIMS[number], v, findings, summary)
 
@@ -211,8 +250,13 @@ def claim_3(rows: list[dict]) -> ClaimResult:
             low_v.append(v)
             label = f"sparsity {s:g} (low: concave expected)"
         elif s in HIGH_SPARSITY:
-            v = HOLDS if c.low <= 0 <= c.high and c.linear_p_value < ALPHA else FAILS if not c.low <= 0 <= c.high \
+            v = (
+                HOLDS
+                if c.low <= 0 <= c.high and c.linear_p_value < ALPHA
+                else FAILS
+                if not c.low <= 0 <= c.high
                 else INCONCLUSIVE
+            )
             high_v.append(v)
             label = f"sparsity {s:g} (high: linear expected)"
         else:
@@ -220,9 +264,14 @@ def claim_3(rows: list[dict]) -> ClaimResult:
         findings.append(Finding(label, v, len({r["train_seed"] for r in rs}), curvature=c))
     parts = low_v + high_v
     overall = INCONCLUSIVE if not low_v or not high_v else combine(parts)
-    return ClaimResult(3, CLAIMS[3], overall, findings,
-                       f"concave at {low_v.count(HOLDS)} of {len(low_v)} low sparsities, no detectable curvature "
-                       f"at {high_v.count(HOLDS)} of {len(high_v)} high sparsities")
+    return ClaimResult(
+        3,
+        CLAIMS[3],
+        overall,
+        findings,
+        f"concave at {low_v.count(HOLDS)} of {len(low_v)} low sparsities, no detectable curvature "
+        f"at {high_v.count(HOLDS)} of {len(high_v)} high sparsities",
+    )
 
 
 def claim_6(rows: list[dict]) -> ClaimResult:
@@ -235,21 +284,37 @@ def claim_6(rows: list[dict]) -> ClaimResult:
         t, seeds = grid_table(_select(rows, study="noise", sparsity=s), "radius", [0, 1])
         ends = paired_difference(t[:, 0], t[:, 1])  # radius 1 minus radius 0: > 0 means radius 0 is worse
         d = ends.diff
-        v = HOLDS if d.n >= 2 and d.low > 0 else FAILS if d.n >= 2 and -MARGIN < d.low and d.high < MARGIN \
+        v = (
+            HOLDS
+            if d.n >= 2 and d.low > 0
+            else FAILS
+            if d.n >= 2 and -MARGIN < d.low and d.high < MARGIN
             else INCONCLUSIVE
+        )
         findings.append(Finding(f"sparsity {s:g}: radius 1 minus radius 0", v, len(seeds), ends=ends))
     n_hold = sum(f.verdict == HOLDS for f in findings)
     overall = HOLDS if n_hold else (FAILS if findings and all(f.verdict == FAILS for f in findings) else INCONCLUSIVE)
-    return ClaimResult(6, CLAIMS[6], overall, findings,
-                       f"radius 0 significantly below radius 1 at {n_hold} of {len(findings)} sparsities")
+    return ClaimResult(
+        6,
+        CLAIMS[6],
+        overall,
+        findings,
+        f"radius 0 significantly below radius 1 at {n_hold} of {len(findings)} sparsities",
+    )
 
 
 def judge_all(rows: list[dict]) -> list[ClaimResult]:
     """Every claim whose study has rows, in order."""
     have = {r["study"] for r in rows}
     out = []
-    for fn, study in ((claim_1, "balance"), (claim_2, "balance"), (claim_3, "balance"), (claim_4, "noise"),
-                      (claim_5, "noise"), (claim_6, "noise")):
+    for fn, study in (
+        (claim_1, "balance"),
+        (claim_2, "balance"),
+        (claim_3, "balance"),
+        (claim_4, "noise"),
+        (claim_5, "noise"),
+        (claim_6, "noise"),
+    ):
         if study in have:
             out.append(fn(rows))
     return out
@@ -262,7 +327,6 @@ def cell_means(rows: list[dict], study: str, param: str) -> dict[float, dict[Any
     for r in rows:
         if r["study"] == study:
             groups[(r["sparsity"], r[param])].append(r["test_accuracy"])
-    for (s, v), accs in sorted(groups.items(), key=lambda kv: (kv[0][0], -math.inf if kv[0][1] is None
-                                                               else kv[0][1])):
+    for (s, v), accs in sorted(groups.items(), key=lambda kv: (kv[0][0], -math.inf if kv[0][1] is None else kv[0][1])):
         out[s][v] = mean_ci(accs)
     return dict(out)

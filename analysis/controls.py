@@ -18,6 +18,7 @@ into the report's numbers:
 Every function takes the rows of ``results.csv`` (:data:`analysis.runs.ROW_COLUMNS`); only seeds
 complete at every compared point enter a test.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,19 @@ import scipy.stats
 
 from .inference import ALPHA, MARGIN, Interval, PairedDifference, mean_ci, paired_difference
 
-__all__ = ["STUDY", "PAPER", "ArmGap", "ResidualGap", "Predictor", "arms_of", "accuracy_by_seed", "arm_gaps",
-           "residual_gaps", "map_predictors", "map_statistics_for_predictors"]
+__all__ = [
+    "STUDY",
+    "PAPER",
+    "ArmGap",
+    "ResidualGap",
+    "Predictor",
+    "arms_of",
+    "accuracy_by_seed",
+    "arm_gaps",
+    "residual_gaps",
+    "map_predictors",
+    "map_statistics_for_predictors",
+]
 
 STUDY = "balance_controls"
 PAPER = ("sgd", "none")
@@ -52,8 +64,14 @@ def _control_rows(rows: list[dict]) -> list[dict]:
         return []
     grid = {(r["alpha"], r["sparsity"]) for r in ctl}
     seeds = {r["train_seed"] for r in ctl}
-    paper = [r for r in rows if r["study"] == "balance" and (r["alpha"], r["sparsity"]) in grid
-             and r["train_seed"] in seeds and r["epochs"] == ctl[0]["epochs"]]
+    paper = [
+        r
+        for r in rows
+        if r["study"] == "balance"
+        and (r["alpha"], r["sparsity"]) in grid
+        and r["train_seed"] in seeds
+        and r["epochs"] == ctl[0]["epochs"]
+    ]
     return ctl + paper
 
 
@@ -91,9 +109,15 @@ class ArmGap:
     remaining: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sparsity": self.sparsity, "arm": "/".join(self.arm), "alpha_low": self.alpha_low,
-                "alpha_high": self.alpha_high, "gap": self.gap.to_dict(),
-                "vs_paper": None if self.vs_paper is None else self.vs_paper.to_dict(), "remaining": self.remaining}
+        return {
+            "sparsity": self.sparsity,
+            "arm": "/".join(self.arm),
+            "alpha_low": self.alpha_low,
+            "alpha_high": self.alpha_high,
+            "gap": self.gap.to_dict(),
+            "vs_paper": None if self.vs_paper is None else self.vs_paper.to_dict(),
+            "remaining": self.remaining,
+        }
 
 
 def _alphas(acc: dict) -> list[float]:
@@ -161,9 +185,14 @@ class ResidualGap:
     remains: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sparsity": self.sparsity, "alpha": self.alpha, "alpha_high": self.alpha_high,
-                "gaps": {"/".join(a): g.to_dict() for a, g in self.gaps.items()}, "best_arm": "/".join(self.best_arm),
-                "remains": self.remains}
+        return {
+            "sparsity": self.sparsity,
+            "alpha": self.alpha,
+            "alpha_high": self.alpha_high,
+            "gaps": {"/".join(a): g.to_dict() for a, g in self.gaps.items()},
+            "best_arm": "/".join(self.best_arm),
+            "remains": self.remains,
+        }
 
 
 def residual_gaps(rows: list[dict]) -> list[ResidualGap]:
@@ -184,8 +213,9 @@ def residual_gaps(rows: list[dict]) -> list[ResidualGap]:
             if not gaps:
                 continue
             best = min(gaps, key=lambda k: gaps[k].diff.mean)
-            remains = all(g.diff.n >= 2 and g.diff.low > 0 and g.p_value < ALPHA for g in gaps.values()) \
-                and len(gaps) == len(arms)
+            remains = all(g.diff.n >= 2 and g.diff.low > 0 and g.p_value < ALPHA for g in gaps.values()) and len(
+                gaps
+            ) == len(arms)
             out.append(ResidualGap(s, a, hi, gaps, best, remains))
     return out
 
@@ -201,8 +231,13 @@ class Predictor:
     n: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "rho": self.rho, "p_value": self.p_value,
-                "n": self.n}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "rho": self.rho,
+            "p_value": self.p_value,
+            "n": self.n,
+        }
 
 
 PREDICTORS = {
@@ -230,9 +265,13 @@ def map_statistics_for_predictors(imap) -> dict[str, float]:
         k = max(1, n // 100)
         top.append(float(np.sort(loads)[-k:].sum() / loads.sum()))
     deg = map_degeneracy(imap, rank_limit=0)
-    return {"entropy_normalized": float(np.mean(ent)), "unused_entries": float(np.mean(unused)),
-            "top1pct_share": float(np.mean(top)), "distinct_rows": deg.distinct_rows / deg.rows,
-            "rank_bound": deg.rank_bound / deg.full_rank}
+    return {
+        "entropy_normalized": float(np.mean(ent)),
+        "unused_entries": float(np.mean(unused)),
+        "top1pct_share": float(np.mean(top)),
+        "distinct_rows": deg.distinct_rows / deg.rows,
+        "rank_bound": deg.rank_bound / deg.full_rank,
+    }
 
 
 def map_predictors(rows: list[dict], statistics_of) -> tuple[list[Predictor], list[dict[str, Any]]]:
@@ -260,16 +299,33 @@ def map_predictors(rows: list[dict], statistics_of) -> tuple[list[Predictor], li
     res = residual_gaps(rows)
     if not res:
         return [], []
-    by_cell = {(r.get("optimizer") or "sgd", r.get("table_grad_scale") or "none", r["sparsity"], r["alpha"],
-                r["train_seed"]): r for r in _control_rows(rows)}
+    by_cell = {
+        (
+            r.get("optimizer") or "sgd",
+            r.get("table_grad_scale") or "none",
+            r["sparsity"],
+            r["alpha"],
+            r["train_seed"],
+        ): r
+        for r in _control_rows(rows)
+    }
     points = []
     for g in res:
-        lo_acc, hi_acc, seeds = _paired(acc, (*g.best_arm, g.sparsity, g.alpha), (*g.best_arm, g.sparsity,
-                                                                                    g.alpha_high))
+        lo_acc, hi_acc, seeds = _paired(
+            acc, (*g.best_arm, g.sparsity, g.alpha), (*g.best_arm, g.sparsity, g.alpha_high)
+        )
         for seed, a, b in zip(seeds, lo_acc, hi_acc):
             row = by_cell[(*g.best_arm, g.sparsity, g.alpha, seed)]
-            points.append({"sparsity": g.sparsity, "alpha": g.alpha, "train_seed": seed, "arm": "/".join(g.best_arm),
-                           "gap": float(b - a), **statistics_of(row)})
+            points.append(
+                {
+                    "sparsity": g.sparsity,
+                    "alpha": g.alpha,
+                    "train_seed": seed,
+                    "arm": "/".join(g.best_arm),
+                    "gap": float(b - a),
+                    **statistics_of(row),
+                }
+            )
     preds = []
     gaps = np.array([p["gap"] for p in points])
     for name, desc in PREDICTORS.items():

@@ -19,6 +19,7 @@ With ``group_size=K > 1`` either engine trains up to K runs that differ only in 
 (:func:`analysis.runs.execute_group`); the others run alone. A group's runs are recorded when
 the whole group finishes, so a killed reproduction loses the groups in flight.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -101,9 +102,17 @@ def _execute(task: list[dict[str, Any]], out: str) -> list[dict[str, Any]]:
     return [execute_run(task[0], out)] if len(task) == 1 else execute_group(list(task), out)
 
 
-def run_all(runs: list[RunConfig], out: str | Path, *, engine: str = "local", workers: int | None = None,
-            address: str | None = None, progress: bool = True,
-            on_row: Callable[[dict[str, Any]], None] | None = None, group_size: int = 1) -> Progress:
+def run_all(
+    runs: list[RunConfig],
+    out: str | Path,
+    *,
+    engine: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    group_size: int = 1,
+) -> Progress:
     """Run every run of ``runs`` that has no record under ``out`` yet.
 
     Parameters
@@ -142,8 +151,15 @@ def run_all(runs: list[RunConfig], out: str | Path, *, engine: str = "local", wo
     todo = pending(runs, out)
     tasks = plan_tasks(todo, group_size)
     state = Progress(total=len(runs), skipped=len(runs) - len(todo))
-    bar = tqdm(total=len(runs), initial=state.skipped, unit="run", desc="reproduce", disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=len(runs),
+        initial=state.skipped,
+        unit="run",
+        desc="reproduce",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     submit = _run_local if engine == "local" else _run_ray
     try:
         for run, row, error in submit(tasks, str(out), workers, address):
@@ -153,8 +169,10 @@ def run_all(runs: list[RunConfig], out: str | Path, *, engine: str = "local", wo
                     on_row(row)
             else:
                 state.failures.append(RunFailure(run, error))
-                bar.write(f"run {run.key} ({run.study} {run.spec.kind} sparsity {run.spec.sparsity:g} "
-                          f"train seed {run.train.seed}) failed: {error}")
+                bar.write(
+                    f"run {run.key} ({run.study} {run.spec.kind} sparsity {run.spec.sparsity:g} "
+                    f"train seed {run.train.seed}) failed: {error}"
+                )
             bar.update(1)
     finally:
         bar.close()
@@ -203,8 +221,9 @@ def _run_local(tasks: list[list[RunConfig]], out: str, workers: int, address: st
     if not tasks:
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(_execute, [r.to_dict() for r in task], out): task for task in tasks}
         try:
             for fut in as_completed(futures):
@@ -219,13 +238,12 @@ def _run_ray(tasks: list[list[RunConfig]], out: str, workers: int, address: str 
     try:
         import ray
     except ImportError:
-        raise EngineError("Ray is not installed; install the extra: pip install -e \".[ray]\"") from None
+        raise EngineError('Ray is not installed; install the extra: pip install -e ".[ray]"') from None
     started_here = not ray.is_initialized()
     if started_here:
         try:
             if address is None:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
             else:
                 ray.init(address=address, log_to_driver=False)
         except Exception as e:

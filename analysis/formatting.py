@@ -1,4 +1,5 @@
 """How the reports print numbers: accuracies as percent, intervals, differences in points, p-values."""
+
 from __future__ import annotations
 
 import math

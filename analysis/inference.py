@@ -16,6 +16,7 @@ on synthetic data with a known answer, where the effect exists and where it does
 * :func:`verdict`: holds / does not hold / inconclusive from a one-sided trend p-value and the
   paired difference between the grid's ends.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,23 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.stats
 
-__all__ = ["Interval", "PairedDifference", "Trend", "Curvature", "mean_ci", "paired_difference", "trend_test",
-           "levels_off_at", "quadratic_term", "verdict", "HOLDS", "FAILS", "INCONCLUSIVE", "ALPHA", "MARGIN"]
+__all__ = [
+    "Interval",
+    "PairedDifference",
+    "Trend",
+    "Curvature",
+    "mean_ci",
+    "paired_difference",
+    "trend_test",
+    "levels_off_at",
+    "quadratic_term",
+    "verdict",
+    "HOLDS",
+    "FAILS",
+    "INCONCLUSIVE",
+    "ALPHA",
+    "MARGIN",
+]
 
 ALPHA = 0.05
 """Significance level of every test, and 1 - confidence of every interval (95%)."""
@@ -167,8 +183,10 @@ def trend_test(table, direction: str = "increasing") -> Trend:
         raise ValueError(f"direction must be 'increasing' or 'decreasing', got {direction!r}")
     t = np.asarray(table, np.float64)
     if t.ndim != 2 or np.isnan(t).any():
-        raise ValueError(f"trend_test needs a complete (blocks, treatments) table, got shape {t.shape} "
-                         f"with {int(np.isnan(t).sum()) if t.ndim == 2 else '?'} missing values")
+        raise ValueError(
+            f"trend_test needs a complete (blocks, treatments) table, got shape {t.shape} "
+            f"with {int(np.isnan(t).sum()) if t.ndim == 2 else '?'} missing values"
+        )
     blocks, treatments = t.shape
     if blocks < 2 or treatments < 3:
         return Trend(math.nan, math.nan, direction, blocks, treatments)
@@ -228,8 +246,9 @@ def quadratic_term(x, y, level: float = 1 - ALPHA) -> Curvature:
             return 0.0 if coef[k] != 0 else 1.0
         return float(2 * scipy.stats.t.sf(abs(coef[k] / se[k]), dof))
 
-    return Curvature(float(coef[2]), float(coef[2] - tcrit * se[2]), float(coef[2] + tcrit * se[2]), p(2),
-                     float(coef[1]), p(1), n)
+    return Curvature(
+        float(coef[2]), float(coef[2] - tcrit * se[2]), float(coef[2] + tcrit * se[2]), p(2), float(coef[1]), p(1), n
+    )
 
 
 def verdict(trend: Trend, ends: PairedDifference, *, margin: float = MARGIN, alpha: float = ALPHA) -> str:

@@ -16,6 +16,7 @@ the traceback (hashlab.commands.errors).
 
     python -m analysis.main_job --data-root ../shared/data
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,18 +43,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.main_job", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", default=None, help="torchvision data root holding MNIST/raw "
-                                                     "(default: $HASHLAB_DATA_ROOT)")
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.main_job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data-root", default=None, help="torchvision data root holding MNIST/raw (default: $HASHLAB_DATA_ROOT)"
+    )
     p.add_argument("--out", default="runs/main", help="output folder (default: runs/main)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"training epochs (default: {DEFAULT_EPOCHS})")
     p.add_argument("--seed", type=int, default=MAIN_SPEC.seed, help="seed of the map and of training (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--limit-train", type=int, default=None, help="train on the first N samples only (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--checkpoint", default=None,
-                   help="training checkpoint, resumed if present (default: OUT/checkpoint.pt; 'none' disables it)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="training checkpoint, resumed if present (default: OUT/checkpoint.pt; 'none' disables it)",
+    )
     add_debug_flag(p)
     args = p.parse_args(argv)
 
@@ -63,8 +69,14 @@ def _main(argv: list[str]) -> int:
 
     t0 = time.perf_counter()
     spec = dataclasses.replace(MAIN_SPEC, seed=args.seed)  # every value checked before any work
-    config = TrainConfig(dataset="mnist", data_root=args.data_root, epochs=args.epochs, seed=args.seed,
-                         device=args.device, limit_train=args.limit_train)
+    config = TrainConfig(
+        dataset="mnist",
+        data_root=args.data_root,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        limit_train=args.limit_train,
+    )
     resolve_device(config.device)
     resolve_data_root(config.data_root)
     out = check_output_dir(args.out, "--out folder")
@@ -73,18 +85,25 @@ def _main(argv: list[str]) -> int:
     map_path = save_index_file(imap, out / "map.safetensors")
     report = map_report(imap)
     atomic_write_json(out / "stats.json", report.to_dict())
-    print(f"== map: Dirichlet(alpha={spec.alpha:g}), table {spec.table_size} per layer, sparsity {spec.sparsity:g}, "
-          f"seed {spec.seed} -> {map_path}")
+    print(
+        f"== map: Dirichlet(alpha={spec.alpha:g}), table {spec.table_size} per layer, sparsity {spec.sparsity:g}, "
+        f"seed {spec.seed} -> {map_path}"
+    )
     print(format_report(report))
     print(f"\n== training on MNIST ({config.epochs} epochs, batch {config.batch_size}, device {config.device})")
-    result = train(map_path, config, out=out / "results.json",
-                   progress=False if args.no_progress else None, checkpoint=checkpoint)
+    result = train(
+        map_path, config, out=out / "results.json", progress=False if args.no_progress else None, checkpoint=checkpoint
+    )
     for e in result.epochs:
-        print(f"epoch {e.epoch}: train accuracy {100 * e.train_accuracy:.2f}%  loss {e.train_loss:.4f}  "
-              f"lr {e.lr:g}  ({e.wall_time_s:.1f} s)")
-    print(f"\n== MNIST test accuracy: {100 * result.test_accuracy:.2f}%  "
-          f"(training {result.wall_time_s:.1f} s, whole job {time.perf_counter() - t0:.1f} s; "
-          f"results in {out / 'results.json'})")
+        print(
+            f"epoch {e.epoch}: train accuracy {100 * e.train_accuracy:.2f}%  loss {e.train_loss:.4f}  "
+            f"lr {e.lr:g}  ({e.wall_time_s:.1f} s)"
+        )
+    print(
+        f"\n== MNIST test accuracy: {100 * result.test_accuracy:.2f}%  "
+        f"(training {result.wall_time_s:.1f} s, whole job {time.perf_counter() - t0:.1f} s; "
+        f"results in {out / 'results.json'})"
+    )
     return 0
 
 

@@ -3,6 +3,7 @@
 
 Numbers come from :mod:`analysis.controls`; this module only lays them out.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,12 @@ from .inference import ALPHA
 
 __all__ = ["controls_section", "ARM_NAMES"]
 
-ARM_NAMES = {("sgd", "none"): "SGD (paper)", ("sgd", "load"): "SGD + load-normalized",
-             ("adam", "none"): "Adam", ("adam", "load"): "Adam + load-normalized"}
+ARM_NAMES = {
+    ("sgd", "none"): "SGD (paper)",
+    ("sgd", "load"): "SGD + load-normalized",
+    ("adam", "none"): "Adam",
+    ("adam", "load"): "Adam + load-normalized",
+}
 
 
 def _name(arm: tuple[str, str]) -> str:
@@ -52,8 +57,14 @@ def _figure(rows: list[dict], path: Path, dataset: str, epochs: int) -> Path | N
             if not alphas:
                 continue
             iv = [cells[(*arm, s, a)] for a in alphas]
-            line, = ax.plot(alphas, [100 * c.mean for c in iv], marker="o", ms=3.5, label=_name(arm),
-                            ls="--" if arm[1] != "none" else "-")  # dashed: load-normalized
+            (line,) = ax.plot(
+                alphas,
+                [100 * c.mean for c in iv],
+                marker="o",
+                ms=3.5,
+                label=_name(arm),
+                ls="--" if arm[1] != "none" else "-",
+            )  # dashed: load-normalized
             low, high = (np.clip([100 * getattr(c, k) for c in iv], 0, 100) for k in ("low", "high"))
             ax.fill_between(alphas, low, high, color=line.get_color(), alpha=0.12, lw=0)
         ax.set_xscale("log")
@@ -62,8 +73,7 @@ def _figure(rows: list[dict], path: Path, dataset: str, epochs: int) -> Path | N
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     axes[-1].legend(fontsize=7)
-    fig.suptitle(f"Balance under optimizer controls: {dataset}, {epochs} epochs (mean, 95% CI over seeds)",
-                 fontsize=9)
+    fig.suptitle(f"Balance under optimizer controls: {dataset}, {epochs} epochs (mean, 95% CI over seeds)", fontsize=9)
     return save_figure(fig, path, dpi=130)
 
 
@@ -95,86 +105,129 @@ def controls_section(rows: list[dict], out: str | Path, dataset: str, epochs: in
     gaps, residual = arm_gaps(rows), residual_gaps(rows)
     preds, points = map_predictors(rows, _statistics_of())
     fig = _figure(rows, out / "figures" / "fig5_balance_under_optimizer_controls.png", dataset, epochs)
-    atomic_write_json(out / "controls.json", {
-        "dataset": dataset, "arms": ["/".join(a) for a in arms], "gaps": [g.to_dict() for g in gaps],
-        "residual": [g.to_dict() for g in residual], "predictors": [p.to_dict() for p in preds], "points": points})
+    atomic_write_json(
+        out / "controls.json",
+        {
+            "dataset": dataset,
+            "arms": ["/".join(a) for a in arms],
+            "gaps": [g.to_dict() for g in gaps],
+            "residual": [g.to_dict() for g in residual],
+            "predictors": [p.to_dict() for p in preds],
+            "points": points,
+        },
+    )
     ctl = [r for r in rows if r["study"] == STUDY]
     lrs = {(r["optimizer"], r["table_grad_scale"]): r["lr"] for r in ctl}
-    L = ["Under plain SGD an entry's gradient is the sum over the weights that read it (paper, section 2), so an "
-         "entry of load L steps about L times further than a dense weight; a Dirichlet map with small α loads a few "
-         "entries heavily. Is the balance effect then an optimization artifact? The `balance_controls` study trains "
-         "the balance grid under four recipes (arms): the paper's SGD (its runs are the balance study's); SGD with "
-         "load-normalized table gradients (`table_grad_scale=\"load\"`: each entry's gradient times "
-         "mean load / load, so every entry steps like one of a balanced map); Adam (per-entry adaptive steps, lr "
-         f"{lrs.get(('adam', 'none'), 0.001):g}, Kingma & Ba's default); and Adam with the normalization (Adam is "
-         "invariant to a constant per-entry gradient scale up to its ε, so this arm should match Adam). Same maps, "
-         f"paired seeds, {epochs} epochs and plateau schedule as the balance study.", ""]
+    L = [
+        "Under plain SGD an entry's gradient is the sum over the weights that read it (paper, section 2), so an "
+        "entry of load L steps about L times further than a dense weight; a Dirichlet map with small α loads a few "
+        "entries heavily. Is the balance effect then an optimization artifact? The `balance_controls` study trains "
+        "the balance grid under four recipes (arms): the paper's SGD (its runs are the balance study's); SGD with "
+        'load-normalized table gradients (`table_grad_scale="load"`: each entry\'s gradient times '
+        "mean load / load, so every entry steps like one of a balanced map); Adam (per-entry adaptive steps, lr "
+        f"{lrs.get(('adam', 'none'), 0.001):g}, Kingma & Ba's default); and Adam with the normalization (Adam is "
+        "invariant to a constant per-entry gradient scale up to its ε, so this arm should match Adam). Same maps, "
+        f"paired seeds, {epochs} epochs and plateau schedule as the balance study.",
+        "",
+    ]
     if fig is not None:
         L += [f"![fig5](figures/{fig.name})", ""]
     # the accuracy grid
     cells = cell_intervals(rows)
     alphas = sorted({k[3] for k in cells})
-    L += ["Test accuracy (%), mean [95% CI] over seeds:", "",
-          "| sparsity | arm | " + " | ".join(f"α = {a:g}" for a in alphas) + " |", "|---|---|" + "---|" * len(alphas)]
+    L += [
+        "Test accuracy (%), mean [95% CI] over seeds:",
+        "",
+        "| sparsity | arm | " + " | ".join(f"α = {a:g}" for a in alphas) + " |",
+        "|---|---|" + "---|" * len(alphas),
+    ]
     for s in sorted({k[2] for k in cells}):
         for arm in arms:
-            L.append(f"| {s:g} | {_name(arm)} | "
-                     + " | ".join(ci(cells[(*arm, s, a)]) if (*arm, s, a) in cells else "" for a in alphas) + " |")
+            L.append(
+                f"| {s:g} | {_name(arm)} | "
+                + " | ".join(ci(cells[(*arm, s, a)]) if (*arm, s, a) in cells else "" for a in alphas)
+                + " |"
+            )
     L.append("")
     same = [(k[2], k[3]) for k in cells if k[:2] == ("adam", "none") and ("adam", "load", *k[2:]) in cells]
     if same:
         worst = max(abs(cells[("adam", "none", *c)].mean - cells[("adam", "load", *c)].mean) for c in same)
-        L += [f"Check: Adam with and without the load normalization differ by at most {100 * worst:.3f} pp in any "
-              f"cell mean (over {len(same)} cells), as Adam's invariance to a per-entry gradient scale predicts.", ""]
+        L += [
+            f"Check: Adam with and without the load normalization differ by at most {100 * worst:.3f} pp in any "
+            f"cell mean (over {len(same)} cells), as Adam's invariance to a per-entry gradient scale predicts.",
+            "",
+        ]
     if gaps:
         lo, hi = gaps[0].alpha_low, gaps[0].alpha_high
-        L += [f"### How much of the gap between α = {lo:g} and α = {hi:g} remains under each control", "",
-              f"Gap: accuracy at α = {hi:g} minus at α = {lo:g}, paired over seeds (t interval, paired t-test). "
-              "Change: the paired difference of the arm's gap and the paper arm's gap (negative = the control "
-              "removes part of it). Remaining: the arm's mean gap / the paper's mean gap.", "",
-              "| sparsity | arm | seeds | gap, 95% CI | p | change vs paper, 95% CI | p | remaining |",
-              "|---|---|---|---|---|---|---|---|"]
+        L += [
+            f"### How much of the gap between α = {lo:g} and α = {hi:g} remains under each control",
+            "",
+            f"Gap: accuracy at α = {hi:g} minus at α = {lo:g}, paired over seeds (t interval, paired t-test). "
+            "Change: the paired difference of the arm's gap and the paper arm's gap (negative = the control "
+            "removes part of it). Remaining: the arm's mean gap / the paper's mean gap.",
+            "",
+            "| sparsity | arm | seeds | gap, 95% CI | p | change vs paper, 95% CI | p | remaining |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for g in gaps:
             vs = ("", "") if g.vs_paper is None else (pp(g.vs_paper.diff), p_value(g.vs_paper.p_value))
             rem = "" if g.remaining is None else f"{100 * g.remaining:.0f}%"
-            L.append(f"| {g.sparsity:g} | {_name(g.arm)} | {g.gap.diff.n} | {pp(g.gap.diff)} "
-                     f"| {p_value(g.gap.p_value)} | {vs[0]} | {vs[1]} | {rem} |")
+            L.append(
+                f"| {g.sparsity:g} | {_name(g.arm)} | {g.gap.diff.n} | {pp(g.gap.diff)} "
+                f"| {p_value(g.gap.p_value)} | {vs[0]} | {vs[1]} | {rem} |"
+            )
         L.append("")
     if residual:
-        L += ["### Where a gap remains that no control removes", "",
-              f"Each arm's gap to α = {residual[0].alpha_high:g} at each α (paired over seeds, p of the paired "
-              f"t-test). *Remains* when every arm's interval lies above 0 with p < {ALPHA}: that part of the gap "
-              "belongs to the sharing pattern, not to how SGD steps (within these controls and this training "
-              "length).", "",
-              "| sparsity | α | " + " | ".join(_name(a) for a in arms) + " | smallest gap | remains under every arm |",
-              "|---|---|" + "---|" * len(arms) + "---|---|"]
+        L += [
+            "### Where a gap remains that no control removes",
+            "",
+            f"Each arm's gap to α = {residual[0].alpha_high:g} at each α (paired over seeds, p of the paired "
+            f"t-test). *Remains* when every arm's interval lies above 0 with p < {ALPHA}: that part of the gap "
+            "belongs to the sharing pattern, not to how SGD steps (within these controls and this training "
+            "length).",
+            "",
+            "| sparsity | α | " + " | ".join(_name(a) for a in arms) + " | smallest gap | remains under every arm |",
+            "|---|---|" + "---|" * len(arms) + "---|---|",
+        ]
         for rg in residual:
             cellv = [f"{pp(rg.gaps[a].diff)}, p = {p_value(rg.gaps[a].p_value)}" if a in rg.gaps else "" for a in arms]
-            L.append(f"| {rg.sparsity:g} | {rg.alpha:g} | " + " | ".join(cellv)
-                     + f" | {_name(rg.best_arm)} | {'**yes**' if rg.remains else 'no'} |")
+            L.append(
+                f"| {rg.sparsity:g} | {rg.alpha:g} | "
+                + " | ".join(cellv)
+                + f" | {_name(rg.best_arm)} | {'**yes**' if rg.remains else 'no'} |"
+            )
         L.append("")
         remain = [rg for rg in residual if rg.remains]
         if remain:
             by_s: dict[float, list[float]] = {}
             for rg in remain:
                 by_s.setdefault(rg.sparsity, []).append(rg.alpha)
-            where = "; ".join(f"sparsity {s:g}: α ∈ {{{', '.join(f'{a:g}' for a in al)}}}"
-                              for s, al in sorted(by_s.items()))
+            where = "; ".join(
+                f"sparsity {s:g}: α ∈ {{{', '.join(f'{a:g}' for a in al)}}}" for s, al in sorted(by_s.items())
+            )
             L += [f"A gap that no control removes remains at {where}.", ""]
         else:
             L += ["No α has a gap that every control leaves significant.", ""]
     if preds:
-        L += ["### Which map statistic predicts the remaining gap", "",
-              "For every (sparsity, α below the largest, seed), the remaining gap is the accuracy difference to the "
-              "largest α under the arm that leaves the smallest gap there; each candidate statistic is computed on "
-              f"the map that seed trained (hash seed). Spearman's rank correlation over the {preds[0].n} points "
-              "(`scipy.stats.spearmanr`). The points mix sparsities and α, so a statistic that tracks α alone "
-              "also correlates; the table ranks candidates, it does not establish a cause.", "",
-              "| statistic | definition | Spearman ρ | p |", "|---|---|---|---|"]
+        L += [
+            "### Which map statistic predicts the remaining gap",
+            "",
+            "For every (sparsity, α below the largest, seed), the remaining gap is the accuracy difference to the "
+            "largest α under the arm that leaves the smallest gap there; each candidate statistic is computed on "
+            f"the map that seed trained (hash seed). Spearman's rank correlation over the {preds[0].n} points "
+            "(`scipy.stats.spearmanr`). The points mix sparsities and α, so a statistic that tracks α alone "
+            "also correlates; the table ranks candidates, it does not establish a cause.",
+            "",
+            "| statistic | definition | Spearman ρ | p |",
+            "|---|---|---|---|",
+        ]
         for p in preds:
             rho = "n/a: the same on every map" if math.isnan(p.rho) else f"{p.rho:+.3f}"
             L.append(f"| `{p.name}` | {p.description} | {rho} | {p_value(p.p_value)} |")
-        L += ["", f"Best predictor: `{preds[0].name}` (ρ = {preds[0].rho:+.3f}). Every number of this section is in "
-              "`controls.json`.", ""]
+        L += [
+            "",
+            f"Best predictor: `{preds[0].name}` (ρ = {preds[0].rho:+.3f}). Every number of this section is in "
+            "`controls.json`.",
+            "",
+        ]
     return L
-

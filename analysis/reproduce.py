@@ -13,6 +13,7 @@ written from the records; ``--report-only`` rebuilds them without training.
 Profiles (``analysis/studies/profiles.toml``): ``smoke`` (under a minute on 2 cores), ``quick``
 (under 10 minutes on 2 cores), ``paper`` (the full grid of section 4.3, 3 paired seeds).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,10 +60,22 @@ def write_results_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return Path(path)
 
 
-def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | None = None, device: str = "cpu",
-              engine: str = "local", workers: int | None = None, address: str | None = None,
-              studies: tuple[str, ...] | None = None, progress: bool = True, report: bool = True,
-              run: bool = True, group_size: int = 1) -> dict[str, Any]:
+def reproduce(
+    profile: str,
+    dataset: str,
+    out: str | Path,
+    *,
+    data_root: str | None = None,
+    device: str = "cpu",
+    engine: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    studies: tuple[str, ...] | None = None,
+    progress: bool = True,
+    report: bool = True,
+    run: bool = True,
+    group_size: int = 1,
+) -> dict[str, Any]:
     """Run (or resume) a profile's studies on a dataset and write results.csv, figures and REPORT.md.
 
     Parameters
@@ -119,49 +132,78 @@ def reproduce(profile: str, dataset: str, out: str | Path, *, data_root: str | N
     done_before = len(done_rows)
     state = None
     if run:
-        state = run_all(runs, out, engine=engine, workers=workers, address=address, progress=progress, on_row=on_row,
-                        group_size=group_size)
+        state = run_all(
+            runs,
+            out,
+            engine=engine,
+            workers=workers,
+            address=address,
+            progress=progress,
+            on_row=on_row,
+            group_size=group_size,
+        )
     rows = load_rows(out, runs)
     write_results_csv(rows, csv_path)
-    summary = {"runs": len(runs), "finished": 0 if state is None else state.finished, "skipped": done_before,
-               "missing": len(runs) - len(rows),
-               "failed": [] if state is None else [f"{f.run.key}: {f.error}" for f in state.failures],
-               "wall_time_s": time.perf_counter() - t0}
+    summary = {
+        "runs": len(runs),
+        "finished": 0 if state is None else state.finished,
+        "skipped": done_before,
+        "missing": len(runs) - len(rows),
+        "failed": [] if state is None else [f"{f.run.key}: {f.error}" for f in state.failures],
+        "wall_time_s": time.perf_counter() - t0,
+    }
     if report and rows:
         from .report import write_report
 
-        write_report(rows, out, profile=prof, dataset=dataset, planned=len(runs),
-                     missing=len(pending(runs, out)), engine=engine,
-                     workers=workers or default_workers())
+        write_report(
+            rows,
+            out,
+            profile=prof,
+            dataset=dataset,
+            planned=len(runs),
+            missing=len(pending(runs, out)),
+            engine=engine,
+            workers=workers or default_workers(),
+        )
     return summary
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the reproduction's options on ``p`` (``python -m analysis.reproduce`` and ``hashlab reproduce``)."""
     p.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
-    p.add_argument("--dataset", default="mnist", choices=list(ARCH_OF_DATASET),
-                   help="mnist (default), fashion-mnist (the CIFAR-10 stand-in here) or cifar10")
+    p.add_argument(
+        "--dataset",
+        default="mnist",
+        choices=list(ARCH_OF_DATASET),
+        help="mnist (default), fashion-mnist (the CIFAR-10 stand-in here) or cifar10",
+    )
     p.add_argument("--out", required=True, help="output folder (created; rerun the same command to resume)")
     p.add_argument("--data-root", default=None, help="torchvision data root (default: $HASHLAB_DATA_ROOT)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--engine", default="local", choices=ENGINES, help="local process pool (default) or ray")
     p.add_argument("--workers", type=int, default=None, help="concurrent runs (default: one per CPU core)")
-    p.add_argument("--group-size", type=int, default=1, metavar="K",
-                   help="train up to K runs that differ only in their map as one batched model (train_group; "
-                        "equal to solo runs up to float rounding); 1 (default): every run alone. Pays on a GPU "
-                        "(32 MNIST MLPs: 22.7x the per-model throughput on an H200), less on CPU (8: 1.27x)")
-    p.add_argument("--address", default=None, help="Ray cluster address (with --engine ray; default: a local "
-                                                   "instance)")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train up to K runs that differ only in their map as one batched model (train_group; "
+        "equal to solo runs up to float rounding); 1 (default): every run alone. Pays on a GPU "
+        "(32 MNIST MLPs: 22.7x the per-model throughput on an H200), less on CPU (8: 1.27x)",
+    )
+    p.add_argument("--address", default=None, help="Ray cluster address (with --engine ray; default: a local instance)")
     p.add_argument("--studies", default=None, help="comma-separated subset of the profile's studies")
-    p.add_argument("--report-only", action="store_true", help="rebuild results.csv, figures and REPORT.md from "
-                                                              "the finished runs without training")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild results.csv, figures and REPORT.md from the finished runs without training",
+    )
     p.add_argument("--no-report", action="store_true", help="skip figures and REPORT.md")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _parser(prog: str = "python -m analysis.reproduce") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     add_debug_flag(p)
     return p
@@ -169,8 +211,12 @@ def _parser(prog: str = "python -m analysis.reproduce") -> argparse.ArgumentPars
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``hashlab reproduce`` (the ``hashlab.commands`` entry point of this package)."""
-    p = sub.add_parser("reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       help="reproduce the paper: run a profile's studies, write results.csv, figures and REPORT.md")
+    p = sub.add_parser(
+        "reproduce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="reproduce the paper: run a profile's studies, write results.csv, figures and REPORT.md",
+    )
     add_arguments(p)
     p.set_defaults(func=run)
 
@@ -187,14 +233,26 @@ def run(args: argparse.Namespace) -> int:
         raise StudyError(f"unknown profile {args.profile!r}; choose one of {', '.join(profiles)}")
     plan(profiles[args.profile], args.dataset, studies=studies)
     out = check_output_dir(args.out, "--out folder")
-    summary = reproduce(args.profile, args.dataset, out, data_root=args.data_root, device=args.device,
-                        engine=args.engine, workers=args.workers, address=args.address, studies=studies,
-                        progress=not args.no_progress, report=not args.no_report, run=not args.report_only,
-                        group_size=args.group_size)
-    print(f"{summary['runs']} runs: {summary['finished']} trained now, {summary['skipped']} already done, "
-          f"{len(summary['failed'])} failed, {summary['missing']} not run ({summary['wall_time_s']:.0f} s); "
-          f"results in {out / 'results.csv'}"
-          + ("" if args.no_report else f", report in {out / 'REPORT.md'}"))
+    summary = reproduce(
+        args.profile,
+        args.dataset,
+        out,
+        data_root=args.data_root,
+        device=args.device,
+        engine=args.engine,
+        workers=args.workers,
+        address=args.address,
+        studies=studies,
+        progress=not args.no_progress,
+        report=not args.no_report,
+        run=not args.report_only,
+        group_size=args.group_size,
+    )
+    print(
+        f"{summary['runs']} runs: {summary['finished']} trained now, {summary['skipped']} already done, "
+        f"{len(summary['failed'])} failed, {summary['missing']} not run ({summary['wall_time_s']:.0f} s); "
+        f"results in {out / 'results.csv'}" + ("" if args.no_report else f", report in {out / 'REPORT.md'}")
+    )
     for f in summary["failed"]:
         print(f"  failed: {f}", file=sys.stderr)
     return 1 if summary["failed"] else 0

@@ -14,6 +14,7 @@ It is a module-level function of plain arguments, so a process pool and Ray can 
 (:func:`group_key`), trained as one batched model (``trainers.torch_backend.group.train_group``):
 each record is what :func:`execute_run` writes, up to float rounding of the batched kernels.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -35,30 +36,105 @@ from trainers.torch_backend.config import TrainConfig  # no torch import: script
 if TYPE_CHECKING:
     from trainers.torch_backend.results import TrainResult
 
-__all__ = ["RunConfig", "ARCH_OF_DATASET", "ROW_COLUMNS", "RUN_FIELDS", "KEY_DEFAULTS", "MAP_FIELDS", "execute_run",
-           "execute_group", "group_key", "run_path", "git_commit"]
+__all__ = [
+    "RunConfig",
+    "ARCH_OF_DATASET",
+    "ROW_COLUMNS",
+    "RUN_FIELDS",
+    "KEY_DEFAULTS",
+    "MAP_FIELDS",
+    "execute_run",
+    "execute_group",
+    "group_key",
+    "run_path",
+    "git_commit",
+]
 
 ARCH_OF_DATASET = {"mnist": "mnist-mlp", "fashion-mnist": "mnist-mlp", "cifar10": "cifar10-mlp"}
 """The paper's MLP per dataset (section 4.3); Fashion-MNIST, the CIFAR-10 stand-in, uses MNIST's."""
 
 ROW_COLUMNS = [
-    "dataset", "study", "arch", "kind", "alpha", "radius", "sign", "sparsity", "table_size", "compression",
-    "hash_bias", "hash_seed", "train_seed", "recipe", "epochs", "batch_size", "limit_train", "optimizer", "lr",
-    "table_grad_scale", "test_accuracy", "final_train_accuracy", "test_loss", "lr_drops", "parameters",
-    "entropy_nats", "entropy_bits", "entropy_normalized", "max_load", "mean_load", "compression_ratio",
-    "locality_id_median", "locality_grid_median", "run_key", "hashlab_version", "git_commit", "torch_version",
-    "device", "wall_time_s", "finished_at",
+    "dataset",
+    "study",
+    "arch",
+    "kind",
+    "alpha",
+    "radius",
+    "sign",
+    "sparsity",
+    "table_size",
+    "compression",
+    "hash_bias",
+    "hash_seed",
+    "train_seed",
+    "recipe",
+    "epochs",
+    "batch_size",
+    "limit_train",
+    "optimizer",
+    "lr",
+    "table_grad_scale",
+    "test_accuracy",
+    "final_train_accuracy",
+    "test_loss",
+    "lr_drops",
+    "parameters",
+    "entropy_nats",
+    "entropy_bits",
+    "entropy_normalized",
+    "max_load",
+    "mean_load",
+    "compression_ratio",
+    "locality_id_median",
+    "locality_grid_median",
+    "run_key",
+    "hashlab_version",
+    "git_commit",
+    "torch_version",
+    "device",
+    "wall_time_s",
+    "finished_at",
 ]
 """Columns of ``results.csv``, one row per run."""
 
 
-RUN_FIELDS = ("dataset", "study", "kind", "sparsity", "hash_seed", "train_seed", "epochs", "alpha", "radius", "sign",
-              "table_size", "batch_size", "limit_train", "data_root", "device", "lr", "momentum", "lr_factor",
-              "lr_patience", "optimizer", "table_grad_scale", "arch", "compression", "hash_bias", "recipe")
+RUN_FIELDS = (
+    "dataset",
+    "study",
+    "kind",
+    "sparsity",
+    "hash_seed",
+    "train_seed",
+    "epochs",
+    "alpha",
+    "radius",
+    "sign",
+    "table_size",
+    "batch_size",
+    "limit_train",
+    "data_root",
+    "device",
+    "lr",
+    "momentum",
+    "lr_factor",
+    "lr_patience",
+    "optimizer",
+    "table_grad_scale",
+    "arch",
+    "compression",
+    "hash_bias",
+    "recipe",
+)
 """The keys of :meth:`RunConfig.to_dict`, in order: the flat form of a run stored in its record."""
 
-KEY_DEFAULTS = {"optimizer": "sgd", "table_grad_scale": "none", "arch": None, "compression": None, "hash_bias": False,
-                "recipe": "paper"}
+KEY_DEFAULTS = {
+    "optimizer": "sgd",
+    "table_grad_scale": "none",
+    "arch": None,
+    "compression": None,
+    "hash_bias": False,
+    "recipe": "paper",
+}
 """Run fields added after the first records were committed: defaults for older run dicts, the value
 a dict without them means. The run dict's counterpart of ``HashSpec.ADDED_FIELDS`` and
 ``TrainConfig.ADDED_FIELDS`` (a map or training field has the same default here): :meth:`RunConfig.from_dict`
@@ -68,13 +144,33 @@ value, so a run that an older dict can express keeps the key of that dict. The r
 new field must be added here, with the default that reproduces the results recorded before it
 existed, and a change that no default can express needs a new record layout."""
 
-_SPEC_FIELDS = {"kind": "kind", "hash_seed": "seed", "sparsity": "sparsity", "alpha": "alpha", "radius": "radius",
-                "sign": "sign", "table_size": "table_size", "compression": "compression", "hash_bias": "hash_bias"}
+_SPEC_FIELDS = {
+    "kind": "kind",
+    "hash_seed": "seed",
+    "sparsity": "sparsity",
+    "alpha": "alpha",
+    "radius": "radius",
+    "sign": "sign",
+    "table_size": "table_size",
+    "compression": "compression",
+    "hash_bias": "hash_bias",
+}
 """Run field -> :class:`hashlab.HashSpec` field."""
-_TRAIN_FIELDS = {"dataset": "dataset", "train_seed": "seed", "epochs": "epochs", "batch_size": "batch_size",
-                 "limit_train": "limit_train", "data_root": "data_root", "device": "device", "lr": "lr",
-                 "momentum": "momentum", "lr_factor": "lr_factor", "lr_patience": "lr_patience",
-                 "optimizer": "optimizer", "table_grad_scale": "table_grad_scale"}
+_TRAIN_FIELDS = {
+    "dataset": "dataset",
+    "train_seed": "seed",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "limit_train": "limit_train",
+    "data_root": "data_root",
+    "device": "device",
+    "lr": "lr",
+    "momentum": "momentum",
+    "lr_factor": "lr_factor",
+    "lr_patience": "lr_patience",
+    "optimizer": "optimizer",
+    "table_grad_scale": "table_grad_scale",
+}
 """Run field -> :class:`~trainers.torch_backend.config.TrainConfig` field (the rest come from the recipe)."""
 
 
@@ -136,20 +232,45 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.spec.scope != "layer":
             raise ValueError(f"a reproduction run has one table per layer, got scope {self.spec.scope!r}")
-        want = TrainConfig.from_recipe(self.recipe, num_threads=1,
-                                       **{t: getattr(self.train, t) for t in _TRAIN_FIELDS.values()})
+        want = TrainConfig.from_recipe(
+            self.recipe, num_threads=1, **{t: getattr(self.train, t) for t in _TRAIN_FIELDS.values()}
+        )
         if self.train != want:
-            raise ValueError(f"a run's TrainConfig is recipe {self.recipe!r} with the run's training fields and "
-                             "num_threads=1; build it with RunConfig.from_fields")
+            raise ValueError(
+                f"a run's TrainConfig is recipe {self.recipe!r} with the run's training fields and "
+                "num_threads=1; build it with RunConfig.from_fields"
+            )
 
     @classmethod
-    def from_fields(cls, *, dataset: str, study: str, kind: str, sparsity: float, hash_seed: int, train_seed: int,
-                    epochs: int, alpha: float | None = None, radius: int | None = None, sign: bool = False,
-                    table_size: int | None = None, batch_size: int = 200, limit_train: int | None = None,
-                    data_root: str | None = None, device: str = "auto", lr: float = 0.1, momentum: float = 0.9,
-                    lr_factor: float = 0.1, lr_patience: int = 4, optimizer: str = "sgd",
-                    table_grad_scale: str = "none", arch: str | None = None, compression: str | None = None,
-                    hash_bias: bool = False, recipe: str = "paper") -> RunConfig:
+    def from_fields(
+        cls,
+        *,
+        dataset: str,
+        study: str,
+        kind: str,
+        sparsity: float,
+        hash_seed: int,
+        train_seed: int,
+        epochs: int,
+        alpha: float | None = None,
+        radius: int | None = None,
+        sign: bool = False,
+        table_size: int | None = None,
+        batch_size: int = 200,
+        limit_train: int | None = None,
+        data_root: str | None = None,
+        device: str = "auto",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        lr_factor: float = 0.1,
+        lr_patience: int = 4,
+        optimizer: str = "sgd",
+        table_grad_scale: str = "none",
+        arch: str | None = None,
+        compression: str | None = None,
+        hash_bias: bool = False,
+        recipe: str = "paper",
+    ) -> RunConfig:
         """The run of these flat fields (:data:`RUN_FIELDS`); ``table_size`` defaults to 1000 without
         ``compression``.
 
@@ -242,10 +363,17 @@ def git_commit() -> str:
     """The checkout's commit (``+dirty`` when tracked files differ), or ``"unknown"`` outside git."""
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")
@@ -264,7 +392,8 @@ def map_statistics(imap) -> dict[str, Any]:
     tables = rep.tables
     h = sum(t.entropy_nats for t in tables) / len(tables)
     return {
-        "entropy_nats": h, "entropy_bits": h / math.log(2),
+        "entropy_nats": h,
+        "entropy_bits": h / math.log(2),
         "entropy_normalized": sum(t.entropy_normalized for t in tables) / len(tables),
         "max_load": max(int(t.max_load) for t in tables),
         "mean_load": sum(t.mean_load for t in tables) / len(tables),
@@ -332,8 +461,10 @@ def execute_group(runs: Sequence[RunConfig | dict[str, Any]], out: str | Path) -
     configs = [RunConfig.from_dict(r) if isinstance(r, dict) else r for r in runs]
     keys = {group_key(r) for r in configs}
     if not configs or len(keys) != 1 or None in keys:
-        raise ValueError("execute_group needs one or more runs of one group key (same training, maps aside); "
-                         "run the others with execute_run")
+        raise ValueError(
+            "execute_group needs one or more runs of one group key (same training, maps aside); "
+            "run the others with execute_run"
+        )
     t0 = time.perf_counter()
     maps = [build_map(r.hash_spec(), r.architecture()) for r in configs]
     stats = [map_statistics(m) for m in maps]
@@ -345,19 +476,28 @@ def execute_group(runs: Sequence[RunConfig | dict[str, Any]], out: str | Path) -
     return [_write_record(r, out, res, st, wall, group=group) for r, res, st in zip(configs, results, stats)]
 
 
-def _write_record(run: RunConfig, out: str | Path, result: TrainResult, stats: dict[str, Any], wall: float,
-                  group: list[str] | None = None) -> dict[str, Any]:
+def _write_record(
+    run: RunConfig,
+    out: str | Path,
+    result: TrainResult,
+    stats: dict[str, Any],
+    wall: float,
+    group: list[str] | None = None,
+) -> dict[str, Any]:
     """The run's row; writes ``OUT/runs/<key>.json`` (row, run, training results[, group]) atomically."""
     from hashlab.io.atomic import atomic_write_json
 
     row = {
         **{k: v for k, v in run.to_dict().items() if k in ROW_COLUMNS},
-        "test_accuracy": result.test_accuracy, "final_train_accuracy": result.final_epoch.train_accuracy,
+        "test_accuracy": result.test_accuracy,
+        "final_train_accuracy": result.final_epoch.train_accuracy,
         "test_loss": result.test_loss,
         "lr_drops": result.lr_drops,
         "parameters": result.model.parameters,
         **stats,
-        "run_key": run.key, "hashlab_version": result.versions.hashlab, "git_commit": git_commit(),
+        "run_key": run.key,
+        "hashlab_version": result.versions.hashlab,
+        "git_commit": git_commit(),
         "torch_version": result.versions.torch,
         "device": result.device.label,
         "wall_time_s": wall,

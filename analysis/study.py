@@ -12,6 +12,7 @@ which paired seeds and how long each run trains. :func:`plan` expands a profile 
 
 Nothing here trains or imports torch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,18 @@ from hashlab.configs import check_choice, check_int, check_real
 
 from .runs import ARCH_OF_DATASET, RunConfig
 
-__all__ = ["StudyError", "Variant", "Arm", "PAPER_ARM", "Study", "Profile", "STUDY_DIR", "load_study",
-           "load_profiles", "plan"]
+__all__ = [
+    "StudyError",
+    "Variant",
+    "Arm",
+    "PAPER_ARM",
+    "Study",
+    "Profile",
+    "STUDY_DIR",
+    "load_study",
+    "load_profiles",
+    "plan",
+]
 
 STUDY_DIR = Path(__file__).resolve().parent / "studies"
 """The study and profile files (package data of ``analysis``: ``studies/*.toml``)."""
@@ -146,8 +157,10 @@ class Study:
             have = {getattr(v, self.sweep) for v in variants}
             missing = [x for x in values if x not in have]
             if missing:
-                raise StudyError(f"profile restricts study {self.name!r} to {self.sweep} values {missing} that the "
-                                 f"study does not have; choose from {sorted(have)}")
+                raise StudyError(
+                    f"profile restricts study {self.name!r} to {self.sweep} values {missing} that the "
+                    f"study does not have; choose from {sorted(have)}"
+                )
             variants = tuple(v for v in variants if getattr(v, self.sweep) in values)
         sp = self.sparsities if sparsities is None else tuple(float(s) for s in sparsities)
         return dataclasses.replace(self, variants=variants, sparsities=sp)
@@ -209,8 +222,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise StudyError(f"no study file {path}; studies are {sorted(p.stem for p in STUDY_DIR.glob('*.toml'))}") \
-            from None
+        raise StudyError(
+            f"no study file {path}; studies are {sorted(p.stem for p in STUDY_DIR.glob('*.toml'))}"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"{path}: not valid TOML ({e})") from None
 
@@ -232,9 +246,24 @@ def load_study(name_or_path: str | Path) -> Study:
     version = d.get("version")
     if version not in (1, 2):
         raise StudyError(f"{where}: version {version!r} is not supported; this reader reads versions 1 and 2")
-    _check_keys(d, {"version", "name", "description", "claims", "kind", "sweep", "values", "variants",
-                    "sparsities", "table_size", "epochs_factor"}
-                | ({"arms", "reuse", "arch", "recipe", "epochs", "batch_size"} if version == 2 else set()), where)
+    _check_keys(
+        d,
+        {
+            "version",
+            "name",
+            "description",
+            "claims",
+            "kind",
+            "sweep",
+            "values",
+            "variants",
+            "sparsities",
+            "table_size",
+            "epochs_factor",
+        }
+        | ({"arms", "reuse", "arch", "recipe", "epochs", "batch_size"} if version == 2 else set()),
+        where,
+    )
     name = _need(d, "name", str, where)
     if name != path.stem:
         raise StudyError(f"{where}: name {name!r} must equal the file's stem {path.stem!r}")
@@ -244,39 +273,71 @@ def load_study(name_or_path: str | Path) -> Study:
         raw = _need(d, "variants", list, where)
         variants = []
         for i, v in enumerate(raw):
-            _check_keys(v, {"kind", "alpha", "radius", "sign"}
-                        | ({"compression", "hash_bias", "arch"} if version == 2 else set()), f"{where}: variants[{i}]")
-            variants.append(Variant(kind=_need(v, "kind", str, f"{where}: variants[{i}]"), alpha=v.get("alpha"),
-                                    radius=v.get("radius"), sign=v.get("sign", False),
-                                    compression=v.get("compression"), hash_bias=v.get("hash_bias", False),
-                                    arch=v.get("arch")))
+            _check_keys(
+                v,
+                {"kind", "alpha", "radius", "sign"} | ({"compression", "hash_bias", "arch"} if version == 2 else set()),
+                f"{where}: variants[{i}]",
+            )
+            variants.append(
+                Variant(
+                    kind=_need(v, "kind", str, f"{where}: variants[{i}]"),
+                    alpha=v.get("alpha"),
+                    radius=v.get("radius"),
+                    sign=v.get("sign", False),
+                    compression=v.get("compression"),
+                    hash_bias=v.get("hash_bias", False),
+                    arch=v.get("arch"),
+                )
+            )
         sweep = None
     else:
         kind = _need(d, "kind", str, where)
         sweep = _need(d, "sweep", str, where)
         if _SWEEPS.get(kind) != sweep:
-            raise StudyError(f"{where}: kind {kind!r} cannot sweep {sweep!r}; "
-                             + ", ".join(f"{k} sweeps {p}" for k, p in _SWEEPS.items()))
+            raise StudyError(
+                f"{where}: kind {kind!r} cannot sweep {sweep!r}; "
+                + ", ".join(f"{k} sweeps {p}" for k, p in _SWEEPS.items())
+            )
         values = _need(d, "values", list, where)
         if not values or len(set(values)) != len(values):
             raise StudyError(f"{where}: values must be a non-empty list without repeats, got {values}")
-        variants = [Variant(kind=kind, alpha=float(x)) if sweep == "alpha" else Variant(kind=kind, radius=x)
-                    for x in values]
+        variants = [
+            Variant(kind=kind, alpha=float(x)) if sweep == "alpha" else Variant(kind=kind, radius=x) for x in values
+        ]
     sparsities = tuple(float(s) for s in _need(d, "sparsities", list, where))
     if not sparsities:
         raise StudyError(f"{where}: sparsities is empty; give at least one, e.g. [0]")
     arms, reuse = _read_arms(d, where)
-    study = Study(name=name, description=_need(d, "description", str, where),
-                  claims=tuple(_need(d, "claims", list, where)), variants=tuple(variants), sparsities=sparsities,
-                  table_size=d.get("table_size", 1000), sweep=sweep, epochs_factor=d.get("epochs_factor", 1),
-                  arms=arms, reuse=reuse, arch=d.get("arch"), recipe=d.get("recipe", "paper"), epochs=d.get("epochs"),
-                  batch_size=d.get("batch_size"), version=version)
+    study = Study(
+        name=name,
+        description=_need(d, "description", str, where),
+        claims=tuple(_need(d, "claims", list, where)),
+        variants=tuple(variants),
+        sparsities=sparsities,
+        table_size=d.get("table_size", 1000),
+        sweep=sweep,
+        epochs_factor=d.get("epochs_factor", 1),
+        arms=arms,
+        reuse=reuse,
+        arch=d.get("arch"),
+        recipe=d.get("recipe", "paper"),
+        epochs=d.get("epochs"),
+        batch_size=d.get("batch_size"),
+        version=version,
+    )
     for v in study.variants:  # HashSpec validates every grid point before any work is done
         budget = {"table_size": study.table_size} if v.compression is None else {"compression": v.compression}
         for s in study.sparsities:
             try:
-                HashSpec(kind=cast(Any, v.kind), alpha=v.alpha,  # a str from the file: HashSpec checks it
-                         radius=v.radius, sign=v.sign, sparsity=s, hash_bias=v.hash_bias, **budget)
+                HashSpec(
+                    kind=cast(Any, v.kind),
+                    alpha=v.alpha,  # a str from the file: HashSpec checks it
+                    radius=v.radius,
+                    sign=v.sign,
+                    sparsity=s,
+                    hash_bias=v.hash_bias,
+                    **budget,
+                )
             except SpecError as e:
                 raise StudyError(f"{where}: variant {v} at sparsity {s}: {e}") from None
         arch = v.arch or study.arch
@@ -317,8 +378,11 @@ def _read_arms(d: dict[str, Any], where: str) -> tuple[tuple[Arm, ...], str | No
     for i, a in enumerate(_need(d, "arms", list, where)):
         w = f"{where}: arms[{i}]"
         _check_keys(a, {"optimizer", "lr", "table_grad_scale"}, w)
-        arm = Arm(optimizer=_need(a, "optimizer", str, w), lr=float(_need(a, "lr", (int, float), w)),
-                  table_grad_scale=_need(a, "table_grad_scale", str, w))
+        arm = Arm(
+            optimizer=_need(a, "optimizer", str, w),
+            lr=float(_need(a, "lr", (int, float), w)),
+            table_grad_scale=_need(a, "table_grad_scale", str, w),
+        )
         check_choice(f"{w}: optimizer", arm.optimizer, OPTIMIZERS, StudyError)
         check_choice(f"{w}: table_grad_scale", arm.table_grad_scale, TABLE_GRAD_SCALES, StudyError)
         check_real(f"{w}: lr", arm.lr, 0, None, StudyError, lo_open=True, finite=False)
@@ -330,8 +394,10 @@ def _read_arms(d: dict[str, Any], where: str) -> tuple[tuple[Arm, ...], str | No
         if not isinstance(reuse, str):
             raise StudyError(f"{where}: reuse must be a study name, got {reuse!r}")
         if PAPER_ARM not in arms:
-            raise StudyError(f"{where}: reuse={reuse!r} shares the paper's recipe (sgd, lr 0.1, table_grad_scale "
-                             f"none), but no arm has it; add that arm or drop reuse")
+            raise StudyError(
+                f"{where}: reuse={reuse!r} shares the paper's recipe (sgd, lr 0.1, table_grad_scale "
+                f"none), but no arm has it; add that arm or drop reuse"
+            )
     return tuple(arms), reuse
 
 
@@ -360,18 +426,40 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
     profiles = {}
     for name, p in d.items():
         where = f"{path} [{name}]"
-        _check_keys(p, {"description", "studies", "train_seeds", "hash_seeds", "epochs", "batch_size",
-                        "limit_train", "values", "sparsities"}, where)
+        _check_keys(
+            p,
+            {
+                "description",
+                "studies",
+                "train_seeds",
+                "hash_seeds",
+                "epochs",
+                "batch_size",
+                "limit_train",
+                "values",
+                "sparsities",
+            },
+            where,
+        )
         ts, hs = tuple(_need(p, "train_seeds", list, where)), tuple(_need(p, "hash_seeds", list, where))
         if not ts or len(ts) != len(hs) or len(set(ts)) != len(ts) or len(set(hs)) != len(hs):
-            raise StudyError(f"{where}: train_seeds and hash_seeds must be non-empty lists of equal length without "
-                             f"repeats (replicate i uses both i-th seeds), got {list(ts)} and {list(hs)}")
+            raise StudyError(
+                f"{where}: train_seeds and hash_seeds must be non-empty lists of equal length without "
+                f"repeats (replicate i uses both i-th seeds), got {list(ts)} and {list(hs)}"
+            )
         epochs = check_int(f"{where}: epochs", _need(p, "epochs", int, where), 1, None, StudyError)
-        prof = Profile(name=name, description=_need(p, "description", str, where),
-                       studies=tuple(_need(p, "studies", list, where)), train_seeds=ts, hash_seeds=hs,
-                       epochs=epochs, batch_size=p.get("batch_size", 200), limit_train=p.get("limit_train"),
-                       values=dict(p.get("values", {})),
-                       sparsities=None if "sparsities" not in p else tuple(float(s) for s in p["sparsities"]))
+        prof = Profile(
+            name=name,
+            description=_need(p, "description", str, where),
+            studies=tuple(_need(p, "studies", list, where)),
+            train_seeds=ts,
+            hash_seeds=hs,
+            epochs=epochs,
+            batch_size=p.get("batch_size", 200),
+            limit_train=p.get("limit_train"),
+            values=dict(p.get("values", {})),
+            sparsities=None if "sparsities" not in p else tuple(float(s) for s in p["sparsities"]),
+        )
         grids = {s: _restricted(prof, s) for s in prof.studies}  # loads and restricts each study once
         unknown = sorted(set(prof.values) - set(prof.studies))
         if unknown:
@@ -380,19 +468,29 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
             if study.reuse is None:
                 continue
             if study.reuse not in prof.studies:
-                raise StudyError(f"{where}: study {s!r} reuses the runs of {study.reuse!r}; add {study.reuse!r} to "
-                                 f"the profile's studies")
+                raise StudyError(
+                    f"{where}: study {s!r} reuses the runs of {study.reuse!r}; add {study.reuse!r} to "
+                    f"the profile's studies"
+                )
             outside = _grid(study) - _grid(grids[study.reuse])
             if outside:
-                raise StudyError(f"{where}: study {s!r} reuses {study.reuse!r}, whose grid in this profile lacks "
-                                 f"{len(outside)} of its points (e.g. {sorted(outside, key=str)[0]}); restrict "
-                                 f"{s!r} to a subset of {study.reuse!r}'s values and sparsities")
+                raise StudyError(
+                    f"{where}: study {s!r} reuses {study.reuse!r}, whose grid in this profile lacks "
+                    f"{len(outside)} of its points (e.g. {sorted(outside, key=str)[0]}); restrict "
+                    f"{s!r} to a subset of {study.reuse!r}'s values and sparsities"
+                )
         profiles[name] = prof
     return profiles
 
 
-def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device: str = "auto",
-         studies: tuple[str, ...] | None = None) -> list[RunConfig]:
+def plan(
+    profile: Profile,
+    dataset: str,
+    *,
+    data_root: str | None = None,
+    device: str = "auto",
+    studies: tuple[str, ...] | None = None,
+) -> list[RunConfig]:
     """Every run of ``profile`` on ``dataset``, in a stable order (study, arm, variant, sparsity,
     replicate), each once (a run a study reuses from another is planned under the other's name).
 
@@ -423,14 +521,29 @@ def plan(profile: Profile, dataset: str, *, data_root: str | None = None, device
         for arm, v, s, (ts, hs) in itertools.product(study.arms, study.variants, study.sparsities, seeds):
             owner = study.reuse if (study.reuse is not None and arm == PAPER_ARM) else study.name
             run = RunConfig.from_fields(
-                dataset=dataset, study=owner, kind=v.kind, alpha=v.alpha, radius=v.radius, sign=v.sign,
-                sparsity=s, table_size=study.table_size if v.compression is None else None,
-                compression=v.compression, hash_bias=v.hash_bias, arch=v.arch or study.arch,
-                recipe=study.recipe, hash_seed=hs, train_seed=ts,
+                dataset=dataset,
+                study=owner,
+                kind=v.kind,
+                alpha=v.alpha,
+                radius=v.radius,
+                sign=v.sign,
+                sparsity=s,
+                table_size=study.table_size if v.compression is None else None,
+                compression=v.compression,
+                hash_bias=v.hash_bias,
+                arch=v.arch or study.arch,
+                recipe=study.recipe,
+                hash_seed=hs,
+                train_seed=ts,
                 epochs=study.epochs or profile.epochs * study.epochs_factor,
                 batch_size=study.batch_size or profile.batch_size,
-                limit_train=profile.limit_train, data_root=data_root, device=device,
-                optimizer=arm.optimizer, lr=arm.lr, table_grad_scale=arm.table_grad_scale,
-                **_schedule(study.recipe))
+                limit_train=profile.limit_train,
+                data_root=data_root,
+                device=device,
+                optimizer=arm.optimizer,
+                lr=arm.lr,
+                table_grad_scale=arm.table_grad_scale,
+                **_schedule(study.recipe),
+            )
             runs.setdefault(run.key, run)
     return list(runs.values())

@@ -20,6 +20,7 @@ Examples::
     python benchmarks/bench_arblinear.py --threads 1 --skip-large
     python benchmarks/bench_arblinear.py --device cuda --json arblinear-cuda.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,16 +68,28 @@ class RefArbLinear(nn.Module):
         return nn.functional.linear(x, gather_weight_ref(self.table, self.indices, self.sign), self.bias)
 
 
-def make_layer(in_f: int, out_f: int, map_kw: dict, table_size: int, compression: float | None, sign: bool,
-               seed: int, device: torch.device) -> ArbLinear:
+def make_layer(
+    in_f: int,
+    out_f: int,
+    map_kw: dict,
+    table_size: int,
+    compression: float | None,
+    sign: bool,
+    seed: int,
+    device: torch.device,
+) -> ArbLinear:
     n = table_size if compression is None else max(1, round(in_f * out_f / compression))
     # numba's threads slow torch's CPU kernels in this process; on CUDA they do not matter, and
     # numpy takes minutes for the 8192x8192 maps
-    imap = build_map(HashSpec(table_size=n, seed=seed, sign=sign, **map_kw), Architecture((in_f, out_f)),
-                     backend="numba" if device.type == "cuda" else "numpy")
+    imap = build_map(
+        HashSpec(table_size=n, seed=seed, sign=sign, **map_kw),
+        Architecture((in_f, out_f)),
+        backend="numba" if device.type == "cuda" else "numpy",
+    )
     lay = imap.layers[0]
-    return ArbLinear(in_f, out_f, np.asarray(lay.indices), n, sign=None if lay.sign is None else np.asarray(lay.sign),
-                     device=device)
+    return ArbLinear(
+        in_f, out_f, np.asarray(lay.indices), n, sign=None if lay.sign is None else np.asarray(lay.sign), device=device
+    )
 
 
 def time_steps(layers: list[nn.Module], x: torch.Tensor, min_run_time: float, rounds: int = 3) -> list[float]:
@@ -86,12 +99,14 @@ def time_steps(layers: list[nn.Module], x: torch.Tensor, min_run_time: float, ro
     ``min_run_time / rounds`` s); a layer's time is its median over the rounds, so the layers
     share the noise of a busy machine instead of one of them catching a slow spell.
     """
+
     def stepper(layer: nn.Module):
         def step() -> None:
             layer.zero_grad(set_to_none=True)
             layer(x).sum().backward()
             if x.is_cuda:
                 torch.cuda.synchronize()
+
         step()  # warm up
         return step
 
@@ -99,31 +114,48 @@ def time_steps(layers: list[nn.Module], x: torch.Tensor, min_run_time: float, ro
     times: list[list[float]] = [[] for _ in layers]
     for _ in range(rounds):
         for step, ts in zip(steps, times):
-            ts.append(Timer("step()", globals={"step": step}).blocked_autorange(
-                min_run_time=min_run_time / rounds).median)
+            ts.append(
+                Timer("step()", globals={"step": step}).blocked_autorange(min_run_time=min_run_time / rounds).median
+            )
     return [sorted(ts)[len(ts) // 2] for ts in times]
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", type=parse_shape, default=[parse_shape(s) for s in SHAPES],
-                   metavar="INxOUT", help=f"layer shapes (default: {' '.join(SHAPES)})")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--shapes",
+        nargs="+",
+        type=parse_shape,
+        default=[parse_shape(s) for s in SHAPES],
+        metavar="INxOUT",
+        help=f"layer shapes (default: {' '.join(SHAPES)})",
+    )
     p.add_argument("--skip-large", action="store_true", help="skip shapes with more than 2**24 weights (8192x8192)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[200, 4096], help="input rows (default: 200 4096)")
     p.add_argument("--maps", nargs="+", choices=list(MAPS), default=list(MAPS), help="index maps (default: all)")
     p.add_argument("--table-size", type=int, default=1000, help="table entries per layer (default: 1000)")
-    p.add_argument("--compression", type=float, default=None,
-                   help="instead of --table-size: table size = in*out/compression")
+    p.add_argument(
+        "--compression", type=float, default=None, help="instead of --table-size: table size = in*out/compression"
+    )
     p.add_argument("--sign", action="store_true", help="add a sign hash to every map")
     p.add_argument("--ref", action="store_true", help="also time the reference twin (index_select + index_add_)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--skew-factor", type=float, default=functional.SKEW_FACTOR,
-                   help="off the CPU, segments sum by float64 prefix differences when the largest holds more "
-                        f"than this times the mean (default: {functional.SKEW_FACTOR}; inf: always segment_reduce)")
-    p.add_argument("--min-run-time", type=float, default=1.0,
-                   help="seconds of timing per layer, spread over 3 interleaved rounds (default: 1)")
+    p.add_argument(
+        "--skew-factor",
+        type=float,
+        default=functional.SKEW_FACTOR,
+        help="off the CPU, segments sum by float64 prefix differences when the largest holds more "
+        f"than this times the mean (default: {functional.SKEW_FACTOR}; inf: always segment_reduce)",
+    )
+    p.add_argument(
+        "--min-run-time",
+        type=float,
+        default=1.0,
+        help="seconds of timing per layer, spread over 3 interleaved rounds (default: 1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the index maps and inputs (default: 0)")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
@@ -135,32 +167,45 @@ def main(argv: list[str] | None = None) -> None:
     g = torch.Generator().manual_seed(args.seed)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
     table = f"compression {args.compression}" if args.compression else f"table {args.table_size}"
-    header = (f"ArbLinear vs nn.Linear, forward+backward, {table}, sign {args.sign}; "
-              f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads"
-              + (f", skew factor {args.skew_factor:g}" if device.type != "cpu" else ""))
+    header = (
+        f"ArbLinear vs nn.Linear, forward+backward, {table}, sign {args.sign}; "
+        f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads"
+        + (f", skew factor {args.skew_factor:g}" if device.type != "cpu" else "")
+    )
     print("# " + header)
     cols = f"{'in x out':>10} {'batch':>6} {'map':>16} {'Linear ms':>10} {'Arb ms':>9} {'/Linear':>8} {'/uniform':>9}"
     print(cols + (f" {'ref ms':>8} {'ref/Lin':>8}" if args.ref else "") + f" {'B/weight':>9}")
     rows = []
     for in_f, out_f in shapes:
-        layers = {m: make_layer(in_f, out_f, MAPS[m], args.table_size, args.compression, args.sign, args.seed, device)
-                  for m in args.maps}
+        layers = {
+            m: make_layer(in_f, out_f, MAPS[m], args.table_size, args.compression, args.sign, args.seed, device)
+            for m in args.maps
+        }
         dense = nn.Linear(in_f, out_f, device=device)
         for batch in args.batch_sizes:
             x = torch.randn(batch, in_f, generator=g).to(device)
             names = list(layers)
             candidates = [dense, *layers.values()] + ([RefArbLinear(layers[m]) for m in names] if args.ref else [])
             t_all = time_steps(candidates, x, args.min_run_time * len(candidates))
-            t_dense, t_arb, t_ref = t_all[0], t_all[1:1 + len(names)], t_all[1 + len(names):]
+            t_dense, t_arb, t_ref = t_all[0], t_all[1 : 1 + len(names)], t_all[1 + len(names) :]
             t_uniform = t_arb[names.index("uniform")] if "uniform" in names else None
             for j, m in enumerate(names):
                 t = t_arb[j]
-                row = {"shape": f"{in_f}x{out_f}", "batch": batch, "map": m, "linear_s": t_dense, "arb_s": t,
-                       "ratio_linear": t / t_dense, "ratio_uniform": None if t_uniform is None else t / t_uniform,
-                       "index_bytes_per_weight": layers[m].index_bytes / (in_f * out_f)}
-                line = (f"{row['shape']:>10} {batch:>6} {m:>16} {t_dense * 1e3:10.3f} {t * 1e3:9.3f} "
-                        f"{row['ratio_linear']:8.3f} "
-                        + (f"{row['ratio_uniform']:9.3f}" if t_uniform is not None else f"{'-':>9}"))
+                row = {
+                    "shape": f"{in_f}x{out_f}",
+                    "batch": batch,
+                    "map": m,
+                    "linear_s": t_dense,
+                    "arb_s": t,
+                    "ratio_linear": t / t_dense,
+                    "ratio_uniform": None if t_uniform is None else t / t_uniform,
+                    "index_bytes_per_weight": layers[m].index_bytes / (in_f * out_f),
+                }
+                line = (
+                    f"{row['shape']:>10} {batch:>6} {m:>16} {t_dense * 1e3:10.3f} {t * 1e3:9.3f} "
+                    f"{row['ratio_linear']:8.3f} "
+                    + (f"{row['ratio_uniform']:9.3f}" if t_uniform is not None else f"{'-':>9}")
+                )
                 if args.ref:
                     row["ref_s"] = t_ref[j]
                     line += f" {row['ref_s'] * 1e3:8.3f} {row['ref_s'] / t_dense:8.3f}"
@@ -168,8 +213,11 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"header": header, "args": {k: v for k, v in vars(args).items() if k != "shapes"},
-                       "rows": rows}, f, indent=1)
+            json.dump(
+                {"header": header, "args": {k: v for k, v in vars(args).items() if k != "shapes"}, "rows": rows},
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Examples::
     python benchmarks/bench_group.py --threads 1
     python benchmarks/bench_group.py --arch cifar10-mlp --ks 1 8 --device cuda --json group.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def time_steps(steps_fns, steps: int, device: torch.device, repeats: int = 5) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--arch", default="mnist-mlp", help="architecture preset or sizes, e.g. 784-200-200-10")
     p.add_argument("--ks", nargs="+", type=int, default=[1, 8, 32], help="group sizes (default: 1 8 32)")
     p.add_argument("--table-size", type=int, default=1000, help="entries per layer table (default: 1000)")
@@ -70,8 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     arch = Architecture.parse(args.arch)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
-    header = (f"ArbMLP group vs sequential, {args.arch}, table {args.table_size}, batch {args.batch_size}; "
-              f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads")
+    header = (
+        f"ArbMLP group vs sequential, {args.arch}, table {args.table_size}, batch {args.batch_size}; "
+        f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads"
+    )
     print("# " + header)
     print(f"{'K':>4} {'group samples/s/model':>22} {'sequential samples/s/model':>27} {'ratio':>7}")
     g = torch.Generator().manual_seed(0)
@@ -79,9 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     y = torch.randint(0, arch.features[-1], (args.batch_size,), generator=g).to(device)
     rows = []
     for k in args.ks:
-        maps = [build_map(HashSpec(kind="dirichlet", alpha=1.0, table_size=args.table_size, seed=s), arch,
-                           backend="numpy")
-                for s in range(k)]
+        maps = [
+            build_map(HashSpec(kind="dirichlet", alpha=1.0, table_size=args.table_size, seed=s), arch, backend="numpy")
+            for s in range(k)
+        ]
         models = []
         for imap in maps:
             torch.manual_seed(0)
@@ -93,8 +98,9 @@ def main(argv: list[str] | None = None) -> None:
         def group_step() -> None:
             gopt.zero_grad()
             logits = group(x)  # (K, B, C)
-            F.cross_entropy(logits.transpose(1, 2), y.unsqueeze(0).expand(k, -1), reduction="none").mean(1).sum(
-                ).backward()
+            F.cross_entropy(logits.transpose(1, 2), y.unsqueeze(0).expand(k, -1), reduction="none").mean(
+                1
+            ).sum().backward()
             gopt.step()
 
         def sequential_step() -> None:
@@ -104,11 +110,18 @@ def main(argv: list[str] | None = None) -> None:
                 o.step()
 
         t_group, t_seq = time_steps([group_step, sequential_step], args.steps, device)
-        row = {"k": k, "group_samples_per_s_per_model": args.batch_size / t_group,
-               "sequential_samples_per_s_per_model": args.batch_size / t_seq, "ratio": t_seq / t_group}
+        row = {
+            "k": k,
+            "group_samples_per_s_per_model": args.batch_size / t_group,
+            "sequential_samples_per_s_per_model": args.batch_size / t_seq,
+            "ratio": t_seq / t_group,
+        }
         rows.append(row)
-        print(f"{k:>4} {row['group_samples_per_s_per_model']:22.0f} {row['sequential_samples_per_s_per_model']:27.0f} "
-              f"{row['ratio']:7.2f}", flush=True)
+        print(
+            f"{k:>4} {row['group_samples_per_s_per_model']:22.0f} {row['sequential_samples_per_s_per_model']:27.0f} "
+            f"{row['ratio']:7.2f}",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"header": header, "args": vars(args), "rows": rows}, f, indent=1)

@@ -8,6 +8,7 @@ first load, so this measures hashing and checking, not the disk.
     python benchmarks/bench_load.py                  # ~100 MB
     python benchmarks/bench_load.py --weights 10000000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ def main() -> None:
     p.add_argument("--weights", type=int, default=25_000_000, help="virtual weights (int32 indices: 4 bytes each)")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
-    side = int(args.weights ** 0.5)
+    side = int(args.weights**0.5)
     imap = build_map(HashSpec(kind="modulus", table_size=100_000), Architecture((side, side)))
     with tempfile.TemporaryDirectory() as d:
         path = save_index_file(imap, Path(d) / "big.safetensors")
@@ -41,8 +42,10 @@ def main() -> None:
     base = rows[(False, False)]
     print(f"file {size / 1e6:.1f} MB, {imap.num_weights:,} weights; median of {args.repeats} loads (mmap=True)")
     for (verify, validate), t in rows.items():
-        print(f"verify={verify!s:5} validate={validate!s:5}: {1000 * t:8.1f} ms  ({t / base:6.1f}x the bare load, "
-              f"{t / rows[(False, True)]:.2f}x the default-without-verify)")
+        print(
+            f"verify={verify!s:5} validate={validate!s:5}: {1000 * t:8.1f} ms  ({t / base:6.1f}x the bare load, "
+            f"{t / rows[(False, True)]:.2f}x the default-without-verify)"
+        )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ Examples::
     python benchmarks/bench_stats.py --kind uniform dirichlet neighborhood --repeat 3
     python benchmarks/bench_stats.py --arch mnist-mlp --json /tmp/bench_stats.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,18 +81,28 @@ def locality_parts(imap, repeat: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="cifar10-mlp", help="preset or sizes (default: cifar10-mlp)")
-    p.add_argument("--kind", nargs="+", default=["dirichlet"], choices=sorted(SPECS),
-                   help="hash kinds to time (dirichlet: alpha=1; default: dirichlet)")
+    p.add_argument(
+        "--kind",
+        nargs="+",
+        default=["dirichlet"],
+        choices=sorted(SPECS),
+        help="hash kinds to time (dirichlet: alpha=1; default: dirichlet)",
+    )
     p.add_argument("--table-size", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept (default: 2)")
     p.add_argument("--json", help="also write the results as JSON")
     args = p.parse_args(argv)
     arch = Architecture.parse(args.arch)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"numba threads {numba.get_num_threads()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
-          f", numpy {np.__version__}, numba {numba.__version__}")
-    print(f"map: {arch.name} {'-'.join(map(str, arch.features))}, {arch.num_weights:,} virtual weights, "
-          f"table {args.table_size} per layer")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"numba threads {numba.get_num_threads()}, "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+        f", numpy {np.__version__}, numba {numba.__version__}"
+    )
+    print(
+        f"map: {arch.name} {'-'.join(map(str, arch.features))}, {arch.num_weights:,} virtual weights, "
+        f"table {args.table_size} per layer"
+    )
     rows = []
     for kind in args.kind:
         imap = build_map(HashSpec(kind=SPECS[kind][0], table_size=args.table_size, **SPECS[kind][1]), arch)
@@ -111,21 +122,48 @@ def main(argv: list[str] | None = None) -> int:
         parts = min(reports, key=lambda tr: tr[0])[1].timings
         rest = full - parts.get("locality_s", 0.0)
         loc = locality_parts(imap, args.repeat)
-        rows.append({"locality_parts_s": loc, "locality_parts_ratio": {k: v / base for k, v in loc.items()},
-                     "kind": kind, "weights": arch.num_weights, "bincount_s": base, "balance_s": bal,
-                     "full_s": full, "parts_s": parts, "parts_ratio": {k: v / base for k, v in parts.items()},
-                     "balance_ratio": bal / base, "full_ratio": full / base, "all_but_locality_ratio": rest / base,
-                     "first_call_s": warm})
-        print(f"{kind:>12}: bincount {base * 1e3:7.1f} ms | balance {bal:6.2f} s ({bal / base:6.1f}x bincount) | "
-              f"full report {full:6.2f} s ({full / base:7.1f}x bincount) | first call {warm:5.1f} s")
-        print(" " * 14 + "parts of the best full run: " + ", ".join(
-            f"{k[:-2]} {v:.2f} s ({v / base:.1f}x)" for k, v in parts.items())
-              + f"; all but locality {rest / base:.1f}x bincount")
-        print(" " * 14 + "locality kernels alone: " + ", ".join(
-            f"{k[:-2]} {v:.2f} s ({v / base:.1f}x)" for k, v in loc.items()))
+        rows.append(
+            {
+                "locality_parts_s": loc,
+                "locality_parts_ratio": {k: v / base for k, v in loc.items()},
+                "kind": kind,
+                "weights": arch.num_weights,
+                "bincount_s": base,
+                "balance_s": bal,
+                "full_s": full,
+                "parts_s": parts,
+                "parts_ratio": {k: v / base for k, v in parts.items()},
+                "balance_ratio": bal / base,
+                "full_ratio": full / base,
+                "all_but_locality_ratio": rest / base,
+                "first_call_s": warm,
+            }
+        )
+        print(
+            f"{kind:>12}: bincount {base * 1e3:7.1f} ms | balance {bal:6.2f} s ({bal / base:6.1f}x bincount) | "
+            f"full report {full:6.2f} s ({full / base:7.1f}x bincount) | first call {warm:5.1f} s"
+        )
+        print(
+            " " * 14
+            + "parts of the best full run: "
+            + ", ".join(f"{k[:-2]} {v:.2f} s ({v / base:.1f}x)" for k, v in parts.items())
+            + f"; all but locality {rest / base:.1f}x bincount"
+        )
+        print(
+            " " * 14
+            + "locality kernels alone: "
+            + ", ".join(f"{k[:-2]} {v:.2f} s ({v / base:.1f}x)" for k, v in loc.items())
+        )
     if args.json:
-        atomic_write_json(args.json, {"arch": list(arch.features), "table_size": args.table_size,
-                                      "numba_threads": numba.get_num_threads(), "results": rows})
+        atomic_write_json(
+            args.json,
+            {
+                "arch": list(arch.features),
+                "table_size": args.table_size,
+                "numba_threads": numba.get_num_threads(),
+                "results": rows,
+            },
+        )
         print(f"wrote {args.json}")
     return 0
 

@@ -4,6 +4,7 @@ Chang & Lipson, *Balanced and Deterministic Weight-sharing Helps Network Perform
 (ICANN 2018, arXiv:2312.08401); Chen et al., *Compressing Neural Networks with the Hashing
 Trick* (HashedNets, ICML 2015).
 """
+
 from ._version import __version__
 from .equiv import describe_map, recognize_conv, recognize_rnn
 from .io.format import FormatError, load_index_file, save_index_file
@@ -15,9 +16,29 @@ from .maps.rnn import RNNGeometry, rnn_map
 from .maps.spec import ARCHITECTURES, Architecture, HashSpec, SpecError
 
 __all__ = [
-    "__version__", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError",
-    "build_map", "dirichlet_probabilities", "IndexMap", "LayerMap", "ZERO", "index_dtype",
-    "save_index_file", "load_index_file", "FormatError",
-    "ConvGeometry", "conv_map", "conv1d_map", "conv2d_map", "RNNGeometry", "rnn_map",
-    "describe_map", "recognize_conv", "recognize_rnn", "cluster_weights", "WeightsError",
+    "__version__",
+    "HashSpec",
+    "Architecture",
+    "ARCHITECTURES",
+    "SpecError",
+    "build_map",
+    "dirichlet_probabilities",
+    "IndexMap",
+    "LayerMap",
+    "ZERO",
+    "index_dtype",
+    "save_index_file",
+    "load_index_file",
+    "FormatError",
+    "ConvGeometry",
+    "conv_map",
+    "conv1d_map",
+    "conv2d_map",
+    "RNNGeometry",
+    "rnn_map",
+    "describe_map",
+    "recognize_conv",
+    "recognize_rnn",
+    "cluster_weights",
+    "WeightsError",
 ]

@@ -4,6 +4,7 @@ Each stage that has kernels (:mod:`hashlab.maps.kernels`, :mod:`hashlab.stats.ke
 named set per backend (a ``NamedTuple``: the numba kernels, or their plain-numpy reference twins)
 in a registry keyed by backend name; :func:`select` is how every caller gets one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

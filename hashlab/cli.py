@@ -9,6 +9,7 @@ imports them.
 Exit codes: 0 success, 1 a check failed, 2 usage, 3 input, 4 environment, 70 internal error
 (:mod:`hashlab.commands.errors`, docs/CLI.md). ``--debug`` shows the traceback of an error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,15 +35,21 @@ def command_names() -> tuple[str, ...]:
 def build_parser() -> argparse.ArgumentParser:
     from .commands import build, check, cluster, figure, stats
 
-    builtin = {"build": build.register, "cluster": cluster.register, "stats": stats.register,
-               "check": check.register, "figure": figure.register}
+    builtin = {
+        "build": build.register,
+        "cluster": cluster.register,
+        "stats": stats.register,
+        "check": check.register,
+        "figure": figure.register,
+    }
     plugins = command_entry_points()
     parser = argparse.ArgumentParser(
         prog="hashlab",
         description="Build, serialize, analyze and train weight-sharing (ArbNet) index maps "
-                    "(Chang & Lipson 2018; HashedNets, Chen et al. 2015).",
+        "(Chang & Lipson 2018; HashedNets, Chen et al. 2015).",
         epilog="exit codes: 0 ok, 1 check failed, 2 usage error, 3 bad input file or data, "
-               "4 environment (permissions, disk, memory, missing package or device), 70 internal error")
+        "4 environment (permissions, disk, memory, missing package or device), 70 internal error",
+    )
     parser.add_argument("--version", action="version", version=f"hashlab {__version__}")
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -9,6 +9,7 @@ what was given, e.g. ``seed must be an integer in [0, 9223372036854775807], got 
 A ``bool`` is never an integer or a number here (``True`` is not a seed), and numpy scalars are
 accepted only where a caller says ``numpy=True``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,12 +19,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dataclass_from_dict", "versioned_from_dict", "check_dict_version", "is_int", "is_real", "check_int",
-           "check_real", "check_bool", "check_choice"]
+__all__ = [
+    "dataclass_from_dict",
+    "versioned_from_dict",
+    "check_dict_version",
+    "is_int",
+    "is_real",
+    "check_int",
+    "check_real",
+    "check_bool",
+    "check_choice",
+]
 
 
-def dataclass_from_dict(cls: type, d: Mapping[str, Any], error: type[Exception] = ValueError,
-                        convert: Callable[[Any], Any] = lambda v: v):
+def dataclass_from_dict(
+    cls: type, d: Mapping[str, Any], error: type[Exception] = ValueError, convert: Callable[[Any], Any] = lambda v: v
+):
     """Build dataclass ``cls`` from ``d`` (the inverse of its ``to_dict``), converting each value.
 
     Raises
@@ -38,8 +49,9 @@ def dataclass_from_dict(cls: type, d: Mapping[str, Any], error: type[Exception] 
     return cls(**{k: convert(v) for k, v in d.items()})
 
 
-def check_dict_version(what: str, d: Mapping[str, Any], version: int,
-                       error: type[Exception] = ValueError) -> dict[str, Any]:
+def check_dict_version(
+    what: str, d: Mapping[str, Any], version: int, error: type[Exception] = ValueError
+) -> dict[str, Any]:
     """``d`` without its ``"version"`` key, after checking that it is ``version``.
 
     A serialised config records the layout version of its dict (``"version"``, written by its
@@ -71,14 +83,25 @@ def check_dict_version(what: str, d: Mapping[str, Any], version: int,
     got = rest.pop("version", version)
     if got != version or not is_int(got):
         newer = is_int(got) and got > version
-        raise error(f"{what} dict version {got!r} is not supported; this hashlab reads version {version}"
-                    + ("; the dict was written by a newer hashlab: upgrade hashlab to read it" if newer else
-                       f" (version {version} is the only one; the dict is damaged or not a {what} dict)"))
+        raise error(
+            f"{what} dict version {got!r} is not supported; this hashlab reads version {version}"
+            + (
+                "; the dict was written by a newer hashlab: upgrade hashlab to read it"
+                if newer
+                else f" (version {version} is the only one; the dict is damaged or not a {what} dict)"
+            )
+        )
     return rest
 
 
-def versioned_from_dict(cls: type, d: Mapping[str, Any], version: int, added: Mapping[str, Any],
-                        error: type[Exception] = ValueError, convert: Callable[[Any], Any] = lambda v: v):
+def versioned_from_dict(
+    cls: type,
+    d: Mapping[str, Any],
+    version: int,
+    added: Mapping[str, Any],
+    error: type[Exception] = ValueError,
+    convert: Callable[[Any], Any] = lambda v: v,
+):
     """Build dataclass ``cls`` from its serialised dict: the one migration point of a config's dict.
 
     The version is checked (:func:`check_dict_version`), the fields that ``d`` lacks among
@@ -129,8 +152,15 @@ def is_int(value: Any, lo: int | None = None, hi: int | None = None, *, numpy: b
     return bool((lo is None or value >= lo) and (hi is None or value <= hi))
 
 
-def is_real(value: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-            hi_open: bool = False, finite: bool = True) -> bool:
+def is_real(
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    finite: bool = True,
+) -> bool:
     """Whether ``value`` is a Python ``int`` or ``float`` (never a ``bool``) within the bounds.
 
     Parameters
@@ -178,9 +208,17 @@ def _fail(error: type[Exception], name: str, expected: str, value: Any, hint: st
     return error(f"{name} must be {expected}, got {value!r}" + (f" ({hint})" if hint else ""))
 
 
-def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None,
-              error: type[Exception] = ValueError, hint: str | None = None, *, numpy: bool = False,
-              expected: str | None = None) -> int:
+def check_int(
+    name: str,
+    value: Any,
+    lo: int | None = None,
+    hi: int | None = None,
+    error: type[Exception] = ValueError,
+    hint: str | None = None,
+    *,
+    numpy: bool = False,
+    expected: str | None = None,
+) -> int:
     """Raise ``error`` unless ``value`` is an integer (not a ``bool``) in ``[lo, hi]``.
 
     Parameters
@@ -216,9 +254,19 @@ def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = Non
     return int(value)
 
 
-def check_real(name: str, value: Any, lo: float | None = None, hi: float | None = None,
-               error: type[Exception] = ValueError, hint: str | None = None, *, lo_open: bool = False,
-               hi_open: bool = False, finite: bool = True, expected: str | None = None) -> float:
+def check_real(
+    name: str,
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    error: type[Exception] = ValueError,
+    hint: str | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    finite: bool = True,
+    expected: str | None = None,
+) -> float:
     """Raise ``error`` unless ``value`` is an ``int`` or ``float`` (not a ``bool``) within the bounds.
 
     Parameters
@@ -252,8 +300,15 @@ def check_real(name: str, value: Any, lo: float | None = None, hi: float | None 
     return float(value)
 
 
-def check_bool(name: str, value: Any, error: type[Exception] = ValueError, hint: str | None = None, *,
-               numpy: bool = False, expected: str | None = None) -> bool:
+def check_bool(
+    name: str,
+    value: Any,
+    error: type[Exception] = ValueError,
+    hint: str | None = None,
+    *,
+    numpy: bool = False,
+    expected: str | None = None,
+) -> bool:
     """Raise ``error`` unless ``value`` is ``True`` or ``False`` (not ``1`` or ``"yes"``).
 
     Parameters
@@ -283,8 +338,9 @@ def check_bool(name: str, value: Any, error: type[Exception] = ValueError, hint:
     return bool(value)
 
 
-def check_choice(name: str, value: Any, choices: Iterable[Any], error: type[Exception] = ValueError,
-                 hint: str | None = None) -> Any:
+def check_choice(
+    name: str, value: Any, choices: Iterable[Any], error: type[Exception] = ValueError, hint: str | None = None
+) -> Any:
     """Raise ``error`` unless ``value`` is one of ``choices``.
 
     Parameters
@@ -309,6 +365,8 @@ def check_choice(name: str, value: Any, choices: Iterable[Any], error: type[Exce
     """
     allowed = list(choices)
     if value not in allowed or (isinstance(value, bool) and not any(c is value for c in allowed)):  # True == 1
-        raise error(f"{name} {value!r} is unknown; choose one of {', '.join(map(str, allowed))}"
-                    + (f" ({hint})" if hint else ""))
+        raise error(
+            f"{name} {value!r} is unknown; choose one of {', '.join(map(str, allowed))}"
+            + (f" ({hint})" if hint else "")
+        )
     return value

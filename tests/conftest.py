@@ -1,4 +1,5 @@
 """Shared test configuration: the real-data root and hypothesis profiles."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,10 @@ def data_root() -> Path:
     (CI) they fail instead.
     """
     if not (DATA_ROOT / "MNIST" / "raw").is_dir():
-        reason = (f"needs real MNIST, not found under {DATA_ROOT}/MNIST/raw; set HASHLAB_DATA_ROOT to a "
-                  "torchvision data root that holds it")
+        reason = (
+            f"needs real MNIST, not found under {DATA_ROOT}/MNIST/raw; set HASHLAB_DATA_ROOT to a "
+            "torchvision data root that holds it"
+        )
         if REQUIRE_DATA:
             pytest.fail(reason + " (HASHLAB_REQUIRE_DATA is set)")
         pytest.skip(reason)

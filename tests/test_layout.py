@@ -15,6 +15,7 @@ Dependencies point one way, down the pipeline maps -> io -> stats / equiv -> tra
 
 Each rule is a function of the import graph, and a test shows it catches a violation.
 """
+
 from __future__ import annotations
 
 import ast
@@ -30,8 +31,14 @@ import pytest
 from tests.conftest import REPO
 
 PACKAGES = ("hashlab", "trainers", "analysis")
-TRAINERS_MAY_IMPORT = ("hashlab.io", "hashlab.maps.indexmap", "hashlab.maps.geometry", "hashlab.configs",
-                       "hashlab._version", "hashlab.commands.dataclass_args")
+TRAINERS_MAY_IMPORT = (
+    "hashlab.io",
+    "hashlab.maps.indexmap",
+    "hashlab.maps.geometry",
+    "hashlab.configs",
+    "hashlab._version",
+    "hashlab.commands.dataclass_args",
+)
 # package -> the packages it must never import (the pipeline's upper layers)
 NEVER_IMPORTS = {"hashlab": ("trainers", "analysis"), "trainers": ("analysis",)}
 # what `import hashlab` must not load: heavy or optional packages, and the layers above the library
@@ -80,8 +87,13 @@ def graph() -> nx.DiGraph:
 
 
 def test_the_graph_sees_the_project(graph):
-    assert {"hashlab.maps.hashes", "hashlab.io.format", "hashlab.stats.balance", "trainers.torch_backend.training",
-            "analysis.main_job"} <= set(graph)
+    assert {
+        "hashlab.maps.hashes",
+        "hashlab.io.format",
+        "hashlab.stats.balance",
+        "trainers.torch_backend.training",
+        "analysis.main_job",
+    } <= set(graph)
     assert graph.has_edge("hashlab.stats.theory", "hashlab.stats.entropy")
     assert graph.has_edge("hashlab.commands.check", "hashlab.equiv.check")
 
@@ -92,8 +104,9 @@ def test_no_import_circles(graph):
 
 
 def test_a_circle_would_be_found():
-    g = nx.DiGraph([("hashlab.stats.balance", "hashlab.stats.theory"),
-                    ("hashlab.stats.theory", "hashlab.stats.balance")])
+    g = nx.DiGraph(
+        [("hashlab.stats.balance", "hashlab.stats.theory"), ("hashlab.stats.theory", "hashlab.stats.balance")]
+    )
     assert list(nx.simple_cycles(g))
 
 
@@ -103,14 +116,21 @@ def _in(module: str, package: str) -> bool:
 
 def upward_imports(graph: nx.DiGraph) -> set[tuple[str, str]]:
     """Edges from a package to one of the packages above it (:data:`NEVER_IMPORTS`)."""
-    return {(src, dst) for src, dst in graph.edges for pkg, above in NEVER_IMPORTS.items()
-            if _in(src, pkg) and any(_in(dst, a) for a in above)}
+    return {
+        (src, dst)
+        for src, dst in graph.edges
+        for pkg, above in NEVER_IMPORTS.items()
+        if _in(src, pkg) and any(_in(dst, a) for a in above)
+    }
 
 
 def trainer_imports_outside_allowed(graph: nx.DiGraph) -> set[tuple[str, str]]:
     """Edges from ``trainers`` to a hashlab module outside :data:`TRAINERS_MAY_IMPORT`."""
-    return {(src, dst) for src, dst in graph.edges
-            if _in(src, "trainers") and _in(dst, "hashlab") and not any(_in(dst, ok) for ok in TRAINERS_MAY_IMPORT)}
+    return {
+        (src, dst)
+        for src, dst in graph.edges
+        if _in(src, "trainers") and _in(dst, "hashlab") and not any(_in(dst, ok) for ok in TRAINERS_MAY_IMPORT)
+    }
 
 
 def test_the_library_never_imports_its_users(graph):
@@ -118,10 +138,15 @@ def test_the_library_never_imports_its_users(graph):
     assert not bad, f"imports against the pipeline (hashlab -> trainers/analysis, trainers -> analysis): {sorted(bad)}"
 
 
-@pytest.mark.parametrize("edge", [("hashlab.commands.check", "trainers.torch_backend.equivalence"),
-                                  ("hashlab.commands.stats", "analysis.reproduce"),
-                                  ("hashlab", "trainers"),
-                                  ("trainers.torch_backend.group", "analysis.runs")])
+@pytest.mark.parametrize(
+    "edge",
+    [
+        ("hashlab.commands.check", "trainers.torch_backend.equivalence"),
+        ("hashlab.commands.stats", "analysis.reproduce"),
+        ("hashlab", "trainers"),
+        ("trainers.torch_backend.group", "analysis.runs"),
+    ],
+)
 def test_an_upward_import_would_be_found(graph, edge):
     g = graph.copy()
     g.add_edge(*edge)
@@ -165,10 +190,31 @@ def test_each_stage_imports_on_its_own(stage):
     assert mod.__doc__ and len(mod.__doc__.strip().splitlines()) >= 2
 
 
-README_NAMES = ("HashSpec", "Architecture", "ARCHITECTURES", "SpecError", "build_map", "dirichlet_probabilities",
-                "IndexMap", "LayerMap", "ZERO", "index_dtype", "save_index_file", "load_index_file", "FormatError",
-                "ConvGeometry", "conv_map", "conv1d_map", "conv2d_map", "RNNGeometry", "rnn_map", "describe_map",
-                "recognize_conv", "recognize_rnn", "__version__")
+README_NAMES = (
+    "HashSpec",
+    "Architecture",
+    "ARCHITECTURES",
+    "SpecError",
+    "build_map",
+    "dirichlet_probabilities",
+    "IndexMap",
+    "LayerMap",
+    "ZERO",
+    "index_dtype",
+    "save_index_file",
+    "load_index_file",
+    "FormatError",
+    "ConvGeometry",
+    "conv_map",
+    "conv1d_map",
+    "conv2d_map",
+    "RNNGeometry",
+    "rnn_map",
+    "describe_map",
+    "recognize_conv",
+    "recognize_rnn",
+    "__version__",
+)
 
 
 def test_top_level_api_is_unchanged():
@@ -184,14 +230,19 @@ def layout_section(readme: str) -> str:
     """The README's ``## Layout`` section."""
     start = readme.index("\n## Layout\n")
     end = readme.find("\n## ", start + 1)
-    return readme[start:end if end >= 0 else None]
+    return readme[start : end if end >= 0 else None]
 
 
 def modules_missing_from(section: str) -> list[str]:
     """Modules of the three packages whose file name the layout section does not name."""
-    return [f"{pkg}/{path.relative_to(REPO / pkg)}" for pkg in PACKAGES for path in sorted((REPO / pkg).rglob("*.py"))
-            if path.name != "__init__.py" and f"`{path.name}`" not in section
-            and f"`{path.relative_to(REPO)}`" not in section]
+    return [
+        f"{pkg}/{path.relative_to(REPO / pkg)}"
+        for pkg in PACKAGES
+        for path in sorted((REPO / pkg).rglob("*.py"))
+        if path.name != "__init__.py"
+        and f"`{path.name}`" not in section
+        and f"`{path.relative_to(REPO)}`" not in section
+    ]
 
 
 def test_the_readme_layout_table_names_every_module():

@@ -12,6 +12,7 @@ The numeric check comes from the ``hashlab.equivalence`` entry points (the torch
 ``conv`` and ``rnn``, :mod:`hashlab.commands.plugins`) and is loaded only for the builder targets, so
 ``hashlab --help`` and ``hashlab check FILE`` work without torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,15 @@ _EPILOG = """examples:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "check", help="check conv / RNN ArbNets against torch, or say what each layer of an index file is",
+        "check",
+        help="check conv / RNN ArbNets against torch, or say what each layer of an index file is",
         description="Build a conv1d / conv2d / RNN index map and check it numerically against torch (outputs and "
-                    "gradients) and structurally (recognised from the map alone), or describe every layer of an "
-                    "index file: dense, convolution with geometry, RNN step, or arbitrary with a witness "
-                    "(Chang & Lipson 2018, section 2). Exit code 0 on PASS, 1 on FAIL, 2 on bad input.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "gradients) and structurally (recognised from the map alone), or describe every layer of an "
+        "index file: dense, convolution with geometry, RNN step, or arbitrary with a witness "
+        "(Chang & Lipson 2018, section 2). Exit code 0 on PASS, 1 on FAIL, 2 on bad input.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("target", metavar="TARGET", help="conv1d, conv2d or rnn (build and check), or an index file")
     c = p.add_argument_group("convolution (TARGET conv1d / conv2d)")
     c.add_argument("--input", metavar="CxHxW", help="input channels and spatial size: CxHxW for conv2d, CxL for conv1d")
@@ -66,12 +70,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = p.add_argument_group("building (TARGET conv1d / conv2d / rnn)")
     b.add_argument("--no-bias", action="store_true", help="no bias (default: one shared bias per channel / unit)")
     b.add_argument("--batch-size", type=int, default=2, metavar="INT", help="inputs per numeric check (default: 2)")
-    b.add_argument("--seed", type=int, default=0, metavar="INT",
-                   help="seed of the random table and inputs (default: 0)")
+    b.add_argument(
+        "--seed", type=int, default=0, metavar="INT", help="seed of the random table and inputs (default: 0)"
+    )
     b.add_argument("-o", "--output", metavar="FILE", help="also write the built map as an index file (format v2)")
     f = p.add_argument_group("index file (TARGET FILE)")
-    f.add_argument("--ignore-attrs", action="store_true",
-                   help="recover every geometry from the index arrays alone, ignoring the layers' attrs")
+    f.add_argument(
+        "--ignore-attrs",
+        action="store_true",
+        help="recover every geometry from the index arrays alone, ignoring the layers' attrs",
+    )
     f.add_argument("--json", action="store_true", help="print the report as JSON")
     add_max_table_entries(f)
     p.set_defaults(func=run)
@@ -97,22 +105,35 @@ def _dims(text: str | None, name: str, n: int, lo: int, default: int | None = No
 def _conv_geometry(args: argparse.Namespace) -> ConvGeometry:
     ndim = 1 if args.target == "conv1d" else 2
     if args.input is None or args.out_channels is None or args.kernel is None:
-        raise ValueError(f"{args.target} needs --input, --out-channels and --kernel, e.g. "
-                         + ("--input 3x100 --out-channels 8 --kernel 5" if ndim == 1 else
-                            "--input 3x32x32 --out-channels 16 --kernel 5"))
+        raise ValueError(
+            f"{args.target} needs --input, --out-channels and --kernel, e.g. "
+            + (
+                "--input 3x100 --out-channels 8 --kernel 5"
+                if ndim == 1
+                else "--input 3x32x32 --out-channels 16 --kernel 5"
+            )
+        )
     if args.input.lower().count("x") != ndim:
         raise ValueError(f"--input {args.input!r} must be {'CxL' if ndim == 1 else 'CxHxW'} for {args.target}")
     shape = _dims(args.input, "input", ndim + 1, 1)
-    return ConvGeometry(shape[0], args.out_channels, shape[1:], _dims(args.kernel, "kernel", ndim, 1),
-                        _dims(args.stride, "stride", ndim, 1, 1), _dims(args.padding, "padding", ndim, 0, 0),
-                        _dims(args.dilation, "dilation", ndim, 1, 1), 1 if args.groups is None else args.groups,
-                        bias=not args.no_bias)
+    return ConvGeometry(
+        shape[0],
+        args.out_channels,
+        shape[1:],
+        _dims(args.kernel, "kernel", ndim, 1),
+        _dims(args.stride, "stride", ndim, 1, 1),
+        _dims(args.padding, "padding", ndim, 0, 0),
+        _dims(args.dilation, "dilation", ndim, 1, 1),
+        1 if args.groups is None else args.groups,
+        bias=not args.no_bias,
+    )
 
 
 def _rnn_geometry(args: argparse.Namespace) -> RNNGeometry:
     if None in (args.input_size, args.hidden_size, args.steps):
-        raise ValueError("rnn needs --input-size, --hidden-size and --steps, e.g. --input-size 5 --hidden-size 7 "
-                         "--steps 4")
+        raise ValueError(
+            "rnn needs --input-size, --hidden-size and --steps, e.g. --input-size 5 --hidden-size 7 --steps 4"
+        )
     if args.input_size < 1:
         raise ValueError(f"--input-size must be >= 1 (torch.nn.RNN needs an input), got {args.input_size}")
     return RNNGeometry(args.input_size, args.hidden_size, args.steps, bias=not args.no_bias)
@@ -122,27 +143,32 @@ def _numeric(check: StructureCheck, equivalence, geometry, args: argparse.Namesp
     """Run the torch check on the built map in float64 and float32; append its lines and the verdict."""
     import torch
 
-    reports = [equivalence(geometry, check.imap, dtype=dt, batch_size=args.batch_size, seed=args.seed)
-               for dt in (torch.float64, torch.float32)]
+    reports = [
+        equivalence(geometry, check.imap, dtype=dt, batch_size=args.batch_size, seed=args.seed)
+        for dt in (torch.float64, torch.float32)
+    ]
     lines, ok = numeric_lines(reports, what, args.batch_size, args.seed)
     ok = check.passed and ok
-    check.lines.extend(lines + [f"{'PASS' if ok else 'FAIL'} (max abs error "
-                                f"{max(r.max_abs_error for r in reports):.2e})"])
+    check.lines.extend(
+        lines + [f"{'PASS' if ok else 'FAIL'} (max abs error {max(r.max_abs_error for r in reports):.2e})"]
+    )
     return ok
 
 
 def _check_conv(args: argparse.Namespace) -> tuple[StructureCheck, bool]:
     g = _conv_geometry(args)
     check = check_conv_structure(g)
-    return check, _numeric(check, load_equivalence("conv"), g, args,
-                           f"ArbNet (gather_weight + F.linear) vs torch.nn.functional.{g.op}")
+    return check, _numeric(
+        check, load_equivalence("conv"), g, args, f"ArbNet (gather_weight + F.linear) vs torch.nn.functional.{g.op}"
+    )
 
 
 def _check_rnn(args: argparse.Namespace) -> tuple[StructureCheck, bool]:
     g = _rnn_geometry(args)
     check = check_rnn_structure(g)
-    return check, _numeric(check, load_equivalence("rnn"), g, args,
-                           "ArbNet (gather_weight + F.linear per step) vs torch.nn.RNN (tanh)")
+    return check, _numeric(
+        check, load_equivalence("rnn"), g, args, "ArbNet (gather_weight + F.linear per step) vs torch.nn.RNN (tanh)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,8 +191,10 @@ def run(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     given = [o for o in _BUILD_OPTS if getattr(args, o) not in (None, False)]
     if given:
-        raise ValueError(f"--{given[0].replace('_', '-')} only applies to the builder targets {', '.join(BUILDERS)}; "
-                         f"{args.target!r} is read as an index file")
+        raise ValueError(
+            f"--{given[0].replace('_', '-')} only applies to the builder targets {', '.join(BUILDERS)}; "
+            f"{args.target!r} is read as an index file"
+        )
     imap = load_input_map(args.target, args)
     report = describe_map(imap, use_attrs=not args.ignore_attrs)
     if args.json:
@@ -174,4 +202,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_description(str(args.target), imap, report))
     return 0
-

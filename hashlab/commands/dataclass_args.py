@@ -9,6 +9,7 @@ The help text of a flag is the field's ``metadata["help"]`` (``field(default=...
 flag. A union of several types (other than ``X | None``) has no single argparse type and is
 refused with a :class:`TypeError` naming the field when the parser is built.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ def _unwrap_optional(cls: type, name: str, tp: Any) -> Any:
         return tp
     rest = [a for a in typing.get_args(tp) if a is not type(None)]
     if len(rest) != 1:
-        raise TypeError(f"field {cls.__name__}.{name} has type {tp!r}, a union of several types; a command-line "
-                        "flag needs one type (X or X | None)")
+        raise TypeError(
+            f"field {cls.__name__}.{name} has type {tp!r}, a union of several types; a command-line "
+            "flag needs one type (X or X | None)"
+        )
     return rest[0]
 
 

@@ -11,6 +11,7 @@ Any entry point uses it as::
     if __name__ == "__main__":
         sys.exit(run_cli(main, prog="python -m analysis.reproduce"))
 """
+
 from __future__ import annotations
 
 import sys
@@ -86,8 +87,10 @@ def run_cli(main: Callable[[list[str]], int | None], argv: Sequence[str] | None 
         code = exit_code_for(e)
         if code is None:
             traceback.print_exc()
-            print(f"{prog}: internal error (a bug, please report it with the traceback above): "
-                  f"{type(e).__name__}: {e}", file=sys.stderr)
+            print(
+                f"{prog}: internal error (a bug, please report it with the traceback above): {type(e).__name__}: {e}",
+                file=sys.stderr,
+            )
             return EXIT_INTERNAL
         if debug:
             traceback.print_exc()

@@ -1,4 +1,5 @@
 """Shared by the commands that read an index file: the ``--max-table-entries`` flag and a checked load."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,9 +13,14 @@ __all__ = ["add_max_table_entries", "load_input_map"]
 
 def add_max_table_entries(p: argparse.ArgumentParser) -> None:
     """Add ``--max-table-entries N`` (default :data:`hashlab.io.format.MAX_TABLE_ENTRIES`)."""
-    p.add_argument("--max-table-entries", type=int, default=MAX_TABLE_ENTRIES, metavar="N",
-                   help="refuse index files declaring more table entries than this before allocating them "
-                        f"(default: {MAX_TABLE_ENTRIES:,}; raise it on purpose for huge tables)")
+    p.add_argument(
+        "--max-table-entries",
+        type=int,
+        default=MAX_TABLE_ENTRIES,
+        metavar="N",
+        help="refuse index files declaring more table entries than this before allocating them "
+        f"(default: {MAX_TABLE_ENTRIES:,}; raise it on purpose for huge tables)",
+    )
 
 
 def load_input_map(path: str, args: argparse.Namespace) -> IndexMap:

@@ -11,6 +11,7 @@ Two groups (declared in a package's ``pyproject.toml``, read with :mod:`importli
 
 hashlab itself never imports the packages that provide them: the library stays below its users.
 """
+
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
@@ -41,6 +42,9 @@ def load_equivalence(kind: str) -> Any:
     """
     found = {ep.name: ep for ep in entry_points(group=EQUIVALENCE_GROUP)}
     if kind not in found:
-        raise EnvironmentProblem(0, f"no numeric {kind} check is installed (entry-point group {EQUIVALENCE_GROUP!r}); "
-                                    "install the torch trainer with: pip install -e '.[torch]'")
+        raise EnvironmentProblem(
+            0,
+            f"no numeric {kind} check is installed (entry-point group {EQUIVALENCE_GROUP!r}); "
+            "install the torch trainer with: pip install -e '.[torch]'",
+        )
     return found[kind].load()

@@ -1,4 +1,5 @@
 """``hashlab stats FILE``: balance, uniformity, sign, locality and degeneracy report of an index file."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,23 +13,38 @@ from .inputs import add_max_table_entries, load_input_map
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "stats", help="report entropy, load balance, uniformity tests and collision locality of an index file",
+        "stats",
+        help="report entropy, load balance, uniformity tests and collision locality of an index file",
         description="Print per-layer and whole-network statistics of an index file (format v1, v2 or v3): "
-                    "entropy of entry usage in nats and bits (paper eq. 7), load min/mean/max against the "
-                    "balls-into-bins expectation, chi-square and G uniformity tests, realized sparsity, compression "
-                    "ratio, sign balance, the distance between weights that share an entry, and degeneracy "
-                    "(identical rows and columns, rank bound). Definitions: docs/STATS.md.")
+        "entropy of entry usage in nats and bits (paper eq. 7), load min/mean/max against the "
+        "balls-into-bins expectation, chi-square and G uniformity tests, realized sparsity, compression "
+        "ratio, sign balance, the distance between weights that share an entry, and degeneracy "
+        "(identical rows and columns, rank bound). Definitions: docs/STATS.md.",
+    )
     p.add_argument("file", help="index file written by `hashlab build` (or any writer of docs/FORMAT.md, v1 to v3)")
     p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (schema hashlab.stats v2)")
     p.add_argument("--loads", action="store_true", help="include every entry's load in the JSON")
     p.add_argument("--plot", metavar="DIR", help="also write PNG figures into DIR")
-    p.add_argument("--no-locality", dest="locality", action="store_false",
-                   help="skip the collision-locality analysis (balance only)")
-    p.add_argument("--no-degeneracy", dest="degeneracy", action="store_false",
-                   help="skip the identical-rows/columns and rank analysis")
-    p.add_argument("--rank-limit", type=int, default=None, metavar="ENTRIES",
-                   help="compute the random-table rank only for layers whose distinct-rows x distinct-columns "
-                        "submatrix has at most this many entries (default 1048576; 0: never)")
+    p.add_argument(
+        "--no-locality",
+        dest="locality",
+        action="store_false",
+        help="skip the collision-locality analysis (balance only)",
+    )
+    p.add_argument(
+        "--no-degeneracy",
+        dest="degeneracy",
+        action="store_false",
+        help="skip the identical-rows/columns and rank analysis",
+    )
+    p.add_argument(
+        "--rank-limit",
+        type=int,
+        default=None,
+        metavar="ENTRIES",
+        help="compute the random-table rank only for layers whose distinct-rows x distinct-columns "
+        "submatrix has at most this many entries (default 1048576; 0: never)",
+    )
     p.add_argument("--backend", choices=BACKENDS, default="numba", help="analysis kernels (default: numba)")
     p.add_argument("--time", action="store_true", help="print how long loading and each analysis took")
     add_max_table_entries(p)  # refuse oversized tables before allocating
@@ -49,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     imap = load_input_map(args.file, args)
     t_load = time.perf_counter() - t0
-    report = map_report(imap, locality=args.locality, backend=args.backend, source=str(args.file),
-                        degeneracy=args.degeneracy, rank_limit=rank_limit)
+    report = map_report(
+        imap,
+        locality=args.locality,
+        backend=args.backend,
+        source=str(args.file),
+        degeneracy=args.degeneracy,
+        rank_limit=rank_limit,
+    )
     print(format_report(report))
     if args.json:
         atomic_write_json(args.json, report.to_dict(include_loads=args.loads))

@@ -10,6 +10,7 @@
 
 numpy only; torch is never imported here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -61,23 +62,29 @@ def check_conv_structure(g: ConvGeometry) -> StructureCheck:
     imap = conv_map(g)
     lay = imap.layers[0]
     live = int((lay.indices >= 0).sum())
-    lines = [g.describe(),
-             f"index map: 1 layer {lay.out_features}x{lay.in_features} ({lay.num_weights:,} virtual weights, "
-             f"{live:,} nonzero), one table of {g.table_size:,} entries ({g.kernel_entries:,} kernel"
-             + (f" + {g.out_channels} bias)" if g.bias else ")")]
+    lines = [
+        g.describe(),
+        f"index map: 1 layer {lay.out_features}x{lay.in_features} ({lay.num_weights:,} virtual weights, "
+        f"{live:,} nonzero), one table of {g.table_size:,} entries ({g.kernel_entries:,} kernel"
+        + (f" + {g.out_channels} bias)" if g.bias else ")"),
+    ]
     v = recognize_conv(lay, use_attrs=False)
     if not v.is_conv:
         ok = False
         lines.append(f"structure: FAIL, not recognised as a convolution: {v.witness}")
     elif v.geometry == g.canonical():
         ok = True
-        lines.append(f"structure: recognised from the index array alone (attrs ignored, "
-                     f"{_plural(v.candidates, 'candidate grid')} examined): same geometry")
+        lines.append(
+            f"structure: recognised from the index array alone (attrs ignored, "
+            f"{_plural(v.candidates, 'candidate grid')} examined): same geometry"
+        )
     else:
         assert v.geometry is not None  # a convolution verdict always carries its geometry
         ok = same_sharing(conv_map(v.geometry).layers[0].indices, lay.indices)
-        lines.append(f"structure: recognised from the index array alone as the equivalent {v.geometry.describe()}"
-                     + ("" if ok else " -- FAIL: it does not rebuild the same map"))
+        lines.append(
+            f"structure: recognised from the index array alone as the equivalent {v.geometry.describe()}"
+            + ("" if ok else " -- FAIL: it does not rebuild the same map")
+        )
     return StructureCheck(imap, lines, ok)
 
 
@@ -92,20 +99,29 @@ def check_rnn_structure(g: RNNGeometry) -> StructureCheck:
     imap = rnn_map(g)
     n = g.step_weights
     bias = f" + {g.hidden_size} bias)" if g.bias else ")"
-    lines = [g.describe(),
-             f"index map: {g.steps} layers rnn.t0..rnn.t{g.steps - 1} of {g.hidden_size}x{g.input_size + g.hidden_size}"
-             f", one table of {g.table_size:,} entries ({n:,} weights{bias}"]
+    lines = [
+        g.describe(),
+        f"index map: {g.steps} layers rnn.t0..rnn.t{g.steps - 1} of {g.hidden_size}x{g.input_size + g.hidden_size}"
+        f", one table of {g.table_size:,} entries ({n:,} weights{bias}",
+    ]
     feats = tuple(g.input_size + g.hidden_size if t % 2 == 0 else g.hidden_size for t in range(g.steps + 1))
     mod = build_map(HashSpec(kind="modulus", table_size=n, scope="global"), Architecture(feats))
-    ok_mod = all(np.array_equal(a.indices.reshape(-1), b.indices.reshape(-1)) and
-                 np.array_equal(a.indices.reshape(-1), (t * n + np.arange(n)) % n)
-                 for t, (a, b) in enumerate(zip(imap.layers, mod.layers)))
-    lines.append(f"modulus: every step's indices equal the global modulus hash i mod {n} (build_map kind=modulus, "
-                 f"scope=global, flattened): {'yes' if ok_mod else 'NO'}")
+    ok_mod = all(
+        np.array_equal(a.indices.reshape(-1), b.indices.reshape(-1))
+        and np.array_equal(a.indices.reshape(-1), (t * n + np.arange(n)) % n)
+        for t, (a, b) in enumerate(zip(imap.layers, mod.layers))
+    )
+    lines.append(
+        f"modulus: every step's indices equal the global modulus hash i mod {n} (build_map kind=modulus, "
+        f"scope=global, flattened): {'yes' if ok_mod else 'NO'}"
+    )
     rv = recognize_rnn(imap)
     ok = ok_mod and len(rv.groups) == 1 and rv.groups[0].geometry == g and rv.groups[0].modulus
-    lines.append(f"structure: recognised from the index arrays alone as {g.describe()}, step matrix dense"
-                 if ok else f"structure: FAIL ({rv.witness or rv.groups})")
+    lines.append(
+        f"structure: recognised from the index arrays alone as {g.describe()}, step matrix dense"
+        if ok
+        else f"structure: FAIL ({rv.witness or rv.groups})"
+    )
     return StructureCheck(imap, lines, ok)
 
 
@@ -136,17 +152,24 @@ def _spec_line(spec: dict) -> str:
         extra += [f"sparsity {spec['sparsity']}"] if spec.get("sparsity") else []
         extra += ["sign"] if spec.get("sign") else []
         arch = "-".join(map(str, spec.get("architecture", [])))
-        budget = (f"compression {spec['compression']}" if spec.get("compression") is not None
-                  else f"table {spec.get('table_size')}") + (", hashed biases" if spec.get("hash_bias") else "")
-        return (f"build_map {spec.get('kind')} hash, {budget}, scope {spec.get('scope')}, "
-                f"seed {spec.get('seed')}{''.join(', ' + e for e in extra)}, architecture {arch}")
+        budget = (
+            f"compression {spec['compression']}"
+            if spec.get("compression") is not None
+            else f"table {spec.get('table_size')}"
+        ) + (", hashed biases" if spec.get("hash_bias") else "")
+        return (
+            f"build_map {spec.get('kind')} hash, {budget}, scope {spec.get('scope')}, "
+            f"seed {spec.get('seed')}{''.join(', ' + e for e in extra)}, architecture {arch}"
+        )
     return builder
 
 
 def format_description(path: str, imap: IndexMap, report: MapDescription) -> str:
     """Human-readable text of :func:`~hashlab.equiv.describe_map` (``hashlab check FILE``)."""
-    lines = [f"{path}: {_plural(len(imap.layers), 'layer')}, {imap.num_weights:,} virtual weights, tables "
-             f"{list(imap.table_sizes)}; built by {_spec_line(imap.spec)}"]
+    lines = [
+        f"{path}: {_plural(len(imap.layers), 'layer')}, {imap.num_weights:,} virtual weights, tables "
+        f"{list(imap.table_sizes)}; built by {_spec_line(imap.spec)}"
+    ]
     shown: set[str] = set()
     for lay in report.layers:
         where = f"{lay.name} ({lay.shape[0]}x{lay.shape[1]}, table {lay.table})"
@@ -161,8 +184,10 @@ def format_description(path: str, imap: IndexMap, report: MapDescription) -> str
     rnn = report.rnn
     if rnn.is_rnn:
         for g in rnn.groups:
-            lines.append(f"RNN: {g.layers[0]}..{g.layers[-1]} are {len(g.layers)} tied steps of an "
-                         f"{g.geometry.describe()}" + (" (global modulus hash, up to relabeling)" if g.modulus else ""))
+            lines.append(
+                f"RNN: {g.layers[0]}..{g.layers[-1]} are {len(g.layers)} tied steps of an "
+                f"{g.geometry.describe()}" + (" (global modulus hash, up to relabeling)" if g.modulus else "")
+            )
     else:
         lines.append(f"RNN: no: {rnn.witness}")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ padding exceeds the kernel's reach or the stride skips whole inputs). Among equi
 geometries the canonical one is returned (:meth:`ConvGeometry.canonical`); search prefers 2-d
 grids with both sides >= 2, then 1-d; more input channels, more output channels, squarer grids.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -107,8 +108,9 @@ class LayerFacts:
         perm = np.argsort(first, kind="stable")
         rank = np.empty(perm.size, dtype=np.int64)
         rank[perm] = np.arange(perm.size)
-        labels: npt.NDArray[np.signedinteger] = np.full(flat.size, -1,
-                                                        dtype=np.int32 if perm.size < 2**31 else np.int64)
+        labels: npt.NDArray[np.signedinteger] = np.full(
+            flat.size, -1, dtype=np.int32 if perm.size < 2**31 else np.int64
+        )
         labels[nz[order]] = rank[np.cumsum(new) - 1]
         self.labels = labels.reshape(idx.shape)
         self.entry = sv[starts][perm]
@@ -125,7 +127,7 @@ class LayerFacts:
             mixed = np.minimum.reduceat(s, starts) != np.maximum.reduceat(s, starts)
             if mixed.any():
                 g = perm[np.argmax(mixed[perm])]  # the mixed label that occurs first
-                members, ms = nz[order[starts[g]:ends[g]]], s[starts[g]:ends[g]]
+                members, ms = nz[order[starts[g] : ends[g]]], s[starts[g] : ends[g]]
                 self.sign_pair = (int(members[0]), int(members[np.argmax(ms != ms[0])]))
 
     @property
@@ -164,20 +166,32 @@ def universal_witness(f: LayerFacts) -> Witness | None:
         return Witness("empty", f"every weight of layer {f.name!r} is fixed at zero; there is no kernel to recover")
     if f.sign_pair is not None:
         a, b = (f.ref(p) for p in f.sign_pair)
-        return Witness("sign", f"{a} and {b} read entry {a.entry} with opposite signs; a convolution reads each kernel "
-                               "entry with one sign", (a, b))
+        return Witness(
+            "sign",
+            f"{a} and {b} read entry {a.entry} with opposite signs; a convolution reads each kernel "
+            "entry with one sign",
+            (a, b),
+        )
     rep = _first_repeat(f.labels)
     if rep is not None:
         r, ca, cb = rep
         a, b = f.ref(r * f.cols + ca), f.ref(r * f.cols + cb)
-        return Witness("repeat_in_row", f"{a} and {b} both read entry {a.entry} in output row {r}; a convolution reads "
-                                        "each kernel entry at most once per output position", (a, b))
+        return Witness(
+            "repeat_in_row",
+            f"{a} and {b} both read entry {a.entry} in output row {r}; a convolution reads "
+            "each kernel entry at most once per output position",
+            (a, b),
+        )
     rep = _first_repeat(f.labels.T)
     if rep is not None:
         c, ra, rb = rep
         a, b = f.ref(ra * f.cols + c), f.ref(rb * f.cols + c)
-        return Witness("repeat_in_column", f"{a} and {b} both read entry {a.entry} from input column {c}; a "
-                       "convolution reads each kernel entry at most once per input position", (a, b))
+        return Witness(
+            "repeat_in_column",
+            f"{a} and {b} both read entry {a.entry} from input column {c}; a "
+            "convolution reads each kernel entry at most once per input position",
+            (a, b),
+        )
     return None
 
 
@@ -189,8 +203,10 @@ class _Grid:
     out_size: tuple[int, ...]
 
     def describe(self) -> str:
-        return (f"grid {'x'.join(map(str, (self.in_channels, *self.in_size)))} -> "
-                f"{'x'.join(map(str, (self.out_channels, *self.out_size)))}")
+        return (
+            f"grid {'x'.join(map(str, (self.in_channels, *self.in_size)))} -> "
+            f"{'x'.join(map(str, (self.out_channels, *self.out_size)))}"
+        )
 
 
 def _divisors(n: int) -> list[int]:
@@ -222,8 +238,13 @@ def _rank_one(counts: np.ndarray) -> bool:
     return True
 
 
-def _grids(f: LayerFacts, ndims: Sequence[int], in_shape: tuple[int, ...] | None,
-           out_shape: tuple[int, ...] | None, strict: bool = True) -> Iterator[_Grid]:
+def _grids(
+    f: LayerFacts,
+    ndims: Sequence[int],
+    in_shape: tuple[int, ...] | None,
+    out_shape: tuple[int, ...] | None,
+    strict: bool = True,
+) -> Iterator[_Grid]:
     """Candidate grids, most natural first, pruned by necessary conditions (see module doc).
 
     ``strict=False`` keeps only the channel-block condition on labels (used to find the closest
@@ -235,15 +256,22 @@ def _grids(f: LayerFacts, ndims: Sequence[int], in_shape: tuple[int, ...] | None
     def channels_ok(n_ch: int, size: int, a: np.ndarray, b: np.ndarray, counts: np.ndarray) -> bool:
         per = size // n_ch
         return bool(np.all(a // per == b // per)) and (
-            not strict or bool(np.all(counts.reshape(n_ch, per) == counts[:per])))
+            not strict or bool(np.all(counts.reshape(n_ch, per) == counts[:per]))
+        )
 
     def separable(counts: np.ndarray, shape: tuple[int, ...]) -> bool:
         return not strict or _rank_one(counts.reshape(shape))
 
-    cins = [in_shape[0]] if in_shape else [c for c in reversed(_divisors(f.cols))
-                                           if channels_ok(c, f.cols, fc, lc, f.col_counts)]
-    couts = [out_shape[0]] if out_shape else [c for c in reversed(_divisors(f.rows))
-                                              if channels_ok(c, f.rows, fr, lr, f.row_counts)]
+    cins = (
+        [in_shape[0]]
+        if in_shape
+        else [c for c in reversed(_divisors(f.cols)) if channels_ok(c, f.cols, fc, lc, f.col_counts)]
+    )
+    couts = (
+        [out_shape[0]]
+        if out_shape
+        else [c for c in reversed(_divisors(f.rows)) if channels_ok(c, f.rows, fr, lr, f.row_counts)]
+    )
     dims = [len(in_shape) - 1] if in_shape else [len(out_shape) - 1] if out_shape else list(ndims)
     for ndim in dims:
         for cin in cins:
@@ -251,12 +279,18 @@ def _grids(f: LayerFacts, ndims: Sequence[int], in_shape: tuple[int, ...] | None
             if in_shape:
                 in_sizes = [tuple(in_shape[1:])]
             else:
-                in_sizes = [t for t in _factorizations(p_in, ndim)
-                            if (ndim == 1 or 1 not in dims or min(t) >= 2) and separable(f.col_counts[:p_in], t)]
+                in_sizes = [
+                    t
+                    for t in _factorizations(p_in, ndim)
+                    if (ndim == 1 or 1 not in dims or min(t) >= 2) and separable(f.col_counts[:p_in], t)
+                ]
             for cout in couts:
                 p_out = f.rows // cout
-                out_sizes = [tuple(out_shape[1:])] if out_shape else [
-                    t for t in _factorizations(p_out, ndim) if separable(f.row_counts[:p_out], t)]
+                out_sizes = (
+                    [tuple(out_shape[1:])]
+                    if out_shape
+                    else [t for t in _factorizations(p_out, ndim) if separable(f.row_counts[:p_out], t)]
+                )
                 for i in in_sizes:
                     for o in out_sizes:
                         yield _Grid(cin, i, cout, o)
@@ -314,9 +348,18 @@ def _derive(f: LayerFacts, grid: _Grid, quick: bool = False) -> tuple[int, ConvG
     if bad.any():
         k = int(np.argmax(bad))
         a, b = f.ref(f.first[k]), f.ref(f.last[k])
-        return 1, None, Witness("should_not_share", f"{a} and {b} both read entry {a.entry}, but they connect "
-                                f"{d.in_at(fc[k])} to {d.out_at(fr[k])} and {d.in_at(lc[k])} to {d.out_at(lr[k])}: a "
-                                "kernel entry belongs to one (output channel, input channel) pair", (a, b), cand)
+        return (
+            1,
+            None,
+            Witness(
+                "should_not_share",
+                f"{a} and {b} both read entry {a.entry}, but they connect "
+                f"{d.in_at(fc[k])} to {d.out_at(fr[k])} and {d.in_at(lc[k])} to {d.out_at(lr[k])}: a "
+                "kernel entry belongs to one (output channel, input channel) pair",
+                (a, b),
+                cand,
+            ),
+        )
     yf = np.unravel_index(fr % p_out, grid.out_size)
     yl = np.unravel_index(lr % p_out, grid.out_size)
     xf = np.unravel_index(fc % p_in, grid.in_size)
@@ -327,27 +370,56 @@ def _derive(f: LayerFacts, grid: _Grid, quick: bool = False) -> tuple[int, ConvG
         moving = dy != 0
         if n_out > 1:
             if not moving.any():
-                return 2, None, Witness("stride", f"no entry is read at two output positions along axis {ax}, so no "
-                                        f"stride explains the {n_out} outputs of that axis", (), cand)
+                return (
+                    2,
+                    None,
+                    Witness(
+                        "stride",
+                        f"no entry is read at two output positions along axis {ax}, so no "
+                        f"stride explains the {n_out} outputs of that axis",
+                        (),
+                        cand,
+                    ),
+                )
             k0 = int(np.argmax(moving))
             s = int(dr[k0]) // int(dy[k0])
             a0, b0 = f.ref(f.first[k0]), f.ref(f.last[k0])
             if s < 1 or s * dy[k0] != dr[k0]:
-                return 2, None, Witness("should_not_share", f"{a0} and {b0} both read entry {a0.entry}; along axis "
-                                        f"{ax} their outputs are {int(dy[k0])} steps apart but their inputs "
-                                        f"{int(dr[k0])}: a kernel entry moves by a whole stride >= 1 per output step",
-                                        (a0, b0), cand)
+                return (
+                    2,
+                    None,
+                    Witness(
+                        "should_not_share",
+                        f"{a0} and {b0} both read entry {a0.entry}; along axis "
+                        f"{ax} their outputs are {int(dy[k0])} steps apart but their inputs "
+                        f"{int(dr[k0])}: a kernel entry moves by a whole stride >= 1 per output step",
+                        (a0, b0),
+                        cand,
+                    ),
+                )
         else:
             s, a0, b0 = 0, None, None
         off = dr != s * dy
         if off.any():
             k = int(np.argmax(off))
             a, b = f.ref(f.first[k]), f.ref(f.last[k])
-            rule = (f"the stride is {s} (from {a0} and {b0}, which share entry {a0.entry})" if a0 is not None
-                    else "there is one output position on this axis")
-            return 2, None, Witness("should_not_share", f"{a} and {b} both read entry {a.entry}; along axis {ax} their "
-                                    f"outputs are {int(dy[k])} steps apart and their inputs {int(dr[k])}, but {rule}, "
-                                    f"so one kernel entry would move by {s * int(dy[k])}", (a, b), cand)
+            rule = (
+                f"the stride is {s} (from {a0} and {b0}, which share entry {a0.entry})"
+                if a0 is not None
+                else "there is one output position on this axis"
+            )
+            return (
+                2,
+                None,
+                Witness(
+                    "should_not_share",
+                    f"{a} and {b} both read entry {a.entry}; along axis {ax} their "
+                    f"outputs are {int(dy[k])} steps apart and their inputs {int(dr[k])}, but {rule}, "
+                    f"so one kernel entry would move by {s * int(dy[k])}",
+                    (a, b),
+                    cand,
+                ),
+            )
         if quick:
             continue
         offsets = np.unique(xf[ax] - s * yf[ax])
@@ -355,17 +427,35 @@ def _derive(f: LayerFacts, grid: _Grid, quick: bool = False) -> tuple[int, ConvG
         if pad < 0:
             k = int(np.argmin(xf[ax] - s * yf[ax]))
             a = f.ref(f.first[k])
-            return 3, None, Witness("padding", f"along axis {ax} every entry is read at least {-pad} inputs past the "
-                                    f"start of its output's window (e.g. {a}); that needs negative padding", (a,), cand)
+            return (
+                3,
+                None,
+                Witness(
+                    "padding",
+                    f"along axis {ax} every entry is read at least {-pad} inputs past the "
+                    f"start of its output's window (e.g. {a}); that needs negative padding",
+                    (a,),
+                    cand,
+                ),
+            )
         dil = int(np.gcd.reduce(np.diff(offsets))) if offsets.size > 1 else 1
         k_ax = (int(offsets[-1]) - int(offsets[0])) // dil + 1
         reach = n_in + 2 * pad - dil * (k_ax - 1)
         if n_out == 1:
             s = max(1, reach)
         if reach < 1 or (reach - 1) // s + 1 != n_out:
-            return 3, None, Witness("output_size", f"along axis {ax}, a kernel of {k_ax} (dilation {dil}, stride {s}, "
-                                    f"padding {pad}) on {n_in} inputs gives {max(0, (reach - 1) // s + 1)} outputs, "
-                                    f"not {n_out}", (), cand)
+            return (
+                3,
+                None,
+                Witness(
+                    "output_size",
+                    f"along axis {ax}, a kernel of {k_ax} (dilation {dil}, stride {s}, "
+                    f"padding {pad}) on {n_in} inputs gives {max(0, (reach - 1) // s + 1)} outputs, "
+                    f"not {n_out}",
+                    (),
+                    cand,
+                ),
+            )
         kernel.append(k_ax)
         stride.append(s)
         padding.append(pad)
@@ -377,8 +467,17 @@ def _derive(f: LayerFacts, grid: _Grid, quick: bool = False) -> tuple[int, ConvG
     groups = grid.in_channels // cg_in
     if grid.in_channels % cg_in or grid.out_channels % groups:
         groups = 1  # no valid grouping: verifying the ungrouped geometry names a weight that breaks it
-    geom = ConvGeometry(grid.in_channels, grid.out_channels, grid.in_size, tuple(kernel), tuple(stride),
-                        tuple(padding), tuple(dilation), groups, bias=False)
+    geom = ConvGeometry(
+        grid.in_channels,
+        grid.out_channels,
+        grid.in_size,
+        tuple(kernel),
+        tuple(stride),
+        tuple(padding),
+        tuple(dilation),
+        groups,
+        bias=False,
+    )
     return 5, geom, None
 
 
@@ -431,31 +530,60 @@ def _verify(f: LayerFacts, geom: ConvGeometry) -> tuple[int, Witness | None]:
     if bad_mask.size and p == bad_mask[0]:
         if taps[p] >= 0:
             q = int(tap_first[taps[p]])
-            tail = (f"; {f.ref(q)} is the same tap at {d.out_at(q // f.cols)} ({moved(q)}) and reads entry "
-                    f"{f.ref(q).entry}" if q >= 0 else "")
+            tail = (
+                f"; {f.ref(q)} is the same tap at {d.out_at(q // f.cols)} ({moved(q)}) and reads entry {f.ref(q).entry}"
+                if q >= 0
+                else ""
+            )
             refs = (w, f.ref(q)) if q >= 0 else (w,)
-            return n_bad, Witness("should_be_nonzero", f"{w} is fixed at zero, but it is kernel tap "
-                                  f"{_tap(geom, taps[p])} at {d.out_at(r)}{tail}", refs, cand, geom)
-        return n_bad, Witness("should_be_zero", f"{w} reads entry {w.entry}, but {d.in_at(c)} is outside the kernel "
-                              f"window (or the group) of {d.out_at(r)}, so it should be fixed at zero", (w,), cand,
-                              geom)
+            return n_bad, Witness(
+                "should_be_nonzero",
+                f"{w} is fixed at zero, but it is kernel tap {_tap(geom, taps[p])} at {d.out_at(r)}{tail}",
+                refs,
+                cand,
+                geom,
+            )
+        return n_bad, Witness(
+            "should_be_zero",
+            f"{w} reads entry {w.entry}, but {d.in_at(c)} is outside the kernel "
+            f"window (or the group) of {d.out_at(r)}, so it should be fixed at zero",
+            (w,),
+            cand,
+            geom,
+        )
     if bad_share.any() and p == both[bad_share][0]:
         q = int(tap_first[taps[p]])
         v = f.ref(q)
-        return n_bad, Witness("should_share", f"{v} and {w} are both kernel tap {_tap(geom, taps[p])}, at "
-                              f"{d.out_at(q // f.cols)} and {d.out_at(r)} ({moved(q)}), so they should share an entry, "
-                              f"but read entries {v.entry} and {w.entry}", (v, w), cand, geom)
+        return n_bad, Witness(
+            "should_share",
+            f"{v} and {w} are both kernel tap {_tap(geom, taps[p])}, at "
+            f"{d.out_at(q // f.cols)} and {d.out_at(r)} ({moved(q)}), so they should share an entry, "
+            f"but read entries {v.entry} and {w.entry}",
+            (v, w),
+            cand,
+            geom,
+        )
     q = int(lab_first[labels[p]])
     v = f.ref(q)
-    return n_bad, Witness("should_not_share", f"{v} and {w} both read entry {w.entry}, but they are different kernel "
-                          f"taps {_tap(geom, taps[q])} and {_tap(geom, taps[p])}", (v, w), cand, geom)
+    return n_bad, Witness(
+        "should_not_share",
+        f"{v} and {w} both read entry {w.entry}, but they are different kernel "
+        f"taps {_tap(geom, taps[q])} and {_tap(geom, taps[p])}",
+        (v, w),
+        cand,
+        geom,
+    )
 
 
 def _bias(layer: LayerMap, f: LayerFacts, geom: ConvGeometry) -> tuple[bool, str, Witness | None]:
     """How the layer's bias is shared: ``(shared per channel, description, witness if not conv-like)``."""
     if layer.bias_indices is None:
-        return False, "not in the map (no bias_indices: a trainer gives this layer its own dense bias, one per " \
-                      "output feature rather than per channel)", None
+        return (
+            False,
+            "not in the map (no bias_indices: a trainer gives this layer its own dense bias, one per "
+            "output feature rather than per channel)",
+            None,
+        )
     b = np.asarray(layer.bias_indices).astype(np.int64)
     if np.all(b < 0):
         return False, "fixed at zero (no bias)", None
@@ -467,23 +595,50 @@ def _bias(layer: LayerMap, f: LayerFacts, geom: ConvGeometry) -> tuple[bool, str
     if off.any():
         co, pos = map(int, np.unravel_index(np.argmax(off), off.shape))
         a, c = ref(co * p_out), ref(co * p_out + pos)
-        return False, "", Witness("bias", f"{a} and {c} are biases of output channel {co}, so they should share an "
-                                  f"entry, but read {a.entry} and {c.entry}", (a, c), cand)
+        return (
+            False,
+            "",
+            Witness(
+                "bias",
+                f"{a} and {c} are biases of output channel {co}, so they should share an "
+                f"entry, but read {a.entry} and {c.entry}",
+                (a, c),
+                cand,
+            ),
+        )
     heads = per[:, 0]
     _, first = np.unique(heads, return_index=True)
     if first.size < heads.size:
         dup = int(np.setdiff1d(np.arange(heads.size), first)[0])
         other = int(np.flatnonzero(heads == heads[dup])[0])
         a, c = ref(other * p_out), ref(dup * p_out)
-        return False, "", Witness("bias", f"{a} and {c} are biases of different output channels ({other} and {dup}) "
-                                  f"but read the same entry {a.entry}", (a, c), cand)
+        return (
+            False,
+            "",
+            Witness(
+                "bias",
+                f"{a} and {c} are biases of different output channels ({other} and {dup}) "
+                f"but read the same entry {a.entry}",
+                (a, c),
+                cand,
+            ),
+        )
     clash = np.flatnonzero(np.isin(heads, f.entry))
     if clash.size:
         co = int(clash[0])
         k = int(np.flatnonzero(f.entry == heads[co])[0])
         a, c = ref(co * p_out), f.ref(f.first[k])
-        return False, "", Witness("bias", f"{a} (bias of output channel {co}) and {c} (a kernel weight) read the same "
-                                  f"entry {a.entry}; a convolution's bias is separate from its kernel", (a, c), cand)
+        return (
+            False,
+            "",
+            Witness(
+                "bias",
+                f"{a} (bias of output channel {co}) and {c} (a kernel weight) read the same "
+                f"entry {a.entry}; a convolution's bias is separate from its kernel",
+                (a, c),
+                cand,
+            ),
+        )
     return True, "one entry per output channel, shared by all its output positions", None
 
 
@@ -522,14 +677,27 @@ class ConvVerdict:
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"layer": self.layer, "is_conv": self.is_conv, "source": self.source, "candidates": self.candidates,
-                "geometry": self.geometry.to_dict() if self.geometry else None, "bias": self.bias,
-                "witness": self.witness.to_dict() if self.witness else None, "notes": list(self.notes)}
+        return {
+            "layer": self.layer,
+            "is_conv": self.is_conv,
+            "source": self.source,
+            "candidates": self.candidates,
+            "geometry": self.geometry.to_dict() if self.geometry else None,
+            "bias": self.bias,
+            "witness": self.witness.to_dict() if self.witness else None,
+            "notes": list(self.notes),
+        }
 
 
-def recognize_conv(layer: LayerMap, *, ndims: Sequence[int] = (2, 1), in_shape: Sequence[int] | None = None,
-                   out_shape: Sequence[int] | None = None, use_attrs: bool = True,
-                   facts: LayerFacts | None = None) -> ConvVerdict:
+def recognize_conv(
+    layer: LayerMap,
+    *,
+    ndims: Sequence[int] = (2, 1),
+    in_shape: Sequence[int] | None = None,
+    out_shape: Sequence[int] | None = None,
+    use_attrs: bool = True,
+    facts: LayerFacts | None = None,
+) -> ConvVerdict:
     """Decide whether ``layer`` is a convolution (paper eq. 4-6) and recover its geometry.
 
     Parameters
@@ -563,8 +731,10 @@ def recognize_conv(layer: LayerMap, *, ndims: Sequence[int] = (2, 1), in_shape: 
     f = facts if facts is not None else LayerFacts(layer)
     for name, shape, n in (("in_shape", in_shape, f.cols), ("out_shape", out_shape, f.rows)):
         if shape is not None and (len(shape) < 2 or math.prod(shape) != n or min(shape) < 1):
-            raise ValueError(f"{name} {tuple(shape)} must be (channels, *spatial sizes) with product {n}, the layer's "
-                             f"{'in' if name == 'in_shape' else 'out'}_features")
+            raise ValueError(
+                f"{name} {tuple(shape)} must be (channels, *spatial sizes) with product {n}, the layer's "
+                f"{'in' if name == 'in_shape' else 'out'}_features"
+            )
     in_shape = tuple(int(v) for v in in_shape) if in_shape is not None else None
     out_shape = tuple(int(v) for v in out_shape) if out_shape is not None else None
     if in_shape and out_shape and len(in_shape) != len(out_shape):
@@ -597,8 +767,10 @@ def recognize_conv(layer: LayerMap, *, ndims: Sequence[int] = (2, 1), in_shape: 
         else:
             tried += 1
             if (geom.out_features, geom.in_features) != (f.rows, f.cols):
-                notes.append(f"attrs['conv'] ({geom.describe()}) has shape {geom.out_features}x{geom.in_features}, "
-                             f"not the layer's {f.rows}x{f.cols}; searched instead")
+                notes.append(
+                    f"attrs['conv'] ({geom.describe()}) has shape {geom.out_features}x{geom.in_features}, "
+                    f"not the layer's {f.rows}x{f.cols}; searched instead"
+                )
             else:
                 n_bad, wit, shared, how = check(geom)
                 if wit is None:

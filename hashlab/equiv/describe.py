@@ -12,6 +12,7 @@ why not with a concrete :class:`~hashlab.equiv.witness.Witness` when they are ab
 * :func:`canonical_labels`, :func:`same_sharing`, :func:`sharing_graph`: relabeling-invariant
   views of a map; the networkx bipartite graph gives an independent isomorphism cross-check.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,9 +29,18 @@ if TYPE_CHECKING:  # networkx is imported by sharing_graph alone: `import hashla
     import networkx as nx
 
 __all__ = [
-    "canonical_labels", "same_sharing", "sharing_graph", "modulus_offset",
-    "recognize_conv", "ConvVerdict", "recognize_rnn", "RNNGroup", "RNNVerdict",
-    "describe_map", "LayerDescription", "MapDescription",
+    "canonical_labels",
+    "same_sharing",
+    "sharing_graph",
+    "modulus_offset",
+    "recognize_conv",
+    "ConvVerdict",
+    "recognize_rnn",
+    "RNNGroup",
+    "RNNVerdict",
+    "describe_map",
+    "LayerDescription",
+    "MapDescription",
 ]
 
 
@@ -125,8 +135,12 @@ class RNNGroup:
     modulus: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": list(self.layers), "start": self.start, "geometry": self.geometry.to_dict(),
-                "modulus": self.modulus}
+        return {
+            "layers": list(self.layers),
+            "start": self.start,
+            "geometry": self.geometry.to_dict(),
+            "modulus": self.modulus,
+        }
 
 
 @dataclass(frozen=True)
@@ -149,8 +163,11 @@ class RNNVerdict:
         return bool(self.groups)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"is_rnn": self.is_rnn, "groups": [g.to_dict() for g in self.groups],
-                "witness": self.witness.to_dict() if self.witness else None}
+        return {
+            "is_rnn": self.is_rnn,
+            "groups": [g.to_dict() for g in self.groups],
+            "witness": self.witness.to_dict() if self.witness else None,
+        }
 
 
 def _zero_or(arr: np.ndarray | None, shape: tuple[int, ...], fill: int) -> np.ndarray:
@@ -164,12 +181,18 @@ def _tie(a: LayerMap, b: LayerMap) -> tuple[int, Witness | None]:
     """
     pair = f"{a.name} and {b.name}"
     if a.indices.shape != b.indices.shape:
-        return 1, Witness("shape", f"{pair} have shapes {a.out_features}x{a.in_features} and "
-                                   f"{b.out_features}x{b.in_features}; the steps of an unrolled RNN all have one "
-                                   "shape (hidden, input + hidden)")
+        return 1, Witness(
+            "shape",
+            f"{pair} have shapes {a.out_features}x{a.in_features} and "
+            f"{b.out_features}x{b.in_features}; the steps of an unrolled RNN all have one "
+            "shape (hidden, input + hidden)",
+        )
     if a.out_features > a.in_features:
-        return 2, Witness("shape", f"{pair} are {a.out_features}x{a.in_features}: an Elman step [W_ih | W_hh] acts on "
-                                   "concat(x_t, h_(t-1)) and so has at least as many columns as rows")
+        return 2, Witness(
+            "shape",
+            f"{pair} are {a.out_features}x{a.in_features}: an Elman step [W_ih | W_hh] acts on "
+            "concat(x_t, h_(t-1)) and so has at least as many columns as rows",
+        )
     if a.table != b.table:
         return 2, Witness("table", f"{pair} read different tables ({a.table} and {b.table}); tied steps read one table")
     ia, ib = np.asarray(a.indices), np.asarray(b.indices)
@@ -177,24 +200,35 @@ def _tie(a: LayerMap, b: LayerMap) -> tuple[int, Witness | None]:
     if diff.size:
         r, c = divmod(int(diff[0]), a.in_features)
         wa, wb = WeightRef(a.name, r, c, int(ia[r, c])), WeightRef(b.name, r, c, int(ib[r, c]))
-        return 3, Witness("should_share", f"w({r},{c}) of {a.name} and w({r},{c}) of {b.name} are the same weight of "
-                                          f"consecutive steps (W_ih | W_hh tied across time), so they should share an "
-                                          f"entry, but read entries {wa.entry} and {wb.entry}", (wa, wb))
+        return 3, Witness(
+            "should_share",
+            f"w({r},{c}) of {a.name} and w({r},{c}) of {b.name} are the same weight of "
+            f"consecutive steps (W_ih | W_hh tied across time), so they should share an "
+            f"entry, but read entries {wa.entry} and {wb.entry}",
+            (wa, wb),
+        )
     sa, sb = (_zero_or(x.sign, ia.shape, 1) for x in (a, b))
     diff = np.flatnonzero(sa.reshape(-1) != sb.reshape(-1))
     if diff.size:
         r, c = divmod(int(diff[0]), a.in_features)
         wa, wb = WeightRef(a.name, r, c, int(ia[r, c])), WeightRef(b.name, r, c, int(ib[r, c]))
-        return 3, Witness("not_tied", f"w({r},{c}) of {a.name} and of {b.name} read entry {wa.entry} with opposite "
-                                      "signs; tied steps use one weight", (wa, wb))
+        return 3, Witness(
+            "not_tied",
+            f"w({r},{c}) of {a.name} and of {b.name} read entry {wa.entry} with opposite "
+            "signs; tied steps use one weight",
+            (wa, wb),
+        )
     ba, bb = (_zero_or(x.bias_indices, (a.out_features,), -2) for x in (a, b))
     diff = np.flatnonzero(ba != bb)
     if diff.size:
         h = int(diff[0])
         wa, wb = WeightRef(a.name, h, None, int(ba[h])), WeightRef(b.name, h, None, int(bb[h]))
         show = lambda v: "its own dense bias" if v == -2 else f"entry {v}"  # noqa: E731
-        return 3, Witness("not_tied", f"b({h}) of {a.name} and of {b.name} read {show(wa.entry)} and {show(wb.entry)}; "
-                                      "tied steps share one bias", (wa, wb))
+        return 3, Witness(
+            "not_tied",
+            f"b({h}) of {a.name} and of {b.name} read {show(wa.entry)} and {show(wb.entry)}; tied steps share one bias",
+            (wa, wb),
+        )
     return 4, None
 
 
@@ -228,13 +262,15 @@ def recognize_rnn(imap: IndexMap) -> RNNVerdict:
         steps = k - start + 1
         bias = lay.bias_indices is not None and bool(np.any(np.asarray(lay.bias_indices) >= 0))
         geom = RNNGeometry(lay.in_features - lay.out_features, lay.out_features, steps, bias)
-        groups.append(RNNGroup(tuple(x.name for x in layers[start:start + steps]), start, geom,
-                               LayerFacts(lay).dense))
+        groups.append(
+            RNNGroup(tuple(x.name for x in layers[start : start + steps]), start, geom, LayerFacts(lay).dense)
+        )
     witness = None
     if not groups:
         if not ties:
-            witness = Witness("shape", f"the map has one layer ({layers[0].name}); an unrolled RNN has two or more "
-                                       "tied steps")
+            witness = Witness(
+                "shape", f"the map has one layer ({layers[0].name}); an unrolled RNN has two or more tied steps"
+            )
         else:
             witness = max(ties, key=lambda t: t[0])[1]  # closest pair; ties keep the earliest
     return RNNVerdict(tuple(groups), witness)
@@ -269,9 +305,16 @@ class LayerDescription:
     rnn: RNNGroup | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "table": self.table, "kind": self.kind,
-                "summary": self.summary, "reasons": list(self.reasons),
-                "conv": self.conv.to_dict() if self.conv else None, "rnn": self.rnn.to_dict() if self.rnn else None}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "table": self.table,
+            "kind": self.kind,
+            "summary": self.summary,
+            "reasons": list(self.reasons),
+            "conv": self.conv.to_dict() if self.conv else None,
+            "rnn": self.rnn.to_dict() if self.rnn else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -293,27 +336,36 @@ def _stats(f: LayerFacts) -> str:
     n = f.indices.size
     zeros = n - f.nnz
     reuse = f"{f.nnz / f.n_labels:.2f}" if f.n_labels else "-"
-    return (f"{f.nnz:,} of {n:,} weights read {f.n_labels:,} entries (mean reuse {reuse}); "
-            f"{zeros:,} fixed at zero ({zeros / n:.1%})")
+    return (
+        f"{f.nnz:,} of {n:,} weights read {f.n_labels:,} entries (mean reuse {reuse}); "
+        f"{zeros:,} fixed at zero ({zeros / n:.1%})"
+    )
 
 
 def _conv_reasons(v: ConvVerdict, f: LayerFacts) -> tuple[str, ...]:
     g = v.geometry
     assert g is not None  # only called for a convolution verdict, which carries its geometry
-    where = {"attrs": "geometry from the layer's attrs, verified against the map",
-             "search": f"geometry recovered from the index array alone "
-                       f"({_plural(v.candidates, 'candidate grid')} examined)",
-             "hint": "geometry recovered on the grid given as a hint"}[v.source]
-    return (f"translation-invariant sharing (eq. 4-6): each of the {f.n_labels:,} entries is one kernel tap "
-            f"K[out, in/groups, k...] of {g.weight_shape}, read at every output position whose window covers it; "
-            f"the {f.indices.size - f.nnz:,} zeros are exactly the weights outside the window or the group",
-            where, f"bias: {v.bias}", *v.notes)
+    where = {
+        "attrs": "geometry from the layer's attrs, verified against the map",
+        "search": f"geometry recovered from the index array alone ({_plural(v.candidates, 'candidate grid')} examined)",
+        "hint": "geometry recovered on the grid given as a hint",
+    }[v.source]
+    return (
+        f"translation-invariant sharing (eq. 4-6): each of the {f.n_labels:,} entries is one kernel tap "
+        f"K[out, in/groups, k...] of {g.weight_shape}, read at every output position whose window covers it; "
+        f"the {f.indices.size - f.nnz:,} zeros are exactly the weights outside the window or the group",
+        where,
+        f"bias: {v.bias}",
+        *v.notes,
+    )
 
 
 def _rnn_bias(lay: LayerMap) -> str:
     if lay.bias_indices is None:
-        return "bias: not in the map (no bias_indices): a trainer gives each step its own dense bias, so only " \
-               "the weights are tied"
+        return (
+            "bias: not in the map (no bias_indices): a trainer gives each step its own dense bias, so only "
+            "the weights are tied"
+        )
     if np.all(np.asarray(lay.bias_indices) < 0):
         return "bias: fixed at zero"
     return "bias: one entry per hidden unit, shared by all steps (the sum b_ih + b_hh of torch.nn.RNN)"
@@ -342,38 +394,80 @@ def describe_map(imap: IndexMap, use_attrs: bool = True) -> MapDescription:
         f = LayerFacts(lay)
         name, shape, table = lay.name, (lay.out_features, lay.in_features), lay.table
         off = modulus_offset(lay, imap.table_sizes[lay.table])
-        mod = ((f"weight i reads entry ({off} + i) mod {imap.table_sizes[lay.table]}: the modulus hash (eq. 1)",)
-               if off is not None and not f.dense else ())
+        mod = (
+            (f"weight i reads entry ({off} + i) mod {imap.table_sizes[lay.table]}: the modulus hash (eq. 1)",)
+            if off is not None and not f.dense
+            else ()
+        )
         if lay.name in step_of:
             g = step_of[lay.name]
             t = g.layers.index(lay.name)
             others = ", ".join(x for x in g.layers if x != lay.name)
-            why = [f"reads the same entry at every position as {others} (table {lay.table}): [W_ih | W_hh] tied "
-                   f"across {g.geometry.steps} steps"]
+            why = [
+                f"reads the same entry at every position as {others} (table {lay.table}): [W_ih | W_hh] tied "
+                f"across {g.geometry.steps} steps"
+            ]
             why.append(_rnn_bias(lay))
-            why.append("step matrix dense: over global identifiers t*N + i this is exactly the modulus hash i mod N, "
-                       f"N = H(I+H) = {g.geometry.step_weights}, with one global table (eq. 1), up to relabeling"
-                       if g.modulus else f"step matrix itself shares entries: {_stats(f)}")
+            why.append(
+                "step matrix dense: over global identifiers t*N + i this is exactly the modulus hash i mod N, "
+                f"N = H(I+H) = {g.geometry.step_weights}, with one global table (eq. 1), up to relabeling"
+                if g.modulus
+                else f"step matrix itself shares entries: {_stats(f)}"
+            )
             summary = f"step {t + 1}/{g.geometry.steps} of an {g.geometry.describe()}"
-            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="rnn", rnn=g,
-                                            reasons=tuple(why), summary=summary))
+            reports.append(
+                LayerDescription(
+                    name=name, shape=shape, table=table, kind="rnn", rnn=g, reasons=tuple(why), summary=summary
+                )
+            )
             continue
         if f.nnz == 0:
-            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="empty",
-                                            summary="every weight fixed at zero", reasons=()))
+            reports.append(
+                LayerDescription(
+                    name=name, shape=shape, table=table, kind="empty", summary="every weight fixed at zero", reasons=()
+                )
+            )
             continue
         v = recognize_conv(lay, facts=f, use_attrs=use_attrs)
         if v.is_conv and v.source == "dense":
-            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="dense", conv=v,
-                                            summary=_stats(f), reasons=(
-                "every weight reads its own entry and none is fixed at zero: a plain fully connected layer (also "
-                "the degenerate convolution whose kernel covers the whole input)", *mod)))
+            reports.append(
+                LayerDescription(
+                    name=name,
+                    shape=shape,
+                    table=table,
+                    kind="dense",
+                    conv=v,
+                    summary=_stats(f),
+                    reasons=(
+                        "every weight reads its own entry and none is fixed at zero: a plain fully connected layer "
+                        "(also the degenerate convolution whose kernel covers the whole input)",
+                        *mod,
+                    ),
+                )
+            )
         elif v.is_conv:
             assert v.geometry is not None  # a convolution verdict always carries its geometry
-            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="convolution", conv=v,
-                                            summary=v.geometry.describe(), reasons=_conv_reasons(v, f) + mod))
+            reports.append(
+                LayerDescription(
+                    name=name,
+                    shape=shape,
+                    table=table,
+                    kind="convolution",
+                    conv=v,
+                    summary=v.geometry.describe(),
+                    reasons=_conv_reasons(v, f) + mod,
+                )
+            )
         else:
-            reports.append(LayerDescription(name=name, shape=shape, table=table, kind="arbitrary", conv=v,
-                                            summary=_stats(f),
-                                            reasons=(f"not a convolution: {v.witness}", *mod, *v.notes)))
+            reports.append(
+                LayerDescription(
+                    name=name,
+                    shape=shape,
+                    table=table,
+                    kind="arbitrary",
+                    conv=v,
+                    summary=_stats(f),
+                    reasons=(f"not a convolution: {v.witness}", *mod, *v.notes),
+                )
+            )
     return MapDescription(tuple(reports), rnn)

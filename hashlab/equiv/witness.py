@@ -1,4 +1,5 @@
 """Witnesses: the concrete weights that show an index map is not a given structure."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,12 +11,23 @@ __all__ = ["WITNESS_KINDS", "WeightRef", "Witness"]
 
 WITNESS_KINDS = (
     # refute every convolution geometry at once
-    "empty", "sign", "repeat_in_row", "repeat_in_column",
+    "empty",
+    "sign",
+    "repeat_in_row",
+    "repeat_in_column",
     # refute one candidate grid / geometry (named in Witness.candidate)
-    "stride", "padding", "output_size",
-    "should_share", "should_not_share", "should_be_zero", "should_be_nonzero", "bias",
+    "stride",
+    "padding",
+    "output_size",
+    "should_share",
+    "should_not_share",
+    "should_be_zero",
+    "should_be_nonzero",
+    "bias",
     # across layers (RNN weight tying)
-    "not_tied", "shape", "table",
+    "not_tied",
+    "shape",
+    "table",
 )
 
 
@@ -85,6 +97,10 @@ class Witness:
         return self.reason + (f" (candidate: {self.candidate})" if self.candidate else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "reason": self.reason, "candidate": self.candidate,
-                "weights": [w.to_dict() for w in self.weights],
-                "geometry": self.geometry.to_dict() if self.geometry else None}
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "candidate": self.candidate,
+            "weights": [w.to_dict() for w in self.weights],
+            "geometry": self.geometry.to_dict() if self.geometry else None,
+        }

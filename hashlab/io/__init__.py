@@ -6,6 +6,7 @@ before any work (:mod:`hashlab.io.paths`) and the error classes with their exit 
 (:mod:`hashlab.io.errors`), and the reader of trained weight files (:mod:`hashlab.io.weights`).
 Trainers read maps through this package only.
 """
+
 from .atomic import atomic_open, atomic_write_json, atomic_write_text
 from .errors import EnvironmentProblem, InputError, UsageError
 from .format import (
@@ -21,8 +22,19 @@ from .format import (
 from .weights import read_weights
 
 __all__ = [
-    "atomic_open", "atomic_write_json", "atomic_write_text",
-    "EnvironmentProblem", "InputError", "UsageError",
-    "FORMAT_NAME", "FORMAT_VERSION", "MAX_TABLE_ENTRIES", "FormatError", "LimitError", "load_index_file",
-    "read_header", "save_index_file", "read_weights",
+    "atomic_open",
+    "atomic_write_json",
+    "atomic_write_text",
+    "EnvironmentProblem",
+    "InputError",
+    "UsageError",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MAX_TABLE_ENTRIES",
+    "FormatError",
+    "LimitError",
+    "load_index_file",
+    "read_header",
+    "save_index_file",
+    "read_weights",
 ]

@@ -6,6 +6,7 @@ destination removes every such file whose writing process is gone (``<pid>`` not
 this machine), and legacy ``.<name>.<random>.tmp`` files older than :data:`STALE_AFTER_S`.
 Temporary files of live writers are never touched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,7 +49,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     try:
         # mkstemp creates 0600 files; give the result the mode open() would (0666 less the umask)
         os.chmod(tmp, 0o666 & ~_umask())
-        with (os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")) as f:
+        with os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -7,6 +7,7 @@ lone surrogates, nesting at most :data:`MAX_JSON_DEPTH`), the header's types, an
 ``data_offsets`` (integers, ordered, contiguous, non-overlapping, each exactly its shape's size,
 together covering the data buffer exactly). See docs/FORMAT.md, "Container".
 """
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,24 @@ import numpy as np
 from ..configs import is_int
 from .errors import InputError
 
-__all__ = ["FormatError", "LimitError", "TensorInfo", "Container", "read_container", "strict_json",
-           "DTYPES", "MAX_HEADER_BYTES", "MAX_JSON_DEPTH"]
+__all__ = [
+    "FormatError",
+    "LimitError",
+    "TensorInfo",
+    "Container",
+    "read_container",
+    "strict_json",
+    "DTYPES",
+    "MAX_HEADER_BYTES",
+    "MAX_JSON_DEPTH",
+]
 
-DTYPES: dict[str, np.dtype] = {"I8": np.dtype("<i1"), "I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "F32": np.dtype("<f4")}
+DTYPES: dict[str, np.dtype] = {
+    "I8": np.dtype("<i1"),
+    "I16": np.dtype("<i2"),
+    "I32": np.dtype("<i4"),
+    "F32": np.dtype("<f4"),
+}
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors reader's own limit
 MAX_JSON_DEPTH = 64
 _TENSOR_KEYS = {"dtype", "shape", "data_offsets"}
@@ -51,6 +66,7 @@ def strict_json(text: str | bytes, where: str) -> Any:
         On invalid JSON, duplicate object keys, NaN / Infinity / overflowing numbers, lone UTF-16
         surrogates, or nesting deeper than :data:`MAX_JSON_DEPTH`.
     """
+
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in items:
@@ -143,8 +159,10 @@ def read_container(path: str | os.PathLike) -> Container:
             raise FormatError(f"{path}: too short to be an index file ({size} bytes)")
         (hlen,) = struct.unpack("<Q", raw)
         if hlen > min(MAX_HEADER_BYTES, size - 8) or hlen < 2:
-            raise FormatError(f"{path}: header length {hlen} is impossible for a {size}-byte file; "
-                              "the file is not a safetensors index file or is truncated")
+            raise FormatError(
+                f"{path}: header length {hlen} is impossible for a {size}-byte file; "
+                "the file is not a safetensors index file or is truncated"
+            )
         hbytes = f.read(hlen)
     if not hbytes.startswith(b"{"):
         raise FormatError(f"{path}: the header does not start with '{{'; not a safetensors file")
@@ -169,22 +187,31 @@ def read_container(path: str | os.PathLike) -> Container:
         shape, offs = info["shape"], info["data_offsets"]
         if not isinstance(shape, list) or not all(is_int(d, 0, 2**63 - 1) for d in shape):
             raise FormatError(f"{where}: shape {shape!r} must be a list of integers >= 0")
-        if (not isinstance(offs, list) or len(offs) != 2 or not all(is_int(o, 0, 2**63 - 1) for o in offs)
-                or offs[0] > offs[1]):
+        if (
+            not isinstance(offs, list)
+            or len(offs) != 2
+            or not all(is_int(o, 0, 2**63 - 1) for o in offs)
+            or offs[0] > offs[1]
+        ):
             raise FormatError(f"{where}: data_offsets {offs!r} must be two integers [begin, end], 0 <= begin <= end")
         dt = DTYPES[info["dtype"]]
         if offs[1] - offs[0] != math.prod(shape) * dt.itemsize:
-            raise FormatError(f"{where}: byte range {offs[0]}..{offs[1]} does not hold shape {tuple(shape)} "
-                              f"of {info['dtype']}")
+            raise FormatError(
+                f"{where}: byte range {offs[0]}..{offs[1]} does not hold shape {tuple(shape)} of {info['dtype']}"
+            )
         tensors[name] = TensorInfo(name, dt, tuple(shape), start + offs[0], start + offs[1])
     pos = start
     for t in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
         if t.begin != pos:
             what = "overlaps the previous tensor" if t.begin < pos else "leaves a gap after the previous tensor"
-            raise FormatError(f"{path}: tensor {t.name!r} at data offset {t.begin - start} {what}; "
-                              "tensors must tile the data buffer back to back")
+            raise FormatError(
+                f"{path}: tensor {t.name!r} at data offset {t.begin - start} {what}; "
+                "tensors must tile the data buffer back to back"
+            )
         pos = t.end
     if pos != size:
-        raise FormatError(f"{path}: the tensors end at byte {pos} but the file has {size} bytes; "
-                          "the file is truncated or corrupt, rebuild it with `hashlab build`")
+        raise FormatError(
+            f"{path}: the tensors end at byte {pos} but the file has {size} bytes; "
+            "the file is truncated or corrupt, rebuild it with `hashlab build`"
+        )
     return Container(path, meta, tensors, start, size)

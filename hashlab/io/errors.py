@@ -14,10 +14,22 @@ All are :class:`ValueError` subclasses except :class:`EnvironmentProblem` (an :c
 so ``except ValueError`` keeps working for callers of the library. The mapping of other
 exceptions to exit codes is :func:`hashlab.commands.errors.exit_code_for`.
 """
+
 from __future__ import annotations
 
-__all__ = ["UsageError", "InputError", "EnvironmentProblem", "DeviceUnavailable", "EXIT_OK", "EXIT_FAILED",
-           "EXIT_USAGE", "EXIT_INPUT", "EXIT_ENVIRONMENT", "EXIT_INTERRUPTED", "EXIT_INTERNAL"]
+__all__ = [
+    "UsageError",
+    "InputError",
+    "EnvironmentProblem",
+    "DeviceUnavailable",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_INPUT",
+    "EXIT_ENVIRONMENT",
+    "EXIT_INTERRUPTED",
+    "EXIT_INTERNAL",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a check ran and failed (hashlab check)

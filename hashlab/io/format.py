@@ -6,6 +6,7 @@ readable by numpy alone. The normative specification is ``docs/FORMAT.md``; this
 its reference writer and reader (the container rules are in :mod:`hashlab.io.container`), and
 ``tests/hashlab/io/test_format.py`` pins the bytes of every version with golden files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,18 @@ from ..maps.spec import HashSpec
 from .atomic import atomic_open
 from .container import DTYPES, Container, FormatError, LimitError, read_container, strict_json
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "READABLE_VERSIONS", "MAX_TABLE_ENTRIES", "FormatError", "LimitError",
-           "save_index_file", "load_index_file", "read_header", "payload_checksum"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "READABLE_VERSIONS",
+    "MAX_TABLE_ENTRIES",
+    "FormatError",
+    "LimitError",
+    "save_index_file",
+    "load_index_file",
+    "read_header",
+    "payload_checksum",
+]
 
 FORMAT_NAME = "hashlab.index"
 FORMAT_VERSION = 3
@@ -46,8 +57,10 @@ _LAYER_KEYS[3] = _LAYER_KEYS[2] | {"bias_sign"}
 _CODES = {v: k for k, v in DTYPES.items()}
 _MAX_DIM = 2**31 - 1
 _CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
-_TENSOR_NAME = re.compile(r"layers\.(0|[1-9][0-9]{0,8})\.(indices|sign|bias_indices|bias_sign)"
-                          r"|table\.(0|[1-9][0-9]{0,8})")
+_TENSOR_NAME = re.compile(
+    r"layers\.(0|[1-9][0-9]{0,8})\.(indices|sign|bias_indices|bias_sign)"
+    r"|table\.(0|[1-9][0-9]{0,8})"
+)
 
 
 def _tensors(imap: IndexMap) -> list[tuple[str, np.ndarray]]:
@@ -74,8 +87,11 @@ def needed_version(imap: IndexMap) -> int:
     """The oldest format version (>= 2) that holds ``imap``: 3 for bias signs or a spec with a
     compression budget or hashed biases (readers before v3 cannot check those), else 2."""
     spec = imap.spec or {}
-    v3 = any(lay.bias_sign is not None for lay in imap.layers) or spec.get("compression") is not None \
+    v3 = (
+        any(lay.bias_sign is not None for lay in imap.layers)
+        or spec.get("compression") is not None
         or bool(spec.get("hash_bias", False))
+    )
     return 3 if v3 else 2
 
 
@@ -112,16 +128,25 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int | None
     if version is None:
         version = need
     elif version >= 2 and version < need:
-        raise ValueError(f"format v{version} cannot hold this map (bias signs, a compression budget or hashed biases "
-                         f"need v{need}); write version {need} or leave version unset")
+        raise ValueError(
+            f"format v{version} cannot hold this map (bias signs, a compression budget or hashed biases "
+            f"need v{need}); write version {need} or leave version unset"
+        )
     if version == 1 and any(t is not None for t in imap.initial_tables or ()):
         raise ValueError("format v1 cannot hold initial tables; write version 2")
     if version == 1 and any(lay.bias_sign is not None for lay in imap.layers):  # v2 is refused above
         raise ValueError("format v1 cannot hold bias signs; write version 3")
     layers_meta = [
-        {"name": lay.name, "out_features": lay.out_features, "in_features": lay.in_features,
-         "table": int(lay.table), "sign": lay.sign is not None, "bias": lay.bias_indices is not None,
-         "attrs": lay.attrs, **({"bias_sign": lay.bias_sign is not None} if version >= 3 else {})}
+        {
+            "name": lay.name,
+            "out_features": lay.out_features,
+            "in_features": lay.in_features,
+            "table": int(lay.table),
+            "sign": lay.sign is not None,
+            "bias": lay.bias_indices is not None,
+            "attrs": lay.attrs,
+            **({"bias_sign": lay.bias_sign is not None} if version >= 3 else {}),
+        }
         for lay in imap.layers
     ]
     try:
@@ -137,18 +162,27 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int | None
         raise ValueError(f"spec and layer attrs must be JSON-serialisable (finite numbers): {e}") from None
     if version >= 2:  # never write a file the reader would refuse
         try:
-            _check_against_spec(Path(path), json.loads(metadata["spec"]), list(imap.table_sizes),
-                                json.loads(metadata["layers"]), version)
+            _check_against_spec(
+                Path(path),
+                json.loads(metadata["spec"]),
+                list(imap.table_sizes),
+                json.loads(metadata["layers"]),
+                version,
+            )
         except FormatError as e:
-            raise ValueError(f"cannot write {e}; give a composed map its own spec "
-                             "(own 'builder', no 'architecture')") from None
+            raise ValueError(
+                f"cannot write {e}; give a composed map its own spec (own 'builder', no 'architecture')"
+            ) from None
     header: dict[str, Any] = {"__metadata__": metadata}
     offset = 0
     tensors = [(name, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))) for name, arr in _tensors(imap)]
     digest = hashlib.sha256()
     for name, arr in tensors:
-        header[name] = {"dtype": _CODES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
+        header[name] = {
+            "dtype": _CODES[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
         offset += arr.nbytes
         digest.update(arr.reshape(-1).view(np.uint8).data)
     if version >= 2:
@@ -167,20 +201,26 @@ def save_index_file(imap: IndexMap, path: str | os.PathLike, version: int | None
 def _version(c: Container) -> int:
     meta = c.metadata
     if meta.get("format") != FORMAT_NAME:
-        raise FormatError(f"{c.path}: not a hashlab index file (its __metadata__.format is not {FORMAT_NAME!r}); "
-                          "create one with `hashlab build`")
+        raise FormatError(
+            f"{c.path}: not a hashlab index file (its __metadata__.format is not {FORMAT_NAME!r}); "
+            "create one with `hashlab build`"
+        )
     text = meta.get("format_version", "")
     if not re.fullmatch(r"[1-9][0-9]{0,8}", text):
         raise FormatError(f"{c.path}: format_version {text!r} is not a positive decimal integer")
     version = int(text)
     if version > FORMAT_VERSION:
-        raise FormatError(f"{c.path}: index format version {version} is newer than this hashlab reads "
-                          f"({FORMAT_VERSION}); upgrade hashlab (pip install -U hashlab)")
+        raise FormatError(
+            f"{c.path}: index format version {version} is newer than this hashlab reads "
+            f"({FORMAT_VERSION}); upgrade hashlab (pip install -U hashlab)"
+        )
     unknown = sorted(set(meta) - _METADATA_KEYS[version])
     missing = sorted(_METADATA_KEYS[version] - set(meta))
     if unknown or missing:
-        raise FormatError(f"{c.path}: metadata fields unknown {unknown} / missing {missing} for format v{version}; "
-                          f"the file was not written by a v{version} writer")
+        raise FormatError(
+            f"{c.path}: metadata fields unknown {unknown} / missing {missing} for format v{version}; "
+            f"the file was not written by a v{version} writer"
+        )
     return version
 
 
@@ -206,8 +246,11 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     _version(c)
     header: dict[str, Any] = {"__metadata__": dict(c.metadata)}
     for t in c.tensors.values():
-        header[t.name] = {"dtype": _CODES[t.dtype], "shape": list(t.shape),
-                          "data_offsets": [t.begin - c.data_start, t.end - c.data_start]}
+        header[t.name] = {
+            "dtype": _CODES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [t.begin - c.data_start, t.end - c.data_start],
+        }
     return header, c.data_start
 
 
@@ -219,8 +262,9 @@ def _parse_metadata(c: Container, version: int) -> tuple[dict, list[int], list[d
         raise FormatError(f"{p}: metadata spec must be a JSON object, got {type(spec).__name__}")
     tables = strict_json(meta["tables"], f"{p}: metadata tables")
     if not isinstance(tables, list) or not tables or not all(is_int(t, 1, _MAX_DIM) for t in tables):
-        raise FormatError(f"{p}: metadata tables must be a non-empty list of integers in [1, 2**31 - 1], "
-                          f"got {str(tables)[:80]}")
+        raise FormatError(
+            f"{p}: metadata tables must be a non-empty list of integers in [1, 2**31 - 1], got {str(tables)[:80]}"
+        )
     layers = strict_json(meta["layers"], f"{p}: metadata layers")
     if not isinstance(layers, list) or not layers:
         raise FormatError(f"{p}: metadata layers must be a non-empty JSON list of layer objects")
@@ -228,8 +272,10 @@ def _parse_metadata(c: Container, version: int) -> tuple[dict, list[int], list[d
         where = f"{p}: layer {k}"
         keys = _LAYER_KEYS[version]
         if not isinstance(lm, dict) or set(lm) != keys:
-            raise FormatError(f"{where} has fields {sorted(lm) if isinstance(lm, dict) else type(lm).__name__}; "
-                              f"format v{version} has exactly {sorted(keys)}")
+            raise FormatError(
+                f"{where} has fields {sorted(lm) if isinstance(lm, dict) else type(lm).__name__}; "
+                f"format v{version} has exactly {sorted(keys)}"
+            )
         if not isinstance(lm["name"], str) or not lm["name"]:
             raise FormatError(f"{where}: name must be a non-empty string, got {lm['name']!r}")
         for key in ("out_features", "in_features"):
@@ -256,8 +302,9 @@ def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dic
         want = [(o, i) for i, o in zip(arch[:-1], arch[1:])]
         got = [(lm["out_features"], lm["in_features"]) for lm in layers]
         if want != got:
-            raise FormatError(f"{p}: layer shapes (out, in) {got} do not chain as spec.architecture {arch} says "
-                              f"({want})")
+            raise FormatError(
+                f"{p}: layer shapes (out, in) {got} do not chain as spec.architecture {arch} says ({want})"
+            )
     if spec.get("builder") != "hashlab.build_map":
         return
     scope, kind = spec.get("scope"), spec.get("kind")
@@ -266,19 +313,27 @@ def _check_against_spec(p: Path, spec: dict, tables: list[int], layers: list[dic
     n_tab = 1 if scope == "global" else len(layers)
     reads = [0 if scope == "global" else k for k in range(len(layers))]
     if len(tables) != n_tab or [lm["table"] for lm in layers] != reads:
-        raise FormatError(f"{p}: scope {scope!r} means {n_tab} table(s) read as {reads}, got tables {tables} "
-                          f"read as {[lm['table'] for lm in layers]}")
+        raise FormatError(
+            f"{p}: scope {scope!r} means {n_tab} table(s) read as {reads}, got tables {tables} "
+            f"read as {[lm['table'] for lm in layers]}"
+        )
     want_tables, want_bias = _planned_tables(p, spec, [(lm["out_features"], lm["in_features"]) for lm in layers])
     if tables != want_tables:
-        raise FormatError(f"{p}: table sizes {tables} contradict the spec (kind {kind!r}, table_size "
-                          f"{spec.get('table_size')!r}, compression {spec.get('compression')!r}, hash_bias "
-                          f"{spec.get('hash_bias', False)!r}, scope {scope!r}: {want_tables})")
+        raise FormatError(
+            f"{p}: table sizes {tables} contradict the spec (kind {kind!r}, table_size "
+            f"{spec.get('table_size')!r}, compression {spec.get('compression')!r}, hash_bias "
+            f"{spec.get('hash_bias', False)!r}, scope {scope!r}: {want_tables})"
+        )
     if [lm["sign"] for lm in layers] != [spec["sign"]] * len(layers) or [lm["bias"] for lm in layers] != want_bias:
-        raise FormatError(f"{p}: layers' sign/bias flags contradict the spec (sign={spec['sign']}, "
-                          f"hash_bias={spec.get('hash_bias', False)}: shared bias on {want_bias})")
+        raise FormatError(
+            f"{p}: layers' sign/bias flags contradict the spec (sign={spec['sign']}, "
+            f"hash_bias={spec.get('hash_bias', False)}: shared bias on {want_bias})"
+        )
     if version >= 3 and [lm["bias_sign"] for lm in layers] != [spec["sign"] and b for b in want_bias]:
-        raise FormatError(f"{p}: layers' bias_sign flags contradict the spec (sign={spec['sign']}: a shared bias is "
-                          "signed exactly when the weights are)")
+        raise FormatError(
+            f"{p}: layers' bias_sign flags contradict the spec (sign={spec['sign']}: a shared bias is "
+            "signed exactly when the weights are)"
+        )
 
 
 def _planned_tables(p: Path, spec: dict, shapes: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
@@ -294,8 +349,13 @@ def _planned_tables(p: Path, spec: dict, shapes: list[tuple[int, int]]) -> tuple
     return list(plan.table_sizes), bias
 
 
-def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool = True, verify: bool = True,
-                    max_table_entries: int = MAX_TABLE_ENTRIES) -> IndexMap:
+def load_index_file(
+    path: str | os.PathLike,
+    mmap: bool = True,
+    validate: bool = True,
+    verify: bool = True,
+    max_table_entries: int = MAX_TABLE_ENTRIES,
+) -> IndexMap:
     """Read an index file (format v1, v2 or v3) with numpy alone.
 
     Everything in the header is checked before any tensor is read: the container (see
@@ -356,31 +416,39 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
         expected[name] = ("F32", (tables[int(name[6:])],))
     missing, unknown = sorted(set(expected) - set(c.tensors)), sorted(set(c.tensors) - set(expected))
     if missing or unknown:
-        raise FormatError(f"{path}: tensors missing {missing[:5]} / unknown {unknown[:5]} for the layers and tables "
-                          f"of this v{version} header")
+        raise FormatError(
+            f"{path}: tensors missing {missing[:5]} / unknown {unknown[:5]} for the layers and tables "
+            f"of this v{version} header"
+        )
     for name, (code, shape) in expected.items():
         t = c.tensors[name]
         if _CODES[t.dtype] != code or t.shape != shape:
-            raise FormatError(f"{path}: tensor {name!r} is {_CODES[t.dtype]} {t.shape}; the header's layers and "
-                              f"tables say {code} {shape}")
+            raise FormatError(
+                f"{path}: tensor {name!r} is {_CODES[t.dtype]} {t.shape}; the header's layers and "
+                f"tables say {code} {shape}"
+            )
     unstored = sum(n for t, n in enumerate(tables) if f"table.{t}" not in inits)
     if unstored > max_table_entries:
-        raise LimitError(f"{path}: declares {unstored:,} table entries ({4 * unstored / 2**20:,.0f} MiB as float32) "
-                         f"in a {c.size:,}-byte file, over the limit of {max_table_entries:,}; if that is intended, "
-                         "raise it (load_index_file(max_table_entries=...), --max-table-entries)")
+        raise LimitError(
+            f"{path}: declares {unstored:,} table entries ({4 * unstored / 2**20:,.0f} MiB as float32) "
+            f"in a {c.size:,}-byte file, over the limit of {max_table_entries:,}; if that is intended, "
+            "raise it (load_index_file(max_table_entries=...), --max-table-entries)"
+        )
     buf = np.memmap(path, dtype=np.uint8, mode="r") if mmap else np.fromfile(path, dtype=np.uint8)
     if len(buf) != c.size:
         raise FormatError(f"{path}: changed size while being read")
     if version >= 2 and verify:
         if not _CHECKSUM.fullmatch(c.metadata["checksum"]):
             raise FormatError(f"{path}: checksum {c.metadata['checksum'][:80]!r} is not 'sha256:' + 64 hex digits")
-        if payload_checksum(buf[c.data_start:]) != c.metadata["checksum"]:
-            raise FormatError(f"{path}: the data does not match its SHA-256 checksum; the file is corrupt, "
-                              "rebuild it with `hashlab build`")
+        if payload_checksum(buf[c.data_start :]) != c.metadata["checksum"]:
+            raise FormatError(
+                f"{path}: the data does not match its SHA-256 checksum; the file is corrupt, "
+                "rebuild it with `hashlab build`"
+            )
 
     def tensor(name: str) -> np.ndarray | None:
         t = c.tensors.get(name)
-        return None if t is None else buf[t.begin:t.end].view(t.dtype).reshape(t.shape)
+        return None if t is None else buf[t.begin : t.end].view(t.dtype).reshape(t.shape)
 
     def required(name: str) -> np.ndarray:  # a tensor the header check above found present
         arr = tensor(name)
@@ -388,10 +456,18 @@ def load_index_file(path: str | os.PathLike, mmap: bool = True, validate: bool =
             raise FormatError(f"{path}: tensor {name!r} is missing")
         return arr
 
-    layers = [LayerMap(name=lm["name"], indices=required(f"layers.{k}.indices"), table=lm["table"],
-                       sign=tensor(f"layers.{k}.sign"), bias_indices=tensor(f"layers.{k}.bias_indices"),
-                       attrs=lm["attrs"], bias_sign=tensor(f"layers.{k}.bias_sign"))
-              for k, lm in enumerate(layers_meta)]
+    layers = [
+        LayerMap(
+            name=lm["name"],
+            indices=required(f"layers.{k}.indices"),
+            table=lm["table"],
+            sign=tensor(f"layers.{k}.sign"),
+            bias_indices=tensor(f"layers.{k}.bias_indices"),
+            attrs=lm["attrs"],
+            bias_sign=tensor(f"layers.{k}.bias_sign"),
+        )
+        for k, lm in enumerate(layers_meta)
+    ]
     initial = tuple(tensor(f"table.{t}") for t in range(len(tables))) if inits else None
     try:
         imap = IndexMap(layers=tuple(layers), table_sizes=tuple(tables), spec=spec, initial_tables=initial)

@@ -3,6 +3,7 @@
 Entry points (``hashlab`` commands, ``analysis`` scripts, :func:`trainers.torch_backend.training.train`)
 call these first, so a bad path fails in milliseconds, not after a training run.
 """
+
 from __future__ import annotations
 
 import errno
@@ -16,8 +17,12 @@ __all__ = ["check_output_path", "check_output_dir", "check_input_file"]
 
 
 def _env(path: Path, e: OSError, what: str) -> EnvironmentProblem:
-    reason = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied", errno.ENOSPC: "no space left"}.get(e.errno or 0, e.strerror or str(e))
+    reason = {
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOSPC: "no space left",
+    }.get(e.errno or 0, e.strerror or str(e))
     return EnvironmentProblem(e.errno or 0, f"cannot write {what} {path}: {reason}")
 
 

@@ -3,6 +3,7 @@
 Used by ``hashlab cluster`` and the clustering study (:mod:`analysis.clustering`). torch and
 safetensors are imported only when a file needs them.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,31 +29,43 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     try:
         from safetensors.numpy import load_file
     except ImportError as e:
-        raise EnvironmentProblem(0, f"reading a safetensors weights file needs the safetensors package ({e}); "
-                                    "install it with: pip install safetensors") from None
+        raise EnvironmentProblem(
+            0,
+            f"reading a safetensors weights file needs the safetensors package ({e}); "
+            "install it with: pip install safetensors",
+        ) from None
     try:
         return dict(load_file(str(path)))
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise InputError(f"weights file {path} is not a readable safetensors file of numpy dtypes "
-                         f"({type(e).__name__}: {str(e)[:200]}); bfloat16 needs a torch state dict") from None
+        raise InputError(
+            f"weights file {path} is not a readable safetensors file of numpy dtypes "
+            f"({type(e).__name__}: {str(e)[:200]}); bfloat16 needs a torch state dict"
+        ) from None
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError as e:
-        raise EnvironmentProblem(0, f"reading a torch weights file needs torch ({e}); install it with: "
-                                    "pip install 'hashlab[torch]', or save the weights as safetensors") from None
+        raise EnvironmentProblem(
+            0,
+            f"reading a torch weights file needs torch ({e}); install it with: "
+            "pip install 'hashlab[torch]', or save the weights as safetensors",
+        ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise InputError(f"weights file {path} is neither safetensors nor a torch file loadable with "
-                         f"weights_only=True ({type(e).__name__}: {str(e)[:200]})") from None
+        raise InputError(
+            f"weights file {path} is neither safetensors nor a torch file loadable with "
+            f"weights_only=True ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
     if isinstance(obj, dict) and obj.get("format") == _CHECKPOINT_FORMAT:
         obj = obj.get("model")
     if not isinstance(obj, dict):
-        raise InputError(f"weights file {path} holds a {type(obj).__name__}, not a state dict (name -> tensor); "
-                         "save model.state_dict()")
+        raise InputError(
+            f"weights file {path} holds a {type(obj).__name__}, not a state dict (name -> tensor); "
+            "save model.state_dict()"
+        )
     out = {}
     for k, v in obj.items():
         if isinstance(v, torch.Tensor):
@@ -98,12 +111,17 @@ def read_weights(path: str | Path, layers: list[str] | None = None) -> tuple[lis
     path = Path(path)
     tensors = _read_safetensors(path) if _is_safetensors(path) else _read_torch(path)
     arb = _arb_weights(tensors)
-    candidates = arb or {k: v for k, v in tensors.items()
-                         if (k == "weight" or k.endswith(".weight")) and v.ndim == 2 and v.dtype.kind == "f"}
+    candidates = arb or {
+        k: v
+        for k, v in tensors.items()
+        if (k == "weight" or k.endswith(".weight")) and v.ndim == 2 and v.dtype.kind == "f"
+    }
     if layers is None:
         if not candidates:
-            raise InputError(f"weights file {path} has no 2-D float tensor named *.weight (found: "
-                             f"{', '.join(list(tensors)[:8]) or 'nothing'}); pass --layers NAME,NAME")
+            raise InputError(
+                f"weights file {path} has no 2-D float tensor named *.weight (found: "
+                f"{', '.join(list(tensors)[:8]) or 'nothing'}); pass --layers NAME,NAME"
+            )
         names = list(candidates)
     else:
         names = layers

@@ -3,6 +3,7 @@ an :class:`IndexMap` out.
 
 Each virtual weight gets the table entry it reads (paper eq. 1-10); numba kernels with numpy twins.
 """
+
 from .cluster import INITS, WeightsError, cluster_weights, quantization_report
 from .conv import conv1d_map, conv2d_map, conv_map, conv_taps
 from .geometry import ConvGeometry, RNNGeometry
@@ -12,8 +13,28 @@ from .rnn import rnn_map
 from .spec import ARCHITECTURES, HASH_KINDS, SCOPES, Architecture, HashSpec, SpecError
 
 __all__ = [
-    "ARCHITECTURES", "HASH_KINDS", "SCOPES", "Architecture", "HashSpec", "SpecError",
-    "ZERO", "IndexMap", "LayerMap", "index_dtype", "build_map", "dirichlet_probabilities", "stream_seed",
-    "ConvGeometry", "conv1d_map", "conv2d_map", "conv_map", "conv_taps", "RNNGeometry", "rnn_map",
-    "INITS", "WeightsError", "cluster_weights", "quantization_report",
+    "ARCHITECTURES",
+    "HASH_KINDS",
+    "SCOPES",
+    "Architecture",
+    "HashSpec",
+    "SpecError",
+    "ZERO",
+    "IndexMap",
+    "LayerMap",
+    "index_dtype",
+    "build_map",
+    "dirichlet_probabilities",
+    "stream_seed",
+    "ConvGeometry",
+    "conv1d_map",
+    "conv2d_map",
+    "conv_map",
+    "conv_taps",
+    "RNNGeometry",
+    "rnn_map",
+    "INITS",
+    "WeightsError",
+    "cluster_weights",
+    "quantization_report",
 ]

@@ -7,6 +7,7 @@ fine-tune the shared values (Han, Mao & Dally, *Deep Compression*, ICLR 2016, se
 "trained quantization and weight sharing"; the TensorFlow Model Optimization toolkit's weight
 clustering). Needs numpy and scipy only.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -21,8 +22,15 @@ from ..configs import check_int
 from .indexmap import IndexMap, LayerMap, index_dtype
 from .spec import SCOPES, SpecError
 
-__all__ = ["INITS", "WeightsError", "check_cluster_params", "cluster_weights", "initial_centroids", "nearest_centroid",
-           "quantization_report"]
+__all__ = [
+    "INITS",
+    "WeightsError",
+    "check_cluster_params",
+    "cluster_weights",
+    "initial_centroids",
+    "nearest_centroid",
+    "quantization_report",
+]
 
 INITS = ("linear", "density", "random")
 """Centroid initialisations of Deep Compression (section 3.2): ``linear`` was its best."""
@@ -35,23 +43,31 @@ class WeightsError(SpecError):
 
 def _check_weights(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
     if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence) or not weights:
-        raise WeightsError("weights must be a non-empty sequence of 2-D (out_features, in_features) arrays, "
-                           f"got {type(weights).__name__}; pass e.g. [fc0_weight, fc1_weight]")
+        raise WeightsError(
+            "weights must be a non-empty sequence of 2-D (out_features, in_features) arrays, "
+            f"got {type(weights).__name__}; pass e.g. [fc0_weight, fc1_weight]"
+        )
     out: list[np.ndarray] = []
     for k, w in enumerate(weights):
         w = np.asarray(w)
         if w.ndim != 2 or w.size == 0:
-            raise WeightsError(f"weights[{k}] must be a non-empty 2-D (out_features, in_features) matrix, got "
-                               f"shape {w.shape}; pass the Linear layers' weight matrices only")
+            raise WeightsError(
+                f"weights[{k}] must be a non-empty 2-D (out_features, in_features) matrix, got "
+                f"shape {w.shape}; pass the Linear layers' weight matrices only"
+            )
         if w.dtype.kind != "f":
             raise WeightsError(f"weights[{k}] must hold floats, got dtype {w.dtype}")
         if not np.isfinite(w).all():
-            raise WeightsError(f"weights[{k}] holds {int((~np.isfinite(w)).sum())} NaN or infinite values; "
-                               "cluster a network whose training did not diverge")
+            raise WeightsError(
+                f"weights[{k}] holds {int((~np.isfinite(w)).sum())} NaN or infinite values; "
+                "cluster a network whose training did not diverge"
+            )
         if k and w.shape[1] != out[-1].shape[0]:
-            raise WeightsError(f"weights[{k}] has in_features={w.shape[1]} but weights[{k - 1}] has "
-                               f"out_features={out[-1].shape[0]}; the layers of an MLP must chain "
-                               "(pass them in forward order)")
+            raise WeightsError(
+                f"weights[{k}] has in_features={w.shape[1]} but weights[{k - 1}] has "
+                f"out_features={out[-1].shape[0]}; the layers of an MLP must chain "
+                "(pass them in forward order)"
+            )
         out.append(w)
     return out
 
@@ -117,7 +133,7 @@ def _cluster_group(values: np.ndarray, n: int, init: str, seed: int, iters: int)
     distinct = np.unique(v32)
     table = np.zeros(n, dtype=np.float32)
     if distinct.size <= n:  # every value gets its own entry: zero error, no k-means
-        table[:distinct.size] = distinct
+        table[: distinct.size] = distinct
         return table, True
     v = v32.astype(np.float64)[:, None]  # (M, 1): kmeans2 wants observations x features
     start = initial_centroids(v, n, init, seed)[:, None]  # (N, 1)
@@ -145,8 +161,16 @@ def check_cluster_params(table_size: int, scope: str, init: str, seed: int, iter
     check_int("iters", iters, 1, 10**6, SpecError, "e.g. 20")
 
 
-def cluster_weights(weights: Sequence[np.ndarray], table_size: int, *, scope: str = "layer", init: str = "linear",
-                    seed: int = 0, iters: int = 20, source: str | None = None) -> IndexMap:
+def cluster_weights(
+    weights: Sequence[np.ndarray],
+    table_size: int,
+    *,
+    scope: str = "layer",
+    init: str = "linear",
+    seed: int = 0,
+    iters: int = 20,
+    source: str | None = None,
+) -> IndexMap:
     """Cluster trained Linear weights into ``table_size`` shared values: an index map with initial tables.
 
     Each group of weights (one layer for ``scope="layer"``, all layers together for
@@ -210,16 +234,30 @@ def cluster_weights(weights: Sequence[np.ndarray], table_size: int, *, scope: st
         table, is_exact = _cluster_group(values, table_size, init, seed, iters)
         tables.append(table)
         exact.append(is_exact)
-        used = table[:np.unique(values.astype(np.float32)).size] if is_exact else table
+        used = table[: np.unique(values.astype(np.float32)).size] if is_exact else table
         for k in members:
             idx = nearest_centroid(mats[k].astype(np.float32), used).astype(dtype)
             layers[k] = LayerMap(name=f"fc{k}", indices=idx, table=t)
     arch = [mats[0].shape[1]] + [w.shape[0] for w in mats]
-    spec: dict[str, Any] = {"kind": "cluster", "table_size": table_size, "scope": scope, "init": init, "seed": seed,
-                            "iters": iters, "source": source, "exact": exact, "architecture": arch,
-                            "builder": "hashlab.cluster_weights", "hashlab_version": __version__}
-    return IndexMap(layers=tuple(lm for lm in layers if lm is not None), table_sizes=(table_size,) * len(groups), spec=spec,
-                    initial_tables=tuple(tables))
+    spec: dict[str, Any] = {
+        "kind": "cluster",
+        "table_size": table_size,
+        "scope": scope,
+        "init": init,
+        "seed": seed,
+        "iters": iters,
+        "source": source,
+        "exact": exact,
+        "architecture": arch,
+        "builder": "hashlab.cluster_weights",
+        "hashlab_version": __version__,
+    }
+    return IndexMap(
+        layers=tuple(lm for lm in layers if lm is not None),
+        table_sizes=(table_size,) * len(groups),
+        spec=spec,
+        initial_tables=tuple(tables),
+    )
 
 
 def quantization_report(weights: Sequence[np.ndarray], imap: IndexMap) -> list[dict[str, Any]]:
@@ -259,7 +297,14 @@ def quantization_report(weights: Sequence[np.ndarray], imap: IndexMap) -> list[d
         if lay.sign is not None:
             rec = rec * lay.sign
         err = np.abs(w.astype(np.float64) - rec)
-        out.append({"name": lay.name, "shape": list(w.shape), "distinct": int(np.unique(w.astype(np.float32)).size),
-                    "entries_used": int(np.unique(idx[idx >= 0]).size),
-                    "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean())})
+        out.append(
+            {
+                "name": lay.name,
+                "shape": list(w.shape),
+                "distinct": int(np.unique(w.astype(np.float32)).size),
+                "entries_used": int(np.unique(idx[idx >= 0]).size),
+                "max_abs_error": float(err.max()),
+                "mean_abs_error": float(err.mean()),
+            }
+        )
     return out

@@ -17,6 +17,7 @@ Layout (the contract with ``trainers/torch_backend``):
 * without ``bias`` every ``bias_indices`` value is ``-1`` (bias fixed at zero), so a trainer adds
   no bias of its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -105,22 +106,43 @@ def conv_map(geometry: ConvGeometry, name: str = "conv") -> IndexMap:
     return IndexMap(layers=(layer,), table_sizes=(g.table_size,), spec=spec)
 
 
-def conv1d_map(in_channels: int, out_channels: int, kernel_size: int, *, length: int, stride: int = 1,
-               padding: int = 0, dilation: int = 1, groups: int = 1, bias: bool = True) -> IndexMap:
+def conv1d_map(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    length: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    groups: int = 1,
+    bias: bool = True,
+) -> IndexMap:
     """Index map of ``torch.nn.Conv1d(in_channels, out_channels, kernel_size, ...)`` on inputs of ``length``.
 
     See :func:`conv_map`; the layer is named ``"conv"``.
     """
-    return conv_map(ConvGeometry(in_channels, out_channels, (length,), kernel_size, stride, padding, dilation,
-                                 groups, bias))
+    return conv_map(
+        ConvGeometry(in_channels, out_channels, (length,), kernel_size, stride, padding, dilation, groups, bias)
+    )
 
 
-def conv2d_map(in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], *,
-               input_size: tuple[int, int], stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-               dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True) -> IndexMap:
+def conv2d_map(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    *,
+    input_size: tuple[int, int],
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    bias: bool = True,
+) -> IndexMap:
     """Index map of ``torch.nn.Conv2d(in_channels, out_channels, kernel_size, ...)`` on ``input_size = (H, W)``.
 
     See :func:`conv_map`; the layer is named ``"conv"``.
     """
-    return conv_map(ConvGeometry(in_channels, out_channels, tuple(input_size), kernel_size, stride, padding,
-                                 dilation, groups, bias))
+    return conv_map(
+        ConvGeometry(in_channels, out_channels, tuple(input_size), kernel_size, stride, padding, dilation, groups, bias)
+    )

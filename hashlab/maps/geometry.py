@@ -4,6 +4,7 @@ Pure dataclasses (validation, derived sizes, JSON round trip); the builders that
 index maps are :mod:`hashlab.maps.conv` and :mod:`hashlab.maps.rnn`. Trainers may import this
 module: it generates nothing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,10 @@ def _tuple(name: str, value: Any, ndim: int, lo: int) -> tuple[int, ...]:
     except TypeError:
         raise SpecError(f"{name} must be an int or a tuple of {ndim} ints, got {value!r}") from None
     if len(vals) != ndim or not all(is_int(v, lo, numpy=True) for v in vals):
-        raise SpecError(f"{name} must be an int >= {lo} or a tuple of {ndim} such ints "
-                        f"(one per spatial axis of the input), got {value!r}")
+        raise SpecError(
+            f"{name} must be an int >= {lo} or a tuple of {ndim} such ints "
+            f"(one per spatial axis of the input), got {value!r}"
+        )
     return tuple(int(v) for v in vals)
 
 
@@ -97,8 +100,9 @@ class ConvGeometry:
         raw = (self.in_size,) if isinstance(self.in_size, (int, np.integer)) else self.in_size
         ndim = len(raw) if isinstance(raw, (tuple, list)) else 0
         if not 1 <= ndim <= 3:
-            raise SpecError(f"in_size must give 1, 2 or 3 spatial sizes (conv1d/2d/3d), e.g. (28, 28); "
-                            f"got {self.in_size!r}")
+            raise SpecError(
+                f"in_size must give 1, 2 or 3 spatial sizes (conv1d/2d/3d), e.g. (28, 28); got {self.in_size!r}"
+            )
         in_size = _tuple("in_size", raw, ndim, lo=1)
         object.__setattr__(self, "in_size", in_size)
         for name, lo in zip(_SPATIAL, (1, 1, 0, 1)):
@@ -107,15 +111,20 @@ class ConvGeometry:
             v = check_int(name, getattr(self, name), 1, None, SpecError, numpy=True, expected="a positive integer")
             object.__setattr__(self, name, v)
         if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise SpecError(f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
-                            f"divisible by groups ({self.groups})")
+            raise SpecError(
+                f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
+                f"divisible by groups ({self.groups})"
+            )
         object.__setattr__(self, "bias", check_bool("bias", self.bias, SpecError, numpy=True))
-        for ax, (n, k, p, d) in enumerate(zip(self.in_size, *map(_axes, (self.kernel_size, self.padding,
-                                                                         self.dilation)))):
+        for ax, (n, k, p, d) in enumerate(
+            zip(self.in_size, *map(_axes, (self.kernel_size, self.padding, self.dilation)))
+        ):
             span = d * (k - 1) + 1
             if span > n + 2 * p:
-                raise SpecError(f"axis {ax}: kernel {k} with dilation {d} spans {span} inputs, more than the padded "
-                                f"input ({n} + 2*{p} = {n + 2 * p}); use a smaller kernel or dilation, or more padding")
+                raise SpecError(
+                    f"axis {ax}: kernel {k} with dilation {d} spans {span} inputs, more than the padded "
+                    f"input ({n} + 2*{p} = {n + 2 * p}); use a smaller kernel or dilation, or more padding"
+                )
 
     @property
     def ndim(self) -> int:
@@ -131,8 +140,12 @@ class ConvGeometry:
 
     @property
     def out_size(self) -> tuple[int, ...]:
-        return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
-                     zip(self.in_size, *map(_axes, (self.kernel_size, self.stride, self.padding, self.dilation))))
+        return tuple(
+            (n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, k, s, p, d in zip(
+                self.in_size, *map(_axes, (self.kernel_size, self.stride, self.padding, self.dilation))
+            )
+        )
 
     @property
     def in_features(self) -> int:
@@ -174,8 +187,9 @@ class ConvGeometry:
             On another version (a newer one: upgrade hashlab), keys that are not fields, or an
             invalid field.
         """
-        return versioned_from_dict(cls, d, cls.SCHEMA_VERSION, {}, SpecError,
-                                   convert=lambda v: tuple(v) if isinstance(v, list) else v)
+        return versioned_from_dict(
+            cls, d, cls.SCHEMA_VERSION, {}, SpecError, convert=lambda v: tuple(v) if isinstance(v, list) else v
+        )
 
     def canonical(self) -> ConvGeometry:
         """The representative that structural recognition returns for this map.
@@ -185,8 +199,12 @@ class ConvGeometry:
         dilation of an axis with a kernel of 1 becomes 1.
         """
         kernel, dil = _axes(self.kernel_size), _axes(self.dilation)
-        stride = tuple(s if o > 1 else max(1, n + 2 * p - d * (k - 1)) for n, k, s, p, d, o in
-                       zip(self.in_size, kernel, _axes(self.stride), _axes(self.padding), dil, self.out_size))
+        stride = tuple(
+            s if o > 1 else max(1, n + 2 * p - d * (k - 1))
+            for n, k, s, p, d, o in zip(
+                self.in_size, kernel, _axes(self.stride), _axes(self.padding), dil, self.out_size
+            )
+        )
         dilation = tuple(d if k > 1 else 1 for k, d in zip(kernel, dil))
         return dataclasses.replace(self, stride=stride, dilation=dilation)
 
@@ -195,12 +213,16 @@ class ConvGeometry:
 
         E.g. ``conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias``.
         """
+
         def x(t: tuple[int, ...] | int) -> str:
             return "x".join(map(str, _axes(t)))
-        return (f"{self.op} {x((self.in_channels, *self.in_size))} -> {x((self.out_channels, *self.out_size))}, "
-                f"kernel {x(self.kernel_size)}, stride {x(self.stride)}, padding {x(self.padding)}, "
-                f"dilation {x(self.dilation)}, groups {self.groups}"
-                + ("" if not bias else ", bias" if self.bias else ", no bias"))
+
+        return (
+            f"{self.op} {x((self.in_channels, *self.in_size))} -> {x((self.out_channels, *self.out_size))}, "
+            f"kernel {x(self.kernel_size)}, stride {x(self.stride)}, padding {x(self.padding)}, "
+            f"dilation {x(self.dilation)}, groups {self.groups}"
+            + ("" if not bias else ", bias" if self.bias else ", no bias")
+        )
 
 
 @dataclass(frozen=True)
@@ -278,5 +300,7 @@ class RNNGeometry:
         return versioned_from_dict(cls, d, cls.SCHEMA_VERSION, {}, SpecError)
 
     def describe(self) -> str:
-        return (f"Elman RNN (tanh), input_size {self.input_size}, hidden_size {self.hidden_size}, "
-                f"{self.steps} steps, {'bias' if self.bias else 'no bias'}")
+        return (
+            f"Elman RNN (tanh), input_size {self.input_size}, hidden_size {self.hidden_size}, "
+            f"{self.steps} steps, {'bias' if self.bias else 'no bias'}"
+        )

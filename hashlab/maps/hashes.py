@@ -43,6 +43,7 @@ fill at 2 ns a weight a separate mask cannot come near +25 %. Tried and dropped:
 hash loop (it stops vectorising), computing the entries of live weights only by compacting their
 positions per chunk (the scalar compaction, about 0.9 ns a weight, costs more than the skipped work).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -94,8 +95,9 @@ def dirichlet_probabilities(n: int, alpha: float, seed: int, table: int = 0) -> 
     return p
 
 
-def _entries_ref(spec: HashSpec, k: int, in_f: int, start: int, n: int, s_index, inner_cdf,
-                 local: np.ndarray) -> np.ndarray:
+def _entries_ref(
+    spec: HashSpec, k: int, in_f: int, start: int, n: int, s_index, inner_cdf, local: np.ndarray
+) -> np.ndarray:
     """Entries (int64) of the weights at local positions ``local`` of layer ``k``, by the numpy twins."""
     ids = local + start
     if spec.kind in ("identity", "modulus"):
@@ -110,8 +112,19 @@ def _entries_ref(spec: HashSpec, k: int, in_f: int, start: int, n: int, s_index,
     return K.xxhash_index_ref(k, local // in_f, local % in_f, n, spec.seed)
 
 
-def _layer(kern: K.MapKernels, spec: HashSpec, k: int, shape: tuple[int, int], start: int, n: int, s_index,
-           inner_cdf, guide, n_zero: int, s_mask) -> np.ndarray:
+def _layer(
+    kern: K.MapKernels,
+    spec: HashSpec,
+    k: int,
+    shape: tuple[int, int],
+    start: int,
+    n: int,
+    s_index,
+    inner_cdf,
+    guide,
+    n_zero: int,
+    s_mask,
+) -> np.ndarray:
     """One layer's indices with the backend's layer kernels ``kern``, then the sparsity mask (one more hash pass)."""
     out_f, in_f = shape
     indices = np.empty((out_f, in_f), index_dtype(n))
@@ -210,8 +223,9 @@ def build_map(
     if not isinstance(spec, HashSpec):
         raise SpecError(f"spec must be a HashSpec, got {type(spec).__name__}; build one with HashSpec(kind=...)")
     if not isinstance(arch, Architecture):
-        raise SpecError(f"arch must be an Architecture, got {type(arch).__name__}; "
-                        "try Architecture.parse('784-200-10')")
+        raise SpecError(
+            f"arch must be an Architecture, got {type(arch).__name__}; try Architecture.parse('784-200-10')"
+        )
     K.kernels(backend)  # refuses an unknown backend before any work
     shapes = arch.layer_shapes
     sizes = [o * i for o, i in shapes]
@@ -254,8 +268,15 @@ def build_map(
             bias_indices = (_bias_entries(spec, k, table, ids, plan.biases[table], bias_cdfs) + n).astype(dtype)
             if spec.sign:  # HashedNets' xiB: a sign hash of the bias identifiers, a stream of its own
                 bias_sign = K.sign_ref(k, ids, np.zeros_like(ids), stream_seed(spec.seed, k, _PURPOSE_BIAS_SIGN))
-        layers.append(LayerMap(name=f"fc{k}", indices=indices, table=table, sign=sign, bias_indices=bias_indices,
-                               bias_sign=bias_sign))
-    desc = spec.to_dict() | {"architecture": list(arch.features), "architecture_name": arch.name,
-                             "builder": "hashlab.build_map", "hashlab_version": __version__}
+        layers.append(
+            LayerMap(
+                name=f"fc{k}", indices=indices, table=table, sign=sign, bias_indices=bias_indices, bias_sign=bias_sign
+            )
+        )
+    desc = spec.to_dict() | {
+        "architecture": list(arch.features),
+        "architecture_name": arch.name,
+        "builder": "hashlab.build_map",
+        "hashlab_version": __version__,
+    }
     return IndexMap(layers=tuple(layers), table_sizes=tuple(table_sizes), spec=desc)

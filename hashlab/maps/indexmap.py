@@ -4,6 +4,7 @@ An :class:`IndexMap` is what :func:`hashlab.build_map` returns, what
 :func:`hashlab.io.format.save_index_file` writes and :func:`hashlab.io.format.load_index_file`
 reads back. It needs numpy only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -132,14 +133,18 @@ class IndexMap:
             raise ValueError(f"table sizes must be integers >= 1, got {list(self.table_sizes)}")
         if self.initial_tables is not None:
             if len(self.initial_tables) != len(self.table_sizes):
-                raise ValueError(f"initial_tables has {len(self.initial_tables)} entries for "
-                                 f"{len(self.table_sizes)} tables; give one array or None per table")
+                raise ValueError(
+                    f"initial_tables has {len(self.initial_tables)} entries for "
+                    f"{len(self.table_sizes)} tables; give one array or None per table"
+                )
             for t, (init, n) in enumerate(zip(self.initial_tables, self.table_sizes)):
                 if init is None:
                     continue
                 if not isinstance(init, np.ndarray) or init.dtype != np.float32 or init.shape != (n,):
-                    raise ValueError(f"initial_tables[{t}] must be a float32 array of shape ({n},), got "
-                                     f"{getattr(init, 'dtype', type(init).__name__)} {getattr(init, 'shape', '')}")
+                    raise ValueError(
+                        f"initial_tables[{t}] must be a float32 array of shape ({n},), got "
+                        f"{getattr(init, 'dtype', type(init).__name__)} {getattr(init, 'shape', '')}"
+                    )
                 if check_values and not np.isfinite(init).all():
                     raise ValueError(f"initial_tables[{t}] holds NaN or infinite values")
         names = [lay.name for lay in self.layers]
@@ -162,18 +167,22 @@ class IndexMap:
             if lay.indices.ndim != 2:
                 raise ValueError(f"{where}: indices must be 2-D (out_features, in_features), got {lay.indices.shape}")
             if lay.indices.dtype != index_dtype(n):
-                raise ValueError(f"{where}: indices dtype must be {index_dtype(n)} for a table of {n}, "
-                                 f"got {lay.indices.dtype}")
+                raise ValueError(
+                    f"{where}: indices dtype must be {index_dtype(n)} for a table of {n}, got {lay.indices.dtype}"
+                )
             if lay.sign is not None and (lay.sign.shape != lay.indices.shape or lay.sign.dtype != np.int8):
                 raise ValueError(f"{where}: sign must be int8 of shape {lay.indices.shape}")
             if lay.bias_indices is not None and (
                 lay.bias_indices.shape != (lay.out_features,) or lay.bias_indices.dtype != lay.indices.dtype
             ):
                 raise ValueError(f"{where}: bias_indices must be {lay.indices.dtype} of shape ({lay.out_features},)")
-            if lay.bias_sign is not None and (lay.bias_indices is None or lay.bias_sign.shape != (lay.out_features,)
-                                              or lay.bias_sign.dtype != np.int8):
-                raise ValueError(f"{where}: bias_sign must be int8 of shape ({lay.out_features},) and needs "
-                                 "bias_indices (a sign only applies to a bias read from the table)")
+            if lay.bias_sign is not None and (
+                lay.bias_indices is None or lay.bias_sign.shape != (lay.out_features,) or lay.bias_sign.dtype != np.int8
+            ):
+                raise ValueError(
+                    f"{where}: bias_sign must be int8 of shape ({lay.out_features},) and needs "
+                    "bias_indices (a sign only applies to a bias read from the table)"
+                )
             if check_values:
                 for arr, what in ((lay.indices, "indices"), (lay.bias_indices, "bias_indices")):
                     if arr is not None and arr.size and (arr.min() < ZERO or arr.max() >= n):

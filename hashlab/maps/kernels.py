@@ -21,6 +21,7 @@ Conventions
 * Outputs named ``idx`` are int64 entries in ``[0, n)``; callers narrow the dtype.
 * All uint64 arithmetic wraps modulo 2**64, as in the C reference.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -32,11 +33,35 @@ import numpy as np
 from ..backends import BACKENDS, select
 
 __all__ = [
-    "xxh64_u64_ref", "xxh64_key_ref", "uniform_ref", "categorical_ref", "neighborhood_ref", "xxhash_index_ref",
-    "sign_ref", "unit_float_ref", "guide_table", "GUIDE_BITS", "uniform_fill_nb", "categorical_fill_nb",
-    "neighborhood_fill_nb", "modulus_fill", "xxhash_index_fill_nb", "sign_fill_nb", "fill_mask_nb",
-    "mask_positions_ref", "divide_magic", "uniform_fill_ref", "categorical_fill_ref", "neighborhood_fill_ref",
-    "modulus_fill_ref", "xxhash_index_fill_ref", "sign_fill_ref", "mask_ref", "MapKernels", "kernels", "BACKENDS",
+    "xxh64_u64_ref",
+    "xxh64_key_ref",
+    "uniform_ref",
+    "categorical_ref",
+    "neighborhood_ref",
+    "xxhash_index_ref",
+    "sign_ref",
+    "unit_float_ref",
+    "guide_table",
+    "GUIDE_BITS",
+    "uniform_fill_nb",
+    "categorical_fill_nb",
+    "neighborhood_fill_nb",
+    "modulus_fill",
+    "xxhash_index_fill_nb",
+    "sign_fill_nb",
+    "fill_mask_nb",
+    "mask_positions_ref",
+    "divide_magic",
+    "uniform_fill_ref",
+    "categorical_fill_ref",
+    "neighborhood_fill_ref",
+    "modulus_fill_ref",
+    "xxhash_index_fill_ref",
+    "sign_fill_ref",
+    "mask_ref",
+    "MapKernels",
+    "kernels",
+    "BACKENDS",
 ]
 
 _P1 = np.uint64(11400714785074694791)
@@ -419,7 +444,7 @@ def modulus_fill(start, n, out):
     filled = first
     while filled < size:  # filled is a multiple of n, so the copy continues the period
         c = min(filled, size - filled)
-        out[filled:filled + c] = out[:c]
+        out[filled : filled + c] = out[:c]
         filled += c
     return out
 
@@ -514,7 +539,7 @@ def _mask_chunks_nb(seed, lo, width, out, cap):
     s = np.uint64(seed)
     for ch in nb.prange(chunks):
         a = ch * MASK_CHUNK
-        o = out[a:min(a + MASK_CHUNK, size)]
+        o = out[a : min(a + MASK_CHUNK, size)]
         _mark_chunk(o, a, s, lo, width)
         zeros[ch], cands[ch] = _census_chunk(o, a, pos[ch])
     return zeros, cands, pos
@@ -599,8 +624,12 @@ def fill_mask_nb(out, n_zero, seed, refill, _window=None, _cap=None):
     below = int(zeros.sum())
     cand = pos[np.arange(_cap) < cands[:, None]]  # row-major: increasing positions
     if np.any(cands > _cap):
-        cand = np.concatenate([_mask_census(out[a:a + MASK_CHUNK])[1] + a if cands[ch] > _cap else
-                               pos[ch, :cands[ch]] for ch, a in enumerate(range(0, size, MASK_CHUNK))])
+        cand = np.concatenate(
+            [
+                _mask_census(out[a : a + MASK_CHUNK])[1] + a if cands[ch] > _cap else pos[ch, : cands[ch]]
+                for ch, a in enumerate(range(0, size, MASK_CHUNK))
+            ]
+        )
     need = n_zero - below
     if 0 <= need <= cand.size:
         if cand.size:
@@ -697,12 +726,24 @@ class MapKernels(NamedTuple):
 
 
 _KERNELS = {
-    "numba": MapKernels(uniform=uniform_fill_nb, categorical=categorical_fill_nb, neighborhood=neighborhood_fill_nb,
-                        modulus=modulus_fill, xxhash_index=xxhash_index_fill_nb, sign=sign_fill_nb,
-                        mask=fill_mask_nb),
-    "numpy": MapKernels(uniform=uniform_fill_ref, categorical=categorical_fill_ref,
-                        neighborhood=neighborhood_fill_ref, modulus=modulus_fill_ref,
-                        xxhash_index=xxhash_index_fill_ref, sign=sign_fill_ref, mask=mask_ref),
+    "numba": MapKernels(
+        uniform=uniform_fill_nb,
+        categorical=categorical_fill_nb,
+        neighborhood=neighborhood_fill_nb,
+        modulus=modulus_fill,
+        xxhash_index=xxhash_index_fill_nb,
+        sign=sign_fill_nb,
+        mask=fill_mask_nb,
+    ),
+    "numpy": MapKernels(
+        uniform=uniform_fill_ref,
+        categorical=categorical_fill_ref,
+        neighborhood=neighborhood_fill_ref,
+        modulus=modulus_fill_ref,
+        xxhash_index=xxhash_index_fill_ref,
+        sign=sign_fill_ref,
+        mask=mask_ref,
+    ),
 }
 
 

@@ -10,6 +10,7 @@ Table layout (the contract with ``trainers/torch_backend``): entries ``[0, H(I+H
 ``torch.cat([weight_ih_l0, weight_hh_l0], dim=1).flatten()``; with ``bias`` entry ``H(I+H) + h``
 is the total bias ``bias_ih_l0[h] + bias_hh_l0[h]`` of hidden unit ``h``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,8 +55,13 @@ def rnn_map(geometry: RNNGeometry) -> IndexMap:
     else:
         bias = np.full(g.hidden_size, ZERO, dtype=dt)
     layers = tuple(
-        LayerMap(name=f"rnn.t{t}", indices=step.copy(), table=0, bias_indices=bias.copy(),
-                 attrs={"rnn": {**g.to_dict(), "step": t}})
+        LayerMap(
+            name=f"rnn.t{t}",
+            indices=step.copy(),
+            table=0,
+            bias_indices=bias.copy(),
+            attrs={"rnn": {**g.to_dict(), "step": t}},
+        )
         for t in range(g.steps)
     )
     spec = {"builder": "rnn", **g.to_dict(), "hashlab_version": __version__}

@@ -3,6 +3,7 @@
 A :class:`HashSpec` fully determines an index map together with an :class:`Architecture`:
 building the same pair twice gives identical bytes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,18 @@ from typing import Any, ClassVar, Literal, cast
 
 from ..configs import check_bool, check_int, check_real, is_real, versioned_from_dict
 
-__all__ = ["HASH_KINDS", "SCOPES", "HashSpec", "Architecture", "ARCHITECTURES", "SpecError", "TablePlan",
-           "parse_ratio", "ceil_budget", "DEFAULT_TABLE_SIZE"]
+__all__ = [
+    "HASH_KINDS",
+    "SCOPES",
+    "HashSpec",
+    "Architecture",
+    "ARCHITECTURES",
+    "SpecError",
+    "TablePlan",
+    "parse_ratio",
+    "ceil_budget",
+    "DEFAULT_TABLE_SIZE",
+]
 
 HASH_KINDS = ("identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash")
 SCOPES = ("layer", "global")
@@ -100,25 +111,25 @@ class HashSpec:
     """
 
     kind: Literal["identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash"] = field(
-        default="uniform", metadata={
-        "help": "hash function (paper eq. 1, 2, 8-9, 10; xxhash = HashedNets)"})
+        default="uniform", metadata={"help": "hash function (paper eq. 1, 2, 8-9, 10; xxhash = HashedNets)"}
+    )
     table_size: int | None = None
-    seed: int = field(default=0, metadata={
-        "help": "random seed, in [0, 2**63)"})
-    sparsity: float = field(default=0.0, metadata={
-        "help": "fraction of virtual weights fixed at zero, in [0, 1)"})
-    scope: Literal["layer", "global"] = field(default="layer", metadata={
-        "help": "one table per layer, or one table for the whole network"})
-    alpha: float | None = field(default=None, metadata={
-        "help": "Dirichlet concentration (dirichlet only)"})
-    radius: int | None = field(default=None, metadata={
-        "help": "neighborhood radius r (neighborhood only)"})
-    sign: bool = field(default=False, metadata={
-        "help": "add a sign hash xi in {-1,+1}"})
+    seed: int = field(default=0, metadata={"help": "random seed, in [0, 2**63)"})
+    sparsity: float = field(default=0.0, metadata={"help": "fraction of virtual weights fixed at zero, in [0, 1)"})
+    scope: Literal["layer", "global"] = field(
+        default="layer", metadata={"help": "one table per layer, or one table for the whole network"}
+    )
+    alpha: float | None = field(default=None, metadata={"help": "Dirichlet concentration (dirichlet only)"})
+    radius: int | None = field(default=None, metadata={"help": "neighborhood radius r (neighborhood only)"})
+    sign: bool = field(default=False, metadata={"help": "add a sign hash xi in {-1,+1}"})
     compression: str | None = None
-    hash_bias: bool = field(default=False, metadata={
-        "help": "hash the hidden layers' biases into their own buckets of each table, at the weights' ratio (the "
-            "output layer's bias stays dense; biases are unsigned)"})
+    hash_bias: bool = field(
+        default=False,
+        metadata={
+            "help": "hash the hidden layers' biases into their own buckets of each table, at the weights' ratio (the "
+            "output layer's bias stays dense; biases are unsigned)"
+        },
+    )
 
     SCHEMA_VERSION: ClassVar[int] = 1
     ADDED_FIELDS: ClassVar[dict[str, Any]] = {"compression": None, "hash_bias": False}
@@ -130,20 +141,32 @@ class HashSpec:
             raise SpecError(f"unknown table scope {self.scope!r}; choose 'layer' (one table per layer) or 'global'")
         if self.compression is not None:
             if self.table_size is not None:
-                raise SpecError(f"give table_size or compression, not both (got table_size={self.table_size!r}, "
-                                f"compression={self.compression!r}); drop one of them")
+                raise SpecError(
+                    f"give table_size or compression, not both (got table_size={self.table_size!r}, "
+                    f"compression={self.compression!r}); drop one of them"
+                )
             ratio = parse_ratio(self.compression, "compression")
             if self.kind == "identity" and ratio != 1:
-                raise SpecError(f"the identity hash has one entry per weight, so its compression is 1, got "
-                                f"{ratio}; drop compression or choose another kind")
+                raise SpecError(
+                    f"the identity hash has one entry per weight, so its compression is 1, got "
+                    f"{ratio}; drop compression or choose another kind"
+                )
             object.__setattr__(self, "compression", str(ratio))
         elif self.table_size is None:
             object.__setattr__(self, "table_size", DEFAULT_TABLE_SIZE)
         if self.table_size is not None:
             _check_int("table_size", self.table_size, lo=1, hi=_MAX_TABLE)
         _check_int("seed", self.seed, lo=0, hi=_MAX_SEED)
-        check_real("sparsity", self.sparsity, 0.0, 1.0, SpecError, "0 keeps every weight", hi_open=True,
-                   expected="a float in [0, 1)")
+        check_real(
+            "sparsity",
+            self.sparsity,
+            0.0,
+            1.0,
+            SpecError,
+            "0 keeps every weight",
+            hi_open=True,
+            expected="a float in [0, 1)",
+        )
         if self.kind == "dirichlet":
             if not is_real(self.alpha, lo=0.0, lo_open=True):
                 raise SpecError(f"dirichlet needs alpha > 0 (finite), got {self.alpha!r}; e.g. alpha=1.0")
@@ -214,8 +237,10 @@ class HashSpec:
         totals = [w + b for w, b in zip(weights, biases)]
         for t, n in enumerate(totals):
             if n > _MAX_TABLE:
-                raise SpecError(f"table {t} would have {n:,} entries, more than 2**31 - 1; lower table_size or "
-                                "compression, or use scope='layer'")
+                raise SpecError(
+                    f"table {t} would have {n:,} entries, more than 2**31 - 1; lower table_size or "
+                    "compression, or use scope='layer'"
+                )
         return TablePlan(tuple(weights), tuple(biases))
 
     @classmethod

@@ -7,14 +7,29 @@ by backend), ``locality``, ``degeneracy``, ``theory`` and ``plots``.
 The names below load their module (:mod:`hashlab.stats.balance` brings scipy.stats) on first use, so
 importing one part, such as the kernels, does not import the others.
 """
+
 from __future__ import annotations
 
 import importlib
 
 __all__ = [
-    "STATS_SCHEMA", "STATS_VERSION", "BalanceStats", "SignStats", "LayerReport", "MapReport", "MapAnalyzer",
-    "map_report", "format_report", "balance_stats", "sign_stats", "expected_max_load", "entropy_nats",
-    "LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy",
+    "STATS_SCHEMA",
+    "STATS_VERSION",
+    "BalanceStats",
+    "SignStats",
+    "LayerReport",
+    "MapReport",
+    "MapAnalyzer",
+    "map_report",
+    "format_report",
+    "balance_stats",
+    "sign_stats",
+    "expected_max_load",
+    "entropy_nats",
+    "LayerDegeneracy",
+    "MapDegeneracy",
+    "layer_degeneracy",
+    "map_degeneracy",
 ]
 _DEGENERACY = {"LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy"}
 _TEXT = {"format_report"}

@@ -25,6 +25,7 @@ of 1000 entries has ``ln 1000 = 6.91`` nats). Three scopes are reported:
   uniformly chosen non-zeroed weight of the network, normalised by ``ln`` (all entries).
   For per-layer maps it decomposes as ``H(table) + sum_t P(t) H_t`` (chain rule).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,18 @@ from .entropy import entropy_nats
 from .locality import LayerLocality, default_thresholds, layer_locality, pool_locality
 
 __all__ = [
-    "STATS_SCHEMA", "STATS_VERSION", "BalanceStats", "SignStats", "LayerReport", "MapReport", "MapAnalyzer",
-    "map_report", "balance_stats", "sign_stats", "expected_max_load", "entropy_nats",
+    "STATS_SCHEMA",
+    "STATS_VERSION",
+    "BalanceStats",
+    "SignStats",
+    "LayerReport",
+    "MapReport",
+    "MapAnalyzer",
+    "map_report",
+    "balance_stats",
+    "sign_stats",
+    "expected_max_load",
+    "entropy_nats",
 ]
 
 STATS_SCHEMA = "hashlab.stats"
@@ -143,9 +154,13 @@ def sign_stats(sign_sums: np.ndarray, loads: np.ndarray) -> SignStats:
     chi = float((sign_sums[used].astype(np.float64) ** 2 / loads[used]).sum())
     dof = int(used.sum())
     return SignStats(
-        plus=plus, minus=minus, fraction_plus=plus / total if total else float("nan"),
+        plus=plus,
+        minus=minus,
+        fraction_plus=plus / total if total else float("nan"),
         binom_p=float(scipy.stats.binomtest(plus, total, 0.5).pvalue) if total else float("nan"),
-        entry_chi2=chi, entry_dof=dof, entry_chi2_p=float(scipy.stats.chi2.sf(chi, dof)) if dof else float("nan"),
+        entry_chi2=chi,
+        entry_dof=dof,
+        entry_chi2_p=float(scipy.stats.chi2.sf(chi, dof)) if dof else float("nan"),
     )
 
 
@@ -252,18 +267,32 @@ class BalanceStats:
         """Tidy JSON-ready dict (schema in ``docs/STATS.md``)."""
         h = self.load_histogram()
         d = {
-            "name": self.name, "num_weights": self.num_weights, "zeroed": self.zeroed, "nonzero": self.nonzero,
-            "num_entries": self.num_entries, "groups": list(self.groups), "sparsity": self.sparsity,
-            "compression_ratio": self.compression_ratio, "load_factor": self.mean_load,
-            "entropy": {"nats": self.entropy_nats, "bits": self.entropy_bits,
-                        "normalized": self.entropy_normalized, "effective_entries": self.effective_entries,
-                        "max_nats": math.log(self.num_entries)},
-            "load": {"min": self.min_load, "mean": self.mean_load, "max": self.max_load,
-                     "empty_entries": self.empty_entries, "expected_max_uniform": self.expected_max_load,
-                     "max_tail_p": self.max_load_p,
-                     "histogram": [[int(k), int(c)] for k, c in enumerate(h) if c]},
-            "uniformity": {"chi2": self.chi2, "chi2_p": self.chi2_p, "g": self.g, "g_p": self.g_p,
-                           "dof": self.dof},
+            "name": self.name,
+            "num_weights": self.num_weights,
+            "zeroed": self.zeroed,
+            "nonzero": self.nonzero,
+            "num_entries": self.num_entries,
+            "groups": list(self.groups),
+            "sparsity": self.sparsity,
+            "compression_ratio": self.compression_ratio,
+            "load_factor": self.mean_load,
+            "entropy": {
+                "nats": self.entropy_nats,
+                "bits": self.entropy_bits,
+                "normalized": self.entropy_normalized,
+                "effective_entries": self.effective_entries,
+                "max_nats": math.log(self.num_entries),
+            },
+            "load": {
+                "min": self.min_load,
+                "mean": self.mean_load,
+                "max": self.max_load,
+                "empty_entries": self.empty_entries,
+                "expected_max_uniform": self.expected_max_load,
+                "max_tail_p": self.max_load_p,
+                "histogram": [[int(k), int(c)] for k, c in enumerate(h) if c],
+            },
+            "uniformity": {"chi2": self.chi2, "chi2_p": self.chi2_p, "g": self.g, "g_p": self.g_p, "dof": self.dof},
             "sign": self.sign.to_dict() if self.sign is not None else None,
         }
         if include_loads:
@@ -271,8 +300,14 @@ class BalanceStats:
         return _json_clean(d)
 
 
-def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] | None = None,
-                  sign_sums: np.ndarray | None = None, table: int | None = None) -> BalanceStats:
+def balance_stats(
+    name: str,
+    loads: np.ndarray,
+    zeroed: int,
+    groups: list[int] | None = None,
+    sign_sums: np.ndarray | None = None,
+    table: int | None = None,
+) -> BalanceStats:
     """Compute :class:`BalanceStats` from loads.
 
     Parameters
@@ -321,11 +356,25 @@ def balance_stats(name: str, loads: np.ndarray, zeroed: int, groups: list[int] |
     mx = int(loads.max()) if loads.size else 0
     tail = 1.0 - (cdf[mx - 1] if 1 <= mx <= len(cdf) else (0.0 if mx < 1 else 1.0))
     return BalanceStats(
-        name=name, num_weights=int(loads.sum()) + int(zeroed), zeroed=int(zeroed), num_entries=int(loads.size),
-        loads=loads, groups=groups, entropy_nats=entropy_nats(loads), min_load=int(loads.min()) if loads.size else 0,
-        max_load=mx, empty_entries=int((loads == 0).sum()), expected_max_load=exp_max, max_load_p=float(tail),
-        chi2=chi, chi2_p=chi_p, g=g, g_p=g_p, dof=dof,
-        sign=sign_stats(sign_sums, loads) if sign_sums is not None else None, table=table,
+        name=name,
+        num_weights=int(loads.sum()) + int(zeroed),
+        zeroed=int(zeroed),
+        num_entries=int(loads.size),
+        loads=loads,
+        groups=groups,
+        entropy_nats=entropy_nats(loads),
+        min_load=int(loads.min()) if loads.size else 0,
+        max_load=mx,
+        empty_entries=int((loads == 0).sum()),
+        expected_max_load=exp_max,
+        max_load_p=float(tail),
+        chi2=chi,
+        chi2_p=chi_p,
+        g=g,
+        g_p=g_p,
+        dof=dof,
+        sign=sign_stats(sign_sums, loads) if sign_sums is not None else None,
+        table=table,
     )
 
 
@@ -342,11 +391,17 @@ class LayerReport:
     degeneracy: LayerDegeneracy | None = None
 
     def to_dict(self, include_loads: bool = False) -> dict[str, Any]:
-        return {"name": self.name, "out_features": self.out_features, "in_features": self.in_features,
-                "table": self.table, "balance": self.balance.to_dict(include_loads),
-                "locality": None if self.locality is None else
-                {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()},
-                "degeneracy": None if self.degeneracy is None else self.degeneracy.to_dict()}
+        return {
+            "name": self.name,
+            "out_features": self.out_features,
+            "in_features": self.in_features,
+            "table": self.table,
+            "balance": self.balance.to_dict(include_loads),
+            "locality": None
+            if self.locality is None
+            else {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()},
+            "degeneracy": None if self.degeneracy is None else self.degeneracy.to_dict(),
+        }
 
 
 @dataclass
@@ -368,13 +423,18 @@ class MapReport:
     def to_dict(self, include_loads: bool = False) -> dict[str, Any]:
         """JSON-ready dict: ``{"schema": "hashlab.stats", "version": 2, ...}`` (see ``docs/STATS.md``)."""
         return {
-            "schema": STATS_SCHEMA, "version": STATS_VERSION, "hashlab_version": __version__,
-            "source": self.source, "spec": self.spec, "table_sizes": list(self.table_sizes),
+            "schema": STATS_SCHEMA,
+            "version": STATS_VERSION,
+            "hashlab_version": __version__,
+            "source": self.source,
+            "spec": self.spec,
+            "table_sizes": list(self.table_sizes),
             "layers": [lay.to_dict(include_loads) for lay in self.layers],
             "tables": [t.to_dict(include_loads) for t in self.tables],
             "total": self.total.to_dict(include_loads=False),
-            "locality": None if self.locality is None else
-            {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()},
+            "locality": None
+            if self.locality is None
+            else {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()},
             "theory": self.theory,
             "degeneracy": None if self.degeneracy is None else self.degeneracy.to_dict(),
         }
@@ -426,8 +486,16 @@ class MapAnalyzer:
     layers_, tables_, total_, locality_, theory_, degeneracy_ : the report's parts
     """
 
-    def __init__(self, locality: bool = True, thresholds=None, backend: str = "numba", theory: bool = True,
-                 degeneracy: bool = True, rank_limit: int = RANK_LIMIT, rank_draws: int = RANK_DRAWS) -> None:
+    def __init__(
+        self,
+        locality: bool = True,
+        thresholds=None,
+        backend: str = "numba",
+        theory: bool = True,
+        degeneracy: bool = True,
+        rank_limit: int = RANK_LIMIT,
+        rank_draws: int = RANK_DRAWS,
+    ) -> None:
         self.locality = locality
         self.thresholds = thresholds
         self.backend = backend
@@ -448,8 +516,10 @@ class MapAnalyzer:
         import time
 
         if not isinstance(imap, IndexMap):
-            raise ValueError(f"expected an IndexMap, got {type(imap).__name__}; load one with "
-                             "hashlab.load_index_file(path) or build one with hashlab.build_map(...)")
+            raise ValueError(
+                f"expected an IndexMap, got {type(imap).__name__}; load one with "
+                "hashlab.load_index_file(path) or build one with hashlab.build_map(...)"
+            )
         if self.degeneracy and (int(self.rank_limit) < 0 or int(self.rank_draws) < 1):
             raise ValueError(f"need rank_limit >= 0 and rank_draws >= 1, got {self.rank_limit}, {self.rank_draws}")
         kern = SK.kernels(self.backend)
@@ -473,41 +543,63 @@ class MapAnalyzer:
             flat = lay.indices.reshape(-1)
             loads, zeroed = kern.loads(flat, n)
             if loads.sum() + zeroed != flat.size:
-                raise ValueError(f"layer {lay.name!r}: indices outside [-1, {n}); run IndexMap.validate() "
-                                 "to locate them")
+                raise ValueError(
+                    f"layer {lay.name!r}: indices outside [-1, {n}); run IndexMap.validate() to locate them"
+                )
             sums = kern.sign_sums(flat, lay.sign.reshape(-1), n) if lay.sign is not None else None
             tab_loads[lay.table] += loads
             tab_zero[lay.table] += zeroed
             if sums is not None:
                 tab_signs[lay.table] = sums if tab_signs[lay.table] is None else tab_signs[lay.table] + sums
-            layers.append(LayerReport(lay.name, lay.out_features, lay.in_features, lay.table,
-                                      stats(lay.name, loads, zeroed, sign_sums=sums)))
+            layers.append(
+                LayerReport(
+                    lay.name,
+                    lay.out_features,
+                    lay.in_features,
+                    lay.table,
+                    stats(lay.name, loads, zeroed, sign_sums=sums),
+                )
+            )
         tables = [stats(f"table {t}", tab_loads[t], tab_zero[t], sign_sums=tab_signs[t], table=t) for t in range(ntab)]
         has_sign = any(s is not None for s in tab_signs)
         total = stats(
-            "total", np.concatenate(tab_loads), sum(tab_zero), groups=list(imap.table_sizes),
-            sign_sums=np.concatenate([s if s is not None else np.zeros(n, np.int64)
-                                      for s, n in zip(tab_signs, imap.table_sizes)]) if has_sign else None)
+            "total",
+            np.concatenate(tab_loads),
+            sum(tab_zero),
+            groups=list(imap.table_sizes),
+            sign_sums=np.concatenate(
+                [s if s is not None else np.zeros(n, np.int64) for s, n in zip(tab_signs, imap.table_sizes)]
+            )
+            if has_sign
+            else None,
+        )
         if has_sign and not all(lay.sign is not None for lay in imap.layers):
             total.sign = None  # mixed: per-layer sign stats only
         timings = {"balance_s": time.perf_counter() - t0 - t_tests, "tests_s": t_tests}
         pooled = None
         if self.locality:
             t1 = time.perf_counter()
-            th = (np.asarray(self.thresholds, dtype=np.int64) if self.thresholds is not None
-                  else default_thresholds(max(lay.num_weights for lay in imap.layers) - 1))
-            locs = [layer_locality(lay.name, lay.indices, imap.table_sizes[lay.table], th, self.backend)
-                    for lay in imap.layers]
+            th = (
+                np.asarray(self.thresholds, dtype=np.int64)
+                if self.thresholds is not None
+                else default_thresholds(max(lay.num_weights for lay in imap.layers) - 1)
+            )
+            locs = [
+                layer_locality(lay.name, lay.indices, imap.table_sizes[lay.table], th, self.backend)
+                for lay in imap.layers
+            ]
             for rep, loc in zip(layers, locs):
                 rep.locality = loc
-            pooled = LayerLocality(id=pool_locality([loc.id for loc in locs]),
-                                   grid=pool_locality([loc.grid for loc in locs]))
+            pooled = LayerLocality(
+                id=pool_locality([loc.id for loc in locs]), grid=pool_locality([loc.grid for loc in locs])
+            )
             timings["locality_s"] = time.perf_counter() - t1
         deg = None
         if self.degeneracy:
             t2 = time.perf_counter()
-            degs = [layer_degeneracy(lay, self.rank_limit, self.rank_draws, backend=self.backend)
-                    for lay in imap.layers]
+            degs = [
+                layer_degeneracy(lay, self.rank_limit, self.rank_draws, backend=self.backend) for lay in imap.layers
+            ]
             for rep, d in zip(layers, degs):
                 rep.degeneracy = d
             deg = MapDegeneracy(degs, self.rank_limit, self.rank_draws)
@@ -520,19 +612,46 @@ class MapAnalyzer:
             self.theory_ = None
         self.layers_, self.tables_, self.total_, self.locality_ = layers, tables, total, pooled
         self.degeneracy_ = deg
-        self.report_ = MapReport(spec=dict(imap.spec), table_sizes=imap.table_sizes, layers=layers, tables=tables,
-                                 total=total, locality=pooled, source=source, timings=timings, theory=self.theory_,
-                                 degeneracy=deg)
+        self.report_ = MapReport(
+            spec=dict(imap.spec),
+            table_sizes=imap.table_sizes,
+            layers=layers,
+            tables=tables,
+            total=total,
+            locality=pooled,
+            source=source,
+            timings=timings,
+            theory=self.theory_,
+            degeneracy=deg,
+        )
         return self
 
 
-def map_report(imap: IndexMap, locality: bool = True, thresholds=None, backend: str = "numba",
-               source: str | None = None, theory: bool = True, degeneracy: bool = True,
-               rank_limit: int = RANK_LIMIT, rank_draws: int = RANK_DRAWS) -> MapReport:
+def map_report(
+    imap: IndexMap,
+    locality: bool = True,
+    thresholds=None,
+    backend: str = "numba",
+    source: str | None = None,
+    theory: bool = True,
+    degeneracy: bool = True,
+    rank_limit: int = RANK_LIMIT,
+    rank_draws: int = RANK_DRAWS,
+) -> MapReport:
     """``MapAnalyzer(locality, ..., rank_draws).fit(imap, source).report_`` (same parameters)."""
-    return MapAnalyzer(locality=locality, thresholds=thresholds, backend=backend, theory=theory,
-                       degeneracy=degeneracy, rank_limit=rank_limit,
-                       rank_draws=rank_draws).fit(imap, source).report_
+    return (
+        MapAnalyzer(
+            locality=locality,
+            thresholds=thresholds,
+            backend=backend,
+            theory=theory,
+            degeneracy=degeneracy,
+            rank_limit=rank_limit,
+            rank_draws=rank_draws,
+        )
+        .fit(imap, source)
+        .report_
+    )
 
 
 # --------------------------------------------------------------------------- JSON helpers

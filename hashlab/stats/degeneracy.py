@@ -27,6 +27,7 @@ The rank for random table values is ``numpy.linalg.matrix_rank`` of ``W`` with t
 rank, so it is computed on the submatrix of distinct rows and distinct columns, and only when
 that submatrix has at most ``rank_limit`` entries (default 2**20 = 1,048,576).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,7 +39,12 @@ from ..maps.indexmap import IndexMap, LayerMap
 from . import kernels as SK
 
 __all__ = [
-    "LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy", "RANK_LIMIT", "RANK_DRAWS",
+    "LayerDegeneracy",
+    "MapDegeneracy",
+    "layer_degeneracy",
+    "map_degeneracy",
+    "RANK_LIMIT",
+    "RANK_DRAWS",
 ]
 
 RANK_LIMIT = 1 << 20
@@ -103,11 +109,17 @@ class LayerDegeneracy:
         return None if self.random_ranks is None else max(self.random_ranks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"distinct_rows": self.distinct_rows, "distinct_cols": self.distinct_cols,
-                "largest_row_group": self.largest_row_group, "largest_col_group": self.largest_col_group,
-                "rank_bound": self.rank_bound, "full_rank": self.full_rank, "degenerate": self.degenerate,
-                "random_rank": self.random_rank,
-                "random_ranks": None if self.random_ranks is None else list(self.random_ranks)}
+        return {
+            "distinct_rows": self.distinct_rows,
+            "distinct_cols": self.distinct_cols,
+            "largest_row_group": self.largest_row_group,
+            "largest_col_group": self.largest_col_group,
+            "rank_bound": self.rank_bound,
+            "full_rank": self.full_rank,
+            "degenerate": self.degenerate,
+            "random_rank": self.random_rank,
+            "random_ranks": None if self.random_ranks is None else list(self.random_ranks),
+        }
 
 
 @dataclass
@@ -156,14 +168,22 @@ class MapDegeneracy:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON ``degeneracy`` section (totals; per-layer parts sit in each layer's entry)."""
-        return {"rows": self.rows, "distinct_rows": self.distinct_rows, "cols": self.cols,
-                "distinct_cols": self.distinct_cols, "rank_bound": self.rank_bound, "full_rank": self.full_rank,
-                "degenerate_layers": self.degenerate_layers, "rank_limit": self.rank_limit,
-                "rank_draws": self.rank_draws}
+        return {
+            "rows": self.rows,
+            "distinct_rows": self.distinct_rows,
+            "cols": self.cols,
+            "distinct_cols": self.distinct_cols,
+            "rank_bound": self.rank_bound,
+            "full_rank": self.full_rank,
+            "degenerate_layers": self.degenerate_layers,
+            "rank_limit": self.rank_limit,
+            "rank_draws": self.rank_draws,
+        }
 
 
-def _random_ranks(indices: np.ndarray, sign: np.ndarray | None, rows: np.ndarray, cols: np.ndarray,
-                  draws: int, seed: int) -> tuple[int, ...]:
+def _random_ranks(
+    indices: np.ndarray, sign: np.ndarray | None, rows: np.ndarray, cols: np.ndarray, draws: int, seed: int
+) -> tuple[int, ...]:
     sub = indices[np.ix_(rows, cols)].astype(np.int64)
     sg = None if sign is None else sign[np.ix_(rows, cols)].astype(np.float64)
     n = int(sub.max()) + 1 if sub.size else 0
@@ -177,8 +197,9 @@ def _random_ranks(indices: np.ndarray, sign: np.ndarray | None, rows: np.ndarray
     return tuple(ranks)
 
 
-def layer_degeneracy(layer: LayerMap, rank_limit: int = RANK_LIMIT, rank_draws: int = RANK_DRAWS, seed: int = 0,
-                     backend: str = "numba") -> LayerDegeneracy:
+def layer_degeneracy(
+    layer: LayerMap, rank_limit: int = RANK_LIMIT, rank_draws: int = RANK_DRAWS, seed: int = 0, backend: str = "numba"
+) -> LayerDegeneracy:
     """Identical rows and columns of ``layer`` and its rank bound (see :class:`LayerDegeneracy`).
 
     Parameters
@@ -211,14 +232,22 @@ def layer_degeneracy(layer: LayerMap, rank_limit: int = RANK_LIMIT, rank_draws: 
     if rep_r.size * rep_c.size <= rank_limit:
         ranks = _random_ranks(layer.indices, layer.sign, rep_r, rep_c, rank_draws, seed)
     return LayerDegeneracy(
-        name=layer.name, out_features=layer.out_features, in_features=layer.in_features,
-        distinct_rows=int(rep_r.size), distinct_cols=int(rep_c.size),
-        largest_row_group=int(np.bincount(rg).max()), largest_col_group=int(np.bincount(cg).max()),
-        row_groups=rg, col_groups=cg, random_ranks=ranks)
+        name=layer.name,
+        out_features=layer.out_features,
+        in_features=layer.in_features,
+        distinct_rows=int(rep_r.size),
+        distinct_cols=int(rep_c.size),
+        largest_row_group=int(np.bincount(rg).max()),
+        largest_col_group=int(np.bincount(cg).max()),
+        row_groups=rg,
+        col_groups=cg,
+        random_ranks=ranks,
+    )
 
 
-def map_degeneracy(imap: IndexMap, rank_limit: int = RANK_LIMIT, rank_draws: int = RANK_DRAWS, seed: int = 0,
-                   backend: str = "numba") -> MapDegeneracy:
+def map_degeneracy(
+    imap: IndexMap, rank_limit: int = RANK_LIMIT, rank_draws: int = RANK_DRAWS, seed: int = 0, backend: str = "numba"
+) -> MapDegeneracy:
     """:func:`layer_degeneracy` of every layer of ``imap``, with totals.
 
     Raises
@@ -228,5 +257,8 @@ def map_degeneracy(imap: IndexMap, rank_limit: int = RANK_LIMIT, rank_draws: int
     """
     if not isinstance(imap, IndexMap):
         raise ValueError(f"expected an IndexMap, got {type(imap).__name__}; build one with hashlab.build_map(...)")
-    return MapDegeneracy([layer_degeneracy(lay, rank_limit, rank_draws, seed, backend) for lay in imap.layers],
-                         rank_limit=rank_limit, rank_draws=rank_draws)
+    return MapDegeneracy(
+        [layer_degeneracy(lay, rank_limit, rank_draws, seed, backend) for lay in imap.layers],
+        rank_limit=rank_limit,
+        rank_draws=rank_draws,
+    )

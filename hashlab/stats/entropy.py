@@ -1,4 +1,5 @@
 """Shannon entropy of a table's usage (paper eq. 7): the primitive that balance and theory share."""
+
 from __future__ import annotations
 
 import numpy as np

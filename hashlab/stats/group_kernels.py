@@ -5,6 +5,7 @@ rows (columns) are identical when their key sequences are equal (:mod:`hashlab.s
 describes the algorithm and uses these kernels through :func:`hashlab.stats.kernels.kernels`).
 ``tests/hashlab/stats/test_degeneracy.py`` shows both twins agree with brute force.
 """
+
 from __future__ import annotations
 
 import numba as nb
@@ -14,7 +15,11 @@ from ..maps.kernels import _P1, _P2, _P3
 from ..maps.kernels import _avalanche as _final  # the XXH64 avalanche: rows hash like identifiers
 
 __all__ = [
-    "position_keys", "row_groups_ref", "col_groups_ref", "line_groups_ref", "line_groups_nb",
+    "position_keys",
+    "row_groups_ref",
+    "col_groups_ref",
+    "line_groups_ref",
+    "line_groups_nb",
 ]
 
 _SEED = np.uint64(0x9E3779B97F4A7C15)

@@ -18,6 +18,7 @@ Conventions
   ``ids[starts[e]:starts[e + 1]]``, in increasing identifier order.
 * Distances are integers. ``-1`` marks "no other weight in the bucket".
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -32,9 +33,22 @@ from .group_kernels import line_groups_nb, line_groups_ref
 from .offset_kernels import offset_residues_nb, offset_residues_ref
 
 __all__ = [
-    "loads_ref", "loads_nb", "sign_sums_ref", "sign_sums_nb", "bucket_sort_ref", "bucket_sort_nb",
-    "nearest_partner_ref", "nearest_partner_nb", "nearest_histograms_ref", "nearest_histograms_nb",
-    "pair_counts_ref", "layer_pair_counts_ref", "layer_pair_counts_nb", "StatsKernels", "kernels", "BACKENDS",
+    "loads_ref",
+    "loads_nb",
+    "sign_sums_ref",
+    "sign_sums_nb",
+    "bucket_sort_ref",
+    "bucket_sort_nb",
+    "nearest_partner_ref",
+    "nearest_partner_nb",
+    "nearest_histograms_ref",
+    "nearest_histograms_nb",
+    "pair_counts_ref",
+    "layer_pair_counts_ref",
+    "layer_pair_counts_nb",
+    "StatsKernels",
+    "kernels",
+    "BACKENDS",
 ]
 
 _CHUNK = 1 << 16  # positions per parallel work item
@@ -78,8 +92,11 @@ def sign_sums_ref(idx: np.ndarray, sign: np.ndarray, n: int) -> np.ndarray:
         ``sum(sign[idx == e])``; zeroed weights are ignored.
     """
     keep = idx >= 0
-    return np.bincount(idx[keep].astype(np.int64), weights=sign[keep].astype(np.float64),
-                       minlength=n).round().astype(np.int64)
+    return (
+        np.bincount(idx[keep].astype(np.int64), weights=sign[keep].astype(np.float64), minlength=n)
+        .round()
+        .astype(np.int64)
+    )
 
 
 def _id_dtype(size: int):
@@ -296,6 +313,7 @@ def _as_like_ov(x, like):
 
     def impl(x, like):
         return dtype(x)
+
     return impl
 
 
@@ -489,7 +507,7 @@ def _nearest_buckets(starts, ids, cols, threads, points, cap, d_id_out, d_grid_o
 
 def _trim(hist: np.ndarray) -> np.ndarray:
     nz = np.flatnonzero(hist)
-    return hist[:nz[-1] + 1].copy() if nz.size else np.zeros(1, np.int64)
+    return hist[: nz[-1] + 1].copy() if nz.size else np.zeros(1, np.int64)
 
 
 def _row_proto(rows: int, cols: int) -> np.ndarray | None:
@@ -530,8 +548,7 @@ def nearest_partner_nb(starts: np.ndarray, ids: np.ndarray, in_features: int) ->
     return d_id, d_grid
 
 
-def nearest_histograms_ref(starts: np.ndarray, ids: np.ndarray, in_features: int
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def nearest_histograms_ref(starts: np.ndarray, ids: np.ndarray, in_features: int) -> tuple[np.ndarray, np.ndarray]:
     """Histograms of the nearest-partner distances (numpy reference).
 
     Returns
@@ -541,13 +558,13 @@ def nearest_histograms_ref(starts: np.ndarray, ids: np.ndarray, in_features: int
         (length: the largest distance + 1; ``[0]`` when no weight has a partner).
     """
     d_id, d_grid = nearest_partner_ref(starts, ids, in_features)
-    h_id, h_grid = (np.bincount(d[d >= 0]).astype(np.int64) if (d >= 0).any() else np.zeros(1, np.int64)
-                    for d in (d_id, d_grid))
+    h_id, h_grid = (
+        np.bincount(d[d >= 0]).astype(np.int64) if (d >= 0).any() else np.zeros(1, np.int64) for d in (d_id, d_grid)
+    )
     return h_id, h_grid
 
 
-def nearest_histograms_nb(starts: np.ndarray, ids: np.ndarray, in_features: int
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def nearest_histograms_nb(starts: np.ndarray, ids: np.ndarray, in_features: int) -> tuple[np.ndarray, np.ndarray]:
     """numba twin of :func:`nearest_histograms_ref`: :func:`nearest_partner_nb`'s per-bucket work
     with per-worker histograms instead of per-weight arrays (no O(M) output)."""
     if ids.shape[0] == 0:
@@ -558,7 +575,7 @@ def nearest_histograms_nb(starts: np.ndarray, ids: np.ndarray, in_features: int
         return nearest_histograms_ref(starts, ids, in_features)
     hid, hgrid, ovf, novf, bb = out
     h_id = hid.sum(axis=0)
-    extra = np.concatenate([ovf[starts[bb[w]]:starts[bb[w]] + novf[w]] for w in range(len(novf))])
+    extra = np.concatenate([ovf[starts[bb[w]] : starts[bb[w]] + novf[w]] for w in range(len(novf))])
     if extra.size:
         h_id = np.concatenate([h_id, np.zeros(int(extra.max()) + 1 - h_id.size, np.int64)])
         h_id += np.bincount(extra, minlength=h_id.size)
@@ -638,7 +655,7 @@ def _pair_sweep(idx, n, th, threads):
                     on[q] = 1 if live else 0
                     if t < nth and not live:
                         stop = min(stop, th[t])
-                _pair_gather(idx, cnt, x, stop, d, on, sums[k, g * _GROUP:(g + 1) * _GROUP])
+                _pair_gather(idx, cnt, x, stop, d, on, sums[k, g * _GROUP : (g + 1) * _GROUP])
                 x = stop
             if k == nt - 1 and g == 0:
                 loads1[:] = cnt  # the last chunk ends with every bucket's load
@@ -723,11 +740,11 @@ def layer_pair_counts_nb(idx: np.ndarray, n: int, thresholds: np.ndarray) -> np.
     if part.size:
         sums, loads1 = _pair_sweep(idx, n, part, nb.get_num_threads())
         own = int((loads1 * (loads1 + 1) // 2).sum())
-        out[:part.size] = sums + _pair_tail(idx, loads1, part) - own
+        out[: part.size] = sums + _pair_tail(idx, loads1, part) - own
     else:
         loads1 = np.bincount(idx.astype(np.int64) + 1, minlength=n + 1)
         loads1[0] = 0  # zeroed weights have no partners
-    out[part.size:] = int((loads1 * (loads1 - 1) // 2).sum())
+    out[part.size :] = int((loads1 * (loads1 - 1) // 2).sum())
     return out[inv.reshape(-1)]
 
 
@@ -772,12 +789,26 @@ class StatsKernels(NamedTuple):
 
 
 _KERNELS = {
-    "numba": StatsKernels(loads=loads_nb, sign_sums=sign_sums_nb, bucket_sort=bucket_sort_nb,
-                          nearest_partners=nearest_partner_nb, nearest_histograms=nearest_histograms_nb, layer_pair_counts=layer_pair_counts_nb,
-                          line_groups=line_groups_nb, offset_residues=offset_residues_nb),
-    "numpy": StatsKernels(loads=loads_ref, sign_sums=sign_sums_ref, bucket_sort=bucket_sort_ref,
-                          nearest_partners=nearest_partner_ref, nearest_histograms=nearest_histograms_ref, layer_pair_counts=layer_pair_counts_ref,
-                          line_groups=line_groups_ref, offset_residues=offset_residues_ref),
+    "numba": StatsKernels(
+        loads=loads_nb,
+        sign_sums=sign_sums_nb,
+        bucket_sort=bucket_sort_nb,
+        nearest_partners=nearest_partner_nb,
+        nearest_histograms=nearest_histograms_nb,
+        layer_pair_counts=layer_pair_counts_nb,
+        line_groups=line_groups_nb,
+        offset_residues=offset_residues_nb,
+    ),
+    "numpy": StatsKernels(
+        loads=loads_ref,
+        sign_sums=sign_sums_ref,
+        bucket_sort=bucket_sort_ref,
+        nearest_partners=nearest_partner_ref,
+        nearest_histograms=nearest_histograms_ref,
+        layer_pair_counts=layer_pair_counts_ref,
+        line_groups=line_groups_ref,
+        offset_residues=offset_residues_ref,
+    ),
 }
 
 

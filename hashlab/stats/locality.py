@@ -34,6 +34,7 @@ identifier-order nearest partner is an adjacent element. The grid nearest partne
 per-bucket column sweep (:mod:`hashlab.stats.kernels`); both feed histograms directly. Pairs
 within ``d`` come from one sweep in identifier order that needs no sort (O(N) per threshold).
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,8 +47,19 @@ from . import kernels as SK
 
 _T = TypeVar("_T")
 
-__all__ = ["LocalityStats", "LayerLocality", "layer_locality", "nearest_partners", "pool_locality", "default_thresholds", "pair_thresholds",
-           "line_window_profile", "expected_nearest_counts", "expected_pair_fraction", "METRICS"]
+__all__ = [
+    "LocalityStats",
+    "LayerLocality",
+    "layer_locality",
+    "nearest_partners",
+    "pool_locality",
+    "default_thresholds",
+    "pair_thresholds",
+    "line_window_profile",
+    "expected_nearest_counts",
+    "expected_pair_fraction",
+    "METRICS",
+]
 
 METRICS = ("id", "grid")
 
@@ -155,8 +167,9 @@ def _expected_one(metric: str, rows: int, cols: int, n: int, sparsity: float, d:
     return keep * (total - s_d), co
 
 
-def expected_nearest_counts(metric: str, shape: tuple[int, int], n: int, sparsity: float,
-                            thresholds: np.ndarray) -> tuple[np.ndarray, float]:
+def expected_nearest_counts(
+    metric: str, shape: tuple[int, int], n: int, sparsity: float, thresholds: np.ndarray
+) -> tuple[np.ndarray, float]:
     """Expected nearest-partner counts under the uniform-hash null model (module docstring).
 
     Parameters
@@ -268,8 +281,11 @@ class LocalityStats:
         """``pairs_within / pairs_total`` (id metric only)."""
         if self.pairs_within is None:
             return None
-        return self.pairs_within / np.float64(self.pairs_total) if self.pairs_total else np.full(
-            len(self.pairs_within), np.nan)
+        return (
+            self.pairs_within / np.float64(self.pairs_total)
+            if self.pairs_total
+            else np.full(len(self.pairs_within), np.nan)
+        )
 
     def quantile(self, q: float) -> float:
         """Smallest distance ``d`` with at least a fraction ``q`` of co-bucketed weights within ``d``.
@@ -350,8 +366,7 @@ class LocalityStats:
             },
             "curve": [
                 {"d": int(t), "within": int(w), "fraction": _finite(f), "expected_fraction": _finite(e)}
-                for t, w, f, e in zip(self.thresholds, self.within, self.fraction_within,
-                                      self.expected_fraction_within)
+                for t, w, f, e in zip(self.thresholds, self.within, self.fraction_within, self.expected_fraction_within)
             ],
         }
         pair_th, pair_frac, pair_exp = self.pair_thresholds, self.pair_fraction, self.expected_pair_fraction
@@ -388,8 +403,9 @@ class LayerLocality:
     grid: LocalityStats
 
 
-def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarray | None = None,
-                   backend: str = "numba") -> LayerLocality:
+def layer_locality(
+    name: str, indices: np.ndarray, n: int, thresholds: np.ndarray | None = None, backend: str = "numba"
+) -> LayerLocality:
     """Nearest-partner and pair statistics of one layer.
 
     Parameters
@@ -416,8 +432,10 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
     if indices.ndim != 2:
         raise ValueError(f"layer {name!r}: indices must be 2-D (out_features, in_features), got {indices.shape}")
     if indices.size >= 2**31:
-        raise ValueError(f"layer {name!r} has {indices.size} weights; locality supports layers below 2**31 "
-                         "weights (run with locality=False / --no-locality)")
+        raise ValueError(
+            f"layer {name!r} has {indices.size} weights; locality supports layers below 2**31 "
+            "weights (run with locality=False / --no-locality)"
+        )
     kern = SK.kernels(backend)
     rows, cols = indices.shape
     flat = indices.reshape(-1)
@@ -441,9 +459,15 @@ def layer_locality(name: str, indices: np.ndarray, n: int, thresholds: np.ndarra
         within = cum[np.minimum(thresholds, len(cum) - 1)]
         exp_within, exp_co = expected_nearest_counts(metric, (rows, cols), n, sparsity, thresholds)
         stats = LocalityStats(
-            name=name, metric=metric, co_bucketed=co, isolated=total - zeroed - co,
-            histogram=hist.astype(np.int64), thresholds=thresholds, within=within.astype(np.int64),
-            expected_within=exp_within, expected_co_bucketed=exp_co,
+            name=name,
+            metric=metric,
+            co_bucketed=co,
+            isolated=total - zeroed - co,
+            histogram=hist.astype(np.int64),
+            thresholds=thresholds,
+            within=within.astype(np.int64),
+            expected_within=exp_within,
+            expected_co_bucketed=exp_co,
             _null=[(metric, (rows, cols), n, sparsity)],
         )
         if metric == "id":
@@ -519,10 +543,14 @@ def pool_locality(parts: list[LocalityStats], name: str = "total") -> LocalitySt
             raise ValueError("pool_locality: every part must have the same metric and thresholds")
     hist = np.zeros(max(len(p.histogram) for p in parts), np.int64)
     for p in parts:
-        hist[:len(p.histogram)] += p.histogram
+        hist[: len(p.histogram)] += p.histogram
     pooled = LocalityStats(
-        name=name, metric=metric, co_bucketed=sum(p.co_bucketed for p in parts),
-        isolated=sum(p.isolated for p in parts), histogram=hist, thresholds=th,
+        name=name,
+        metric=metric,
+        co_bucketed=sum(p.co_bucketed for p in parts),
+        isolated=sum(p.isolated for p in parts),
+        histogram=hist,
+        thresholds=th,
         within=np.sum([p.within for p in parts], axis=0).astype(np.int64),
         expected_within=np.sum([p.expected_within for p in parts], axis=0),
         expected_co_bucketed=float(sum(p.expected_co_bucketed for p in parts)),

@@ -17,6 +17,7 @@ picks the faster one.
 ``tests/hashlab/stats/test_theory.py`` shows the twins agree exactly (integer counts). Callers
 take them as ``offset_residues`` of :func:`hashlab.stats.kernels.kernels`.
 """
+
 from __future__ import annotations
 
 import numba as nb

@@ -9,6 +9,7 @@
 
 Every PNG is written atomically.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,9 +29,17 @@ from ..maps.hashes import dirichlet_probabilities
 from .entropy import entropy_nats
 from .theory import dirichlet_entropy_sd, dirichlet_expected_entropy, dirichlet_multinomial_expected_entropy
 
-__all__ = ["report_figures", "load_histogram_figure", "locality_figure", "entropy_figure", "degeneracy_figure",
-           "dirichlet_heatmap",
-           "entropy_vs_alpha", "save_figure", "DEFAULT_ALPHAS"]
+__all__ = [
+    "report_figures",
+    "load_histogram_figure",
+    "locality_figure",
+    "entropy_figure",
+    "degeneracy_figure",
+    "dirichlet_heatmap",
+    "entropy_vs_alpha",
+    "save_figure",
+    "DEFAULT_ALPHAS",
+]
 
 DEFAULT_ALPHAS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -87,10 +96,13 @@ def load_histogram_figure(report) -> Figure:
         ax.set_xlabel("load (non-zeroed weights per entry)" + (", log bins" if wide else ""))
         ax.set_ylabel("entries")
         empty = f", {b.empty_entries} empty" if wide and b.empty_entries else ""
-        ax.set_title(f"{lay.name} ({lay.out_features}x{lay.in_features}, n={b.num_entries:,}): "
-                     f"H = {b.entropy_nats:.2f} nats{empty}", fontsize=10)
+        ax.set_title(
+            f"{lay.name} ({lay.out_features}x{lay.in_features}, n={b.num_entries:,}): "
+            f"H = {b.entropy_nats:.2f} nats{empty}",
+            fontsize=10,
+        )
         ax.legend(fontsize=8)
-    for ax in axes[len(layers):]:
+    for ax in axes[len(layers) :]:
         ax.set_visible(False)
     fig.suptitle("Load histogram: how many entries are read by k weights", fontsize=12)
     return fig
@@ -104,8 +116,9 @@ def locality_figure(report) -> Figure:
     axes = fig.subplots(1, 3)
     parts = [(lay.name, lay.locality) for lay in report.layers]
     for ax, metric, title, xlabel in (
-            (axes[0], "id", "Nearest partner, identifier order", "distance d = |i - i'| (weights)"),
-            (axes[1], "grid", "Nearest partner, 2-D grid", "distance d = max(|drow|, |dcol|) (weights)")):
+        (axes[0], "id", "Nearest partner, identifier order", "distance d = |i - i'| (weights)"),
+        (axes[1], "grid", "Nearest partner, 2-D grid", "distance d = max(|drow|, |dcol|) (weights)"),
+    ):
         for c, (name, loc) in enumerate(parts):
             st = getattr(loc, metric)
             color = _COLORS[c % len(_COLORS)]
@@ -151,9 +164,15 @@ def entropy_figure(report) -> Figure:
     ax.bar(x, hmax, width=0.7, color="none", edgecolor="gray", ls="--", lw=1.2, label="ln n (balanced table)")
     bars = ax.bar(x, h, width=0.55, color=[_COLORS[0]] * (len(rows) - 1) + [_COLORS[1]], label="measured H")
     for rect, b, top in zip(bars, (b for _, b in rows), hmax):
-        ax.annotate(f"{b.entropy_nats:.2f}\n({b.entropy_normalized:.0%})", (rect.get_x() + rect.get_width() / 2,
-                    max(rect.get_height(), top)), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            f"{b.entropy_nats:.2f}\n({b.entropy_normalized:.0%})",
+            (rect.get_x() + rect.get_width() / 2, max(rect.get_height(), top)),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
     ax.set_xticks(x, [f"{name}\nn={b.num_entries:,}" for name, b in rows], fontsize=9)
     ax.set_ylabel("entropy of entry usage (nats)")
     ax.set_ylim(0, max(hmax) * 1.22)
@@ -172,17 +191,20 @@ def degeneracy_figure(report) -> Figure:
     fig = _new(max(5.0, 1.3 * len(degs) + 2.5), 4.2)
     ax = fig.subplots()
     x = np.arange(len(degs))
-    parts = [("distinct rows / out", [d.distinct_rows / d.out_features for d in degs]),
-             ("distinct cols / in", [d.distinct_cols / d.in_features for d in degs]),
-             ("rank bound / min(out, in)", [d.rank_bound / d.full_rank for d in degs]),
-             ("random rank / min(out, in)", [np.nan if d.random_rank is None else d.random_rank / d.full_rank
-                                             for d in degs])]
+    parts = [
+        ("distinct rows / out", [d.distinct_rows / d.out_features for d in degs]),
+        ("distinct cols / in", [d.distinct_cols / d.in_features for d in degs]),
+        ("rank bound / min(out, in)", [d.rank_bound / d.full_rank for d in degs]),
+        (
+            "random rank / min(out, in)",
+            [np.nan if d.random_rank is None else d.random_rank / d.full_rank for d in degs],
+        ),
+    ]
     w = 0.8 / len(parts)
     for j, (label, vals) in enumerate(parts):
         ax.bar(x + (j - 1.5) * w, vals, width=w, color=_COLORS[j], label=label)
     ax.axhline(1.0, color="gray", ls="--", lw=1)
-    ax.set_xticks(x, [f"{d.name}\n{d.out_features}x{d.in_features}\nbound {d.rank_bound:,}" for d in degs],
-                  fontsize=9)
+    ax.set_xticks(x, [f"{d.name}\n{d.out_features}x{d.in_features}\nbound {d.rank_bound:,}" for d in degs], fontsize=9)
     ax.set_ylim(0, 1.25)
     ax.set_ylabel("fraction of full")
     ax.legend(fontsize=8, loc="upper right", ncol=2)
@@ -194,8 +216,10 @@ def report_figures(report, outdir: str | os.PathLike) -> list[Path]:
     """Write ``load_histogram.png``, ``entropy.png`` and (if computed) ``locality.png`` and
     ``degeneracy.png`` into ``outdir``."""
     outdir = Path(outdir)
-    paths = [save_figure(load_histogram_figure(report), outdir / "load_histogram.png"),
-             save_figure(entropy_figure(report), outdir / "entropy.png")]
+    paths = [
+        save_figure(load_histogram_figure(report), outdir / "load_histogram.png"),
+        save_figure(entropy_figure(report), outdir / "entropy.png"),
+    ]
     if report.locality is not None:
         paths.append(save_figure(locality_figure(report), outdir / "locality.png"))
     if report.degeneracy is not None:
@@ -203,8 +227,9 @@ def report_figures(report, outdir: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def dirichlet_heatmap(path: str | os.PathLike, n: int = 1000, alphas: Sequence[float] = DEFAULT_ALPHAS,
-                      seed: int = 0) -> Path:
+def dirichlet_heatmap(
+    path: str | os.PathLike, n: int = 1000, alphas: Sequence[float] = DEFAULT_ALPHAS, seed: int = 0
+) -> Path:
     """The paper's Figure 1: entry probabilities ``p ~ Dir(alpha)`` over ``n`` entries, one row per alpha.
 
     Colour is ``n p_e`` (1 = the uniform share) on a log scale; each row is labelled with its
@@ -217,20 +242,34 @@ def dirichlet_heatmap(path: str | os.PathLike, n: int = 1000, alphas: Sequence[f
     fig = _new(11, 0.55 * len(alphas) + 1.8)
     ax = fig.subplots()
     shown = np.clip(ps * n, 1e-3, None)
-    im = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="magma",
-                   norm=LogNorm(vmin=1e-3, vmax=max(shown.max(), 10.0)))
-    ax.set_yticks(range(len(alphas)), [f"alpha={a:g}  (H={entropy_nats(p):.2f} nats)"
-                                       for a, p in zip(alphas, ps)], fontsize=9)
+    im = ax.imshow(
+        shown,
+        aspect="auto",
+        interpolation="nearest",
+        cmap="magma",
+        norm=LogNorm(vmin=1e-3, vmax=max(shown.max(), 10.0)),
+    )
+    ax.set_yticks(
+        range(len(alphas)), [f"alpha={a:g}  (H={entropy_nats(p):.2f} nats)" for a, p in zip(alphas, ps)], fontsize=9
+    )
     ax.set_xlabel(f"table entry (0..{n - 1})")
     cb = fig.colorbar(im, ax=ax, pad=0.01)
     cb.set_label("n x probability (1 = uniform share; <=1e-3 clipped)")
-    ax.set_title(f"Multinomial parameters p ~ Dirichlet(alpha) over {n} entries (paper Fig. 1; seed {seed}); "
-                 f"uniform table: ln {n} = {math.log(n):.2f} nats", fontsize=10)
+    ax.set_title(
+        f"Multinomial parameters p ~ Dirichlet(alpha) over {n} entries (paper Fig. 1; seed {seed}); "
+        f"uniform table: ln {n} = {math.log(n):.2f} nats",
+        fontsize=10,
+    )
     return save_figure(fig, path)
 
 
-def entropy_vs_alpha(path: str | os.PathLike, n: int = 1000, alphas: Sequence[float] | None = None,
-                     draws: Sequence[int] = (156_800, 2_000), seeds: int = 5) -> Path:
+def entropy_vs_alpha(
+    path: str | os.PathLike,
+    n: int = 1000,
+    alphas: Sequence[float] | None = None,
+    draws: Sequence[int] = (156_800, 2_000),
+    seeds: int = 5,
+) -> Path:
     """Expected entropy of a Dirichlet table against alpha, with the uniform table's ``ln n`` line.
 
     Plots ``E[H(p)]`` +- 1 sd (closed form), the entropies of drawn ``p`` for ``seeds`` seeds,
@@ -253,11 +292,18 @@ def entropy_vs_alpha(path: str | os.PathLike, n: int = 1000, alphas: Sequence[fl
         ax.scatter(pts, hs, s=12, color="black", zorder=3, label="H of drawn p (5 seeds)" if s == 0 else None)
     for c, m in enumerate(draws):
         plug = [dirichlet_multinomial_expected_entropy(int(m), n, a) for a in grid]
-        ax.plot(grid, plug, color=_COLORS[1 + c], ls="-.", lw=1.4,
-                label=f"E[plug-in H] measured from m = {m:,} weights")
+        ax.plot(
+            grid, plug, color=_COLORS[1 + c], ls="-.", lw=1.4, label=f"E[plug-in H] measured from m = {m:,} weights"
+        )
     ax.axhline(math.log(n), color="gray", ls="--", lw=1.2)
-    ax.annotate(f"uniform table: ln {n} = {math.log(n):.2f} nats", (grid[0], math.log(n)), xytext=(0, 4),
-                textcoords="offset points", fontsize=9, color="dimgray")
+    ax.annotate(
+        f"uniform table: ln {n} = {math.log(n):.2f} nats",
+        (grid[0], math.log(n)),
+        xytext=(0, 4),
+        textcoords="offset points",
+        fontsize=9,
+        color="dimgray",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("Dirichlet concentration alpha (log scale)")
     ax.set_ylabel("entropy of entry usage (nats)")

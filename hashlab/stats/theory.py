@@ -15,6 +15,7 @@
 Everything here is numpy/scipy, except the one-pass offset histogram of the Neighborhood check
 (:mod:`hashlab.stats.offset_kernels`, numba with a numpy twin).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -30,11 +31,22 @@ from .entropy import entropy_nats
 from .kernels import kernels
 
 __all__ = [
-    "dirichlet_expected_entropy", "dirichlet_entropy_sd", "dirichlet_multinomial_expected_entropy",
-    "simulate_plugin_entropy", "plugin_entropy_sd", "PLUGIN_METHODS", "ASYMPTOTIC_MIN_LOAD", "DirichletCheck",
-    "dirichlet_entropy_check", "layer_identifiers",
-    "neighborhood_offsets", "OffsetCheck", "neighborhood_offset_check", "is_exactly_balanced",
-    "modulus_balance_check", "table_loads",
+    "dirichlet_expected_entropy",
+    "dirichlet_entropy_sd",
+    "dirichlet_multinomial_expected_entropy",
+    "simulate_plugin_entropy",
+    "plugin_entropy_sd",
+    "PLUGIN_METHODS",
+    "ASYMPTOTIC_MIN_LOAD",
+    "DirichletCheck",
+    "dirichlet_entropy_check",
+    "layer_identifiers",
+    "neighborhood_offsets",
+    "OffsetCheck",
+    "neighborhood_offset_check",
+    "is_exactly_balanced",
+    "modulus_balance_check",
+    "table_loads",
 ]
 
 
@@ -102,8 +114,9 @@ entropy (:func:`plugin_entropy_sd`) instead of simulating it: there its relative
 standard error of the 200-draw simulation it replaces."""
 
 
-def dirichlet_multinomial_expected_entropy(m: int, n: int, alpha: float, max_exact: int = 500_000,
-                                           draws: int = 400, seed: int = 0, method: str = "auto") -> float:
+def dirichlet_multinomial_expected_entropy(
+    m: int, n: int, alpha: float, max_exact: int = 500_000, draws: int = 400, seed: int = 0, method: str = "auto"
+) -> float:
     """Mean plug-in entropy (nats) of the loads of ``m`` draws from ``p ~ Dir(alpha 1_n)``.
 
     One entry's load is ``BetaBinomial(m, alpha, (n - 1) alpha)``, so
@@ -146,8 +159,9 @@ def dirichlet_multinomial_expected_entropy(m: int, n: int, alpha: float, max_exa
             return float(-np.where(q > 0, q * np.log(q), 0.0).sum(axis=1).mean())
     c = np.arange(1, m + 1, dtype=np.float64)
     a, b = float(alpha), (n - 1) * float(alpha)
-    logpmf = (sp.gammaln(m + 1) - sp.gammaln(c + 1) - sp.gammaln(m - c + 1)
-              + sp.betaln(c + a, m - c + b) - sp.betaln(a, b))
+    logpmf = (
+        sp.gammaln(m + 1) - sp.gammaln(c + 1) - sp.gammaln(m - c + 1) + sp.betaln(c + a, m - c + b) - sp.betaln(a, b)
+    )
     f = c / m
     return float(-n * (np.exp(logpmf) * f * np.log(f)).sum())
 
@@ -254,9 +268,13 @@ class DirichletCheck:
         return asdict(self)
 
 
-def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: int | None = None,
-                            draws: int = 200, asymptotic_min_load: float = ASYMPTOTIC_MIN_LOAD
-                            ) -> list[DirichletCheck]:
+def dirichlet_entropy_check(
+    imap: IndexMap,
+    alpha: float | None = None,
+    seed: int | None = None,
+    draws: int = 200,
+    asymptotic_min_load: float = ASYMPTOTIC_MIN_LOAD,
+) -> list[DirichletCheck]:
     """Compare each table of a Dirichlet map with :func:`dirichlet_expected_entropy` and friends.
 
     Parameters
@@ -279,8 +297,10 @@ def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: in
     alpha = imap.spec.get("alpha") if alpha is None else alpha
     seed = imap.spec.get("seed") if seed is None else seed
     if alpha is None or seed is None:
-        raise ValueError("dirichlet_entropy_check needs alpha and seed: pass them or use a map built with "
-                         "HashSpec(kind='dirichlet', alpha=..., seed=...)")
+        raise ValueError(
+            "dirichlet_entropy_check needs alpha and seed: pass them or use a map built with "
+            "HashSpec(kind='dirichlet', alpha=..., seed=...)"
+        )
     out = []
     for t, n in enumerate(imap.table_sizes):
         loads = table_loads(imap, t)
@@ -296,10 +316,22 @@ def dirichlet_entropy_check(imap: IndexMap, alpha: float | None = None, seed: in
             psd = plugin_entropy_sd(p, m)
         else:
             _, psd = simulate_plugin_entropy(p, m, draws=draws, seed=seed)
-        out.append(DirichletCheck(
-            table=t, n=n, m=m, alpha=float(alpha), measured=measured, drawn=drawn, expected=e, expected_sd=sd,
-            expected_plugin=e_plug, plugin_sd=psd, z_drawn=(drawn - e) / sd if sd > 0 else 0.0,
-            z_measured=(measured - e_plug) / float(np.hypot(sd, psd)) if np.hypot(sd, psd) > 0 else 0.0))
+        out.append(
+            DirichletCheck(
+                table=t,
+                n=n,
+                m=m,
+                alpha=float(alpha),
+                measured=measured,
+                drawn=drawn,
+                expected=e,
+                expected_sd=sd,
+                expected_plugin=e_plug,
+                plugin_sd=psd,
+                z_drawn=(drawn - e) / sd if sd > 0 else 0.0,
+                z_measured=(measured - e_plug) / float(np.hypot(sd, psd)) if np.hypot(sd, psd) > 0 else 0.0,
+            )
+        )
     return out
 
 
@@ -402,8 +434,9 @@ def neighborhood_offset_check(imap: IndexMap, radius: int | None = None, backend
         chi2, p = scipy.stats.chisquare(observed[support], expected[support] * observed[support].sum())
     else:
         chi2, p = 0.0, 1.0
-    return OffsetCheck(radius=int(radius), n=int(n), count=int(observed.sum()), outside=outside, chi2=float(chi2),
-                       p_value=float(p))
+    return OffsetCheck(
+        radius=int(radius), n=int(n), count=int(observed.sum()), outside=outside, chi2=float(chi2), p_value=float(p)
+    )
 
 
 def is_exactly_balanced(loads: np.ndarray) -> bool:

@@ -1,4 +1,5 @@
 """analysis.claims on synthetic result rows whose answer is known."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,16 @@ def balance_rows(effect, seeds=4, noise=0.0005, seed=0):
             base = 0.95 + rng.normal(0, 0.003)
             for j, a in enumerate(ALPHAS):
                 h = 6.9 * (1 - np.exp(-0.8 * (j + 1)))
-                rows.append({"study": "balance", "sparsity": s, "alpha": a, "train_seed": k, "entropy_nats": h,
-                             "test_accuracy": base + effect(s) * h + rng.normal(0, noise)})
+                rows.append(
+                    {
+                        "study": "balance",
+                        "sparsity": s,
+                        "alpha": a,
+                        "train_seed": k,
+                        "entropy_nats": h,
+                        "test_accuracy": base + effect(s) * h + rng.normal(0, noise),
+                    }
+                )
     return rows
 
 
@@ -33,8 +42,15 @@ def noise_rows(step, r0_penalty=0.0, seeds=4, noise=0.0005, seed=1):
             base = 0.95 + rng.normal(0, 0.003)
             for j, r in enumerate(RADII):
                 acc = base - step(s) * j - (r0_penalty if r == 0 else 0.0)
-                rows.append({"study": "noise", "sparsity": s, "radius": r, "train_seed": k,
-                             "test_accuracy": acc + rng.normal(0, noise)})
+                rows.append(
+                    {
+                        "study": "noise",
+                        "sparsity": s,
+                        "radius": r,
+                        "train_seed": k,
+                        "test_accuracy": acc + rng.normal(0, noise),
+                    }
+                )
     return rows
 
 
@@ -73,8 +89,16 @@ def test_claim_3_concave_low_and_linear_high():
         for k in range(3):
             for a, h in zip(ALPHAS, np.linspace(3, 6.9, 7)):
                 acc = 0.96 - 0.004 * (h - 6.9) ** 2 if s < 0.5 else 0.80 + 0.02 * h
-                rows.append({"study": "balance", "sparsity": s, "alpha": a, "train_seed": k, "entropy_nats": h,
-                             "test_accuracy": acc + rng.normal(0, 0.0005)})
+                rows.append(
+                    {
+                        "study": "balance",
+                        "sparsity": s,
+                        "alpha": a,
+                        "train_seed": k,
+                        "entropy_nats": h,
+                        "test_accuracy": acc + rng.normal(0, 0.0005),
+                    }
+                )
     assert claim_3(rows).verdict == HOLDS
     flipped = [{**r, "sparsity": {0.0: 0.7, 0.1: 0.9, 0.7: 0.0, 0.9: 0.1}[r["sparsity"]]} for r in rows]
     assert claim_3(flipped).verdict == FAILS

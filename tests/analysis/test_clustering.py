@@ -1,4 +1,5 @@
 """The clustering study (issue #10 part 2) runs end to end on real MNIST (shortened: 1 + 1 epochs on 2000 samples)."""
+
 from __future__ import annotations
 
 import json
@@ -15,20 +16,53 @@ from tests.conftest import REPO
 def test_clustering_study_runs_on_real_mnist(tmp_path, data_root):
     out = tmp_path / "clustering"
     res = subprocess.run(
-        [sys.executable, "-m", "analysis.clustering", "--data-root", str(data_root), "--out", str(out),
-         "--epochs", "1", "--finetune-epochs", "1", "--limit-train", "2000", "--iters", "2",
-         "--table-grad-scale", "load", "--no-progress"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "analysis.clustering",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--limit-train",
+            "2000",
+            "--iters",
+            "2",
+            "--table-grad-scale",
+            "load",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     results = json.loads((out / "results.json").read_text())
     rows = {r["model"].split(" (")[0]: r for r in results["rows"]}
-    assert list(rows) == ["dense", "clustered, before fine-tuning", "clustered + fine-tuned", "clustered via `hashlab train`",
-                          "Dirichlet(alpha=1) from scratch", "uniform from scratch"]
+    assert list(rows) == [
+        "dense",
+        "clustered, before fine-tuning",
+        "clustered + fine-tuned",
+        "clustered via `hashlab train`",
+        "Dirichlet(alpha=1) from scratch",
+        "uniform from scratch",
+    ]
     dense, before = rows["dense"]["test_accuracy"], rows["clustered, before fine-tuning"]["test_accuracy"]
     assert dense > 0.6 and abs(before - dense) < 0.02  # 1000 centres + the dense BatchNorm: about the dense network
     assert rows["clustered + fine-tuned"]["table_entries"] == 3000 and rows["dense"]["table_entries"] == 198_800
-    assert set(results["carried_over"]) == {"linear.bias", "bn.weight", "bn.bias", "bn.running_mean",
-                                            "bn.running_var", "bn.num_batches_tracked"}
+    assert set(results["carried_over"]) == {
+        "linear.bias",
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+        "bn.num_batches_tracked",
+    }
     assert results["provenance"]["versions"]["torch"] and results["provenance"]["git_commit"]
     assert [q["tensor"] for q in results["quantization"]] == ["blocks.0.weight", "blocks.1.weight", "blocks.2.weight"]
     report = (out / "REPORT.md").read_text()

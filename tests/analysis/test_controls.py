@@ -1,4 +1,5 @@
 """The optimizer-control statistics on synthetic rows with a known answer, and the predictors on real maps."""
+
 from __future__ import annotations
 
 import math
@@ -21,12 +22,23 @@ def rows_of(acc_of, seeds=range(5), sparsities=(0.0,), noise=0.004, rng_seed=0):
         for arm in ARMS:
             for a in ALPHAS:
                 for seed in seeds:
-                    rows.append({"dataset": "mnist", "kind": "dirichlet",
-                                 "study": "balance" if arm == PAPER else "balance_controls", "optimizer": arm[0],
-                                 "table_grad_scale": arm[1], "alpha": a, "sparsity": s, "train_seed": seed,
-                                 "hash_seed": 1000 + seed, "epochs": 6, "table_size": 1000,
-                                 "lr": 0.001 if arm[0] == "adam" else 0.1,
-                                 "test_accuracy": acc_of(arm, s, a) + noise * rng.standard_normal()})
+                    rows.append(
+                        {
+                            "dataset": "mnist",
+                            "kind": "dirichlet",
+                            "study": "balance" if arm == PAPER else "balance_controls",
+                            "optimizer": arm[0],
+                            "table_grad_scale": arm[1],
+                            "alpha": a,
+                            "sparsity": s,
+                            "train_seed": seed,
+                            "hash_seed": 1000 + seed,
+                            "epochs": 6,
+                            "table_size": 1000,
+                            "lr": 0.001 if arm[0] == "adam" else 0.1,
+                            "test_accuracy": acc_of(arm, s, a) + noise * rng.standard_normal(),
+                        }
+                    )
     return rows
 
 
@@ -70,8 +82,13 @@ def test_no_effect_anywhere_gives_no_remaining_gap():
 
 def test_predictors_rank_a_statistic_that_tracks_the_gap_first():
     def stats(row):  # "tracks" follows alpha (the remaining gap falls with it); "flat" is constant
-        return {"entropy_normalized": math.log10(row["alpha"]), "unused_entries": 0.3, "top1pct_share": 0.3,
-                "distinct_rows": 1.0, "rank_bound": 1.0}
+        return {
+            "entropy_normalized": math.log10(row["alpha"]),
+            "unused_entries": 0.3,
+            "top1pct_share": 0.3,
+            "distinct_rows": 1.0,
+            "rank_bound": 1.0,
+        }
 
     rows = rows_of(gap_everywhere, sparsities=(0.0, 0.5))
     preds, points = map_predictors(rows, stats)

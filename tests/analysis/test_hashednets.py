@@ -1,4 +1,5 @@
 """The HashedNets study: its plan, parameter counts equal to the port's, and its report on synthetic rows."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,11 @@ def test_plan_trains_hashed_and_equal_size_plain_networks_with_the_port_recipe()
     runs = plan(load_profiles()["hashednets"], "mnist")
     assert len(runs) == 4 * 3
     assert {(r.arch, r.spec.compression, r.spec.kind) for r in runs} == {
-        ("784-1000-10", "1/8", "xxhash"), ("784-1000-10", "1/64", "xxhash"),
-        ("784-125-10", None, "identity"), ("784-16-10", None, "identity")}
+        ("784-1000-10", "1/8", "xxhash"),
+        ("784-1000-10", "1/64", "xxhash"),
+        ("784-125-10", None, "identity"),
+        ("784-16-10", None, "identity"),
+    }
     cfg = runs[0].train_config()
     assert (cfg.lr, cfg.momentum, cfg.batch_size, cfg.epochs, cfg.lr_patience) == (0.01, 0.9, 50, 50, 3)
     assert (cfg.model, cfg.lr_metric, cfg.val_fraction) == ("hashednets-mlp", "val_loss", 0.1)
@@ -26,8 +30,12 @@ def test_plan_trains_hashed_and_equal_size_plain_networks_with_the_port_recipe()
 def test_parameter_counts_equal_the_ports():
     """12,433 hashed vs 12,730 plain at 1/64 and 99,385 / 99,385 at 1/8 (jfainberg/hashed_nets example.ipynb)."""
     runs = {(r.arch, r.spec.compression): r for r in plan(load_profiles()["hashednets"], "mnist") if r.train.seed == 0}
-    want = {("784-1000-10", "1/64"): 12433, ("784-16-10", None): 12730, ("784-1000-10", "1/8"): 99385,
-            ("784-125-10", None): 99385}
+    want = {
+        ("784-1000-10", "1/64"): 12433,
+        ("784-16-10", None): 12730,
+        ("784-1000-10", "1/8"): 99385,
+        ("784-125-10", None): 99385,
+    }
     for key, n in want.items():
         run = runs[key]
         options = TrainConfig.from_recipe("hashednets").model_options()
@@ -41,12 +49,34 @@ def _rows(effect_64: float, effect_8: float, seeds=(0, 1, 2)):
     for c, arch_nn, eff in (("1/64", "784-16-10", effect_64), ("1/8", "784-125-10", effect_8)):
         for s in seeds:
             base = 0.95 + 0.002 * rng.standard_normal()
-            rows.append({"study": "hashednets", "kind": "xxhash", "compression": c, "arch": "784-1000-10",
-                         "train_seed": s, "hash_seed": 1000 + s, "test_accuracy": base + eff, "parameters": 1,
-                         "wall_time_s": 1.0, "git_commit": "abc"})
-            rows.append({"study": "hashednets", "kind": "identity", "compression": None, "arch": arch_nn,
-                         "train_seed": s, "hash_seed": 1000 + s, "test_accuracy": base, "parameters": 1,
-                         "wall_time_s": 1.0, "git_commit": "abc"})
+            rows.append(
+                {
+                    "study": "hashednets",
+                    "kind": "xxhash",
+                    "compression": c,
+                    "arch": "784-1000-10",
+                    "train_seed": s,
+                    "hash_seed": 1000 + s,
+                    "test_accuracy": base + eff,
+                    "parameters": 1,
+                    "wall_time_s": 1.0,
+                    "git_commit": "abc",
+                }
+            )
+            rows.append(
+                {
+                    "study": "hashednets",
+                    "kind": "identity",
+                    "compression": None,
+                    "arch": arch_nn,
+                    "train_seed": s,
+                    "hash_seed": 1000 + s,
+                    "test_accuracy": base,
+                    "parameters": 1,
+                    "wall_time_s": 1.0,
+                    "git_commit": "abc",
+                }
+            )
     return rows
 
 
@@ -64,8 +94,9 @@ def test_report_sets_ours_beside_the_published_figures(tmp_path):
     class Profile:
         name = "hashednets"
 
-    path = write_hashednets_report(_rows(0.02, 0.001), tmp_path, profile=Profile, dataset="mnist", planned=12,
-                                   missing=0, machine="test")
+    path = write_hashednets_report(
+        _rows(0.02, 0.001), tmp_path, profile=Profile, dataset="mnist", planned=12, missing=0, machine="test"
+    )
     text = path.read_text()
     assert text.count("jfainberg/hashed_nets @ 8ccc6b8") == len(PUBLISHED)
     assert "| 1/64 | hashed | 96.83 |" in text and "| 1/8 | NN | 98.25 |" in text

@@ -1,4 +1,5 @@
 """analysis.inference on synthetic data with a known answer: effects present and absent."""
+
 from __future__ import annotations
 
 import math

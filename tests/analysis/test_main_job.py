@@ -1,4 +1,5 @@
 """The README's main job runs end to end on real MNIST (shortened: 1 epoch on 2000 samples)."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,25 @@ from tests.conftest import REPO
 def test_main_job_runs_on_real_mnist(tmp_path, data_root):
     out = tmp_path / "main"
     res = subprocess.run(
-        [sys.executable, "-m", "analysis.main_job", "--data-root", str(data_root), "--out", str(out),
-         "--epochs", "1", "--limit-train", "2000", "--no-progress"],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "analysis.main_job",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--limit-train",
+            "2000",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     assert "H nats" in res.stdout and "compression ratio 66.27" in res.stdout
     acc = float(re.search(r"MNIST test accuracy: ([\d.]+)%", res.stdout).group(1))

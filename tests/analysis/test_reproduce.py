@@ -1,4 +1,5 @@
 """The reproduction end to end on real MNIST: the smoke profile, resumed after SIGKILL, and on Ray."""
+
 from __future__ import annotations
 
 import csv
@@ -55,7 +56,10 @@ def test_control_study_crosses_arms_and_reuses_the_balance_runs():
     ctl = [r for r in paper if r.study == "balance_controls"]
     assert len(ctl) == 3 * 7 * 3 * 3  # three new arms x alpha x sparsity x seeds; the paper arm is the balance study's
     assert {(r.train.optimizer, r.train.table_grad_scale, r.train.lr) for r in ctl} == {
-        ("sgd", "load", 0.1), ("adam", "none", 0.001), ("adam", "load", 0.001)}
+        ("sgd", "load", 0.1),
+        ("adam", "none", 0.001),
+        ("adam", "load", 0.001),
+    }
     balance = {(r.spec.alpha, r.spec.sparsity, r.train.seed) for r in paper if r.study == "balance"}
     assert {(r.spec.alpha, r.spec.sparsity, r.train.seed) for r in ctl} <= balance
     assert len({r.key for r in paper}) == len(paper)
@@ -112,29 +116,51 @@ def test_a_changed_setting_is_a_new_run_key():
     assert [r.key for r in runs] == [r.key for r in plan(load_profiles()["smoke"], "mnist", data_root="a")]
 
 
-_V2 = ('version = 2\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
-       'values = [1]\nsparsities = [0]\n')
+_V2 = (
+    'version = 2\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
+    "values = [1]\nsparsities = [0]\n"
+)
 
 
-@pytest.mark.parametrize("body,match", [
-    ('version = 3\nname = "bad"', "version 3 is not supported"),
-    ('version = 1\nname = "other"', "must equal the file's stem"),
-    ('version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "radius"\n'
-     'values = [1]\nsparsities = [0]', "cannot sweep 'radius'"),
-    ('version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
-     'values = [-1]\nsparsities = [0]', "alpha"),
-    ('version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
-     'values = [1]\nsparsities = [0]\nepochs = 3', "unknown field"),
-    ('version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
-     'values = [1]\nsparsities = [1.0]', "sparsity"),
-    ('version = 1\nname = "bad"\n[', "not valid TOML"),
-    (_V2 + 'reuse = "balance"\n[[arms]]\noptimizer = "adam"\nlr = 0.001\ntable_grad_scale = "none"',
-     "no arm has it"),
-    (_V2 + '[[arms]]\noptimizer = "rmsprop"\nlr = 0.001\ntable_grad_scale = "none"', "optimizer 'rmsprop'"),
-    (_V2 + '[[arms]]\noptimizer = "sgd"\nlr = 0.1\ntable_grad_scale = "mean"', "table_grad_scale 'mean'"),
-    (_V2.replace("version = 2", "version = 1") + '[[arms]]\noptimizer = "sgd"\nlr = 0.1\ntable_grad_scale = "none"',
-     "unknown field"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ('version = 3\nname = "bad"', "version 3 is not supported"),
+        ('version = 1\nname = "other"', "must equal the file's stem"),
+        (
+            'version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "radius"\n'
+            "values = [1]\nsparsities = [0]",
+            "cannot sweep 'radius'",
+        ),
+        (
+            'version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
+            "values = [-1]\nsparsities = [0]",
+            "alpha",
+        ),
+        (
+            'version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
+            "values = [1]\nsparsities = [0]\nepochs = 3",
+            "unknown field",
+        ),
+        (
+            'version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "alpha"\n'
+            "values = [1]\nsparsities = [1.0]",
+            "sparsity",
+        ),
+        ('version = 1\nname = "bad"\n[', "not valid TOML"),
+        (
+            _V2 + 'reuse = "balance"\n[[arms]]\noptimizer = "adam"\nlr = 0.001\ntable_grad_scale = "none"',
+            "no arm has it",
+        ),
+        (_V2 + '[[arms]]\noptimizer = "rmsprop"\nlr = 0.001\ntable_grad_scale = "none"', "optimizer 'rmsprop'"),
+        (_V2 + '[[arms]]\noptimizer = "sgd"\nlr = 0.1\ntable_grad_scale = "mean"', "table_grad_scale 'mean'"),
+        (
+            _V2.replace("version = 2", "version = 1")
+            + '[[arms]]\noptimizer = "sgd"\nlr = 0.1\ntable_grad_scale = "none"',
+            "unknown field",
+        ),
+    ],
+)
 def test_bad_study_files_are_refused_with_the_reason(tmp_path, body, match):
     path = tmp_path / "bad.toml"
     path.write_text(body)
@@ -198,8 +224,21 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_killing_only_the_reproduction_leaves_no_orphan_workers(tmp_path, data_root):
-    cmd = [sys.executable, "-m", "analysis.reproduce", "--profile", "smoke", "--out", str(tmp_path), "--data-root",
-           str(data_root), "--workers", "2", "--no-progress", "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "analysis.reproduce",
+        "--profile",
+        "smoke",
+        "--out",
+        str(tmp_path),
+        "--data-root",
+        str(data_root),
+        "--workers",
+        "2",
+        "--no-progress",
+        "--no-report",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     workers: list[int] = []
@@ -213,8 +252,11 @@ def test_killing_only_the_reproduction_leaves_no_orphan_workers(tmp_path, data_r
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
         time.sleep(0.2)
-    alive = [w for w in workers if Path(f"/proc/{w}").exists()
-             and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    alive = [
+        w
+        for w in workers
+        if Path(f"/proc/{w}").exists() and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    ]
     for w in alive:  # do not leave them behind even when the test fails
         os.kill(w, signal.SIGKILL)
     assert not alive, f"workers {alive} outlived the killed reproduction"
@@ -224,10 +266,22 @@ def test_killing_only_the_reproduction_leaves_no_orphan_workers(tmp_path, data_r
 def test_sigkill_midway_then_rerun_gives_every_run_once_and_equal_rows(smoke, tmp_path, data_root):
     ref_out, _ = smoke
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "analysis.reproduce", "--profile", "smoke", "--out", str(out), "--data-root",
-           str(data_root), "--workers", "2", "--no-progress", "--no-report"]
-    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "analysis.reproduce",
+        "--profile",
+        "smoke",
+        "--out",
+        str(out),
+        "--data-root",
+        str(data_root),
+        "--workers",
+        "2",
+        "--no-progress",
+        "--no-report",
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list((out / "runs").glob("*.json"))) < 3:
         assert proc.poll() is None, "the reproduction ended before it could be killed"
@@ -246,8 +300,17 @@ def test_sigkill_midway_then_rerun_gives_every_run_once_and_equal_rows(smoke, tm
 @pytest.mark.slow
 def test_ray_engine_gives_the_rows_of_the_local_pool(smoke, tmp_path, data_root):
     ref_out, _ = smoke
-    summary = reproduce("smoke", "mnist", tmp_path, data_root=str(data_root), engine="ray", workers=2,
-                        studies=("balance",), progress=False, report=False)
+    summary = reproduce(
+        "smoke",
+        "mnist",
+        tmp_path,
+        data_root=str(data_root),
+        engine="ray",
+        workers=2,
+        studies=("balance",),
+        progress=False,
+        report=False,
+    )
     assert summary["finished"] == 8 and not summary["failed"]
     ref = [r for r in read_csv(ref_out / "results.csv") if r["study"] == "balance"]
     assert stable(read_csv(tmp_path / "results.csv")) == stable(ref)
@@ -255,13 +318,20 @@ def test_ray_engine_gives_the_rows_of_the_local_pool(smoke, tmp_path, data_root)
 
 def test_plan_tasks_groups_runs_that_differ_only_in_their_map():
     from analysis.engines import plan_tasks
+
     runs = plan(load_profiles()["quick"], "mnist")
     tasks = plan_tasks(runs, 8)
     assert sorted(r.key for t in tasks for r in t) == sorted(r.key for r in runs)  # every run once
     assert max(len(t) for t in tasks) == 8 and plan_tasks(runs, 1) == [[r] for r in runs]
     for t in tasks:
-        keys = {tuple((k, v) for k, v in r.to_dict().items()
-                      if k not in ("study", "kind", "alpha", "radius", "sign", "sparsity", "hash_seed")) for r in t}
+        keys = {
+            tuple(
+                (k, v)
+                for k, v in r.to_dict().items()
+                if k not in ("study", "kind", "alpha", "radius", "sign", "sparsity", "hash_seed")
+            )
+            for r in t
+        }
         assert len(keys) == 1  # same training, maps aside
     adam = [t for t in tasks if t[0].train.optimizer == "adam"]
     assert adam and all(len(t) == 1 for t in adam)  # train_group trains SGD only
@@ -272,8 +342,9 @@ def test_plan_tasks_groups_runs_that_differ_only_in_their_map():
 @pytest.mark.slow
 def test_groups_give_the_rows_of_solo_runs(smoke, tmp_path, data_root):
     out, _ = smoke
-    summary = reproduce("smoke", "mnist", tmp_path, data_root=str(data_root), workers=2, progress=False,
-                        report=False, group_size=4)
+    summary = reproduce(
+        "smoke", "mnist", tmp_path, data_root=str(data_root), workers=2, progress=False, report=False, group_size=4
+    )
     assert summary["finished"] == summary["runs"] and not summary["failed"]
     solo = {r["run_key"]: r for r in read_csv(out / "results.csv")}
     grouped = read_csv(tmp_path / "results.csv")
@@ -281,10 +352,12 @@ def test_groups_give_the_rows_of_solo_runs(smoke, tmp_path, data_root):
     rounding = {"test_accuracy", "final_train_accuracy", "test_loss"}  # batched kernels round differently
     for row in grouped:
         ref = solo[row["run_key"]]
-        assert {k: v for k, v in row.items() if k not in VOLATILE | rounding} == \
-            {k: v for k, v in ref.items() if k not in VOLATILE | rounding}
+        assert {k: v for k, v in row.items() if k not in VOLATILE | rounding} == {
+            k: v for k, v in ref.items() if k not in VOLATILE | rounding
+        }
         for k in ("test_accuracy", "final_train_accuracy"):
             assert float(row[k]) == pytest.approx(float(ref[k]), abs=2e-3), (row["run_key"], k)
     import json
+
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
     assert max(len(r["group"]) for r in records) > 1

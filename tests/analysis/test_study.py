@@ -1,5 +1,6 @@
 """The study loader's plan: the order and keys of every profile's runs are pinned (committed results and
 resumed reproductions find their runs by key, in plan order)."""
+
 from __future__ import annotations
 
 import hashlib

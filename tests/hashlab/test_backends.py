@@ -1,4 +1,5 @@
 """One dispatch function picks a backend's kernel set, for the map generators and the analyses alike."""
+
 from __future__ import annotations
 
 import pytest

@@ -10,6 +10,7 @@ train the ArbMLP of one or several index files.
 ``arbify(model, index_map, skip=...)`` turns the ``nn.Linear`` layers of any module into
 ``ArbLinear`` layers of a map (:mod:`trainers.torch_backend.convert`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,11 +18,27 @@ from typing import Any
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["ArbLinear", "ArbMLP", "TrainConfig", "ConfigError", "DatasetError", "gather_weight", "arbify", "train",
-           "train_group"]
+__all__ = [
+    "ArbLinear",
+    "ArbMLP",
+    "TrainConfig",
+    "ConfigError",
+    "DatasetError",
+    "gather_weight",
+    "arbify",
+    "train",
+    "train_group",
+]
 
-_LAZY = {"ArbLinear": "layers", "ArbMLP": "models", "DatasetError": "data", "gather_weight": "functional",
-         "arbify": "convert", "train": "training", "train_group": "group"}
+_LAZY = {
+    "ArbLinear": "layers",
+    "ArbMLP": "models",
+    "DatasetError": "data",
+    "gather_weight": "functional",
+    "arbify": "convert",
+    "train": "training",
+    "train_group": "group",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,7 @@ A checkpoint (``torch.save`` of plain dicts, lists, numbers, strings and tensors
 Resuming restores all of it, so on CPU a run killed after any epoch and rerun with the same
 command ends bit-identical to an uninterrupted run (docs/TRAINING.md, "Checkpoints").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,18 @@ from hashlab.io.errors import InputError
 from .config import TrainConfig
 from .results import EpochRecord
 
-__all__ = ["Checkpointer", "CheckpointError", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "IGNORED_FIELDS",
-           "file_sha256", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = [
+    "Checkpointer",
+    "CheckpointError",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "IGNORED_FIELDS",
+    "file_sha256",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
 
 CHECKPOINT_FORMAT = "hashlab.train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -88,28 +99,39 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig, index_sha256: 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
-                              "delete it to start over") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); delete it to start over"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a hashlab training checkpoint; delete it or pass another --checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has version {state.get('version')!r}; this trainer reads "
-                              f"version {CHECKPOINT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path} has version {state.get('version')!r}; this trainer reads version {CHECKPOINT_VERSION}"
+        )
     try:  # TrainConfig.from_dict migrates an older checkpoint's config (fields added later: their defaults)
         saved = TrainConfig.from_dict(dict(state.get("config") or {})).to_dict()
     except (ValueError, TypeError) as e:  # ConfigError
-        raise CheckpointError(f"checkpoint {path} holds a configuration this trainer cannot read ({e}); delete it "
-                              "to start over, or resume it with the trainer that wrote it") from None
+        raise CheckpointError(
+            f"checkpoint {path} holds a configuration this trainer cannot read ({e}); delete it "
+            "to start over, or resume it with the trainer that wrote it"
+        ) from None
     now = config.to_dict()
-    diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
-            for k in sorted(set(saved) | set(now)) if k not in IGNORED_FIELDS and saved.get(k) != now.get(k)]
+    diff = [
+        f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}"
+        for k in sorted(set(saved) | set(now))
+        if k not in IGNORED_FIELDS and saved.get(k) != now.get(k)
+    ]
     if diff:
-        raise CheckpointError(f"checkpoint {path} was written with a different configuration ({'; '.join(diff)}); "
-                              "rerun with the checkpoint's settings, or delete it / pass another --checkpoint")
+        raise CheckpointError(
+            f"checkpoint {path} was written with a different configuration ({'; '.join(diff)}); "
+            "rerun with the checkpoint's settings, or delete it / pass another --checkpoint"
+        )
     if state.get("index_file") != index_sha256:
-        raise CheckpointError(f"checkpoint {path} was written for another index file (SHA-256 "
-                              f"{str(state.get('index_file'))[:16]}..., this one {index_sha256[:16]}...); "
-                              "use the same index file, or delete the checkpoint")
+        raise CheckpointError(
+            f"checkpoint {path} was written for another index file (SHA-256 "
+            f"{str(state.get('index_file'))[:16]}..., this one {index_sha256[:16]}...); "
+            "use the same index file, or delete the checkpoint"
+        )
     return state
 
 
@@ -132,8 +154,14 @@ class Checkpointer:
         self.path, self.config, self.index_sha256 = Path(path), config, index_sha256
         self.state = load_checkpoint(self.path, config, index_sha256)
 
-    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-               shuffle: torch.Generator, device: torch.device) -> tuple[int, list[EpochRecord]]:
+    def resume(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        shuffle: torch.Generator,
+        device: torch.device,
+    ) -> tuple[int, list[EpochRecord]]:
         """Load the saved state into the objects; return ``(completed epochs, history)`` (``(0, [])`` if none)."""
         state, self.state = self.state, None
         if state is None:
@@ -145,15 +173,33 @@ class Checkpointer:
             set_rng_state(state["rng"], shuffle, device)
             epoch, history = int(state["epoch"]), [EpochRecord.from_dict(e) for e in state["history"]]
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {self.path} does not fit this model ({type(e).__name__}: "
-                                  f"{str(e)[:200]}); delete it to start over") from None
+            raise CheckpointError(
+                f"checkpoint {self.path} does not fit this model ({type(e).__name__}: "
+                f"{str(e)[:200]}); delete it to start over"
+            ) from None
         return epoch, history
 
-    def save(self, epoch: int, history: list[EpochRecord], model: torch.nn.Module,
-             optimizer: torch.optim.Optimizer, scheduler: Any, shuffle: torch.Generator, device: torch.device) -> None:
+    def save(
+        self,
+        epoch: int,
+        history: list[EpochRecord],
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        shuffle: torch.Generator,
+        device: torch.device,
+    ) -> None:
         """Write the state after ``epoch`` completed epochs."""
-        save_checkpoint(self.path, {
-            "config": self.config.to_dict(), "index_file": self.index_sha256, "epoch": epoch,
-            "history": [e.to_dict() for e in history],
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": rng_state(shuffle, device)})
+        save_checkpoint(
+            self.path,
+            {
+                "config": self.config.to_dict(),
+                "index_file": self.index_sha256,
+                "epoch": epoch,
+                "history": [e.to_dict() for e in history],
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(shuffle, device),
+            },
+        )

@@ -1,4 +1,5 @@
 """Typed, validated training configuration (no torch import: the CLI derives its flags from it)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +9,19 @@ from typing import Any, ClassVar, Literal
 
 from hashlab.configs import check_bool, check_int, check_real, versioned_from_dict
 
-__all__ = ["TrainConfig", "ConfigError", "DATASET_NAMES", "OPTIMIZERS", "TABLE_GRAD_SCALES", "ACTIVATIONS",
-           "LOSSES", "VAL_SPLITS", "LR_METRICS", "MODEL_PRESETS", "RECIPES"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "DATASET_NAMES",
+    "OPTIMIZERS",
+    "TABLE_GRAD_SCALES",
+    "ACTIVATIONS",
+    "LOSSES",
+    "VAL_SPLITS",
+    "LR_METRICS",
+    "MODEL_PRESETS",
+    "RECIPES",
+]
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -21,12 +33,22 @@ LR_METRICS = ("train_accuracy", "val_loss", "val_accuracy")
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # Chang & Lipson 2018, section 4: Linear-ELU-BN on every layer, the last one included
-    "paper-mlp": {"activation": "elu", "batch_norm": True, "dropout": 0.0, "input_dropout": 0.0,
-                  "output_activation": True},
+    "paper-mlp": {
+        "activation": "elu",
+        "batch_norm": True,
+        "dropout": 0.0,
+        "input_dropout": 0.0,
+        "output_activation": True,
+    },
     # Chen et al. 2015 as ported by jfainberg/hashed_nets (mnist.py): dropout 0.25 on the input and after
     # every hidden ReLU, no BatchNorm, plain logits out (log-softmax + NLL = softmax cross-entropy)
-    "hashednets-mlp": {"activation": "relu", "batch_norm": False, "dropout": 0.25, "input_dropout": 0.25,
-                       "output_activation": False},
+    "hashednets-mlp": {
+        "activation": "relu",
+        "batch_norm": False,
+        "dropout": 0.25,
+        "input_dropout": 0.25,
+        "output_activation": False,
+    },
 }
 """The network fields each ``TrainConfig.model`` stands for (a field left ``None`` takes the preset's value)."""
 
@@ -35,8 +57,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     # jfainberg/hashed_nets mnist.py defaults: SGD lr 0.01 momentum 0.9, batch 50, 50 epochs, a random 10 % of
     # the training set held out, LR / 10 when the validation loss has not improved for 3 epochs (torch's
     # ReduceLROnPlateau(patience=2)); no weight decay
-    "hashednets": {"model": "hashednets-mlp", "lr": 0.01, "momentum": 0.9, "batch_size": 50, "epochs": 50,
-                   "val_fraction": 0.1, "val_split": "random", "lr_metric": "val_loss", "lr_patience": 3},
+    "hashednets": {
+        "model": "hashednets-mlp",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "batch_size": 50,
+        "epochs": 50,
+        "val_fraction": 0.1,
+        "val_split": "random",
+        "lr_metric": "val_loss",
+        "lr_patience": 3,
+    },
 }
 """Whole training recipes as TrainConfig fields, for :meth:`TrainConfig.from_recipe`."""
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -133,72 +164,115 @@ class TrainConfig:
         ConfigError: on any invalid field (a :class:`ValueError`).
     """
 
-    dataset: Literal["mnist", "fashion-mnist", "cifar10"] = field(default="mnist", metadata={
-        "help": "image dataset, read with torchvision from --data-root"})
-    data_root: str | None = field(default=None, metadata={
-        "help": "torchvision data root (else $HASHLAB_DATA_ROOT)"})
-    download: bool = field(default=False, metadata={
-        "help": "let torchvision download a missing dataset into the data root"})
-    verify_md5: bool = field(default=True, metadata={
-        "help": "check CIFAR-10 files against the official md5s (--no-verify-md5 reads own files in that format)"})
-    epochs: int = field(default=20, metadata={
-        "help": "training epochs"})
-    batch_size: int = field(default=200, metadata={
-        "help": "training mini-batch size"})
-    eval_batch_size: int = field(default=1000, metadata={
-        "help": "test-set evaluation batch size (memory only)"})
-    lr: float = field(default=0.1, metadata={
-        "help": "initial learning rate (paper, SGD: 0.1; Adam usually wants 1e-3)"})
-    momentum: float = field(default=0.9, metadata={
-        "help": "SGD momentum (paper: 0.9)"})
-    lr_factor: float = field(default=0.1, metadata={
-        "help": "learning-rate factor on a plateau of --lr-metric (paper: 0.1)"})
-    lr_patience: int = field(default=4, metadata={
-        "help": "epochs without a gain in --lr-metric before the learning rate drops (paper: 4, HashedNets: 3)"})
-    optimizer: Literal["sgd", "adam", "adamw"] = field(default="sgd", metadata={
-        "help": "sgd (with --momentum; paper), adam or adamw; the plateau schedule drives all three"})
-    weight_decay: float = field(default=0.0, metadata={
-        "help": "L2 penalty (sgd, adam) or decoupled decay (adamw) on every parameter"})
-    table_grad_scale: Literal["none", "load", "sqrt_load"] = field(default="none", metadata={
-        "help": "multiply each table entry's gradient by mean_load/load (load) or its sqrt (sqrt_load)"})
-    seed: int = field(default=0, metadata={
-        "help": "seed of the initialisation and the shuffling"})
-    device: str = field(default="auto", metadata={
-        "help": "auto (CUDA if available), cpu, cuda, cuda:N or mps"})
-    num_threads: int | None = field(default=1, metadata={
-        "help": "CPU threads for torch (default: torch's choice)"})
-    limit_train: int | None = field(default=None, metadata={
-        "help": "train on the first N training samples only (quick runs)"})
-    deterministic: bool = field(default=False, metadata={
-        "help": "torch.use_deterministic_algorithms(True) during training (docs/TRAINING.md, Determinism)"})
-    model: Literal["paper-mlp", "hashednets-mlp"] = field(default="paper-mlp", metadata={
-        "help": "network preset: paper-mlp (Linear-ELU-BN on every layer) or hashednets-mlp (ReLU, dropout 0.25 "
-            "on input and hidden layers, no BN, plain logits); the next five flags override it"})
-    activation: Literal["elu", "relu", "tanh", "sigmoid", "gelu"] | None = field(default=None, metadata={
-        "help": "activation after each layer (default: the --model preset's)"})
-    batch_norm: bool | None = field(default=None, metadata={
-        "help": "BatchNorm1d after each activation (default: the --model preset's)"})
-    dropout: float | None = field(default=None, metadata={
-        "help": "dropout probability on hidden layers, in [0, 1) (default: the --model preset's)"})
-    input_dropout: float | None = field(default=None, metadata={
-        "help": "dropout probability on the input, in [0, 1) (default: the --model preset's)"})
-    output_activation: bool | None = field(default=None, metadata={
-        "help": "activation (and BN) after the last layer too, else plain logits (default: the preset's)"})
-    loss: Literal["cross_entropy", "mse"] = field(default="cross_entropy", metadata={
-        "help": "cross_entropy (softmax; = log-softmax + NLL) or mse (squared error to the one-hot label)"})
-    val_fraction: float = field(default=0.0, metadata={
-        "help": "hold out this fraction of the training set as a validation set (HashedNets: 0.1)"})
-    val_split: Literal["last", "random"] = field(default="last", metadata={
-        "help": "hold out the last samples or a random subset drawn from --seed"})
-    lr_metric: Literal["train_accuracy", "val_loss", "val_accuracy"] = field(default="train_accuracy", metadata={
-        "help": "what the plateau schedule watches: train_accuracy (paper), val_loss (HashedNets) or val_accuracy"})
+    dataset: Literal["mnist", "fashion-mnist", "cifar10"] = field(
+        default="mnist", metadata={"help": "image dataset, read with torchvision from --data-root"}
+    )
+    data_root: str | None = field(default=None, metadata={"help": "torchvision data root (else $HASHLAB_DATA_ROOT)"})
+    download: bool = field(
+        default=False, metadata={"help": "let torchvision download a missing dataset into the data root"}
+    )
+    verify_md5: bool = field(
+        default=True,
+        metadata={
+            "help": "check CIFAR-10 files against the official md5s (--no-verify-md5 reads own files in that format)"
+        },
+    )
+    epochs: int = field(default=20, metadata={"help": "training epochs"})
+    batch_size: int = field(default=200, metadata={"help": "training mini-batch size"})
+    eval_batch_size: int = field(default=1000, metadata={"help": "test-set evaluation batch size (memory only)"})
+    lr: float = field(
+        default=0.1, metadata={"help": "initial learning rate (paper, SGD: 0.1; Adam usually wants 1e-3)"}
+    )
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (paper: 0.9)"})
+    lr_factor: float = field(
+        default=0.1, metadata={"help": "learning-rate factor on a plateau of --lr-metric (paper: 0.1)"}
+    )
+    lr_patience: int = field(
+        default=4,
+        metadata={
+            "help": "epochs without a gain in --lr-metric before the learning rate drops (paper: 4, HashedNets: 3)"
+        },
+    )
+    optimizer: Literal["sgd", "adam", "adamw"] = field(
+        default="sgd",
+        metadata={"help": "sgd (with --momentum; paper), adam or adamw; the plateau schedule drives all three"},
+    )
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "L2 penalty (sgd, adam) or decoupled decay (adamw) on every parameter"}
+    )
+    table_grad_scale: Literal["none", "load", "sqrt_load"] = field(
+        default="none",
+        metadata={"help": "multiply each table entry's gradient by mean_load/load (load) or its sqrt (sqrt_load)"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation and the shuffling"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA if available), cpu, cuda, cuda:N or mps"})
+    num_threads: int | None = field(default=1, metadata={"help": "CPU threads for torch (default: torch's choice)"})
+    limit_train: int | None = field(
+        default=None, metadata={"help": "train on the first N training samples only (quick runs)"}
+    )
+    deterministic: bool = field(
+        default=False,
+        metadata={"help": "torch.use_deterministic_algorithms(True) during training (docs/TRAINING.md, Determinism)"},
+    )
+    model: Literal["paper-mlp", "hashednets-mlp"] = field(
+        default="paper-mlp",
+        metadata={
+            "help": "network preset: paper-mlp (Linear-ELU-BN on every layer) or hashednets-mlp (ReLU, dropout 0.25 "
+            "on input and hidden layers, no BN, plain logits); the next five flags override it"
+        },
+    )
+    activation: Literal["elu", "relu", "tanh", "sigmoid", "gelu"] | None = field(
+        default=None, metadata={"help": "activation after each layer (default: the --model preset's)"}
+    )
+    batch_norm: bool | None = field(
+        default=None, metadata={"help": "BatchNorm1d after each activation (default: the --model preset's)"}
+    )
+    dropout: float | None = field(
+        default=None,
+        metadata={"help": "dropout probability on hidden layers, in [0, 1) (default: the --model preset's)"},
+    )
+    input_dropout: float | None = field(
+        default=None, metadata={"help": "dropout probability on the input, in [0, 1) (default: the --model preset's)"}
+    )
+    output_activation: bool | None = field(
+        default=None,
+        metadata={"help": "activation (and BN) after the last layer too, else plain logits (default: the preset's)"},
+    )
+    loss: Literal["cross_entropy", "mse"] = field(
+        default="cross_entropy",
+        metadata={"help": "cross_entropy (softmax; = log-softmax + NLL) or mse (squared error to the one-hot label)"},
+    )
+    val_fraction: float = field(
+        default=0.0,
+        metadata={"help": "hold out this fraction of the training set as a validation set (HashedNets: 0.1)"},
+    )
+    val_split: Literal["last", "random"] = field(
+        default="last", metadata={"help": "hold out the last samples or a random subset drawn from --seed"}
+    )
+    lr_metric: Literal["train_accuracy", "val_loss", "val_accuracy"] = field(
+        default="train_accuracy",
+        metadata={
+            "help": "what the plateau schedule watches: train_accuracy (paper), val_loss (HashedNets) or val_accuracy"
+        },
+    )
 
     SCHEMA_VERSION: ClassVar[int] = 1
     ADDED_FIELDS: ClassVar[dict[str, Any]] = {
-        "deterministic": False, "optimizer": "sgd", "weight_decay": 0.0, "table_grad_scale": "none",
-        "model": "paper-mlp", "activation": None, "batch_norm": None, "dropout": None, "input_dropout": None,
-        "output_activation": None, "loss": "cross_entropy", "val_fraction": 0.0, "val_split": "last",
-        "lr_metric": "train_accuracy"}
+        "deterministic": False,
+        "optimizer": "sgd",
+        "weight_decay": 0.0,
+        "table_grad_scale": "none",
+        "model": "paper-mlp",
+        "activation": None,
+        "batch_norm": None,
+        "dropout": None,
+        "input_dropout": None,
+        "output_activation": None,
+        "loss": "cross_entropy",
+        "val_fraction": 0.0,
+        "val_split": "last",
+        "lr_metric": "train_accuracy",
+    }
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -228,12 +302,15 @@ class TrainConfig:
 
     def _check_optimizer(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)} "
-                              "(sgd is the paper's)")
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)} (sgd is the paper's)"
+            )
         check_real("weight_decay", self.weight_decay, 0, None, ConfigError, "0 = none, the paper's")
         if self.table_grad_scale not in TABLE_GRAD_SCALES:
-            raise ConfigError(f"unknown table_grad_scale {self.table_grad_scale!r}; choose one of "
-                              f"{', '.join(TABLE_GRAD_SCALES)} ('none' is the paper's)")
+            raise ConfigError(
+                f"unknown table_grad_scale {self.table_grad_scale!r}; choose one of "
+                f"{', '.join(TABLE_GRAD_SCALES)} ('none' is the paper's)"
+            )
 
     def _check_model(self) -> None:
         _check_choice("model", self.model, tuple(MODEL_PRESETS), "('paper-mlp' is the paper's)")
@@ -244,18 +321,34 @@ class TrainConfig:
                 check_bool(name, getattr(self, name), ConfigError, expected="True, False or None (the model preset's)")
         for name in ("dropout", "input_dropout"):
             if getattr(self, name) is not None:
-                check_real(name, getattr(self, name), 0, 1, ConfigError,
-                           "HashedNets uses 0.25; or None for the model preset's", hi_open=True)
+                check_real(
+                    name,
+                    getattr(self, name),
+                    0,
+                    1,
+                    ConfigError,
+                    "HashedNets uses 0.25; or None for the model preset's",
+                    hi_open=True,
+                )
         _check_choice("loss", self.loss, LOSSES, "('cross_entropy' is both papers')")
 
     def _check_validation(self) -> None:
-        check_real("val_fraction", self.val_fraction, 0, 1, ConfigError,
-                   "0 = no validation set, the paper's; HashedNets holds out 0.1", hi_open=True)
+        check_real(
+            "val_fraction",
+            self.val_fraction,
+            0,
+            1,
+            ConfigError,
+            "0 = no validation set, the paper's; HashedNets holds out 0.1",
+            hi_open=True,
+        )
         _check_choice("val_split", self.val_split, VAL_SPLITS, "(which training samples are held out)")
         _check_choice("lr_metric", self.lr_metric, LR_METRICS, "('train_accuracy' is the paper's)")
         if self.lr_metric.startswith("val_") and self.val_fraction == 0:
-            raise ConfigError(f"lr_metric {self.lr_metric!r} needs a validation set: set val_fraction "
-                              "(e.g. 0.1), or use lr_metric='train_accuracy'")
+            raise ConfigError(
+                f"lr_metric {self.lr_metric!r} needs a validation set: set val_fraction "
+                "(e.g. 0.1), or use lr_metric='train_accuracy'"
+            )
 
     def model_options(self) -> dict[str, Any]:
         """The network fields with ``None`` resolved from the ``model`` preset (:data:`MODEL_PRESETS`).
@@ -305,4 +398,3 @@ def _check_int(name: str, value: Any, lo: int, hi: int, hint: str) -> None:
 def _check_choice(name: str, value: Any, choices: tuple[str, ...], hint: str) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)} {hint}")
-

@@ -15,6 +15,7 @@ callable that builds one from the model's Linear feature sizes, e.g. with hashla
                          skip=("head",))
     hashlab.save_index_file(imap, "model.safetensors")  # layer names = module names
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,9 @@ def linear_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str,
             (``nn.LazyLinear``: run one forward pass first).
     """
     if isinstance(model, nn.Linear):
-        raise ValueError("model is itself an nn.Linear, which cannot be replaced in place; "
-                         "wrap it: nn.Sequential(linear)")
+        raise ValueError(
+            "model is itself an nn.Linear, which cannot be replaced in place; wrap it: nn.Sequential(linear)"
+        )
     skip = tuple(skip)
     names = dict(model.named_modules())
     bad = [s for s in skip if not isinstance(s, str) or not s or s not in names]
@@ -66,12 +68,16 @@ def linear_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str,
         if not isinstance(m, nn.Linear) or any(name == s or name.startswith(s + ".") for s in skip):
             continue
         if isinstance(m.weight, nn.parameter.UninitializedParameter):
-            raise ValueError(f"module {name!r} is a lazy Linear without weights yet; run one forward pass "
-                             "before arbify, or add it to skip=")
+            raise ValueError(
+                f"module {name!r} is a lazy Linear without weights yet; run one forward pass "
+                "before arbify, or add it to skip="
+            )
         if type(m) is not nn.Linear:
-            raise ValueError(f"module {name!r} is a {type(m).__name__}, a subclass of nn.Linear that arbify does "
-                             "not replace (its owner may read .weight directly, as nn.MultiheadAttention does); "
-                             f"add {name!r} or its parent to skip=")
+            raise ValueError(
+                f"module {name!r} is a {type(m).__name__}, a subclass of nn.Linear that arbify does "
+                "not replace (its owner may read .weight directly, as nn.MultiheadAttention does); "
+                f"add {name!r} or its parent to skip="
+            )
         out.append((name, m))
     return out
 
@@ -92,15 +98,22 @@ def linear_features(model: nn.Module, skip: Iterable[str] = ()) -> tuple[int, ..
         raise ValueError("the model has no nn.Linear to replace (all skipped, or none)")
     for (pn, prev), (n, lin) in zip(layers[:-1], layers[1:]):
         if lin.in_features != prev.out_features:
-            raise ValueError(f"the Linear layers do not chain: {n!r} has in_features={lin.in_features} after {pn!r} "
-                             f"with out_features={prev.out_features}, so no hashlab.Architecture describes them; "
-                             "build an IndexMap with one layer per Linear (shapes "
-                             f"{[(m.out_features, m.in_features) for _, m in layers]}) and pass it to arbify")
+            raise ValueError(
+                f"the Linear layers do not chain: {n!r} has in_features={lin.in_features} after {pn!r} "
+                f"with out_features={prev.out_features}, so no hashlab.Architecture describes them; "
+                "build an IndexMap with one layer per Linear (shapes "
+                f"{[(m.out_features, m.in_features) for _, m in layers]}) and pass it to arbify"
+            )
     return (layers[0][1].in_features, *(lin.out_features for _, lin in layers))
 
 
-def arbify(model: nn.Module, index_map: IndexMap | Callable[[tuple[int, ...]], IndexMap], *,
-           skip: Iterable[str] = (), init: str = "weights") -> tuple[nn.Module, IndexMap]:
+def arbify(
+    model: nn.Module,
+    index_map: IndexMap | Callable[[tuple[int, ...]], IndexMap],
+    *,
+    skip: Iterable[str] = (),
+    init: str = "weights",
+) -> tuple[nn.Module, IndexMap]:
     r"""Replace every ``nn.Linear`` of ``model`` (except ``skip``) by an :class:`ArbLinear`, in place.
 
     Layer ``k`` of the map becomes the ``k``-th Linear of ``model.named_modules()`` (see
@@ -167,10 +180,19 @@ def arbify(model: nn.Module, index_map: IndexMap | Callable[[tuple[int, ...]], I
     new: dict[int, ArbLinear] = {}
     for (_, lin), lay in zip(layers, index_map.layers):
         w = lin.weight
-        arb = ArbLinear(lin.in_features, lin.out_features, lay.indices, index_map.table_sizes[lay.table],
-                        sign=lay.sign, bias=lin.bias is not None or lay.bias_indices is not None,
-                        table=shared.get(lay.table), bias_indices=lay.bias_indices, bias_sign=lay.bias_sign,
-                        device=w.device, dtype=w.dtype)
+        arb = ArbLinear(
+            lin.in_features,
+            lin.out_features,
+            lay.indices,
+            index_map.table_sizes[lay.table],
+            sign=lay.sign,
+            bias=lin.bias is not None or lay.bias_indices is not None,
+            table=shared.get(lay.table),
+            bias_indices=lay.bias_indices,
+            bias_sign=lay.bias_sign,
+            device=w.device,
+            dtype=w.dtype,
+        )
         with torch.no_grad():
             value = values[lay.table]
             if lay.table not in shared and value is not None:
@@ -193,13 +215,17 @@ def _check_shapes(index_map: IndexMap, layers: list[tuple[str, nn.Linear]], init
     want = [(name, (m.out_features, m.in_features)) for name, m in layers]
     got = [(lay.name, (lay.out_features, lay.in_features)) for lay in index_map.layers]
     if len(got) != len(want) or any(g[1] != w[1] for g, w in zip(got, want)):
-        raise ValueError(f"the index map's layers {got} (out_features, in_features) do not match the model's "
-                         f"Linear layers {want} (named_modules order, skip= applied); build the map for these "
-                         "shapes, or skip= the Linears it does not cover")
+        raise ValueError(
+            f"the index map's layers {got} (out_features, in_features) do not match the model's "
+            f"Linear layers {want} (named_modules order, skip= applied); build the map for these "
+            "shapes, or skip= the Linears it does not cover"
+        )
     for (name, lin), lay in zip(layers, index_map.layers):
         if init == "weights" and lay.bias_indices is not None and lin.bias is None:
-            raise ValueError(f"map layer {lay.name!r} reads its bias from the table (bias_indices), but Linear "
-                             f"{name!r} has no bias to start it from; use init='map' or a map without bias_indices")
+            raise ValueError(
+                f"map layer {lay.name!r} reads its bias from the table (bias_indices), but Linear "
+                f"{name!r} has no bias to start it from; use init='map' or a map without bias_indices"
+            )
 
 
 def _initial_values(index_map: IndexMap, layers: list[tuple[str, nn.Linear]], init: str) -> list[torch.Tensor | None]:
@@ -210,15 +236,18 @@ def _initial_values(index_map: IndexMap, layers: list[tuple[str, nn.Linear]], in
     parts: dict[int, list] = {}
     for (_, lin), lay in zip(layers, index_map.layers):
         parts.setdefault(lay.table, []).append(
-            (lin.weight, _tensor(lay.indices), None if lay.sign is None else _tensor(lay.sign)))
+            (lin.weight, _tensor(lay.indices), None if lay.sign is None else _tensor(lay.sign))
+        )
         if lay.bias_indices is not None:
-            parts[lay.table].append((lin.bias, _tensor(lay.bias_indices),
-                                     None if lay.bias_sign is None else _tensor(lay.bias_sign)))
+            parts[lay.table].append(
+                (lin.bias, _tensor(lay.bias_indices), None if lay.bias_sign is None else _tensor(lay.bias_sign))
+            )
     return [bucket_means(n, parts[t]) if t in parts else None for t, n in enumerate(index_map.table_sizes)]
 
 
-def _shared_tables(index_map: IndexMap, layers: list[tuple[str, nn.Linear]],
-                   values: list[torch.Tensor | None]) -> dict[int, nn.Parameter]:
+def _shared_tables(
+    index_map: IndexMap, layers: list[tuple[str, nn.Linear]], values: list[torch.Tensor | None]
+) -> dict[int, nn.Parameter]:
     """One Parameter per table read by several layers, filled with ``values`` or the ArbMLP init."""
     readers: dict[int, list[nn.Linear]] = {}
     for (_, lin), lay in zip(layers, index_map.layers):
@@ -229,8 +258,10 @@ def _shared_tables(index_map: IndexMap, layers: list[tuple[str, nn.Linear]],
             continue  # the ArbLinear owns its table
         w0 = group[0].weight
         if any(lin.weight.device != w0.device or lin.weight.dtype != w0.dtype for lin in group):
-            raise ValueError(f"table {t} is read by Linear layers on different devices or dtypes; "
-                             "move the model to one device and dtype first")
+            raise ValueError(
+                f"table {t} is read by Linear layers on different devices or dtypes; "
+                "move the model to one device and dtype first"
+            )
         table = nn.Parameter(torch.empty(index_map.table_sizes[t], device=w0.device, dtype=w0.dtype))
         with torch.no_grad():
             value = values[t]

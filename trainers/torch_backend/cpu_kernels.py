@@ -20,22 +20,27 @@ with torch, slowed torch's own CPU kernels many times over on a 2-core box.
 
 Both take and return numpy views of CPU tensors (:meth:`torch.Tensor.numpy`, no copy).
 """
+
 from __future__ import annotations
 
 import numba
 import numpy as np
 import torch
 
-__all__ = ["gather", "scatter_add", "gather_rows", "scatter_add_rows", "row_positions", "SUPPORTED_DTYPES",
-           "supported"]
+__all__ = ["gather", "scatter_add", "gather_rows", "scatter_add_rows", "row_positions", "SUPPORTED_DTYPES", "supported"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 
 def supported(values: torch.Tensor, key: torch.Tensor) -> bool:
     """True if the numba loops handle these tensors (CPU, float32/float64, contiguous)."""
-    return (values.device.type == "cpu" and key.device.type == "cpu" and values.dtype in SUPPORTED_DTYPES
-            and values.is_contiguous() and key.is_contiguous())
+    return (
+        values.device.type == "cpu"
+        and key.device.type == "cpu"
+        and values.dtype in SUPPORTED_DTYPES
+        and values.is_contiguous()
+        and key.is_contiguous()
+    )
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
@@ -81,7 +86,7 @@ def scatter_add(acc: torch.Tensor, key: torch.Tensor, grad: torch.Tensor) -> tor
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _gather_rows(src, key, cols, row_ptr, ncols, out):  # pragma: no cover - compiled
     for r in range(row_ptr.shape[0] - 1):
-        row = out[r * ncols:(r + 1) * ncols]
+        row = out[r * ncols : (r + 1) * ncols]
         for j in range(row_ptr[r], row_ptr[r + 1]):
             row[cols[j]] = src[key[j]]
 
@@ -89,7 +94,7 @@ def _gather_rows(src, key, cols, row_ptr, ncols, out):  # pragma: no cover - com
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _scatter_add_rows(key, cols, row_ptr, ncols, grad, acc):  # pragma: no cover - compiled
     for r in range(row_ptr.shape[0] - 1):
-        row = grad[r * ncols:(r + 1) * ncols]
+        row = grad[r * ncols : (r + 1) * ncols]
         for j in range(row_ptr[r], row_ptr[r + 1]):
             acc[key[j]] += row[cols[j]]
 
@@ -100,8 +105,9 @@ def row_positions(cols: torch.Tensor, row_ptr: torch.Tensor, ncols: int) -> torc
     return rows * ncols + cols.long()
 
 
-def gather_rows(src: torch.Tensor, key: torch.Tensor, cols: torch.Tensor, row_ptr: torch.Tensor,
-                ncols: int) -> torch.Tensor:
+def gather_rows(
+    src: torch.Tensor, key: torch.Tensor, cols: torch.Tensor, row_ptr: torch.Tensor, ncols: int
+) -> torch.Tensor:
     """Row-major ``(R * ncols,)`` weights: ``src[key[j]]`` at row ``r``, column ``cols[j]`` of the list, 0 elsewhere.
 
     Args:
@@ -120,12 +126,14 @@ def gather_rows(src: torch.Tensor, key: torch.Tensor, cols: torch.Tensor, row_pt
     return out
 
 
-def scatter_add_rows(acc: torch.Tensor, key: torch.Tensor, cols: torch.Tensor, row_ptr: torch.Tensor, ncols: int,
-                     grad: torch.Tensor) -> torch.Tensor:
+def scatter_add_rows(
+    acc: torch.Tensor, key: torch.Tensor, cols: torch.Tensor, row_ptr: torch.Tensor, ncols: int, grad: torch.Tensor
+) -> torch.Tensor:
     """``acc[key[j]] += grad[row * ncols + cols[j]]`` over the row list in order, in place; returns ``acc``.
 
     Arguments as :func:`gather_rows`; ``grad`` is ``(R * ncols,)`` of ``acc``'s dtype.
     """
-    _scatter_add_rows(key.numpy(), cols.numpy(), row_ptr.numpy(), ncols, np.ascontiguousarray(grad.numpy()),
-                      acc.numpy())
+    _scatter_add_rows(
+        key.numpy(), cols.numpy(), row_ptr.numpy(), ncols, np.ascontiguousarray(grad.numpy()), acc.numpy()
+    )
     return acc

@@ -6,6 +6,7 @@ sliced: ``x = (pixel / 255 - mean[c]) / std[c]`` with the per-channel mean and s
 deviation of the whole training split (computed once, recorded in the results). No
 per-sample PIL transforms, no DataLoader.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,22 @@ import torch
 import torchvision
 from torch import Tensor
 
-__all__ = ["DatasetError", "DataWarning", "DatasetInfo", "DATASETS", "DeviceData", "CIFAR10Files",
-           "load_cifar_pickle", "resolve_data_root", "load_split", "load_device_data", "check_pixel_stats",
-           "KNOWN_STATS", "validation_indices", "split_validation"]
+__all__ = [
+    "DatasetError",
+    "DataWarning",
+    "DatasetInfo",
+    "DATASETS",
+    "DeviceData",
+    "CIFAR10Files",
+    "load_cifar_pickle",
+    "resolve_data_root",
+    "load_split",
+    "load_device_data",
+    "check_pixel_stats",
+    "KNOWN_STATS",
+    "validation_indices",
+    "split_validation",
+]
 
 ENV_DATA_ROOT = "HASHLAB_DATA_ROOT"
 
@@ -37,16 +51,23 @@ class DataWarning(UserWarning):
 
 # Only what the official CIFAR-10 python pickles need: numpy arrays (and, in Python-3 protocol-2
 # pickles of them, bytes spelled as _codecs.encode); dicts, lists, str, bytes and ints need no global.
-_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
 
 
 class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _CIFAR_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing global {module}.{name}: a CIFAR-10 batch holds only numpy arrays, "
-                                     "lists, dicts, strings and numbers")
+        raise pickle.UnpicklingError(
+            f"refusing global {module}.{name}: a CIFAR-10 batch holds only numpy arrays, "
+            "lists, dicts, strings and numbers"
+        )
 
 
 def _check_plain(obj: Any, where: str) -> None:
@@ -115,8 +136,9 @@ class CIFAR10Files(torchvision.datasets.CIFAR10):
     no code, instead of torchvision's ``pickle.load``.
     """
 
-    def __init__(self, root: str | os.PathLike, train: bool = True, download: bool = False,
-                 verify_md5: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike, train: bool = True, download: bool = False, verify_md5: bool = True
+    ) -> None:
         if not verify_md5:  # torchvision's check_integrity(path, md5=None) only checks existence
             official = torchvision.datasets.CIFAR10  # its class attributes: the file names with their md5s
             self.train_list = [[name, None] for name, _ in official.train_list]
@@ -130,11 +152,18 @@ class CIFAR10Files(torchvision.datasets.CIFAR10):
         if not self._check_integrity():
             raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
         data, targets = [], []
-        for name, _ in (self.train_list if train else self.test_list):
+        for name, _ in self.train_list if train else self.test_list:
             entry = load_cifar_pickle(os.path.join(self.root, self.base_folder, name))
             x, y = entry.get("data"), entry.get("labels", entry.get("fine_labels"))
-            if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 \
-                    or not isinstance(y, list) or len(y) != len(x) or not all(isinstance(v, int) for v in y):
+            if (
+                not isinstance(x, np.ndarray)
+                or x.dtype != np.uint8
+                or x.ndim != 2
+                or x.shape[1] != 3072
+                or not isinstance(y, list)
+                or len(y) != len(x)
+                or not all(isinstance(v, int) for v in y)
+            ):
                 raise ValueError(f"{name}: expected 'data' uint8 (N, 3072) and N integer 'labels'")
             data.append(x)
             targets.extend(y)
@@ -147,20 +176,26 @@ class CIFAR10Files(torchvision.datasets.CIFAR10):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
-_MNIST_GET = ("copy the four official IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; gunzipped, as torchvision expects) into {dir}, "
-              "or rerun with --download to let torchvision fetch them "
-              "(the repository's ../shared/data is such a root: --data-root ../shared/data)")
+_MNIST_GET = (
+    "copy the four official IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; gunzipped, as torchvision expects) into {dir}, "
+    "or rerun with --download to let torchvision fetch them "
+    "(the repository's ../shared/data is such a root: --data-root ../shared/data)"
+)
 
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("mnist", "MNIST/raw", (1, 28, 28), 10, _MNIST_GET, "mnist-mlp"),
-    "fashion-mnist": DatasetInfo("fashion-mnist", "FashionMNIST/raw", (1, 28, 28), 10, _MNIST_GET,
-                                 "mnist-mlp"),
+    "fashion-mnist": DatasetInfo("fashion-mnist", "FashionMNIST/raw", (1, 28, 28), 10, _MNIST_GET, "mnist-mlp"),
     "cifar10": DatasetInfo(
-        "cifar10", "cifar-10-batches-py", (3, 32, 32), 10,
+        "cifar10",
+        "cifar-10-batches-py",
+        (3, 32, 32),
+        10,
         "extract the official cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html, md5 "
         "c58f30108f718f92721af3b95e74349a) into the data root so that {dir} holds data_batch_1..5, test_batch "
-        "and batches.meta, or rerun with --download", "cifar10-mlp"),
+        "and batches.meta, or rerun with --download",
+        "cifar10-mlp",
+    ),
 }
 
 
@@ -184,17 +219,22 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
     if data_root is None:
         data_root = os.environ.get(ENV_DATA_ROOT) or None
         if data_root is None:
-            raise DatasetError(f"no data root: pass --data-root DIR (TrainConfig.data_root) or set {ENV_DATA_ROOT}; "
-                               "DIR is a torchvision root holding MNIST/raw, FashionMNIST/raw or cifar-10-batches-py")
+            raise DatasetError(
+                f"no data root: pass --data-root DIR (TrainConfig.data_root) or set {ENV_DATA_ROOT}; "
+                "DIR is a torchvision root holding MNIST/raw, FashionMNIST/raw or cifar-10-batches-py"
+            )
     root = Path(data_root).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"data root {root} is not a directory; pass --data-root DIR or set {ENV_DATA_ROOT} "
-                           "to a torchvision data root")
+        raise DatasetError(
+            f"data root {root} is not a directory; pass --data-root DIR or set {ENV_DATA_ROOT} "
+            "to a torchvision data root"
+        )
     return root.resolve()
 
 
-def load_split(name: str, root: str | os.PathLike, train: bool, download: bool = False,
-               verify_md5: bool = True) -> tuple[Tensor, Tensor]:
+def load_split(
+    name: str, root: str | os.PathLike, train: bool, download: bool = False, verify_md5: bool = True
+) -> tuple[Tensor, Tensor]:
     """Read one split with torchvision.
 
     Args:
@@ -229,19 +269,27 @@ def load_split(name: str, root: str | os.PathLike, train: bool, download: bool =
         if missing:
             msg = f"{info.name} {split_name} split not found: {where} lacks {', '.join(missing)}"
         elif name == "cifar10" and verify_md5 and isinstance(e, RuntimeError) and "corrupted" in str(e):
-            msg = (f"{info.name} files under {where} do not match the official md5s (corrupt, or not the "
-                   "official release; to read your own files in the official pickle format pass --no-verify-md5)")
+            msg = (
+                f"{info.name} files under {where} do not match the official md5s (corrupt, or not the "
+                "official release; to read your own files in the official pickle format pass --no-verify-md5)"
+            )
         else:
-            msg = (f"{info.name} files under {where} cannot be read ({type(e).__name__}: {e}); "
-                   "they are truncated or corrupt")
+            msg = (
+                f"{info.name} files under {where} cannot be read ({type(e).__name__}: {e}); "
+                "they are truncated or corrupt"
+            )
         raise DatasetError(f"{msg}. To fix: {how}") from None
     x = x.contiguous()
     if x.dtype != torch.uint8 or tuple(x.shape[1:]) != info.shape or y.shape != (x.shape[0],):
-        raise DatasetError(f"{info.name} files under {where} hold images {tuple(x.shape)} {x.dtype} and labels "
-                           f"{tuple(y.shape)}; expected uint8 (N, {', '.join(map(str, info.shape))}) and (N,): {how}")
+        raise DatasetError(
+            f"{info.name} files under {where} hold images {tuple(x.shape)} {x.dtype} and labels "
+            f"{tuple(y.shape)}; expected uint8 (N, {', '.join(map(str, info.shape))}) and (N,): {how}"
+        )
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
-        raise DatasetError(f"{info.name} labels under {where} must lie in [0, {info.num_classes}), got "
-                           f"[{int(y.min())}, {int(y.max())}]: the files are corrupt: {how}")
+        raise DatasetError(
+            f"{info.name} labels under {where} must lie in [0, {info.num_classes}), got "
+            f"[{int(y.min())}, {int(y.max())}]: the files are corrupt: {how}"
+        )
     return x, y
 
 
@@ -261,12 +309,15 @@ def check_pixel_stats(name: str, mean: list[float], std: list[float], where: str
     than :data:`STD_TOLERANCE` (random bytes: mean 0.5, std 0.289; MNIST: 0.131, 0.308).
     """
     km, ks = KNOWN_STATS[name]
-    if all(abs(a - b) <= MEAN_TOLERANCE for a, b in zip(mean, km)) and \
-            all(abs(a - b) <= STD_TOLERANCE for a, b in zip(std, ks)):
+    if all(abs(a - b) <= MEAN_TOLERANCE for a, b in zip(mean, km)) and all(
+        abs(a - b) <= STD_TOLERANCE for a, b in zip(std, ks)
+    ):
         return None
-    msg = (f"{name} training images under {where} have pixel mean {[round(v, 4) for v in mean]} and std "
-           f"{[round(v, 4) for v in std]}, far from the official {km} / {ks}: the files may be corrupt or not "
-           f"{name}; training will run but its results are not comparable")
+    msg = (
+        f"{name} training images under {where} have pixel mean {[round(v, 4) for v in mean]} and std "
+        f"{[round(v, 4) for v in std]}, far from the official {km} / {ks}: the files may be corrupt or not "
+        f"{name}; training will run but its results are not comparable"
+    )
     warnings.warn(msg, DataWarning, stacklevel=3)
     return msg
 
@@ -301,9 +352,14 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
     return x.mean(1).tolist(), x.std(1, correction=0).tolist()
 
 
-def load_device_data(name: str, root: str | os.PathLike, device: torch.device, download: bool = False,
-                     verify_md5: bool = True, limit_train: int | None = None,
-                     ) -> tuple[DeviceData, DeviceData, dict]:
+def load_device_data(
+    name: str,
+    root: str | os.PathLike,
+    device: torch.device,
+    download: bool = False,
+    verify_md5: bool = True,
+    limit_train: int | None = None,
+) -> tuple[DeviceData, DeviceData, dict]:
     """Both splits of ``name`` on ``device``, normalised with the training split's statistics.
 
     Args:
@@ -332,10 +388,18 @@ def load_device_data(name: str, root: str | os.PathLike, device: torch.device, d
     def put(x: Tensor, y: Tensor) -> DeviceData:
         return DeviceData(x.reshape(len(x), -1).to(device), y.to(device), per_pixel(mean), per_pixel(std))
 
-    info = {"dataset": name, "root": str(root), "shape": list(spec.shape), "num_classes": spec.num_classes,
-            "train_size": len(y_tr), "test_size": len(y_te), "mean": mean, "std": std,
-            "normalisation": "(pixel / 255 - mean[channel]) / std[channel], training-split statistics",
-            "warning": stats_warning}
+    info = {
+        "dataset": name,
+        "root": str(root),
+        "shape": list(spec.shape),
+        "num_classes": spec.num_classes,
+        "train_size": len(y_tr),
+        "test_size": len(y_te),
+        "mean": mean,
+        "std": std,
+        "normalisation": "(pixel / 255 - mean[channel]) / std[channel], training-split statistics",
+        "warning": stats_warning,
+    }
     return put(x_tr, y_tr), put(x_te, y_te), info
 
 
@@ -364,13 +428,15 @@ def validation_indices(n: int, fraction: float, how: str, seed: int) -> tuple[np
         raise ValueError(f"unknown validation split {how!r}; choose 'last' or 'random'")
     n_val = int(round(fraction * n))
     if fraction > 0 and not (n_val >= 1 and n - n_val >= 2):
-        raise ValueError(f"val_fraction={fraction} of {n} training samples holds out {n_val}, leaving {n - n_val}; "
-                         "need at least 1 validation and 2 training samples: raise limit_train or val_fraction")
+        raise ValueError(
+            f"val_fraction={fraction} of {n} training samples holds out {n_val}, leaving {n - n_val}; "
+            "need at least 1 validation and 2 training samples: raise limit_train or val_fraction"
+        )
     if how == "last":
         order = np.arange(n, dtype=np.int64)
     else:
         order = np.random.default_rng(seed).permutation(n).astype(np.int64)
-    return np.sort(order[:n - n_val]), np.sort(order[n - n_val:])
+    return np.sort(order[: n - n_val]), np.sort(order[n - n_val :])
 
 
 def split_validation(data: DeviceData, fraction: float, how: str, seed: int) -> tuple[DeviceData, DeviceData | None]:

@@ -8,6 +8,7 @@ alike (Chang & Lipson 2018, section 2, eq. 4-6 and eq. 1). ``hashlab check conv2
 runs these checks; the tests run them over hypothesis-generated geometries. The checks take
 the map as input and never build one: trainers consume maps, hashlab generates them.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,16 +24,23 @@ from hashlab.maps.indexmap import IndexMap, LayerMap
 from .functional import gather_weight
 
 __all__ = [
-    "DEFAULT_RTOL", "EquivalenceReport", "layer_tensors", "arbnet_linear", "conv_arbnet_forward",
-    "rnn_arbnet_forward", "check_conv_equivalence", "check_rnn_equivalence",
+    "DEFAULT_RTOL",
+    "EquivalenceReport",
+    "layer_tensors",
+    "arbnet_linear",
+    "conv_arbnet_forward",
+    "rnn_arbnet_forward",
+    "check_conv_equivalence",
+    "check_rnn_equivalence",
 ]
 
 DEFAULT_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 """Tolerance per dtype, relative to ``max(1, max |reference|)`` of each compared quantity."""
 
 
-def layer_tensors(layer: LayerMap, device: torch.device | str | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+def layer_tensors(
+    layer: LayerMap, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``(indices, sign, bias_indices, bias_sign)`` of a layer as int64 / int8 tensors (all but the
     indices may be None).
 
@@ -42,10 +50,14 @@ def layer_tensors(layer: LayerMap, device: torch.device | str | None = None
     """
     idx = torch.as_tensor(np.array(layer.indices, dtype=np.int64), device=device)
     sign = None if layer.sign is None else torch.as_tensor(np.array(layer.sign, dtype=np.int8), device=device)
-    bias = None if layer.bias_indices is None else torch.as_tensor(np.array(layer.bias_indices, dtype=np.int64),
-                                                                   device=device)
-    bias_sign = None if layer.bias_sign is None else torch.as_tensor(np.array(layer.bias_sign, dtype=np.int8),
-                                                                     device=device)
+    bias = (
+        None
+        if layer.bias_indices is None
+        else torch.as_tensor(np.array(layer.bias_indices, dtype=np.int64), device=device)
+    )
+    bias_sign = (
+        None if layer.bias_sign is None else torch.as_tensor(np.array(layer.bias_sign, dtype=np.int8), device=device)
+    )
     return idx, sign, bias, bias_sign
 
 
@@ -62,13 +74,17 @@ def arbnet_linear(x: torch.Tensor, table: torch.Tensor, tensors: tuple) -> torch
     """
     idx, sign, bias_idx, bias_sign = tensors
     weight = gather_weight(table, idx, None if sign is None else sign.to(table.dtype))
-    bias = None if bias_idx is None else gather_weight(table, bias_idx,
-                                                       None if bias_sign is None else bias_sign.to(table.dtype))
+    bias = (
+        None
+        if bias_idx is None
+        else gather_weight(table, bias_idx, None if bias_sign is None else bias_sign.to(table.dtype))
+    )
     return F.linear(x, weight, bias)
 
 
-def conv_arbnet_forward(x: torch.Tensor, table: torch.Tensor, layer: LayerMap, geometry: ConvGeometry,
-                        tensors: tuple | None = None) -> torch.Tensor:
+def conv_arbnet_forward(
+    x: torch.Tensor, table: torch.Tensor, layer: LayerMap, geometry: ConvGeometry, tensors: tuple | None = None
+) -> torch.Tensor:
     """A convolution computed as an ArbNet: gather the dense matrix, flatten, ``F.linear``, unflatten.
 
     Args:
@@ -86,8 +102,9 @@ def conv_arbnet_forward(x: torch.Tensor, table: torch.Tensor, layer: LayerMap, g
     return y.view(x.shape[0], geometry.out_channels, *geometry.out_size)
 
 
-def rnn_arbnet_forward(x: torch.Tensor, table: torch.Tensor, imap: IndexMap,
-                       geometry: RNNGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+def rnn_arbnet_forward(
+    x: torch.Tensor, table: torch.Tensor, imap: IndexMap, geometry: RNNGeometry
+) -> tuple[torch.Tensor, torch.Tensor]:
     """An unrolled Elman RNN computed as an ArbNet: step ``t`` is layer ``t`` on ``concat(x_t, h_(t-1))``.
 
     Args:
@@ -101,8 +118,10 @@ def rnn_arbnet_forward(x: torch.Tensor, table: torch.Tensor, imap: IndexMap,
           ``torch.nn.RNN(batch_first=True)`` with ``h_0 = 0`` (its ``h_n`` without the layer axis).
     """
     if x.shape[1] != len(imap.layers):
-        raise ValueError(f"x has {x.shape[1]} time steps but the map unrolls {len(imap.layers)}; "
-                         f"build the map with steps={x.shape[1]}")
+        raise ValueError(
+            f"x has {x.shape[1]} time steps but the map unrolls {len(imap.layers)}; "
+            f"build the map with steps={x.shape[1]}"
+        )
     h = x.new_zeros(x.shape[0], geometry.hidden_size)
     outs = []
     for t, layer in enumerate(imap.layers):
@@ -143,16 +162,25 @@ class EquivalenceReport:
         return max(self.errors.values())
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "errors": self.errors, "scales": self.scales,
-                "rtol": self.rtol, "passed": self.passed, "max_abs_error": self.max_abs_error}
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "errors": self.errors,
+            "scales": self.scales,
+            "rtol": self.rtol,
+            "passed": self.passed,
+            "max_abs_error": self.max_abs_error,
+        }
 
 
-def _compare(name: str, dtype: torch.dtype, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]],
-             rtol: float | None) -> EquivalenceReport:
+def _compare(
+    name: str, dtype: torch.dtype, pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], rtol: float | None
+) -> EquivalenceReport:
     errors = {k: float((a.detach() - b.detach()).abs().max()) if a.numel() else 0.0 for k, (a, b) in pairs.items()}
     scales = {k: float(b.detach().abs().max()) if b.numel() else 0.0 for k, (_, b) in pairs.items()}
-    return EquivalenceReport(name, str(dtype).removeprefix("torch."), errors, scales,
-                             DEFAULT_RTOL[dtype] if rtol is None else rtol)
+    return EquivalenceReport(
+        name, str(dtype).removeprefix("torch."), errors, scales, DEFAULT_RTOL[dtype] if rtol is None else rtol
+    )
 
 
 def _leaf(t: torch.Tensor) -> torch.Tensor:
@@ -166,9 +194,15 @@ def _grad(t: torch.Tensor) -> torch.Tensor:
     return t.grad
 
 
-def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap, *,
-                           dtype: torch.dtype = torch.float64, batch_size: int = 2, seed: int = 0,
-                           rtol: float | None = None) -> EquivalenceReport:
+def check_conv_equivalence(
+    geometry: ConvGeometry,
+    imap: IndexMap,
+    *,
+    dtype: torch.dtype = torch.float64,
+    batch_size: int = 2,
+    seed: int = 0,
+    rtol: float | None = None,
+) -> EquivalenceReport:
     """Compare the conv ArbNet with ``F.conv1d`` / ``F.conv2d`` / ``F.conv3d`` on random data, on CPU.
 
     The table is drawn like torch's default init (uniform in ``+-1/sqrt(fan_in)``), the input and
@@ -211,9 +245,15 @@ def check_conv_equivalence(geometry: ConvGeometry, imap: IndexMap, *,
     return _compare(g.op, dtype, pairs, rtol)
 
 
-def check_rnn_equivalence(geometry: RNNGeometry, imap: IndexMap, *,
-                          dtype: torch.dtype = torch.float64, batch_size: int = 2, seed: int = 0,
-                          rtol: float | None = None) -> EquivalenceReport:
+def check_rnn_equivalence(
+    geometry: RNNGeometry,
+    imap: IndexMap,
+    *,
+    dtype: torch.dtype = torch.float64,
+    batch_size: int = 2,
+    seed: int = 0,
+    rtol: float | None = None,
+) -> EquivalenceReport:
     """Compare the unrolled RNN ArbNet with ``torch.nn.RNN`` (tanh, one layer, batch first), on CPU.
 
     ``torch.nn.RNN`` gets ``weight_ih_l0, weight_hh_l0 = split(table[:H(I+H)].view(H, I+H))`` and a
@@ -250,8 +290,8 @@ def check_rnn_equivalence(geometry: RNNGeometry, imap: IndexMap, *,
     ref = torch.nn.RNN(g.input_size, g.hidden_size, nonlinearity="tanh", bias=g.bias, batch_first=True, dtype=dtype)
     with torch.no_grad():
         w = table[:n].view(g.step_shape)
-        ref.get_parameter("weight_ih_l0").copy_(w[:, :g.input_size])
-        ref.get_parameter("weight_hh_l0").copy_(w[:, g.input_size:])
+        ref.get_parameter("weight_ih_l0").copy_(w[:, : g.input_size])
+        ref.get_parameter("weight_hh_l0").copy_(w[:, g.input_size :])
         if g.bias:
             ref.get_parameter("bias_ih_l0").copy_(table[n:] - b_hh)
             ref.get_parameter("bias_hh_l0").copy_(b_hh)
@@ -259,8 +299,9 @@ def check_rnn_equivalence(geometry: RNNGeometry, imap: IndexMap, *,
     out2, h2 = ref(x2)
     ((out2 * up_out).sum() + (h2[0] * up_h).sum()).backward()
 
-    grad_w = torch.cat([_grad(ref.get_parameter("weight_ih_l0")), _grad(ref.get_parameter("weight_hh_l0"))],
-                       dim=1).flatten()
+    grad_w = torch.cat(
+        [_grad(ref.get_parameter("weight_ih_l0")), _grad(ref.get_parameter("weight_hh_l0"))], dim=1
+    ).flatten()
     pairs = {"output": (out1, out2), "h_n": (h1, h2[0]), "grad_weights": (_grad(t1)[:n], grad_w)}
     if g.bias:
         pairs["grad_bias_ih"] = (_grad(t1)[n:], _grad(ref.get_parameter("bias_ih_l0")))

@@ -23,6 +23,7 @@ Two implementations of ``W = sign * table[indices]`` (``W = 0`` where ``indices 
 Optionally the backward multiplies each entry's gradient by a per-entry ``scale``
 (load normalisation, :func:`entry_loads`).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,9 +35,25 @@ from torch.autograd.function import once_differentiable
 
 from . import cpu_kernels
 
-__all__ = ["gather_weight", "gather_weight_ref", "gather_index", "gather_flat", "GatherPlan", "LanePlan",
-           "RowListPlan", "SegmentPlan", "MapPlan", "build_plan", "for_device", "segment_sums", "TableGather",
-           "entry_loads", "load_scale", "plan_indices", "plan_sign"]
+__all__ = [
+    "gather_weight",
+    "gather_weight_ref",
+    "gather_index",
+    "gather_flat",
+    "GatherPlan",
+    "LanePlan",
+    "RowListPlan",
+    "SegmentPlan",
+    "MapPlan",
+    "build_plan",
+    "for_device",
+    "segment_sums",
+    "TableGather",
+    "entry_loads",
+    "load_scale",
+    "plan_indices",
+    "plan_sign",
+]
 
 MAX_LANES = 8
 COMPACT_SPARSITY = 0.75  # on the CPU, maps with at least this fraction of zeroed weights keep a row list
@@ -62,8 +79,13 @@ def gather_index(indices: torch.Tensor, table_size: int) -> torch.Tensor:
     return torch.where(flat < 0, torch.full_like(flat, table_size), flat)
 
 
-def gather_flat(table: torch.Tensor, index: torch.Tensor, shape: tuple[int, ...] | torch.Size,
-                sign: torch.Tensor | None = None, padded: bool = True) -> torch.Tensor:
+def gather_flat(
+    table: torch.Tensor,
+    index: torch.Tensor,
+    shape: tuple[int, ...] | torch.Size,
+    sign: torch.Tensor | None = None,
+    padded: bool = True,
+) -> torch.Tensor:
     """``sign * pad(table)[index]`` reshaped to ``shape``, for a precomputed :func:`gather_index`.
 
     Args:
@@ -159,7 +181,7 @@ class GatherPlan(nn.Module):
         acc = grad_w.new_zeros(self.slots)  # (slots,)
         self.scatter(acc, grad_w)
         n = self.table_size
-        return acc[:n * self.lanes * self.signs].view(n, self.lanes, self.signs).sum(1)  # (n, signs)
+        return acc[: n * self.lanes * self.signs].view(n, self.lanes, self.signs).sum(1)  # (n, signs)
 
     def scatter(self, acc: torch.Tensor, grad_w: torch.Tensor) -> None:
         """``acc[key[p]] += grad_w[p]`` in increasing ``p`` (one thread's ``index_add_``)."""
@@ -169,8 +191,10 @@ class GatherPlan(nn.Module):
             acc.index_add_(0, _index_key(self.key), grad_w)
 
     def extra_repr(self) -> str:
-        return (f"weights={self.num_weights}, table_size={self.table_size}, lanes={self.lanes}, signs={self.signs}, "
-                f"key={str(self.key.dtype).removeprefix('torch.')}")
+        return (
+            f"weights={self.num_weights}, table_size={self.table_size}, lanes={self.lanes}, signs={self.signs}, "
+            f"key={str(self.key.dtype).removeprefix('torch.')}"
+        )
 
 
 class LanePlan(GatherPlan):
@@ -199,8 +223,16 @@ class RowListPlan(GatherPlan):
     cols: torch.Tensor
     row_ptr: torch.Tensor
 
-    def __init__(self, key: torch.Tensor, table_size: int, lanes: int, signs: int, cols: torch.Tensor,
-                 row_ptr: torch.Tensor, ncols: int) -> None:
+    def __init__(
+        self,
+        key: torch.Tensor,
+        table_size: int,
+        lanes: int,
+        signs: int,
+        cols: torch.Tensor,
+        row_ptr: torch.Tensor,
+        ncols: int,
+    ) -> None:
         super().__init__(key, table_size, lanes, signs)
         self.ncols = ncols
         self.register_buffer("cols", cols, persistent=False)
@@ -258,8 +290,16 @@ class SegmentPlan(GatherPlan):
     perm: torch.Tensor
     offsets: torch.Tensor
 
-    def __init__(self, key: torch.Tensor, table_size: int, lanes: int, signs: int, perm: torch.Tensor,
-                 offsets: torch.Tensor, skewed: bool) -> None:
+    def __init__(
+        self,
+        key: torch.Tensor,
+        table_size: int,
+        lanes: int,
+        signs: int,
+        perm: torch.Tensor,
+        offsets: torch.Tensor,
+        skewed: bool,
+    ) -> None:
         super().__init__(key, table_size, lanes, signs)
         self.skewed = skewed
         self.register_buffer("perm", perm, persistent=False)
@@ -267,7 +307,8 @@ class SegmentPlan(GatherPlan):
 
     def accumulate(self, grad_w: torch.Tensor) -> torch.Tensor:
         return segment_sums(grad_w.index_select(0, self.perm), self.offsets, self.skewed).view(
-            self.table_size, self.signs)  # (n, signs)
+            self.table_size, self.signs
+        )  # (n, signs)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, live={self.perm.numel()}, skewed={self.skewed}"
@@ -297,8 +338,14 @@ def key_dtype(slots: int, device: torch.device | str) -> torch.dtype:
     return torch.int32 if slots < 2**31 else torch.int64
 
 
-def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None = None,
-               lanes: int | None = None, sorted_segments: bool = False, compact: bool | None = None) -> GatherPlan:
+def build_plan(
+    indices: torch.Tensor,
+    table_size: int,
+    sign: torch.Tensor | None = None,
+    lanes: int | None = None,
+    sorted_segments: bool = False,
+    compact: bool | None = None,
+) -> GatherPlan:
     """Build the :class:`GatherPlan` of one map (O(N); run once per map, not per step).
 
     Args:
@@ -323,9 +370,11 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
         raise ValueError("a compact (row-list) plan has no sorted segments; pass one of compact, sorted_segments")
     flat = indices.reshape(-1).long()
     if flat.numel() and (int(flat.min()) < -1 or int(flat.max()) >= table_size):  # the CPU loops do not bounds-check
-        raise ValueError(f"indices must lie in [-1, {table_size}) (-1 = weight fixed at zero), got "
-                         f"[{int(flat.min())}, {int(flat.max())}]; was the map built for a table of {table_size} "
-                         "entries?")
+        raise ValueError(
+            f"indices must lie in [-1, {table_size}) (-1 = weight fixed at zero), got "
+            f"[{int(flat.min())}, {int(flat.max())}]; was the map built for a table of {table_size} "
+            "entries?"
+        )
     n_w = flat.numel()
     signs = 1 if sign is None else 2
     if lanes is None:
@@ -337,8 +386,12 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
     key = torch.where(flat < 0, table_size * lanes * signs + pos % PAD_SLOTS, key)
     dtype = key_dtype(table_size * lanes * signs + PAD_SLOTS, flat.device)
     if compact is None:
-        compact = (flat.device.type == "cpu" and not sorted_segments and n_w > 0
-                   and int((flat < 0).sum()) >= COMPACT_SPARSITY * n_w)
+        compact = (
+            flat.device.type == "cpu"
+            and not sorted_segments
+            and n_w > 0
+            and int((flat < 0).sum()) >= COMPACT_SPARSITY * n_w
+        )
     if compact:
         ncols = indices.shape[-1] if indices.dim() else 1
         live = flat >= 0
@@ -350,8 +403,9 @@ def build_plan(indices: torch.Tensor, table_size: int, sign: torch.Tensor | None
     return with_segments(plan) if sorted_segments else plan
 
 
-def for_device(plan: GatherPlan, device: torch.device | str, lanes: int | None = None,
-               compact: bool | None = None) -> GatherPlan:
+def for_device(
+    plan: GatherPlan, device: torch.device | str, lanes: int | None = None, compact: bool | None = None
+) -> GatherPlan:
     """``plan`` laid out for ``device``: on the CPU per-position lanes and the narrowest key, no segments;
     elsewhere one lane and sorted segments. Returns ``plan`` itself when it already fits.
 
@@ -361,14 +415,24 @@ def for_device(plan: GatherPlan, device: torch.device | str, lanes: int | None =
     """
     device = torch.device(device)
     cpu = device.type == "cpu"
-    if plan.key.device.type == device.type and isinstance(plan, SegmentPlan) != cpu \
-            and plan.key.dtype == key_dtype(plan.slots, device) and (lanes is None or not cpu or plan.lanes == lanes) \
-            and (compact is None or not cpu or plan.compact == compact):
+    if (
+        plan.key.device.type == device.type
+        and isinstance(plan, SegmentPlan) != cpu
+        and plan.key.dtype == key_dtype(plan.slots, device)
+        and (lanes is None or not cpu or plan.lanes == lanes)
+        and (compact is None or not cpu or plan.compact == compact)
+    ):
         return plan
     indices = plan_indices(plan).to(device)
     sign = plan_sign(plan)
-    return build_plan(indices, plan.table_size, None if sign is None else sign.to(device),
-                      lanes=lanes if cpu else None, sorted_segments=not cpu, compact=compact if cpu else None)
+    return build_plan(
+        indices,
+        plan.table_size,
+        None if sign is None else sign.to(device),
+        lanes=lanes if cpu else None,
+        sorted_segments=not cpu,
+        compact=compact if cpu else None,
+    )
 
 
 def with_segments(plan: GatherPlan) -> GatherPlan:
@@ -485,8 +549,12 @@ def gather_weight(table: torch.Tensor, indices: torch.Tensor, sign: torch.Tensor
     Shape:
         - Output: ``indices.shape``, dtype and device of ``table``.
     """
-    plan = build_plan(indices.to(table.device), table.shape[0], None if sign is None else sign.to(table.device),
-                      sorted_segments=table.device.type != "cpu")
+    plan = build_plan(
+        indices.to(table.device),
+        table.shape[0],
+        None if sign is None else sign.to(table.device),
+        sorted_segments=table.device.type != "cpu",
+    )
     return table_gather(table, plan).view(indices.shape)
 
 
@@ -496,7 +564,7 @@ def entry_loads(plan: GatherPlan) -> torch.Tensor:
     Sign-agnostic (a weight of sign -1 counts like one of sign +1).
     """
     e = (plan.key.long() // (plan.lanes * plan.signs)).clamp_(max=plan.table_size)  # a row list: live ones
-    return torch.bincount(e, minlength=plan.table_size + 1)[:plan.table_size]
+    return torch.bincount(e, minlength=plan.table_size + 1)[: plan.table_size]
 
 
 def load_scale(loads: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
@@ -557,16 +625,27 @@ class MapPlan(nn.Module):
         num_zeros: weights fixed at zero.
     """
 
-    def __init__(self, indices: torch.Tensor, table_size: int, sign: torch.Tensor | None = None,
-                 device: torch.device | str | None = None, lanes: int | None = None, compact: bool | None = None,
-                 view: bool = True) -> None:
+    def __init__(
+        self,
+        indices: torch.Tensor,
+        table_size: int,
+        sign: torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+        lanes: int | None = None,
+        compact: bool | None = None,
+        view: bool = True,
+    ) -> None:
         super().__init__()
         self.shape, self.table_size, self.index_dtype = tuple(indices.shape), table_size, indices.dtype
         self.lanes, self.compact = lanes, compact
         flat = indices.reshape(-1).long()
         start = int(flat[0]) if flat.numel() else 0
-        contiguous = view and sign is None and start >= 0 and torch.equal(
-            flat, torch.arange(start, start + flat.numel(), device=flat.device))
+        contiguous = (
+            view
+            and sign is None
+            and start >= 0
+            and torch.equal(flat, torch.arange(start, start + flat.numel(), device=flat.device))
+        )
         self.start: int | None = start if contiguous else None
         self.num_zeros = int((flat < 0).sum())
         self.layout: GatherPlan | None = None

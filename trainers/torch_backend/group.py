@@ -12,6 +12,7 @@ see the same mini-batches (the shuffle of ``config.seed``). Each member's
 :class:`~trainers.torch_backend.results.TrainResult` has the content :func:`train` returns for it
 (timings are the group's).
 """
+
 from __future__ import annotations
 
 import os
@@ -44,14 +45,15 @@ __all__ = ["ArbMLPGroup", "GroupSGD", "train_group"]
 def _own_bias(linear: ArbLinear) -> Tensor:
     """The layer's own bias Parameter (every member layer has one: table-read biases are refused)."""
     if linear.bias is None:
-        raise ValueError("train_group needs a bias Parameter on every layer (no table-read biases); "
-                         "train such maps one by one with train()")
+        raise ValueError(
+            "train_group needs a bias Parameter on every layer (no table-read biases); "
+            "train such maps one by one with train()"
+        )
     return linear.bias
 
 
 def _signature(imap: IndexMap) -> tuple:
-    return (tuple(imap.table_sizes),
-            tuple((lay.in_features, lay.out_features, lay.table) for lay in imap.layers))
+    return (tuple(imap.table_sizes), tuple((lay.in_features, lay.out_features, lay.table) for lay in imap.layers))
 
 
 class ArbMLPGroup(nn.Module):
@@ -76,13 +78,17 @@ class ArbMLPGroup(nn.Module):
         if not members or len(members) != len(maps):
             raise ValueError("need one or more members, one index map each")
         if any(lay.bias_indices is not None for m in maps for lay in m.layers):
-            raise ValueError("train_group does not support biases read from the table (bias_indices); "
-                             "train such maps one by one with train()")
+            raise ValueError(
+                "train_group does not support biases read from the table (bias_indices); "
+                "train such maps one by one with train()"
+            )
         sig = _signature(maps[0])
         for i, m in enumerate(maps[1:], 1):
             if _signature(m) != sig:
-                raise ValueError(f"map {i} differs from map 0 in layer sizes, table sizes or table assignment; "
-                                 "a group needs one architecture (build every map with the same --arch)")
+                raise ValueError(
+                    f"map {i} differs from map 0 in layer sizes, table sizes or table assignment; "
+                    "a group needs one architecture (build every map with the same --arch)"
+                )
         k, first = len(members), maps[0]
         self.num_members = k
         self.table_sizes = list(first.table_sizes)
@@ -92,8 +98,11 @@ class ArbMLPGroup(nn.Module):
                 reader = next(j for j, lay in enumerate(first.layers) if lay.table == t)
                 self.tables[str(t)] = nn.Parameter(torch.cat([m.linears[reader].table.detach() for m in members]))
             self.biases = nn.ParameterList(
-                [nn.Parameter(torch.stack([_own_bias(m.linears[j]).detach() for m in members]))
-                 for j in range(len(first.layers))])
+                [
+                    nn.Parameter(torch.stack([_own_bias(m.linears[j]).detach() for m in members]))
+                    for j in range(len(first.layers))
+                ]
+            )
             self.bns = nn.ModuleList()
             for j, lay in enumerate(first.layers):
                 bn = nn.BatchNorm1d(k * lay.out_features, device=members[0].linears[0].table.device)
@@ -105,15 +114,23 @@ class ArbMLPGroup(nn.Module):
         self._plans = []
         for j, (in_f, out_f, t) in enumerate(self._layers):
             n = self.table_sizes[t]
-            idx = torch.stack([torch.from_numpy(np.array(m.layers[j].indices, copy=True)).long()
-                               for m in maps])  # (K, out, in)
+            idx = torch.stack(
+                [torch.from_numpy(np.array(m.layers[j].indices, copy=True)).long() for m in maps]
+            )  # (K, out, in)
             idx = torch.where(idx < 0, -1, idx + n * torch.arange(k).view(k, 1, 1))
             sign = None  # members without a sign hash read with +1 where others have one
             if any(m.layers[j].sign is not None for m in maps):
-                sign = torch.stack([torch.ones(out_f, in_f, dtype=torch.int8) if m.layers[j].sign is None
-                                    else torch.from_numpy(np.array(m.layers[j].sign, copy=True)) for m in maps])
-            plan = build_plan(idx.to(device), n * k, None if sign is None else sign.to(device),
-                              sorted_segments=device.type != "cpu")
+                sign = torch.stack(
+                    [
+                        torch.ones(out_f, in_f, dtype=torch.int8)
+                        if m.layers[j].sign is None
+                        else torch.from_numpy(np.array(m.layers[j].sign, copy=True))
+                        for m in maps
+                    ]
+                )
+            plan = build_plan(
+                idx.to(device), n * k, None if sign is None else sign.to(device), sorted_segments=device.type != "cpu"
+            )
             self._plans.append(plan)
         self._scales: list[Tensor | None] = [None] * len(self._layers)
 
@@ -146,10 +163,10 @@ class ArbMLPGroup(nn.Module):
         out: dict[str, Tensor] = {}
         for j, (_, out_f, t) in enumerate(self._layers):
             n = self.table_sizes[t]
-            out[f"blocks.{j}.linear.table"] = self.tables[str(t)].detach()[i * n:(i + 1) * n]
+            out[f"blocks.{j}.linear.table"] = self.tables[str(t)].detach()[i * n : (i + 1) * n]
             out[f"blocks.{j}.linear.bias"] = self.biases[j].detach()[i]
             for name in ("weight", "bias", "running_mean", "running_var"):
-                out[f"blocks.{j}.bn.{name}"] = getattr(self.bns[j], name).detach()[i * out_f:(i + 1) * out_f]
+                out[f"blocks.{j}.bn.{name}"] = getattr(self.bns[j], name).detach()[i * out_f : (i + 1) * out_f]
         return out
 
     def member_index(self) -> dict[int, Tensor]:
@@ -223,8 +240,13 @@ class _Plateau:
         return lr
 
 
-def _epoch(group: ArbMLPGroup, opt: GroupSGD, data: DeviceData, batch_size: int, generator: torch.Generator,
-           ) -> tuple[list[float], list[float]]:
+def _epoch(
+    group: ArbMLPGroup,
+    opt: GroupSGD,
+    data: DeviceData,
+    batch_size: int,
+    generator: torch.Generator,
+) -> tuple[list[float], list[float]]:
     group.train()
     n, k = len(data), group.num_members
     order = torch.randperm(n, generator=generator).to(data.labels.device)
@@ -232,7 +254,7 @@ def _epoch(group: ArbMLPGroup, opt: GroupSGD, data: DeviceData, batch_size: int,
     loss_sum = torch.zeros(k, dtype=torch.float64, device=data.labels.device)
     seen = 0
     for s in [s for s in range(0, n, batch_size) if min(batch_size, n - s) >= 2]:
-        x, y = data.batch(order[s:s + batch_size])
+        x, y = data.batch(order[s : s + batch_size])
         logits = group(x)  # (K, B, C)
         losses = F.cross_entropy(logits.transpose(1, 2), y.unsqueeze(0).expand(k, -1), reduction="none").mean(1)
         opt.zero_grad()
@@ -254,13 +276,22 @@ def _evaluate(group: ArbMLPGroup, data: DeviceData, batch_size: int) -> tuple[li
         x, y = data.batch(slice(s, s + batch_size))
         logits = group(x)
         correct += (logits.argmax(2) == y).sum(1).cpu()
-        loss_sum += F.cross_entropy(logits.transpose(1, 2), y.unsqueeze(0).expand(k, -1), reduction="none").sum(
-            1).double().cpu()
+        loss_sum += (
+            F.cross_entropy(logits.transpose(1, 2), y.unsqueeze(0).expand(k, -1), reduction="none")
+            .sum(1)
+            .double()
+            .cpu()
+        )
     return [int(c) / len(data) for c in correct], [float(v) / len(data) for v in loss_sum]
 
 
-def fit_group(maps: list[IndexMap], config: TrainConfig, device: torch.device, root: Path, progress: bool = False,
-              ) -> tuple[list[ArbMLP], ArbMLPGroup, DataInfo, list[list[EpochRecord]], list[float], list[float]]:
+def fit_group(
+    maps: list[IndexMap],
+    config: TrainConfig,
+    device: torch.device,
+    root: Path,
+    progress: bool = False,
+) -> tuple[list[ArbMLP], ArbMLPGroup, DataInfo, list[list[EpochRecord]], list[float], list[float]]:
     """Initialise each member as :func:`train` would, train the group, evaluate: the body of :func:`train_group`.
 
     Returns:
@@ -268,8 +299,13 @@ def fit_group(maps: list[IndexMap], config: TrainConfig, device: torch.device, r
         ``members`` are the freshly initialised solo models (untrained; for their sizes).
     """
     train_data, test_data, data_info = load_device_data(
-        config.dataset, root, device, download=config.download, verify_md5=config.verify_md5,
-        limit_train=config.limit_train)
+        config.dataset,
+        root,
+        device,
+        download=config.download,
+        verify_md5=config.verify_md5,
+        limit_train=config.limit_train,
+    )
     members = []
     for imap in maps:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -288,14 +324,19 @@ def fit_group(maps: list[IndexMap], config: TrainConfig, device: torch.device, r
         wall = time.perf_counter() - te
         for i, p in enumerate(plateaus):
             opt.lrs[i] = p.step(accs[i], opt.lrs[i])
-            epochs[i].append(EpochRecord(epoch=epoch, train_accuracy=accs[i], train_loss=losses[i], lr=lrs[i],
-                                         wall_time_s=wall))
+            epochs[i].append(
+                EpochRecord(epoch=epoch, train_accuracy=accs[i], train_loss=losses[i], lr=lrs[i], wall_time_s=wall)
+            )
     test_acc, test_loss = _evaluate(group, test_data, config.eval_batch_size)
     return members, group, DataInfo.from_dict(data_info), epochs, test_acc, test_loss
 
 
-def train_group(index_files: Sequence[str | os.PathLike], config: TrainConfig = PAPER_CONFIG,
-                outs: Sequence[str | os.PathLike] | None = None, progress: bool | None = None) -> list[TrainResult]:
+def train_group(
+    index_files: Sequence[str | os.PathLike],
+    config: TrainConfig = PAPER_CONFIG,
+    outs: Sequence[str | os.PathLike] | None = None,
+    progress: bool | None = None,
+) -> list[TrainResult]:
     """Train the ArbMLPs of ``index_files`` together as one batched model; one result per file.
 
     Each :class:`~trainers.torch_backend.results.TrainResult` has the content
@@ -323,16 +364,23 @@ def train_group(index_files: Sequence[str | os.PathLike], config: TrainConfig = 
     if not index_files:
         raise ValueError("index_files is empty; pass one or more index files")
     if config.optimizer != "sgd":
-        raise ValueError(f"train_group supports optimizer='sgd' only, got {config.optimizer!r}; "
-                         "train such models one by one with train()")
+        raise ValueError(
+            f"train_group supports optimizer='sgd' only, got {config.optimizer!r}; "
+            "train such models one by one with train()"
+        )
     # -- the paper's network and recipe only --
     paper = TrainConfig()
-    changed = [f"{k}={getattr(config, k)!r}" for k in ("loss", "val_fraction", "lr_metric")
-               if getattr(config, k) != getattr(paper, k)]
+    changed = [
+        f"{k}={getattr(config, k)!r}"
+        for k in ("loss", "val_fraction", "lr_metric")
+        if getattr(config, k) != getattr(paper, k)
+    ]
     changed += [f"{k}={v!r}" for k, v in config.model_options().items() if v != paper.model_options()[k]]
     if changed:
-        raise ValueError(f"train_group trains the paper's network and recipe only, got {', '.join(changed)}; "
-                         "train such models one by one with train()")
+        raise ValueError(
+            f"train_group trains the paper's network and recipe only, got {', '.join(changed)}; "
+            "train such models one by one with train()"
+        )
     # -- end --
     if outs is not None and len(outs) != len(index_files):
         raise ValueError(f"outs has {len(outs)} paths for {len(index_files)} index files")
@@ -353,8 +401,10 @@ def train_group(index_files: Sequence[str | os.PathLike], config: TrainConfig = 
     finally:
         torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
-    results = [make_result(config, p, imap, device_info, m, data_info, ep, acc, loss, wall)
-               for p, imap, m, ep, acc, loss in zip(paths, maps, members, epochs, accs, losses)]
+    results = [
+        make_result(config, p, imap, device_info, m, data_info, ep, acc, loss, wall)
+        for p, imap, m, ep, acc, loss in zip(paths, maps, members, epochs, accs, losses)
+    ]
     for res, out in zip(results, outs or []):
         atomic_write_json(out, res.to_dict())
     return results

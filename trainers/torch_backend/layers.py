@@ -1,4 +1,5 @@
 """ArbNet layers: a linear layer whose weights are read from a shared table through an index map."""
+
 from __future__ import annotations
 
 import math
@@ -45,9 +46,11 @@ def _check_indices(indices: Tensor, shape: tuple[int, ...], table_size: int, wha
     if tuple(indices.shape) != shape:
         raise ValueError(f"{what} must have shape {shape}, got {tuple(indices.shape)}")
     if indices.numel() and (int(indices.min()) < -1 or int(indices.max()) >= table_size):
-        raise ValueError(f"{what} must lie in [-1, {table_size}) (-1 = weight fixed at zero), got "
-                         f"[{int(indices.min())}, {int(indices.max())}]; was the map built for a table of "
-                         f"{table_size} entries?")
+        raise ValueError(
+            f"{what} must lie in [-1, {table_size}) (-1 = weight fixed at zero), got "
+            f"[{int(indices.min())}, {int(indices.max())}]; was the map built for a table of "
+            f"{table_size} entries?"
+        )
 
 
 def bucket_means(table_size: int, readers: Sequence[tuple[Tensor, Tensor, Tensor | None]]) -> Tensor:
@@ -173,18 +176,31 @@ class ArbLinear(nn.Module):
     weight_plan: MapPlan
     bias_plan: MapPlan | None
 
-    def __init__(self, in_features: int, out_features: int, indices: Tensor | np.ndarray, table_size: int | None,
-                 sign: Tensor | np.ndarray | None = None, bias: bool = True, *, table: nn.Parameter | None = None,
-                 bias_indices: Tensor | np.ndarray | None = None, bias_sign: Tensor | np.ndarray | None = None,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        indices: Tensor | np.ndarray,
+        table_size: int | None,
+        sign: Tensor | np.ndarray | None = None,
+        bias: bool = True,
+        *,
+        table: nn.Parameter | None = None,
+        bias_indices: Tensor | np.ndarray | None = None,
+        bias_sign: Tensor | np.ndarray | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
         check_int("in_features", in_features, 1, sys.maxsize)
         check_int("out_features", out_features, 1, sys.maxsize)
         if table is not None:
             if not isinstance(table, nn.Parameter) or table.dim() != 1:
-                raise TypeError("table must be a 1-D torch.nn.Parameter (the shared entries), "
-                                f"got {type(table).__name__} of shape {tuple(getattr(table, 'shape', ()))}")
+                raise TypeError(
+                    "table must be a 1-D torch.nn.Parameter (the shared entries), "
+                    f"got {type(table).__name__} of shape {tuple(getattr(table, 'shape', ()))}"
+                )
             if table_size is None:
                 table_size = table.numel()
             elif table.numel() != table_size:
@@ -209,8 +225,11 @@ class ArbLinear(nn.Module):
         self.register_buffer("bias_indices", bias_indices)
         if bias_sign is not None:
             bias_sign = _as_tensor(bias_sign, "bias_sign")
-            if bias_indices is None or tuple(bias_sign.shape) != (out_features,) \
-                    or not bool(((bias_sign == 1) | (bias_sign == -1)).all()):
+            if (
+                bias_indices is None
+                or tuple(bias_sign.shape) != (out_features,)
+                or not bool(((bias_sign == 1) | (bias_sign == -1)).all())
+            ):
                 raise ValueError(f"bias_sign needs bias_indices, shape ({out_features},) and values in {{-1, +1}}")
             bias_sign = bias_sign.to(device=device, dtype=torch.int8)
         self.register_buffer("bias_sign", bias_sign)
@@ -226,10 +245,16 @@ class ArbLinear(nn.Module):
         self.reset_parameters()
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, indices: Tensor | np.ndarray, table_size: int | None = None,
-                    sign: Tensor | np.ndarray | None = None, *,
-                    bias_indices: Tensor | np.ndarray | None = None,
-                    bias_sign: Tensor | np.ndarray | None = None) -> ArbLinear:
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        indices: Tensor | np.ndarray,
+        table_size: int | None = None,
+        sign: Tensor | np.ndarray | None = None,
+        *,
+        bias_indices: Tensor | np.ndarray | None = None,
+        bias_sign: Tensor | np.ndarray | None = None,
+    ) -> ArbLinear:
         r"""An :class:`ArbLinear` of map ``indices`` whose table approximates ``linear``'s weights.
 
         Entry ``e`` of the table is the mean of ``sign * linear.weight`` over the weights that
@@ -266,14 +291,25 @@ class ArbLinear(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
         if bias_indices is not None and linear.bias is None:
-            raise ValueError("bias_indices reads the bias from the table, but linear has no bias; "
-                             "drop bias_indices or give the Linear a bias")
+            raise ValueError(
+                "bias_indices reads the bias from the table, but linear has no bias; "
+                "drop bias_indices or give the Linear a bias"
+            )
         w = linear.weight
         if table_size is None:
             table_size = max(int(_as_tensor(indices, "indices").max()) + 1, 1)
-        layer = cls(linear.in_features, linear.out_features, indices, table_size, sign=sign,
-                    bias=linear.bias is not None, bias_indices=bias_indices, bias_sign=bias_sign,
-                    device=w.device, dtype=w.dtype)
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            indices,
+            table_size,
+            sign=sign,
+            bias=linear.bias is not None,
+            bias_indices=bias_indices,
+            bias_sign=bias_sign,
+            device=w.device,
+            dtype=w.dtype,
+        )
         readers: list[tuple[Tensor, Tensor, Tensor | None]] = [(w, layer.indices, layer.sign)]
         if linear.bias is not None and layer.bias_indices is not None:  # both or neither (checked above)
             readers.append((linear.bias, layer.bias_indices, layer.bias_sign))
@@ -293,8 +329,15 @@ class ArbLinear(nn.Module):
     def _set_bias_plan(self) -> None:
         plan = None
         if self.bias_indices is not None:
-            plan = MapPlan(self.bias_indices, self.table_size, self.bias_sign, device=self.table.device, lanes=1,
-                           compact=False, view=False)
+            plan = MapPlan(
+                self.bias_indices,
+                self.table_size,
+                self.bias_sign,
+                device=self.table.device,
+                lanes=1,
+                compact=False,
+                view=False,
+            )
         self.bias_plan = plan
 
     @property
@@ -316,8 +359,11 @@ class ArbLinear(nn.Module):
     def index_bytes(self) -> int:
         """Bytes held in index buffers (plan key, row list or sorted segments, bias map); the map's resident cost."""
         bufs = (self.bias_indices, self.bias_sign)
-        return (self.weight_plan.index_bytes + (0 if self.bias_plan is None else self.bias_plan.index_bytes)
-                + sum(b.numel() * b.element_size() for b in bufs if b is not None))
+        return (
+            self.weight_plan.index_bytes
+            + (0 if self.bias_plan is None else self.bias_plan.index_bytes)
+            + sum(b.numel() * b.element_size() for b in bufs if b is not None)
+        )
 
     def entry_loads(self) -> Tensor:
         """int64 ``(table_size,)``: how many weights (and table-read biases) of this layer read each entry.
@@ -350,11 +396,13 @@ class ArbLinear(nn.Module):
         if sign is not None:
             destination[prefix + "sign"] = sign
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         indices, sign = state_dict.get(prefix + "indices"), state_dict.get(prefix + "sign")
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         for name in ("indices", "sign"):
             if prefix + name in unexpected_keys:
                 unexpected_keys.remove(prefix + name)
@@ -404,9 +452,13 @@ class ArbLinear(nn.Module):
         return self.out_features * self.in_features / self.table_size
 
     def extra_repr(self) -> str:
-        parts = [f"in_features={self.in_features}", f"out_features={self.out_features}",
-                 f"table_size={self.table_size}", f"compression_ratio={self.compression_ratio:.4g}",
-                 f"bias={self.bias is not None or self.bias_indices is not None}"]
+        parts = [
+            f"in_features={self.in_features}",
+            f"out_features={self.out_features}",
+            f"table_size={self.table_size}",
+            f"compression_ratio={self.compression_ratio:.4g}",
+            f"bias={self.bias is not None or self.bias_indices is not None}",
+        ]
         if self.weight_plan.has_sign:
             parts.append("sign=True")
         if self.bias_indices is not None:

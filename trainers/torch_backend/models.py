@@ -1,4 +1,5 @@
 """ArbNet models built from an index file (format version 1, 2 or 3, ``hashlab.io.format``, docs/FORMAT.md)."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ from .layers import ArbLinear, table_init_bound
 
 __all__ = ["ArbMLP", "ACTIVATIONS"]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-                                           "gelu": nn.GELU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "elu": nn.ELU,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
 """Activation modules by the names of ``TrainConfig.activation``."""
 
 
@@ -86,9 +92,19 @@ class ArbMLP(nn.Module):
         torch.Size([32, 10])
     """
 
-    def __init__(self, index_map: IndexMap, bias: bool = True, device=None, dtype=None, *,
-                 activation: str = "elu", batch_norm: bool = True, dropout: float = 0.0,
-                 input_dropout: float = 0.0, output_activation: bool = True) -> None:
+    def __init__(
+        self,
+        index_map: IndexMap,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        activation: str = "elu",
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        output_activation: bool = True,
+    ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
@@ -97,22 +113,36 @@ class ArbMLP(nn.Module):
         layers = index_map.layers
         for prev, lay in zip(layers[:-1], layers[1:]):
             if lay.in_features != prev.out_features:
-                raise ValueError(f"layer {lay.name!r} has in_features={lay.in_features} but the previous layer "
-                                 f"{prev.name!r} has out_features={prev.out_features}; an MLP map must chain")
+                raise ValueError(
+                    f"layer {lay.name!r} has in_features={lay.in_features} but the previous layer "
+                    f"{prev.name!r} has out_features={prev.out_features}; an MLP map must chain"
+                )
         readers: dict[int, list[int]] = {}
         for lay in layers:
             readers.setdefault(lay.table, []).append(lay.in_features)
-        self.tables = nn.ParameterDict({
-            str(t): nn.Parameter(torch.empty(index_map.table_sizes[t], device=device, dtype=dtype))
-            for t, fan_ins in readers.items() if len(fan_ins) > 1
-        })
+        self.tables = nn.ParameterDict(
+            {
+                str(t): nn.Parameter(torch.empty(index_map.table_sizes[t], device=device, dtype=dtype))
+                for t, fan_ins in readers.items()
+                if len(fan_ins) > 1
+            }
+        )
         self._table_bounds = {str(t): table_init_bound(max(fan_ins)) for t, fan_ins in readers.items()}
         blocks = []
         for lay in layers:
-            linear = ArbLinear(lay.in_features, lay.out_features, lay.indices, index_map.table_sizes[lay.table],
-                               sign=lay.sign, bias=bias or lay.bias_indices is not None,
-                               table=self.tables[str(lay.table)] if str(lay.table) in self.tables else None,
-                               bias_indices=lay.bias_indices, bias_sign=lay.bias_sign, device=device, dtype=dtype)
+            linear = ArbLinear(
+                lay.in_features,
+                lay.out_features,
+                lay.indices,
+                index_map.table_sizes[lay.table],
+                sign=lay.sign,
+                bias=bias or lay.bias_indices is not None,
+                table=self.tables[str(lay.table)] if str(lay.table) in self.tables else None,
+                bias_indices=lay.bias_indices,
+                bias_sign=lay.bias_sign,
+                device=device,
+                dtype=dtype,
+            )
             last = lay is layers[-1]
             block: OrderedDict[str, nn.Module] = OrderedDict(linear=linear)
             if not last or output_activation:
@@ -129,13 +159,17 @@ class ArbMLP(nn.Module):
         self.spec: dict[str, Any] = dict(index_map.spec)
         # initial tables (index format v2, e.g. `hashlab cluster` centres): copied over the random init
         self._table_of = [lay.table for lay in layers]
-        self._initial_tables = {t: torch.from_numpy(np.array(init, dtype=np.float32, copy=True))
-                                for t, init in enumerate(index_map.initial_tables or ()) if init is not None}
+        self._initial_tables = {
+            t: torch.from_numpy(np.array(init, dtype=np.float32, copy=True))
+            for t, init in enumerate(index_map.initial_tables or ())
+            if init is not None
+        }
         self.reset_parameters()
 
     @classmethod
-    def from_index_file(cls, path: str | os.PathLike, bias: bool = True, device=None, dtype=None,
-                        validate: bool = True, **options: Any) -> ArbMLP:
+    def from_index_file(
+        cls, path: str | os.PathLike, bias: bool = True, device=None, dtype=None, validate: bool = True, **options: Any
+    ) -> ArbMLP:
         """Build the model of an index file (read with :func:`hashlab.io.format.load_index_file`).
 
         Args:
@@ -148,8 +182,9 @@ class ArbMLP(nn.Module):
             hashlab.io.format.FormatError: if it is not a valid index file.
             ValueError: if its layers do not chain.
         """
-        return cls(load_index_file(Path(path), mmap=True, validate=validate), bias=bias, device=device, dtype=dtype,
-                   **options)
+        return cls(
+            load_index_file(Path(path), mmap=True, validate=validate), bias=bias, device=device, dtype=dtype, **options
+        )
 
     def reset_parameters(self) -> None:
         """Re-initialise shared tables, then every layer (owned tables, biases, BatchNorm), then copy the map's

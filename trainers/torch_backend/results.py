@@ -6,6 +6,7 @@ is the results JSON, key for key and in the same order as the dict the trainer w
 results were typed, and :meth:`TrainResult.from_dict` reads such a dict back. No torch import:
 analysis code can read results files without it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,18 @@ from typing import Any
 
 from .config import TrainConfig
 
-__all__ = ["TrainResult", "EpochRecord", "Versions", "DeviceInfo", "DataInfo", "LayerSummary", "IndexFileInfo",
-           "ModelInfo", "RESULTS_SCHEMA", "RESULTS_VERSION"]
+__all__ = [
+    "TrainResult",
+    "EpochRecord",
+    "Versions",
+    "DeviceInfo",
+    "DataInfo",
+    "LayerSummary",
+    "IndexFileInfo",
+    "ModelInfo",
+    "RESULTS_SCHEMA",
+    "RESULTS_VERSION",
+]
 
 RESULTS_SCHEMA = "hashlab.train-results"
 RESULTS_VERSION = 1
@@ -50,8 +61,12 @@ class EpochRecord:
         return value
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"epoch": self.epoch, "train_accuracy": self.train_accuracy,
-                             "train_loss": self.train_loss, "lr": self.lr}
+        d: dict[str, Any] = {
+            "epoch": self.epoch,
+            "train_accuracy": self.train_accuracy,
+            "train_loss": self.train_loss,
+            "lr": self.lr,
+        }
         if self.val_accuracy is not None or self.val_loss is not None:
             d["val_accuracy"], d["val_loss"] = self.val_accuracy, self.val_loss
         d["wall_time_s"] = self.wall_time_s
@@ -178,9 +193,15 @@ class IndexFileInfo:
     compression_ratio: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "spec": self.spec, "table_sizes": list(self.table_sizes),
-                "layers": [lay.to_dict() for lay in self.layers], "num_weights": self.num_weights,
-                "num_entries": self.num_entries, "compression_ratio": self.compression_ratio}
+        return {
+            "path": self.path,
+            "spec": self.spec,
+            "table_sizes": list(self.table_sizes),
+            "layers": [lay.to_dict() for lay in self.layers],
+            "num_weights": self.num_weights,
+            "num_entries": self.num_entries,
+            "compression_ratio": self.compression_ratio,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IndexFileInfo:
@@ -270,10 +291,19 @@ class TrainResult:
             ValueError: if ``d`` is not a results dict of schema ``hashlab.train-results`` v1.
         """
         if d.get("schema") != RESULTS_SCHEMA or d.get("schema_version") != RESULTS_VERSION:
-            raise ValueError(f"not a {RESULTS_SCHEMA} v{RESULTS_VERSION} dict (schema {d.get('schema')!r}, "
-                             f"version {d.get('schema_version')!r})")
-        return cls(config=TrainConfig.from_dict(d["config"]), versions=Versions(**d["versions"]),
-                   device=DeviceInfo(**d["device"]), index_file=IndexFileInfo.from_dict(d["index_file"]),
-                   model=ModelInfo(**d["model"]), data=DataInfo.from_dict(d["data"]),
-                   epochs=[EpochRecord.from_dict(e) for e in d["epochs"]], test_accuracy=d["test_accuracy"],
-                   test_loss=d["test_loss"], wall_time_s=d["wall_time_s"])
+            raise ValueError(
+                f"not a {RESULTS_SCHEMA} v{RESULTS_VERSION} dict (schema {d.get('schema')!r}, "
+                f"version {d.get('schema_version')!r})"
+            )
+        return cls(
+            config=TrainConfig.from_dict(d["config"]),
+            versions=Versions(**d["versions"]),
+            device=DeviceInfo(**d["device"]),
+            index_file=IndexFileInfo.from_dict(d["index_file"]),
+            model=ModelInfo(**d["model"]),
+            data=DataInfo.from_dict(d["data"]),
+            epochs=[EpochRecord.from_dict(e) for e in d["epochs"]],
+            test_accuracy=d["test_accuracy"],
+            test_loss=d["test_loss"],
+            wall_time_s=d["wall_time_s"],
+        )

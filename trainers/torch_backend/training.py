@@ -7,6 +7,7 @@ held-out validation set watched by the schedule) are :class:`TrainConfig` fields
 returns a :class:`~trainers.torch_backend.results.TrainResult`; see docs/TRAINING.md for the
 results schema.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,20 @@ from .results import (
     Versions,
 )
 
-__all__ = ["train", "TrainResult", "resolve_device", "make_optimizer", "make_scheduler", "train_epoch", "evaluate",
-           "mse_loss", "LOSS_FUNCTIONS", "RESULTS_SCHEMA", "RESULTS_VERSION", "PAPER_CONFIG"]
+__all__ = [
+    "train",
+    "TrainResult",
+    "resolve_device",
+    "make_optimizer",
+    "make_scheduler",
+    "train_epoch",
+    "evaluate",
+    "mse_loss",
+    "LOSS_FUNCTIONS",
+    "RESULTS_SCHEMA",
+    "RESULTS_VERSION",
+    "PAPER_CONFIG",
+]
 
 PAPER_CONFIG = TrainConfig()
 """The default configuration of :func:`train`: the paper's recipe (a frozen dataclass, shared safely)."""
@@ -82,11 +95,13 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceUnavailable(f"device {name!r} requested but torch.cuda.is_available() is False; "
-                             "use --device cpu or --device auto")
+            raise DeviceUnavailable(
+                f"device {name!r} requested but torch.cuda.is_available() is False; use --device cpu or --device auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceUnavailable(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
-                                    "device(s) exist")
+            raise DeviceUnavailable(
+                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceUnavailable(f"device {name!r} requested but MPS is not available; use --device cpu")
     return device
@@ -121,13 +136,27 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> tor
     the count restarts.
     """
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min" if config.lr_metric == "val_loss" else "max", factor=config.lr_factor,
-        patience=config.lr_patience - 1, threshold=0.0, threshold_mode="abs", cooldown=0, min_lr=0.0)
+        optimizer,
+        mode="min" if config.lr_metric == "val_loss" else "max",
+        factor=config.lr_factor,
+        patience=config.lr_patience - 1,
+        threshold=0.0,
+        threshold_mode="abs",
+        cooldown=0,
+        min_lr=0.0,
+    )
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int,
-                generator: torch.Generator, progress: bool = False, desc: str = "",
-                loss_fn: Callable[..., Tensor] = F.cross_entropy) -> tuple[float, float]:
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DeviceData,
+    batch_size: int,
+    generator: torch.Generator,
+    progress: bool = False,
+    desc: str = "",
+    loss_fn: Callable[..., Tensor] = F.cross_entropy,
+) -> tuple[float, float]:
     """One pass over ``data`` in a random order drawn from ``generator`` (a CPU generator).
 
     Batches are slices of one permutation; a trailing batch of a single sample is skipped
@@ -148,7 +177,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
     seen = 0
     starts = [s for s in range(0, n, batch_size) if min(batch_size, n - s) >= 2]
     for s in tqdm(starts, desc=desc, leave=False, disable=not progress, unit="batch"):
-        x, y = data.batch(order[s:s + batch_size])
+        x, y = data.batch(order[s : s + batch_size])
         logits = model(x)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -162,8 +191,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Device
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceData, batch_size: int,
-             loss_fn: Callable[..., Tensor] = F.cross_entropy) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, data: DeviceData, batch_size: int, loss_fn: Callable[..., Tensor] = F.cross_entropy
+) -> tuple[float, float]:
     """``(accuracy, mean loss)`` of ``model`` in eval mode (BatchNorm running statistics, no dropout).
 
     ``loss_fn(logits, target, reduction="sum")`` gives the summed loss (:data:`LOSS_FUNCTIONS`).
@@ -179,16 +209,30 @@ def evaluate(model: nn.Module, data: DeviceData, batch_size: int,
 
 
 def _versions() -> Versions:
-    return Versions(hashlab=hashlab_version, torch=torch.__version__, torchvision=torchvision.__version__,
-                    numpy=np.__version__, python=platform.python_version())
+    return Versions(
+        hashlab=hashlab_version,
+        torch=torch.__version__,
+        torchvision=torchvision.__version__,
+        numpy=np.__version__,
+        python=platform.python_version(),
+    )
 
 
 def _device_info(device: torch.device) -> DeviceInfo:
     if device.type == "cuda":
-        return DeviceInfo(type=device.type, name=str(device), torch_threads=torch.get_num_threads(),
-                          cuda_name=torch.cuda.get_device_name(device))
-    return DeviceInfo(type=device.type, name=str(device), torch_threads=torch.get_num_threads(),
-                      cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count())
+        return DeviceInfo(
+            type=device.type,
+            name=str(device),
+            torch_threads=torch.get_num_threads(),
+            cuda_name=torch.cuda.get_device_name(device),
+        )
+    return DeviceInfo(
+        type=device.type,
+        name=str(device),
+        torch_threads=torch.get_num_threads(),
+        cpu=platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
+    )
 
 
 @contextlib.contextmanager
@@ -208,17 +252,30 @@ def _deterministic(on: bool, device: torch.device):
         torch.use_deterministic_algorithms(before)
 
 
-def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, progress: bool,
-         checkpointer: Checkpointer | None = None,
-         ) -> tuple[ArbMLP, DataInfo, list[EpochRecord], float, float]:
+def _fit(
+    imap: IndexMap,
+    config: TrainConfig,
+    device: torch.device,
+    root: Path,
+    progress: bool,
+    checkpointer: Checkpointer | None = None,
+) -> tuple[ArbMLP, DataInfo, list[EpochRecord], float, float]:
     """Load the data, build and train the model, evaluate it: the body of :func:`train`."""
     train_data, test_data, data_info = load_device_data(
-        config.dataset, root, device, download=config.download, verify_md5=config.verify_md5,
-        limit_train=config.limit_train)
+        config.dataset,
+        root,
+        device,
+        download=config.download,
+        verify_md5=config.verify_md5,
+        limit_train=config.limit_train,
+    )
     train_data, val_data = split_validation(train_data, config.val_fraction, config.val_split, config.seed)
     if val_data is not None:
-        data_info.update(train_size=len(train_data), val_size=len(val_data),
-                         validation={"fraction": config.val_fraction, "split": config.val_split})
+        data_info.update(
+            train_size=len(train_data),
+            val_size=len(val_data),
+            validation={"fraction": config.val_fraction, "split": config.val_split},
+        )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         model = ArbMLP(imap, device=device, **config.model_options())
@@ -228,18 +285,43 @@ def _fit(imap: IndexMap, config: TrainConfig, device: torch.device, root: Path, 
     shuffle = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)  # the global RNG during training is seeded and checkpointed too
-        done, epochs = (0, list[EpochRecord]()) if checkpointer is None else checkpointer.resume(
-            model, optimizer, scheduler, shuffle, device)
-        _train_epochs(model, optimizer, scheduler, train_data, config, shuffle, progress, done, epochs,
-                      checkpointer, device, val_data)
+        done, epochs = (
+            (0, list[EpochRecord]())
+            if checkpointer is None
+            else checkpointer.resume(model, optimizer, scheduler, shuffle, device)
+        )
+        _train_epochs(
+            model,
+            optimizer,
+            scheduler,
+            train_data,
+            config,
+            shuffle,
+            progress,
+            done,
+            epochs,
+            checkpointer,
+            device,
+            val_data,
+        )
     test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size, LOSS_FUNCTIONS[config.loss])
     return model, DataInfo.from_dict(data_info), epochs, test_acc, test_loss
 
 
-def _train_epochs(model: ArbMLP, optimizer: torch.optim.Optimizer, scheduler: Any, train_data: DeviceData,
-                  config: TrainConfig, shuffle: torch.Generator, progress: bool, done: int,
-                  epochs: list[EpochRecord], checkpointer: Checkpointer | None, device: torch.device,
-                  val_data: DeviceData | None = None) -> None:
+def _train_epochs(
+    model: ArbMLP,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    train_data: DeviceData,
+    config: TrainConfig,
+    shuffle: torch.Generator,
+    progress: bool,
+    done: int,
+    epochs: list[EpochRecord],
+    checkpointer: Checkpointer | None,
+    device: torch.device,
+    val_data: DeviceData | None = None,
+) -> None:
     """Epochs ``done + 1 .. config.epochs``, appending to ``epochs``; checkpoint after each if asked.
 
     With ``val_data``, each epoch ends with an evaluation on it (eval mode), recorded as
@@ -247,17 +329,32 @@ def _train_epochs(model: ArbMLP, optimizer: torch.optim.Optimizer, scheduler: An
     (:meth:`EpochRecord.metric`).
     """
     loss_fn = LOSS_FUNCTIONS[config.loss]
-    bar = tqdm(range(done + 1, config.epochs + 1), desc="epochs", disable=not progress, unit="epoch",
-               initial=done, total=config.epochs)
+    bar = tqdm(
+        range(done + 1, config.epochs + 1),
+        desc="epochs",
+        disable=not progress,
+        unit="epoch",
+        initial=done,
+        total=config.epochs,
+    )
     for epoch in bar:
         te = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        acc, loss = train_epoch(model, optimizer, train_data, config.batch_size, shuffle, progress,
-                                desc=f"epoch {epoch}", loss_fn=loss_fn)
-        val_acc, val_loss = (None, None) if val_data is None else evaluate(
-            model, val_data, config.eval_batch_size, loss_fn)
-        partial = EpochRecord(epoch=epoch, train_accuracy=acc, train_loss=loss, lr=lr, wall_time_s=0.0,
-                              val_accuracy=val_acc, val_loss=val_loss)
+        acc, loss = train_epoch(
+            model, optimizer, train_data, config.batch_size, shuffle, progress, desc=f"epoch {epoch}", loss_fn=loss_fn
+        )
+        val_acc, val_loss = (
+            (None, None) if val_data is None else evaluate(model, val_data, config.eval_batch_size, loss_fn)
+        )
+        partial = EpochRecord(
+            epoch=epoch,
+            train_accuracy=acc,
+            train_loss=loss,
+            lr=lr,
+            wall_time_s=0.0,
+            val_accuracy=val_acc,
+            val_loss=val_loss,
+        )
         scheduler.step(partial.metric(config.lr_metric))
         epochs.append(dataclasses.replace(partial, wall_time_s=time.perf_counter() - te))
         bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.4f}", lr=f"{lr:g}")
@@ -274,28 +371,68 @@ def check_map_fits(imap: IndexMap, config: TrainConfig, index_path: Path) -> Non
         raise ValueError(
             f"index file {index_path} maps {first.in_features} inputs to {last.out_features} outputs, but "
             f"{config.dataset} has {spec.num_features} features ({'x'.join(map(str, spec.shape))}) and "
-            f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`")
+            f"{spec.num_classes} classes; build a map for it, e.g. `hashlab build --arch {spec.arch_preset} ...`"
+        )
 
 
-def make_result(config: TrainConfig, index_path: Path, imap: IndexMap, device_info: DeviceInfo, model: ArbMLP,
-                data_info: DataInfo, epochs: list[EpochRecord], test_acc: float, test_loss: float,
-                wall_time_s: float) -> TrainResult:
+def make_result(
+    config: TrainConfig,
+    index_path: Path,
+    imap: IndexMap,
+    device_info: DeviceInfo,
+    model: ArbMLP,
+    data_info: DataInfo,
+    epochs: list[EpochRecord],
+    test_acc: float,
+    test_loss: float,
+    wall_time_s: float,
+) -> TrainResult:
     """The :class:`TrainResult` of one trained model (schema ``hashlab.train-results`` v1, docs/TRAINING.md)."""
     index_file = IndexFileInfo(
-        path=str(index_path), spec=imap.spec, table_sizes=list(imap.table_sizes),
-        layers=[LayerSummary(name=lay.name, in_features=lay.in_features, out_features=lay.out_features,
-                             table=lay.table, sign=lay.sign is not None, bias_from_table=lay.bias_indices is not None,
-                             zeros=int((np.asarray(lay.indices) < 0).sum())) for lay in imap.layers],
-        num_weights=imap.num_weights, num_entries=imap.num_entries, compression_ratio=imap.compression_ratio)
+        path=str(index_path),
+        spec=imap.spec,
+        table_sizes=list(imap.table_sizes),
+        layers=[
+            LayerSummary(
+                name=lay.name,
+                in_features=lay.in_features,
+                out_features=lay.out_features,
+                table=lay.table,
+                sign=lay.sign is not None,
+                bias_from_table=lay.bias_indices is not None,
+                zeros=int((np.asarray(lay.indices) < 0).sum()),
+            )
+            for lay in imap.layers
+        ],
+        num_weights=imap.num_weights,
+        num_entries=imap.num_entries,
+        compression_ratio=imap.compression_ratio,
+    )
     return TrainResult(
-        config=config, versions=_versions(), device=device_info, index_file=index_file,
-        model=ModelInfo(parameters=sum(p.numel() for p in model.parameters()), table_entries=model.num_entries,
-                        options=config.model_options()),
-        data=data_info, epochs=list(epochs), test_accuracy=test_acc, test_loss=test_loss, wall_time_s=wall_time_s)
+        config=config,
+        versions=_versions(),
+        device=device_info,
+        index_file=index_file,
+        model=ModelInfo(
+            parameters=sum(p.numel() for p in model.parameters()),
+            table_entries=model.num_entries,
+            options=config.model_options(),
+        ),
+        data=data_info,
+        epochs=list(epochs),
+        test_accuracy=test_acc,
+        test_loss=test_loss,
+        wall_time_s=wall_time_s,
+    )
 
 
-def train(index_file: str | os.PathLike, config: TrainConfig = PAPER_CONFIG, out: str | os.PathLike | None = None,
-          progress: bool | None = None, checkpoint: str | os.PathLike | None = None) -> TrainResult:
+def train(
+    index_file: str | os.PathLike,
+    config: TrainConfig = PAPER_CONFIG,
+    out: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+) -> TrainResult:
     """Train the :class:`ArbMLP` of ``index_file`` on ``config.dataset`` and report test accuracy.
 
     The network (:meth:`TrainConfig.model_options`), loss, optimizer, validation split and
@@ -355,8 +492,9 @@ def train(index_file: str | os.PathLike, config: TrainConfig = PAPER_CONFIG, out
     finally:
         torch.set_num_threads(threads)
 
-    result = make_result(config, index_path, imap, device_info, model, data_info, epochs, test_acc, test_loss,
-                         time.perf_counter() - t0)
+    result = make_result(
+        config, index_path, imap, device_info, model, data_info, epochs, test_acc, test_loss, time.perf_counter() - t0
+    )
     if out is not None:
         atomic_write_json(out, result.to_dict())
     return result

@@ -1,4 +1,5 @@
 """`hashlab build` end to end through the console entry point."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,12 +13,32 @@ from hashlab.cli import main
 
 def test_build_writes_the_same_map_as_the_api(tmp_path, capsys):
     out = tmp_path / "map.safetensors"
-    rc = main(["build", "--arch", "mnist-mlp", "--kind", "dirichlet", "--alpha", "1", "--table-size", "1000",
-               "--seed", "3", "--sparsity", "0.2", "--sign", "-o", str(out)])
+    rc = main(
+        [
+            "build",
+            "--arch",
+            "mnist-mlp",
+            "--kind",
+            "dirichlet",
+            "--alpha",
+            "1",
+            "--table-size",
+            "1000",
+            "--seed",
+            "3",
+            "--sparsity",
+            "0.2",
+            "--sign",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0 and "compression ratio 66.3" in capsys.readouterr().out
     got = load_index_file(out)
     want = build_map(HashSpec(kind="dirichlet", alpha=1.0, seed=3, sparsity=0.2, sign=True), ARCHITECTURES["mnist-mlp"])
-    assert got.spec["kind"] == "dirichlet" and got.spec["alpha"] == 1.0 and got.spec["architecture"] == [784, 200, 200, 10]
+    assert (
+        got.spec["kind"] == "dirichlet" and got.spec["alpha"] == 1.0 and got.spec["architecture"] == [784, 200, 200, 10]
+    )
     for a, b in zip(got.layers, want.layers):
         np.testing.assert_array_equal(a.indices, b.indices)
         np.testing.assert_array_equal(a.sign, b.sign)

@@ -1,4 +1,5 @@
 """`hashlab build --compression RATIO --hash-bias` end to end, and `stats` / `train` on such maps."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,26 @@ from trainers.torch_backend.models import ArbMLP
 @pytest.fixture(scope="module")
 def budget_file(tmp_path_factory):
     out = tmp_path_factory.mktemp("maps") / "hb.safetensors"
-    assert main(["build", "--arch", "784-200-200-10", "--kind", "xxhash", "--compression", "1/64", "--hash-bias",
-                 "--sign", "--seed", "4", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--arch",
+                "784-200-200-10",
+                "--kind",
+                "xxhash",
+                "--compression",
+                "1/64",
+                "--hash-bias",
+                "--sign",
+                "--seed",
+                "4",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -72,10 +91,31 @@ def test_model_reads_hashed_biases_from_the_table(budget_file):
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_train_accepts_compression_hash_bias_maps(tmp_path, data_root, scope, capsys):
     path = tmp_path / "m.safetensors"
-    assert main(["build", "--kind", "uniform", "--compression", "1/16", "--hash-bias", "--scope", scope,
-                 "-o", str(path)]) == 0
+    assert (
+        main(["build", "--kind", "uniform", "--compression", "1/16", "--hash-bias", "--scope", scope, "-o", str(path)])
+        == 0
+    )
     res = tmp_path / "r.json"
-    assert main(["train", str(path), "--data-root", str(data_root), "--epochs", "1", "--limit-train", "1000",
-                 "--device", "cpu", "--num-threads", "1", "-o", str(res)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(path),
+                "--data-root",
+                str(data_root),
+                "--epochs",
+                "1",
+                "--limit-train",
+                "1000",
+                "--device",
+                "cpu",
+                "--num-threads",
+                "1",
+                "-o",
+                str(res),
+            ]
+        )
+        == 0
+    )
     assert "test accuracy" in capsys.readouterr().out
     assert json.loads(res.read_text())["test_accuracy"] > 0.3  # chance is 0.1

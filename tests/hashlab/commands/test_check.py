@@ -1,4 +1,5 @@
 """`hashlab check` end to end: builder targets (numeric + structural) and index files."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,23 @@ from hashlab.cli import main
 from hashlab.maps.conv import ConvGeometry, conv_map
 from hashlab.maps.rnn import RNNGeometry, rnn_map
 
-ISSUE_CONV = ["conv2d", "--input", "4x11x11", "--out-channels", "6", "--kernel", "3", "--stride", "2",
-              "--dilation", "2", "--groups", "2", "--padding", "1"]
+ISSUE_CONV = [
+    "conv2d",
+    "--input",
+    "4x11x11",
+    "--out-channels",
+    "6",
+    "--kernel",
+    "3",
+    "--stride",
+    "2",
+    "--dilation",
+    "2",
+    "--groups",
+    "2",
+    "--padding",
+    "1",
+]
 
 
 def test_conv2d_target_passes_and_writes_the_map(tmp_path, capsys):
@@ -32,12 +48,51 @@ def test_conv2d_target_passes_and_writes_the_map(tmp_path, capsys):
 
 
 def test_conv1d_and_anisotropic_conv2d_targets(capsys):
-    assert main(["check", "conv1d", "--input", "3x20", "--out-channels", "6", "--kernel", "4", "--stride", "3",
-                 "--dilation", "2", "--padding", "2", "--groups", "3", "--no-bias"]) == 0
+    assert (
+        main(
+            [
+                "check",
+                "conv1d",
+                "--input",
+                "3x20",
+                "--out-channels",
+                "6",
+                "--kernel",
+                "4",
+                "--stride",
+                "3",
+                "--dilation",
+                "2",
+                "--padding",
+                "2",
+                "--groups",
+                "3",
+                "--no-bias",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert text.startswith("conv1d 3x20 -> 6x6, kernel 4") and "no bias" in text and "\nPASS (max abs error" in text
-    assert main(["check", "conv2d", "--input", "2x9x7", "--out-channels", "4", "--kernel", "3x2",
-                 "--stride", "1x2", "--padding", "1x0"]) == 0
+    assert (
+        main(
+            [
+                "check",
+                "conv2d",
+                "--input",
+                "2x9x7",
+                "--out-channels",
+                "4",
+                "--kernel",
+                "3x2",
+                "--stride",
+                "1x2",
+                "--padding",
+                "1x0",
+            ]
+        )
+        == 0
+    )
     assert "kernel 3x2, stride 1x2, padding 1x0" in capsys.readouterr().out
 
 
@@ -54,8 +109,24 @@ def test_rnn_target_checks_modulus_structure_and_torch(tmp_path, capsys):
 
 def test_check_file_on_a_neighborhood_map_prints_the_witness(tmp_path, capsys):
     path = tmp_path / "nb.safetensors"
-    assert main(["build", "--arch", "64-32-10", "--kind", "neighborhood", "--radius", "2", "--table-size", "50",
-                 "-o", str(path)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--arch",
+                "64-32-10",
+                "--kind",
+                "neighborhood",
+                "--radius",
+                "2",
+                "--table-size",
+                "50",
+                "-o",
+                str(path),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["check", str(path)]) == 0
     text = capsys.readouterr().out
@@ -71,25 +142,43 @@ def test_check_file_recovers_conv_and_rnn_maps(tmp_path, capsys):
     capsys.readouterr()
     assert main(["check", str(conv), "--ignore-attrs"]) == 0
     text = capsys.readouterr().out
-    assert ("CONVOLUTION: conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias"
-            in text) and "recovered from the index array alone" in text
+    assert (
+        "CONVOLUTION: conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias"
+        in text
+    ) and "recovered from the index array alone" in text
     assert main(["check", str(rnn), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert [lay["kind"] for lay in rep["layers"]] == ["rnn"] * 3
     assert rep["rnn"]["groups"][0]["geometry"] == RNNGeometry(3, 4, 3).to_dict()
 
 
-@pytest.mark.parametrize("argv, message, code", [
-    (["conv2d", "--input", "3x32", "--out-channels", "3", "--kernel", "3"], "must be CxHxW for conv2d", 2),
-    (["conv2d", "--input", "3x5x5", "--out-channels", "3", "--kernel", "7"], "spans 7 inputs", 2),
-    (["conv2d", "--input", "3x8x8", "--kernel", "3"], "needs --input, --out-channels and --kernel", 2),
-    (["conv1d", "--input", "3x8", "--out-channels", "2", "--kernel", "3", "--steps", "4"], "--steps does not apply", 2),
-    (["rnn", "--input-size", "0", "--hidden-size", "3", "--steps", "2"], "--input-size must be >= 1", 2),
-    (["rnn", "--hidden-size", "3"], "rnn needs --input-size, --hidden-size and --steps", 2),
-    (["missing.safetensors"], "does not exist", 3),
-    (["missing.safetensors", "--kernel", "3"], "only applies to the builder targets", 2),
-], ids=["conv2d-input", "kernel-too-big", "missing-flags", "rnn-flag-on-conv", "rnn-no-input", "rnn-missing",
-        "no-file", "builder-flag-on-file"])
+@pytest.mark.parametrize(
+    "argv, message, code",
+    [
+        (["conv2d", "--input", "3x32", "--out-channels", "3", "--kernel", "3"], "must be CxHxW for conv2d", 2),
+        (["conv2d", "--input", "3x5x5", "--out-channels", "3", "--kernel", "7"], "spans 7 inputs", 2),
+        (["conv2d", "--input", "3x8x8", "--kernel", "3"], "needs --input, --out-channels and --kernel", 2),
+        (
+            ["conv1d", "--input", "3x8", "--out-channels", "2", "--kernel", "3", "--steps", "4"],
+            "--steps does not apply",
+            2,
+        ),
+        (["rnn", "--input-size", "0", "--hidden-size", "3", "--steps", "2"], "--input-size must be >= 1", 2),
+        (["rnn", "--hidden-size", "3"], "rnn needs --input-size, --hidden-size and --steps", 2),
+        (["missing.safetensors"], "does not exist", 3),
+        (["missing.safetensors", "--kernel", "3"], "only applies to the builder targets", 2),
+    ],
+    ids=[
+        "conv2d-input",
+        "kernel-too-big",
+        "missing-flags",
+        "rnn-flag-on-conv",
+        "rnn-no-input",
+        "rnn-missing",
+        "no-file",
+        "builder-flag-on-file",
+    ],
+)
 def test_bad_input_exits_2_or_3_with_the_fix(argv, message, code, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["check", *argv]) == code
@@ -100,12 +189,22 @@ def test_check_file_and_help_work_without_torch(tmp_path):
     """torch is imported lazily by the builder targets only."""
     path = tmp_path / "conv.safetensors"
     from hashlab import save_index_file
+
     save_index_file(conv_map(ConvGeometry(1, 2, (5, 5), 3)), path)
-    code = ("import sys; sys.modules['torch'] = None; from hashlab.cli import main; "
-            f"sys.exit(main(['check', {str(path)!r}]))")
+    code = (
+        "import sys; sys.modules['torch'] = None; from hashlab.cli import main; "
+        f"sys.exit(main(['check', {str(path)!r}]))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "CONVOLUTION: conv2d 1x5x5 -> 2x3x3" in res.stdout
-    res = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None; "
-                          "from hashlab.cli import main; main(['check', '--help'])"], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['torch'] = None; from hashlab.cli import main; main(['check', '--help'])",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert "conv1d, conv2d or rnn" in res.stdout

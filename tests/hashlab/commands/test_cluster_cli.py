@@ -1,4 +1,5 @@
 """`hashlab cluster` end to end through the console entry point: weights file in, v2 index file out."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -45,8 +46,23 @@ def test_safetensors_weights_few_values_exact_global_and_layers_flag(tmp_path, c
     w2 = rng.choice(np.float32([1.0, -2.0]), (3, 8))
     save_file({"a.weight": w1, "b.weight": w2, "a.bias": np.zeros(8, np.float32)}, str(tmp_path / "w.safetensors"))
     out = tmp_path / "c.safetensors"
-    assert main(["cluster", str(tmp_path / "w.safetensors"), "--table-size", "5", "--scope", "global",
-                 "--layers", "a.weight,b.weight", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "cluster",
+                str(tmp_path / "w.safetensors"),
+                "--table-size",
+                "5",
+                "--scope",
+                "global",
+                "--layers",
+                "a.weight,b.weight",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "distinct" in capsys.readouterr().out
     got = load_index_file(out)
     assert got.table_sizes == (5,) and got.spec["exact"] == [True]
@@ -66,8 +82,9 @@ def test_an_arbmlp_checkpoint_gives_its_virtual_weights(tmp_path):
     got = load_index_file(out)
     assert got.spec["exact"] == [True, True]
     for lay, linear in zip(got.layers, model.linears):
-        np.testing.assert_array_equal(got.initial_tables[lay.table][lay.indices.astype(np.int64)],
-                                      linear.virtual_weight().detach().numpy())
+        np.testing.assert_array_equal(
+            got.initial_tables[lay.table][lay.indices.astype(np.int64)], linear.virtual_weight().detach().numpy()
+        )
 
 
 BAD = [

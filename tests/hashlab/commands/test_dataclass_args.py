@@ -1,5 +1,6 @@
 """dataclass_args: flags derived from a dataclass take their help from field metadata, a field without a
 default is a required flag, and a union of several types is refused when the parser is built."""
+
 from __future__ import annotations
 
 import argparse

@@ -2,6 +2,7 @@
 
 Exit codes (hashlab.commands.errors): 2 usage, 3 input, 4 environment; ``--debug`` adds the traceback.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,12 @@ CASES = [  # (id, argv with {map} {small} {dir} {file} {junk} {missing} {big} {d
     ("stats-json-unwritable", ["stats", "{map}", "--json", NOWHERE + ".json"], 4, "cannot write --json"),
     ("stats-plot-file", ["stats", "{map}", "--plot", "{file}"], 2, "is a file, not a folder"),
     ("check-dir", ["check", "{dir}"], 3, "is a directory"),
-    ("check-out-dir", ["check", "rnn", "--input-size", "2", "--hidden-size", "2", "--steps", "2", "-o", "{dir}"], 2,
-     "is a directory"),
+    (
+        "check-out-dir",
+        ["check", "rnn", "--input-size", "2", "--hidden-size", "2", "--steps", "2", "-o", "{dir}"],
+        2,
+        "is a directory",
+    ),
     ("figure-out-dir", ["figure", "entropy-vs-alpha", "-o", "{dir}"], 2, "is a directory"),
     ("figure-out-empty", ["figure", "entropy-vs-alpha", "-o", ""], 2, "path is empty"),
     ("train-epochs-0", ["train", "{map}", "--epochs", "0"], 2, "epochs must be an integer"),
@@ -50,14 +55,25 @@ def paths(tmp_path, data_root):
     (tmp_path / "d").mkdir()
     (tmp_path / "f").write_text("x")
     (tmp_path / "junk").write_bytes(b"\xff" * 64)
-    small = save_index_file(build_map(HashSpec(kind="uniform", table_size=5), Architecture((3, 4, 2))),
-                            tmp_path / "small.safetensors")
-    mnist = save_index_file(build_map(HashSpec(kind="uniform", table_size=50), Architecture((784, 4, 10))),
-                            tmp_path / "m.safetensors")
-    big = save_index_file(build_map(HashSpec(kind="uniform", table_size=2**31 - 1), Architecture((2, 2))),
-                          tmp_path / "big.safetensors")
-    return {"map": mnist, "small": small, "dir": tmp_path / "d", "file": tmp_path / "f", "junk": tmp_path / "junk",
-            "missing": tmp_path / "missing.safetensors", "big": big, "data": data_root}
+    small = save_index_file(
+        build_map(HashSpec(kind="uniform", table_size=5), Architecture((3, 4, 2))), tmp_path / "small.safetensors"
+    )
+    mnist = save_index_file(
+        build_map(HashSpec(kind="uniform", table_size=50), Architecture((784, 4, 10))), tmp_path / "m.safetensors"
+    )
+    big = save_index_file(
+        build_map(HashSpec(kind="uniform", table_size=2**31 - 1), Architecture((2, 2))), tmp_path / "big.safetensors"
+    )
+    return {
+        "map": mnist,
+        "small": small,
+        "dir": tmp_path / "d",
+        "file": tmp_path / "f",
+        "junk": tmp_path / "junk",
+        "missing": tmp_path / "missing.safetensors",
+        "big": big,
+        "data": data_root,
+    }
 
 
 @pytest.mark.parametrize("argv,code,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -77,15 +93,19 @@ def test_debug_shows_the_traceback(paths, capsys):
     assert "Traceback" in err and err.rstrip().endswith("does not exist; create it with `hashlab build ... -o FILE`")
 
 
-@pytest.mark.parametrize("argv,code,fragment", [
-    (["--epochs", "0"], 2, "epochs must be an integer"),
-    (["--seed", "-1"], 2, "seed"),
-    (["--device", "tpu"], 2, "device must be"),
-    (["--limit-train", "1"], 2, "limit_train"),
-    (["--data-root", "{missing}"], 3, "is not a directory"),
-    (["--data-root", "{data}", "--out", "{file}"], 2, "is a file, not a folder"),
-    (["--data-root", "{data}", "--out", NOWHERE], 4, "cannot write --out folder"),
-], ids=["epochs-0", "seed", "device", "limit", "data-root", "out-is-file", "out-unwritable"])
+@pytest.mark.parametrize(
+    "argv,code,fragment",
+    [
+        (["--epochs", "0"], 2, "epochs must be an integer"),
+        (["--seed", "-1"], 2, "seed"),
+        (["--device", "tpu"], 2, "device must be"),
+        (["--limit-train", "1"], 2, "limit_train"),
+        (["--data-root", "{missing}"], 3, "is not a directory"),
+        (["--data-root", "{data}", "--out", "{file}"], 2, "is a file, not a folder"),
+        (["--data-root", "{data}", "--out", NOWHERE], 4, "cannot write --out folder"),
+    ],
+    ids=["epochs-0", "seed", "device", "limit", "data-root", "out-is-file", "out-unwritable"],
+)
 def test_main_job_bad_values_fail_before_work(paths, capsys, argv, code, fragment):
     assert main_job.main([a.format(**paths) for a in argv]) == code
     err = capsys.readouterr().err
@@ -93,13 +113,25 @@ def test_main_job_bad_values_fail_before_work(paths, capsys, argv, code, fragmen
 
 
 def test_exit_codes_and_run_cli_contract(capsys):
-    assert [exit_code_for(e) for e in (UsageError("u"), InputError("i"), EnvironmentProblem(13, "e"),
-                                       FileNotFoundError("f"), PermissionError(13, "p"), MemoryError(),
-                                       ImportError("torch"), ValueError("v"), TypeError("bug"),
-                                       DeviceUnavailable("cuda"))] == [2, 3, 4, 3, 4, 4, 4, 2, None, 4]
+    assert [
+        exit_code_for(e)
+        for e in (
+            UsageError("u"),
+            InputError("i"),
+            EnvironmentProblem(13, "e"),
+            FileNotFoundError("f"),
+            PermissionError(13, "p"),
+            MemoryError(),
+            ImportError("torch"),
+            ValueError("v"),
+            TypeError("bug"),
+            DeviceUnavailable("cuda"),
+        )
+    ] == [2, 3, 4, 3, 4, 4, 4, 2, None, 4]
 
     def bug(argv):
         raise TypeError("a bug")
+
     assert run_cli(bug, [], prog="x") == 70 and "Traceback" in capsys.readouterr().err  # bugs keep their traceback
     assert run_cli(lambda argv: None, ["--debug"], prog="x") == 0
 

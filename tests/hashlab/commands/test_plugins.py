@@ -1,4 +1,5 @@
 """Commands and numeric checks that the trainer and the reproduction register through entry points."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """`hashlab reproduce` passes every argument to `python -m analysis.reproduce`."""
+
 from __future__ import annotations
 
 import pytest

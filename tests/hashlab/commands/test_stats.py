@@ -1,4 +1,5 @@
 """``hashlab stats`` and ``hashlab figure`` end to end, in process."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,21 @@ def test_stats_prints_entropy_loads_sparsity_and_compression(map_file, capsys):
     assert main(["stats", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"{math.log(1000):.3f}" in out  # every layer of a modulus-like map: ln 1000 nats
-    for word in ("H nats", "H bits", "min", "max", "sparsity", "compression ratio", "locality", "fc0", "fc2",
-                 "total", "theory (neighborhood hash)", "distinct rows", "WARNING: fc1: rank bound 5 < min(out, in)"):
+    for word in (
+        "H nats",
+        "H bits",
+        "min",
+        "max",
+        "sparsity",
+        "compression ratio",
+        "locality",
+        "fc0",
+        "fc2",
+        "total",
+        "theory (neighborhood hash)",
+        "distinct rows",
+        "WARNING: fc1: rank bound 5 < min(out, in)",
+    ):
         assert word in out
     assert f"{imap.num_weights:,} virtual weights" in out
 
@@ -41,8 +55,12 @@ def test_stats_json_and_plots(map_file, tmp_path, capsys):
     assert len(d["layers"][0]["balance"]["loads"]) == 1000
     assert d["layers"][0]["locality"]["id"]["nearest"]["median"] == 1000
     assert d["layers"][1]["degeneracy"]["distinct_rows"] == 5  # r=0 is i mod n: 200 * o mod 1000 takes 5 values
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["degeneracy.png", "entropy.png",
-                                                                     "load_histogram.png", "locality.png"]
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+        "degeneracy.png",
+        "entropy.png",
+        "load_histogram.png",
+        "locality.png",
+    ]
 
 
 def test_stats_balance_only_with_numpy_backend(map_file, capsys):

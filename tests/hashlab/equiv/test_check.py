@@ -1,4 +1,5 @@
 """hashlab.equiv.check: the structural half of ``hashlab check``, without the CLI and without torch."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace

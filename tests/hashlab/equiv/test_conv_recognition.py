@@ -1,4 +1,5 @@
 """Structural recognition of convolutions: recovered geometry, relabeling invariance, truthful witnesses."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,10 +20,11 @@ from tests.hashlab.maps.test_conv import conv_geometries
 
 def relabel(layer: LayerMap, perm: np.ndarray) -> LayerMap:
     """The same layer with table entry e renamed perm[e] (a permutation of the table)."""
+
     def apply(a):
         return None if a is None else np.where(a >= 0, perm[np.maximum(a, 0)], -1).astype(a.dtype)
-    return dataclasses.replace(layer, indices=apply(np.asarray(layer.indices)),
-                               bias_indices=apply(layer.bias_indices))
+
+    return dataclasses.replace(layer, indices=apply(np.asarray(layer.indices)), bias_indices=apply(layer.bias_indices))
 
 
 def tamper(indices: np.ndarray, seed: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -82,8 +84,12 @@ def test_conv_maps_are_recognised_from_the_index_array_alone(g):
 @settings(max_examples=60)
 @given(conv_geometries())
 def test_given_the_grid_the_exact_geometry_is_recovered(g):
-    v = recognize_conv(conv_map(g).layers[0], use_attrs=False, in_shape=(g.in_channels, *g.in_size),
-                       out_shape=(g.out_channels, *g.out_size))
+    v = recognize_conv(
+        conv_map(g).layers[0],
+        use_attrs=False,
+        in_shape=(g.in_channels, *g.in_size),
+        out_shape=(g.out_channels, *g.out_size),
+    )
     if is_recognizable(g):
         assert v.is_conv and v.source == "hint" and v.geometry == g.canonical()
 
@@ -95,13 +101,17 @@ def test_attrs_geometry_is_verified_and_returned(g):
     assert v.is_conv and v.source == "attrs" and v.geometry == g and v.candidates == 1
 
 
-@pytest.mark.parametrize("g", [
-    ConvGeometry(3, 16, (12, 12), 5, stride=2, padding=2),
-    ConvGeometry(4, 6, (11, 11), 3, stride=2, padding=1, dilation=2, groups=2),
-    ConvGeometry(2, 4, (9, 7), (3, 2), stride=(1, 2), padding=(1, 0), dilation=(2, 1)),
-    ConvGeometry(3, 6, (17,), 4, stride=3, padding=2, dilation=2, groups=3, bias=False),
-    ConvGeometry(2, 3, (6, 6), 1),
-], ids=["lenet-like", "grouped-dilated", "anisotropic", "conv1d", "1x1"])
+@pytest.mark.parametrize(
+    "g",
+    [
+        ConvGeometry(3, 16, (12, 12), 5, stride=2, padding=2),
+        ConvGeometry(4, 6, (11, 11), 3, stride=2, padding=1, dilation=2, groups=2),
+        ConvGeometry(2, 4, (9, 7), (3, 2), stride=(1, 2), padding=(1, 0), dilation=(2, 1)),
+        ConvGeometry(3, 6, (17,), 4, stride=3, padding=2, dilation=2, groups=3, bias=False),
+        ConvGeometry(2, 3, (6, 6), 1),
+    ],
+    ids=["lenet-like", "grouped-dilated", "anisotropic", "conv1d", "1x1"],
+)
 def test_typical_geometries_are_found_by_search_exactly(g):
     v = recognize_conv(conv_map(g).layers[0], use_attrs=False)
     assert v.is_conv and v.source == "search" and v.geometry == g.canonical()
@@ -121,8 +131,9 @@ def test_relabeling_the_table_changes_nothing(g, seed, tampered):
         if not a.is_conv:
             assert a.witness.kind == b.witness.kind and a.witness.candidate == b.witness.candidate
             assert [(r.row, r.col) for r in a.witness.weights] == [(r.row, r.col) for r in b.witness.weights]
-            assert [perm[r.entry] if r.entry >= 0 else -1 for r in a.witness.weights] == \
-                   [r.entry for r in b.witness.weights]
+            assert [perm[r.entry] if r.entry >= 0 else -1 for r in a.witness.weights] == [
+                r.entry for r in b.witness.weights
+            ]
 
 
 @settings(max_examples=40)
@@ -167,16 +178,25 @@ def test_networkx_isomorphism_agrees_on_small_maps(g):
 
 HASH_CASES = [
     (kind, params, n, sparsity)
-    for kind, params in [("uniform", {}), ("dirichlet", {"alpha": 0.5}), ("dirichlet", {"alpha": 50.0}),
-                         ("neighborhood", {"radius": 1}), ("neighborhood", {"radius": 2}),
-                         ("neighborhood", {"radius": 10}), ("xxhash", {})]
+    for kind, params in [
+        ("uniform", {}),
+        ("dirichlet", {"alpha": 0.5}),
+        ("dirichlet", {"alpha": 50.0}),
+        ("neighborhood", {"radius": 1}),
+        ("neighborhood", {"radius": 2}),
+        ("neighborhood", {"radius": 10}),
+        ("xxhash", {}),
+    ]
     for n in (50, 1000, 10**5)
     for sparsity in (0.0, 0.5)
 ]
 
 
-@pytest.mark.parametrize("kind, params, n, sparsity", HASH_CASES,
-                         ids=[f"{k}-{'-'.join(map(str, p.values()))}-n{n}-s{s}" for k, p, n, s in HASH_CASES])
+@pytest.mark.parametrize(
+    "kind, params, n, sparsity",
+    HASH_CASES,
+    ids=[f"{k}-{'-'.join(map(str, p.values()))}-n{n}-s{s}" for k, p, n, s in HASH_CASES],
+)
 def test_random_dirichlet_and_neighborhood_maps_are_rejected_with_a_witness(kind, params, n, sparsity):
     imap = build_map(HashSpec(kind=kind, table_size=n, sparsity=sparsity, seed=7, **params), Architecture((64, 32, 10)))
     rejected = 0
@@ -232,8 +252,9 @@ def test_empty_layer_and_sign_hash():
     assert not v.is_conv and v.witness.kind == "empty"
     lay = conv_map(ConvGeometry(2, 2, (5, 5), 3)).layers[0]
     entry_sign = np.where(np.arange(lay.indices.max() + 1) % 2, 1, -1).astype(np.int8)
-    signed = dataclasses.replace(lay, sign=np.where(lay.indices >= 0, entry_sign[np.maximum(lay.indices, 0)], 1)
-                                 .astype(np.int8))
+    signed = dataclasses.replace(
+        lay, sign=np.where(lay.indices >= 0, entry_sign[np.maximum(lay.indices, 0)], 1).astype(np.int8)
+    )
     assert recognize_conv(signed, use_attrs=False).is_conv  # one sign per kernel entry: kernel = sign * table
     flipped = np.array(signed.sign)
     r, c = np.argwhere(lay.indices >= 0)[3]
@@ -264,8 +285,9 @@ def test_bias_sharing_is_checked_per_channel():
 def test_wrong_attrs_are_reported_and_the_true_geometry_found():
     g = ConvGeometry(2, 4, (8, 8), 3, padding=1)
     lay = conv_map(g).layers[0]
-    lying = dataclasses.replace(lay, attrs={"conv": dataclasses.replace(g, kernel_size=(3, 3), padding=(1, 1),
-                                                                        groups=2).to_dict()})
+    lying = dataclasses.replace(
+        lay, attrs={"conv": dataclasses.replace(g, kernel_size=(3, 3), padding=(1, 1), groups=2).to_dict()}
+    )
     v = recognize_conv(lying)
     assert v.is_conv and v.source == "search" and v.geometry == g
     assert any("does not match the map" in n for n in v.notes)

@@ -1,4 +1,5 @@
 """Relabeling-invariant views of a map and the per-layer report behind `hashlab check FILE`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,9 @@ def test_canonical_labels_are_invariant_under_relabeling(a, seed):
 def test_same_sharing_agrees_with_networkx_isomorphism(a, b):
     """VF2 on the bipartite weight-entry graphs, weight nodes pinned by position, is the independent oracle."""
     la, lb = (LayerMap("x", x.astype(np.int16), 0) for x in (a, b))
-    iso = a.shape == b.shape and nx.is_isomorphic(sharing_graph(la), sharing_graph(lb),
-                                                   node_match=lambda u, v: u.get("pos") == v.get("pos"))
+    iso = a.shape == b.shape and nx.is_isomorphic(
+        sharing_graph(la), sharing_graph(lb), node_match=lambda u, v: u.get("pos") == v.get("pos")
+    )
     assert same_sharing(a, b) == iso
 
 
@@ -54,9 +56,12 @@ def test_describe_map_on_every_kind_of_layer():
     cmap = conv_map(ConvGeometry(2, 3, (6, 6), 3, padding=1))
     mlp = build_map(HashSpec(kind="identity"), Architecture((108, 20))).layers[0]
     nb = build_map(HashSpec(kind="neighborhood", radius=2, table_size=50), Architecture((20, 16))).layers[0]
-    layers = (cmap.layers[0], dataclasses.replace(mlp, name="mlp", table=1),
-              dataclasses.replace(nb, name="nb", table=2),
-              LayerMap("empty", np.full((4, 16), -1, dtype=np.int16), 2))
+    layers = (
+        cmap.layers[0],
+        dataclasses.replace(mlp, name="mlp", table=1),
+        dataclasses.replace(nb, name="nb", table=2),
+        LayerMap("empty", np.full((4, 16), -1, dtype=np.int16), 2),
+    )
     imap = IndexMap(layers=layers, table_sizes=(cmap.table_sizes[0], 2160, 50))
     rep = describe_map(imap)
     assert [lay.kind for lay in rep.layers] == ["convolution", "dense", "arbitrary", "empty"]

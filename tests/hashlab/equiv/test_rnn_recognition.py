@@ -1,4 +1,5 @@
 """Recognising unrolled RNNs (tied steps = global modulus hash) across layers, with witnesses."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,11 @@ def relabeled(imap: IndexMap, seed: int) -> IndexMap:
 
     def apply(a):
         return None if a is None else np.where(a >= 0, perm[np.maximum(a, 0)], -1).astype(a.dtype)
-    layers = [dataclasses.replace(lay, indices=apply(np.asarray(lay.indices)), bias_indices=apply(lay.bias_indices))
-              for lay in imap.layers]
+
+    layers = [
+        dataclasses.replace(lay, indices=apply(np.asarray(lay.indices)), bias_indices=apply(lay.bias_indices))
+        for lay in imap.layers
+    ]
     return dataclasses.replace(imap, layers=tuple(layers))
 
 
@@ -72,12 +76,16 @@ def test_sign_and_bias_must_be_tied_too():
     assert w.kind == "not_tied" and w.weights[0].col is None and "share one bias" in w.reason
 
 
-@pytest.mark.parametrize("arch, kind, scope, want", [
-    ((64, 32, 10), "neighborhood", "layer", "shape"),
-    ((64, 32, 32, 32, 10), "uniform", "global", "should_share"),  # fc1, fc2: one shape, one table, not tied
-    ((8, 8, 8), "uniform", "layer", "table"),                     # one table per layer
-    ((16, 32, 32), "uniform", "global", "shape"),                 # 32x16 has more rows than columns
-], ids=["neighborhood", "mlp-same-shape", "per-layer-tables", "too-many-rows"])
+@pytest.mark.parametrize(
+    "arch, kind, scope, want",
+    [
+        ((64, 32, 10), "neighborhood", "layer", "shape"),
+        ((64, 32, 32, 32, 10), "uniform", "global", "should_share"),  # fc1, fc2: one shape, one table, not tied
+        ((8, 8, 8), "uniform", "layer", "table"),  # one table per layer
+        ((16, 32, 32), "uniform", "global", "shape"),  # 32x16 has more rows than columns
+    ],
+    ids=["neighborhood", "mlp-same-shape", "per-layer-tables", "too-many-rows"],
+)
 def test_mlp_maps_are_not_rnns_and_say_why(arch, kind, scope, want):
     params = {"radius": 2} if kind == "neighborhood" else {}
     imap = build_map(HashSpec(kind=kind, table_size=50, scope=scope, **params), Architecture(arch))

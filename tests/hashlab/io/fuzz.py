@@ -11,6 +11,7 @@ oracle classifies what :func:`hashlab.io.format.load_index_file` does with the m
 
     python -m tests.hashlab.io.fuzz 3000     # prints the table per kind
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,31 @@ import numpy as np
 from hashlab import Architecture, HashSpec, build_map, load_index_file, save_index_file
 from hashlab.io.format import FormatError, payload_checksum
 
-GARBAGE = [0, 1, -1, 2**40, 1.5, "42", "", "x", None, True, [], {}, [1], {"a": 1}, "[]", "{}", "null", "1e999",
-           [[[[[[]]]]]], "NaN", 2**31, -(2**63), "\ud800"]
+GARBAGE = [
+    0,
+    1,
+    -1,
+    2**40,
+    1.5,
+    "42",
+    "",
+    "x",
+    None,
+    True,
+    [],
+    {},
+    [1],
+    {"a": 1},
+    "[]",
+    "{}",
+    "null",
+    "1e999",
+    [[[[[[]]]]]],
+    "NaN",
+    2**31,
+    -(2**63),
+    "\ud800",
+]
 
 
 def base_files(folder: Path) -> list[Path]:
@@ -34,21 +58,28 @@ def base_files(folder: Path) -> list[Path]:
     from tests.hashlab.io.golden.make_golden import GOLDEN, GOLDEN_V2
 
     folder.mkdir(parents=True, exist_ok=True)
-    a = save_index_file(build_map(HashSpec(kind="uniform", table_size=9, seed=1, sign=True, sparsity=0.2),
-                                  Architecture((5, 4, 3))), folder / "a.safetensors")
-    b = save_index_file(build_map(HashSpec(kind="identity", scope="global"), Architecture((3, 2, 2))),
-                        folder / "b.safetensors")
+    a = save_index_file(
+        build_map(HashSpec(kind="uniform", table_size=9, seed=1, sign=True, sparsity=0.2), Architecture((5, 4, 3))),
+        folder / "a.safetensors",
+    )
+    b = save_index_file(
+        build_map(HashSpec(kind="identity", scope="global"), Architecture((3, 2, 2))), folder / "b.safetensors"
+    )
     return [GOLDEN, GOLDEN_V2, a, b]
 
 
 def _split(raw: bytes) -> tuple[dict, bytes]:
     (n,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _join(header: dict | object, data: bytes, fix_checksum: bool = False, text: bytes | None = None) -> bytes:
-    if fix_checksum and isinstance(header, dict) and isinstance(header.get("__metadata__"), dict) \
-            and "checksum" in header["__metadata__"]:
+    if (
+        fix_checksum
+        and isinstance(header, dict)
+        and isinstance(header.get("__metadata__"), dict)
+        and "checksum" in header["__metadata__"]
+    ):
         header["__metadata__"]["checksum"] = payload_checksum(data)
     hb = text if text is not None else json.dumps(header, separators=(",", ":")).encode("utf-8", "surrogatepass")
     hb += b" " * (-(8 + len(hb)) % 8)
@@ -73,14 +104,32 @@ def mutate(raw: bytes, rng: np.random.Generator, kind: str) -> bytes:
     fix = bool(rng.integers(2))
     if kind == "meta-value":
         key = pick(sorted(h["__metadata__"]))
-        h["__metadata__"][key] = pick(["42", "[]", "{}", "null", '"x"', "[" * 300 + "]" * 300, "1e999",
-                                      '{"a":1}', "[1,2", str(rng.integers(-5, 50)), "NaN", '"\\ud800"'])
+        h["__metadata__"][key] = pick(
+            [
+                "42",
+                "[]",
+                "{}",
+                "null",
+                '"x"',
+                "[" * 300 + "]" * 300,
+                "1e999",
+                '{"a":1}',
+                "[1,2",
+                str(rng.integers(-5, 50)),
+                "NaN",
+                '"\\ud800"',
+            ]
+        )
     elif kind == "meta-type":
         h["__metadata__"][pick(sorted(h["__metadata__"]))] = pick([1, None, [], {"a": "b"}, True, 1.5])
     elif kind == "header-type":
-        return _join(None, data, text=pick([b"1", b"[]", b'"x"', b"null", b"[" * 5000 + b"]" * 5000,
-                                            b"{" + b'"a":{' * 3000 + b"}" * 3001]))
+        return _join(
+            None,
+            data,
+            text=pick([b"1", b"[]", b'"x"', b"null", b"[" * 5000 + b"]" * 5000, b"{" + b'"a":{' * 3000 + b"}" * 3001]),
+        )
     elif kind == "spec-edit":
+
         def f(spec):
             if not isinstance(spec, dict) or rng.integers(5) == 0:
                 return garbage()
@@ -95,8 +144,10 @@ def mutate(raw: bytes, rng: np.random.Generator, kind: str) -> bytes:
             else:
                 spec[key] = garbage()
             return spec
+
         _edit_json_meta(h, "spec", f)
     elif kind == "tables-edit":
+
         def f(tables):
             choice = int(rng.integers(4))
             if choice == 0:
@@ -108,16 +159,21 @@ def mutate(raw: bytes, rng: np.random.Generator, kind: str) -> bytes:
             else:
                 tables[int(rng.integers(len(tables)))] = garbage()
             return tables
+
         _edit_json_meta(h, "tables", f)
     elif kind == "layers-edit":
+
         def f(layers):
             k = int(rng.integers(len(layers)))
             choice = int(rng.integers(5))
             if choice == 0:
                 key = pick(["name", "out_features", "in_features", "table", "sign", "bias", "attrs"])
                 v = layers[k][key]
-                layers[k][key] = (v + (int(rng.integers(-2, 3)) or 1) if isinstance(v, int) and not isinstance(v, bool)
-                                  and rng.integers(2) else garbage())
+                layers[k][key] = (
+                    v + (int(rng.integers(-2, 3)) or 1)
+                    if isinstance(v, int) and not isinstance(v, bool) and rng.integers(2)
+                    else garbage()
+                )
             elif choice == 1:
                 layers[k].pop(pick(sorted(layers[k])))
             elif choice == 2:
@@ -128,6 +184,7 @@ def mutate(raw: bytes, rng: np.random.Generator, kind: str) -> bytes:
             else:
                 layers[k]["name"] = layers[(k + 1) % len(layers)]["name"]
             return layers
+
         _edit_json_meta(h, "layers", f)
     elif kind == "tensor-info":
         name = pick(_tensor_names(h))
@@ -136,12 +193,38 @@ def mutate(raw: bytes, rng: np.random.Generator, kind: str) -> bytes:
         if choice == 0:
             info["dtype"] = pick(["I8", "I16", "I32", "I64", "F32", "F16", "U8", "BOOL", 3, None])
         elif choice == 1:
-            info["shape"] = pick([[], [0], [1, 1], info["shape"][::-1], [-1, 2], ["2", 2], [2**62, 2**62], 5,
-                                  [info["shape"][0] + 1] + info["shape"][1:]])
+            info["shape"] = pick(
+                [
+                    [],
+                    [0],
+                    [1, 1],
+                    info["shape"][::-1],
+                    [-1, 2],
+                    ["2", 2],
+                    [2**62, 2**62],
+                    5,
+                    [info["shape"][0] + 1] + info["shape"][1:],
+                ]
+            )
         elif choice == 2:
             b, e = info["data_offsets"]
-            info["data_offsets"] = pick([[str(b), e], [b, str(e)], [-1, e], [b + 0.5, e], [e, b], [b, e, 0], [b],
-                                         None, [b + 2, e + 2], [b - 2, e - 2], [0, e - b], [b, 2**64], [2**70, 2**70]])
+            info["data_offsets"] = pick(
+                [
+                    [str(b), e],
+                    [b, str(e)],
+                    [-1, e],
+                    [b + 0.5, e],
+                    [e, b],
+                    [b, e, 0],
+                    [b],
+                    None,
+                    [b + 2, e + 2],
+                    [b - 2, e - 2],
+                    [0, e - b],
+                    [b, 2**64],
+                    [2**70, 2**70],
+                ]
+            )
         elif choice == 3:
             other = h[pick(_tensor_names(h))]
             info["data_offsets"] = list(other["data_offsets"])  # alias another tensor's bytes
@@ -175,8 +258,9 @@ def mutate(raw: bytes, rng: np.random.Generator, kind: str) -> bytes:
         return struct.pack("<Q", pick([0, 1, n - 1, n + 1, n + 8, len(raw), 2**63, 2**64 - 1])) + raw[8:]
     elif kind == "truncate-append":
         cut = int(rng.integers(len(raw)))
-        return raw[:cut] if rng.integers(2) else raw + bytes(rng.integers(0, 256, int(rng.integers(1, 9)),
-                                                                        dtype=np.uint8))
+        return (
+            raw[:cut] if rng.integers(2) else raw + bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
+        )
     elif kind == "data-bytes":
         if not data:
             return raw[:-1]
@@ -191,8 +275,22 @@ def mutate(raw: bytes, rng: np.random.Generator, kind: str) -> bytes:
     return _join(h, data, fix_checksum=fix)
 
 
-KINDS = ("meta-value", "meta-type", "header-type", "spec-edit", "tables-edit", "layers-edit", "tensor-info",
-         "tensor-keys", "dup-key", "header-bytes", "length", "truncate-append", "data-bytes", "random")
+KINDS = (
+    "meta-value",
+    "meta-type",
+    "header-type",
+    "spec-edit",
+    "tables-edit",
+    "layers-edit",
+    "tensor-info",
+    "tensor-keys",
+    "dup-key",
+    "header-bytes",
+    "length",
+    "truncate-append",
+    "data-bytes",
+    "random",
+)
 
 
 def classify(path: Path) -> tuple[str, str]:
@@ -208,8 +306,11 @@ def classify(path: Path) -> tuple[str, str]:
     try:
         imap.validate(check_values=True)
         load_file(path)
-        version = int(json.loads(path.read_bytes()[8:8 + struct.unpack("<Q", path.read_bytes()[:8])[0]])
-                      ["__metadata__"]["format_version"])
+        version = int(
+            json.loads(path.read_bytes()[8 : 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]])["__metadata__"][
+                "format_version"
+            ]
+        )
         back = load_index_file(save_index_file(imap, path.with_suffix(".again"), version=version))
         assert back.table_sizes == imap.table_sizes and back.spec == imap.spec
         for a, b in zip(back.layers, imap.layers):

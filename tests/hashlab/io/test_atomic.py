@@ -1,4 +1,5 @@
 """Atomic writes: complete file or old file, the permissions a plain open() would give, no litter after a kill."""
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,12 @@ def test_sigkilled_writer_leaves_old_file_and_next_write_removes_its_temporary(t
     dest = tmp_path / "big.bin"
     dest.write_bytes(b"old")
     for _ in range(2):  # a crash loop: each new writer removes the previous one's temporary
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(dest)], stdout=subprocess.PIPE, cwd=REPO,
-                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(dest)],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         assert proc.stdout.readline() == b"writing\n"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -69,9 +74,13 @@ def test_stale_cleanup_spares_live_writers_and_fresh_legacy_files(tmp_path):
     dest = tmp_path / "r.json"
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        names = {"live": f".r.json.{live.pid}-0123abcd.tmp", "mine": f".r.json.{os.getpid()}-0123abcd.tmp",
-                 "legacy_old": ".r.json.ab_cd123.tmp", "legacy_new": ".r.json.zz_cd123.tmp",
-                 "other": ".q.json.1-0123abcd.tmp"}
+        names = {
+            "live": f".r.json.{live.pid}-0123abcd.tmp",
+            "mine": f".r.json.{os.getpid()}-0123abcd.tmp",
+            "legacy_old": ".r.json.ab_cd123.tmp",
+            "legacy_new": ".r.json.zz_cd123.tmp",
+            "other": ".q.json.1-0123abcd.tmp",
+        }
         for n in names.values():
             (tmp_path / n).write_text("partial")
         old = time.time() - 2 * STALE_AFTER_S

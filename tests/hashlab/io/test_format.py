@@ -1,4 +1,5 @@
 """Index file formats v1 and v2: round trip, golden bytes, safetensors interop, rejection of bad files."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,12 @@ def assert_maps_equal(a: IndexMap, b: IndexMap) -> None:
             np.testing.assert_array_equal(x, y)
     for la, lb in zip(a.layers, b.layers):
         assert (la.name, la.table, la.attrs) == (lb.name, lb.table, lb.attrs)
-        for x, y in ((la.indices, lb.indices), (la.sign, lb.sign), (la.bias_indices, lb.bias_indices),
-                     (la.bias_sign, lb.bias_sign)):
+        for x, y in (
+            (la.indices, lb.indices),
+            (la.sign, lb.sign),
+            (la.bias_indices, lb.bias_indices),
+            (la.bias_sign, lb.bias_sign),
+        ):
             assert (x is None) == (y is None)
             if x is not None:
                 assert x.dtype == y.dtype
@@ -86,8 +91,11 @@ def test_golden_v3_file_reads_back_to_the_golden_map():
     assert _version_of(GOLDEN_V3) == 3 and _version_of(GOLDEN_V2) == 2
 
 
-@pytest.mark.parametrize("version,golden_file,make", [(1, GOLDEN, golden_map), (2, GOLDEN_V2, golden_map_v2),
-                                                      (3, GOLDEN_V3, golden_map_v3)], ids=["v1", "v2", "v3"])
+@pytest.mark.parametrize(
+    "version,golden_file,make",
+    [(1, GOLDEN, golden_map), (2, GOLDEN_V2, golden_map_v2), (3, GOLDEN_V3, golden_map_v3)],
+    ids=["v1", "v2", "v3"],
+)
 def test_writer_reproduces_golden_bytes(tmp_path, version, golden_file, make):
     produced = save_index_file(make(), tmp_path / "g.safetensors", version=version).read_bytes()
     golden = golden_file.read_bytes()
@@ -95,17 +103,27 @@ def test_writer_reproduces_golden_bytes(tmp_path, version, golden_file, make):
         assert produced == golden
     # whatever the writer's version: same header apart from the version strings, same data bytes
     (hp,), (hg,) = struct.unpack("<Q", produced[:8]), struct.unpack("<Q", golden[:8])
+
     def norm(h):
         return re.sub(rb'hashlab_version\\?":\\?"[^"\\]*', b"V", h).rstrip(b" ")
-    assert norm(produced[8:8 + hp]) == norm(golden[8:8 + hg])
-    assert produced[8 + hp:] == golden[8 + hg:]
+
+    assert norm(produced[8 : 8 + hp]) == norm(golden[8 : 8 + hg])
+    assert produced[8 + hp :] == golden[8 + hg :]
 
 
 def test_golden_file_is_plain_safetensors():
     tensors = load_file(GOLDEN)
     imap = golden_map()
-    assert sorted(tensors) == sorted(["layers.0.indices", "layers.0.sign", "layers.1.indices", "layers.1.sign",
-                                      "layers.2.indices", "layers.2.bias_indices"])
+    assert sorted(tensors) == sorted(
+        [
+            "layers.0.indices",
+            "layers.0.sign",
+            "layers.1.indices",
+            "layers.1.sign",
+            "layers.2.indices",
+            "layers.2.bias_indices",
+        ]
+    )
     np.testing.assert_array_equal(tensors["layers.2.indices"], imap.layers[2].indices)
     np.testing.assert_array_equal(tensors["layers.0.sign"], imap.layers[0].sign)
 
@@ -128,11 +146,11 @@ def test_numpy_only_reader_in_format_doc_reads_golden_file():
 def _rewrite_header(src: Path, dst: Path, edit) -> Path:
     raw = src.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     edit(header)
     hb = json.dumps(header).encode()
     hb += b" " * (-(8 + len(hb)) % 8)
-    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n :])
     return dst
 
 
@@ -145,6 +163,7 @@ def _edit_layers(fn):
         layers = json.loads(h["__metadata__"]["layers"])
         fn(layers)
         h["__metadata__"]["layers"] = json.dumps(layers)
+
     return edit
 
 
@@ -184,8 +203,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
     path = save_index_file(golden_map_v2(), tmp_path / "m.safetensors")
     before = path.read_bytes()
     lay = golden_map().layers[0]
-    bad = IndexMap(layers=(LayerMap(name="x", indices=lay.indices, table=0, attrs={"f": object()}),),
-                   table_sizes=(5,))
+    bad = IndexMap(layers=(LayerMap(name="x", indices=lay.indices, table=0, attrs={"f": object()}),), table_sizes=(5,))
     with pytest.raises(ValueError, match="JSON"):
         save_index_file(bad, path)
     assert path.read_bytes() == before
@@ -227,9 +245,12 @@ def test_v2_initial_tables_round_trip_and_checks(tmp_path):
     assert_maps_equal(m, back)
     with pytest.raises(ValueError, match="v1 cannot hold initial tables"):
         save_index_file(m, tmp_path / "v1.safetensors", version=1)
-    for bad, match in [((None,), "3 tables"), ((None, np.zeros(4, np.float32), None), r"shape \(5,\)"),
-                       ((None, np.zeros(5, np.float64), None), "float32"),
-                       ((None, np.full(5, np.nan, np.float32), None), "NaN")]:
+    for bad, match in [
+        ((None,), "3 tables"),
+        ((None, np.zeros(4, np.float32), None), r"shape \(5,\)"),
+        ((None, np.zeros(5, np.float64), None), "float32"),
+        ((None, np.full(5, np.nan, np.float32), None), "NaN"),
+    ]:
         with pytest.raises(ValueError, match=match):
             IndexMap(layers=m.layers, table_sizes=m.table_sizes, spec=m.spec, initial_tables=bad).validate()
 
@@ -237,8 +258,9 @@ def test_v2_initial_tables_round_trip_and_checks(tmp_path):
 def test_v2_refuses_spec_that_contradicts_the_layers(tmp_path):
     imap = build_map(HashSpec(kind="uniform", table_size=7), Architecture((3, 4, 2)))
     lay = imap.layers[1]
-    wrong = IndexMap(layers=(imap.layers[0], LayerMap("fc1", lay.indices[:1], 1)), table_sizes=imap.table_sizes,
-                     spec=imap.spec)
+    wrong = IndexMap(
+        layers=(imap.layers[0], LayerMap("fc1", lay.indices[:1], 1)), table_sizes=imap.table_sizes, spec=imap.spec
+    )
     with pytest.raises(ValueError, match="chain"):
         save_index_file(wrong, tmp_path / "w.safetensors")
     save_index_file(wrong, tmp_path / "w1.safetensors", version=1)  # v1's spec is informative only
@@ -254,8 +276,10 @@ def test_large_declared_tables_are_refused_before_allocating(tmp_path):
 
 
 def test_same_seed_gives_byte_identical_index_files(tmp_path):
-    spec, arch = HashSpec(kind="dirichlet", alpha=0.5, table_size=50, seed=11, sparsity=0.1, sign=True), \
-        Architecture((20, 10, 3))
+    spec, arch = (
+        HashSpec(kind="dirichlet", alpha=0.5, table_size=50, seed=11, sparsity=0.1, sign=True),
+        Architecture((20, 10, 3)),
+    )
     a = save_index_file(build_map(spec, arch), tmp_path / "a.safetensors").read_bytes()
     b = save_index_file(build_map(spec, arch), tmp_path / "b.safetensors").read_bytes()
     assert a == b

@@ -1,4 +1,5 @@
 """Index files of maps with a compression budget and hashed biases (format v3): round trip and spec checks."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,9 @@ def test_round_trip_with_compression_and_hash_bias(tmp_path, spec, arch, ratio, 
 
 
 def _hashed_file(tmp_path):
-    imap = build_map(HashSpec(kind="xxhash", compression="1/64", hash_bias=True, sign=True),
-                     Architecture((784, 1000, 10)))
+    imap = build_map(
+        HashSpec(kind="xxhash", compression="1/64", hash_bias=True, sign=True), Architecture((784, 1000, 10))
+    )
     return imap, save_index_file(imap, tmp_path / "hb.safetensors")
 
 
@@ -45,16 +47,21 @@ def test_header_records_the_ratio_and_the_sizes(tmp_path):
 def _edit_spec(**changes):
     def edit(h):
         h["__metadata__"]["spec"] = json.dumps(json.loads(h["__metadata__"]["spec"]) | changes)
+
     return edit
 
 
-@pytest.mark.parametrize("changes,match", [
-    ({"compression": "1/32"}, "table sizes .* contradict the spec"),
-    ({"hash_bias": False}, "table sizes .* contradict the spec"),
-    ({"compression": "2"}, r"spec is invalid: compression must lie in \(0, 1\]"),
-    ({"table_size": 12266}, "spec is invalid: give table_size or compression, not both"),
-    ({"version": 2}, "spec is invalid: HashSpec dict version 2 is not supported; .*upgrade hashlab"),
-], ids=["ratio", "hash_bias", "bad-ratio", "both", "newer-spec"])
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"compression": "1/32"}, "table sizes .* contradict the spec"),
+        ({"hash_bias": False}, "table sizes .* contradict the spec"),
+        ({"compression": "2"}, r"spec is invalid: compression must lie in \(0, 1\]"),
+        ({"table_size": 12266}, "spec is invalid: give table_size or compression, not both"),
+        ({"version": 2}, "spec is invalid: HashSpec dict version 2 is not supported; .*upgrade hashlab"),
+    ],
+    ids=["ratio", "hash_bias", "bad-ratio", "both", "newer-spec"],
+)
 def test_reader_checks_budget_fields_against_the_tables(tmp_path, changes, match):
     _, path = _hashed_file(tmp_path)
     bad = _rewrite_header(path, tmp_path / "bad.safetensors", _edit_spec(**changes))
@@ -65,7 +72,10 @@ def test_reader_checks_budget_fields_against_the_tables(tmp_path, changes, match
 def test_writer_refuses_bias_flags_that_contradict_hash_bias(tmp_path):
     imap, _ = _hashed_file(tmp_path)
     lay = imap.layers[0]
-    no_bias = IndexMap(layers=(LayerMap(lay.name, lay.indices, lay.table, lay.sign), imap.layers[1]),
-                       table_sizes=imap.table_sizes, spec=imap.spec)
+    no_bias = IndexMap(
+        layers=(LayerMap(lay.name, lay.indices, lay.table, lay.sign), imap.layers[1]),
+        table_sizes=imap.table_sizes,
+        spec=imap.spec,
+    )
     with pytest.raises(ValueError, match="sign/bias flags contradict the spec"):
         save_index_file(no_bias, tmp_path / "w.safetensors")

@@ -1,4 +1,5 @@
 """Format v3: bias signs, the writer's choice of version, and refusal of a v3 layer key in older versions."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,13 @@ ARCH = Architecture((6, 5, 4, 3))
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
-@given(st.sampled_from(["modulus", "uniform", "dirichlet", "neighborhood", "xxhash"]), st.booleans(),
-       st.booleans(), st.sampled_from(["layer", "global"]), st.integers(0, 2**32))
+@given(
+    st.sampled_from(["modulus", "uniform", "dirichlet", "neighborhood", "xxhash"]),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["layer", "global"]),
+    st.integers(0, 2**32),
+)
 def test_writer_picks_the_oldest_version_that_holds_the_map(tmp_path, kind, sign, hash_bias, scope, seed):
     extra = {"alpha": 0.5} if kind == "dirichlet" else {"radius": 1} if kind == "neighborhood" else {}
     spec = HashSpec(kind=kind, compression="1/3", sign=sign, hash_bias=hash_bias, scope=scope, seed=seed, **extra)
@@ -58,21 +64,28 @@ def _edit_layers(fn):
         layers = json.loads(meta["layers"])
         fn(layers)
         meta["layers"] = json.dumps(layers)
+
     return edit
 
 
 def test_a_v2_file_with_the_v3_layer_key_is_refused(tmp_path):
-    bad = _rewrite_header(GOLDEN_V2, tmp_path / "bad.safetensors",
-                          _edit_layers(lambda layers: [lay.update(bias_sign=False) for lay in layers]))
+    bad = _rewrite_header(
+        GOLDEN_V2,
+        tmp_path / "bad.safetensors",
+        _edit_layers(lambda layers: [lay.update(bias_sign=False) for lay in layers]),
+    )
     with pytest.raises(FormatError, match="format v2 has exactly"):
         load_index_file(bad, verify=False)
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda layers: layers[1].update(bias_sign=1), "bias_sign must be true or false"),
-    (lambda layers: layers[2].update(bias_sign=True), "bias_sign is true but bias is false"),
-    (lambda layers: layers[0].update(bias_sign=False), "bias_sign flags contradict the spec"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda layers: layers[1].update(bias_sign=1), "bias_sign must be true or false"),
+        (lambda layers: layers[2].update(bias_sign=True), "bias_sign is true but bias is false"),
+        (lambda layers: layers[0].update(bias_sign=False), "bias_sign flags contradict the spec"),
+    ],
+)
 def test_v3_bias_sign_flags_are_checked(tmp_path, edit, match):
     bad = _rewrite_header(GOLDEN_V3, tmp_path / "bad.safetensors", _edit_layers(edit))
     with pytest.raises(FormatError, match=match):

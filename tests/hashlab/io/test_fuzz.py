@@ -1,5 +1,6 @@
 """Fuzz the index-file reader: >= 1000 seeded mutants per run, only documented errors, never an
 inconsistent map, never a crash or a hang; the CLI on a sample of them never shows a traceback."""
+
 from __future__ import annotations
 
 import signal
@@ -17,6 +18,7 @@ N_MUTANTS = 1400  # 100 of each of the 14 kinds
 def hang_guard():
     def boom(*_):
         raise TimeoutError("the reader hangs on a mutant")
+
     old = signal.signal(signal.SIGALRM, boom)
     signal.alarm(120)
     yield

@@ -1,4 +1,5 @@
 """Budgets from a compression factor and hashed biases: table sizes, validation, bias maps."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,7 +66,9 @@ def test_hash_bias_adds_its_own_entries_at_the_same_ratio(arch, ratio, scope, ki
 def test_exact_products_are_not_bumped_by_float_rounding():
     # 784000 / 64 = 12250 exactly; 30 * 0.1 is 3.0000000000000004 in floats (math.ceil would give 4)
     assert build_map(HashSpec(kind="xxhash", compression=1 / 64), Architecture((784, 1000, 10))).table_sizes == (
-        12250, 157)
+        12250,
+        157,
+    )
     assert build_map(HashSpec(compression=0.1), Architecture((6, 5))).table_sizes == (3,)
     assert build_map(HashSpec(compression="3/10"), Architecture((10, 10))).table_sizes == (30,)
     assert build_map(HashSpec(compression="1/3"), Architecture((30, 100))).table_sizes == (1000,)
@@ -179,8 +182,15 @@ def test_bias_map_is_independent_of_the_weight_map(kind, scope):
 
 @pytest.mark.parametrize("kind", list(KIND_PARAMS))
 def test_numba_and_numpy_backends_agree_with_hash_bias(kind):
-    spec = HashSpec(kind=kind, compression="1/5" if kind != "identity" else "1", seed=3, sparsity=0.1, sign=True,
-                    hash_bias=True, **KIND_PARAMS[kind])
+    spec = HashSpec(
+        kind=kind,
+        compression="1/5" if kind != "identity" else "1",
+        seed=3,
+        sparsity=0.1,
+        sign=True,
+        hash_bias=True,
+        **KIND_PARAMS[kind],
+    )
     a, b = build_map(spec, BIG), build_map(spec, BIG, backend="numpy")
     assert a.table_sizes == b.table_sizes
     for la, lb in zip(a.layers, b.layers):

@@ -1,4 +1,5 @@
 """Weight sharing by clustering trained weights (Deep Compression): hashlab.maps.cluster."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,9 +65,18 @@ def test_kmeans_map_is_valid_sorted_nearest_and_close(scope, init):
     assert [lay.table for lay in imap.layers] == ([0, 1, 2] if scope == "layer" else [0, 0, 0])
     assert [lay.name for lay in imap.layers] == ["fc0", "fc1", "fc2"]
     assert imap.spec | {"hashlab_version": None} == {
-        "kind": "cluster", "table_size": n, "scope": scope, "init": init, "seed": 3, "iters": 10, "source": None,
-        "exact": [False] * len(imap.table_sizes), "architecture": [12, 9, 7, 3],
-        "builder": "hashlab.cluster_weights", "hashlab_version": None}
+        "kind": "cluster",
+        "table_size": n,
+        "scope": scope,
+        "init": init,
+        "seed": 3,
+        "iters": 10,
+        "source": None,
+        "exact": [False] * len(imap.table_sizes),
+        "architecture": [12, 9, 7, 3],
+        "builder": "hashlab.cluster_weights",
+        "hashlab_version": None,
+    }
     for table in imap.initial_tables:
         assert table.dtype == np.float32 and np.isfinite(table).all() and np.all(np.diff(table) >= 0)
     for k, w in enumerate(mats):

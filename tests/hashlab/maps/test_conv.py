@@ -1,4 +1,5 @@
 """Convolution index maps (paper eq. 4-6): the vectorised builder against a loop-by-loop reference."""
+
 from __future__ import annotations
 
 import itertools
@@ -24,8 +25,10 @@ def conv_geometries(draw, ndim: int | None = None, max_size: int = 9, max_group_
     dilation = tuple(draw(st.integers(1, 3)) for _ in range(ndim))
     padding = tuple(draw(st.integers(0, 3)) for _ in range(ndim))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(ndim))
-    size = tuple(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), max(max_size, d * (k - 1) + 1)))
-                 for k, d, p in zip(kernel, dilation, padding))
+    size = tuple(
+        draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), max(max_size, d * (k - 1) + 1)))
+        for k, d, p in zip(kernel, dilation, padding)
+    )
     return ConvGeometry(cin, cout, size, kernel, stride, padding, dilation, groups, bias=draw(st.booleans()))
 
 
@@ -70,10 +73,14 @@ def test_conv_map_layout_bias_and_attrs(g):
     assert imap.spec["builder"] == g.op and json.dumps(imap.spec)
 
 
-@pytest.mark.parametrize("g, dtype", [
-    (ConvGeometry(3, 16, (8, 8), 5, padding=2), np.int16),
-    (ConvGeometry(64, 64, (3, 3), 3, padding=1), np.int32),  # 36,928 entries > 32,768
-], ids=["int16", "int32"])
+@pytest.mark.parametrize(
+    "g, dtype",
+    [
+        (ConvGeometry(3, 16, (8, 8), 5, padding=2), np.int16),
+        (ConvGeometry(64, 64, (3, 3), 3, padding=1), np.int32),  # 36,928 entries > 32,768
+    ],
+    ids=["int16", "int32"],
+)
 def test_index_dtype_follows_table_size(g, dtype):
     lay = conv_map(g).layers[0]
     assert lay.indices.dtype == dtype and lay.bias_indices.dtype == dtype
@@ -94,15 +101,20 @@ def test_geometry_properties_follow_torch_conventions():
     g = ConvGeometry(4, 6, (11, 11), 3, stride=2, padding=1, dilation=2, groups=2)
     assert g.out_size == (5, 5) and g.weight_shape == (6, 2, 3, 3) and g.kernel_entries == 108
     assert g.table_size == 114 and g.in_features == 484 and g.out_features == 150 and g.op == "conv2d"
-    assert g.describe() == ("conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, "
-                            "groups 2, bias")
+    assert g.describe() == (
+        "conv2d 4x11x11 -> 6x5x5, kernel 3x3, stride 2x2, padding 1x1, dilation 2x2, groups 2, bias"
+    )
 
 
-@pytest.mark.parametrize("g, want", [
-    (ConvGeometry(1, 1, (5,), 5, stride=3), dict(stride=(1,))),           # one output: smallest stride
-    (ConvGeometry(1, 1, (5, 6), (1, 2), dilation=(3, 2)), dict(dilation=(1, 2))),  # kernel 1: dilation 1
-    (ConvGeometry(2, 2, (7,), 3, stride=2, dilation=2), {}),
-], ids=["one-output-stride", "unit-kernel-dilation", "already-canonical"])
+@pytest.mark.parametrize(
+    "g, want",
+    [
+        (ConvGeometry(1, 1, (5,), 5, stride=3), dict(stride=(1,))),  # one output: smallest stride
+        (ConvGeometry(1, 1, (5, 6), (1, 2), dilation=(3, 2)), dict(dilation=(1, 2))),  # kernel 1: dilation 1
+        (ConvGeometry(2, 2, (7,), 3, stride=2, dilation=2), {}),
+    ],
+    ids=["one-output-stride", "unit-kernel-dilation", "already-canonical"],
+)
 def test_canonical_geometry_keeps_the_map(g, want):
     c = g.canonical()
     for k, v in want.items():
@@ -110,15 +122,19 @@ def test_canonical_geometry_keeps_the_map(g, want):
     np.testing.assert_array_equal(conv_taps(c), conv_taps(g))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(in_channels=3, out_channels=4, in_size=(8, 8), kernel_size=3, groups=2), "divisible by groups"),
-    (dict(in_channels=1, out_channels=1, in_size=(4,), kernel_size=3, dilation=2), "spans 5 inputs"),
-    (dict(in_channels=1, out_channels=1, in_size=(8, 8), kernel_size=3, padding=-1), "padding must be an int >= 0"),
-    (dict(in_channels=1, out_channels=1, in_size=(8, 8), kernel_size=(3, 3, 3)), "tuple of 2"),
-    (dict(in_channels=0, out_channels=1, in_size=(8,), kernel_size=1), "in_channels must be a positive"),
-    (dict(in_channels=1, out_channels=1, in_size=(), kernel_size=1), "1, 2 or 3 spatial sizes"),
-    (dict(in_channels=1, out_channels=1, in_size=(8,), kernel_size=1, bias="yes"), "bias must be True or False"),
-], ids=["groups", "kernel-too-big", "negative-padding", "wrong-rank", "no-channels", "no-axes", "bias-type"])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(in_channels=3, out_channels=4, in_size=(8, 8), kernel_size=3, groups=2), "divisible by groups"),
+        (dict(in_channels=1, out_channels=1, in_size=(4,), kernel_size=3, dilation=2), "spans 5 inputs"),
+        (dict(in_channels=1, out_channels=1, in_size=(8, 8), kernel_size=3, padding=-1), "padding must be an int >= 0"),
+        (dict(in_channels=1, out_channels=1, in_size=(8, 8), kernel_size=(3, 3, 3)), "tuple of 2"),
+        (dict(in_channels=0, out_channels=1, in_size=(8,), kernel_size=1), "in_channels must be a positive"),
+        (dict(in_channels=1, out_channels=1, in_size=(), kernel_size=1), "1, 2 or 3 spatial sizes"),
+        (dict(in_channels=1, out_channels=1, in_size=(8,), kernel_size=1, bias="yes"), "bias must be True or False"),
+    ],
+    ids=["groups", "kernel-too-big", "negative-padding", "wrong-rank", "no-channels", "no-axes", "bias-type"],
+)
 def test_invalid_geometries_are_rejected_with_the_fix(kwargs, match):
     with pytest.raises(SpecError, match=match):
         ConvGeometry(**kwargs)
@@ -134,12 +150,25 @@ def test_from_dict_rejects_unknown_fields_and_conv_map_wrong_types():
 def test_dict_keeps_its_schema_version_and_refuses_another():
     g = ConvGeometry(2, 4, (6, 5), (3, 1), stride=2, bias=False)
     d = g.to_dict()
-    assert d == {"in_channels": 2, "out_channels": 4, "in_size": [6, 5], "kernel_size": [3, 1], "stride": [2, 2],
-                 "padding": [0, 0], "dilation": [1, 1], "groups": 1, "bias": False, "version": 1}  # the stored layout
+    assert d == {
+        "in_channels": 2,
+        "out_channels": 4,
+        "in_size": [6, 5],
+        "kernel_size": [3, 1],
+        "stride": [2, 2],
+        "padding": [0, 0],
+        "dilation": [1, 1],
+        "groups": 1,
+        "bias": False,
+        "version": 1,
+    }  # the stored layout
     assert ConvGeometry.from_dict(d) == g and ConvGeometry.SCHEMA_VERSION == 1
     assert ConvGeometry.from_dict({k: v for k, v in d.items() if k != "version"}) == g  # hand-written: version 1
-    with pytest.raises(SpecError, match="ConvGeometry dict version 2 is not supported; this hashlab reads version 1; "
-                                        "the dict was written by a newer hashlab: upgrade hashlab"):
+    with pytest.raises(
+        SpecError,
+        match="ConvGeometry dict version 2 is not supported; this hashlab reads version 1; "
+        "the dict was written by a newer hashlab: upgrade hashlab",
+    ):
         ConvGeometry.from_dict({**d, "version": 2})
     with pytest.raises(SpecError, match="ConvGeometry dict version -1 is not supported"):
         ConvGeometry.from_dict({**d, "version": -1})

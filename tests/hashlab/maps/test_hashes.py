@@ -1,4 +1,5 @@
 """Invariants of every hash (hypothesis), numba/numpy agreement on whole maps, and paper properties."""
+
 from __future__ import annotations
 
 import struct
@@ -14,8 +15,12 @@ from hashlab.maps import kernels as K
 from hashlab.maps.hashes import NUMBA_MIN_WEIGHTS
 
 KIND_PARAMS = {
-    "identity": {}, "modulus": {}, "uniform": {}, "xxhash": {},
-    "dirichlet": {"alpha": 0.5}, "neighborhood": {"radius": 2},
+    "identity": {},
+    "modulus": {},
+    "uniform": {},
+    "xxhash": {},
+    "dirichlet": {"alpha": 0.5},
+    "neighborhood": {"radius": 2},
 }
 
 
@@ -27,9 +32,15 @@ def specs(draw, kinds=tuple(KIND_PARAMS)):
         params["alpha"] = draw(st.floats(0.05, 50))
     if kind == "neighborhood":
         params["radius"] = draw(st.integers(0, 40))
-    return HashSpec(kind=kind, table_size=draw(st.sampled_from([1, 3, 17, 1000, 40000])),
-                    seed=draw(st.integers(0, 2**63 - 1)), sparsity=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])),
-                    scope=draw(st.sampled_from(["layer", "global"])), sign=draw(st.booleans()), **params)
+    return HashSpec(
+        kind=kind,
+        table_size=draw(st.sampled_from([1, 3, 17, 1000, 40000])),
+        seed=draw(st.integers(0, 2**63 - 1)),
+        sparsity=draw(st.sampled_from([0.0, 0.1, 0.5, 0.9])),
+        scope=draw(st.sampled_from(["layer", "global"])),
+        sign=draw(st.booleans()),
+        **params,
+    )
 
 
 archs = st.lists(st.integers(1, 23), min_size=2, max_size=4).map(lambda f: Architecture(tuple(f)))
@@ -46,12 +57,14 @@ def test_numba_and_numpy_backends_build_identical_maps(spec, arch):
             np.testing.assert_array_equal(la.sign, lb.sign)
 
 
-
 # layers at and above NUMBA_MIN_WEIGHTS take the numba layer kernels (smaller ones the twins)
 BIG = Architecture((210, 160, 40))  # 33,600 and 6,400 weights: one layer of each path
 BIG_SETTINGS = [(1000, 0.0, "layer", False), (40000, 0.9, "global", True), (3, 0.1, "layer", True)]
-BIG_CASES = [HashSpec(kind=kind, table_size=n, seed=7, sparsity=sp, scope=scope, sign=sign, **KIND_PARAMS[kind])
-             for kind in KIND_PARAMS for n, sp, scope, sign in BIG_SETTINGS]
+BIG_CASES = [
+    HashSpec(kind=kind, table_size=n, seed=7, sparsity=sp, scope=scope, sign=sign, **KIND_PARAMS[kind])
+    for kind in KIND_PARAMS
+    for n, sp, scope, sign in BIG_SETTINGS
+]
 
 
 @pytest.mark.parametrize("spec", BIG_CASES, ids=lambda s: f"{s.kind}-n{s.table_size}-s{s.sparsity}-{s.scope}")
@@ -93,7 +106,7 @@ def test_sparsity_mask_depends_only_on_seed_not_on_hash(spec, arch):
 @given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 def test_mask_hash_is_injective_so_zero_selection_has_no_ties(start, seed):
     """XXH64 on 8-byte inputs is a bijection: consecutive ids (the mask's input) never collide."""
-    ids = (np.uint64(start) + np.arange(5000, dtype=np.uint64))  # wraps modulo 2**64
+    ids = np.uint64(start) + np.arange(5000, dtype=np.uint64)  # wraps modulo 2**64
     h = K.xxh64_u64_ref(ids, np.uint64(seed))
     assert np.unique(h).size == ids.size
 
@@ -102,8 +115,9 @@ def test_mask_hash_is_injective_so_zero_selection_has_no_ties(start, seed):
 def test_modulus_is_exactly_balanced(arch, n, scope):
     imap = build_map(HashSpec(kind="modulus", table_size=n, scope=scope), arch)
     for t, size in enumerate(imap.table_sizes):
-        loads = np.bincount(np.concatenate([lay.indices.ravel() for lay in imap.layers if lay.table == t]),
-                            minlength=size)
+        loads = np.bincount(
+            np.concatenate([lay.indices.ravel() for lay in imap.layers if lay.table == t]), minlength=size
+        )
         assert loads.max() - loads.min() <= 1
 
 
@@ -176,14 +190,20 @@ def test_different_seeds_give_different_maps(kind):
 def test_pinned_values_do_not_drift():
     """Same seed -> same indices on every run and release: a few values pinned by hand."""
     arch = Architecture((6, 4))
-    got = {kind: build_map(HashSpec(kind=kind, seed=42, table_size=1000, **kw), arch).layers[0].indices[0, :3].tolist()
-           for kind, kw in KIND_PARAMS.items()}
+    got = {
+        kind: build_map(HashSpec(kind=kind, seed=42, table_size=1000, **kw), arch).layers[0].indices[0, :3].tolist()
+        for kind, kw in KIND_PARAMS.items()
+    }
     assert got == PINNED
 
 
 PINNED = {
-    "identity": [0, 1, 2], "modulus": [0, 1, 2], "uniform": [880, 26, 802],
-    "xxhash": [89, 731, 522], "dirichlet": [25, 264, 962], "neighborhood": [998, 0, 2],
+    "identity": [0, 1, 2],
+    "modulus": [0, 1, 2],
+    "uniform": [880, 26, 802],
+    "xxhash": [89, 731, 522],
+    "dirichlet": [25, 264, 962],
+    "neighborhood": [998, 0, 2],
 }
 
 

@@ -1,4 +1,5 @@
 """numba kernels agree bit for bit with their numpy twins; XXH64 equals the reference library."""
+
 from __future__ import annotations
 
 import struct
@@ -39,8 +40,11 @@ def test_xxh64_key_matches_xxhash_library(keys, seed):
 def test_reference_hashes_stay_in_the_table(ids, n, radius, m, seed):
     inner = np.cumsum(np.random.default_rng(seed % 2**32).dirichlet(np.full(m, 1.0)))[:-1]
     s = np.uint64(seed)
-    for a, size in ((K.uniform_ref(ids, n, s), n), (K.neighborhood_ref(ids, n, radius, s), n),
-                    (K.categorical_ref(ids, inner, s), m)):
+    for a, size in (
+        (K.uniform_ref(ids, n, s), n),
+        (K.neighborhood_ref(ids, n, radius, s), n),
+        (K.categorical_ref(ids, inner, s), m),
+    ):
         assert a.dtype == np.int64 and (a.size == 0 or (a.min() >= 0 and a.max() < size))
 
 
@@ -98,18 +102,23 @@ def test_fill_kernels_agree_with_the_reference_twins(start, size, n, radius, see
     if dt is np.int16:
         n = min(n, 32768)
     np.testing.assert_array_equal(K.uniform_fill_nb(start, n, s, np.empty(size, dt)), K.uniform_ref(ids, n, s))
-    np.testing.assert_array_equal(K.neighborhood_fill_nb(start, n, radius, s, np.empty(size, dt)),
-                                  K.neighborhood_ref(ids, n, radius, s))
+    np.testing.assert_array_equal(
+        K.neighborhood_fill_nb(start, n, radius, s, np.empty(size, dt)), K.neighborhood_ref(ids, n, radius, s)
+    )
     np.testing.assert_array_equal(K.modulus_fill(start, n, np.empty(size, dt)), ids % n)
 
 
 @given(st.integers(0, 2**32 - 1), st.integers(0, 60), st.integers(0, 60), tables, seeds)
 def test_xxhash_and_sign_fill_kernels_agree_with_the_reference_twins(layer, rows, cols, n, seed):
     r, c = np.divmod(np.arange(rows * cols, dtype=np.int64), max(cols, 1))
-    np.testing.assert_array_equal(K.xxhash_index_fill_nb(layer, n, np.uint64(seed), np.empty((rows, cols), np.int32)),
-                                  K.xxhash_index_ref(layer, r, c, n, seed).reshape(rows, cols))
-    np.testing.assert_array_equal(K.sign_fill_nb(layer, np.uint64(seed), np.empty((rows, cols), np.int8)),
-                                  K.sign_ref(layer, r, c, seed).reshape(rows, cols))
+    np.testing.assert_array_equal(
+        K.xxhash_index_fill_nb(layer, n, np.uint64(seed), np.empty((rows, cols), np.int32)),
+        K.xxhash_index_ref(layer, r, c, n, seed).reshape(rows, cols),
+    )
+    np.testing.assert_array_equal(
+        K.sign_fill_nb(layer, np.uint64(seed), np.empty((rows, cols), np.int8)),
+        K.sign_ref(layer, r, c, seed).reshape(rows, cols),
+    )
 
 
 def _masked_reference(values, n_zero, seed):
@@ -127,8 +136,12 @@ def test_fill_mask_zeroes_exactly_the_smallest_mask_hashes(size, frac, seed):
     np.testing.assert_array_equal(out, _masked_reference(values, n_zero, seed))
 
 
-@given(st.integers(1, 3000), st.floats(0.01, 1), seeds,
-       st.sampled_from([(0, 0), (0, 2**63), (2**63, 2**64 - 1), (2**62, 2**62 + 1000)]))
+@given(
+    st.integers(1, 3000),
+    st.floats(0.01, 1),
+    seeds,
+    st.sampled_from([(0, 0), (0, 2**63), (2**63, 2**64 - 1), (2**62, 2**62 + 1000)]),
+)
 def test_fill_mask_falls_back_to_the_exact_selection_when_the_window_misses(size, frac, seed, window):
     n_zero = max(1, int(round(frac * size)))
     values = K.uniform_ref(np.arange(size, dtype=np.int64), 1000, np.uint64(1)).astype(np.int32)
@@ -154,8 +167,11 @@ def test_mask_census_counts_zeros_and_lists_candidates_in_order(values, dt):
 
 
 _EDGE_U64 = [0, 1, 2**32 - 1, 2**32, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1]
-divisors = st.one_of(st.integers(1, 70000), st.integers(1, 2**64 - 1),
-                     st.sampled_from([1, 2, 3, 7, 1000, 1024, 2**31 - 1, 2**32 - 1, 2**32, 2**63, 2**64 - 1]))
+divisors = st.one_of(
+    st.integers(1, 70000),
+    st.integers(1, 2**64 - 1),
+    st.sampled_from([1, 2, 3, 7, 1000, 1024, 2**31 - 1, 2**32 - 1, 2**32, 2**63, 2**64 - 1]),
+)
 
 
 @given(st.lists(u64, max_size=200), divisors)
@@ -185,8 +201,10 @@ def test_chunked_mask_equals_the_reference_selection_across_chunks_and_candidate
 def test_neighborhood_fill_wraps_negative_positions_like_python_mod(start, n, radius, seed):
     # the first radius identifiers can step below 0: Python's (and numpy's) mod wraps them to n - ...
     ids = np.arange(start, start + 300, dtype=np.int64)
-    np.testing.assert_array_equal(K.neighborhood_fill_nb(start, n, radius, np.uint64(seed), np.empty(300, np.int32)),
-                                  K.neighborhood_ref(ids, n, radius, np.uint64(seed)))
+    np.testing.assert_array_equal(
+        K.neighborhood_fill_nb(start, n, radius, np.uint64(seed), np.empty(300, np.int32)),
+        K.neighborhood_ref(ids, n, radius, np.uint64(seed)),
+    )
 
 
 @given(starts, st.integers(0, 40), st.integers(1, 40), tables, st.integers(0, 3000), st.floats(0, 1), seeds, out_dtypes)
@@ -203,10 +221,14 @@ def test_both_backends_of_the_registry_fill_a_layer_bit_for_bit_alike(start, row
     for backend in K.BACKENDS:
         k = K.kernels(backend)
         layers[backend] = [
-            k.uniform(start, n, s, np.empty(size, dt)), k.categorical(start, inner, guide, s, np.empty(size, dt)),
-            k.neighborhood(start, n, radius, s, np.empty(size, dt)), k.modulus(start, n, np.empty(size, dt)),
-            k.xxhash_index(rows, n, s, np.empty((rows, cols), dt)), k.sign(rows, s, np.empty((rows, cols), np.int8)),
-            k.mask(values.copy(), n_zero, s, lambda pos: values[pos])]
+            k.uniform(start, n, s, np.empty(size, dt)),
+            k.categorical(start, inner, guide, s, np.empty(size, dt)),
+            k.neighborhood(start, n, radius, s, np.empty(size, dt)),
+            k.modulus(start, n, np.empty(size, dt)),
+            k.xxhash_index(rows, n, s, np.empty((rows, cols), dt)),
+            k.sign(rows, s, np.empty((rows, cols), np.int8)),
+            k.mask(values.copy(), n_zero, s, lambda pos: values[pos]),
+        ]
     for got, want in zip(layers["numba"], layers["numpy"]):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)

@@ -1,4 +1,5 @@
 """Unrolled Elman RNN index maps: T tied steps are exactly the global modulus hash (paper eq. 1)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,12 +58,16 @@ def test_round_trip_through_an_index_file(tmp_path):
         np.testing.assert_array_equal(a.bias_indices, b.bias_indices)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(input_size=-1, hidden_size=3, steps=2), "input_size must be an integer >= 0"),
-    (dict(input_size=2, hidden_size=0, steps=2), "hidden_size must be an integer >= 1"),
-    (dict(input_size=2, hidden_size=3, steps=0), "steps must be an integer >= 1"),
-    (dict(input_size=2, hidden_size=3, steps=2, bias=1), "bias must be True or False"),
-], ids=["input", "hidden", "steps", "bias"])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(input_size=-1, hidden_size=3, steps=2), "input_size must be an integer >= 0"),
+        (dict(input_size=2, hidden_size=0, steps=2), "hidden_size must be an integer >= 1"),
+        (dict(input_size=2, hidden_size=3, steps=0), "steps must be an integer >= 1"),
+        (dict(input_size=2, hidden_size=3, steps=2, bias=1), "bias must be True or False"),
+    ],
+    ids=["input", "hidden", "steps", "bias"],
+)
 def test_invalid_rnn_geometries(kwargs, match):
     with pytest.raises(SpecError, match=match):
         RNNGeometry(**kwargs)
@@ -76,8 +81,11 @@ def test_dict_round_trip_with_its_schema_version():
     assert d == {"input_size": 5, "hidden_size": 7, "steps": 4, "bias": False, "version": 1}  # the stored layout
     assert RNNGeometry.from_dict(d) == g and RNNGeometry.SCHEMA_VERSION == 1
     assert RNNGeometry.from_dict({k: v for k, v in d.items() if k != "version"}) == g  # hand-written: version 1
-    with pytest.raises(SpecError, match="RNNGeometry dict version 2 is not supported; this hashlab reads version 1; "
-                                        "the dict was written by a newer hashlab: upgrade hashlab"):
+    with pytest.raises(
+        SpecError,
+        match="RNNGeometry dict version 2 is not supported; this hashlab reads version 1; "
+        "the dict was written by a newer hashlab: upgrade hashlab",
+    ):
         RNNGeometry.from_dict({**d, "version": 2})
     with pytest.raises(SpecError, match="unknown RNNGeometry field"):
         RNNGeometry.from_dict({**d, "layers": 2})

@@ -1,4 +1,5 @@
 """HashSpec / Architecture validation: every bad input names the problem and the fix."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,17 @@ def test_to_dict_writes_the_schema_version_last():
 
 def test_dict_from_before_the_added_fields_still_loads():
     """A version-1 dict written before compression and hash_bias existed is the spec without them."""
-    old = {"kind": "uniform", "table_size": 50, "seed": 3, "sparsity": 0.5, "scope": "layer", "alpha": None,
-           "radius": None, "sign": True, "version": 1}
+    old = {
+        "kind": "uniform",
+        "table_size": 50,
+        "seed": 3,
+        "sparsity": 0.5,
+        "scope": "layer",
+        "alpha": None,
+        "radius": None,
+        "sign": True,
+        "version": 1,
+    }
     spec = HashSpec.from_dict(old)
     assert spec == HashSpec(kind="uniform", table_size=50, seed=3, sparsity=0.5, sign=True)
     assert (spec.compression, spec.hash_bias) == (None, False)
@@ -63,13 +73,19 @@ def test_dict_from_before_the_added_fields_still_loads():
     assert HashSpec.from_dict({k: v for k, v in old.items() if k != "version"}) == spec  # hand-written: version 1
 
 
-@pytest.mark.parametrize("version,match", [
-    (2, "HashSpec dict version 2 is not supported; this hashlab reads version 1; the dict was written by a "
-        "newer hashlab: upgrade hashlab"),
-    (0, "HashSpec dict version 0 is not supported.*the only one"),
-    ("1", "HashSpec dict version '1' is not supported"),
-    (True, "HashSpec dict version True is not supported"),
-])
+@pytest.mark.parametrize(
+    "version,match",
+    [
+        (
+            2,
+            "HashSpec dict version 2 is not supported; this hashlab reads version 1; the dict was written by a "
+            "newer hashlab: upgrade hashlab",
+        ),
+        (0, "HashSpec dict version 0 is not supported.*the only one"),
+        ("1", "HashSpec dict version '1' is not supported"),
+        (True, "HashSpec dict version True is not supported"),
+    ],
+)
 def test_from_dict_refuses_an_unknown_version(version, match):
     d = {**HashSpec().to_dict(), "version": version}
     with pytest.raises(SpecError, match=match):

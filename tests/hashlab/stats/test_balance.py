@@ -1,4 +1,5 @@
 """Balance statistics checked against independent computations (scipy.stats, direct numpy formulas)."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def index_maps(draw):
         vals = draw(st.lists(st.integers(-1, n - 1), min_size=o * i, max_size=o * i))
         sign = None
         if signed:
-            sign = np.array(draw(st.lists(st.sampled_from([-1, 1]), min_size=o * i, max_size=o * i)),
-                            dtype=np.int8).reshape(o, i)
+            sign = np.array(
+                draw(st.lists(st.sampled_from([-1, 1]), min_size=o * i, max_size=o * i)), dtype=np.int8
+            ).reshape(o, i)
         layers.append(LayerMap(f"l{k}", np.array(vals, dtype=index_dtype(n)).reshape(o, i), t, sign=sign))
     return IndexMap(tuple(layers), tuple(sizes))
 
@@ -179,8 +181,9 @@ def test_entropy_of_empty_usage_is_zero():
 
 
 def test_numba_and_numpy_backends_give_the_same_report():
-    imap = build_map(HashSpec(kind="dirichlet", alpha=0.3, table_size=64, sparsity=0.1, sign=True),
-                     Architecture((30, 20, 9)))
+    imap = build_map(
+        HashSpec(kind="dirichlet", alpha=0.3, table_size=64, sparsity=0.1, sign=True), Architecture((30, 20, 9))
+    )
     a = map_report(imap, backend="numba").to_dict(include_loads=True)
     b = map_report(imap, backend="numpy").to_dict(include_loads=True)
     assert a == b
@@ -208,6 +211,10 @@ def test_report_timings_name_every_part_computed():
     rep = map_report(build_map(HashSpec(kind="uniform", table_size=50), Architecture.parse("30-20-10")))
     assert set(rep.timings) == {"balance_s", "tests_s", "locality_s", "degeneracy_s", "theory_s"}
     assert all(v >= 0 for v in rep.timings.values())
-    rep = map_report(build_map(HashSpec(kind="uniform", table_size=50), Architecture.parse("30-20-10")),
-                     locality=False, degeneracy=False, theory=False)
+    rep = map_report(
+        build_map(HashSpec(kind="uniform", table_size=50), Architecture.parse("30-20-10")),
+        locality=False,
+        degeneracy=False,
+        theory=False,
+    )
     assert set(rep.timings) == {"balance_s", "tests_s"}

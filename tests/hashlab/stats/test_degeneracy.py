@@ -1,4 +1,5 @@
 """Degeneracy (identical rows / columns, rank bound): known answers and brute force on random maps."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,10 @@ def brute_groups(indices, sign, by_row):
     sg = None if sign is None else (sign if by_row else sign.T)
 
     def key(a):
-        return tuple((0, 0) if mat[a, j] < 0 else (int(mat[a, j]) + 1, 1 if sg is None else int(sg[a, j]))
-                     for j in range(mat.shape[1]))
+        return tuple(
+            (0, 0) if mat[a, j] < 0 else (int(mat[a, j]) + 1, 1 if sg is None else int(sg[a, j]))
+            for j in range(mat.shape[1])
+        )
 
     keys = [key(a) for a in range(mat.shape[0])]
     return np.array([next(b for b in range(a + 1) if keys[b] == keys[a]) for a in range(len(keys))])
@@ -70,8 +73,11 @@ def test_modulus_report_text_warns_and_json_carries_the_counts(modulus_report):
     assert d["layers"][0]["degeneracy"]["random_ranks"] == [125, 125]
 
 
-@pytest.mark.parametrize("spec", [HashSpec(kind="neighborhood", radius=1, table_size=1000, seed=3),
-                                  HashSpec(kind="identity")], ids=["neighborhood-r1", "identity"])
+@pytest.mark.parametrize(
+    "spec",
+    [HashSpec(kind="neighborhood", radius=1, table_size=1000, seed=3), HashSpec(kind="identity")],
+    ids=["neighborhood-r1", "identity"],
+)
 def test_radius_one_and_identity_have_every_row_distinct_and_full_rank(spec):
     rep = map_report(build_map(spec, ARCHITECTURES["mnist-mlp"]), locality=False, rank_draws=1)
     for d, (out_f, in_f) in zip(rep.degeneracy.layers, ARCHITECTURES["mnist-mlp"].layer_shapes):
@@ -115,11 +121,24 @@ def test_groups_match_brute_force_for_both_backends(layer):
 
 
 @settings(max_examples=20, deadline=None)
-@given(kind=st.sampled_from(["modulus", "uniform", "neighborhood"]), scope=st.sampled_from(["layer", "global"]),
-       sparsity=st.sampled_from([0.0, 0.5]), sign=st.booleans(), n=st.integers(2, 12), seed=st.integers(0, 9))
+@given(
+    kind=st.sampled_from(["modulus", "uniform", "neighborhood"]),
+    scope=st.sampled_from(["layer", "global"]),
+    sparsity=st.sampled_from([0.0, 0.5]),
+    sign=st.booleans(),
+    n=st.integers(2, 12),
+    seed=st.integers(0, 9),
+)
 def test_built_maps_match_brute_force(kind, scope, sparsity, sign, n, seed):
-    spec = HashSpec(kind=kind, table_size=n, scope=scope, sparsity=sparsity, sign=sign, seed=seed,
-                    radius=0 if kind == "neighborhood" else None)
+    spec = HashSpec(
+        kind=kind,
+        table_size=n,
+        scope=scope,
+        sparsity=sparsity,
+        sign=sign,
+        seed=seed,
+        radius=0 if kind == "neighborhood" else None,
+    )
     imap = build_map(spec, Architecture((6, 8, 4)))
     for lay, d, dref in zip(imap.layers, map_degeneracy(imap).layers, map_degeneracy(imap, backend="numpy").layers):
         assert d.row_groups.tolist() == dref.row_groups.tolist() == brute_groups(lay.indices, lay.sign, True).tolist()

@@ -1,4 +1,5 @@
 """Analysis kernels: numba and numpy twins agree exactly, and both equal brute-force / scipy answers."""
+
 from __future__ import annotations
 
 import numba as nb
@@ -36,13 +37,14 @@ def brute_nearest(starts, ids, cols):
     d_id = np.full(ids.size, -1)
     d_grid = np.full(ids.size, -1)
     for e in range(starts.size - 1):
-        seg = ids[starts[e]:starts[e + 1]].astype(np.int64)
+        seg = ids[starts[e] : starts[e + 1]].astype(np.int64)
         for k, v in enumerate(seg):
             others = np.delete(seg, k)
             if others.size:
                 d_id[starts[e] + k] = np.abs(others - v).min()
-                d_grid[starts[e] + k] = np.maximum(np.abs(others // cols - v // cols),
-                                                   np.abs(others % cols - v % cols)).min()
+                d_grid[starts[e] + k] = np.maximum(
+                    np.abs(others // cols - v // cols), np.abs(others % cols - v % cols)
+                ).min()
     return d_id, d_grid
 
 
@@ -96,7 +98,7 @@ def test_pair_counts_twins_agree_with_brute_force(layer, thresholds):
     for d in th:
         count = 0
         for e in range(n):
-            seg = ids[starts[e]:starts[e + 1]].astype(np.int64)
+            seg = ids[starts[e] : starts[e + 1]].astype(np.int64)
             diff = np.abs(seg[:, None] - seg[None, :])
             count += int(((diff <= d).sum() - seg.size) // 2)
         expected.append(count)
@@ -109,8 +111,9 @@ def test_pair_counts_twins_agree_with_brute_force(layer, thresholds):
 def test_nearest_histograms_twins_agree_with_brute_force(layer):
     _, cols, n, idx = layer
     starts, ids = SK.bucket_sort_ref(idx, n)
-    expected = [np.bincount(d[d >= 0]) if (d >= 0).any() else np.zeros(1, np.int64)
-                for d in brute_nearest(starts, ids, cols)]
+    expected = [
+        np.bincount(d[d >= 0]) if (d >= 0).any() else np.zeros(1, np.int64) for d in brute_nearest(starts, ids, cols)
+    ]
     for got in (SK.nearest_histograms_nb(starts, ids, cols), SK.nearest_histograms_ref(starts, ids, cols)):
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_array_equal(got[1], expected[1])
@@ -125,8 +128,14 @@ def test_pair_counts_reject_negative_thresholds():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 3 * (1 << 16)), st.integers(1, 300), st.sampled_from([np.int16, np.int32]),
-       st.floats(0.0, 0.9), st.lists(st.integers(0, 1 << 18), min_size=1, max_size=14), st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 3 * (1 << 16)),
+    st.integers(1, 300),
+    st.sampled_from([np.int16, np.int32]),
+    st.floats(0.0, 0.9),
+    st.lists(st.integers(0, 1 << 18), min_size=1, max_size=14),
+    st.integers(0, 2**32 - 1),
+)
 def test_grouped_pair_sweep_equals_the_reference(size, n, dtype, sparsity, thresholds, seed):
     """Thresholds in groups of four (padding, duplicates, thresholds that become live inside a chunk or
     never), on one and on several work chunks, zeroed weights mixed in."""
@@ -165,8 +174,9 @@ def test_layer_kernels_agree_with_the_references_on_mid_size_layers(rows, cols, 
     starts, sorted_ids = SK.bucket_sort_nb(idx, n)
     th = np.array([0, 1, 3, 100, 5000, 70000, ids.size - 1, 10 * ids.size])
     np.testing.assert_array_equal(SK.layer_pair_counts_nb(idx, n, th), SK.pair_counts_ref(starts, sorted_ids, th))
-    for got, want in zip(SK.nearest_histograms_nb(starts, sorted_ids, cols),
-                         SK.nearest_histograms_ref(starts, sorted_ids, cols)):
+    for got, want in zip(
+        SK.nearest_histograms_nb(starts, sorted_ids, cols), SK.nearest_histograms_ref(starts, sorted_ids, cols)
+    ):
         np.testing.assert_array_equal(got, want)
     if style == "sparse":
         assert len(SK.nearest_histograms_nb(starts, sorted_ids, cols)[0]) > SK._HIST_CAP
@@ -197,11 +207,11 @@ def test_grid_nearest_matches_scipy_kdtree(rows, cols, n, style):
     np.testing.assert_array_equal((d_id, d_grid), SK.nearest_partner_ref(starts, sorted_ids, cols))
     expected = np.full(sorted_ids.size, -1)
     for e in range(n):
-        seg = sorted_ids[starts[e]:starts[e + 1]]
+        seg = sorted_ids[starts[e] : starts[e + 1]]
         if seg.size >= 2:
             pts = np.stack([seg // cols, seg % cols], axis=1)
             dist, _ = scipy.spatial.cKDTree(pts).query(pts, k=2, p=np.inf)
-            expected[starts[e]:starts[e + 1]] = dist[:, 1]
+            expected[starts[e] : starts[e + 1]] = dist[:, 1]
     np.testing.assert_array_equal(d_grid, expected)
 
 

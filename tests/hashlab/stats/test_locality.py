@@ -1,4 +1,5 @@
 """Collision locality: closed-form null expectations vs direct sums, and what separates the hashes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,14 @@ def others_within(rows, cols, d, metric):
     return (dist <= d).sum(axis=1) - 1
 
 
-@given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 50), st.floats(0, 0.9),
-       st.lists(st.integers(0, 30), min_size=1, max_size=4), st.sampled_from(["id", "grid"]))
+@given(
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.integers(1, 50),
+    st.floats(0, 0.9),
+    st.lists(st.integers(0, 30), min_size=1, max_size=4),
+    st.sampled_from(["id", "grid"]),
+)
 def test_expected_nearest_counts_equal_the_direct_sum(rows, cols, n, sparsity, ds, metric):
     keep = 1 - sparsity
     q = 1 - keep / n
@@ -39,7 +46,7 @@ def test_expected_nearest_counts_equal_the_direct_sum(rows, cols, n, sparsity, d
     within, co = expected_nearest_counts(metric, (rows, cols), n, sparsity, th)
     for t, d in enumerate(th):
         m = others_within(rows, cols, d, metric)
-        assert within[t] == pytest.approx(keep * (1 - q ** m).sum(), rel=1e-9, abs=1e-9)
+        assert within[t] == pytest.approx(keep * (1 - q**m).sum(), rel=1e-9, abs=1e-9)
     assert co == pytest.approx(keep * rows * cols * (1 - q ** (rows * cols - 1)), rel=1e-9, abs=1e-9)
 
 
@@ -148,10 +155,15 @@ def _brute_nearest(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
-@pytest.mark.parametrize("spec", [HashSpec(kind="uniform", table_size=37, seed=3, sparsity=0.3),
-                                  HashSpec(kind="neighborhood", radius=2, table_size=50, seed=1),
-                                  HashSpec(kind="dirichlet", alpha=0.01, table_size=40, seed=2)],
-                         ids=["uniform-sparse", "neighborhood", "dirichlet-skewed"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        HashSpec(kind="uniform", table_size=37, seed=3, sparsity=0.3),
+        HashSpec(kind="neighborhood", radius=2, table_size=50, seed=1),
+        HashSpec(kind="dirichlet", alpha=0.01, table_size=40, seed=2),
+    ],
+    ids=["uniform-sparse", "neighborhood", "dirichlet-skewed"],
+)
 def test_nearest_partners_are_the_brute_force_distances_and_feed_the_histograms(spec, backend):
     layer = build_map(spec, Architecture((23, 17, 5))).layers[0]
     d_id, d_grid = nearest_partners(layer.indices, spec.table_size, backend)

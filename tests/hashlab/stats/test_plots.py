@@ -1,4 +1,5 @@
 """Figures render to real, non-blank PNGs of the expected size."""
+
 from __future__ import annotations
 
 import matplotlib.image
@@ -20,8 +21,7 @@ def read_png(path):
 
 @pytest.fixture(scope="module")
 def report():
-    imap = build_map(HashSpec(kind="dirichlet", alpha=0.2, table_size=100, sparsity=0.1),
-                     Architecture((60, 40, 30, 5)))
+    imap = build_map(HashSpec(kind="dirichlet", alpha=0.2, table_size=100, sparsity=0.1), Architecture((60, 40, 30, 5)))
     return map_report(imap)
 
 
@@ -33,8 +33,9 @@ def test_report_figures_write_four_pngs(report, tmp_path):
 
 
 def test_report_without_locality_skips_the_locality_figure(tmp_path):
-    rep = map_report(build_map(HashSpec(kind="modulus", table_size=30), Architecture((20, 10))), locality=False,
-                     degeneracy=False)
+    rep = map_report(
+        build_map(HashSpec(kind="modulus", table_size=30), Architecture((20, 10))), locality=False, degeneracy=False
+    )
     assert [p.name for p in report_figures(rep, tmp_path)] == ["load_histogram.png", "entropy.png"]
     with pytest.raises(ValueError, match="locality=True"):
         locality_figure(rep)

@@ -1,4 +1,5 @@
 """Theory checks: Dirichlet entropy, Neighborhood offsets, Modulus balance, Uniform p-values over seeds."""
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,9 @@ def test_dirichlet_multinomial_plugin_entropy_matches_simulation(m, n, alpha):
     rng = np.random.default_rng(3)
     counts = np.array([rng.multinomial(m, rng.dirichlet(np.full(n, alpha))) for _ in range(2000)])
     h = entropy_rows(counts / m)
-    assert dirichlet_multinomial_expected_entropy(m, n, alpha) == pytest.approx(h.mean(),
-                                                                                abs=4 * h.std() / math.sqrt(2000))
+    assert dirichlet_multinomial_expected_entropy(m, n, alpha) == pytest.approx(
+        h.mean(), abs=4 * h.std() / math.sqrt(2000)
+    )
 
 
 def test_simulated_plugin_entropy_is_seeded():
@@ -93,8 +95,9 @@ NEIGHBORHOOD_CASES = [
 
 @pytest.mark.parametrize("radius, scope, n", NEIGHBORHOOD_CASES)
 def test_neighborhood_offsets_are_uniform_on_minus_r_to_r(radius, scope, n):
-    imap = build_map(HashSpec(kind="neighborhood", radius=radius, table_size=n, scope=scope, seed=5),
-                     ARCHITECTURES["mnist-mlp"])
+    imap = build_map(
+        HashSpec(kind="neighborhood", radius=radius, table_size=n, scope=scope, seed=5), ARCHITECTURES["mnist-mlp"]
+    )
     check = neighborhood_offset_check(imap)
     assert check.outside == 0 and check.count == imap.num_weights
     assert check.p_value > 1e-4
@@ -159,11 +162,14 @@ def test_offset_residue_kernel_is_exact_over_worker_splits_and_both_loops(thread
     np.testing.assert_array_equal(_residue_kernel(idx, n, start, threads), offset_residues_ref(idx, n, start))
 
 
-@pytest.mark.parametrize("radius, scope, sparsity", [(0, "layer", 0.0), (0, "global", 0.3), (2, "global", 0.0),
-                                                     (3, "layer", 0.5)])
+@pytest.mark.parametrize(
+    "radius, scope, sparsity", [(0, "layer", 0.0), (0, "global", 0.3), (2, "global", 0.0), (3, "layer", 0.5)]
+)
 def test_offset_check_is_the_same_through_both_kernels_and_the_offsets(radius, scope, sparsity):
-    imap = build_map(HashSpec(kind="neighborhood", radius=radius, table_size=997, scope=scope, sparsity=sparsity,
-                              seed=2), ARCHITECTURES["mnist-mlp"])
+    imap = build_map(
+        HashSpec(kind="neighborhood", radius=radius, table_size=997, scope=scope, sparsity=sparsity, seed=2),
+        ARCHITECTURES["mnist-mlp"],
+    )
     fast = neighborhood_offset_check(imap)
     assert fast == neighborhood_offset_check(imap, backend="numpy")
     off = neighborhood_offsets(imap, radius)  # the public offsets give the same counts
@@ -207,9 +213,19 @@ def test_uniform_hash_is_not_exactly_balanced():
 def test_uniform_hash_chi2_p_values_are_not_extreme_over_seeds():
     """Over 40 seeds the chi-square p-values of a uniform hash look like draws from U(0, 1)."""
     arch = Architecture((200, 150))
-    pvals = np.array([map_report(build_map(HashSpec(kind="uniform", table_size=500, seed=s), arch),
-                                 locality=False, theory=False, degeneracy=False).layers[0].balance.chi2_p
-                      for s in range(40)])
+    pvals = np.array(
+        [
+            map_report(
+                build_map(HashSpec(kind="uniform", table_size=500, seed=s), arch),
+                locality=False,
+                theory=False,
+                degeneracy=False,
+            )
+            .layers[0]
+            .balance.chi2_p
+            for s in range(40)
+        ]
+    )
     assert pvals.min() > 1e-4 and pvals.max() < 1 - 1e-4
     assert scipy.stats.kstest(pvals, "uniform").pvalue > 1e-3
 

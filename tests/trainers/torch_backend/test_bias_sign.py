@@ -1,4 +1,5 @@
 """Signed shared biases (format v3, HashedNets' xiB): forward and table gradient against the float64 reference."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,15 +14,24 @@ from trainers.torch_backend.equivalence import arbnet_linear, layer_tensors
 
 @pytest.fixture(scope="module")
 def imap():
-    return build_map(HashSpec(kind="xxhash", compression="1/16", sign=True, hash_bias=True, seed=9),
-                     Architecture((40, 30, 5)))
+    return build_map(
+        HashSpec(kind="xxhash", compression="1/16", sign=True, hash_bias=True, seed=9), Architecture((40, 30, 5))
+    )
 
 
 def test_signed_bias_forward_and_gradient_equal_the_float64_reference(imap):
     lay = imap.layers[0]
     assert lay.bias_sign is not None and (lay.bias_sign == -1).any()
-    layer = ArbLinear(40, 30, lay.indices, imap.table_sizes[0], sign=lay.sign, bias_indices=lay.bias_indices,
-                      bias_sign=lay.bias_sign, dtype=torch.float64)
+    layer = ArbLinear(
+        40,
+        30,
+        lay.indices,
+        imap.table_sizes[0],
+        sign=lay.sign,
+        bias_indices=lay.bias_indices,
+        bias_sign=lay.bias_sign,
+        dtype=torch.float64,
+    )
     ref_table = layer.table.detach().clone().requires_grad_(True)
     x = torch.randn(7, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     y, ref = layer(x), arbnet_linear(x, ref_table, layer_tensors(lay))
@@ -47,8 +57,14 @@ def test_signed_bias_survives_state_dict_and_refuses_bad_signs(imap):
     with pytest.raises(ValueError, match="bias_sign needs bias_indices"):
         ArbLinear(40, 30, lay.indices, imap.table_sizes[0], bias_sign=lay.bias_sign)
     with pytest.raises(ValueError, match="values in"):
-        ArbLinear(40, 30, lay.indices, imap.table_sizes[0], bias_indices=lay.bias_indices,
-                  bias_sign=np.zeros(30, dtype=np.int8))
+        ArbLinear(
+            40,
+            30,
+            lay.indices,
+            imap.table_sizes[0],
+            bias_indices=lay.bias_indices,
+            bias_sign=np.zeros(30, dtype=np.int8),
+        )
 
 
 def test_from_linear_averages_signed_biases_into_the_table():

@@ -1,5 +1,6 @@
 """``hashlab train --checkpoint``: SIGKILL after the first checkpoint, rerun, identical results (CPU);
 a checkpoint of another configuration is refused naming the difference."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,21 @@ from trainers.torch_backend.results import TrainResult
 from trainers.torch_backend.training import train
 
 EPOCHS = 4
-FLAGS = ["--epochs", str(EPOCHS), "--limit-train", "6000", "--batch-size", "50", "--device", "cpu", "--seed", "5",
-         "--lr-patience", "1", "--no-progress"]  # patience 1: the LR schedule state matters within 4 epochs
+FLAGS = [
+    "--epochs",
+    str(EPOCHS),
+    "--limit-train",
+    "6000",
+    "--batch-size",
+    "50",
+    "--device",
+    "cpu",
+    "--seed",
+    "5",
+    "--lr-patience",
+    "1",
+    "--no-progress",
+]  # patience 1: the LR schedule state matters within 4 epochs
 
 
 def _same(a: TrainResult, b: TrainResult) -> None:
@@ -40,14 +54,19 @@ def index_file(tmp_path_factory):
 
 @pytest.mark.slow
 def test_sigkilled_training_resumes_to_identical_results(tmp_path, data_root, index_file):
-    config = TrainConfig(data_root=str(data_root), epochs=EPOCHS, limit_train=6000, batch_size=50, device="cpu",
-                         seed=5, lr_patience=1)
+    config = TrainConfig(
+        data_root=str(data_root), epochs=EPOCHS, limit_train=6000, batch_size=50, device="cpu", seed=5, lr_patience=1
+    )
     reference = train(index_file, config, progress=False)
 
     ck, out = tmp_path / "run" / "train.ckpt", tmp_path / "run" / "results.json"
     argv = ["train", str(index_file), "--data-root", str(data_root), *FLAGS, "--checkpoint", str(ck), "-o", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "hashlab.cli", *argv], cwd=REPO, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hashlab.cli", *argv],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     deadline = time.monotonic() + 240
     while not ck.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
@@ -71,12 +90,32 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, data_root, index_file
     _same(train(index_file, config, progress=False, checkpoint=ck), first)  # finished: resumes at the end
     with pytest.raises(CheckpointError, match=r"lr: checkpoint 0\.1, now 0\.05; seed: checkpoint 0, now 1"):
         train(index_file, TrainConfig.from_dict({**config.to_dict(), "lr": 0.05, "seed": 1}), checkpoint=ck)
-    assert main(["train", str(index_file), "--data-root", str(data_root), "--epochs", "2", "--limit-train", "500",
-                 "--batch-size", "50", "--device", "cpu", "--checkpoint", str(ck)]) == 3
+    assert (
+        main(
+            [
+                "train",
+                str(index_file),
+                "--data-root",
+                str(data_root),
+                "--epochs",
+                "2",
+                "--limit-train",
+                "500",
+                "--batch-size",
+                "50",
+                "--device",
+                "cpu",
+                "--checkpoint",
+                str(ck),
+            ]
+        )
+        == 3
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "epochs: checkpoint 1, now 2" in err
-    other = save_index_file(build_map(HashSpec(kind="uniform", table_size=301), Architecture((784, 32, 10))),
-                            tmp_path / "other.safetensors")
+    other = save_index_file(
+        build_map(HashSpec(kind="uniform", table_size=301), Architecture((784, 32, 10))), tmp_path / "other.safetensors"
+    )
     with pytest.raises(CheckpointError, match="another index file"):
         train(other, config, checkpoint=ck)
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
@@ -104,7 +143,14 @@ def test_checkpoint_config_is_read_through_the_config_migration(tmp_path):
     assert load_checkpoint(ck, config, "ab")["config"] == first
     with pytest.raises(CheckpointError, match="deterministic: checkpoint False, now True"):
         load_checkpoint(ck, dataclasses.replace(config, deterministic=True), "ab")
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": {**first, "version": 2},
-                "index_file": "ab"}, ck)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": {**first, "version": 2},
+            "index_file": "ab",
+        },
+        ck,
+    )
     with pytest.raises(CheckpointError, match="cannot read .*TrainConfig dict version 2 is not supported.*upgrade"):
         load_checkpoint(ck, config, "ab")

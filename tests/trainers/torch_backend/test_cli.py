@@ -1,4 +1,5 @@
 """``hashlab train`` end to end: build an index file, train on a subset of real MNIST, read the results."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ from tests.conftest import REPO
 
 
 def hashlab(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hashlab.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "hashlab.cli", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -23,9 +25,28 @@ def test_build_then_train_in_subprocesses(tmp_path, data_root):
     built = hashlab("build", "--kind", "dirichlet", "--alpha", "1", "--table-size", "1000", "-o", str(path))
     assert built.returncode == 0, built.stderr
     env = os.environ | {"HASHLAB_DATA_ROOT": str(data_root)}  # the root comes from the environment here
-    run = hashlab("train", str(path), "--dataset", "mnist", "--epochs", "1", "--limit-train", "2000",
-                  "--batch-size", "100", "--device", "cpu", "--num-threads", "1", "--seed", "3",
-                  "--out", str(out), "--no-progress", env=env)
+    run = hashlab(
+        "train",
+        str(path),
+        "--dataset",
+        "mnist",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "2000",
+        "--batch-size",
+        "100",
+        "--device",
+        "cpu",
+        "--num-threads",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     res = json.loads(out.read_text())
     assert f"test accuracy: {res['test_accuracy']:.4f}" in run.stdout
@@ -54,8 +75,10 @@ def test_missing_index_file_exits_3(tmp_path, data_root, capsys):
 
 def test_optimizer_flags_come_from_the_config(capsys):
     from hashlab.cli import build_parser
-    args = build_parser().parse_args(["train", "m.safetensors", "--optimizer", "adamw", "--weight-decay", "0.01",
-                                      "--table-grad-scale", "sqrt_load"])
+
+    args = build_parser().parse_args(
+        ["train", "m.safetensors", "--optimizer", "adamw", "--weight-decay", "0.01", "--table-grad-scale", "sqrt_load"]
+    )
     assert (args.optimizer, args.weight_decay, args.table_grad_scale) == ("adamw", 0.01, "sqrt_load")
     with pytest.raises(SystemExit) as exc:
         main(["train", "m.safetensors", "--optimizer", "lion"])
@@ -67,12 +90,34 @@ def test_network_and_validation_flags_come_from_the_config(tmp_path, capsys):
     from hashlab.cli import build_parser
     from hashlab.commands.dataclass_args import dataclass_from_args
     from trainers.torch_backend.config import TrainConfig
-    args = build_parser().parse_args(["train", "m.safetensors", "--model", "hashednets-mlp", "--dropout", "0.5",
-                                      "--batch-norm", "--val-fraction", "0.1", "--val-split", "random",
-                                      "--lr-metric", "val_loss", "--loss", "mse"])
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "m.safetensors",
+            "--model",
+            "hashednets-mlp",
+            "--dropout",
+            "0.5",
+            "--batch-norm",
+            "--val-fraction",
+            "0.1",
+            "--val-split",
+            "random",
+            "--lr-metric",
+            "val_loss",
+            "--loss",
+            "mse",
+        ]
+    )
     cfg = dataclass_from_args(TrainConfig, args)
-    assert cfg.model_options() == {"activation": "relu", "batch_norm": True, "dropout": 0.5, "input_dropout": 0.25,
-                                   "output_activation": False}
+    assert cfg.model_options() == {
+        "activation": "relu",
+        "batch_norm": True,
+        "dropout": 0.5,
+        "input_dropout": 0.25,
+        "output_activation": False,
+    }
     assert (cfg.val_fraction, cfg.val_split, cfg.lr_metric, cfg.loss) == (0.1, "random", "val_loss", "mse")
     assert dataclass_from_args(TrainConfig, build_parser().parse_args(["train", "m.safetensors"])) == TrainConfig()
     assert main(["train", str(tmp_path / "m.safetensors"), "--lr-metric", "val_loss"]) == 2
@@ -81,10 +126,30 @@ def test_network_and_validation_flags_come_from_the_config(tmp_path, capsys):
 
 def _two_maps(tmp_path):
     paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
-    assert main(["build", "--kind", "dirichlet", "--alpha", "1", "--table-size", "500", "--seed", "1",
-                 "-o", str(paths[0])]) == 0
-    assert main(["build", "--kind", "uniform", "--sparsity", "0.5", "--table-size", "500", "--seed", "2",
-                 "-o", str(paths[1])]) == 0
+    assert (
+        main(
+            ["build", "--kind", "dirichlet", "--alpha", "1", "--table-size", "500", "--seed", "1", "-o", str(paths[0])]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "build",
+                "--kind",
+                "uniform",
+                "--sparsity",
+                "0.5",
+                "--table-size",
+                "500",
+                "--seed",
+                "2",
+                "-o",
+                str(paths[1]),
+            ]
+        )
+        == 0
+    )
     return paths
 
 
@@ -92,8 +157,21 @@ def _two_maps(tmp_path):
 def test_several_files_train_as_one_group_with_a_results_file_each(tmp_path, data_root, capsys):
     paths = _two_maps(tmp_path)
     out = tmp_path / "results"
-    common = ["--data-root", str(data_root), "--epochs", "1", "--limit-train", "600", "--batch-size", "100",
-              "--device", "cpu", "--num-threads", "1", "--no-progress"]
+    common = [
+        "--data-root",
+        str(data_root),
+        "--epochs",
+        "1",
+        "--limit-train",
+        "600",
+        "--batch-size",
+        "100",
+        "--device",
+        "cpu",
+        "--num-threads",
+        "1",
+        "--no-progress",
+    ]
     assert main(["train", *map(str, paths), *common, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "2 models trained as one group" in printed

@@ -1,4 +1,5 @@
 """TrainConfig validation: every bad field gives a clear ConfigError (a ValueError)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,8 +31,11 @@ BAD = [
     ("optimizer", dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'; choose one of sgd, adam, adamw"),
     ("weight-decay-negative", dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
     ("weight-decay-inf", dict(weight_decay=float("inf")), "weight_decay must be a finite number"),
-    ("table-grad-scale", dict(table_grad_scale="inverse"),
-     "unknown table_grad_scale 'inverse'; choose one of none, load, sqrt_load"),
+    (
+        "table-grad-scale",
+        dict(table_grad_scale="inverse"),
+        "unknown table_grad_scale 'inverse'; choose one of none, load, sqrt_load",
+    ),
     ("model", dict(model="lenet"), "unknown model 'lenet'; choose one of paper-mlp, hashednets-mlp"),
     ("activation", dict(activation="swish"), "unknown activation 'swish'; choose one of elu, relu, tanh"),
     ("batch-norm-not-bool", dict(batch_norm=1), "batch_norm must be True, False or None"),
@@ -42,10 +46,16 @@ BAD = [
     ("val-fraction-one", dict(val_fraction=1.0), "val_fraction must be a finite number in [0, 1)"),
     ("val-fraction-str", dict(val_fraction="0.1"), "val_fraction must be a finite number"),
     ("val-split", dict(val_split="first"), "unknown val_split 'first'; choose one of last, random"),
-    ("lr-metric", dict(lr_metric="test_accuracy"),
-     "unknown lr_metric 'test_accuracy'; choose one of train_accuracy, val_loss, val_accuracy"),
-    ("val-metric-without-val-set", dict(lr_metric="val_loss"),
-     "lr_metric 'val_loss' needs a validation set: set val_fraction (e.g. 0.1), or use lr_metric='train_accuracy'"),
+    (
+        "lr-metric",
+        dict(lr_metric="test_accuracy"),
+        "unknown lr_metric 'test_accuracy'; choose one of train_accuracy, val_loss, val_accuracy",
+    ),
+    (
+        "val-metric-without-val-set",
+        dict(lr_metric="val_loss"),
+        "lr_metric 'val_loss' needs a validation set: set val_fraction (e.g. 0.1), or use lr_metric='train_accuracy'",
+    ),
 ]
 
 
@@ -65,20 +75,35 @@ def test_defaults_follow_the_paper():
 
 def test_default_network_is_the_papers():
     c = TrainConfig()
-    assert c.model_options() == {"activation": "elu", "batch_norm": True, "dropout": 0.0, "input_dropout": 0.0,
-                                 "output_activation": True}
+    assert c.model_options() == {
+        "activation": "elu",
+        "batch_norm": True,
+        "dropout": 0.0,
+        "input_dropout": 0.0,
+        "output_activation": True,
+    }
     assert (c.loss, c.val_fraction, c.lr_metric) == ("cross_entropy", 0.0, "train_accuracy")
 
 
 def test_model_preset_fills_only_the_fields_left_none():
     h = TrainConfig(model="hashednets-mlp")
-    assert h.model_options() == {"activation": "relu", "batch_norm": False, "dropout": 0.25, "input_dropout": 0.25,
-                                 "output_activation": False}
+    assert h.model_options() == {
+        "activation": "relu",
+        "batch_norm": False,
+        "dropout": 0.25,
+        "input_dropout": 0.25,
+        "output_activation": False,
+    }
     assert h.activation is None  # stored as given: dataclasses.replace(h, model=...) switches the whole preset
     assert dataclasses.replace(h, model="paper-mlp").model_options() == TrainConfig().model_options()
     o = TrainConfig(model="hashednets-mlp", dropout=0.5, batch_norm=True, activation="tanh")
-    assert o.model_options() == {"activation": "tanh", "batch_norm": True, "dropout": 0.5, "input_dropout": 0.25,
-                                 "output_activation": False}
+    assert o.model_options() == {
+        "activation": "tanh",
+        "batch_norm": True,
+        "dropout": 0.5,
+        "input_dropout": 0.25,
+        "output_activation": False,
+    }
     assert TrainConfig.from_dict(o.to_dict()) == o
 
 
@@ -99,13 +124,48 @@ def test_old_results_config_still_loads():
     assert TrainConfig.from_dict(old) == TrainConfig(epochs=3)
 
 
-OLD_FIELDS = ("dataset", "data_root", "download", "verify_md5", "epochs", "batch_size", "eval_batch_size", "lr",
-              "momentum", "lr_factor", "lr_patience", "optimizer", "weight_decay", "table_grad_scale", "seed",
-              "device", "num_threads", "limit_train", "deterministic", "version")
+OLD_FIELDS = (
+    "dataset",
+    "data_root",
+    "download",
+    "verify_md5",
+    "epochs",
+    "batch_size",
+    "eval_batch_size",
+    "lr",
+    "momentum",
+    "lr_factor",
+    "lr_patience",
+    "optimizer",
+    "weight_decay",
+    "table_grad_scale",
+    "seed",
+    "device",
+    "num_threads",
+    "limit_train",
+    "deterministic",
+    "version",
+)
 
 
-FIRST_FIELDS = ("dataset", "data_root", "download", "verify_md5", "epochs", "batch_size", "eval_batch_size", "lr",
-                "momentum", "lr_factor", "lr_patience", "seed", "device", "num_threads", "limit_train", "version")
+FIRST_FIELDS = (
+    "dataset",
+    "data_root",
+    "download",
+    "verify_md5",
+    "epochs",
+    "batch_size",
+    "eval_batch_size",
+    "lr",
+    "momentum",
+    "lr_factor",
+    "lr_patience",
+    "seed",
+    "device",
+    "num_threads",
+    "limit_train",
+    "version",
+)
 """The keys of the first TrainConfig dict; every later field is one of TrainConfig.ADDED_FIELDS."""
 
 
@@ -117,12 +177,18 @@ def test_first_config_dict_still_loads_and_added_fields_are_declared():
     assert list(TrainConfig().to_dict())[-1] == "version"  # the results files' layout is unchanged
 
 
-@pytest.mark.parametrize("version,match", [
-    (2, "TrainConfig dict version 2 is not supported; this hashlab reads version 1; the dict was written by a newer "
-        "hashlab: upgrade hashlab"),
-    (0, "TrainConfig dict version 0 is not supported.*the only one"),
-    (None, "TrainConfig dict version None is not supported"),
-])
+@pytest.mark.parametrize(
+    "version,match",
+    [
+        (
+            2,
+            "TrainConfig dict version 2 is not supported; this hashlab reads version 1; the dict was written by a "
+            "newer hashlab: upgrade hashlab",
+        ),
+        (0, "TrainConfig dict version 0 is not supported.*the only one"),
+        (None, "TrainConfig dict version None is not supported"),
+    ],
+)
 def test_from_dict_refuses_an_unknown_version(version, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig.from_dict({**TrainConfig().to_dict(), "version": version})
@@ -140,7 +206,8 @@ def test_dict_round_trip_and_unknown_keys():
 
 
 def test_config_import_needs_no_torch():
-    code = ("import sys, trainers.torch_backend.config, hashlab.cli as c; c.build_parser(); "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, trainers.torch_backend.config, hashlab.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -1,4 +1,5 @@
 """A convolution ArbNet (gather the dense matrix, then F.linear) equals torch's convolution (paper eq. 4-6)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("g", CASES, ids=["cifar-like-5x5-s2", "issue-example-grouped", "depthwise-anisotropic",
-                                          "conv1d-long"])
+@pytest.mark.parametrize(
+    "g", CASES, ids=["cifar-like-5x5-s2", "issue-example-grouped", "depthwise-anisotropic", "conv1d-long"]
+)
 def test_larger_geometries_with_tight_float64_error(g):
     rep = check_conv_equivalence(g, conv_map(g), dtype=torch.float64, batch_size=3)
     assert rep.passed and rep.max_abs_error < 1e-12, rep.to_dict()
@@ -72,7 +74,7 @@ def test_forward_uses_the_torch_weight_layout_directly():
 
 
 def _init(shape, fan_in, gen):
-    bound = 1 / fan_in ** 0.5
+    bound = 1 / fan_in**0.5
     return (torch.rand(shape, generator=gen) * 2 - 1) * bound
 
 
@@ -81,8 +83,8 @@ def test_mnist_training_matches_a_real_conv2d_for_50_sgd_steps(data_root):
     """Same init, same batches: the conv ArbNet and nn.Conv2d give the same loss over 50 steps, to 1e-4."""
     mnist = torchvision.datasets.MNIST(str(data_root), train=True, download=False)
     steps, batch = 50, 64
-    x = ((mnist.data[:steps * batch].float() / 255 - 0.1307) / 0.3081).unsqueeze(1)
-    y = mnist.targets[:steps * batch]
+    x = ((mnist.data[: steps * batch].float() / 255 - 0.1307) / 0.3081).unsqueeze(1)
+    y = mnist.targets[: steps * batch]
     g = ConvGeometry(1, 4, (28, 28), 5, stride=2)
     gen = torch.Generator().manual_seed(0)
     conv = torch.nn.Conv2d(1, 4, 5, stride=2)
@@ -99,7 +101,7 @@ def test_mnist_training_matches_a_real_conv2d_for_50_sgd_steps(data_root):
     opt2 = torch.optim.SGD([table, *head2.parameters()], lr=0.05)
     losses = []
     for s in range(steps):
-        xb, yb = x[s * batch:(s + 1) * batch], y[s * batch:(s + 1) * batch]
+        xb, yb = x[s * batch : (s + 1) * batch], y[s * batch : (s + 1) * batch]
         l1 = F.cross_entropy(head(F.relu(conv(xb)).flatten(1)), yb)
         l2 = F.cross_entropy(head2(F.relu(conv_arbnet_forward(xb, table, layer, g, tensors)).flatten(1)), yb)
         for opt, loss in ((opt1, l1), (opt2, l2)):
@@ -110,4 +112,4 @@ def test_mnist_training_matches_a_real_conv2d_for_50_sgd_steps(data_root):
     diffs = [abs(a - b) for a, b in losses]
     assert max(diffs) <= 1e-4, max(diffs)
     assert np.mean([a for a, _ in losses[-10:]]) < np.mean([a for a, _ in losses[:10]]) - 0.5  # it really trains
-    torch.testing.assert_close(table.detach()[:g.kernel_entries], conv.weight.detach().flatten(), rtol=0, atol=1e-4)
+    torch.testing.assert_close(table.detach()[: g.kernel_entries], conv.weight.detach().flatten(), rtol=0, atol=1e-4)

@@ -1,4 +1,5 @@
 """arbify: the nn.Linear layers of any module become ArbLinear layers of an index map (issue #12 part 3)."""
+
 from __future__ import annotations
 
 import copy
@@ -73,8 +74,14 @@ def by_hand(dense: nn.Sequential, imap: IndexMap) -> nn.Sequential:
     for m in dense:
         if isinstance(m, nn.Linear):
             lay = imap.layers[k]
-            arb = ArbLinear(m.in_features, m.out_features, lay.indices, imap.table_sizes[lay.table], sign=lay.sign,
-                            table=tables[lay.table])
+            arb = ArbLinear(
+                m.in_features,
+                m.out_features,
+                lay.indices,
+                imap.table_sizes[lay.table],
+                sign=lay.sign,
+                table=tables[lay.table],
+            )
             with torch.no_grad():
                 arb.bias.copy_(m.bias)
             out.append(arb)
@@ -94,8 +101,11 @@ def test_arbify_sequential_equals_the_net_built_by_hand(spec):
     hand = by_hand(dense, build_map(spec, Architecture((12, 9, 7, 3))))
     torch.testing.assert_close(model(x), hand(x), rtol=0, atol=1e-6)
     for t, init in enumerate(imap.initial_tables):  # the returned map carries the tables it started from
-        lin_readers = [(lin.weight.detach().numpy(), lay) for lin, lay in
-                       zip([m for m in dense if isinstance(m, nn.Linear)], imap.layers) if lay.table == t]
+        lin_readers = [
+            (lin.weight.detach().numpy(), lay)
+            for lin, lay in zip([m for m in dense if isinstance(m, nn.Linear)], imap.layers)
+            if lay.table == t
+        ]
         np.testing.assert_allclose(init, ref_table(imap.table_sizes[t], lin_readers), rtol=0, atol=1e-7)
 
 
@@ -159,8 +169,9 @@ def test_from_linear_averages_a_table_read_bias_with_the_weights():
     arb = ArbLinear.from_linear(lin, torch.tensor([[0, 0], [1, 1]]), 2, bias_indices=torch.tensor([0, 1]))
     assert arb.bias is None and arb.table.tolist() == [2.0, 7.0]  # (1+3+2)/3, (5+7+9)/3
     with pytest.raises(ValueError, match="linear has no bias"):
-        ArbLinear.from_linear(nn.Linear(2, 2, bias=False), torch.zeros(2, 2, dtype=torch.long), 1,
-                              bias_indices=torch.tensor([0, 0]))
+        ArbLinear.from_linear(
+            nn.Linear(2, 2, bias=False), torch.zeros(2, 2, dtype=torch.long), 1, bias_indices=torch.tensor([0, 0])
+        )
     with pytest.raises(TypeError, match="must be a torch.nn.Linear"):
         ArbLinear.from_linear(nn.Conv1d(2, 2, 1), torch.zeros(2, 2, dtype=torch.long), 1)
 
@@ -173,8 +184,17 @@ def test_bucket_means_agrees_with_its_numpy_twin(seed, n, signed):
         idx = rng.integers(-1, n, shape).astype(np.int32)
         sign = rng.choice(np.array([-1, 1], dtype=np.int8), shape) if signed else None
         layers.append((rng.standard_normal(shape).astype(np.float32), LayerMap("l", idx, 0, sign=sign)))
-    got = bucket_means(n, [(torch.from_numpy(w), torch.from_numpy(lay.indices),
-                            None if lay.sign is None else torch.from_numpy(lay.sign)) for w, lay in layers])
+    got = bucket_means(
+        n,
+        [
+            (
+                torch.from_numpy(w),
+                torch.from_numpy(lay.indices),
+                None if lay.sign is None else torch.from_numpy(lay.sign),
+            )
+            for w, lay in layers
+        ],
+    )
     np.testing.assert_allclose(got.numpy(), ref_table(n, layers), rtol=1e-12, atol=1e-12)
 
 
@@ -248,22 +268,64 @@ def test_a_tied_linear_is_one_arblinear_in_both_places():
 
 
 BAD = [  # (id, model, index_map or builder, kwargs, error, message)
-    ("skip-unknown", lambda: mlp(), builder(HashSpec()), {"skip": ("head",)}, ValueError,
-     "skip names ['head'] are not modules of the model; its Linear layers are ['0', '2', '4']"),
-    ("shape-mismatch", lambda: mlp(), build_map(HashSpec(table_size=10), Architecture((12, 9, 3))), {}, ValueError,
-     "do not match the model's Linear layers"),
-    ("not-chaining", lambda: nn.ModuleDict({"a": nn.Linear(4, 3), "b": nn.Linear(5, 2)}), builder(HashSpec()), {},
-     ValueError, "the Linear layers do not chain: 'b' has in_features=5 after 'a' with out_features=3"),
+    (
+        "skip-unknown",
+        lambda: mlp(),
+        builder(HashSpec()),
+        {"skip": ("head",)},
+        ValueError,
+        "skip names ['head'] are not modules of the model; its Linear layers are ['0', '2', '4']",
+    ),
+    (
+        "shape-mismatch",
+        lambda: mlp(),
+        build_map(HashSpec(table_size=10), Architecture((12, 9, 3))),
+        {},
+        ValueError,
+        "do not match the model's Linear layers",
+    ),
+    (
+        "not-chaining",
+        lambda: nn.ModuleDict({"a": nn.Linear(4, 3), "b": nn.Linear(5, 2)}),
+        builder(HashSpec()),
+        {},
+        ValueError,
+        "the Linear layers do not chain: 'b' has in_features=5 after 'a' with out_features=3",
+    ),
     ("model-is-linear", lambda: nn.Linear(3, 2), builder(HashSpec()), {}, ValueError, "wrap it: nn.Sequential"),
-    ("attention", lambda: nn.Sequential(nn.MultiheadAttention(4, 2)), builder(HashSpec()), {}, ValueError,
-     "module '0.out_proj' is a NonDynamicallyQuantizableLinear, a subclass of nn.Linear"),
-    ("lazy", lambda: nn.Sequential(nn.LazyLinear(3)), builder(HashSpec()), {}, ValueError,
-     "run one forward pass before arbify"),
-    ("nothing-left", lambda: mlp(), builder(HashSpec()), {"skip": ("0", "2", "4")}, ValueError,
-     "no nn.Linear to replace"),
+    (
+        "attention",
+        lambda: nn.Sequential(nn.MultiheadAttention(4, 2)),
+        builder(HashSpec()),
+        {},
+        ValueError,
+        "module '0.out_proj' is a NonDynamicallyQuantizableLinear, a subclass of nn.Linear",
+    ),
+    (
+        "lazy",
+        lambda: nn.Sequential(nn.LazyLinear(3)),
+        builder(HashSpec()),
+        {},
+        ValueError,
+        "run one forward pass before arbify",
+    ),
+    (
+        "nothing-left",
+        lambda: mlp(),
+        builder(HashSpec()),
+        {"skip": ("0", "2", "4")},
+        ValueError,
+        "no nn.Linear to replace",
+    ),
     ("bad-init", lambda: mlp(), builder(HashSpec()), {"init": "zeros"}, ValueError, "unknown init 'zeros'"),
-    ("not-a-map", lambda: mlp(), lambda feats: feats, {}, TypeError,
-     "index_map must be an IndexMap or a callable returning one, got tuple"),
+    (
+        "not-a-map",
+        lambda: mlp(),
+        lambda feats: feats,
+        {},
+        TypeError,
+        "index_map must be an IndexMap or a callable returning one, got tuple",
+    ),
 ]
 
 

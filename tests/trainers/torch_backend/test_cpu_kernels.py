@@ -1,4 +1,5 @@
 """The numba CPU loops of TableGather equal their torch twins bit for bit (index_select, one-thread index_add_)."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,14 @@ KEY_DTYPES = [torch.int16, torch.int32, torch.int64]
 VALUE_DTYPES = [torch.float32, torch.float64]
 
 
-@given(slots=st.integers(1, 300), n=st.integers(0, 3000), hot=st.booleans(), seed=st.integers(0, 2**31 - 1),
-       key_dtype=st.sampled_from(KEY_DTYPES), dtype=st.sampled_from(VALUE_DTYPES))
+@given(
+    slots=st.integers(1, 300),
+    n=st.integers(0, 3000),
+    hot=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+    key_dtype=st.sampled_from(KEY_DTYPES),
+    dtype=st.sampled_from(VALUE_DTYPES),
+)
 def test_gather_and_scatter_add_equal_the_torch_ops_bitwise(slots, n, hot, seed, key_dtype, dtype):
     g = torch.Generator().manual_seed(seed)
     key = torch.randint(0, slots if not hot else min(slots, 3), (n,), generator=g).to(key_dtype)
@@ -30,8 +37,14 @@ def test_gather_and_scatter_add_equal_the_torch_ops_bitwise(slots, n, hot, seed,
     assert torch.equal(acc, want)  # same float adds in the same order: not merely close
 
 
-@given(rows=st.integers(0, 20), ncols=st.integers(1, 50), slots=st.integers(1, 100), live=st.floats(0, 1),
-       seed=st.integers(0, 2**31 - 1), dtype=st.sampled_from(VALUE_DTYPES))
+@given(
+    rows=st.integers(0, 20),
+    ncols=st.integers(1, 50),
+    slots=st.integers(1, 100),
+    live=st.floats(0, 1),
+    seed=st.integers(0, 2**31 - 1),
+    dtype=st.sampled_from(VALUE_DTYPES),
+)
 def test_row_list_loops_equal_their_torch_twins_bitwise(rows, ncols, slots, live, seed, dtype):
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(rows, ncols, generator=g) < live
@@ -65,12 +78,14 @@ def test_supported_only_for_contiguous_float_cpu_tensors():
 
 def test_a_layer_in_a_dtype_numba_does_not_take_falls_back_to_the_torch_ops():
     from trainers.torch_backend.layers import ArbLinear
+
     idx = torch.randint(-1, 7, (5, 6), generator=torch.Generator().manual_seed(0))
     lay32 = ArbLinear(6, 5, idx, 7)
     assert lay32.weight_plan.layout.key.dtype == torch.int16
     lay16 = ArbLinear(6, 5, idx, 7).to(torch.bfloat16)
-    lay16.load_state_dict({k: v.to(torch.bfloat16) if v.is_floating_point() else v
-                           for k, v in lay32.state_dict().items()})
+    lay16.load_state_dict(
+        {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in lay32.state_dict().items()}
+    )
     x = torch.randn(3, 6)
     lay16(x.to(torch.bfloat16)).float().sum().backward()
     lay32(x).sum().backward()

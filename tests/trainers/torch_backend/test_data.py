@@ -1,4 +1,5 @@
 """Datasets through torchvision: real MNIST / Fashion-MNIST, CIFAR-10 on self-written official-format files."""
+
 from __future__ import annotations
 
 import pickle
@@ -28,6 +29,7 @@ CPU = torch.device("cpu")
 
 # --- CIFAR-10 in the official format: Python 2 cPickle dicts (byte-string keys) --------------------------------------
 
+
 def _py2_pickle(obj) -> bytes:
     """Pickle ``obj`` as Python 2 did for CIFAR-10: str as byte strings (``pickle.load(f, encoding="bytes")``
     gives ``b'data'`` keys, ``encoding="latin1"`` gives ``'data'``), ints, lists and numpy arrays."""
@@ -56,17 +58,28 @@ def write_cifar10(root: Path, n_train_per_batch: int = 4, n_test: int = 6, seed:
         n = n_test if name == "test_batch" else n_train_per_batch
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, n)]
-        entry = {"batch_label": f"{name} of 6", "labels": labels, "data": data,
-                 "filenames": [f"img_{i}.png" for i in range(n)]}
+        entry = {
+            "batch_label": f"{name} of 6",
+            "labels": labels,
+            "data": data,
+            "filenames": [f"img_{i}.png" for i in range(n)],
+        }
         (folder / name).write_bytes(b"\x80\x02" + _py2_pickle(entry) + b".")
         key = "test" if name == "test_batch" else "train"
         out.setdefault(f"{key}_x", []).append(data)
         out.setdefault(f"{key}_y", []).extend(labels)
-    meta = {"num_cases_per_batch": n_train_per_batch, "num_vis": 3072,
-            "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+    meta = {
+        "num_cases_per_batch": n_train_per_batch,
+        "num_vis": 3072,
+        "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    }
     (folder / "batches.meta").write_bytes(b"\x80\x02" + _py2_pickle(meta) + b".")
-    return {"train_x": np.concatenate(out["train_x"]), "train_y": np.array(out["train_y"]),
-            "test_x": np.concatenate(out["test_x"]), "test_y": np.array(out["test_y"])}
+    return {
+        "train_x": np.concatenate(out["train_x"]),
+        "train_y": np.array(out["train_y"]),
+        "test_x": np.concatenate(out["test_x"]),
+        "test_y": np.array(out["test_y"]),
+    }
 
 
 def test_written_cifar10_files_are_python2_style(tmp_path):
@@ -103,10 +116,12 @@ def test_missing_cifar10_names_the_path_and_the_archive(tmp_path):
 
 def test_train_on_cifar10_files(tmp_path):
     want = write_cifar10(tmp_path / "data")
-    path = save_index_file(build_map(HashSpec(kind="uniform", table_size=64), Architecture((3072, 16, 10))),
-                           tmp_path / "cifar.safetensors")
-    cfg = TrainConfig(dataset="cifar10", data_root=str(tmp_path / "data"), verify_md5=False, epochs=2,
-                      batch_size=5, device="cpu")
+    path = save_index_file(
+        build_map(HashSpec(kind="uniform", table_size=64), Architecture((3072, 16, 10))), tmp_path / "cifar.safetensors"
+    )
+    cfg = TrainConfig(
+        dataset="cifar10", data_root=str(tmp_path / "data"), verify_md5=False, epochs=2, batch_size=5, device="cpu"
+    )
     res = train(path, cfg, progress=False)
     assert res.data.train_size == 20 and res.data.test_size == 6
     channels = want["train_x"].reshape(20, 3, 1024).transpose(1, 0, 2).reshape(3, -1) / 255.0
@@ -118,6 +133,7 @@ def test_train_on_cifar10_files(tmp_path):
 
 
 # --- MNIST / Fashion-MNIST -------------------------------------------------------------------------------------------
+
 
 def test_missing_mnist_names_the_path_and_how_to_get_it(tmp_path):
     with pytest.raises(DatasetError) as err:
@@ -168,6 +184,7 @@ def test_real_fashion_mnist_split(data_root):
 
 # --- no code runs from a CIFAR-10 pickle; data far from the official statistics warns ---------------------------------
 
+
 class _Evil:
     def __reduce__(self):
         return (eval, ("__import__('pathlib').Path(__import__('os').environ['EVIL_MARK']).touch()",))
@@ -211,8 +228,9 @@ def test_random_pixels_in_well_formed_mnist_warn(tmp_path, data_root):
 
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 500), ("t10k", 100)):
-        _write_mnist(tmp_path, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-                     rng.integers(0, 10, n, dtype=np.uint8), prefix)
+        _write_mnist(
+            tmp_path, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8), prefix
+        )
     with pytest.warns(DataWarning, match="far from the official"):
         _, _, info = load_device_data("mnist", tmp_path, CPU)
     assert "far from the official" in info["warning"]
@@ -221,8 +239,12 @@ def test_random_pixels_in_well_formed_mnist_warn(tmp_path, data_root):
     assert check_pixel_stats("mnist", [mean], [std], "real") is None
 
 
-@given(n=st.integers(3, 5000), fraction=st.floats(0.0, 0.9), how=st.sampled_from(["last", "random"]),
-       seed=st.integers(0, 2**63 - 1))
+@given(
+    n=st.integers(3, 5000),
+    fraction=st.floats(0.0, 0.9),
+    how=st.sampled_from(["last", "random"]),
+    seed=st.integers(0, 2**63 - 1),
+)
 def test_validation_split_is_deterministic_and_disjoint(n, fraction, how, seed):
     n_val = round(fraction * n)
     if fraction > 0 and not (n_val >= 1 and n - n_val >= 2):

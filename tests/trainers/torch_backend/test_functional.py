@@ -3,6 +3,7 @@
 Reference twins: ``gather_weight_ref`` (``index_select`` on the padded table, autograd
 backward) and the one-hot einsum model of test_layers (no gather or scatter at all).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,11 @@ MAP_CASES = [
     ("sparse-0.5", HashSpec(kind="uniform", table_size=50, sparsity=0.5, seed=3), (40, 30)),
     ("sparse-0.9", HashSpec(kind="uniform", table_size=50, sparsity=0.9, seed=4), (40, 30)),
     ("signed", HashSpec(kind="xxhash", table_size=50, sign=True), (40, 30)),
-    ("signed-sparse-hot", HashSpec(kind="dirichlet", alpha=1e-3, table_size=20, sparsity=0.5, sign=True, seed=5),
-     (40, 30)),
+    (
+        "signed-sparse-hot",
+        HashSpec(kind="dirichlet", alpha=1e-3, table_size=20, sparsity=0.5, sign=True, seed=5),
+        (40, 30),
+    ),
     ("neighborhood", HashSpec(kind="neighborhood", radius=1, table_size=50, seed=6), (40, 30)),
 ]
 # the CPU backward over every weight, over a row list of the live ones, and the sorted one CUDA uses
@@ -105,8 +109,13 @@ def test_lanes_do_not_change_the_math(lanes):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-@given(data=st.data(), n_w=st.integers(1, 40), n=st.integers(1, 12), use_sign=st.booleans(),
-       layout=st.sampled_from(BACKWARDS))
+@given(
+    data=st.data(),
+    n_w=st.integers(1, 40),
+    n=st.integers(1, 12),
+    use_sign=st.booleans(),
+    layout=st.sampled_from(BACKWARDS),
+)
 def test_plan_round_trips_the_map(data, n_w, n, use_sign, layout):
     idx = torch.tensor(data.draw(st.lists(st.integers(-1, n - 1), min_size=n_w, max_size=n_w)))
     sign = torch.tensor(data.draw(st.lists(st.sampled_from([-1, 1]), min_size=n_w, max_size=n_w))) if use_sign else None
@@ -148,6 +157,7 @@ def test_layer_matches_tied_dense_model_on_issue_maps(spec, shape):
 
 
 # -- load-normalised table gradients -------------------------------------------------------------
+
 
 def test_load_scale_leaves_a_balanced_map_bitwise_unchanged():
     idx, sign, n = map_of(HashSpec(kind="modulus", table_size=40), (40, 30))  # every entry read 30 times
@@ -210,8 +220,15 @@ def cuda_and_cpu_grads(idx, sign, n, dtype):
     return gpu, cpu.table.grad, out[0], out[1]
 
 
-@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 12), cols=st.integers(1, 40), n=st.integers(1, 30),
-       zeros=st.floats(0, 1), use_sign=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    rows=st.integers(1, 12),
+    cols=st.integers(1, 40),
+    n=st.integers(1, 30),
+    zeros=st.floats(0, 1),
+    use_sign=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
 def test_row_list_plan_equals_the_per_weight_plan_bitwise(seed, rows, cols, n, zeros, use_sign, dtype):
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, n, (rows, cols), generator=g)
@@ -252,8 +269,7 @@ def test_prefix_segment_sums_equal_segment_reduce_and_repeat_bitwise(seed, count
 def test_a_hot_map_sums_its_sorted_segments_by_prefix_differences():
     idx, sign, n = map_of(MAP_CASES[1][1], MAP_CASES[1][2])  # Dirichlet alpha=1e-3
     hot = build_plan(idx, n, sign, sorted_segments=True)
-    assert hot.skewed and not build_plan(*map_of(MAP_CASES[0][1], MAP_CASES[0][2])[::2],
-                                         sorted_segments=True).skewed
+    assert hot.skewed and not build_plan(*map_of(MAP_CASES[0][1], MAP_CASES[0][2])[::2], sorted_segments=True).skewed
     g = torch.Generator().manual_seed(1)
     table, up = torch.randn(n, generator=g), torch.randn(idx.numel(), generator=g)
     got = grads(lambda t: table_gather(t, hot), table, up)[1]

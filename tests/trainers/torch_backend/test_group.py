@@ -1,4 +1,5 @@
 """train_group: K ArbMLPs trained as one batched model end like each trained alone (real MNIST subset)."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ MEMBERS = [
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("group")
-    return [save_index_file(build_map(s, MNIST_MLP, backend="numpy"), d / f"m{i}.safetensors")
-            for i, s in enumerate(MEMBERS)]
+    return [
+        save_index_file(build_map(s, MNIST_MLP, backend="numpy"), d / f"m{i}.safetensors")
+        for i, s in enumerate(MEMBERS)
+    ]
 
 
 @pytest.fixture()
@@ -43,12 +46,25 @@ def one_thread():
 
 
 def config(data_root, **kw) -> TrainConfig:
-    return TrainConfig(**({"data_root": str(data_root), "device": "cpu", "num_threads": 1, "epochs": 2,
-                           "limit_train": 600, "batch_size": 100, "lr_patience": 1} | kw))
+    return TrainConfig(
+        **(
+            {
+                "data_root": str(data_root),
+                "device": "cpu",
+                "num_threads": 1,
+                "epochs": 2,
+                "limit_train": 600,
+                "batch_size": 100,
+                "lr_patience": 1,
+            }
+            | kw
+        )
+    )
 
 
-CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                         reason="needs CUDA")])
+CUDA = pytest.param(
+    "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+)
 
 
 @pytest.mark.slow
@@ -84,8 +100,9 @@ def test_results_have_the_content_of_train(files, data_root, tmp_path):
 
 
 def test_bad_groups_raise_clear_errors(files, data_root, tmp_path):
-    other = save_index_file(build_map(HashSpec(kind="uniform", table_size=400), MNIST_MLP, backend="numpy"),
-                            tmp_path / "o.safetensors")
+    other = save_index_file(
+        build_map(HashSpec(kind="uniform", table_size=400), MNIST_MLP, backend="numpy"), tmp_path / "o.safetensors"
+    )
     with pytest.raises(ValueError, match="same --arch"):
         train_group([files[0], other], config(data_root))
     with pytest.raises(ValueError, match="optimizer='sgd' only"):
@@ -97,8 +114,10 @@ def test_bad_groups_raise_clear_errors(files, data_root, tmp_path):
 def test_group_sgd_steps_each_member_with_its_own_learning_rate(one_thread):
     """K members with different LRs (and momentum, weight decay) step like K torch.optim.SGD."""
     arch = Architecture((12, 8, 6, 3))
-    maps = [build_map(HashSpec(kind="uniform", table_size=30, seed=s, sign=s == 1, sparsity=0.3 * s), arch,
-                      backend="numpy") for s in range(3)]
+    maps = [
+        build_map(HashSpec(kind="uniform", table_size=30, seed=s, sign=s == 1, sparsity=0.3 * s), arch, backend="numpy")
+        for s in range(3)
+    ]
     lrs = [0.1, 0.03, 0.5]
     solos = []
     for imap in maps:

@@ -1,4 +1,5 @@
 """The trainer starts tables from an index file's ``initial_tables`` (format v2), e.g. ``hashlab cluster``'s centres."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +53,9 @@ def test_some_tables_with_values_some_random_and_signed_maps_read_the_stored_ent
     assert torch.equal(model.linears[2].table, plain.linears[2].table)
     np.testing.assert_array_equal(model.linears[1].table.detach().numpy(), init)
     lay = imap.layers[1]
-    np.testing.assert_array_equal(model.linears[1].virtual_weight().detach().numpy(),
-                                  lay.sign * init[lay.indices.astype(np.int64)])
+    np.testing.assert_array_equal(
+        model.linears[1].virtual_weight().detach().numpy(), lay.sign * init[lay.indices.astype(np.int64)]
+    )
 
 
 def test_a_group_member_starts_from_its_stored_tables():

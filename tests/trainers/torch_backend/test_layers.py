@@ -4,6 +4,7 @@ Reference: ``W = sum_e table[e] * M_e`` with one-hot masks ``M_e = sign * (indic
 (an einsum over a dense ``(n, out, in)`` tensor), so autograd gives the table the sum of
 ``dL/dW`` over each entry's weights without any gather or scatter.
 """
+
 from __future__ import annotations
 
 import copy
@@ -78,8 +79,9 @@ def layer_from_spec(spec: HashSpec, shape: tuple[int, int], bias: bool = True, s
     imap = build_map(spec, Architecture(shape))
     lay = imap.layers[0]
     torch.manual_seed(seed)
-    return ArbLinear(lay.in_features, lay.out_features, lay.indices, imap.table_sizes[0], sign=lay.sign,
-                     bias=bias, dtype=DT)
+    return ArbLinear(
+        lay.in_features, lay.out_features, lay.indices, imap.table_sizes[0], sign=lay.sign, bias=bias, dtype=DT
+    )
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
@@ -88,14 +90,22 @@ def test_gradients_equal_tied_dense_model(spec, shape, bias):
     assert_matches_reference(layer_from_spec(spec, shape, bias), batch=4, seed=7)
 
 
-@given(data=st.data(), out_f=st.integers(1, 6), in_f=st.integers(1, 6), n=st.integers(1, 9),
-       batch=st.integers(1, 4), use_sign=st.booleans(), bias=st.booleans())
+@given(
+    data=st.data(),
+    out_f=st.integers(1, 6),
+    in_f=st.integers(1, 6),
+    n=st.integers(1, 9),
+    batch=st.integers(1, 4),
+    use_sign=st.booleans(),
+    bias=st.booleans(),
+)
 def test_gradients_equal_tied_dense_model_random_shapes(data, out_f, in_f, n, batch, use_sign, bias):
     idx = data.draw(st.lists(st.integers(-1, n - 1), min_size=out_f * in_f, max_size=out_f * in_f))
     sign = None
     if use_sign:
-        sign = torch.tensor(data.draw(st.lists(st.sampled_from([-1, 1]), min_size=out_f * in_f,
-                                               max_size=out_f * in_f))).view(out_f, in_f)
+        sign = torch.tensor(
+            data.draw(st.lists(st.sampled_from([-1, 1]), min_size=out_f * in_f, max_size=out_f * in_f))
+        ).view(out_f, in_f)
     layer = ArbLinear(in_f, out_f, torch.tensor(idx).view(out_f, in_f), n, sign=sign, bias=bias, dtype=DT)
     with torch.no_grad():
         layer.table.copy_(torch.linspace(-1, 1, n, dtype=DT) + 0.1)  # distinct, non-zero entries
@@ -206,8 +216,14 @@ def test_init_like_linear_and_repr():
 
 def test_state_dict_round_trip_rederives_gather_plan():
     src = layer_from_spec(HASH_CASES[3][1], HASH_CASES[3][2], seed=1)
-    dst = ArbLinear(src.in_features, src.out_features, torch.zeros_like(src.indices), src.table_size,
-                    sign=torch.ones_like(src.sign), dtype=DT)
+    dst = ArbLinear(
+        src.in_features,
+        src.out_features,
+        torch.zeros_like(src.indices),
+        src.table_size,
+        sign=torch.ones_like(src.sign),
+        dtype=DT,
+    )
     assert set(src.state_dict()) == {"table", "bias", "indices", "sign"}
     dst.load_state_dict(src.state_dict())
     x = torch.randn(3, src.in_features, dtype=DT)

@@ -1,4 +1,5 @@
 """ArbMLP built from index files written by ``hashlab``'s builder (the trainer reads only the file)."""
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,10 @@ def test_paper_mnist_architecture_from_file(tmp_path):
     model = ArbMLP.from_index_file(path)
     assert (model.in_features, model.out_features) == (784, 10)
     assert [(m.in_features, m.out_features, m.table_size) for m in model.linears] == [
-        (784, 200, 1000), (200, 200, 1000), (200, 10, 1000)]
+        (784, 200, 1000),
+        (200, 200, 1000),
+        (200, 10, 1000),
+    ]
     for block in model.blocks:  # Linear -> ELU -> BN, the last layer included
         assert [type(m) for m in block] == [ArbLinear, nn.ELU, nn.BatchNorm1d]
     assert model.num_entries == 3000 and len(model.tables) == 0
@@ -78,7 +82,9 @@ def test_global_identity_reads_consecutive_slices(tmp_path):
 
 
 def test_sparse_weights_stay_zero_while_training(tmp_path):
-    model = ArbMLP.from_index_file(index_file(tmp_path, HashSpec(kind="uniform", table_size=30, sparsity=0.5, sign=True)))
+    model = ArbMLP.from_index_file(
+        index_file(tmp_path, HashSpec(kind="uniform", table_size=30, sparsity=0.5, sign=True))
+    )
     masks = [m.zero_mask.clone() for m in model.linears]
     assert all(int(mask.sum()) == round(0.5 * mask.numel()) for mask in masks)
     before = [m.virtual_weight().detach().clone() for m in model.linears]
@@ -91,8 +97,7 @@ def test_sparse_weights_stay_zero_while_training(tmp_path):
 
 def test_layers_must_chain():
     idx = np.zeros((4, 3), np.int16)
-    imap = IndexMap(layers=(LayerMap("a", idx, 0), LayerMap("b", np.zeros((2, 5), np.int16), 0)),
-                    table_sizes=(10,))
+    imap = IndexMap(layers=(LayerMap("a", idx, 0), LayerMap("b", np.zeros((2, 5), np.int16), 0)), table_sizes=(10,))
     with pytest.raises(ValueError, match="in_features=5 but the previous layer 'a' has out_features=4"):
         ArbMLP(imap)
 
@@ -130,8 +135,11 @@ def test_load_scale_on_a_balanced_map_changes_nothing(tmp_path, scope):
 
 
 def test_load_scale_of_a_shared_table_counts_every_reader(tmp_path):
-    model = ArbMLP.from_index_file(index_file(tmp_path, HashSpec(kind="dirichlet", alpha=0.3, table_size=40,
-                                                                 scope="global", sparsity=0.2, sign=True)))
+    model = ArbMLP.from_index_file(
+        index_file(
+            tmp_path, HashSpec(kind="dirichlet", alpha=0.3, table_size=40, scope="global", sparsity=0.2, sign=True)
+        )
+    )
     model.set_table_grad_scale("sqrt_load")
     loads = torch.zeros(40, dtype=torch.float64)
     for m in model.linears:
@@ -156,17 +164,32 @@ def test_load_scale_of_a_shared_table_counts_every_reader(tmp_path):
 def _paper_blocks_by_hand(imap: IndexMap) -> nn.Sequential:
     """The paper's MLP as the pre-#12 ArbMLP built it: per layer Sequential(linear, ELU, BN), same RNG draws."""
     from collections import OrderedDict
-    blocks = nn.Sequential(*[nn.Sequential(OrderedDict(
-        linear=ArbLinear(lay.in_features, lay.out_features, lay.indices, imap.table_sizes[lay.table], sign=lay.sign),
-        act=nn.ELU(), bn=nn.BatchNorm1d(lay.out_features))) for lay in imap.layers])
+
+    blocks = nn.Sequential(
+        *[
+            nn.Sequential(
+                OrderedDict(
+                    linear=ArbLinear(
+                        lay.in_features, lay.out_features, lay.indices, imap.table_sizes[lay.table], sign=lay.sign
+                    ),
+                    act=nn.ELU(),
+                    bn=nn.BatchNorm1d(lay.out_features),
+                )
+            )
+            for lay in imap.layers
+        ]
+    )
     for block in blocks:  # ArbMLP.__init__ ends with reset_parameters(): a second draw per layer
         block.linear.reset_parameters()
         block.bn.reset_parameters()
     return blocks
 
 
-@pytest.mark.parametrize("spec", [HashSpec(kind="uniform", table_size=30, sign=True), HashSpec(kind="identity")],
-                         ids=["uniform-sign", "identity"])
+@pytest.mark.parametrize(
+    "spec",
+    [HashSpec(kind="uniform", table_size=30, sign=True), HashSpec(kind="identity")],
+    ids=["uniform-sign", "identity"],
+)
 def test_default_arbmlp_is_the_papers_network_unchanged(spec):
     """Defaults bit-identical to the model before the network became configuration: same modules, keys, draws."""
     imap = build_map(spec, SMALL)
@@ -187,8 +210,7 @@ def test_default_arbmlp_is_the_papers_network_unchanged(spec):
 def test_hashednets_network(tmp_path):
     """Dropout on the input and after each hidden ReLU, no BatchNorm, plain logits (jfainberg/hashed_nets Net)."""
     imap = build_map(HashSpec(kind="xxhash", table_size=25, sign=True), SMALL)
-    model = ArbMLP(imap, activation="relu", batch_norm=False, dropout=0.25, input_dropout=0.25,
-                   output_activation=False)
+    model = ArbMLP(imap, activation="relu", batch_norm=False, dropout=0.25, input_dropout=0.25, output_activation=False)
     assert [[type(m) for m in b] for b in model.blocks] == [[ArbLinear, nn.ReLU, nn.Dropout]] * 2 + [[ArbLinear]]
     assert not any(".bn." in k for k in model.state_dict())
     x = torch.randn(9, 12)
@@ -203,11 +225,15 @@ def test_hashednets_network(tmp_path):
     sgd_steps(model.train())  # trains without BatchNorm
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"activation": "swish"}, "unknown activation 'swish'"),
-    ({"dropout": 1.0}, "dropout must be in [0, 1)"),
-    ({"input_dropout": -0.5}, "input_dropout must be in [0, 1)"),
-], ids=["activation", "dropout", "input-dropout"])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"activation": "swish"}, "unknown activation 'swish'"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+        ({"input_dropout": -0.5}, "input_dropout must be in [0, 1)"),
+    ],
+    ids=["activation", "dropout", "input-dropout"],
+)
 def test_bad_network_options(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         ArbMLP(build_map(HashSpec(table_size=10), SMALL), **kwargs)

@@ -1,4 +1,5 @@
 """The network and recipe as configuration (issue #12 part 4): defaults unchanged, HashedNets, validation split."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,12 @@ PRE_CHANGE_TEST_ACCURACY = 0.6688
 @pytest.mark.slow
 def test_default_config_trains_bit_identically_to_the_code_before(small_map, data_root, tmp_path):
     here = (torch.__version__, platform.machine(), torch.backends.cpu.get_cpu_capability())
-    res = train(small_map, config(data_root, epochs=2, batch_size=100, limit_train=600, seed=5), progress=False,
-                checkpoint=tmp_path / "ck.pt")
+    res = train(
+        small_map,
+        config(data_root, epochs=2, batch_size=100, limit_train=600, seed=5),
+        progress=False,
+        checkpoint=tmp_path / "ck.pt",
+    )
     assert set(res.epochs[0].to_dict()) == {"epoch", "train_accuracy", "train_loss", "lr", "wall_time_s"}  # no val
     assert "val_size" not in res.data.to_dict() and res.data.train_size == 600
     if here != PRE_CHANGE_PLATFORM:
@@ -80,13 +85,19 @@ def test_lr_drops_after_patience_epochs_without_a_lower_val_loss(losses, patienc
 
 @pytest.mark.slow
 def test_hashednets_recipe_on_real_mnist_records_validation(small_map, data_root):
-    cfg = TrainConfig.from_recipe("hashednets", data_root=str(data_root), device="cpu", num_threads=1, epochs=4,
-                                  limit_train=1000, lr_patience=1)
+    cfg = TrainConfig.from_recipe(
+        "hashednets", data_root=str(data_root), device="cpu", num_threads=1, epochs=4, limit_train=1000, lr_patience=1
+    )
     res = train(small_map, cfg, progress=False)
     assert res.data.train_size == 900 and res.data.val_size == 100
     assert res.data.validation == {"fraction": 0.1, "split": "random"}
-    assert res.model.options == {"activation": "relu", "batch_norm": False, "dropout": 0.25,
-                                       "input_dropout": 0.25, "output_activation": False}
+    assert res.model.options == {
+        "activation": "relu",
+        "batch_norm": False,
+        "dropout": 0.25,
+        "input_dropout": 0.25,
+        "output_activation": False,
+    }
     assert res.config.model == "hashednets-mlp" and res.config.dropout is None
     ep = res.epochs
     assert all(0 <= e.val_accuracy <= 1 and math.isfinite(e.val_loss) for e in ep)
@@ -98,8 +109,16 @@ def test_hashednets_recipe_on_real_mnist_records_validation(small_map, data_root
 def test_dense_baseline_of_any_width_trains_through_the_same_config(data_root, tmp_path):
     """HashedNets' "NN" baseline: a plain 784-h-10 MLP is the identity map of that architecture."""
     dense = save_index_file(build_map(HashSpec(kind="identity"), Architecture.parse("784-24-10")), tmp_path / "nn.st")
-    cfg = TrainConfig.from_recipe("hashednets", data_root=str(data_root), device="cpu", num_threads=1, epochs=2,
-                                  limit_train=1000, val_split="last", lr=0.05)
+    cfg = TrainConfig.from_recipe(
+        "hashednets",
+        data_root=str(data_root),
+        device="cpu",
+        num_threads=1,
+        epochs=2,
+        limit_train=1000,
+        val_split="last",
+        lr=0.05,
+    )
     res = train(dense, cfg, progress=False)
     assert res.index_file.compression_ratio == 1.0
     assert res.model.parameters == 784 * 24 + 24 + 24 * 10 + 10  # tables and biases, no BatchNorm
@@ -132,8 +151,18 @@ def test_checkpoint_written_before_the_new_fields_resumes(small_map, data_root, 
     cfg = config(data_root, epochs=1, batch_size=100, limit_train=300)
     first = train(small_map, cfg, progress=False, checkpoint=tmp_path / "ck.pt")
     state = torch.load(tmp_path / "ck.pt", weights_only=True)
-    new_fields = ("model", "activation", "batch_norm", "dropout", "input_dropout", "output_activation", "loss",
-                  "val_fraction", "val_split", "lr_metric")
+    new_fields = (
+        "model",
+        "activation",
+        "batch_norm",
+        "dropout",
+        "input_dropout",
+        "output_activation",
+        "loss",
+        "val_fraction",
+        "val_split",
+        "lr_metric",
+    )
     state["config"] = {k: v for k, v in state["config"].items() if k not in new_fields}
     torch.save(state, tmp_path / "ck.pt")
     again = train(small_map, cfg, progress=False, checkpoint=tmp_path / "ck.pt")  # resumes at its last epoch

@@ -1,4 +1,5 @@
 """An unrolled RNN ArbNet (tied steps = global modulus hash) equals torch.nn.RNN, outputs and gradients."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +27,9 @@ def test_rnn_arbnet_matches_torch_rnn_in_float64_and_float32(g):
 
 
 def test_long_sequence_float64_error_stays_tiny():
-    rep = check_rnn_equivalence(RNNGeometry(28, 64, 28), rnn_map(RNNGeometry(28, 64, 28)), dtype=torch.float64, batch_size=4)
+    rep = check_rnn_equivalence(
+        RNNGeometry(28, 64, 28), rnn_map(RNNGeometry(28, 64, 28)), dtype=torch.float64, batch_size=4
+    )
     assert rep.passed and rep.max_abs_error < 1e-12, rep.to_dict()
 
 

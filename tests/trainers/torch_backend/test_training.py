@@ -1,4 +1,5 @@
 """Training as in the paper, on real MNIST, from index files (SGD 0.1 / 0.9, LR / 10 after 4 flat epochs)."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,13 @@ MNIST_MLP = Architecture.parse("mnist-mlp")
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory):
     d = tmp_path_factory.mktemp("maps")
-    return {name: save_index_file(build_map(spec, MNIST_MLP), d / f"{name}.safetensors") for name, spec in {
-        "identity": HashSpec(kind="identity"),
-        "dirichlet": HashSpec(kind="dirichlet", alpha=1.0, table_size=1000),
-    }.items()}
+    return {
+        name: save_index_file(build_map(spec, MNIST_MLP), d / f"{name}.safetensors")
+        for name, spec in {
+            "identity": HashSpec(kind="identity"),
+            "dirichlet": HashSpec(kind="dirichlet", alpha=1.0, table_size=1000),
+        }.items()
+    }
 
 
 def config(data_root, **kw) -> TrainConfig:
@@ -98,8 +102,9 @@ def test_same_seed_same_run_and_results_file(maps, data_root, tmp_path):
     first = train(maps["dirichlet"], cfg, progress=False)
     assert torch.equal(torch.get_rng_state(), state)  # the caller's global RNG is untouched
     second = train(maps["dirichlet"], cfg, out=tmp_path / "res" / "run.json", progress=False)
-    other = train(maps["dirichlet"], config(data_root, epochs=1, batch_size=100, limit_train=2000, seed=6),
-                  progress=False)
+    other = train(
+        maps["dirichlet"], config(data_root, epochs=1, batch_size=100, limit_train=2000, seed=6), progress=False
+    )
     assert first.epochs[0].train_loss == second.epochs[0].train_loss
     assert first.test_accuracy == second.test_accuracy
     assert other.epochs[0].train_loss != first.epochs[0].train_loss
@@ -167,8 +172,16 @@ def test_optimizer_from_config_under_the_plateau_schedule(fields, cls, group):
 
 @pytest.mark.slow
 def test_adamw_with_load_scale_trains_and_is_recorded(maps, data_root, tmp_path):
-    cfg = config(data_root, epochs=1, limit_train=2000, batch_size=100, optimizer="adamw", lr=1e-3,
-                 weight_decay=1e-4, table_grad_scale="load")
+    cfg = config(
+        data_root,
+        epochs=1,
+        limit_train=2000,
+        batch_size=100,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=1e-4,
+        table_grad_scale="load",
+    )
     res = train(maps["dirichlet"], cfg, out=tmp_path / "r.json", progress=False)
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["config"]["optimizer"] == "adamw" and saved["config"]["table_grad_scale"] == "load"
