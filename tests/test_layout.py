@@ -42,7 +42,7 @@ TRAINERS_MAY_IMPORT = (
 # package -> the packages it must never import (the pipeline's upper layers)
 NEVER_IMPORTS = {"hashlab": ("trainers", "analysis"), "trainers": ("analysis",)}
 # what `import hashlab` must not load: heavy or optional packages, and the layers above the library
-NOT_ON_IMPORT = ("torch", "networkx", "matplotlib", "scipy.stats", "trainers", "analysis")
+NOT_ON_IMPORT = ("torch", "networkx", "matplotlib", "scipy.stats", "scipy.cluster", "trainers", "analysis")
 STAGES = ("hashlab.maps", "hashlab.io", "hashlab.stats", "hashlab.equiv", "hashlab.commands")
 
 

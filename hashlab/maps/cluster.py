@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.cluster.vq import kmeans2
 
 from .._version import __version__
 from ..configs import check_int
@@ -135,6 +134,8 @@ def _cluster_group(values: np.ndarray, n: int, init: str, seed: int, iters: int)
     if distinct.size <= n:  # every value gets its own entry: zero error, no k-means
         table[: distinct.size] = distinct
         return table, True
+    from scipy.cluster.vq import kmeans2  # here: scipy.cluster costs ~0.3 s, too much for `import hashlab`
+
     v = v32.astype(np.float64)[:, None]  # (M, 1): kmeans2 wants observations x features
     start = initial_centroids(v, n, init, seed)[:, None]  # (N, 1)
     with warnings.catch_warnings():  # empty clusters keep their centre; normal for 'linear'
