@@ -16,9 +16,9 @@ _BUDGET = ("table_size", "compression")  # one of the two, as a mutually exclusi
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "build",
-        help="build an index map and write it as an index file (format v2)",
+        help="build an index map and write it as an index file",
         description="Build an index map for an MLP architecture and write it atomically "
-        "as a format-v2 index file (docs/FORMAT.md).",
+        "as an index file (format v2, or v3 for budgets, hashed biases and bias signs; docs/FORMAT.md).",
     )
     p.add_argument(
         "--arch",

@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--seed", type=int, default=0, metavar="INT", help="seed of the random table and inputs (default: 0)"
     )
-    b.add_argument("-o", "--output", metavar="FILE", help="also write the built map as an index file (format v2)")
+    b.add_argument("-o", "--output", metavar="FILE", help="also write the built map as an index file")
     f = p.add_argument_group("index file (TARGET FILE)")
     f.add_argument(
         "--ignore-attrs",

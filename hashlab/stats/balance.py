@@ -1,6 +1,6 @@
 """Balance, uniformity, sign, locality and degeneracy statistics of an index map: ``hashlab stats``.
 
-Works on in-memory maps (:func:`hashlab.build_map`) and on index files (format v1,
+Works on in-memory maps (:func:`hashlab.build_map`) and on index files (format v1, v2 or v3,
 :func:`hashlab.load_index_file`); needs numpy, numba and scipy only.
 
 Quick use::

@@ -1,4 +1,4 @@
-"""The clustering study (issue #10 part 2) runs end to end on real MNIST (shortened: 1 + 1 epochs on 2000 samples)."""
+"""The clustering study (k-means weight sharing against hashed maps) runs end to end on real MNIST (shortened: 1 + 1 epochs on 2000 samples)."""
 
 from __future__ import annotations
 

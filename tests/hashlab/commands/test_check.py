@@ -14,7 +14,7 @@ from hashlab.cli import main
 from hashlab.maps.conv import ConvGeometry, conv_map
 from hashlab.maps.rnn import RNNGeometry, rnn_map
 
-ISSUE_CONV = [
+GROUPED_CONV = [
     "conv2d",
     "--input",
     "4x11x11",
@@ -35,7 +35,7 @@ ISSUE_CONV = [
 
 def test_conv2d_target_passes_and_writes_the_map(tmp_path, capsys):
     out = tmp_path / "conv.safetensors"
-    assert main(["check", *ISSUE_CONV, "-o", str(out)]) == 0
+    assert main(["check", *GROUPED_CONV, "-o", str(out)]) == 0
     text = capsys.readouterr().out
     g = ConvGeometry(4, 6, (11, 11), 3, stride=2, padding=1, dilation=2, groups=2)
     assert text.splitlines()[0] == g.describe()
@@ -137,7 +137,7 @@ def test_check_file_on_a_neighborhood_map_prints_the_witness(tmp_path, capsys):
 
 def test_check_file_recovers_conv_and_rnn_maps(tmp_path, capsys):
     conv, rnn = tmp_path / "conv.safetensors", tmp_path / "rnn.safetensors"
-    assert main(["check", *ISSUE_CONV, "-o", str(conv)]) == 0
+    assert main(["check", *GROUPED_CONV, "-o", str(conv)]) == 0
     assert main(["check", "rnn", "--input-size", "3", "--hidden-size", "4", "--steps", "3", "-o", str(rnn)]) == 0
     capsys.readouterr()
     assert main(["check", str(conv), "--ignore-attrs"]) == 0

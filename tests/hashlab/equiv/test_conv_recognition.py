@@ -302,7 +302,7 @@ def test_bad_hints_raise_value_error():
 
 
 def test_large_conv_map_is_recognised_quickly_enough_for_the_cli():
-    """A 12.6M-weight map (the issue's 3x32x32 -> 16 channels example) goes through the O(N log N) path."""
+    """A 12.6M-weight map (a 3x32x32 input -> 16 channels, the CLI's first example) goes through the O(N log N) path."""
     g = ConvGeometry(3, 16, (32, 32), 5, stride=2, padding=2)
     v = recognize_conv(conv_map(g).layers[0], use_attrs=False)
     assert v.is_conv and v.geometry == g and v.candidates == 1

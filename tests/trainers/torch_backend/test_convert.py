@@ -1,4 +1,4 @@
-"""arbify: the nn.Linear layers of any module become ArbLinear layers of an index map (issue #12 part 3)."""
+"""arbify: the nn.Linear layers of any module become ArbLinear layers of an index map (weights kept, tables from bucket means, or a map's)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from .test_layers import assert_matches_reference, one_hot_masks
 
 DT = torch.float64
 
-# (id, hash spec, (in_features, out_features)): the maps issue #9 names
+# (id, hash spec, (in_features, out_features)): uniform, hot (skewed), sparse and signed maps
 MAP_CASES = [
     ("uniform", HashSpec(kind="uniform", table_size=50, seed=1), (40, 30)),
     ("hot-dirichlet-1e-3", HashSpec(kind="dirichlet", alpha=1e-3, table_size=50, seed=2), (40, 30)),
