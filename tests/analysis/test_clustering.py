@@ -1,4 +1,7 @@
-"""The clustering study (k-means weight sharing against hashed maps) runs end to end on real MNIST (shortened: 1 + 1 epochs on 2000 samples)."""
+"""The clustering study (k-means weight sharing against hashed maps) runs end to end on real MNIST.
+
+Shortened: 1 + 1 epochs on 2000 samples.
+"""
 
 from __future__ import annotations
 

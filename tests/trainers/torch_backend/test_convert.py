@@ -1,4 +1,4 @@
-"""arbify: the nn.Linear layers of any module become ArbLinear layers of an index map (weights kept, tables from bucket means, or a map's)."""
+"""arbify: the nn.Linear layers of any module become ArbLinear layers of an index map."""
 
 from __future__ import annotations
 

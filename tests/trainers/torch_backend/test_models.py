@@ -162,7 +162,10 @@ def test_load_scale_of_a_shared_table_counts_every_reader(tmp_path):
 
 
 def _paper_blocks_by_hand(imap: IndexMap) -> nn.Sequential:
-    """The paper's MLP as ArbMLP built it before its network became configuration: per layer Sequential(linear, ELU, BN), same RNG draws."""
+    """The paper's MLP as ArbMLP built it before its network became configuration.
+
+    Per layer Sequential(linear, ELU, BN), with the same RNG draws.
+    """
     from collections import OrderedDict
 
     blocks = nn.Sequential(

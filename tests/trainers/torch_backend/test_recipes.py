@@ -27,8 +27,9 @@ def small_map(tmp_path_factory):
     return save_index_file(imap, tmp_path_factory.mktemp("maps") / "m.safetensors")
 
 
-# sha256 over (key, bytes) of the final model state of the run below, computed with the code before the network
-# became configuration (commit 4fd44cf) on this machine type; float kernels differ across CPUs and torch versions, hence the gate
+# sha256 over (key, bytes) of the final model state of the run below, computed with the code before the
+# network became configuration (commit 4fd44cf) on this machine type; float kernels differ across CPUs and
+# torch versions, hence the gate
 PRE_CHANGE_STATE_SHA256 = "55d3666bd024ae3fe8c6319daae838c8129b2fc32a41c1453e05fdd338856786"
 PRE_CHANGE_PLATFORM = ("2.14.1+cu130", "x86_64", "AVX512")
 PRE_CHANGE_TEST_ACCURACY = 0.6688
