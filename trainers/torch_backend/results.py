@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import TrainConfig
 
@@ -31,9 +31,23 @@ __all__ = [
 RESULTS_SCHEMA = "hashlab.train-results"
 RESULTS_VERSION = 1
 
+_R = TypeVar("_R", bound="_Record")
+
+
+class _Record:
+    """A part of the results: ``to_dict`` is its fields (a part with optional keys overrides it),
+    ``from_dict`` its inverse."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
+
+    @classmethod
+    def from_dict(cls: type[_R], d: dict[str, Any]) -> _R:
+        return cls(**d)
+
 
 @dataclass(frozen=True)
-class EpochRecord:
+class EpochRecord(_Record):
     """One training epoch.
 
     Args:
@@ -72,13 +86,9 @@ class EpochRecord:
         d["wall_time_s"] = self.wall_time_s
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EpochRecord:
-        return cls(**d)
-
 
 @dataclass(frozen=True)
-class Versions:
+class Versions(_Record):
     """Versions of the software that trained the model."""
 
     hashlab: str
@@ -86,9 +96,6 @@ class Versions:
     torchvision: str
     numpy: str
     python: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ class DeviceInfo:
 
 
 @dataclass(frozen=True)
-class DataInfo:
+class DataInfo(_Record):
     """The dataset as trained on (``load_device_data``, ``split_validation``).
 
     Args:
@@ -159,13 +166,9 @@ class DataInfo:
             del d["val_size"], d["validation"]
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DataInfo:
-        return cls(**d)
-
 
 @dataclass(frozen=True)
-class LayerSummary:
+class LayerSummary(_Record):
     """One layer of the index file: sizes, table, whether it has a sign hash, a table-read bias, zeros."""
 
     name: str
@@ -175,9 +178,6 @@ class LayerSummary:
     sign: bool
     bias_from_table: bool
     zeros: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
