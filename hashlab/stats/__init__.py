@@ -12,33 +12,20 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = [
-    "STATS_SCHEMA",
-    "STATS_VERSION",
-    "BalanceStats",
-    "SignStats",
-    "LayerReport",
-    "MapReport",
-    "MapAnalyzer",
-    "map_report",
-    "format_report",
-    "balance_stats",
-    "sign_stats",
-    "expected_max_load",
-    "entropy_nats",
-    "LayerDegeneracy",
-    "MapDegeneracy",
-    "layer_degeneracy",
-    "map_degeneracy",
-]
-_DEGENERACY = {"LayerDegeneracy", "MapDegeneracy", "layer_degeneracy", "map_degeneracy"}
-_TEXT = {"format_report"}
+# the public names of the stage, by the module that defines them (loaded on first use)
+_LAZY = {
+    ".balance": "STATS_SCHEMA STATS_VERSION BalanceStats SignStats LayerReport MapReport MapAnalyzer map_report "
+    "balance_stats sign_stats expected_max_load entropy_nats",
+    ".text": "format_report",
+    ".degeneracy": "LayerDegeneracy MapDegeneracy layer_degeneracy map_degeneracy",
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names.split()}
+__all__ = list(_MODULE_OF)
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        module = ".degeneracy" if name in _DEGENERACY else ".text" if name in _TEXT else ".balance"
-        return getattr(importlib.import_module(module, __name__), name)
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

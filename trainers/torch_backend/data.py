@@ -21,6 +21,8 @@ import torch
 import torchvision
 from torch import Tensor
 
+from .config import TrainConfig
+
 __all__ = [
     "DatasetError",
     "DataWarning",
@@ -32,6 +34,7 @@ __all__ = [
     "resolve_data_root",
     "load_split",
     "load_device_data",
+    "load_config_data",
     "check_pixel_stats",
     "KNOWN_STATS",
     "validation_indices",
@@ -401,6 +404,21 @@ def load_device_data(
         "warning": stats_warning,
     }
     return put(x_tr, y_tr), put(x_te, y_te), info
+
+
+def load_config_data(
+    config: TrainConfig, root: str | os.PathLike, device: torch.device
+) -> tuple[DeviceData, DeviceData, dict]:
+    """:func:`load_device_data` with the dataset options of ``config`` (dataset, download,
+    verify_md5, limit_train): both splits on ``device`` and the data info."""
+    return load_device_data(
+        config.dataset,
+        root,
+        device,
+        download=config.download,
+        verify_md5=config.verify_md5,
+        limit_train=config.limit_train,
+    )
 
 
 def validation_indices(n: int, fraction: float, how: str, seed: int) -> tuple[np.ndarray, np.ndarray]:

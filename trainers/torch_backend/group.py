@@ -32,7 +32,7 @@ from hashlab.io.format import load_index_file
 from hashlab.maps.indexmap import IndexMap
 
 from .config import TrainConfig
-from .data import DeviceData, load_device_data, resolve_data_root
+from .data import DeviceData, load_config_data, resolve_data_root
 from .functional import build_plan, entry_loads, load_scale, table_gather
 from .layers import ArbLinear
 from .models import ArbMLP
@@ -298,14 +298,7 @@ def fit_group(
         ``(members, group, data_info, epochs per member, test accuracies, test losses)``;
         ``members`` are the freshly initialised solo models (untrained; for their sizes).
     """
-    train_data, test_data, data_info = load_device_data(
-        config.dataset,
-        root,
-        device,
-        download=config.download,
-        verify_md5=config.verify_md5,
-        limit_train=config.limit_train,
-    )
+    train_data, test_data, data_info = load_config_data(config, root, device)
     members = []
     for imap in maps:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -36,7 +36,7 @@ from hashlab.maps.indexmap import IndexMap
 
 from .checkpoint import Checkpointer, file_sha256
 from .config import TrainConfig
-from .data import DATASETS, DeviceData, load_device_data, resolve_data_root, split_validation
+from .data import DATASETS, DeviceData, load_config_data, resolve_data_root, split_validation
 from .models import ArbMLP
 from .results import (
     RESULTS_SCHEMA,
@@ -261,14 +261,7 @@ def _fit(
     checkpointer: Checkpointer | None = None,
 ) -> tuple[ArbMLP, DataInfo, list[EpochRecord], float, float]:
     """Load the data, build and train the model, evaluate it: the body of :func:`train`."""
-    train_data, test_data, data_info = load_device_data(
-        config.dataset,
-        root,
-        device,
-        download=config.download,
-        verify_md5=config.verify_md5,
-        limit_train=config.limit_train,
-    )
+    train_data, test_data, data_info = load_config_data(config, root, device)
     train_data, val_data = split_validation(train_data, config.val_fraction, config.val_split, config.seed)
     if val_data is not None:
         data_info.update(
