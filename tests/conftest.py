@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,17 @@ def data_root() -> Path:
             pytest.fail(reason + " (HASHLAB_REQUIRE_DATA is set)")
         pytest.skip(reason)
     return DATA_ROOT
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """The command line ``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def run_module(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m module args`` from the repository root; its output is captured as text."""
+    return subprocess.run(
+        python_module(module, *args), cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout
+    )

@@ -6,44 +6,19 @@ Shortened: 1 + 1 epochs on 2000 samples.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from analysis.clustering import main
-from tests.conftest import REPO
+from tests.conftest import run_module
 
 
 @pytest.mark.slow
 def test_clustering_study_runs_on_real_mnist(tmp_path, data_root):
     out = tmp_path / "clustering"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "analysis.clustering",
-            "--data-root",
-            str(data_root),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--finetune-epochs",
-            "1",
-            "--limit-train",
-            "2000",
-            "--iters",
-            "2",
-            "--table-grad-scale",
-            "load",
-            "--no-progress",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    args = ["--data-root", str(data_root), "--out", str(out), "--epochs", "1", "--finetune-epochs", "1"]
+    args += ["--limit-train", "2000", "--iters", "2", "--table-grad-scale", "load", "--no-progress"]
+    res = run_module("analysis.clustering", *args)
     assert res.returncode == 0, res.stderr
     results = json.loads((out / "results.json").read_text())
     rows = {r["model"].split(" (")[0]: r for r in results["rows"]}

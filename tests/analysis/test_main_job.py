@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_module
 
 
 @pytest.mark.slow
 def test_main_job_runs_on_real_mnist(tmp_path, data_root):
     out = tmp_path / "main"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "analysis.main_job",
-            "--data-root",
-            str(data_root),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--limit-train",
-            "2000",
-            "--no-progress",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    args = ["--data-root", str(data_root), "--out", str(out), "--epochs", "1", "--limit-train", "2000", "--no-progress"]
+    res = run_module("analysis.main_job", *args)
     assert res.returncode == 0, res.stderr
     assert "H nats" in res.stdout and "compression ratio 66.27" in res.stdout
     acc = float(re.search(r"MNIST test accuracy: ([\d.]+)%", res.stdout).group(1))

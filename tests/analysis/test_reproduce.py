@@ -15,7 +15,7 @@ import pytest
 from analysis.reproduce import main, reproduce
 from analysis.runs import ROW_COLUMNS
 from analysis.study import StudyError, load_profiles, load_study, plan
-from tests.conftest import REPO
+from tests.conftest import REPO, python_module
 
 VOLATILE = {"wall_time_s", "finished_at", "git_commit"}  # everything else must be equal run to run on CPU
 
@@ -221,24 +221,16 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def smoke_command(out: Path, data_root: Path) -> list[str]:
+    """``python -m analysis.reproduce`` of the smoke profile into ``out``, two workers, no report."""
+    args = ["--profile", "smoke", "--out", str(out), "--data-root", str(data_root)]
+    return python_module("analysis.reproduce", *args, "--workers", "2", "--no-progress", "--no-report")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_killing_only_the_reproduction_leaves_no_orphan_workers(tmp_path, data_root):
-    cmd = [
-        sys.executable,
-        "-m",
-        "analysis.reproduce",
-        "--profile",
-        "smoke",
-        "--out",
-        str(tmp_path),
-        "--data-root",
-        str(data_root),
-        "--workers",
-        "2",
-        "--no-progress",
-        "--no-report",
-    ]
+    cmd = smoke_command(tmp_path, data_root)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     workers: list[int] = []
@@ -266,21 +258,7 @@ def test_killing_only_the_reproduction_leaves_no_orphan_workers(tmp_path, data_r
 def test_sigkill_midway_then_rerun_gives_every_run_once_and_equal_rows(smoke, tmp_path, data_root):
     ref_out, _ = smoke
     out = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "analysis.reproduce",
-        "--profile",
-        "smoke",
-        "--out",
-        str(out),
-        "--data-root",
-        str(data_root),
-        "--workers",
-        "2",
-        "--no-progress",
-        "--no-report",
-    ]
+    cmd = smoke_command(out, data_root)
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list((out / "runs").glob("*.json"))) < 3:

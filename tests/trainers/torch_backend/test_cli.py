@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from hashlab.cli import main
-from tests.conftest import REPO
+from tests.conftest import run_module
 
 
 def hashlab(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hashlab.cli", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
-    )
+    return run_module("hashlab.cli", *args, env=env, timeout=300)
 
 
 @pytest.mark.slow
