@@ -6,8 +6,10 @@ safetensors are imported only when a file needs them.
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,17 +27,18 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+def _import(module: str, what: str, fix: str) -> Any:
+    """``importlib.import_module(module)``, or :class:`EnvironmentProblem` naming ``what`` needs it and ``fix``."""
     try:
-        from safetensors.numpy import load_file
+        return importlib.import_module(module)
     except ImportError as e:
-        raise EnvironmentProblem(
-            0,
-            f"reading a safetensors weights file needs the safetensors package ({e}); "
-            "install it with: pip install safetensors",
-        ) from None
+        raise EnvironmentProblem(0, f"reading {what} needs {module.split('.')[0]} ({e}); {fix}") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    st = _import("safetensors.numpy", "a safetensors weights file", "install it with: pip install safetensors")
     try:
-        return dict(load_file(str(path)))
+        return dict(st.load_file(str(path)))
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise InputError(
             f"weights file {path} is not a readable safetensors file of numpy dtypes "
@@ -44,14 +47,11 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError as e:
-        raise EnvironmentProblem(
-            0,
-            f"reading a torch weights file needs torch ({e}); install it with: "
-            "pip install 'hashlab[torch]', or save the weights as safetensors",
-        ) from None
+    torch = _import(
+        "torch",
+        "a torch weights file",
+        "install it with: pip install 'hashlab[torch]', or save the weights as safetensors",
+    )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file

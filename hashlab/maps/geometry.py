@@ -289,14 +289,7 @@ class RNNGeometry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RNNGeometry:
-        """Inverse of :meth:`to_dict` (a dict without ``"version"`` is read as version 1).
-
-        Raises
-        ------
-        SpecError
-            On another version (a newer one: upgrade hashlab), keys that are not fields, or an
-            invalid field.
-        """
+        """Inverse of :meth:`to_dict`; versions and errors as in :meth:`ConvGeometry.from_dict`."""
         return versioned_from_dict(cls, d, cls.SCHEMA_VERSION, {}, SpecError)
 
     def describe(self) -> str:

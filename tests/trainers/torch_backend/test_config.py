@@ -125,47 +125,16 @@ def test_old_results_config_still_loads():
 
 
 OLD_FIELDS = (
-    "dataset",
-    "data_root",
-    "download",
-    "verify_md5",
-    "epochs",
-    "batch_size",
-    "eval_batch_size",
-    "lr",
-    "momentum",
-    "lr_factor",
-    "lr_patience",
-    "optimizer",
-    "weight_decay",
-    "table_grad_scale",
-    "seed",
-    "device",
-    "num_threads",
-    "limit_train",
-    "deterministic",
-    "version",
-)
+    "dataset data_root download verify_md5 epochs batch_size eval_batch_size lr momentum lr_factor "
+    "lr_patience optimizer weight_decay table_grad_scale seed device num_threads limit_train "
+    "deterministic version"
+).split()
 
 
 FIRST_FIELDS = (
-    "dataset",
-    "data_root",
-    "download",
-    "verify_md5",
-    "epochs",
-    "batch_size",
-    "eval_batch_size",
-    "lr",
-    "momentum",
-    "lr_factor",
-    "lr_patience",
-    "seed",
-    "device",
-    "num_threads",
-    "limit_train",
-    "version",
-)
+    "dataset data_root download verify_md5 epochs batch_size eval_batch_size lr momentum lr_factor "
+    "lr_patience seed device num_threads limit_train version"
+).split()
 """The keys of the first TrainConfig dict; every later field is one of TrainConfig.ADDED_FIELDS."""
 
 
