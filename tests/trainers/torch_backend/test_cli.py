@@ -22,28 +22,9 @@ def test_build_then_train_in_subprocesses(tmp_path, data_root):
     built = hashlab("build", "--kind", "dirichlet", "--alpha", "1", "--table-size", "1000", "-o", str(path))
     assert built.returncode == 0, built.stderr
     env = os.environ | {"HASHLAB_DATA_ROOT": str(data_root)}  # the root comes from the environment here
-    run = hashlab(
-        "train",
-        str(path),
-        "--dataset",
-        "mnist",
-        "--epochs",
-        "1",
-        "--limit-train",
-        "2000",
-        "--batch-size",
-        "100",
-        "--device",
-        "cpu",
-        "--num-threads",
-        "1",
-        "--seed",
-        "3",
-        "--out",
-        str(out),
-        "--no-progress",
-        env=env,
-    )
+    flags = ["--dataset", "mnist", "--epochs", "1", "--limit-train", "2000", "--batch-size", "100", "--device", "cpu"]
+    flags += ["--num-threads", "1", "--seed", "3", "--out", str(out), "--no-progress"]
+    run = hashlab("train", str(path), *flags, env=env)
     assert run.returncode == 0, run.stderr
     res = json.loads(out.read_text())
     assert f"test accuracy: {res['test_accuracy']:.4f}" in run.stdout
@@ -154,21 +135,8 @@ def _two_maps(tmp_path):
 def test_several_files_train_as_one_group_with_a_results_file_each(tmp_path, data_root, capsys):
     paths = _two_maps(tmp_path)
     out = tmp_path / "results"
-    common = [
-        "--data-root",
-        str(data_root),
-        "--epochs",
-        "1",
-        "--limit-train",
-        "600",
-        "--batch-size",
-        "100",
-        "--device",
-        "cpu",
-        "--num-threads",
-        "1",
-        "--no-progress",
-    ]
+    common = ["--data-root", str(data_root), "--epochs", "1", "--limit-train", "600", "--batch-size", "100"]
+    common += ["--device", "cpu", "--num-threads", "1", "--no-progress"]
     assert main(["train", *map(str, paths), *common, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "2 models trained as one group" in printed
