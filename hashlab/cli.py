@@ -18,8 +18,9 @@ import sys
 from . import __version__
 from .commands.errors import add_debug_flag, run_cli
 from .commands.plugins import command_entry_points
+from .io.errors import UsageError
 
-__all__ = ["main", "build_parser", "BUILTIN_COMMANDS", "command_names"]
+__all__ = ["main", "build_parser", "BUILTIN_COMMANDS", "command_names", "check_command_installed"]
 
 BUILTIN_COMMANDS = ("build", "cluster", "stats", "check", "figure")
 # the order of ``hashlab --help``: the pipeline's order, plugins without a place here come last
@@ -59,7 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_command_installed(cmd: str | None, installed: tuple[str, ...]) -> None:
+    """Refuse a command of the pipeline that no installed package registers, saying how to get it.
+
+    Raises
+    ------
+    UsageError
+        If ``cmd`` is one of ``hashlab``'s known commands (train, reproduce) but not ``installed``:
+        the entry points come from the installed package metadata, so a checkout that was not
+        reinstalled after they were added lacks them.
+    """
+    if cmd in _HELP_ORDER and cmd not in installed:
+        raise UsageError(
+            f"`hashlab {cmd}` comes from an entry point of the hashlab.commands group, and no installed package "
+            "registers it; reinstall the checkout so that its entry points are registered: pip install -e '.[torch]'"
+        )
+
+
 def _run(argv: list[str]) -> int:
+    check_command_installed(next((a for a in argv if not a.startswith("-")), None), command_names())
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hashlab.cli import BUILTIN_COMMANDS, build_parser, command_names, main
+from hashlab.cli import BUILTIN_COMMANDS, build_parser, check_command_installed, command_names, main
 from hashlab.commands.plugins import command_entry_points, load_equivalence
-from hashlab.io.errors import EnvironmentProblem
+from hashlab.io.errors import EnvironmentProblem, UsageError
 
 
 def test_the_installed_packages_register_train_and_reproduce():
@@ -39,3 +39,10 @@ def test_registered_equivalence_checks_load():
 def test_a_missing_check_names_the_install_command():
     with pytest.raises(EnvironmentProblem, match=r"no numeric lstm check is installed.*pip install"):
         load_equivalence("lstm")
+
+
+def test_a_command_whose_package_is_not_registered_says_how_to_get_it():
+    check_command_installed("train", command_names())  # registered here: no error
+    check_command_installed("no-such-command", BUILTIN_COMMANDS)  # argparse's own error handles the unknown
+    with pytest.raises(UsageError, match=r"`hashlab train` comes from an entry point .* pip install -e"):
+        check_command_installed("train", BUILTIN_COMMANDS)
