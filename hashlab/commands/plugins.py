@@ -14,6 +14,7 @@ hashlab itself never imports the packages that provide them: the library stays b
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -26,8 +27,14 @@ EQUIVALENCE_GROUP = "hashlab.equivalence"
 
 
 def command_entry_points() -> dict[str, EntryPoint]:
-    """The ``hashlab.commands`` entry points by command name."""
-    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
+    """The ``hashlab.commands`` entry points by command name (a copy; the scan runs once per process)."""
+    return dict(_command_entry_points())
+
+
+@functools.cache
+def _command_entry_points() -> tuple[tuple[str, EntryPoint], ...]:
+    # reading the installed packages' metadata takes a few ms, and one CLI call asks several times
+    return tuple((ep.name, ep) for ep in entry_points(group=COMMAND_GROUP))
 
 
 def load_equivalence(kind: str) -> Any:
