@@ -46,7 +46,9 @@ def load_rows(out: str | Path, runs: list[RunConfig] | None = None) -> list[dict
         if p.exists():
             rec = json.loads(p.read_text())
             # a record written before a column existed takes it from its run config (e.g. optimizer)
-            rows.append({**{k: v for k, v in rec["run"].items() if k in ROW_COLUMNS}, **rec["row"]})
+            # or its training results (the epochs it trained; no stopping rule then)
+            trained = {"epochs_trained": len(rec["results"]["epochs"]), "stopped_by_rule": False}
+            rows.append({**trained, **{k: v for k, v in rec["run"].items() if k in ROW_COLUMNS}, **rec["row"]})
     return rows
 
 

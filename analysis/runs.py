@@ -74,10 +74,13 @@ ROW_COLUMNS = [
     "optimizer",
     "lr",
     "table_grad_scale",
+    "stop_after_drops",
     "test_accuracy",
     "final_train_accuracy",
     "test_loss",
     "lr_drops",
+    "epochs_trained",
+    "stopped_by_rule",
     "parameters",
     "entropy_nats",
     "entropy_bits",
@@ -124,6 +127,8 @@ RUN_FIELDS = (
     "compression",
     "hash_bias",
     "recipe",
+    "stop_after_drops",
+    "stop_patience",
 )
 """The keys of :meth:`RunConfig.to_dict`, in order: the flat form of a run stored in its record."""
 
@@ -134,6 +139,8 @@ KEY_DEFAULTS = {
     "compression": None,
     "hash_bias": False,
     "recipe": "paper",
+    "stop_after_drops": None,
+    "stop_patience": 4,
 }
 """Run fields added after the first records were committed: defaults for older run dicts, the value
 a dict without them means. The run dict's counterpart of ``HashSpec.ADDED_FIELDS`` and
@@ -170,6 +177,8 @@ _TRAIN_FIELDS = {
     "lr_patience": "lr_patience",
     "optimizer": "optimizer",
     "table_grad_scale": "table_grad_scale",
+    "stop_after_drops": "stop_after_drops",
+    "stop_patience": "stop_patience",
 }
 """Run field -> :class:`~trainers.torch_backend.config.TrainConfig` field (the rest come from the recipe)."""
 
@@ -187,8 +196,9 @@ class RunConfig:
       ``compression``, ``hash_bias`` as in :class:`hashlab.HashSpec`; ``hash_seed`` is its ``seed``;
       the tables are per layer (``scope="layer"``).
     - training: ``dataset``, ``epochs``, ``batch_size``, ``limit_train``, ``data_root``, ``device``,
-      ``lr``, ``momentum``, ``lr_factor``, ``lr_patience``, ``optimizer``, ``table_grad_scale`` as in
-      ``TrainConfig``; ``train_seed`` is its ``seed``; one torch thread per run.
+      ``lr``, ``momentum``, ``lr_factor``, ``lr_patience``, ``optimizer``, ``table_grad_scale``,
+      ``stop_after_drops``, ``stop_patience`` as in ``TrainConfig`` (``epochs`` is the cap under a
+      stopping rule); ``train_seed`` is its ``seed``; one torch thread per run.
 
     Parameters
     ----------
@@ -270,6 +280,8 @@ class RunConfig:
         compression: str | None = None,
         hash_bias: bool = False,
         recipe: str = "paper",
+        stop_after_drops: int | None = None,
+        stop_patience: int = 4,
     ) -> RunConfig:
         """The run of these flat fields (:data:`RUN_FIELDS`); ``table_size`` defaults to 1000 without
         ``compression``.
@@ -493,6 +505,8 @@ def _write_record(
         "final_train_accuracy": result.final_epoch.train_accuracy,
         "test_loss": result.test_loss,
         "lr_drops": result.lr_drops,
+        "epochs_trained": len(result.epochs),
+        "stopped_by_rule": result.stopped_by_rule,
         "parameters": result.model.parameters,
         **stats,
         "run_key": run.key,

@@ -147,6 +147,13 @@ class TrainConfig:
         lr_metric: what the plateau schedule watches: ``"train_accuracy"`` (the paper's),
             ``"val_loss"`` (HashedNets; a gain is a strict decrease) or ``"val_accuracy"``;
             the ``val_*`` metrics need ``val_fraction > 0``.
+        stop_after_drops: the stopping rule: end training once ``stop_patience`` epochs have run
+            since the ``stop_after_drops``-th drop of the plateau schedule (the first epoch at the
+            lowered rate included); ``epochs`` is then the cap (:func:`~trainers.torch_backend.results.stop_rule_met`).
+            ``None`` (default): train all ``epochs``. The reproduction's converged runs use 2
+            (both of the main job's drops) with a cap of 60.
+        stop_patience: epochs trained from that drop on before the rule stops, >= 1
+            (default 4, the schedule's own patience).
 
     Attributes:
         SCHEMA_VERSION: layout version of the dict of :meth:`to_dict` (its ``"version"`` key), the
@@ -255,6 +262,16 @@ class TrainConfig:
             "help": "what the plateau schedule watches: train_accuracy (paper), val_loss (HashedNets) or val_accuracy"
         },
     )
+    stop_after_drops: int | None = field(
+        default=None,
+        metadata={
+            "help": "stop --stop-patience epochs after the N-th drop of the learning rate (--epochs is then the "
+            "cap; default: train all --epochs)"
+        },
+    )
+    stop_patience: int = field(
+        default=4, metadata={"help": "epochs trained from the --stop-after-drops-th drop on before training stops"}
+    )
 
     SCHEMA_VERSION: ClassVar[int] = 1
     ADDED_FIELDS: ClassVar[dict[str, Any]] = {
@@ -272,6 +289,8 @@ class TrainConfig:
         "val_fraction": 0.0,
         "val_split": "last",
         "lr_metric": "train_accuracy",
+        "stop_after_drops": None,
+        "stop_patience": 4,
     }
 
     def __post_init__(self) -> None:
@@ -286,6 +305,9 @@ class TrainConfig:
         _check_int("batch_size", self.batch_size, 2, 10**7, "BatchNorm needs at least 2 samples per batch")
         _check_int("eval_batch_size", self.eval_batch_size, 1, 10**7, "e.g. 1000")
         _check_int("lr_patience", self.lr_patience, 1, 10**6, "the paper uses 4")
+        if self.stop_after_drops is not None:
+            _check_int("stop_after_drops", self.stop_after_drops, 1, 10**6, "e.g. 2, or None to train all epochs")
+        _check_int("stop_patience", self.stop_patience, 1, 10**6, "e.g. 4")
         _check_int("seed", self.seed, 0, _MAX_SEED, "any integer in [0, 2**63)")
         if self.num_threads is not None:
             _check_int("num_threads", self.num_threads, 1, 4096, "or None for torch's default")

@@ -36,7 +36,7 @@ from .data import DeviceData, load_config_data, resolve_data_root
 from .functional import build_plan, entry_loads, load_scale, table_gather
 from .layers import ArbLinear
 from .models import ArbMLP
-from .results import DataInfo, EpochRecord, TrainResult
+from .results import DataInfo, EpochRecord, TrainResult, stop_rule_met
 from .training import PAPER_CONFIG, _device_info, check_map_fits, make_result, resolve_device
 
 __all__ = ["ArbMLPGroup", "GroupSGD", "train_group"]
@@ -285,6 +285,11 @@ def _evaluate(group: ArbMLPGroup, data: DeviceData, batch_size: int) -> tuple[li
     return [int(c) / len(data) for c in correct], [float(v) / len(data) for v in loss_sum]
 
 
+def _store(which: list[int], evaluation: tuple[list[float], list[float]], acc: list[float], loss: list[float]) -> None:
+    for i in which:
+        acc[i], loss[i] = evaluation[0][i], evaluation[1][i]
+
+
 def fit_group(
     maps: list[IndexMap],
     config: TrainConfig,
@@ -293,6 +298,9 @@ def fit_group(
     progress: bool = False,
 ) -> tuple[list[ArbMLP], ArbMLPGroup, DataInfo, list[list[EpochRecord]], list[float], list[float]]:
     """Initialise each member as :func:`train` would, train the group, evaluate: the body of :func:`train_group`.
+
+    Under a stopping rule (``config.stop_after_drops``) a member is evaluated on the test set at
+    the epoch where it alone would stop; its learning rate is then 0 and its records end there.
 
     Returns:
         ``(members, group, data_info, epochs per member, test accuracies, test losses)``;
@@ -310,17 +318,31 @@ def fit_group(
     plateaus = [_Plateau(config) for _ in maps]
     shuffle = torch.Generator().manual_seed(config.seed)
     epochs: list[list[EpochRecord]] = [[] for _ in maps]
+    test_acc: list[float] = [float("nan")] * len(maps)
+    test_loss: list[float] = [float("nan")] * len(maps)
+    active = list(range(len(maps)))
     for epoch in tqdm(range(1, config.epochs + 1), desc="epochs", disable=not progress, unit="epoch"):
         te = time.perf_counter()
         lrs = list(opt.lrs)
         accs, losses = _epoch(group, opt, train_data, config.batch_size, shuffle)
         wall = time.perf_counter() - te
-        for i, p in enumerate(plateaus):
-            opt.lrs[i] = p.step(accs[i], opt.lrs[i])
+        for i in active:
+            opt.lrs[i] = plateaus[i].step(accs[i], opt.lrs[i])
             epochs[i].append(
                 EpochRecord(epoch=epoch, train_accuracy=accs[i], train_loss=losses[i], lr=lrs[i], wall_time_s=wall)
             )
-    test_acc, test_loss = _evaluate(group, test_data, config.eval_batch_size)
+        done = [
+            i for i in active if stop_rule_met([e.lr for e in epochs[i]], config.stop_after_drops, config.stop_patience)
+        ]
+        if done:  # evaluated where a solo run would stop, then frozen (learning rate 0) for the rest of the group
+            _store(done, _evaluate(group, test_data, config.eval_batch_size), test_acc, test_loss)
+            for i in done:
+                opt.lrs[i] = 0.0
+            active = [i for i in active if i not in done]
+        if not active:
+            break
+    if active:
+        _store(active, _evaluate(group, test_data, config.eval_batch_size), test_acc, test_loss)
     return members, group, DataInfo.from_dict(data_info), epochs, test_acc, test_loss
 
 

@@ -26,12 +26,34 @@ __all__ = [
     "ModelInfo",
     "RESULTS_SCHEMA",
     "RESULTS_VERSION",
+    "stop_rule_met",
 ]
 
 RESULTS_SCHEMA = "hashlab.train-results"
 RESULTS_VERSION = 1
 
 _R = TypeVar("_R", bound="_Record")
+
+
+def stop_rule_met(lrs: list[float], after_drops: int | None, patience: int) -> bool:
+    """Whether training ends now under :attr:`TrainConfig.stop_after_drops <.config.TrainConfig>`.
+
+    A drop is an epoch whose learning rate is below the previous epoch's. The rule is met once
+    ``patience`` epochs have run since the ``after_drops``-th drop (that epoch included), e.g.
+    ``after_drops=2, patience=4``: four epochs from the second drop on (a third drop may fall among them).
+
+    Args:
+        lrs: the learning rate of each epoch trained so far, in order.
+        after_drops: the drop that starts the count; ``None``: never met (train every epoch).
+        patience: epochs to run from that drop on, >= 1.
+
+    Returns:
+        ``True`` when no further epoch should run.
+    """
+    if after_drops is None:
+        return False
+    drops = [i for i in range(1, len(lrs)) if lrs[i] < lrs[i - 1]]
+    return len(drops) >= after_drops and len(lrs) - drops[after_drops - 1] >= patience
 
 
 class _Record:
@@ -264,6 +286,12 @@ class TrainResult:
     def lr_drops(self) -> int:
         """How many times the learning rate dropped from one epoch to the next."""
         return sum(1 for a, b in zip(self.epochs, self.epochs[1:]) if b.lr < a.lr)
+
+    @property
+    def stopped_by_rule(self) -> bool:
+        """Whether the stopping rule (``config.stop_after_drops``) ended training, rather than the
+        ``config.epochs`` cap (both when the rule is met in the last allowed epoch)."""
+        return stop_rule_met([e.lr for e in self.epochs], self.config.stop_after_drops, self.config.stop_patience)
 
     def to_dict(self) -> dict[str, Any]:
         """The results JSON-ready dict (the form written by ``train(..., out=...)``)."""

@@ -49,6 +49,7 @@ from .results import (
     ModelInfo,
     TrainResult,
     Versions,
+    stop_rule_met,
 )
 
 __all__ = [
@@ -317,6 +318,8 @@ def _train_epochs(
 ) -> None:
     """Epochs ``done + 1 .. config.epochs``, appending to ``epochs``; checkpoint after each if asked.
 
+    Ends earlier when the stopping rule is met (:func:`~.results.stop_rule_met`, ``config.stop_after_drops``).
+
     With ``val_data``, each epoch ends with an evaluation on it (eval mode), recorded as
     ``val_accuracy`` / ``val_loss``; the scheduler steps on ``config.lr_metric``
     (:meth:`EpochRecord.metric`).
@@ -331,6 +334,8 @@ def _train_epochs(
         total=config.epochs,
     )
     for epoch in bar:
+        if stop_rule_met([e.lr for e in epochs], config.stop_after_drops, config.stop_patience):
+            break
         te = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         acc, loss = train_epoch(

@@ -153,3 +153,16 @@ def test_plateau_follows_torch_reduce_lr_on_plateau(accs, patience):
         sched.step(acc)
         lr = mine.step(acc, lr)
         assert lr == opt.param_groups[0]["lr"]
+
+
+@pytest.mark.slow
+def test_a_stopping_rule_ends_each_member_where_it_ends_alone(files, data_root, tmp_path):
+    """stop_after_drops: each member's records end, and it is evaluated, at the epoch where its solo run stops."""
+    cfg = config(data_root, epochs=30, lr_patience=1, stop_after_drops=2, stop_patience=2)
+    group = train_group(files, cfg, progress=False)
+    for f, g in zip(files, group):
+        solo = train(f, cfg, progress=False)
+        assert [e.lr for e in g.epochs] == [e.lr for e in solo.epochs]
+        assert g.stopped_by_rule == solo.stopped_by_rule
+        assert g.test_accuracy == pytest.approx(solo.test_accuracy, abs=3e-4)
+    assert any(g.stopped_by_rule and len(g.epochs) < cfg.epochs for g in group)

@@ -7,11 +7,13 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, build_map, load_index_file, save_index_file
 from hashlab.io.format import FormatError
 from trainers.torch_backend.config import TrainConfig
-from trainers.torch_backend.results import TrainResult
+from trainers.torch_backend.results import TrainResult, stop_rule_met
 from trainers.torch_backend.training import make_optimizer, make_scheduler, resolve_device, train
 
 MNIST_MLP = Architecture.parse("mnist-mlp")
@@ -187,3 +189,55 @@ def test_adamw_with_load_scale_trains_and_is_recorded(maps, data_root, tmp_path)
     assert saved["config"]["optimizer"] == "adamw" and saved["config"]["table_grad_scale"] == "load"
     assert saved["config"]["weight_decay"] == 1e-4 and TrainConfig.from_dict(saved["config"]) == cfg
     assert res.test_accuracy > 0.5
+
+
+@pytest.mark.parametrize(
+    "lrs, after, patience, met",
+    [
+        ([0.1] * 10, 2, 4, False),
+        ([0.1, 0.1, 0.01, 0.01, 0.001], 2, 1, True),  # one epoch at the second drop's rate
+        ([0.1, 0.1, 0.01, 0.01, 0.001], 2, 2, False),
+        ([0.1, 0.01, 0.01, 0.01], 1, 3, True),
+        ([0.1, 0.01, 0.01, 0.01], 1, 4, False),
+        ([0.1, 0.01, 0.001, 0.001, 0.001, 0.001], 2, 4, True),
+        ([0.1, 0.01, 0.001], None, 1, False),  # no rule: never met
+    ],
+)
+def test_stop_rule_counts_epochs_at_the_rate_of_the_nth_drop(lrs, after, patience, met):
+    assert stop_rule_met(lrs, after, patience) is met
+
+
+@given(
+    st.lists(st.sampled_from([1.0, 0.1, 0.01, 0.001]), min_size=1, max_size=30), st.integers(1, 3), st.integers(1, 5)
+)
+def test_stop_rule_is_met_at_one_epoch_and_stays_met(lrs, after, patience):
+    lrs = sorted(lrs, reverse=True)  # a plateau schedule only lowers the rate
+    met = [stop_rule_met(lrs[: i + 1], after, patience) for i in range(len(lrs))]
+    assert met == sorted(met)  # once met, met for every longer history
+    drops = sum(b < a for a, b in zip(lrs, lrs[1:]))
+    assert not met[-1] or drops >= after
+    assert met[-1] or drops < after or lrs[-patience:].count(lrs[-1]) < patience or len(set(lrs[-patience:])) > 1
+
+
+@pytest.mark.slow
+def test_training_stops_by_the_rule_before_the_epoch_cap(data_root, tmp_path):
+    path = save_index_file(
+        build_map(HashSpec(kind="uniform", table_size=300), Architecture.parse("mnist-mlp"), backend="numpy"),
+        tmp_path / "m.safetensors",
+    )
+    cfg = TrainConfig(
+        data_root=str(data_root),
+        device="cpu",
+        epochs=30,
+        limit_train=500,
+        batch_size=100,
+        lr_patience=1,
+        stop_after_drops=2,
+        stop_patience=2,
+    )
+    res = train(path, cfg, progress=False)
+    lrs = [e.lr for e in res.epochs]
+    second = [i for i in range(1, len(lrs)) if lrs[i] < lrs[i - 1]][1]
+    assert res.stopped_by_rule and len(res.epochs) == second + 2 < 30  # two epochs from the second drop on
+    again = TrainResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert again.config.stop_after_drops == 2 and again.stopped_by_rule
