@@ -127,9 +127,18 @@ class Study:
     epochs, batch_size : int or None
         The study's own training length and mini-batch size (version 2), replacing the profile's
         (a study that reproduces another paper's recipe, e.g. HashedNets' 50 epochs of batch 50).
+    replicates : int or None
+        Version 3: run only the profile's first ``replicates`` seed pairs (a confirmatory design
+        gives each study the seeds its power analysis asks for); None: all of them.
+    seeding : {"paired", "crossed"}
+        Version 3: ``"paired"`` (default): replicate ``i`` uses train seed ``i`` and hash seed ``i``
+        of the profile; ``"crossed"``: every one of the first ``replicates`` train seeds with every
+        one of the first ``replicates`` hash seeds (``replicates`` squared runs per grid point),
+        so map-to-map and training variance can be told apart.
     version : int
-        Schema version, 1 or 2 (2 adds ``arms``, ``reuse``, ``arch``, ``recipe``, ``epochs``,
-        ``batch_size`` and the variants' ``compression``, ``hash_bias``, ``arch``).
+        Schema version, 1, 2 or 3 (2 adds ``arms``, ``reuse``, ``arch``, ``recipe``, ``epochs``,
+        ``batch_size`` and the variants' ``compression``, ``hash_bias``, ``arch``; 3 adds
+        ``replicates`` and ``seeding``).
     """
 
     name: str
@@ -146,7 +155,27 @@ class Study:
     recipe: str = "paper"
     epochs: int | None = None
     batch_size: int | None = None
+    replicates: int | None = None
+    seeding: str = "paired"
     version: int = 1
+
+    def seed_pairs(self, train_seeds: tuple[int, ...], hash_seeds: tuple[int, ...]) -> list[tuple[int, int]]:
+        """The ``(train_seed, hash_seed)`` pairs this study runs at each grid point, from a profile's seeds.
+
+        Raises
+        ------
+        StudyError
+            If the profile has fewer seed pairs than ``replicates``.
+        """
+        n = len(train_seeds) if self.replicates is None else self.replicates
+        if n > len(train_seeds):
+            raise StudyError(
+                f"study {self.name!r} needs {n} replicates but the profile has {len(train_seeds)} seed pairs; "
+                "add seeds to the profile"
+            )
+        if self.seeding == "crossed":
+            return [(t, h) for h in hash_seeds[:n] for t in train_seeds[:n]]
+        return list(zip(train_seeds[:n], hash_seeds[:n]))
 
     def restricted(self, values: list[float] | None, sparsities: list[float] | None) -> Study:
         """The same study on a subset of its grid (a profile's ``values`` / ``sparsities``)."""
@@ -187,6 +216,15 @@ class Profile:
         Per study, the subset of its swept values to run.
     sparsities : tuple of float or None
         The subset of every study's sparsities to run.
+    stop_after_drops, stop_patience : int or None, int
+        The stopping rule of every run (``TrainConfig.stop_after_drops``); ``epochs`` is then the cap.
+    design : str or None
+        The pre-registered confirmatory design (``analysis/studies/<design>.toml``,
+        :func:`analysis.design.load_design`) the profile's runs answer; its report replaces the
+        exploratory one.
+    order : {"study", "replicate"}
+        The order runs are planned (and run) in: study by study (default), or replicate by
+        replicate, so that a partial run of a long profile has whole seeds across every cell.
     """
 
     name: str
@@ -199,6 +237,10 @@ class Profile:
     limit_train: int | None = None
     values: dict[str, list[float]] = field(default_factory=dict)
     sparsities: tuple[float, ...] | None = None
+    stop_after_drops: int | None = None
+    stop_patience: int = 4
+    design: str | None = None
+    order: str = "study"
 
 
 def _need(d: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
@@ -244,8 +286,8 @@ def load_study(name_or_path: str | Path) -> Study:
     d = _read_toml(path)
     where = str(path)
     version = d.get("version")
-    if version not in (1, 2):
-        raise StudyError(f"{where}: version {version!r} is not supported; this reader reads versions 1 and 2")
+    if version not in (1, 2, 3):
+        raise StudyError(f"{where}: version {version!r} is not supported; this reader reads versions 1, 2 and 3")
     _check_keys(
         d,
         {
@@ -261,7 +303,8 @@ def load_study(name_or_path: str | Path) -> Study:
             "table_size",
             "epochs_factor",
         }
-        | ({"arms", "reuse", "arch", "recipe", "epochs", "batch_size"} if version == 2 else set()),
+        | ({"arms", "reuse", "arch", "recipe", "epochs", "batch_size"} if version >= 2 else set())
+        | ({"replicates", "seeding"} if version >= 3 else set()),
         where,
     )
     name = _need(d, "name", str, where)
@@ -275,7 +318,7 @@ def load_study(name_or_path: str | Path) -> Study:
         for i, v in enumerate(raw):
             _check_keys(
                 v,
-                {"kind", "alpha", "radius", "sign"} | ({"compression", "hash_bias", "arch"} if version == 2 else set()),
+                {"kind", "alpha", "radius", "sign"} | ({"compression", "hash_bias", "arch"} if version >= 2 else set()),
                 f"{where}: variants[{i}]",
             )
             variants.append(
@@ -323,6 +366,8 @@ def load_study(name_or_path: str | Path) -> Study:
         recipe=d.get("recipe", "paper"),
         epochs=d.get("epochs"),
         batch_size=d.get("batch_size"),
+        replicates=d.get("replicates"),
+        seeding=d.get("seeding", "paired"),
         version=version,
     )
     for v in study.variants:  # HashSpec validates every grid point before any work is done
@@ -351,6 +396,11 @@ def load_study(name_or_path: str | Path) -> Study:
         if getattr(study, name) is not None:
             check_int(f"{where}: {name}", getattr(study, name), 1, None, StudyError)
     check_int(f"{where}: epochs_factor", study.epochs_factor, 1, None, StudyError)
+    if study.replicates is not None:
+        check_int(f"{where}: replicates", study.replicates, 1, None, StudyError)
+    check_choice(f"{where}: seeding", study.seeding, ("paired", "crossed"), StudyError)
+    if study.seeding == "crossed" and study.replicates is None:
+        raise StudyError(f"{where}: seeding = 'crossed' needs replicates (e.g. 5: 5 hash seeds x 5 train seeds)")
     return study
 
 
@@ -438,6 +488,10 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
                 "limit_train",
                 "values",
                 "sparsities",
+                "stop_after_drops",
+                "stop_patience",
+                "design",
+                "order",
             },
             where,
         )
@@ -459,8 +513,23 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
             limit_train=p.get("limit_train"),
             values=dict(p.get("values", {})),
             sparsities=None if "sparsities" not in p else tuple(float(s) for s in p["sparsities"]),
+            stop_after_drops=p.get("stop_after_drops"),
+            stop_patience=p.get("stop_patience", 4),
+            design=p.get("design"),
+            order=p.get("order", "study"),
         )
+        if prof.stop_after_drops is not None:
+            check_int(f"{where}: stop_after_drops", prof.stop_after_drops, 1, None, StudyError)
+        check_int(f"{where}: stop_patience", prof.stop_patience, 1, None, StudyError)
+        check_choice(f"{where}: order", prof.order, ("study", "replicate"), StudyError)
         grids = {s: _restricted(prof, s) for s in prof.studies}  # loads and restricts each study once
+        for study in grids.values():
+            try:
+                study.seed_pairs(prof.train_seeds, prof.hash_seeds)
+            except StudyError as e:
+                raise StudyError(f"{where}: {e}") from None
+        if prof.design is not None:
+            _check_design(prof, grids, where)
         unknown = sorted(set(prof.values) - set(prof.studies))
         if unknown:
             raise StudyError(f"{where}: values given for studies {unknown} that the profile does not run")
@@ -483,6 +552,32 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
     return profiles
 
 
+def _check_design(profile: Profile, grids: dict[str, Study], where: str) -> None:
+    """Raise StudyError unless ``profile`` runs every cell of its design with the seeds each claim needs."""
+    from .design import DesignError, load_design
+
+    assert profile.design is not None
+    try:
+        design = load_design(profile.design)
+    except DesignError as e:
+        raise StudyError(f"{where}: design: {e}") from None
+    for c in design.claims:
+        w = f"{where}: design {design.name!r} claim {c.claim}"
+        if c.study not in grids:
+            raise StudyError(f"{w}: the profile does not run study {c.study!r}; add it")
+        study = grids[c.study]
+        have = {(getattr(v, c.param), s) for v in study.variants for s in study.sparsities}
+        missing = [cell for cell in c.cells if cell not in have]
+        if missing:
+            raise StudyError(f"{w}: study {c.study!r} lacks the cells ({c.param}, sparsity) {missing}; add them to it")
+        n = len(study.seed_pairs(profile.train_seeds, profile.hash_seeds))
+        if study.seeding != "paired" or n < c.seeds:
+            raise StudyError(
+                f"{w}: needs {c.seeds} paired seeds, study {c.study!r} runs {n} ({study.seeding}); "
+                "raise its replicates or the profile's seeds"
+            )
+
+
 def plan(
     profile: Profile,
     dataset: str,
@@ -492,7 +587,8 @@ def plan(
     studies: tuple[str, ...] | None = None,
 ) -> list[RunConfig]:
     """Every run of ``profile`` on ``dataset``, in a stable order (study, arm, variant, sparsity,
-    replicate), each once (a run a study reuses from another is planned under the other's name).
+    replicate; replicate first under ``profile.order == "replicate"``), each once (a run a study
+    reuses from another is planned under the other's name).
 
     Parameters
     ----------
@@ -515,10 +611,13 @@ def plan(
     if extra:
         raise StudyError(f"profile {profile.name!r} does not run studies {extra}; it runs {list(profile.studies)}")
     runs: dict[str, RunConfig] = {}  # by key: a reused run is planned once
+    rank: dict[str, int] = {}  # the replicate each run belongs to (order = "replicate")
     for name in names:
         study = _restricted(profile, name)
-        seeds = list(zip(profile.train_seeds, profile.hash_seeds))
-        for arm, v, s, (ts, hs) in itertools.product(study.arms, study.variants, study.sparsities, seeds):
+        seeds = study.seed_pairs(profile.train_seeds, profile.hash_seeds)
+        for arm, v, s, (i, (ts, hs)) in itertools.product(
+            study.arms, study.variants, study.sparsities, enumerate(seeds)
+        ):
             owner = study.reuse if (study.reuse is not None and arm == PAPER_ARM) else study.name
             run = RunConfig.from_fields(
                 dataset=dataset,
@@ -543,7 +642,12 @@ def plan(
                 optimizer=arm.optimizer,
                 lr=arm.lr,
                 table_grad_scale=arm.table_grad_scale,
+                stop_after_drops=profile.stop_after_drops,
+                stop_patience=profile.stop_patience,
                 **_schedule(study.recipe),
             )
             runs.setdefault(run.key, run)
+            rank.setdefault(run.key, i)
+    if profile.order == "replicate":  # stable: within a replicate, the study order
+        return sorted(runs.values(), key=lambda r: rank[r.key])
     return list(runs.values())

@@ -125,7 +125,7 @@ _V2 = (
 @pytest.mark.parametrize(
     "body,match",
     [
-        ('version = 3\nname = "bad"', "version 3 is not supported"),
+        ('version = 4\nname = "bad"', "version 4 is not supported"),
         ('version = 1\nname = "other"', "must equal the file's stem"),
         (
             'version = 1\nname = "bad"\ndescription = ""\nclaims = []\nkind = "dirichlet"\nsweep = "radius"\n'
