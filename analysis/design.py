@@ -28,13 +28,15 @@ from typing import Any
 
 from hashlab.configs import check_choice, check_int, check_real
 
-__all__ = ["ClaimDesign", "Design", "DesignError", "TESTS", "DESIGN_DIR", "load_design"]
+__all__ = ["ClaimDesign", "Design", "DesignError", "TESTS", "DESIGN_DIR", "PILOT_STUDY", "load_design"]
 
 DESIGN_DIR = Path(__file__).resolve().parent / "studies"
 """Where design files live beside the studies they name (``analysis/studies/*.toml``)."""
 
 TESTS = ("contrast", "difference", "curvature")
 """The kinds of primary comparison (module docstring)."""
+PILOT_STUDY = {"confirm_balance": "balance", "confirm_noise": "noise", "confirm_outlier": "noise"}
+"""The study of the pilot grid (the ``paper`` profile's) that holds each confirmatory study's cells."""
 _ACROSS = ("every", "mean")
 _DIRECTIONS = ("greater", "less")
 _PARAMS = ("alpha", "radius")

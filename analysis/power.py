@@ -29,13 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from .design import ClaimDesign, Design, load_design
+from .design import PILOT_STUDY, ClaimDesign, Design, load_design
 
 __all__ = ["PowerRow", "power_rows", "seeds_needed", "power_at", "sd_upper", "markdown", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
-PILOT_STUDY = {"confirm_balance": "balance", "confirm_noise": "noise", "confirm_outlier": "noise"}
-"""The pilot grid's study that holds each confirmatory study's cells."""
 
 
 def sd_upper(sd: float, n: int, confidence: float = 0.8) -> float:

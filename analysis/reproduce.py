@@ -154,7 +154,21 @@ def reproduce(
         "failed": [] if state is None else [f"{f.run.key}: {f.error}" for f in state.failures],
         "wall_time_s": time.perf_counter() - t0,
     }
-    if report and rows:
+    if report and rows and prof.design is not None:
+        from .design import load_design
+        from .report_confirm import write_confirm_report
+
+        write_confirm_report(
+            rows,
+            out,
+            design=load_design(prof.design),
+            dataset=dataset,
+            planned=len(runs),
+            missing=len(pending(runs, out)),
+            engine=engine,
+            workers=workers or default_workers(),
+        )
+    elif report and rows:
         from .report import write_report
 
         write_report(
