@@ -193,8 +193,10 @@ def _wilcoxon(d: np.ndarray, direction: str) -> float:
 
 
 def decide(tests: list[Test], alpha: float) -> str:
-    """The design's aggregation rule over a claim's primary test(s) (all must hold; one reversal or
-    one equivalence suffices against it).
+    """The design's aggregation rule over a claim's primary test(s): holds when every part is significant
+    in the claimed direction and not equivalent to 0 within the margin (a significant effect smaller than
+    the margin is no effect of interest: Lakens et al. 2018, amendment 1 of the design); reversed when a
+    part is significant the other way and not equivalent; does not hold when a part is equivalent.
 
     Returns
     -------
@@ -202,11 +204,12 @@ def decide(tests: list[Test], alpha: float) -> str:
     """
     if not tests or any(np.isnan(t.p) for t in tests):
         return INCONCLUSIVE
-    if all(t.p < alpha for t in tests):
+    trivial = [t.p_tost < alpha for t in tests]  # equivalent: any effect is smaller than the margin
+    if all(t.p < alpha and not eq for t, eq in zip(tests, trivial)):
         return HOLDS
-    if any(t.p_reverse < alpha for t in tests):
+    if any(t.p_reverse < alpha and not eq for t, eq in zip(tests, trivial)):
         return REVERSED
-    if any(t.p_tost < alpha for t in tests):
+    if any(trivial):
         return FAILS
     return INCONCLUSIVE
 
