@@ -11,7 +11,9 @@ command skips finished runs, so an interrupted reproduction loses nothing and re
 written from the records; ``--report-only`` rebuilds them without training.
 
 Profiles (``analysis/studies/profiles.toml``): ``smoke`` (under a minute on 2 cores), ``quick``
-(under 10 minutes on 2 cores), ``paper`` (the full grid of section 4.3, 3 paired seeds).
+(under 10 minutes on 2 cores), ``paper`` (the full grid of section 4.3, 3 paired seeds, 6 epochs:
+the pilot), ``confirm`` (the pre-registered confirmatory design, converged runs, 20 paired seeds;
+its report is the design's), ``converged`` (the full grid, converged, 3 seeds) and ``hashednets``.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def reproduce(
     Parameters
     ----------
     profile : str
-        A profile of ``analysis/studies/profiles.toml``: ``"smoke"``, ``"quick"`` or ``"paper"``.
+        A profile of ``analysis/studies/profiles.toml``, e.g. ``"smoke"``, ``"quick"``, ``"paper"``, ``"confirm"``.
     dataset : {"mnist", "fashion-mnist", "cifar10"}
     out : path-like
         Output folder (created; resumable).
@@ -186,7 +188,11 @@ def reproduce(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the reproduction's options on ``p`` (``python -m analysis.reproduce`` and ``hashlab reproduce``)."""
-    p.add_argument("--profile", default="quick", help="smoke, quick (default) or paper")
+    p.add_argument(
+        "--profile",
+        default="quick",
+        help="smoke, quick (default), paper, confirm, converged or hashednets (analysis/studies/profiles.toml)",
+    )
     p.add_argument(
         "--dataset",
         default="mnist",
