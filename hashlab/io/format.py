@@ -140,8 +140,9 @@ def needed_version(imap: IndexMap) -> int:
     """The oldest format version (>= 2) that holds ``imap`` with plain arrays: 3 for bias signs or a spec
     with a compression budget or hashed biases (readers before v3 cannot check those), else 2.
 
-    ``save_index_file`` writes :data:`FORMAT_VERSION` (4) unless asked for an older one; this is the
-    oldest it accepts for the map."""
+    ``save_index_file`` writes :data:`FORMAT_VERSION` (4) unless asked for an older one; of versions 2
+    and 3 it accepts this one and later (version 1, whose spec is informative, takes any map without
+    initial tables and bias signs)."""
     spec = imap.spec or {}
     v3 = (
         any(lay.bias_sign is not None for lay in imap.layers)
