@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build",
         help="build an index map and write it as an index file",
         description="Build an index map for an MLP architecture and write it atomically "
-        "as an index file (format v2, or v3 for budgets, hashed biases and bias signs; docs/FORMAT.md).",
+        "as an index file (format v4: the spec and a SHA-256 of the indices, which readers rebuild; docs/FORMAT.md).",
     )
     p.add_argument(
         "--arch",

@@ -1,5 +1,5 @@
-"""Stage 2, io: an :class:`~hashlab.maps.IndexMap` in, an index file out (format v3, or v2 when it
-suffices; docs/FORMAT.md), and back.
+"""Stage 2, io: an :class:`~hashlab.maps.IndexMap` in, an index file out (format v4: the spec alone for a map its
+spec rebuilds, else bit-packed arrays; v1-v3 on request; docs/FORMAT.md), and back.
 
 Also the atomic writes every hashlab output goes through, the path checks entry points run
 before any work (:mod:`hashlab.io.paths`) and the error classes with their exit codes
@@ -12,9 +12,13 @@ from .errors import EnvironmentProblem, InputError, UsageError
 from .format import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    MAX_REGENERATED_WEIGHTS,
     MAX_TABLE_ENTRIES,
+    STORAGES,
     FormatError,
     LimitError,
+    index_file_bytes,
+    load_index_bytes,
     load_index_file,
     read_header,
     save_index_file,
@@ -31,9 +35,13 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MAX_TABLE_ENTRIES",
+    "MAX_REGENERATED_WEIGHTS",
+    "STORAGES",
     "FormatError",
     "LimitError",
     "load_index_file",
+    "load_index_bytes",
+    "index_file_bytes",
     "read_header",
     "save_index_file",
     "read_weights",

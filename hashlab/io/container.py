@@ -29,6 +29,7 @@ __all__ = [
     "TensorInfo",
     "Container",
     "read_container",
+    "read_container_bytes",
     "strict_json",
     "DTYPES",
     "MAX_HEADER_BYTES",
@@ -40,6 +41,7 @@ DTYPES: dict[str, np.dtype] = {
     "I16": np.dtype("<i2"),
     "I32": np.dtype("<i4"),
     "F32": np.dtype("<f4"),
+    "U8": np.dtype("u1"),  # bit-packed arrays (format v4)
 }
 MAX_HEADER_BYTES = 100 * 2**20  # the safetensors reader's own limit
 MAX_JSON_DEPTH = 64
@@ -154,16 +156,38 @@ def read_container(path: str | os.PathLike) -> Container:
         raise FormatError(f"{path}: is a directory, not an index file")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise FormatError(f"{path}: too short to be an index file ({size} bytes)")
-        (hlen,) = struct.unpack("<Q", raw)
-        if hlen > min(MAX_HEADER_BYTES, size - 8) or hlen < 2:
-            raise FormatError(
-                f"{path}: header length {hlen} is impossible for a {size}-byte file; "
-                "the file is not a safetensors index file or is truncated"
-            )
+        hlen = _header_length(path, f.read(8), size)
         hbytes = f.read(hlen)
+    return _parse_header(path, hlen, hbytes, size)
+
+
+def read_container_bytes(data: bytes | bytearray | memoryview, name: str) -> Container:
+    """:func:`read_container` of a file held in memory; ``name`` labels it in messages (``Container.path``).
+
+    Raises
+    ------
+    FormatError
+        As :func:`read_container`.
+    """
+    label = Path(name)
+    view = memoryview(data).cast("B")
+    hlen = _header_length(label, bytes(view[:8]), len(view))
+    return _parse_header(label, hlen, bytes(view[8 : 8 + hlen]), len(view))
+
+
+def _header_length(path: Path, raw: bytes, size: int) -> int:
+    if len(raw) < 8:
+        raise FormatError(f"{path}: too short to be an index file ({size} bytes)")
+    (hlen,) = struct.unpack("<Q", raw)
+    if hlen > min(MAX_HEADER_BYTES, size - 8) or hlen < 2:
+        raise FormatError(
+            f"{path}: header length {hlen} is impossible for a {size}-byte file; "
+            "the file is not a safetensors index file or is truncated"
+        )
+    return hlen
+
+
+def _parse_header(path: Path, hlen: int, hbytes: bytes, size: int) -> Container:
     if not hbytes.startswith(b"{"):
         raise FormatError(f"{path}: the header does not start with '{{'; not a safetensors file")
     try:

@@ -1,14 +1,18 @@
-"""PyTorch trainer for ArbNets: reads hashlab index files (format versions 1-3), never hashlab's hash generators.
+"""PyTorch trainer for ArbNets: reads hashlab index files (format versions 1-4), never hashlab's hash generators.
 
 Public API (torch is imported on first use, so ``TrainConfig`` is importable without it)::
 
     from trainers.torch_backend import ArbLinear, ArbMLP, TrainConfig, arbify, train, train_group
+    from trainers.torch_backend import save_arbnet, load_arbnet
 
 ``train`` and ``train_group`` (:mod:`trainers.torch_backend.training`, :mod:`trainers.torch_backend.group`)
 train the ArbMLP of one or several index files.
 
 ``arbify(model, index_map, skip=...)`` turns the ``nn.Linear`` layers of any module into
 ``ArbLinear`` layers of a map (:mod:`trainers.torch_backend.convert`).
+
+``save_arbnet(model, path)`` / ``load_arbnet(path)`` write and read a trained ArbMLP as one small
+safetensors file: tables, dense parameters and the map (:mod:`trainers.torch_backend.modelfile`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ __all__ = [
     "arbify",
     "train",
     "train_group",
+    "save_arbnet",
+    "load_arbnet",
 ]
 
 _LAZY = {
@@ -38,6 +44,8 @@ _LAZY = {
     "arbify": "convert",
     "train": "training",
     "train_group": "group",
+    "save_arbnet": "modelfile",
+    "load_arbnet": "modelfile",
 }
 
 

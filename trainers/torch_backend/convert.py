@@ -151,7 +151,7 @@ def arbify(
         ``(model, map)``: the same ``model`` object, and the map with layer ``k`` renamed to
         its module's name (``"features.3"``, ``"head"``); with ``init="weights"`` its
         ``initial_tables`` are the computed float32 tables, so saving it
-        (:func:`hashlab.io.format.save_index_file`, format v2) keeps the compressed weights.
+        (:func:`hashlab.io.format.save_index_file`) keeps the compressed weights.
 
     Raises:
         TypeError: if ``index_map`` is neither an :class:`IndexMap` nor a callable returning one.

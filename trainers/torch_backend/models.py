@@ -1,4 +1,4 @@
-"""ArbNet models built from an index file (format version 1, 2 or 3, ``hashlab.io.format``, docs/FORMAT.md)."""
+"""ArbNet models built from an index file (format version 1 to 4, ``hashlab.io.format``, docs/FORMAT.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from hashlab.configs import check_real
 from hashlab.io.format import load_index_file
-from hashlab.maps.indexmap import IndexMap
+from hashlab.maps.indexmap import IndexMap, LayerMap, index_dtype
 
 from .functional import load_scale
 from .layers import ArbLinear, table_init_bound
@@ -80,6 +80,11 @@ class ArbMLP(nn.Module):
             (empty for a layer-scope map).
         in_features, out_features: first layer's input and last layer's output size.
         spec: the map's ``spec`` dict (how it was built).
+        table_sizes: the map's table sizes (tuple of int).
+        options: the keyword arguments this model was built with (``bias``, ``activation``,
+            ``batch_norm``, ``dropout``, ``input_dropout``, ``output_activation``), so that
+            ``ArbMLP(model.to_index_map(), **model.options)`` builds the same network
+            (:func:`~trainers.torch_backend.modelfile.save_arbnet` stores them).
 
     Raises:
         ValueError: if the layers do not chain, or on an unknown activation or a dropout
@@ -157,6 +162,16 @@ class ArbMLP(nn.Module):
         self.in_features = layers[0].in_features
         self.out_features = layers[-1].out_features
         self.spec: dict[str, Any] = dict(index_map.spec)
+        self.table_sizes: tuple[int, ...] = tuple(index_map.table_sizes)
+        self.options: dict[str, Any] = {
+            "bias": bias,
+            "activation": activation,
+            "batch_norm": batch_norm,
+            "dropout": dropout,
+            "input_dropout": input_dropout,
+            "output_activation": output_activation,
+        }
+        self._layer_meta = [(lay.name, dict(lay.attrs)) for lay in layers]
         # initial tables (index format v2, e.g. `hashlab cluster` centres): copied over the random init
         self._table_of = [lay.table for lay in layers]
         self._initial_tables = {
@@ -173,7 +188,7 @@ class ArbMLP(nn.Module):
         """Build the model of an index file (read with :func:`hashlab.io.format.load_index_file`).
 
         Args:
-            path: an index file (format version 1, 2 or 3), e.g. from ``hashlab build``.
+            path: an index file (format version 1 to 4), e.g. from ``hashlab build``.
             validate: check every index range while loading (O(number of weights)).
             options: the keyword arguments of :class:`ArbMLP` (``activation=``, ``dropout=``...).
 
@@ -185,6 +200,38 @@ class ArbMLP(nn.Module):
         return cls(
             load_index_file(Path(path), mmap=True, validate=validate), bias=bias, device=device, dtype=dtype, **options
         )
+
+    def to_index_map(self) -> IndexMap:
+        """The map this model reads, as an :class:`~hashlab.maps.indexmap.IndexMap` (without initial tables).
+
+        Its ``spec``, table sizes, layer names and ``attrs`` are those of the map the model was built
+        from; its arrays are read back from the layers (``ArbLinear.indices``, ``sign``,
+        ``bias_indices``, ``bias_sign``), as numpy arrays on the CPU: int16 or int32 indices
+        (:func:`hashlab.maps.indexmap.index_dtype` of the table), int8 signs.
+
+        Returns:
+            :class:`~hashlab.maps.indexmap.IndexMap`, ``initial_tables`` None: the model's tables are
+            its own.
+        """
+
+        def array(t: Tensor | None, dtype: Any) -> np.ndarray | None:
+            return None if t is None else t.detach().cpu().numpy().astype(dtype)
+
+        layers = []
+        for (name, attrs), table, m in zip(self._layer_meta, self._table_of, self.linears):
+            dt = index_dtype(self.table_sizes[table])
+            layers.append(
+                LayerMap(
+                    name=name,
+                    indices=cast(np.ndarray, array(m.indices, dt)),
+                    table=table,
+                    sign=array(m.sign, np.int8),
+                    bias_indices=array(m.bias_indices, dt),
+                    attrs=dict(attrs),
+                    bias_sign=array(m.bias_sign, np.int8),
+                )
+            )
+        return IndexMap(layers=tuple(layers), table_sizes=self.table_sizes, spec=dict(self.spec))
 
     def reset_parameters(self) -> None:
         """Re-initialise shared tables, then every layer (owned tables, biases, BatchNorm), then copy the map's
@@ -233,6 +280,11 @@ class ArbMLP(nn.Module):
             scale = load_scale(loads, mode, group[0].table.dtype)
             for m in group:
                 m.set_grad_scale(scale)
+
+    @property
+    def layer_tables(self) -> list[int]:
+        """The table number (in the map) each layer reads, in order."""
+        return list(self._table_of)
 
     @property
     def linears(self) -> list[ArbLinear]:

@@ -20,14 +20,15 @@ def _dense() -> nn.Sequential:
     return nn.Sequential(OrderedDict(fc1=nn.Linear(12, 8), act=nn.ELU(), bn=nn.BatchNorm1d(8), fc2=nn.Linear(8, 3)))
 
 
-def test_state_dict_round_trip_writes_a_v2_file_whose_initial_tables_load_back(tmp_path, capsys):
+def test_state_dict_round_trip_writes_a_packed_v4_file_whose_initial_tables_load_back(tmp_path, capsys):
     model = _dense()
     torch.save(model.state_dict(), tmp_path / "dense.pt")
     out = tmp_path / "c.safetensors"
     assert main(["cluster", str(tmp_path / "dense.pt"), "--table-size", "16", "--iters", "4", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "fc1.weight" in printed and "fc2.weight" in printed and "bn.weight" not in printed
-    assert read_container(out).metadata["format_version"] == "2"
+    meta = read_container(out).metadata
+    assert meta["format_version"] == "4" and meta["storage"] == "packed"  # a learned map: its indices, bit-packed
     got = load_index_file(out)
     mats = [model.fc1.weight.detach().numpy(), model.fc2.weight.detach().numpy()]
     want = cluster_weights(mats, 16, iters=4)

@@ -54,18 +54,22 @@ GARBAGE = [
 
 
 def base_files(folder: Path) -> list[Path]:
-    """Small valid files of both versions covering every feature (sign, bias, int32, initial tables)."""
-    from tests.hashlab.io.golden.make_golden import GOLDEN, GOLDEN_V2
+    """Small valid files of versions 1, 2 and 4 covering every feature (sign, bias, int32, initial tables; v4:
+    spec-only with bias signs, and packed 3-bit and 16-bit codes)."""
+    from tests.hashlab.io.golden.make_golden import GOLDEN, GOLDEN_V2, GOLDEN_V4_PACKED, GOLDEN_V4_SPEC
 
     folder.mkdir(parents=True, exist_ok=True)
     a = save_index_file(
         build_map(HashSpec(kind="uniform", table_size=9, seed=1, sign=True, sparsity=0.2), Architecture((5, 4, 3))),
         folder / "a.safetensors",
+        version=2,
     )
     b = save_index_file(
-        build_map(HashSpec(kind="identity", scope="global"), Architecture((3, 2, 2))), folder / "b.safetensors"
+        build_map(HashSpec(kind="identity", scope="global"), Architecture((3, 2, 2))),
+        folder / "b.safetensors",
+        version=2,
     )
-    return [GOLDEN, GOLDEN_V2, a, b]
+    return [GOLDEN, GOLDEN_V2, a, b, GOLDEN_V4_SPEC, GOLDEN_V4_PACKED]
 
 
 def _split(raw: bytes) -> tuple[dict, bytes]:
@@ -270,6 +274,33 @@ def mutate(raw: bytes, rng: np.random.Generator, kind: str) -> bytes:
         return _join(h, bytes(buf), fix_checksum=fix)
     elif kind == "random":
         return bytes(rng.integers(0, 256, int(rng.integers(0, 200)), dtype=np.uint8))
+    elif kind == "v4-meta":  # the v4 keys: storage and indices_sha256, set, dropped, swapped or garbled
+        meta = h["__metadata__"]
+        choice = int(rng.integers(5))
+        if choice == 0:
+            meta["storage"] = pick(["spec", "packed", "", "SPEC", "arrays", "spec "])
+        elif choice == 1:
+            meta.pop(pick(["storage", "indices_sha256"]), None)
+        elif choice == 2:
+            meta["indices_sha256"] = pick(
+                ["sha256:" + "0" * 64, "sha256:" + "A" * 64, "sha256:", "md5:" + "0" * 32, meta.get("checksum", "")]
+            )
+        elif choice == 3 and "indices_sha256" in meta:  # one hex digit off
+            sha = meta["indices_sha256"]
+            pos = int(rng.integers(7, len(sha)))
+            meta["indices_sha256"] = sha[:pos] + ("1" if sha[pos] == "0" else "0") + sha[pos + 1 :]
+        else:
+            meta["format_version"] = pick(["3", "4"])
+    elif kind == "packed-bits":  # flip one bit of a tensor's last byte (padding bits, the highest codes)
+        names = _tensor_names(h)
+        if not names:
+            return raw[:-1]
+        b, e = h[pick(names)]["data_offsets"]
+        if e == b:
+            return raw[:-1]
+        buf = bytearray(data)
+        buf[e - 1] ^= 1 << int(rng.integers(8))
+        return _join(h, bytes(buf), fix_checksum=fix)
     else:
         raise ValueError(kind)
     return _join(h, data, fix_checksum=fix)
@@ -290,6 +321,8 @@ KINDS = (
     "truncate-append",
     "data-bytes",
     "random",
+    "v4-meta",
+    "packed-bits",
 )
 
 

@@ -1,4 +1,4 @@
-"""Format v3: bias signs, the writer's choice of version, and refusal of a v3 layer key in older versions."""
+"""Format v3: bias signs, the oldest version that holds a map, and refusal of a v3 layer key in older versions."""
 
 from __future__ import annotations
 
@@ -26,17 +26,20 @@ ARCH = Architecture((6, 5, 4, 3))
     st.sampled_from(["layer", "global"]),
     st.integers(0, 2**32),
 )
-def test_writer_picks_the_oldest_version_that_holds_the_map(tmp_path, kind, sign, hash_bias, scope, seed):
+def test_needed_version_is_the_oldest_that_holds_the_map(tmp_path, kind, sign, hash_bias, scope, seed):
     extra = {"alpha": 0.5} if kind == "dirichlet" else {"radius": 1} if kind == "neighborhood" else {}
     spec = HashSpec(kind=kind, compression="1/3", sign=sign, hash_bias=hash_bias, scope=scope, seed=seed, **extra)
     imap = build_map(spec, ARCH)
-    path = save_index_file(imap, tmp_path / "m.safetensors")
+    assert _version_of(save_index_file(imap, tmp_path / "d.safetensors")) == 4  # the default: v4, the smallest
+    path = save_index_file(imap, tmp_path / "m.safetensors", version=3)
     assert _version_of(path) == needed_version(imap) == 3  # a compression budget needs v3
     assert_maps_equal(load_index_file(path), imap)
     hidden = [lay.bias_indices is not None for lay in imap.layers]
     assert [lay.bias_sign is not None for lay in imap.layers] == [sign and h for h in hidden]
     plain = build_map(dataclasses.replace(spec, compression=None, table_size=7, hash_bias=False), ARCH)
-    assert needed_version(plain) == 2 and _version_of(save_index_file(plain, tmp_path / "p.safetensors")) == 2
+    assert (
+        needed_version(plain) == 2 and _version_of(save_index_file(plain, tmp_path / "p.safetensors", version=2)) == 2
+    )
 
 
 def test_bias_signs_are_their_own_stream():

@@ -11,7 +11,7 @@ import pytest
 from hashlab.cli import main
 from tests.hashlab.io import fuzz
 
-N_MUTANTS = 1400  # 100 of each of the 14 kinds
+N_MUTANTS = 1600  # 100 of each of the 16 kinds
 
 
 @pytest.fixture

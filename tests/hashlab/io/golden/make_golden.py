@@ -1,10 +1,11 @@
-"""Regenerate the golden files of formats v1, v2 and v3 (only on a deliberate, versioned format change).
+"""Regenerate the golden files of formats v1 to v4 (only on a deliberate, versioned format change).
 
 python -m tests.hashlab.io.golden.make_golden
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from hashlab import Architecture, HashSpec, IndexMap, LayerMap, build_map, save_
 GOLDEN = Path(__file__).with_name("index_v1.safetensors")
 GOLDEN_V2 = Path(__file__).with_name("index_v2.safetensors")
 GOLDEN_V3 = Path(__file__).with_name("index_v3.safetensors")
+GOLDEN_V4_SPEC = Path(__file__).with_name("index_v4_spec.safetensors")
+GOLDEN_V4_PACKED = Path(__file__).with_name("index_v4_packed.safetensors")
 GOLDEN_VERSION = "0.1.0"  # hashlab version that wrote the golden file
 
 
@@ -54,8 +57,37 @@ def golden_map_v3() -> IndexMap:
     )
 
 
+def golden_map_v4_spec() -> IndexMap:
+    """A map its spec rebuilds (v4 ``"spec"``: no index arrays in the file): the v3 golden map, with layer names
+    and attrs of its own (a file stores them; they are not rebuilt) and an initial table for table 1."""
+    m = golden_map_v3()
+    init = np.linspace(-1, 1, m.table_sizes[1], dtype=np.float32)
+    layers = tuple(
+        dataclasses.replace(lay, name=f"block{k}.linear", attrs={"note": "golden"} if k == 0 else {})
+        for k, lay in enumerate(m.layers)
+    )
+    return IndexMap(layers=layers, table_sizes=m.table_sizes, spec=m.spec, initial_tables=(None, init, None))
+
+
+def golden_map_v4_packed() -> IndexMap:
+    """A map no spec rebuilds (v4 ``"packed"``): the v2 golden map (3-bit and 16-bit codes: tables of 5 and 40000
+    entries, int16 and int32, zeros, signs, a shared bias, attrs, an initial table) and a layer with a signed
+    shared bias."""
+    m = golden_map_v2()
+    signed = LayerMap(
+        name="signed",
+        indices=np.array([[4, -1, 0], [2, 2, 1]], dtype=np.int16),
+        table=1,
+        bias_indices=np.array([-1, 3], dtype=np.int16),
+        bias_sign=np.array([1, -1], dtype=np.int8),
+    )
+    return dataclasses.replace(m, layers=m.layers + (signed,))
+
+
 if __name__ == "__main__":
     save_index_file(golden_map(), GOLDEN, version=1)
     save_index_file(golden_map_v2(), GOLDEN_V2, version=2)
     save_index_file(golden_map_v3(), GOLDEN_V3, version=3)
-    print(f"wrote {GOLDEN}, {GOLDEN_V2} and {GOLDEN_V3}")
+    save_index_file(golden_map_v4_spec(), GOLDEN_V4_SPEC, version=4, storage="spec")
+    save_index_file(golden_map_v4_packed(), GOLDEN_V4_PACKED, version=4, storage="packed")
+    print(f"wrote {GOLDEN}, {GOLDEN_V2}, {GOLDEN_V3}, {GOLDEN_V4_SPEC} and {GOLDEN_V4_PACKED}")
