@@ -6,7 +6,7 @@ Trick* (HashedNets, ICML 2015).
 """
 
 from ._version import __version__
-from .equiv import describe_map, recognize_conv, recognize_rnn
+from .equiv import automorphism_group, describe_map, recognize_conv, recognize_rnn
 from .io.format import FormatError, load_index_file, save_index_file
 from .maps.cluster import WeightsError, cluster_weights
 from .maps.conv import ConvGeometry, conv1d_map, conv2d_map, conv_map
@@ -39,6 +39,7 @@ __all__ = [
     "describe_map",
     "recognize_conv",
     "recognize_rnn",
+    "automorphism_group",
     "cluster_weights",
     "WeightsError",
 ]
