@@ -41,7 +41,8 @@ def add_symmetry_flags(p) -> None:
     p.add_argument(
         "--no-symmetry",
         action="store_true",
-        help="skip the automorphism group of each layer and of the network (needs python-igraph)",
+        help="skip the symmetry: the automorphism group of each layer and of the network (computed with "
+        "python-igraph's bliss where colour refinement does not settle it)",
     )
     p.add_argument(
         "--symmetry-time-limit",
