@@ -226,7 +226,10 @@ def test_the_order_is_the_brute_force_count_and_the_generators_generate_it(lay):
 @given(small_layers(), st.randoms(use_true_random=False))
 def test_the_group_is_invariant_to_relabeling_the_table_and_reordering_units(lay, rnd):
     g = automorphism_group(lay)
-    n = int(np.asarray(lay.indices).max()) + 2
+    top = [int(np.asarray(lay.indices).max())]
+    if lay.bias_indices is not None:
+        top.append(int(np.asarray(lay.bias_indices).max()))
+    n = max(top) + 2  # every entry a weight or the bias reads, and one more
     relabel = np.array(rnd.sample(range(n), n))
     rows = np.array(rnd.sample(range(lay.out_features), lay.out_features))
     cols = np.array(rnd.sample(range(lay.in_features), lay.in_features))
