@@ -931,7 +931,7 @@ def automorphism_group(
     single = isinstance(layer_or_map, LayerMap)
     name = layer_or_map.name if isinstance(layer_or_map, LayerMap) else "network"
     try:
-        return _compute(p, name, single, max_weights, deadline, t0, time_limit, backend)
+        return _compute(p, name, single, max_weights, deadline, t0, backend)
     except _Timeout as e:
         where = f" during {e.args[0]}" if e.args else ""
         raise SymmetryLimitError(
@@ -948,7 +948,6 @@ def _compute(
     max_weights: int,
     deadline: float | None,
     t0: float,
-    time_limit: float | None,
     backend: str,
 ) -> SymmetryGroup:
     labels = _identical_labels(p, backend)
