@@ -6,10 +6,11 @@ Trick* (HashedNets, ICML 2015).
 """
 
 from ._version import __version__
-from .equiv import describe_map, recognize_conv, recognize_rnn
+from .equiv import automorphism_group, describe_map, recognize_conv, recognize_rnn
 from .io.format import FormatError, load_index_file, save_index_file
 from .maps.cluster import WeightsError, cluster_weights
 from .maps.conv import ConvGeometry, conv1d_map, conv2d_map, conv_map
+from .maps.equivariant import equivariant_map
 from .maps.hashes import build_map, dirichlet_probabilities
 from .maps.indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .maps.rnn import RNNGeometry, rnn_map
@@ -39,6 +40,8 @@ __all__ = [
     "describe_map",
     "recognize_conv",
     "recognize_rnn",
+    "automorphism_group",
+    "equivariant_map",
     "cluster_weights",
     "WeightsError",
 ]

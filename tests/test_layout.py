@@ -10,7 +10,7 @@ Dependencies point one way, down the pipeline maps -> io -> stats / equiv -> tra
 * trainers consume maps and never generate them: ``trainers/`` imports only ``hashlab.io``, the
   in-memory map (``hashlab.maps.indexmap``), the geometry configs, the config helpers, the version
   and the CLI's dataclass-to-flags helper;
-* ``import hashlab`` loads none of torch, networkx, matplotlib, scipy.stats, trainers, analysis;
+* ``import hashlab`` loads none of torch, networkx, igraph, matplotlib, scipy.stats, trainers, analysis;
 * every stage sub-package imports on its own.
 
 Each rule is a function of the import graph, and a test shows it catches a violation.
@@ -42,7 +42,16 @@ TRAINERS_MAY_IMPORT = (
 # package -> the packages it must never import (the pipeline's upper layers)
 NEVER_IMPORTS = {"hashlab": ("trainers", "analysis"), "trainers": ("analysis",)}
 # what `import hashlab` must not load: heavy or optional packages, and the layers above the library
-NOT_ON_IMPORT = ("torch", "networkx", "matplotlib", "scipy.stats", "scipy.cluster", "trainers", "analysis")
+NOT_ON_IMPORT = (
+    "torch",
+    "networkx",
+    "igraph",
+    "matplotlib",
+    "scipy.stats",
+    "scipy.cluster",
+    "trainers",
+    "analysis",
+)
 STAGES = ("hashlab.maps", "hashlab.io", "hashlab.stats", "hashlab.equiv", "hashlab.commands")
 
 

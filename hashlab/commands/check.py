@@ -6,7 +6,9 @@
   numeric check against ``torch.nn.functional.conv1d/conv2d`` / ``torch.nn.RNN`` in float64 and
   float32 (outputs and gradients), prints PASS or FAIL with the max abs error, and exits 0 / 1.
 * ``hashlab check FILE`` prints what each layer of an index file is (dense / convolution with
-  geometry / RNN step / arbitrary) and why, with a witness when it is not a convolution.
+  geometry / RNN step / arbitrary) and why, with a witness when it is not a convolution; the
+  symmetry group each layer and the whole network are equivariant to
+  (:func:`hashlab.equiv.symmetry.map_symmetry`, through igraph's bliss), and the ties across layers.
 
 The numeric check comes from the ``hashlab.equivalence`` entry points (the torch trainer registers
 ``conv`` and ``rnn``, :mod:`hashlab.commands.plugins`) and is loaded only for the builder targets, so
@@ -18,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..equiv import describe_map
+from ..equiv import describe_map, find_ties, map_symmetry
 from ..equiv.check import StructureCheck, check_conv_structure, check_rnn_structure, format_description, numeric_lines
 from ..io.format import save_index_file
 from ..io.paths import check_output_path
 from ..maps.geometry import ConvGeometry, RNNGeometry
-from .inputs import add_max_table_entries, load_input_map
+from .inputs import add_max_table_entries, add_symmetry_flags, load_input_map, symmetry_bounds
 from .plugins import load_equivalence
 
 __all__ = ["register", "run", "BUILDERS"]
@@ -32,7 +34,7 @@ BUILDERS = ("conv1d", "conv2d", "rnn")
 _CONV_OPTS = ("input", "out_channels", "kernel", "stride", "padding", "dilation", "groups")
 _RNN_OPTS = ("input_size", "hidden_size", "steps")
 _BUILD_OPTS = _CONV_OPTS + _RNN_OPTS + ("no_bias", "output")
-_FILE_OPTS = ("ignore_attrs", "json")
+_FILE_OPTS = ("ignore_attrs", "json", "no_symmetry", "symmetry_time_limit", "symmetry_max_weights")
 
 _EPILOG = """examples:
   hashlab check conv2d --input 3x32x32 --out-channels 16 --kernel 5 --stride 2 --padding 2 --dilation 1
@@ -40,6 +42,7 @@ _EPILOG = """examples:
   hashlab check conv1d --input 3x100 --out-channels 8 --kernel 5 --dilation 3 -o conv1d.safetensors
   hashlab check rnn --input-size 5 --hidden-size 7 --steps 4 -o rnn.safetensors
   hashlab check map.safetensors
+  hashlab check map.safetensors --symmetry-time-limit 10 --json
 (a TARGET named conv1d, conv2d or rnn is a builder; write ./conv2d for a file of that name)"""
 
 
@@ -50,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build a conv1d / conv2d / RNN index map and check it numerically against torch (outputs and "
         "gradients) and structurally (recognised from the map alone), or describe every layer of an "
         "index file: dense, convolution with geometry, RNN step, or arbitrary with a witness "
-        "(Chang & Lipson 2018, section 2). Exit code 0 on PASS, 1 on FAIL, 2 on bad input.",
+        "(Chang & Lipson 2018, section 2), the permutation group each layer and the whole network are "
+        "equivariant to (its automorphism group, Ravanbakhsh et al. 2017), and the layers tied to each other. "
+        "Exit code 0 on PASS, 1 on FAIL, 2 on bad input.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -81,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="recover every geometry from the index arrays alone, ignoring the layers' attrs",
     )
     f.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_symmetry_flags(f)
     add_max_table_entries(f)
     p.set_defaults(func=run)
 
@@ -177,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
             extra = [o for o in _CONV_OPTS if getattr(args, o) is not None]
         else:
             extra = [o for o in _RNN_OPTS if getattr(args, o) is not None]
-        extra += [o for o in _FILE_OPTS if getattr(args, o)]
+        extra += [o for o in _FILE_OPTS if getattr(args, o) not in (None, False)]
         if extra:
             raise ValueError(f"--{extra[0].replace('_', '-')} does not apply to {args.target}")
         if args.batch_size < 1:
@@ -195,10 +201,14 @@ def run(args: argparse.Namespace) -> int:
             f"--{given[0].replace('_', '-')} only applies to the builder targets {', '.join(BUILDERS)}; "
             f"{args.target!r} is read as an index file"
         )
+    max_weights, time_limit = symmetry_bounds(args)
     imap = load_input_map(args.target, args)
     report = describe_map(imap, use_attrs=not args.ignore_attrs)
+    sym = None if args.no_symmetry else map_symmetry(imap, max_weights=max_weights, time_limit=time_limit)
+    ties = find_ties(imap)
     if args.json:
-        print(json.dumps({"file": str(args.target), **report.to_dict()}, indent=2, sort_keys=True))
+        more = {"symmetry": None if sym is None else sym.to_dict(), "ties": [t.to_dict() for t in ties]}
+        print(json.dumps({"file": str(args.target), **report.to_dict(), **more}, indent=2, sort_keys=True))
     else:
-        print(format_description(str(args.target), imap, report))
+        print(format_description(str(args.target), imap, report, sym, ties))
     return 0

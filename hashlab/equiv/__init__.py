@@ -1,5 +1,6 @@
 """Stage 4, equiv: an :class:`~hashlab.maps.IndexMap` in, what each layer *is* out: dense, a convolution
-(with its geometry), an RNN step, or arbitrary with a witness (docs/EQUIVALENCE.md).
+(with its geometry), an RNN step, or arbitrary with a witness; the symmetry group each layer and the whole
+network are equivariant to; ties across layers (docs/EQUIVALENCE.md).
 """
 
 from .conv_recognition import ConvVerdict, LayerFacts, recognize_conv
@@ -15,6 +16,16 @@ from .describe import (
     same_sharing,
     sharing_graph,
 )
+from .symmetry import (
+    Automorphism,
+    MapSymmetry,
+    Refusal,
+    SymmetryGroup,
+    SymmetryLimitError,
+    automorphism_group,
+    map_symmetry,
+)
+from .tying import Tie, find_ties
 from .witness import WeightRef, Witness
 
 __all__ = [
@@ -33,4 +44,13 @@ __all__ = [
     "sharing_graph",
     "WeightRef",
     "Witness",
+    "Automorphism",
+    "MapSymmetry",
+    "Refusal",
+    "SymmetryGroup",
+    "SymmetryLimitError",
+    "automorphism_group",
+    "map_symmetry",
+    "Tie",
+    "find_ties",
 ]

@@ -6,7 +6,9 @@
   numeric check (``trainers.torch_backend.equivalence``, which takes maps and never builds
   them) can run on exactly the same map.
 * :func:`numeric_lines` turns float64 / float32 numeric reports into the PASS / FAIL lines.
-* :func:`format_description` is the text of :func:`describe_map` for an index file.
+* :func:`format_description` is the text of :func:`describe_map` for an index file, with each layer's
+  symmetry group (:func:`hashlab.equiv.symmetry.map_symmetry`) and the ties across layers
+  (:func:`hashlab.equiv.tying.find_ties`) when given.
 
 numpy only; torch is never imported here.
 """
@@ -27,6 +29,8 @@ from ..maps.rnn import rnn_map
 from ..maps.spec import Architecture, HashSpec
 from .conv_recognition import recognize_conv
 from .describe import MapDescription, _plural, recognize_rnn, same_sharing
+from .symmetry import MapSymmetry, Refusal
+from .tying import Tie
 
 __all__ = ["StructureCheck", "check_conv_structure", "check_rnn_structure", "numeric_lines", "format_description"]
 
@@ -164,8 +168,32 @@ def _spec_line(spec: dict) -> str:
     return builder
 
 
-def format_description(path: str, imap: IndexMap, report: MapDescription) -> str:
-    """Human-readable text of :func:`~hashlab.equiv.describe_map` (``hashlab check FILE``)."""
+def _symmetry_line(g) -> str:
+    if isinstance(g, Refusal):
+        return f"symmetry: not computed: {g.reason}"
+    return f"symmetry: |Aut| = {g.order_text()}: {g.structure}"
+
+
+def format_description(
+    path: str,
+    imap: IndexMap,
+    report: MapDescription,
+    symmetry: MapSymmetry | None = None,
+    ties: Sequence[Tie] = (),
+) -> str:
+    """Human-readable text of :func:`~hashlab.equiv.describe_map` (``hashlab check FILE``).
+
+    Parameters
+    ----------
+    path : str
+    imap : IndexMap
+    report : MapDescription
+    symmetry : MapSymmetry, optional
+        Adds a ``symmetry:`` line under each layer and a ``network symmetry:`` line at the end.
+    ties : sequence of Tie
+        Adds a ``ties:`` line per tie.
+    """
+    sym_of = {} if symmetry is None else {g.name: g for g in symmetry.layers}
     lines = [
         f"{path}: {_plural(len(imap.layers), 'layer')}, {imap.num_weights:,} virtual weights, tables "
         f"{list(imap.table_sizes)}; built by {_spec_line(imap.spec)}"
@@ -174,6 +202,8 @@ def format_description(path: str, imap: IndexMap, report: MapDescription) -> str
     for lay in report.layers:
         where = f"{lay.name} ({lay.shape[0]}x{lay.shape[1]}, table {lay.table})"
         lines.append(f"{where}: {lay.kind.upper()}: {lay.summary}")
+        if lay.name in sym_of:
+            lines.append(f"    {_symmetry_line(sym_of[lay.name])}")
         if lay.rnn is not None:
             key = lay.rnn.layers[0]
             if key in shown:
@@ -190,4 +220,9 @@ def format_description(path: str, imap: IndexMap, report: MapDescription) -> str
             )
     else:
         lines.append(f"RNN: no: {rnn.witness}")
+    lines += [f"ties: {t.describe()}" for t in ties]
+    if symmetry is not None and symmetry.network is not None and len(imap.layers) > 1:
+        net = symmetry.network
+        joined = "" if isinstance(net, Refusal) or all(net.joined) else " (only where the sizes chain)"
+        lines.append(f"network {_symmetry_line(net)} (layers joined through their hidden units{joined})")
     return "\n".join(lines)

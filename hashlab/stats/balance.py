@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 STATS_SCHEMA = "hashlab.stats"
-STATS_VERSION = 2  # 2: adds "degeneracy" (per layer and total); every v1 key is unchanged
+STATS_VERSION = 3  # 2: adds "degeneracy" (per layer and total); 3: adds "symmetry"; every older key is unchanged
 LN2 = math.log(2.0)
 
 
@@ -406,7 +406,12 @@ class LayerReport:
 
 @dataclass
 class MapReport:
-    """Everything ``hashlab stats`` reports about one map. ``to_dict()`` is the JSON schema v2."""
+    """Everything ``hashlab stats`` reports about one map. ``to_dict()`` is the JSON schema v3.
+
+    ``symmetry`` is not computed here (the stats stage does not import ``hashlab.equiv``): ``hashlab stats``
+    attaches :func:`hashlab.equiv.symmetry.map_symmetry`'s result, any object with ``to_dict()`` and
+    ``lines()``; a report without one writes ``"symmetry": null``.
+    """
 
     spec: dict[str, Any]
     table_sizes: tuple[int, ...]
@@ -419,9 +424,10 @@ class MapReport:
     # (entropy, uniformity tests, E[max]), locality_s, degeneracy_s, theory_s: whichever were computed
     theory: dict[str, Any] | None = None
     degeneracy: MapDegeneracy | None = None
+    symmetry: Any = None  # hashlab.equiv.symmetry.MapSymmetry, attached by `hashlab stats`
 
     def to_dict(self, include_loads: bool = False) -> dict[str, Any]:
-        """JSON-ready dict: ``{"schema": "hashlab.stats", "version": 2, ...}`` (see ``docs/STATS.md``)."""
+        """JSON-ready dict: ``{"schema": "hashlab.stats", "version": 3, ...}`` (see ``docs/STATS.md``)."""
         return {
             "schema": STATS_SCHEMA,
             "version": STATS_VERSION,
@@ -437,6 +443,7 @@ class MapReport:
             else {"id": self.locality.id.to_dict(), "grid": self.locality.grid.to_dict()},
             "theory": self.theory,
             "degeneracy": None if self.degeneracy is None else self.degeneracy.to_dict(),
+            "symmetry": None if self.symmetry is None else _json_clean(self.symmetry.to_dict()),
         }
 
 

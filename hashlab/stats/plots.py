@@ -35,6 +35,7 @@ __all__ = [
     "locality_figure",
     "entropy_figure",
     "degeneracy_figure",
+    "symmetry_figure",
     "dirichlet_heatmap",
     "entropy_vs_alpha",
     "save_figure",
@@ -212,9 +213,41 @@ def degeneracy_figure(report) -> Figure:
     return fig
 
 
+def symmetry_figure(report) -> Figure:
+    """Per layer and for the network: ``log2 |Aut|``, the part from identical units hatched; refused: a cross.
+
+    Reads ``report.symmetry.to_dict()`` (:func:`hashlab.equiv.symmetry.map_symmetry`, attached by ``hashlab stats``).
+    """
+    if report.symmetry is None:
+        raise ValueError(
+            "the report has no symmetry part; attach one with report.symmetry = hashlab.equiv.map_symmetry(imap)"
+        )
+    d = report.symmetry.to_dict()
+    groups = list(d["layers"]) + ([d["network"]] if d.get("network") is not None else [])
+    fig = _new(max(5.0, 1.1 * len(groups) + 2.5), 4.0)
+    ax = fig.subplots()
+    x = np.arange(len(groups))
+    total = [g.get("log2_order", np.nan) if "refused" not in g else np.nan for g in groups]
+    ident = [g.get("identical_log2_order", np.nan) if "refused" not in g else np.nan for g in groups]
+    ax.bar(x, total, width=0.6, color=_COLORS[0], label="log2 |Aut|")
+    ax.bar(x, ident, width=0.6, color="none", edgecolor="k", hatch="//", label="from identical rows / columns")
+    top = np.nanmax(total + [1.0])
+    for k, g in enumerate(groups):
+        if "refused" in g:
+            ax.text(k, 0.02 * top, "refused", ha="center", va="bottom", rotation=90, fontsize=8)
+        else:
+            ax.text(k, g["log2_order"] + 0.01 * top, f"{g['log2_order']:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [g["name"] for g in groups], fontsize=9)
+    ax.set_ylim(0, 1.15 * top)
+    ax.set_ylabel("log2 |Aut| (bits)")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("Symmetry: log2 of the automorphism group of each sharing pattern (0 = trivial)", fontsize=10)
+    return fig
+
+
 def report_figures(report, outdir: str | os.PathLike) -> list[Path]:
-    """Write ``load_histogram.png``, ``entropy.png`` and (if computed) ``locality.png`` and
-    ``degeneracy.png`` into ``outdir``."""
+    """Write ``load_histogram.png``, ``entropy.png`` and (if computed) ``locality.png``,
+    ``degeneracy.png`` and ``symmetry.png`` into ``outdir``."""
     outdir = Path(outdir)
     paths = [
         save_figure(load_histogram_figure(report), outdir / "load_histogram.png"),
@@ -224,6 +257,8 @@ def report_figures(report, outdir: str | os.PathLike) -> list[Path]:
         paths.append(save_figure(locality_figure(report), outdir / "locality.png"))
     if report.degeneracy is not None:
         paths.append(save_figure(degeneracy_figure(report), outdir / "degeneracy.png"))
+    if report.symmetry is not None:
+        paths.append(save_figure(symmetry_figure(report), outdir / "symmetry.png"))
     return paths
 
 

@@ -1,6 +1,6 @@
 """Text of a :class:`~hashlab.stats.balance.MapReport`: what ``hashlab stats`` prints.
 
-:func:`format_report` lays out the balance, sign, locality, degeneracy and theory sections as
+:func:`format_report` lays out the balance, sign, locality, degeneracy, symmetry and theory sections as
 aligned columns; the numbers come from the report's fields (docs/STATS.md defines them).
 """
 
@@ -168,6 +168,8 @@ def format_report(report: MapReport) -> str:
         )
     if report.degeneracy is not None:
         lines += degeneracy_lines(report.degeneracy)
+    if report.symmetry is not None:
+        lines += [""] + list(report.symmetry.lines())
     lines += _theory_lines(report.theory)
     return "\n".join(lines)
 

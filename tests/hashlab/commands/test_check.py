@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from hashlab import load_index_file
+from hashlab import ARCHITECTURES, HashSpec, build_map, load_index_file, save_index_file
 from hashlab.cli import main
+from hashlab.maps import circulant_map, transpose_tied_map
 from hashlab.maps.conv import ConvGeometry, conv_map
 from hashlab.maps.rnn import RNNGeometry, rnn_map
 
@@ -167,6 +168,7 @@ def test_check_file_recovers_conv_and_rnn_maps(tmp_path, capsys):
         (["rnn", "--hidden-size", "3"], "rnn needs --input-size, --hidden-size and --steps", 2),
         (["missing.safetensors"], "does not exist", 3),
         (["missing.safetensors", "--kernel", "3"], "only applies to the builder targets", 2),
+        (["rnn", "--input-size", "2", "--hidden-size", "3", "--steps", "2", "--no-symmetry"], "does not apply", 2),
     ],
     ids=[
         "conv2d-input",
@@ -177,6 +179,7 @@ def test_check_file_recovers_conv_and_rnn_maps(tmp_path, capsys):
         "rnn-missing",
         "no-file",
         "builder-flag-on-file",
+        "file-flag-on-builder",
     ],
 )
 def test_bad_input_exits_2_or_3_with_the_fix(argv, message, code, capsys, tmp_path, monkeypatch):
@@ -208,3 +211,32 @@ def test_check_file_and_help_work_without_torch(tmp_path):
         text=True,
     )
     assert "conv1d, conv2d or rnn" in res.stdout
+
+
+def test_check_file_names_each_layers_group_and_the_networks(tmp_path, capsys):
+    path = tmp_path / "mod.safetensors"
+    save_index_file(build_map(HashSpec(kind="modulus", table_size=1000), ARCHITECTURES["mnist-mlp"]), path)
+    assert main(["check", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "symmetry: |Aut| = 2^75 = 37,778,931,862,957,161,709,568: S2^75 on 75 pairs of identical rows" in text
+    assert "symmetry: |Aut| = 2^795.8 (240 digits): S40^5 on 5 classes of 40 identical rows (outputs)" in text
+    assert "network symmetry: |Aut| = 32: S2^5 on 5 pairs of identical units of fc2 out" in text
+    assert main(["check", str(path), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["symmetry"]["layers"][0]["order"] == str(2**75) and rep["ties"] == []
+    assert main(["check", str(path), "--no-symmetry"]) == 0
+    assert "symmetry" not in capsys.readouterr().out
+
+
+def test_check_file_names_ties_and_refusals(tmp_path, capsys):
+    tied, circ = tmp_path / "tied.safetensors", tmp_path / "circ.safetensors"
+    save_index_file(transpose_tied_map(6, 4), tied)
+    save_index_file(circulant_map(16), circ)
+    assert main(["check", str(tied)]) == 0
+    assert "ties: fc1 is fc0 transposed (table 0): transpose-tied weights" in capsys.readouterr().out
+    assert main(["check", str(circ)]) == 0
+    assert "symmetry: |Aut| = 16: cyclic group C16" in capsys.readouterr().out
+    assert main(["check", str(circ), "--symmetry-max-weights", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "symmetry: not computed: circulant: after removing identical rows and columns" in text
+    assert "--symmetry-max-weights N" in text

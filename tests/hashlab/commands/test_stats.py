@@ -49,7 +49,7 @@ def test_stats_json_and_plots(map_file, tmp_path, capsys):
     out_json = tmp_path / "r0.json"
     assert main(["stats", str(path), "--json", str(out_json), "--plot", str(tmp_path / "png"), "--loads"]) == 0
     d = json.loads(out_json.read_text())
-    assert d["schema"] == "hashlab.stats" and d["version"] == 2
+    assert d["schema"] == "hashlab.stats" and d["version"] == 3
     rep = map_report(imap)
     assert d["total"]["entropy"]["nats"] == pytest.approx(rep.total.entropy_nats)
     assert len(d["layers"][0]["balance"]["loads"]) == 1000
@@ -60,7 +60,12 @@ def test_stats_json_and_plots(map_file, tmp_path, capsys):
         "entropy.png",
         "load_histogram.png",
         "locality.png",
+        "symmetry.png",
     ]
+    # v3 adds the symmetry section: r = 0 is i mod n, fc0 has 75 pairs of identical rows
+    sym = d["symmetry"]
+    assert [g["log2_order"] for g in sym["layers"]][0] == 75.0 and sym["layers"][0]["order"] == str(2**75)
+    assert sym["network"]["order"] == "32" and sym["network"]["layers"] == ["fc0", "fc1", "fc2"]
 
 
 def test_stats_balance_only_with_numpy_backend(map_file, capsys):
@@ -90,3 +95,44 @@ def test_figure_rejects_bad_alphas(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["figure", "dirichlet-heatmap", "-o", str(tmp_path / "x.png"), "--alphas", "0.1,-2"])
     assert e.value.code == 2 and "positive" in capsys.readouterr().err
+
+
+def test_stats_prints_log2_aut_per_layer_and_for_the_network(map_file, capsys):
+    path, _ = map_file
+    assert main(["stats", str(path), "--no-locality", "--no-degeneracy", "--time"]) == 0
+    out = capsys.readouterr().out
+    assert "symmetry: automorphism group of each sharing pattern" in out
+    assert "S2^75 on 75 pairs of identical rows (outputs)" in out and "network          5.00" in out
+    assert "symmetry " in out.split("time: load")[1]
+
+
+def test_stats_without_symmetry_writes_null(map_file, tmp_path, capsys):
+    path, _ = map_file
+    out_json = tmp_path / "r0.json"
+    assert main(["stats", str(path), "--no-locality", "--no-symmetry", "--json", str(out_json)]) == 0
+    assert "symmetry:" not in capsys.readouterr().out
+    d = json.loads(out_json.read_text())
+    assert d["version"] == 3 and d["symmetry"] is None and d["degeneracy"] is not None
+
+
+def test_stats_reports_a_refused_group_and_carries_on(tmp_path, capsys):
+    from hashlab.maps import circulant_map
+
+    path = tmp_path / "circ.safetensors"
+    save_index_file(circulant_map(12), path)
+    assert main(["stats", str(path), "--no-locality", "--symmetry-max-weights", "10", "--plot", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "refused: circulant: after removing identical rows and columns" in out and "max_weights=10" in out
+    assert (tmp_path / "symmetry.png").is_file()
+    assert main(["stats", str(path), "--no-locality"]) == 0
+    assert "cyclic group C12" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [("--symmetry-time-limit", "-1", "--symmetry-time-limit must be >= 0"), ("--symmetry-max-weights", "-5", ">= 0")],
+)
+def test_stats_refuses_negative_symmetry_bounds(map_file, flag, value, message, capsys):
+    path, _ = map_file
+    assert main(["stats", str(path), flag, value]) == 2
+    assert message in capsys.readouterr().err

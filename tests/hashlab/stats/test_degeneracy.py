@@ -68,7 +68,7 @@ def test_modulus_report_text_warns_and_json_carries_the_counts(modulus_report):
     assert "WARNING: fc0: rank bound 125 < min(out, in) = 200" in text
     assert "WARNING: fc2: rank bound 5 < min(out, in) = 10" in text
     d = rep.to_dict()
-    assert d["version"] == 2 and d["degeneracy"]["distinct_rows"] == 135
+    assert d["version"] == 3 and d["degeneracy"]["distinct_rows"] == 135
     assert d["layers"][0]["degeneracy"]["distinct_rows"] == 125
     assert d["layers"][0]["degeneracy"]["random_ranks"] == [125, 125]
 
