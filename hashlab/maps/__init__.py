@@ -1,14 +1,15 @@
-"""Stage 1, maps: a hash spec (or a conv / RNN geometry, or trained weights to cluster) and an architecture in,
-an :class:`IndexMap` out.
+"""Stage 1, maps: a hash spec (or a conv / RNN geometry, or trained weights to cluster) and an architecture (or any
+model's layer shapes) in, an :class:`IndexMap` out.
 
 Each virtual weight gets the table entry it reads (paper eq. 1-10); numba kernels with numpy twins.
 """
 
 from .cluster import INITS, WeightsError, cluster_weights, quantization_report
 from .conv import conv1d_map, conv2d_map, conv_map, conv_taps
-from .geometry import ConvGeometry, RNNGeometry
+from .geometry import LAYER_KINDS, ConvGeometry, LayerShape, RNNGeometry
 from .hashes import build_map, dirichlet_probabilities, stream_seed
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
+from .model import build_model_map
 from .rnn import rnn_map
 from .spec import ARCHITECTURES, HASH_KINDS, SCOPES, Architecture, HashSpec, SpecError
 
@@ -24,6 +25,9 @@ __all__ = [
     "LayerMap",
     "index_dtype",
     "build_map",
+    "build_model_map",
+    "LayerShape",
+    "LAYER_KINDS",
     "dirichlet_probabilities",
     "stream_seed",
     "ConvGeometry",
