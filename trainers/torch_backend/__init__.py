@@ -3,7 +3,7 @@
 Public API (torch is imported on first use, so ``TrainConfig`` is importable without it)::
 
     from trainers.torch_backend import ArbLinear, ArbConv2d, ArbEmbedding, ArbMLP, TrainConfig, train, train_group
-    from trainers.torch_backend import arbify, save_arbnet, load_arbnet
+    from trainers.torch_backend import arbify, strip, save_arbnet, load_arbnet
 
 ``train`` and ``train_group`` (:mod:`trainers.torch_backend.training`, :mod:`trainers.torch_backend.group`)
 train the ArbMLP of one or several index files.
@@ -35,6 +35,7 @@ __all__ = [
     "DatasetError",
     "gather_weight",
     "arbify",
+    "strip",
     "train",
     "train_group",
     "save_arbnet",
@@ -50,6 +51,7 @@ _LAZY = {
     "DatasetError": "data",
     "gather_weight": "functional",
     "arbify": "convert",
+    "strip": "convert",
     "train": "training",
     "train_group": "group",
     "save_arbnet": "modelfile",
