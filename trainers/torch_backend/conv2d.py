@@ -227,7 +227,7 @@ class ArbConv2d(ArbLayer):
             readers.append((conv.bias, layer.bias_indices, layer.bias_sign))
         with torch.no_grad():
             layer.table.copy_(bucket_means(table_size, readers))
-            if layer.bias is not None:
+            if layer.bias is not None and conv.bias is not None:
                 layer.bias.copy_(conv.bias)
         return layer.train(conv.training)
 
@@ -257,7 +257,8 @@ class ArbConv2d(ArbLayer):
                 total = d * (k - 1)
                 out += [total // 2, total - total // 2]
             return out
-        ph, pw = self.padding  # type: ignore[misc]  # a pair here
+        assert not isinstance(self.padding, str)  # a pair here
+        ph, pw = self.padding
         return [pw, pw, ph, ph]
 
     def forward(self, input: Tensor) -> Tensor:

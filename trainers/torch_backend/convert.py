@@ -21,8 +21,8 @@ hashlab::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -132,7 +132,7 @@ def layer_shapes(model: nn.Module, skip: Iterable[str] = (), kinds: Iterable[str
     layers = model_layers(model, skip, kinds)
     if not layers:
         raise ValueError(f"the model has no layer of kinds {tuple(kinds)} to replace (all skipped, or none)")
-    return tuple(LayerShape(_kind(m), tuple(m.weight.shape), name) for name, m in layers)  # type: ignore[arg-type]
+    return tuple(_shape(name, m) for name, m in layers)
 
 
 def linear_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str, nn.Linear]]:
@@ -251,8 +251,9 @@ def arbify(
             value = values[lay.table]
             if lay.table not in shared and value is not None:
                 arb.table.copy_(value)
-            if init == "weights" and arb.bias is not None:
-                arb.bias.copy_(module.bias)  # type: ignore[arg-type]  # a Linear or Conv2d with a bias
+            bias = getattr(module, "bias", None)
+            if init == "weights" and arb.bias is not None and isinstance(bias, torch.Tensor):
+                arb.bias.copy_(bias)
         new[id(module)] = arb.train(module.training)
     _replace(model, new)
     renamed = tuple(
@@ -321,7 +322,7 @@ def _plain(layer: ArbLayer) -> nn.Module:
                 dilation=layer.dilation,
                 groups=layer.groups,
                 bias=bias is not None,
-                padding_mode=layer.padding_mode,
+                padding_mode=layer.padding_mode,  # type: ignore[arg-type]  # checked by ArbConv2d
                 **kw,
             )
             weight = layer.virtual_kernel()
@@ -339,11 +340,11 @@ def _plain(layer: ArbLayer) -> nn.Module:
             raise TypeError(f"strip knows ArbLinear, ArbConv2d and ArbEmbedding, not {type(layer).__name__}")
         dense.weight.copy_(weight)
         if bias is not None:
-            dense.bias.copy_(bias)
+            cast(torch.Tensor, dense.bias).copy_(bias)
     return dense.train(layer.training)
 
 
-def _replace(model: nn.Module, new: dict[int, nn.Module]) -> None:
+def _replace(model: nn.Module, new: Mapping[int, nn.Module]) -> None:
     """Put ``new[id(m)]`` in every place of ``model`` that holds module ``m`` (tied modules included)."""
     for name, module in list(model.named_modules(remove_duplicate=False)):
         if id(module) in new:
@@ -351,8 +352,13 @@ def _replace(model: nn.Module, new: dict[int, nn.Module]) -> None:
             setattr(model.get_submodule(parent), child, new[id(module)])
 
 
+def _weight(m: nn.Module) -> torch.Tensor:
+    """The ``weight`` of a Linear, Conv2d or Embedding."""
+    return cast(torch.Tensor, m.weight)
+
+
 def _shape(name: str, m: nn.Module) -> LayerShape:
-    return LayerShape(_kind(m), tuple(m.weight.shape), name)  # type: ignore[arg-type]
+    return LayerShape(cast(str, _kind(m)), tuple(_weight(m).shape), name)
 
 
 def _fan_in(m: nn.Module) -> int | None:
@@ -362,7 +368,7 @@ def _fan_in(m: nn.Module) -> int | None:
 
 def _arb_layer(module: nn.Module, lay: LayerMap, n: int, table: nn.Parameter | None) -> ArbLayer:
     """The ArbNet layer of ``module`` reading map layer ``lay`` (table of ``n`` entries, or the shared ``table``)."""
-    w = module.weight
+    w = _weight(module)
     kw: dict[str, Any] = {"table": table, "device": w.device, "dtype": w.dtype}
     if isinstance(module, nn.Embedding):
         return ArbEmbedding(
@@ -434,7 +440,7 @@ def _initial_values(index_map: IndexMap, layers: list[tuple[str, nn.Module]], in
         idx = _tensor(lay.indices)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             idx[m.padding_idx] = -1  # the padding row reads nothing
-        weight = m.weight.reshape(_shape(name, m).matrix_shape)
+        weight = _weight(m).reshape(_shape(name, m).matrix_shape)
         parts.setdefault(lay.table, []).append((weight, idx, None if lay.sign is None else _tensor(lay.sign)))
         if lay.bias_indices is not None:
             parts[lay.table].append(
@@ -454,8 +460,8 @@ def _shared_tables(
     for t, group in readers.items():
         if len(group) == 1:
             continue  # the layer owns its table
-        w0 = group[0].weight
-        if any(m.weight.device != w0.device or m.weight.dtype != w0.dtype for m in group):
+        w0 = _weight(group[0])
+        if any(_weight(m).device != w0.device or _weight(m).dtype != w0.dtype for m in group):
             raise ValueError(
                 f"table {t} is read by layers on different devices or dtypes; "
                 "move the model to one device and dtype first"

@@ -816,6 +816,7 @@ class MapPlan(nn.Module):
             raise ValueError("row lookups need a key per weight; build the MapPlan with view=False, compact=False")
         keys = layout.key.view(self.shape)[rows]  # (*rows.shape, C)
         if pad is not None:  # the first zero slot: reads 0, its gradient is dropped
+            keys = _index_key(keys)  # int16 widened: ONNX's Where has no int16
             keys = keys.masked_fill(pad.unsqueeze(-1), layout.table_size * layout.lanes * layout.signs)
         return table_lookup(table, layout, keys, scale)
 

@@ -114,6 +114,7 @@ class ArbLayer(nn.Module):
     """
 
     table_size: int
+    bias: nn.Parameter | None
     bias_indices: Tensor | None
     bias_sign: Tensor | None
     weight_plan: MapPlan
