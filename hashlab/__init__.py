@@ -11,8 +11,10 @@ from .io.format import FormatError, load_index_file, save_index_file
 from .maps.cluster import WeightsError, cluster_weights
 from .maps.conv import ConvGeometry, conv1d_map, conv2d_map, conv_map
 from .maps.equivariant import equivariant_map
+from .maps.geometry import LayerShape
 from .maps.hashes import build_map, dirichlet_probabilities
 from .maps.indexmap import ZERO, IndexMap, LayerMap, index_dtype
+from .maps.model import build_model_map
 from .maps.rnn import RNNGeometry, rnn_map
 from .maps.spec import ARCHITECTURES, Architecture, HashSpec, SpecError
 
@@ -23,6 +25,8 @@ __all__ = [
     "ARCHITECTURES",
     "SpecError",
     "build_map",
+    "build_model_map",
+    "LayerShape",
     "dirichlet_probabilities",
     "IndexMap",
     "LayerMap",

@@ -28,7 +28,7 @@ import numpy as np
 from .._version import __version__
 from ..configs import is_int
 from ..maps.indexmap import IndexMap, LayerMap, index_dtype
-from ..maps.regenerate import regenerable, regenerate_map, regenerated_shapes
+from ..maps.regenerate import REGENERATORS, regenerable, regenerate_map, regenerated_shapes
 from ..maps.spec import HashSpec, SpecError
 from . import bitpack
 from .atomic import atomic_open
@@ -627,8 +627,8 @@ def _check_rebuildable(p: Path, spec: dict, layers_meta: list[dict], max_regener
     """A v4 ``"spec"`` file: the spec must name a builder hashlab rebuilds, of the header's layer shapes, in bounds."""
     if not regenerable(spec):
         raise FormatError(
-            f"{p}: storage 'spec' needs a spec that hashlab rebuilds (builder 'hashlab.build_map', 'conv1d', "
-            f"'conv2d', 'conv3d' or 'rnn'), got builder {spec.get('builder')!r}"
+            f"{p}: storage 'spec' needs a spec that hashlab rebuilds (builder {', '.join(map(repr, REGENERATORS))}), "
+            f"got builder {spec.get('builder')!r}; if a newer hashlab wrote the file, upgrade hashlab"
         )
     try:
         shapes = regenerated_shapes(spec)

@@ -1,5 +1,5 @@
 """Stage 1, maps: a hash spec (or a conv / RNN geometry, a permutation group, a known use of weight sharing, or
-trained weights to cluster) and an architecture in, an :class:`IndexMap` out.
+trained weights to cluster) and an architecture (or any model's layer shapes) in, an :class:`IndexMap` out.
 
 Each virtual weight gets the table entry it reads (paper eq. 1-10); numba kernels with numpy twins.
 """
@@ -16,10 +16,11 @@ from .equivariant import (
     regular_permutations,
     torus_group_table,
 )
-from .geometry import ConvGeometry, RNNGeometry
+from .geometry import LAYER_KINDS, ConvGeometry, LayerShape, RNNGeometry
 from .hashes import build_map, dirichlet_probabilities, stream_seed
 from .indexmap import ZERO, IndexMap, LayerMap, index_dtype
 from .known_uses import circulant_map, deepsets_map, shared_layers_map, toeplitz_map, transpose_tied_map
+from .model import build_model_map
 from .rnn import rnn_map
 from .spec import ARCHITECTURES, HASH_KINDS, SCOPES, Architecture, HashSpec, SpecError
 
@@ -35,6 +36,9 @@ __all__ = [
     "LayerMap",
     "index_dtype",
     "build_map",
+    "build_model_map",
+    "LayerShape",
+    "LAYER_KINDS",
     "dirichlet_probabilities",
     "stream_seed",
     "ConvGeometry",

@@ -1,8 +1,9 @@
-"""Layer geometries as typed configs: :class:`ConvGeometry` (paper eq. 4-6) and :class:`RNNGeometry` (eq. 1).
+"""Layer geometries as typed configs: :class:`ConvGeometry` (paper eq. 4-6), :class:`RNNGeometry` (eq. 1) and
+:class:`LayerShape` (the weight of one layer of any model, as a map's matrix).
 
 Pure dataclasses (validation, derived sizes, JSON round trip); the builders that turn them into
-index maps are :mod:`hashlab.maps.conv` and :mod:`hashlab.maps.rnn`. Trainers may import this
-module: it generates nothing.
+index maps are :mod:`hashlab.maps.conv`, :mod:`hashlab.maps.rnn` and :mod:`hashlab.maps.model`. Trainers may
+import this module: it generates nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from ..configs import check_bool, check_int, is_int, versioned_from_dict
 from .spec import SpecError
 
-__all__ = ["ConvGeometry", "RNNGeometry"]
+__all__ = ["ConvGeometry", "RNNGeometry", "LayerShape", "LAYER_KINDS"]
 
 _SPATIAL = ("kernel_size", "stride", "padding", "dilation")
 
@@ -297,3 +298,102 @@ class RNNGeometry:
             f"Elman RNN (tanh), input_size {self.input_size}, hidden_size {self.hidden_size}, "
             f"{self.steps} steps, {'bias' if self.bias else 'no bias'}"
         )
+
+
+LAYER_KINDS = ("linear", "conv2d", "embedding")
+"""The layers a :class:`LayerShape` describes (those ``arbify`` replaces)."""
+_WEIGHT_DIMS = {"linear": 2, "conv2d": 4, "embedding": 2}
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """The weight tensor of one layer of a model, and the matrix an index map holds for it.
+
+    Every layer's map is a 2-D ``LayerMap`` (``rows x cols``; identifier of weight ``(row, col)``:
+    ``row * cols + col``), whose entries are the torch weight tensor's, flattened row-major
+    (``weight.reshape(rows, cols)``):
+
+    * ``linear``: weight ``(out_features, in_features)``, matrix the same;
+    * ``conv2d``: weight ``(out_channels, in_channels // groups, kh, kw)``, matrix
+      ``(out_channels, in_channels // groups * kh * kw)``;
+    * ``embedding``: weight ``(num_embeddings, embedding_dim)``, matrix the same (row ``r`` is
+      embedding ``r``).
+
+    So a convolution's kernel is one row per output channel (its ``in_channels // groups`` input
+    channels, then ``kh``, then ``kw``), as ``conv.weight.flatten(1)``; an embedding's row is one
+    token's vector. (:func:`hashlab.maps.conv.conv_map` is another view of a convolution: its
+    dense ``(C_out H_out W_out) x (C_in H_in W_in)`` matrix, one layer per input size.)
+
+    Parameters
+    ----------
+    kind : {"linear", "conv2d", "embedding"}
+    weight_shape : tuple of int
+        The torch weight's shape: 2 sizes (``linear``, ``embedding``) or 4 (``conv2d``), each
+        ``>= 1``.
+    name : str
+        The module's name in its model (``"features.0"``; ``""`` when it has none): a key for
+        per-layer budgets and the name of the map's layer.
+
+    Attributes
+    ----------
+    matrix_shape : (int, int)
+        ``(rows, cols)`` of the map's layer, as above.
+    num_weights : int
+        ``rows * cols``.
+
+    Raises
+    ------
+    SpecError
+        On an unknown kind, a shape of the wrong length or with a size below 1, or a name
+        that is not a string.
+    """
+
+    kind: str
+    weight_shape: tuple[int, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAYER_KINDS:
+            raise SpecError(f"unknown layer kind {self.kind!r}; choose one of {', '.join(LAYER_KINDS)}")
+        dims = _WEIGHT_DIMS[self.kind]
+        try:
+            shape = tuple(self.weight_shape)
+        except TypeError:
+            shape = ()
+        if len(shape) != dims or not all(is_int(v, 1, 2**31 - 1, numpy=True) for v in shape):
+            raise SpecError(
+                f"a {self.kind} weight_shape must be {dims} sizes in [1, 2**31 - 1] (torch's weight.shape), "
+                f"got {self.weight_shape!r}"
+            )
+        object.__setattr__(self, "weight_shape", tuple(int(v) for v in shape))
+        if not isinstance(self.name, str):
+            raise SpecError(f"name must be a string (the module's name), got {self.name!r}")
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        return self.weight_shape[0], math.prod(self.weight_shape[1:])
+
+    @property
+    def num_weights(self) -> int:
+        return math.prod(self.weight_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{"kind", "weight_shape"}`` (the name is the layer's, stored with the layer, not here)."""
+        return {"kind": self.kind, "weight_shape": list(self.weight_shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerShape:
+        """Inverse of :meth:`to_dict` (a ``name`` key is accepted too).
+
+        Raises
+        ------
+        SpecError
+            If ``d`` is not a dict of these keys, or a field is invalid.
+        """
+        if not isinstance(d, dict) or not {"kind", "weight_shape"} <= set(d) <= {"kind", "weight_shape", "name"}:
+            raise SpecError(f"a layer shape is a dict with 'kind' and 'weight_shape' (and 'name'), got {d!r}")
+        return cls(d["kind"], d["weight_shape"], d.get("name", ""))
+
+    def attrs(self) -> dict[str, Any]:
+        """The ``LayerMap.attrs`` of this layer's map: ``{"layer": {"kind": ..., "weight_shape": [...]}}``."""
+        return {"layer": self.to_dict()}

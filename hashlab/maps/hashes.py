@@ -53,9 +53,9 @@ import numpy as np
 from .._version import __version__
 from . import kernels as K
 from .indexmap import IndexMap, LayerMap, index_dtype
-from .spec import Architecture, HashSpec, SpecError
+from .spec import Architecture, HashSpec, SpecError, TablePlan
 
-__all__ = ["build_map", "stream_seed", "dirichlet_probabilities", "BACKENDS"]
+__all__ = ["build_map", "hash_layers", "stream_seed", "dirichlet_probabilities", "BACKENDS"]
 
 BACKENDS = K.BACKENDS  # hashlab.backends.BACKENDS
 NUMBA_MIN_WEIGHTS = 1 << 15
@@ -108,6 +108,8 @@ def _entries_ref(
         return K.categorical_ref(ids, inner_cdf, s_index)
     if spec.kind == "neighborhood":
         return K.neighborhood_ref(ids, n, spec.radius, s_index)
+    if spec.kind == "block":
+        return K.block_ref(ids, local % in_f, spec.block_size or in_f, n, s_index)
     # xxhash: HashedNets keys on (layer, row, col) with the user's seed
     return K.xxhash_index_ref(k, local // in_f, local % in_f, n, spec.seed)
 
@@ -139,6 +141,8 @@ def _layer(
             kern.categorical(start, inner_cdf, guide, s_index, flat)
         elif spec.kind == "neighborhood":
             kern.neighborhood(start, n, spec.radius, s_index, flat)
+        elif spec.kind == "block":  # ROBE-Z: blocks of block_size weights of a row (default: the whole row)
+            kern.block(start, in_f, spec.block_size or in_f, n, s_index, flat)
         else:  # xxhash: HashedNets keys on (layer, row, col) with the user's seed
             kern.xxhash_index(k, n, np.uint64(spec.seed), indices)
 
@@ -176,7 +180,85 @@ def _bias_entries(spec: HashSpec, k: int, table: int, ids: np.ndarray, n_bias: i
     if spec.kind == "neighborhood":
         return K.neighborhood_ref(ids, n_bias, spec.radius, s_bias)
     local = ids - ids[0] if ids.size else ids
+    if spec.kind == "block":  # the layer's biases as one row of blocks
+        return K.block_ref(ids, local, spec.block_size or max(local.size, 1), n_bias, s_bias)
     return K.xxhash_index_ref(k, local, np.zeros_like(local), n_bias, s_bias)
+
+
+def hash_layers(
+    spec: HashSpec,
+    shapes: list[tuple[int, int]],
+    plan: TablePlan,
+    names: list[str],
+    backend: Literal["numba", "numpy"] = "numba",
+) -> list[LayerMap]:
+    """The layers of ``spec`` over weight matrices of ``shapes`` with the tables of ``plan``: :func:`build_map`'s core.
+
+    Layer ``k`` reads table ``k`` (``scope="layer"``) or 0 (``"global"``, identifiers offset by the weights of
+    the earlier layers), hashing into that table's ``plan.weights`` entries; where ``plan.biases`` gives a table
+    bias entries, every layer but the last of ``shapes`` gets hashed biases (:func:`build_map`). Any list of shapes
+    works: the layers need not chain (:func:`hashlab.maps.model.build_model_map` passes a model's layers).
+
+    Parameters
+    ----------
+    spec : HashSpec
+    shapes : list of (out_features, in_features)
+    plan : TablePlan
+        Weight and bias entries per table (one per layer, or one for ``scope="global"``).
+    names : list of str
+        One layer name per shape.
+    backend : {"numba", "numpy"}
+
+    Returns
+    -------
+    list of LayerMap
+        Indices of each table's dtype (:func:`~hashlab.maps.indexmap.index_dtype`), int8 signs with ``spec.sign``.
+    """
+    sizes = [o * i for o, i in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    glob = spec.scope == "global"
+    weight_sizes, table_sizes = plan.weights, plan.table_sizes
+    bias_cdfs: dict[int, np.ndarray] = {}
+    bias_start = 0  # global bias identifier of the first bias of layer k (scope="global")
+
+    inner_cdfs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    layers = []
+    for k, (out_f, in_f) in enumerate(shapes):
+        table = 0 if glob else k
+        n = weight_sizes[table]
+        start = int(offsets[k]) if glob else 0
+        s_index = stream_seed(spec.seed, table, _PURPOSE_INDEX)
+        if spec.kind == "dirichlet" and table not in inner_cdfs:
+            assert spec.alpha is not None  # a dirichlet HashSpec always has alpha
+            inner = np.cumsum(dirichlet_probabilities(n, spec.alpha, spec.seed, table))[:-1]
+            inner_cdfs[table] = (inner, K.guide_table(inner))
+        cdf, guide = inner_cdfs.get(table, (None, None))
+        # XXH64 of a fixed 8-byte input is a bijection of uint64, so the mask hashes of distinct
+        # positions never tie and the n_zero smallest are one well-defined set.
+        n_zero = int(round(spec.sparsity * sizes[k])) if spec.sparsity > 0 else 0
+        s_mask = stream_seed(spec.seed, k, _PURPOSE_MASK) if n_zero else np.uint64(0)
+        kern = K.kernels("numba" if backend == "numba" and sizes[k] >= NUMBA_MIN_WEIGHTS else "numpy")
+        indices = _layer(kern, spec, k, (out_f, in_f), start, n, s_index, cdf, guide, n_zero, s_mask)
+        sign = None
+        if spec.sign:
+            sign = kern.sign(k, stream_seed(spec.seed, k, _PURPOSE_SIGN), np.empty((out_f, in_f), np.int8))
+        dtype = index_dtype(table_sizes[table])
+        if indices.dtype != dtype:  # bias entries took the table past int16: same values, wider
+            indices = indices.astype(dtype)
+        bias_indices = bias_sign = None
+        if plan.biases[table] and k < len(shapes) - 1:
+            first = bias_start if glob else 0
+            ids = np.arange(first, first + out_f, dtype=np.int64)
+            bias_start += out_f
+            bias_indices = (_bias_entries(spec, k, table, ids, plan.biases[table], bias_cdfs) + n).astype(dtype)
+            if spec.sign:  # HashedNets' xiB: a sign hash of the bias identifiers, a stream of its own
+                bias_sign = K.sign_ref(k, ids, np.zeros_like(ids), stream_seed(spec.seed, k, _PURPOSE_BIAS_SIGN))
+        layers.append(
+            LayerMap(
+                name=names[k], indices=indices, table=table, sign=sign, bias_indices=bias_indices, bias_sign=bias_sign
+            )
+        )
+    return layers
 
 
 def build_map(
@@ -228,55 +310,12 @@ def build_map(
         )
     K.kernels(backend)  # refuses an unknown backend before any work
     shapes = arch.layer_shapes
-    sizes = [o * i for o, i in shapes]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    glob = spec.scope == "global"
     plan = spec.table_plan(shapes)
-    weight_sizes, table_sizes = plan.weights, plan.table_sizes
-    bias_cdfs: dict[int, np.ndarray] = {}
-    bias_start = 0  # global bias identifier of the first bias of layer k (scope="global")
-
-    inner_cdfs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    layers = []
-    for k, (out_f, in_f) in enumerate(shapes):
-        table = 0 if glob else k
-        n = weight_sizes[table]
-        start = int(offsets[k]) if glob else 0
-        s_index = stream_seed(spec.seed, table, _PURPOSE_INDEX)
-        if spec.kind == "dirichlet" and table not in inner_cdfs:
-            assert spec.alpha is not None  # a dirichlet HashSpec always has alpha
-            inner = np.cumsum(dirichlet_probabilities(n, spec.alpha, spec.seed, table))[:-1]
-            inner_cdfs[table] = (inner, K.guide_table(inner))
-        cdf, guide = inner_cdfs.get(table, (None, None))
-        # XXH64 of a fixed 8-byte input is a bijection of uint64, so the mask hashes of distinct
-        # positions never tie and the n_zero smallest are one well-defined set.
-        n_zero = int(round(spec.sparsity * sizes[k])) if spec.sparsity > 0 else 0
-        s_mask = stream_seed(spec.seed, k, _PURPOSE_MASK) if n_zero else np.uint64(0)
-        kern = K.kernels("numba" if backend == "numba" and sizes[k] >= NUMBA_MIN_WEIGHTS else "numpy")
-        indices = _layer(kern, spec, k, (out_f, in_f), start, n, s_index, cdf, guide, n_zero, s_mask)
-        sign = None
-        if spec.sign:
-            sign = kern.sign(k, stream_seed(spec.seed, k, _PURPOSE_SIGN), np.empty((out_f, in_f), np.int8))
-        dtype = index_dtype(table_sizes[table])
-        if indices.dtype != dtype:  # bias entries took the table past int16: same values, wider
-            indices = indices.astype(dtype)
-        bias_indices = bias_sign = None
-        if plan.biases[table] and k < len(shapes) - 1:
-            first = bias_start if glob else 0
-            ids = np.arange(first, first + out_f, dtype=np.int64)
-            bias_start += out_f
-            bias_indices = (_bias_entries(spec, k, table, ids, plan.biases[table], bias_cdfs) + n).astype(dtype)
-            if spec.sign:  # HashedNets' xiB: a sign hash of the bias identifiers, a stream of its own
-                bias_sign = K.sign_ref(k, ids, np.zeros_like(ids), stream_seed(spec.seed, k, _PURPOSE_BIAS_SIGN))
-        layers.append(
-            LayerMap(
-                name=f"fc{k}", indices=indices, table=table, sign=sign, bias_indices=bias_indices, bias_sign=bias_sign
-            )
-        )
+    layers = hash_layers(spec, shapes, plan, [f"fc{k}" for k in range(len(shapes))], backend)
     desc = spec.to_dict() | {
         "architecture": list(arch.features),
         "architecture_name": arch.name,
         "builder": "hashlab.build_map",
         "hashlab_version": __version__,
     }
-    return IndexMap(layers=tuple(layers), table_sizes=tuple(table_sizes), spec=desc)
+    return IndexMap(layers=tuple(layers), table_sizes=plan.table_sizes, spec=desc)

@@ -39,6 +39,7 @@ __all__ = [
     "categorical_ref",
     "neighborhood_ref",
     "xxhash_index_ref",
+    "block_ref",
     "sign_ref",
     "unit_float_ref",
     "guide_table",
@@ -48,6 +49,7 @@ __all__ = [
     "neighborhood_fill_nb",
     "modulus_fill",
     "xxhash_index_fill_nb",
+    "block_fill_nb",
     "sign_fill_nb",
     "fill_mask_nb",
     "mask_positions_ref",
@@ -57,6 +59,7 @@ __all__ = [
     "neighborhood_fill_ref",
     "modulus_fill_ref",
     "xxhash_index_fill_ref",
+    "block_fill_ref",
     "sign_fill_ref",
     "mask_ref",
     "MapKernels",
@@ -220,6 +223,32 @@ def xxhash_index_ref(layer, rows, cols, n, seed):
     lane = np.uint64(layer) | (rows.astype(np.uint64) << _U[32])
     h = xxh64_key_ref(lane, cols.astype(np.uint64), np.uint64(seed))
     return (h % np.uint64(n)).astype(np.int64)
+
+
+def block_ref(ids, cols, block, n, seed):
+    """Block hash (ROBE-Z, Desai et al. 2022): each run of ``block`` weights of a row reads a contiguous run of entries.
+
+    A row is cut into blocks of ``block`` consecutive columns (the last one shorter when ``block`` does not divide
+    the row); the block starting at identifier ``b`` starts at entry ``xxh64(b, seed) mod n``, and its ``j``-th weight
+    reads ``(xxh64(b, seed) mod n + j) mod n``: the table is a circular array, as in ROBE.
+
+    Parameters
+    ----------
+    ids : ndarray of int64, shape (N,), non-negative
+        Identifiers of the weights.
+    cols : ndarray of int64, shape (N,)
+        The column of each weight in its row, ``>= 0``.
+    block : int, >= 1
+        Weights per block.
+    n : int, table size, >= 1
+    seed : numpy.uint64, stream seed
+
+    Returns
+    -------
+    ndarray of int64, shape (N,), in [0, n)
+    """
+    j = np.asarray(cols, dtype=np.int64) % block  # offset inside the block
+    return (uniform_ref(np.asarray(ids, dtype=np.int64) - j, n, seed) + j % n) % n
 
 
 def sign_ref(layer, rows, cols, seed):
@@ -471,6 +500,33 @@ def xxhash_index_fill_nb(layer, n, seed, out):
 
 
 @nb.njit(parallel=True, cache=True)
+def _block_fill(start, cols, block, n, mp, sh1, sh2, seed, out):
+    s = np.uint64(seed)
+    un = np.uint64(n)
+    rows = out.shape[0] // cols
+    for r in nb.prange(rows):
+        base = r * cols
+        for b0 in range(0, cols, block):
+            e = np.int64(_mod_magic(_xxh64_u64(np.uint64(start + base + b0), s), un, mp, sh1, sh2))
+            for c in range(b0, min(b0 + block, cols)):
+                out[base + c] = e
+                e += 1
+                if e == n:
+                    e = 0
+    return out
+
+
+def block_fill_nb(start, cols, block, n, seed, out):
+    """``out[i] = block_ref([start + i], [i % cols], block, n, seed)`` for the 1-D ``out`` of ``rows * cols`` weights.
+
+    One hash per block (its first weight's identifier), then a ramp that wraps at ``n``; rows in parallel.
+    """
+    return _block_fill(
+        np.int64(start), np.int64(cols), np.int64(block), np.int64(n), *divide_magic(n), np.uint64(seed), out
+    )
+
+
+@nb.njit(parallel=True, cache=True)
 def sign_fill_nb(layer, seed, out):
     """``out[r, c] = sign_ref(layer, [r], [c], seed)`` for the 2-D int8 ``out``."""
     s = np.uint64(seed)
@@ -677,6 +733,13 @@ def xxhash_index_fill_ref(layer, n, seed, out):
     return out
 
 
+def block_fill_ref(start, cols, block, n, seed, out):
+    """numpy twin of :func:`block_fill_nb`: ``out[i] = block_ref([start + i], [i % cols], block, n, seed)``."""
+    local = np.arange(out.shape[0], dtype=np.int64)
+    out[:] = block_ref(local + start, local % cols, block, n, seed)
+    return out
+
+
 def sign_fill_ref(layer, seed, out):
     """numpy twin of :func:`sign_fill_nb`: ``out[r, c] = sign_ref(layer, [r], [c], seed)`` (int8 ``out``)."""
     local = np.arange(out.size, dtype=np.int64)
@@ -709,6 +772,8 @@ class MapKernels(NamedTuple):
         ``(start + i) mod n``, paper eq. 1.
     xxhash_index : callable ``(layer, n, seed, out) -> out``
         HashedNets index of the 2-D ``out`` (:func:`xxhash_index_ref`).
+    block : callable ``(start, cols, block, n, seed, out) -> out``
+        ROBE-Z block hash of the 1-D ``out`` holding rows of ``cols`` weights (:func:`block_ref`).
     sign : callable ``(layer, seed, out) -> out``
         Sign hash xi in {-1, +1} of the 2-D int8 ``out`` (:func:`sign_ref`).
     mask : callable ``(out, n_zero, seed, refill) -> out``
@@ -721,6 +786,7 @@ class MapKernels(NamedTuple):
     neighborhood: Callable[..., Any]
     modulus: Callable[..., Any]
     xxhash_index: Callable[..., Any]
+    block: Callable[..., Any]
     sign: Callable[..., Any]
     mask: Callable[..., Any]
 
@@ -732,6 +798,7 @@ _KERNELS = {
         neighborhood=neighborhood_fill_nb,
         modulus=modulus_fill,
         xxhash_index=xxhash_index_fill_nb,
+        block=block_fill_nb,
         sign=sign_fill_nb,
         mask=fill_mask_nb,
     ),
@@ -741,6 +808,7 @@ _KERNELS = {
         neighborhood=neighborhood_fill_ref,
         modulus=modulus_fill_ref,
         xxhash_index=xxhash_index_fill_ref,
+        block=block_fill_ref,
         sign=sign_fill_ref,
         mask=mask_ref,
     ),

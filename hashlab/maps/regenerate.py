@@ -2,9 +2,10 @@
 its index arrays.
 
 Every builder of hashlab is deterministic (a stateless hash of each identifier and the seed), so the spec that
-:func:`~hashlab.maps.hashes.build_map`, :func:`~hashlab.maps.conv.conv_map` or :func:`~hashlab.maps.rnn.rnn_map`
-records in ``IndexMap.spec`` gives back the same arrays on every run, thread count and machine, as long as the
-builder's code does not change (the file format guards that with a SHA-256 of the arrays; docs/FORMAT.md).
+:func:`~hashlab.maps.hashes.build_map`, :func:`~hashlab.maps.model.build_model_map`,
+:func:`~hashlab.maps.conv.conv_map` or :func:`~hashlab.maps.rnn.rnn_map` records in ``IndexMap.spec`` gives back the
+same arrays on every run, thread count and machine, as long as the builder's code does not change (the file format
+guards that with a SHA-256 of the arrays; docs/FORMAT.md).
 Maps learned from data (``hashlab.cluster_weights``) or composed by hand have no such spec.
 
 One registry, :data:`REGENERATORS`, keyed by the spec's ``builder``; :func:`regenerate_map` is how callers use it.
@@ -18,9 +19,11 @@ from typing import Any, Literal, NamedTuple
 
 from ..configs import is_int
 from .conv import conv_map
-from .geometry import ConvGeometry, RNNGeometry
+from .geometry import ConvGeometry, LayerShape, RNNGeometry
 from .hashes import build_map
 from .indexmap import IndexMap
+from .model import BUILDER as MODEL_BUILDER
+from .model import build_model_map
 from .rnn import rnn_map
 from .spec import Architecture, HashSpec, SpecError
 
@@ -45,9 +48,13 @@ class Regenerator(NamedTuple):
     build: Callable[[dict[str, Any], str], IndexMap]
 
 
-def _hash_parts(spec: dict[str, Any]) -> tuple[HashSpec, Architecture]:
+def _hash_spec(spec: dict[str, Any]) -> HashSpec:
     fields = {f.name for f in dataclasses.fields(HashSpec)} | {"version"}
-    hspec = HashSpec.from_dict({k: v for k, v in spec.items() if k in fields})
+    return HashSpec.from_dict({k: v for k, v in spec.items() if k in fields})
+
+
+def _hash_parts(spec: dict[str, Any]) -> tuple[HashSpec, Architecture]:
+    hspec = _hash_spec(spec)
     arch = spec.get("architecture")
     if not isinstance(arch, list) or not all(is_int(a, 1, 2**31 - 1) for a in arch):
         raise SpecError(f"a hashlab.build_map spec needs 'architecture', a list of feature sizes, got {arch!r}")
@@ -64,6 +71,27 @@ def _hash_shapes(spec: dict[str, Any]) -> list[tuple[int, int]]:
 def _hash_build(spec: dict[str, Any], backend: str) -> IndexMap:
     hspec, arch = _hash_parts(spec)
     return build_map(hspec, arch, backend=backend)  # type: ignore[arg-type]  # checked by regenerate_map
+
+
+def _model_parts(spec: dict[str, Any]) -> tuple[HashSpec, list[LayerShape], list[Any] | None]:
+    layers = spec.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise SpecError(
+            f"a {MODEL_BUILDER} spec needs 'layers', a non-empty list of layer shapes, got {layers!r}"[:300]
+        )
+    budgets = spec.get("budgets")
+    if budgets is not None and (not isinstance(budgets, list) or len(budgets) != len(layers)):
+        raise SpecError(f"a {MODEL_BUILDER} spec's 'budgets' must be a list of one budget per layer, got {budgets!r}")
+    return _hash_spec(spec), [LayerShape.from_dict(d) for d in layers], budgets
+
+
+def _model_shapes(spec: dict[str, Any]) -> list[tuple[int, int]]:
+    return [s.matrix_shape for s in _model_parts(spec)[1]]
+
+
+def _model_build(spec: dict[str, Any], backend: str) -> IndexMap:
+    hspec, shapes, budgets = _model_parts(spec)
+    return build_model_map(hspec, shapes, budgets=budgets, backend=backend)  # type: ignore[arg-type]
 
 
 def _geometry_fields(spec: dict[str, Any]) -> dict[str, Any]:
@@ -93,11 +121,14 @@ def _rnn_shapes(spec: dict[str, Any]) -> list[tuple[int, int]]:
 
 REGENERATORS: dict[str, Regenerator] = {
     "hashlab.build_map": Regenerator(_hash_shapes, _hash_build),
+    MODEL_BUILDER: Regenerator(_model_shapes, _model_build),
     **{op: Regenerator(_conv_shapes, _conv_build) for op in ("conv1d", "conv2d", "conv3d")},
     "rnn": Regenerator(_rnn_shapes, lambda s, _backend: rnn_map(RNNGeometry.from_dict(_geometry_fields(s)))),
 }
 """Builders whose maps a spec rebuilds, by the ``builder`` value of ``IndexMap.spec``: ``hashlab.build_map``
-(a :class:`HashSpec` and an architecture; built with the requested backend), ``conv1d``, ``conv2d``,
+(a :class:`HashSpec` and an architecture; built with the requested backend), ``hashlab.build_model_map`` (a
+:class:`HashSpec`, a list of :class:`LayerShape` dicts under ``layers`` and optional per-layer ``budgets``; the
+requested backend), ``conv1d``, ``conv2d``,
 ``conv3d`` and ``rnn`` (a geometry; plain numpy). Layer names and ``attrs`` are not rebuilt: an index
 file stores them."""
 

@@ -27,7 +27,7 @@ __all__ = [
     "DEFAULT_TABLE_SIZE",
 ]
 
-HASH_KINDS = ("identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash")
+HASH_KINDS = ("identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash", "block")
 SCOPES = ("layer", "global")
 DEFAULT_TABLE_SIZE = 1000
 """``table_size`` of a spec that gives neither ``table_size`` nor ``compression``."""
@@ -45,12 +45,15 @@ class HashSpec:
 
     Parameters
     ----------
-    kind : {"identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash"}
+    kind : {"identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash", "block"}
         ``identity``: one entry per weight (a plain MLP). ``modulus``: ``i mod n``
         (paper eq. 1). ``uniform``: uniform random entry (eq. 2). ``dirichlet``: entry
         probabilities ``p ~ Dir(alpha)`` then ``h(i) ~ Categorical(p)`` (eq. 8-9).
         ``neighborhood``: ``(i + U{-r..r}) mod n`` (eq. 10). ``xxhash``: HashedNets'
-        layer-wise ``xxh64(layer, row, col) mod n`` (Chen et al. 2015).
+        layer-wise ``xxh64(layer, row, col) mod n`` (Chen et al. 2015). ``block``: ROBE-Z
+        (Desai et al. 2022): each row is cut into blocks of ``block_size`` consecutive weights,
+        and a block reads a contiguous run of entries (circularly) starting where the uniform
+        hash of its first weight's identifier points (:func:`~hashlab.maps.kernels.block_ref`).
     table_size : int or None
         Entries per table for the weights, ``n``. Ignored by ``identity`` (its table has one entry
         per weight). Give ``table_size`` or ``compression``, not both; with neither it is
@@ -86,6 +89,10 @@ class HashSpec:
         network (``"global"``), where ``r`` is ``compression``, or the weights' own ratio
         ``table_size / weights`` (at most 1) with ``table_size``. The output layer keeps a dense
         bias. See :func:`~hashlab.maps.hashes.build_map` and docs/FORMAT.md.
+    block_size : int or None
+        Weights per block of the ``block`` kind, ``>= 1`` (ROBE's ``Z``); ``None`` (the default):
+        one block per row, so every row of a layer (an embedding row, an output unit's weights)
+        reads one contiguous run of the table. Only valid for ``block``.
 
     Attributes
     ----------
@@ -100,18 +107,19 @@ class HashSpec:
         Fields added within version 1: defaults for older dicts. :meth:`from_dict` fills them in
         where a dict lacks them, and :meth:`to_dict` leaves them out at these values, so a spec
         that does not use them has the same dict (and index-file header bytes) as before they
-        existed: ``compression`` (None) and ``hash_bias`` (False).
+        existed: ``compression`` (None), ``hash_bias`` (False) and ``block_size`` (None).
 
     Raises
     ------
     SpecError
         On any invalid field, with the fix in the message: ``table_size`` and ``compression``
         together, ``compression`` outside ``(0, 1]`` or unparsable, ``identity`` with a
-        ``compression`` other than 1.
+        ``compression`` other than 1, ``block_size`` with a kind other than ``block``.
     """
 
-    kind: Literal["identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash"] = field(
-        default="uniform", metadata={"help": "hash function (paper eq. 1, 2, 8-9, 10; xxhash = HashedNets)"}
+    kind: Literal["identity", "modulus", "uniform", "dirichlet", "neighborhood", "xxhash", "block"] = field(
+        default="uniform",
+        metadata={"help": "hash function (paper eq. 1, 2, 8-9, 10; xxhash = HashedNets; block = ROBE-Z blocks)"},
     )
     table_size: int | None = None
     seed: int = field(default=0, metadata={"help": "random seed, in [0, 2**63)"})
@@ -130,9 +138,13 @@ class HashSpec:
             "output layer's bias stays dense; biases are unsigned)"
         },
     )
+    block_size: int | None = field(
+        default=None,
+        metadata={"help": "weights per contiguous block of the block kind (ROBE's Z); default: one block per row"},
+    )
 
     SCHEMA_VERSION: ClassVar[int] = 1
-    ADDED_FIELDS: ClassVar[dict[str, Any]] = {"compression": None, "hash_bias": False}
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {"compression": None, "hash_bias": False, "block_size": None}
 
     def __post_init__(self) -> None:
         if self.kind not in HASH_KINDS:
@@ -178,6 +190,10 @@ class HashSpec:
             _check_int("radius", self.radius, lo=0, hi=2**31 - 1)
         elif self.radius is not None:
             raise SpecError(f"radius is only used by the neighborhood hash, not {self.kind!r}; drop it")
+        if self.block_size is not None:
+            if self.kind != "block":
+                raise SpecError(f"block_size is only used by the block hash, not {self.kind!r}; drop it")
+            _check_int("block_size", self.block_size, lo=1, hi=2**31 - 1)
         check_bool("sign", self.sign, SpecError)
         check_bool("hash_bias", self.hash_bias, SpecError)
 
@@ -189,8 +205,8 @@ class HashSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the fields and ``"version"`` (:attr:`SCHEMA_VERSION`), the form stored in index files.
 
-        The fields of :attr:`ADDED_FIELDS` (``compression``, ``hash_bias``) are left out at their
-        defaults (None, False), so a spec that does not use them has the same dict as before they
+        The fields of :attr:`ADDED_FIELDS` (``compression``, ``hash_bias``, ``block_size``) are left out at their
+        defaults (None, False, None), so a spec that does not use them has the same dict as before they
         existed; :meth:`from_dict` restores the defaults.
         """
         d = dataclasses.asdict(self)
@@ -363,6 +379,11 @@ class Architecture:
     def __post_init__(self) -> None:
         feats = tuple(self.features)
         object.__setattr__(self, "features", feats)
+        if any(hasattr(f, "weight_shape") for f in feats):
+            raise SpecError(
+                "Architecture takes feature sizes, got layer shapes (LayerShape, what arbify passes its builder); "
+                "build their map with hashlab.build_model_map(spec, shapes)"
+            )
         if len(feats) < 2:
             raise SpecError(f"an architecture needs at least 2 feature sizes (in and out), got {feats}")
         for f in feats:

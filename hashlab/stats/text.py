@@ -33,10 +33,17 @@ def _describe_spec(spec: dict[str, Any]) -> str:
         extra = f"(alpha={spec['alpha']:g})"
     elif spec.get("radius") is not None:
         extra = f"(r={spec['radius']})"
+    elif spec.get("block_size") is not None:
+        extra = f"(block={spec['block_size']})"
     arch = spec.get("architecture")
     sizes = "-".join(map(str, arch)) if arch else ""
     name = spec.get("architecture_name", "")
     arch_s = (sizes if name in ("", sizes) else f"{name} {sizes}") if arch else "?"
+    layers = spec.get("layers")
+    if not arch and isinstance(layers, list) and all(isinstance(x, dict) for x in layers):  # build_model_map
+        arch_s = ", ".join(f"{x.get('kind', '?')} {'x'.join(map(str, x.get('weight_shape', [])))}" for x in layers)
+        if spec.get("budgets") is not None:
+            arch_s += f"; per-layer budgets {spec['budgets']}"
     budget = (
         f"compression {spec['compression']}"
         if spec.get("compression") is not None

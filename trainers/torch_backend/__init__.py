@@ -2,14 +2,16 @@
 
 Public API (torch is imported on first use, so ``TrainConfig`` is importable without it)::
 
-    from trainers.torch_backend import ArbLinear, ArbMLP, TrainConfig, arbify, train, train_group
-    from trainers.torch_backend import save_arbnet, load_arbnet
+    from trainers.torch_backend import ArbLinear, ArbConv2d, ArbEmbedding, ArbMLP, TrainConfig, train, train_group
+    from trainers.torch_backend import arbify, strip, save_arbnet, load_arbnet
 
 ``train`` and ``train_group`` (:mod:`trainers.torch_backend.training`, :mod:`trainers.torch_backend.group`)
 train the ArbMLP of one or several index files.
 
-``arbify(model, index_map, skip=...)`` turns the ``nn.Linear`` layers of any module into
-``ArbLinear`` layers of a map (:mod:`trainers.torch_backend.convert`).
+``ArbLinear``, ``ArbConv2d`` and ``ArbEmbedding`` (:mod:`.layers`, :mod:`.conv2d`, :mod:`.embedding`) read their
+weights from a shared table through an index map. ``arbify(model, index_map, skip=...)`` turns the ``nn.Linear``,
+``nn.Conv2d`` and ``nn.Embedding`` layers of any module into them, and ``strip(model)`` turns them back into plain
+layers holding the virtual weights, for deployment and export (:mod:`trainers.torch_backend.convert`).
 
 ``save_arbnet(model, path)`` / ``load_arbnet(path)`` write and read a trained ArbMLP as one small
 safetensors file: tables, dense parameters and the map (:mod:`trainers.torch_backend.modelfile`).
@@ -23,13 +25,17 @@ from typing import Any
 from .config import ConfigError, TrainConfig
 
 __all__ = [
+    "ArbLayer",
     "ArbLinear",
+    "ArbConv2d",
+    "ArbEmbedding",
     "ArbMLP",
     "TrainConfig",
     "ConfigError",
     "DatasetError",
     "gather_weight",
     "arbify",
+    "strip",
     "train",
     "train_group",
     "save_arbnet",
@@ -37,11 +43,15 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ArbLayer": "layers",
     "ArbLinear": "layers",
+    "ArbConv2d": "conv2d",
+    "ArbEmbedding": "embedding",
     "ArbMLP": "models",
     "DatasetError": "data",
     "gather_weight": "functional",
     "arbify": "convert",
+    "strip": "convert",
     "train": "training",
     "train_group": "group",
     "save_arbnet": "modelfile",

@@ -22,6 +22,11 @@ Two implementations of ``W = sign * table[indices]`` (``W = 0`` where ``indices 
 
 Optionally the backward multiplies each entry's gradient by a per-entry ``scale``
 (load normalisation, :func:`entry_loads`).
+
+Export (:func:`tracing`: ``torch.onnx.export``, ``torch.export``, ``torch.jit.trace``) cannot trace the numba
+loops or the custom backward, so while tracing :meth:`MapPlan.gather` and :func:`table_lookup` read the table
+with plain torch ops instead (:meth:`GatherPlan.read_traceable`): the expanded table, then one ``Gather`` by the
+plan's key (a constant of the graph), the same values as :class:`TableGather`'s forward.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ __all__ = [
     "load_scale",
     "plan_indices",
     "plan_sign",
+    "expand_table",
+    "tracing",
+    "table_lookup",
 ]
 
 MAX_LANES = 8
@@ -115,6 +123,27 @@ def gather_weight_ref(table: torch.Tensor, indices: torch.Tensor, sign: torch.Te
     return w
 
 
+def tracing() -> bool:
+    """True while torch traces a graph for export (``torch.onnx.export``, ``torch.export.export``, ``torch.jit.trace``).
+
+    Then the layers read their tables with plain torch ops (:meth:`GatherPlan.read_traceable`), which export,
+    instead of the numba loops and the custom backward of :class:`TableGather`. ``torch.compile`` is not export:
+    it keeps :class:`TableGather`.
+    """
+    return bool(torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing())
+
+
+def expand_table(table: torch.Tensor, lanes: int, signs: int) -> torch.Tensor:
+    """The expanded table a plan's key reads: ``(n * lanes * signs + PAD_SLOTS,)``, ``table``'s dtype and device.
+
+    Slot ``(e * lanes + lane) * signs + neg`` holds ``table[e]`` (``neg = 0``) or ``-table[e]`` (``neg = 1``);
+    the last :data:`PAD_SLOTS` slots hold 0 (what zeroed weights read).
+    """
+    src = torch.stack([table, -table], 1) if signs == 2 else table  # (n,) or (n, 2)
+    src = src.view(-1, 1, signs).expand(-1, lanes, signs).reshape(-1)  # (n * lanes * signs,)
+    return F.pad(src, (0, PAD_SLOTS))  # (slots,): zeroed weights read 0
+
+
 class GatherPlan(nn.Module):
     """How one index map reads its table: built once by :func:`build_plan`, used every step.
 
@@ -174,6 +203,10 @@ class GatherPlan(nn.Module):
         """Forward of :class:`TableGather`: flat ``(N,)`` weights ``src[key]`` from the expanded table ``src``."""
         if cpu_kernels.supported(src, self.key):
             return cpu_kernels.gather(src, self.key)
+        return src.index_select(0, _index_key(self.key))
+
+    def read_traceable(self, src: torch.Tensor) -> torch.Tensor:
+        """:meth:`read` in plain torch ops that export (no numba): ``src.index_select(0, key)``, flat ``(N,)``."""
         return src.index_select(0, _index_key(self.key))
 
     def accumulate(self, grad_w: torch.Tensor) -> torch.Tensor:
@@ -258,6 +291,23 @@ class RowListPlan(GatherPlan):
         out = src.new_zeros(self.num_weights)
         out[self.positions()] = src.index_select(0, _index_key(self.key))
         return out
+
+    def positions_traceable(self) -> torch.Tensor:
+        """:meth:`positions` in plain torch ops of static shapes (its twin, and what export traces): int64 ``(L,)``.
+
+        The row of live weight ``j`` is the number of row starts ``row_ptr[1:R]`` at or before ``j`` (a scatter of
+        ones at the starts, then a cumulative sum).
+        """
+        live = self.key.numel()
+        starts = self.row_ptr[1:-1]  # (R - 1,), in [0, L]
+        marks = torch.zeros(live + 1, dtype=torch.int64, device=self.key.device)
+        marks = marks.scatter_add(0, starts, torch.ones_like(starts))
+        rows = marks.cumsum(0)[:live]  # (L,)
+        return rows * self.ncols + self.cols.long()
+
+    def read_traceable(self, src: torch.Tensor) -> torch.Tensor:
+        out = src.new_zeros(self.num_weights)
+        return out.scatter(0, self.positions_traceable(), src.index_select(0, _index_key(self.key)))
 
     def scatter(self, acc: torch.Tensor, grad_w: torch.Tensor) -> None:
         if cpu_kernels.supported(acc, self.key):
@@ -507,10 +557,7 @@ class TableGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: torch.Tensor, plan: GatherPlan, scale: torch.Tensor | None) -> torch.Tensor:
         ctx.plan, ctx.scale = plan, scale
-        src = torch.stack([table, -table], 1) if plan.signs == 2 else table  # (n,) or (n, 2)
-        src = src.view(-1, 1, plan.signs).expand(-1, plan.lanes, plan.signs).reshape(-1)  # (n * lanes * signs,)
-        src = F.pad(src, (0, PAD_SLOTS))  # (slots,): zeroed weights read 0
-        return plan.read(src)  # (N,)
+        return plan.read(expand_table(table, plan.lanes, plan.signs))  # (N,)
 
     @staticmethod
     @once_differentiable
@@ -531,6 +578,29 @@ def _index_key(key: torch.Tensor) -> torch.Tensor:
 def table_gather(table: torch.Tensor, plan: GatherPlan, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Functional form of :class:`TableGather`: flat ``(N,)`` virtual weights."""
     return TableGather.apply(table, plan, scale)
+
+
+def table_lookup(table: torch.Tensor, plan: GatherPlan, keys: torch.Tensor, scale: torch.Tensor | None = None):
+    """Weights ``sign * table[e]`` of the looked-up ``keys`` (of ``plan``'s layout): an embedding lookup.
+
+    :class:`TableGather` over a :class:`LanePlan` of the keys alone, so the table gets the same deterministic
+    gradient (on the CPU the serial numba scatter; elsewhere ``index_add_``) over the looked-up weights only;
+    while :func:`tracing`, plain torch ops (an export graph: the expanded table, one ``Gather``).
+
+    Args:
+        table: ``(n,)`` float.
+        plan: the layout the keys come from (gives ``table_size``, ``lanes``, ``signs``).
+        keys: integer keys of ``plan``'s layout (:meth:`MapPlan.lookup` takes them from the plan's key), any shape.
+        scale: optional per-entry gradient factor ``(n,)``.
+
+    Shape:
+        - Output: ``keys.shape``, ``table``'s dtype.
+    """
+    if tracing():
+        src = expand_table(table, plan.lanes, plan.signs)
+        return src.index_select(0, _index_key(keys.reshape(-1))).view(keys.shape)
+    lookup = LanePlan(keys.reshape(-1).contiguous(), plan.table_size, plan.lanes, plan.signs)
+    return table_gather(table, lookup, scale).view(keys.shape)
 
 
 def gather_weight(table: torch.Tensor, indices: torch.Tensor, sign: torch.Tensor | None = None) -> torch.Tensor:
@@ -714,7 +784,41 @@ class MapPlan(nn.Module):
             if scale is not None:
                 raise ValueError("a view of the table has no backward to scale; call to_plan() first")
             return table[self._view()].view(self.shape)
+        if tracing():  # export: plain torch ops, no numba loops or custom backward
+            src = expand_table(table, self.layout.lanes, self.layout.signs)
+            return self.layout.read_traceable(src).view(self.shape)
         return table_gather(table, self.layout, scale).view(self.shape)
+
+    def lookup(
+        self,
+        table: torch.Tensor,
+        rows: torch.Tensor,
+        pad: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Whole rows of the weights, ``sign * table[indices[rows]]``: shape ``(*rows.shape, C)`` for a ``(R, C)`` map.
+
+        An embedding lookup (:func:`table_lookup`): only the looked-up weights are gathered, and only they
+        send gradient to the table.
+
+        Args:
+            table: ``(n,)`` float.
+            rows: int64 row numbers in ``[0, R)``, any shape.
+            pad: optional bool tensor of ``rows``'s shape: those rows read zeros and send no gradient
+                (``nn.Embedding``'s ``padding_idx``).
+            scale: optional per-entry gradient factor ``(n,)``.
+
+        Raises:
+            ValueError: if the map is held as a view or a row list (build it with ``view=False, compact=False``).
+        """
+        layout = self.layout
+        if layout is None or layout.compact:
+            raise ValueError("row lookups need a key per weight; build the MapPlan with view=False, compact=False")
+        keys = layout.key.view(self.shape)[rows]  # (*rows.shape, C)
+        if pad is not None:  # the first zero slot: reads 0, its gradient is dropped
+            keys = _index_key(keys)  # int16 widened: ONNX's Where has no int16
+            keys = keys.masked_fill(pad.unsqueeze(-1), layout.table_size * layout.lanes * layout.signs)
+        return table_lookup(table, layout, keys, scale)
 
     def extra_repr(self) -> str:
         view = f", view_start={self.start}" if self.layout is None else ""

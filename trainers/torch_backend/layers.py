@@ -1,4 +1,10 @@
-"""ArbNet layers: a linear layer whose weights are read from a shared table through an index map."""
+"""ArbNet layers: layers whose weights are read from a shared table through an index map.
+
+:class:`ArbLayer` holds what every such layer shares (the table, owned or shared; the map compiled into a gather plan;
+a bias read from the table; the state-dict form of the map); :class:`ArbLinear` is the linear layer.
+:class:`~trainers.torch_backend.conv2d.ArbConv2d` and :class:`~trainers.torch_backend.embedding.ArbEmbedding` are
+the convolution and the embedding.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from hashlab.configs import check_int
 
 from .functional import MapPlan
 
-__all__ = ["ArbLinear", "table_init_bound", "bucket_means"]
+__all__ = ["ArbLayer", "ArbLinear", "table_init_bound", "bucket_means"]
 
 
 def table_init_bound(in_features: int) -> float:
@@ -83,7 +89,249 @@ def bucket_means(table_size: int, readers: Sequence[tuple[Tensor, Tensor, Tensor
     return sums / counts.clamp(min=1)
 
 
-class ArbLinear(nn.Module):
+class ArbLayer(nn.Module):
+    r"""Base of the ArbNet layers: weights read from a table of shared entries through an index map.
+
+    Holds what :class:`ArbLinear`, :class:`~trainers.torch_backend.conv2d.ArbConv2d` and
+    :class:`~trainers.torch_backend.embedding.ArbEmbedding` share. The map is a ``(rows, cols)`` integer array
+    (:attr:`map_shape`, a ``LayerMap``'s ``(out_features, in_features)``) with values in ``[-1, table_size)``:
+    virtual weight ``(r, c)`` is :math:`\xi_{rc}\,\text{table}[h(r, c)]`, or 0 where :math:`h(r, c) = -1`.
+    It is compiled once into a gather plan, the submodule :attr:`weight_plan`
+    (:class:`~trainers.torch_backend.functional.MapPlan`), which ``.to()`` re-lays for the table's device;
+    the state dict keeps the map itself (``indices``, ``sign``) and the plan is rebuilt from it on load.
+    An optional bias of :attr:`bias_len` values may be read from the table too (``bias_indices``, ``bias_sign``).
+
+    A subclass's constructor calls :meth:`_init_table` then :meth:`_init_map` (which register the table, the bias
+    buffers and the plan), allocates its own parameters and calls ``reset_parameters()``; it defines
+    :attr:`map_shape`, and :attr:`_plan_options` when its plan must keep a key per weight.
+
+    Attributes:
+        table: the learnable entries, ``(table_size,)`` (a Parameter owned by the layer, or shared with others).
+        table_size: ``n``.
+        weight_plan: the compiled map.
+        bias_indices, bias_sign: buffers of a bias read from the table, or ``None``.
+        bias_plan: :class:`~trainers.torch_backend.functional.MapPlan` of ``bias_indices``, or ``None``.
+    """
+
+    table_size: int
+    bias: nn.Parameter | None
+    bias_indices: Tensor | None
+    bias_sign: Tensor | None
+    weight_plan: MapPlan
+    bias_plan: MapPlan | None
+    _plan_options: dict[str, Any] = {}
+    """Keyword arguments of the weight plan's :class:`~trainers.torch_backend.functional.MapPlan`."""
+
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the index map (a ``LayerMap``'s ``(out_features, in_features)``)."""
+        raise NotImplementedError
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """Shape of the torch weight this layer stands for (its map, :attr:`map_shape`, flattened to 2-D)."""
+        return self.map_shape
+
+    @property
+    def bias_len(self) -> int:
+        """Length of a bias read from the table: the map's rows."""
+        return self.map_shape[0]
+
+    def _init_table(self, table_size: int | None, table: nn.Parameter | None, factory_kwargs: dict) -> None:
+        """Check ``table_size`` / ``table`` and register :attr:`table` (owned: empty, filled by reset_parameters)."""
+        if table is not None:
+            if not isinstance(table, nn.Parameter) or table.dim() != 1:
+                raise TypeError(
+                    "table must be a 1-D torch.nn.Parameter (the shared entries), "
+                    f"got {type(table).__name__} of shape {tuple(getattr(table, 'shape', ()))}"
+                )
+            if table_size is None:
+                table_size = table.numel()
+            elif table.numel() != table_size:
+                raise ValueError(f"table has {table.numel()} entries but table_size={table_size}")
+        check_int("table_size", table_size, 1, sys.maxsize, hint="or pass table=, the shared entries")
+        assert table_size is not None  # for mypy: check_int refused None
+        self.table_size = table_size
+        self._owns_table = table is None
+        self.table = table if table is not None else nn.Parameter(torch.empty(table_size, **factory_kwargs))
+
+    def _init_map(
+        self,
+        indices: Tensor | np.ndarray,
+        sign: Tensor | np.ndarray | None,
+        bias_indices: Tensor | np.ndarray | None,
+        bias_sign: Tensor | np.ndarray | None,
+        device: Any,
+    ) -> None:
+        """Check the map and compile it (after :meth:`_init_table`).
+
+        ``indices`` / ``sign`` of :attr:`map_shape` (or of :attr:`weight_shape`, flattened row-major to it), the
+        bias map of :attr:`bias_len`; registers ``bias_indices``, ``bias_sign`` and the plans.
+        """
+        shape, wshape = self.map_shape, self.weight_shape
+        indices = _as_tensor(indices, "indices")
+        if tuple(indices.shape) == wshape != shape:
+            indices = indices.reshape(shape)  # a map in the weight's shape, e.g. a kernel's (out, in/groups, kh, kw)
+        _check_indices(indices, shape, self.table_size, "indices")
+        if sign is not None:
+            sign = _as_tensor(sign, "sign")
+            if tuple(sign.shape) == wshape != shape:
+                sign = sign.reshape(shape)
+            if tuple(sign.shape) != shape or not bool(((sign == 1) | (sign == -1)).all()):
+                raise ValueError(f"sign must have shape {shape} and values in {{-1, +1}}")
+        n_bias = self.bias_len
+        if bias_indices is not None:
+            bias_indices = _as_tensor(bias_indices, "bias_indices")
+            _check_indices(bias_indices, (n_bias,), self.table_size, "bias_indices")
+            bias_indices = bias_indices.to(device)
+        self.register_buffer("bias_indices", bias_indices)
+        if bias_sign is not None:
+            bias_sign = _as_tensor(bias_sign, "bias_sign")
+            if (
+                bias_indices is None
+                or tuple(bias_sign.shape) != (n_bias,)
+                or not bool(((bias_sign == 1) | (bias_sign == -1)).all())
+            ):
+                raise ValueError(f"bias_sign needs bias_indices, shape ({n_bias},) and values in {{-1, +1}}")
+            bias_sign = bias_sign.to(device=device, dtype=torch.int8)
+        self.register_buffer("bias_sign", bias_sign)
+        self.register_buffer("_grad_scale", None, persistent=False)
+        self._set_map(indices.to(device), None if sign is None else sign.to(device))
+
+    # -- the map: held as gather plans (submodules); `indices` / `sign` are rebuilt from them ----------
+
+    def _set_map(self, indices: Tensor, sign: Tensor | None) -> None:
+        """Compile ``indices`` / ``sign`` and the bias map into gather plans laid out for the table's device."""
+        self.weight_plan = MapPlan(indices, self.table_size, sign, device=self.table.device, **self._plan_options)
+        self._set_bias_plan()
+
+    def _set_bias_plan(self) -> None:
+        plan = None
+        if self.bias_indices is not None:
+            plan = MapPlan(
+                self.bias_indices,
+                self.table_size,
+                self.bias_sign,
+                device=self.table.device,
+                lanes=1,
+                compact=False,
+                view=False,
+            )
+        self.bias_plan = plan
+
+    @property
+    def indices(self) -> Tensor:
+        """The index map, :attr:`map_shape`, dtype as given, ``-1`` = zero (rebuilt per read)."""
+        return self.weight_plan.indices(self.table.device)
+
+    @property
+    def sign(self) -> Tensor | None:
+        """int8 sign hash of shape :attr:`map_shape`, or ``None`` (rebuilt per read)."""
+        return self.weight_plan.sign()
+
+    @property
+    def zero_mask(self) -> Tensor:
+        """bool of shape :attr:`map_shape`, ``True`` where the weight is fixed at zero."""
+        return self.indices < 0
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes held in index buffers (plan key, row list or sorted segments, bias map); the map's resident cost."""
+        bufs = (self.bias_indices, self.bias_sign)
+        return (
+            self.weight_plan.index_bytes
+            + (0 if self.bias_plan is None else self.bias_plan.index_bytes)
+            + sum(b.numel() * b.element_size() for b in bufs if b is not None)
+        )
+
+    def entry_loads(self) -> Tensor:
+        """int64 ``(table_size,)``: how many weights (and table-read biases) of this layer read each entry.
+
+        Zeroed weights (index ``-1``) are not counted; signs are ignored.
+        """
+        loads = self.weight_plan.entry_loads(self.table.device)
+        if self.bias_plan is not None:
+            loads = loads + self.bias_plan.entry_loads()
+        return loads
+
+    def set_grad_scale(self, scale: Tensor | None) -> None:
+        """Multiply the table gradient from this layer by ``scale`` (float ``(table_size,)``) or stop (``None``).
+
+        Used for load-normalised table updates
+        (:func:`~trainers.torch_backend.functional.load_scale`); readers of a shared table must
+        all get the same factor.
+        """
+        if scale is not None:
+            if tuple(scale.shape) != (self.table_size,):
+                raise ValueError(f"scale must have shape ({self.table_size},), got {tuple(scale.shape)}")
+            scale = scale.to(device=self.table.device, dtype=self.table.dtype)
+            self.weight_plan.to_plan(self.table.device)  # the view has no backward of its own: use a plan
+        self._grad_scale = scale
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # the map itself, not its plan
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "indices"] = self.indices
+        sign = self.sign
+        if sign is not None:
+            destination[prefix + "sign"] = sign
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        indices, sign = state_dict.get(prefix + "indices"), state_dict.get(prefix + "sign")
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        for name in ("indices", "sign"):
+            if prefix + name in unexpected_keys:
+                unexpected_keys.remove(prefix + name)
+        if indices is None:
+            missing_keys.append(prefix + "indices")
+            self._set_bias_plan()
+            return
+        try:
+            shape = self.map_shape
+            _check_indices(indices, shape, self.table_size, prefix + "indices")
+            if sign is not None and (tuple(sign.shape) != shape or not bool(((sign == 1) | (sign == -1)).all())):
+                raise ValueError(f"{prefix}sign must have shape {shape} and values in {{-1, +1}}")
+        except (TypeError, ValueError) as e:
+            error_msgs.append(str(e))
+            return
+        dev = self.table.device
+        self._set_map(indices.detach().to(dev), None if sign is None else sign.detach().to(dev))
+
+    def virtual_weight(self) -> Tensor:
+        """The virtual weight matrix, :attr:`map_shape`, differentiable w.r.t. the table."""
+        return self.weight_plan.gather(self.table, self._grad_scale)
+
+    def virtual_bias(self) -> Tensor | None:
+        """The bias vector (the Parameter, or gathered from the table via ``bias_indices``), or ``None``."""
+        if self.bias_plan is None:
+            return self.bias
+        return self.bias_plan.gather(self.table, self._grad_scale)
+
+    @property
+    def compression_ratio(self) -> float:
+        """Virtual weights per table entry, ``rows * cols / table_size`` (zeros included)."""
+        return math.prod(self.map_shape) / self.table_size
+
+    def _map_repr(self) -> list[str]:
+        """The ``extra_repr`` items of the map: table size, compression ratio, sign, shared table, zeros."""
+        parts = [f"table_size={self.table_size}", f"compression_ratio={self.compression_ratio:.4g}"]
+        if self.weight_plan.has_sign:
+            parts.append("sign=True")
+        if self.bias_indices is not None:
+            parts.append("bias_from_table=True")
+        if self.bias_sign is not None:
+            parts.append("bias_sign=True")
+        if not self._owns_table:
+            parts.append("shared_table=True")
+        if self.weight_plan.num_zeros:
+            parts.append(f"zeros={self.weight_plan.num_zeros}")
+        return parts
+
+
+class ArbLinear(ArbLayer):
     r"""Linear layer with arbitrary weight sharing (an ArbNet layer).
 
     Applies :math:`y = x W^T + b` where the virtual weight matrix is read from a table
@@ -195,54 +443,21 @@ class ArbLinear(nn.Module):
         super().__init__()
         check_int("in_features", in_features, 1, sys.maxsize)
         check_int("out_features", out_features, 1, sys.maxsize)
-        if table is not None:
-            if not isinstance(table, nn.Parameter) or table.dim() != 1:
-                raise TypeError(
-                    "table must be a 1-D torch.nn.Parameter (the shared entries), "
-                    f"got {type(table).__name__} of shape {tuple(getattr(table, 'shape', ()))}"
-                )
-            if table_size is None:
-                table_size = table.numel()
-            elif table.numel() != table_size:
-                raise ValueError(f"table has {table.numel()} entries but table_size={table_size}")
-        check_int("table_size", table_size, 1, sys.maxsize, hint="or pass table=, the shared entries")
-        assert table_size is not None  # for mypy: check_int refused None
         if bias_indices is not None and not bias:
             raise ValueError("bias=False contradicts bias_indices (a bias read from the table); drop one of them")
-        self.in_features, self.out_features, self.table_size = in_features, out_features, table_size
-        shape = (out_features, in_features)
-
-        indices = _as_tensor(indices, "indices")
-        _check_indices(indices, shape, table_size, "indices")
-        if sign is not None:
-            sign = _as_tensor(sign, "sign")
-            if tuple(sign.shape) != shape or not bool(((sign == 1) | (sign == -1)).all()):
-                raise ValueError(f"sign must have shape {shape} and values in {{-1, +1}}")
-        if bias_indices is not None:
-            bias_indices = _as_tensor(bias_indices, "bias_indices")
-            _check_indices(bias_indices, (out_features,), table_size, "bias_indices")
-            bias_indices = bias_indices.to(device)
-        self.register_buffer("bias_indices", bias_indices)
-        if bias_sign is not None:
-            bias_sign = _as_tensor(bias_sign, "bias_sign")
-            if (
-                bias_indices is None
-                or tuple(bias_sign.shape) != (out_features,)
-                or not bool(((bias_sign == 1) | (bias_sign == -1)).all())
-            ):
-                raise ValueError(f"bias_sign needs bias_indices, shape ({out_features},) and values in {{-1, +1}}")
-            bias_sign = bias_sign.to(device=device, dtype=torch.int8)
-        self.register_buffer("bias_sign", bias_sign)
-
-        self._owns_table = table is None
-        self.table = table if table is not None else nn.Parameter(torch.empty(table_size, **factory_kwargs))
+        self.in_features, self.out_features = in_features, out_features
+        self._init_table(table_size, table, factory_kwargs)
+        self._init_map(indices, sign, bias_indices, bias_sign, device)
         if bias and bias_indices is None:
             self.bias = nn.Parameter(torch.empty(out_features, **factory_kwargs))
         else:
             self.register_parameter("bias", None)
-        self.register_buffer("_grad_scale", None, persistent=False)
-        self._set_map(indices.to(device), None if sign is None else sign.to(device))
         self.reset_parameters()
+
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        """``(out_features, in_features)``: the map is the weight matrix."""
+        return self.out_features, self.in_features
 
     @classmethod
     def from_linear(
@@ -319,108 +534,6 @@ class ArbLinear(nn.Module):
                 layer.bias.copy_(linear.bias)
         return layer.train(linear.training)
 
-    # -- the map: held as gather plans (submodules); `indices` / `sign` are rebuilt from them ----------
-
-    def _set_map(self, indices: Tensor, sign: Tensor | None) -> None:
-        """Compile ``indices`` / ``sign`` and the bias map into gather plans laid out for the table's device."""
-        self.weight_plan = MapPlan(indices, self.table_size, sign, device=self.table.device)
-        self._set_bias_plan()
-
-    def _set_bias_plan(self) -> None:
-        plan = None
-        if self.bias_indices is not None:
-            plan = MapPlan(
-                self.bias_indices,
-                self.table_size,
-                self.bias_sign,
-                device=self.table.device,
-                lanes=1,
-                compact=False,
-                view=False,
-            )
-        self.bias_plan = plan
-
-    @property
-    def indices(self) -> Tensor:
-        """The index map, ``(out_features, in_features)``, dtype as given, ``-1`` = zero (rebuilt per read)."""
-        return self.weight_plan.indices(self.table.device)
-
-    @property
-    def sign(self) -> Tensor | None:
-        """int8 sign hash, ``(out_features, in_features)``, or ``None`` (rebuilt per read)."""
-        return self.weight_plan.sign()
-
-    @property
-    def zero_mask(self) -> Tensor:
-        """bool ``(out_features, in_features)``, ``True`` where the weight is fixed at zero."""
-        return self.indices < 0
-
-    @property
-    def index_bytes(self) -> int:
-        """Bytes held in index buffers (plan key, row list or sorted segments, bias map); the map's resident cost."""
-        bufs = (self.bias_indices, self.bias_sign)
-        return (
-            self.weight_plan.index_bytes
-            + (0 if self.bias_plan is None else self.bias_plan.index_bytes)
-            + sum(b.numel() * b.element_size() for b in bufs if b is not None)
-        )
-
-    def entry_loads(self) -> Tensor:
-        """int64 ``(table_size,)``: how many weights (and table-read biases) of this layer read each entry.
-
-        Zeroed weights (index ``-1``) are not counted; signs are ignored.
-        """
-        loads = self.weight_plan.entry_loads(self.table.device)
-        if self.bias_plan is not None:
-            loads = loads + self.bias_plan.entry_loads()
-        return loads
-
-    def set_grad_scale(self, scale: Tensor | None) -> None:
-        """Multiply the table gradient from this layer by ``scale`` (float ``(table_size,)``) or stop (``None``).
-
-        Used for load-normalised table updates
-        (:func:`~trainers.torch_backend.functional.load_scale`); readers of a shared table must
-        all get the same factor.
-        """
-        if scale is not None:
-            if tuple(scale.shape) != (self.table_size,):
-                raise ValueError(f"scale must have shape ({self.table_size},), got {tuple(scale.shape)}")
-            scale = scale.to(device=self.table.device, dtype=self.table.dtype)
-            self.weight_plan.to_plan(self.table.device)  # the view has no backward of its own: use a plan
-        self._grad_scale = scale
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + "indices"] = self.indices
-        sign = self.sign
-        if sign is not None:
-            destination[prefix + "sign"] = sign
-
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):
-        indices, sign = state_dict.get(prefix + "indices"), state_dict.get(prefix + "sign")
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-        for name in ("indices", "sign"):
-            if prefix + name in unexpected_keys:
-                unexpected_keys.remove(prefix + name)
-        if indices is None:
-            missing_keys.append(prefix + "indices")
-            self._set_bias_plan()
-            return
-        try:
-            shape = (self.out_features, self.in_features)
-            _check_indices(indices, shape, self.table_size, prefix + "indices")
-            if sign is not None and (tuple(sign.shape) != shape or not bool(((sign == 1) | (sign == -1)).all())):
-                raise ValueError(f"{prefix}sign must have shape {shape} and values in {{-1, +1}}")
-        except (TypeError, ValueError) as e:
-            error_msgs.append(str(e))
-            return
-        dev = self.table.device
-        self._set_map(indices.detach().to(dev), None if sign is None else sign.detach().to(dev))
-
     def reset_parameters(self) -> None:
         """Initialise an owned table and the bias from :math:`\\mathcal{U}(-k, k)`, :math:`k = 1/\\sqrt{in\\_features}`.
 
@@ -433,40 +546,15 @@ class ArbLinear(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def virtual_weight(self) -> Tensor:
-        """The virtual weight matrix ``W``, shape ``(out_features, in_features)``, differentiable w.r.t. the table."""
-        return self.weight_plan.gather(self.table, self._grad_scale)
-
-    def virtual_bias(self) -> Tensor | None:
-        """The bias vector (the Parameter, or gathered from the table via ``bias_indices``), or ``None``."""
-        if self.bias_plan is None:
-            return self.bias
-        return self.bias_plan.gather(self.table, self._grad_scale)
-
     def forward(self, input: Tensor) -> Tensor:
         return F.linear(input, self.virtual_weight(), self.virtual_bias())
-
-    @property
-    def compression_ratio(self) -> float:
-        """Virtual weights per table entry, ``out_features * in_features / table_size`` (zeros included)."""
-        return self.out_features * self.in_features / self.table_size
 
     def extra_repr(self) -> str:
         parts = [
             f"in_features={self.in_features}",
             f"out_features={self.out_features}",
-            f"table_size={self.table_size}",
-            f"compression_ratio={self.compression_ratio:.4g}",
+            *self._map_repr()[:2],
             f"bias={self.bias is not None or self.bias_indices is not None}",
+            *self._map_repr()[2:],
         ]
-        if self.weight_plan.has_sign:
-            parts.append("sign=True")
-        if self.bias_indices is not None:
-            parts.append("bias_from_table=True")
-        if self.bias_sign is not None:
-            parts.append("bias_sign=True")
-        if not self._owns_table:
-            parts.append("shared_table=True")
-        if self.weight_plan.num_zeros:
-            parts.append(f"zeros={self.weight_plan.num_zeros}")
         return ", ".join(parts)

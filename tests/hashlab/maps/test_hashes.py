@@ -21,6 +21,7 @@ KIND_PARAMS = {
     "xxhash": {},
     "dirichlet": {"alpha": 0.5},
     "neighborhood": {"radius": 2},
+    "block": {},
 }
 
 
@@ -32,6 +33,8 @@ def specs(draw, kinds=tuple(KIND_PARAMS)):
         params["alpha"] = draw(st.floats(0.05, 50))
     if kind == "neighborhood":
         params["radius"] = draw(st.integers(0, 40))
+    if kind == "block":
+        params["block_size"] = draw(st.one_of(st.none(), st.integers(1, 30)))
     return HashSpec(
         kind=kind,
         table_size=draw(st.sampled_from([1, 3, 17, 1000, 40000])),
@@ -204,7 +207,34 @@ PINNED = {
     "xxhash": [89, 731, 522],
     "dirichlet": [25, 264, 962],
     "neighborhood": [998, 0, 2],
+    "block": [880, 881, 882],  # the uniform hash of identifier 0, then a run
 }
+
+
+@given(archs, st.integers(1, 60), st.one_of(st.none(), st.integers(1, 9)), st.sampled_from(["layer", "global"]))
+def test_block_hash_rows_read_contiguous_circular_runs(arch, n, block, scope):
+    """ROBE-Z: inside each block of a row the entries step by +1 mod n; blocks start where the uniform hash says."""
+    imap = build_map(HashSpec(kind="block", table_size=n, block_size=block, scope=scope, seed=3), arch)
+    offset = 0
+    for k, lay in enumerate(imap.layers):
+        z = block or lay.in_features
+        cols = np.arange(lay.in_features)
+        first = offset * (scope == "global") + np.arange(lay.out_features)[:, None] * lay.in_features + cols // z * z
+        table = 0 if scope == "global" else k
+        head = K.uniform_ref(first.ravel(), n, np.random.SeedSequence([3, table, 1]).generate_state(1, np.uint64)[0])
+        np.testing.assert_array_equal(
+            lay.indices.ravel(), (head + (cols % z)[None, :].repeat(lay.out_features, 0).ravel()) % n
+        )
+        offset += lay.num_weights
+
+
+def test_block_size_belongs_to_the_block_kind():
+    with pytest.raises(SpecError, match="block_size is only used by the block hash"):
+        HashSpec(kind="uniform", block_size=4)
+    with pytest.raises(SpecError, match="block_size must be"):
+        HashSpec(kind="block", block_size=0)
+    assert "block_size" not in HashSpec(kind="block").to_dict()  # an added field, left out at its default
+    assert HashSpec.from_dict(HashSpec(kind="block", block_size=8).to_dict()).block_size == 8
 
 
 def test_build_map_rejects_wrong_types():

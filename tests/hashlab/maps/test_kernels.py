@@ -226,12 +226,28 @@ def test_both_backends_of_the_registry_fill_a_layer_bit_for_bit_alike(start, row
             k.neighborhood(start, n, radius, s, np.empty(size, dt)),
             k.modulus(start, n, np.empty(size, dt)),
             k.xxhash_index(rows, n, s, np.empty((rows, cols), dt)),
+            k.block(start, cols, radius % (cols + 2) + 1, n, s, np.empty(size, dt)),
             k.sign(rows, s, np.empty((rows, cols), np.int8)),
             k.mask(values.copy(), n_zero, s, lambda pos: values[pos]),
         ]
     for got, want in zip(layers["numba"], layers["numpy"]):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+@given(starts, st.integers(1, 6), st.integers(1, 12), st.integers(1, 15), st.integers(1, 40), seeds)
+def test_block_hash_reads_contiguous_runs_from_the_hash_of_each_block_start(start, rows, cols, block, n, seed):
+    """ROBE-Z by its definition, one weight at a time: block start ``xxh64(first identifier) mod n``, then ``+j``."""
+    s = np.uint64(seed)
+    got = K.block_fill_nb(start, cols, block, n, s, np.empty(rows * cols, np.int32)).reshape(rows, cols)
+    for r in range(rows):
+        for c in range(cols):
+            first = start + r * cols + (c // block) * block  # identifier of the block's first weight
+            head = int(K.xxh64_u64_ref(np.array([first], np.uint64), s)[0]) % n
+            assert got[r, c] == (head + c % block) % n
+    np.testing.assert_array_equal(
+        got.reshape(-1), K.block_ref(start + np.arange(rows * cols), np.arange(rows * cols) % cols, block, n, s)
+    )
 
 
 def test_unknown_backend_names_the_choices():

@@ -17,6 +17,7 @@ from hashlab import (
     RNNGeometry,
     SpecError,
     build_map,
+    build_model_map,
     cluster_weights,
     conv_map,
     rnn_map,
@@ -136,6 +137,7 @@ def test_an_unknown_backend_is_refused():
 def test_the_registry_names_every_builder_that_records_a_spec():
     built = {
         build_map(HashSpec(), Architecture((2, 3))).spec["builder"],
+        build_model_map(HashSpec(), [(2, 3)]).spec["builder"],
         *(conv_map(g).spec["builder"] for _, g in GEOMETRIES),
         rnn_map(RNNGeometry(2, 3, 2)).spec["builder"],
     }

@@ -11,7 +11,17 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashlab import ARCHITECTURES, Architecture, HashSpec, IndexMap, LayerMap, build_map, index_dtype
+from hashlab import (
+    ARCHITECTURES,
+    Architecture,
+    HashSpec,
+    IndexMap,
+    LayerMap,
+    LayerShape,
+    build_map,
+    build_model_map,
+    index_dtype,
+)
 from hashlab.stats import (
     STATS_SCHEMA,
     STATS_VERSION,
@@ -218,3 +228,11 @@ def test_report_timings_name_every_part_computed():
         theory=False,
     )
     assert set(rep.timings) == {"balance_s", "tests_s"}
+
+
+def test_the_report_of_a_model_map_names_its_layers():
+    shapes = [LayerShape("embedding", (30, 4), "emb"), LayerShape("conv2d", (6, 2, 3, 3), "conv")]
+    spec = HashSpec(kind="block", block_size=2, table_size=11, sign=True)
+    text = format_report(map_report(build_model_map(spec, shapes, budgets={"conv": 9})))
+    assert "block(block=2), table_size 11" in text
+    assert "architecture embedding 30x4, conv2d 6x2x3x3; per-layer budgets [None, 9]" in text

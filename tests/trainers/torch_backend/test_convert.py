@@ -1,4 +1,5 @@
-"""arbify: the nn.Linear layers of any module become ArbLinear layers of an index map."""
+"""arbify: the nn.Linear layers of any module become ArbLinear layers of an index map (MLPs and Linear-only cases;
+models that mix Linear, Conv2d and Embedding layers: test_arbify_models.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from hashlab import Architecture, HashSpec, build_map, load_index_file, save_index_file
+from hashlab import Architecture, HashSpec, build_map, build_model_map, load_index_file, save_index_file
 from hashlab.maps.indexmap import IndexMap, LayerMap
 from trainers.torch_backend import ArbLinear, arbify
 from trainers.torch_backend.convert import linear_features, linear_layers
@@ -48,7 +49,7 @@ class ConvNet(nn.Module):
 
 
 def builder(spec):
-    return lambda feats: build_map(spec, Architecture(feats))
+    return lambda shapes: build_model_map(spec, shapes)
 
 
 def ref_table(n: int, layers: list[tuple[np.ndarray, LayerMap]]) -> np.ndarray:
@@ -109,12 +110,12 @@ def test_arbify_sequential_equals_the_net_built_by_hand(spec):
         np.testing.assert_allclose(init, ref_table(imap.table_sizes[t], lin_readers), rtol=0, atol=1e-7)
 
 
-def test_arbify_keeps_conv_parts_and_skipped_head():
+def test_arbify_of_the_linears_only_keeps_conv_parts_and_skipped_head():
     torch.manual_seed(1)
     dense = ConvNet().eval()
     x = torch.randn(4, 1, 8, 8)
     spec = HashSpec(kind="xxhash", table_size=40, sign=True, seed=9)
-    model, imap = arbify(copy.deepcopy(dense), builder(spec), skip=("head",))
+    model, imap = arbify(copy.deepcopy(dense), builder(spec), skip=("head",), kinds=("linear",))
     assert isinstance(model.fc, ArbLinear) and type(model.head) is nn.Linear
     assert isinstance(model.features[0], nn.Conv2d) and isinstance(model.features[1], nn.BatchNorm2d)
     assert [lay.name for lay in imap.layers] == ["fc"] and imap.layers[0].indices.shape == (16, 27)
@@ -218,10 +219,10 @@ def test_returned_map_saves_as_an_index_file_and_restarts_the_model(tmp_path):
     model, imap = arbify(copy.deepcopy(dense), builder(HashSpec(kind="uniform", table_size=30, seed=1)))
     path = save_index_file(imap, tmp_path / "convnet.safetensors")
     loaded = load_index_file(path)
-    assert [lay.name for lay in loaded.layers] == ["fc", "head"]
+    assert [lay.name for lay in loaded.layers] == ["features.0", "fc", "head"]
     again, _ = arbify(copy.deepcopy(dense), loaded, init="map")  # tables from the file's initial_tables
-    for name in ("fc", "head"):
-        assert torch.equal(getattr(again, name).table, getattr(model, name).table)
+    for name in ("features.0", "fc", "head"):
+        assert torch.equal(again.get_submodule(name).table, model.get_submodule(name).table)
 
 
 def test_to_dtype_and_device_move_the_layers():
@@ -274,7 +275,7 @@ BAD = [  # (id, model, index_map or builder, kwargs, error, message)
         builder(HashSpec()),
         {"skip": ("head",)},
         ValueError,
-        "skip names ['head'] are not modules of the model; its Linear layers are ['0', '2', '4']",
+        "skip names ['head'] are not modules of the model; its Linear, Conv2d and Embedding layers are ['0', '2', '4']",
     ),
     (
         "shape-mismatch",
@@ -282,17 +283,19 @@ BAD = [  # (id, model, index_map or builder, kwargs, error, message)
         build_map(HashSpec(table_size=10), Architecture((12, 9, 3))),
         {},
         ValueError,
-        "do not match the model's Linear layers",
+        "do not match the model's layers",
     ),
     (
-        "not-chaining",
-        lambda: nn.ModuleDict({"a": nn.Linear(4, 3), "b": nn.Linear(5, 2)}),
-        builder(HashSpec()),
+        "built-for-another-kind",
+        lambda: nn.Sequential(nn.Conv2d(2, 4, 3)),
+        build_model_map(HashSpec(), [(4, 18)]),  # a Linear's map of the conv's matrix shape
         {},
         ValueError,
-        "the Linear layers do not chain: 'b' has in_features=5 after 'a' with out_features=3",
+        "map layer 'layer0' was built for a {'kind': 'linear', 'weight_shape': [4, 18]}, but module '0' is a "
+        "{'kind': 'conv2d', 'weight_shape': [4, 2, 3, 3]}",
     ),
     ("model-is-linear", lambda: nn.Linear(3, 2), builder(HashSpec()), {}, ValueError, "wrap it: nn.Sequential"),
+    ("model-is-conv", lambda: nn.Conv2d(3, 2, 1), builder(HashSpec()), {}, ValueError, "wrap it: nn.Sequential"),
     (
         "attention",
         lambda: nn.Sequential(nn.MultiheadAttention(4, 2)),
@@ -310,13 +313,30 @@ BAD = [  # (id, model, index_map or builder, kwargs, error, message)
         "run one forward pass before arbify",
     ),
     (
+        "lazy-conv",
+        lambda: nn.Sequential(nn.LazyConv2d(3, 3)),
+        builder(HashSpec()),
+        {},
+        ValueError,
+        "module '0' is a lazy LazyConv2d without weights yet",
+    ),
+    (
+        "scale-grad-by-freq",
+        lambda: nn.Sequential(nn.Embedding(5, 3, scale_grad_by_freq=True)),
+        builder(HashSpec()),
+        {},
+        ValueError,
+        "embedding '0' has scale_grad_by_freq or sparse, which ArbEmbedding does not support",
+    ),
+    (
         "nothing-left",
         lambda: mlp(),
         builder(HashSpec()),
         {"skip": ("0", "2", "4")},
         ValueError,
-        "no nn.Linear to replace",
+        "the model has no layer of kinds ('linear', 'conv2d', 'embedding') to replace",
     ),
+    ("bad-kinds", lambda: mlp(), builder(HashSpec()), {"kinds": ("conv1d",)}, ValueError, "kinds must name some of"),
     ("bad-init", lambda: mlp(), builder(HashSpec()), {"init": "zeros"}, ValueError, "unknown init 'zeros'"),
     (
         "not-a-map",
@@ -349,5 +369,7 @@ def test_attention_is_kept_when_skipped():
 def test_linear_features_and_skip_of_a_parent():
     model = ConvNet()
     assert linear_features(model) == (27, 16, 4)
+    with pytest.raises(ValueError, match=re.escape("the Linear layers do not chain: 'b' has in_features=5 after 'a'")):
+        linear_features(nn.ModuleDict({"a": nn.Linear(4, 3), "b": nn.Linear(5, 2)}))
     assert [n for n, _ in linear_layers(nn.Sequential(model), skip=("0.head",))] == ["0.fc"]
     assert linear_layers(nn.Sequential(model, nn.Linear(4, 2)), skip=("0",))[0][0] == "1"

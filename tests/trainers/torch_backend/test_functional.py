@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from hashlab import Architecture, HashSpec, build_map
 from trainers.torch_backend.functional import (
+    MapPlan,
     SegmentPlan,
     build_plan,
     entry_loads,
+    expand_table,
     gather_weight,
     gather_weight_ref,
     load_scale,
@@ -292,3 +294,46 @@ def test_out_of_range_indices_are_refused_before_the_unchecked_loops(bad):
     table = torch.zeros(5, requires_grad=True)
     with pytest.raises(ValueError, match=r"indices must lie in \[-1, 5\)"):
         gather_weight(table, torch.tensor([[0, bad]]))
+
+
+@pytest.mark.parametrize("backward", BACKWARDS)
+@pytest.mark.parametrize("spec,shape", [c[1:] for c in MAP_CASES], ids=[c[0] for c in MAP_CASES])
+def test_the_traceable_read_export_uses_gives_the_plans_weights(spec, shape, backward):
+    """read_traceable (plain torch ops, what torch.onnx.export traces) is the twin of the numba read, bit for bit."""
+    idx, sign, n = map_of(spec, shape)
+    table = torch.randn(n, generator=torch.Generator().manual_seed(1), dtype=DT)
+    plan = build_plan(idx, n, sign, **LAYOUT[backward])
+    src = expand_table(table, plan.lanes, plan.signs)
+    assert torch.equal(plan.read_traceable(src), plan.read(src))
+    if plan.compact:
+        assert torch.equal(plan.positions_traceable(), plan.positions())
+
+
+@given(
+    data=st.data(),
+    rows=st.integers(1, 7),
+    cols=st.integers(1, 7),
+    n=st.integers(1, 9),
+    signed=st.booleans(),
+    pad=st.booleans(),
+)
+def test_row_lookups_equal_rows_of_the_gathered_weights(data, rows, cols, n, signed, pad):
+    """MapPlan.lookup (an embedding's forward) against the full gather, values and table gradient."""
+    idx = torch.tensor(data.draw(st.lists(st.integers(-1, n - 1), min_size=rows * cols, max_size=rows * cols)))
+    sign = torch.tensor(data.draw(st.lists(st.sampled_from([-1, 1]), min_size=rows * cols, max_size=rows * cols)))
+    plan = MapPlan(
+        idx.view(rows, cols), n, sign.view(rows, cols) if signed else None, lanes=1, compact=False, view=False
+    )
+    looked = torch.tensor(data.draw(st.lists(st.integers(0, rows - 1), min_size=1, max_size=10)))
+    mask = looked == looked[0] if pad else None
+    table = torch.randn(n, generator=torch.Generator().manual_seed(2), dtype=DT)
+    up = torch.randn(looked.numel(), cols, generator=torch.Generator().manual_seed(3), dtype=DT)
+
+    def full(t):
+        w = plan.gather(t)[looked]
+        return w if mask is None else w.masked_fill(mask.unsqueeze(-1), 0.0)
+
+    w, grad = grads(lambda t: plan.lookup(t, looked, mask), table, up)
+    w_ref, grad_ref = grads(full, table, up)
+    assert torch.equal(w, w_ref)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)

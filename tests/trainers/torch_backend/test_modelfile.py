@@ -1,5 +1,6 @@
-"""Model files (save_arbnet / load_arbnet): a trained ArbMLP comes back bitwise, in a file a fraction of the
-dense network's size; corrupt, foreign and newer files are refused with the fix."""
+"""Model files (save_arbnet / load_arbnet): a trained ArbMLP, or an arbified module of Embedding, Conv2d and Linear
+layers, comes back bitwise, in a file a fraction of the dense network's size; corrupt, foreign and newer files are
+refused with the fix."""
 
 from __future__ import annotations
 
@@ -14,11 +15,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st_h
 from torch import nn
 
-from hashlab import Architecture, FormatError, HashSpec, IndexMap, build_map, cluster_weights, save_index_file
+from hashlab import (
+    Architecture,
+    FormatError,
+    HashSpec,
+    IndexMap,
+    build_map,
+    build_model_map,
+    cluster_weights,
+    save_index_file,
+)
 from hashlab.io import load_index_bytes
 from hashlab.io.container import read_container_bytes
 from tests.hashlab.io.test_format import assert_maps_equal
-from trainers.torch_backend import ArbMLP, load_arbnet, save_arbnet
+from trainers.torch_backend import ArbConv2d, ArbEmbedding, ArbLinear, ArbMLP, arbify, load_arbnet, save_arbnet
 from trainers.torch_backend.modelfile import ARBNET_FORMAT, ModelFileError, _checksum
 
 SIZES = (20, 12, 8, 5)
@@ -187,7 +197,13 @@ def _flip_table(tensors, meta):
 
 BAD = [
     ("corrupt", lambda t, m: _flip_table(t, m), False, "do not match the file's SHA-256 checksum; the file is corrupt"),
-    ("newer", lambda t, m: m.update(format_version="2"), True, "version 2 is newer than this hashlab reads"),
+    ("newer", lambda t, m: m.update(format_version="3"), True, "version 3 is newer than this hashlab reads"),
+    (
+        "module-in-v1",
+        lambda t, m: m.update(model='{"class":"module","options":{}}'),
+        True,
+        "metadata model must be .* in format version 1",
+    ),
     ("not-a-model", lambda t, m: m.update(format="other"), True, "not a hashlab model file"),
     ("bad-version", lambda t, m: m.update(format_version="01"), True, "not a positive decimal integer"),
     ("extra-meta", lambda t, m: m.update(colour="red"), True, r"unknown \['colour'\]"),
@@ -252,10 +268,12 @@ def test_foreign_files_are_refused(tmp_path, saved):
         load_arbnet(tmp_path / "missing.safetensors")
 
 
-def test_only_arbmlps_are_saved(tmp_path):
-    with pytest.raises(TypeError, match="save_arbnet saves an ArbMLP, got Sequential"):
+def test_only_arbnets_are_saved(tmp_path):
+    with pytest.raises(TypeError, match="save_arbnet saves an ArbMLP or a module holding ArbNet layers"):
         save_arbnet(nn.Sequential(nn.Linear(2, 2)), tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(TypeError, match="an ArbMLP saves the map it was built from; drop index_map"):
+        save_arbnet(_trained(CASES[0][1](), {}), tmp_path / "x.safetensors", index_map=CASES[0][1]())
 
 
 def test_an_impossible_storage_is_refused_before_writing(tmp_path):
@@ -276,3 +294,100 @@ def test_a_model_saved_on_cuda_loads_on_cuda_and_computes_the_same():
     assert back.linears[0].table.is_cuda
     x = torch.randn(32, SIZES[0], device="cuda")
     assert torch.equal(model(x), back(x))
+
+
+# -- arbified modules (format version 2) ---------------------------------------------------------------------
+
+
+class Net(nn.Module):
+    """Embedding -> grouped, strided convolution -> BatchNorm -> Linear head (dense until arbified)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(40, 6, padding_idx=0)
+        self.conv = nn.Conv2d(6, 8, 3, stride=2, padding=1, groups=2)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, tokens):
+        x = torch.relu(self.bn(self.conv(self.emb(tokens).permute(0, 3, 1, 2))))
+        return self.head(x.mean((2, 3)))
+
+
+TOKENS = torch.randint(0, 40, (6, 5, 5), generator=torch.Generator().manual_seed(2))
+
+
+def _trained_net(spec: HashSpec, skip=(), seed: int = 0) -> tuple[Net, IndexMap]:
+    torch.manual_seed(seed)
+    net, imap = arbify(Net(), lambda shapes: build_model_map(spec, shapes), skip=skip)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(TOKENS), torch.randint(0, 5, (6,))).backward()
+        opt.step()
+    return net.eval(), imap
+
+
+NETS = [  # (id, HashSpec, skip)
+    ("layer-tables", HashSpec(kind="xxhash", sign=True, compression="1/4"), ()),
+    ("global-block", HashSpec(kind="block", table_size=64, sign=True, scope="global"), ()),
+    ("head-dense", HashSpec(kind="uniform", table_size=32, sparsity=0.2), ("head",)),
+]
+
+
+@pytest.mark.parametrize("with_map", [True, False], ids=["spec", "packed"])
+@pytest.mark.parametrize("spec,skip", [c[1:] for c in NETS], ids=[c[0] for c in NETS])
+def test_an_arbified_module_comes_back_bitwise_into_a_fresh_instance(tmp_path, spec, skip, with_map):
+    net, imap = _trained_net(spec, skip)
+    path = save_arbnet(net, tmp_path / "net.safetensors", index_map=imap if with_map else None)
+    tensors, meta = _tensors_and_meta(path)
+    assert meta["format_version"] == "2" and json.loads(meta["model"]) == {"class": "module", "options": {}}
+    storage = read_container_bytes(tensors["map"].numpy().tobytes(), "map").metadata["storage"]
+    assert storage == ("spec" if with_map else "packed")
+    torch.manual_seed(7)
+    again = load_arbnet(path, model=Net())
+    assert not again.training
+    assert [type(m) for m in (again.emb, again.conv, again.head)] == [
+        ArbEmbedding,
+        ArbConv2d,
+        nn.Linear if skip else ArbLinear,
+    ]
+    sa, sb = net.state_dict(), again.state_dict()
+    assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert torch.equal(again(TOKENS), net(TOKENS))
+
+
+def test_a_module_file_is_its_tables_and_dense_state(tmp_path):
+    spec = HashSpec(kind="xxhash", sign=True, compression="1/4")
+    net, imap = _trained_net(spec)
+    path = save_arbnet(net, tmp_path / "net.safetensors", index_map=imap)
+    tensors, _ = _tensors_and_meta(path)
+    dense = {"conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
+    assert set(tensors) == {"map", "table.0", "table.1", "table.2", "head.bias"} | dense
+    assert [tensors[f"table.{t}"].numel() for t in range(3)] == list(imap.table_sizes)
+
+
+def test_module_files_refuse_a_missing_or_wrong_model(tmp_path):
+    net, imap = _trained_net(NETS[0][1])
+    path = save_arbnet(net, tmp_path / "net.safetensors", index_map=imap)
+    with pytest.raises(ModelFileError, match="holds an arbified module, whose code a file cannot hold; pass model="):
+        load_arbnet(path)
+    with pytest.raises(ModelFileError, match=r"the map names layers \['emb', 'conv', 'head'\]"):
+        load_arbnet(path, model=nn.Sequential(nn.Linear(8, 5)))
+    with pytest.raises(ModelFileError, match="tensor 'table.0' is torch.float32"):
+        load_arbnet(path, model=Net().double())
+    mlp_file = save_arbnet(_trained(CASES[0][1](), {}), tmp_path / "mlp.safetensors")
+    with pytest.raises(ModelFileError, match="holds an ArbMLP, which the file builds by itself; drop model="):
+        load_arbnet(mlp_file, model=Net())
+    assert _tensors_and_meta(mlp_file)[1]["format_version"] == "1"  # ArbMLP files stay readable by older hashlab
+
+
+def test_a_map_of_another_model_is_refused(tmp_path):
+    net, _ = _trained_net(NETS[0][1])
+    _, other = _trained_net(HashSpec(kind="xxhash", sign=True, compression="1/4", seed=5))
+    with pytest.raises(ValueError, match="layer 'emb' does not read the table the way index_map's layer says"):
+        save_arbnet(net, tmp_path / "x.safetensors", index_map=other)
+    _, skipped = _trained_net(NETS[0][1], skip=("head",))
+    with pytest.raises(ValueError, match=r"are not the model's ArbNet layers \['emb', 'conv', 'head'\]"):
+        save_arbnet(net, tmp_path / "x.safetensors", index_map=skipped)
+    assert not (tmp_path / "x.safetensors").exists()
