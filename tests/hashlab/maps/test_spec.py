@@ -53,7 +53,7 @@ def test_to_dict_writes_the_schema_version_last():
 
 
 def test_dict_from_before_the_added_fields_still_loads():
-    """A version-1 dict written before compression and hash_bias existed is the spec without them."""
+    """A version-1 dict written before compression, hash_bias and block_size existed is the spec without them."""
     old = {
         "kind": "uniform",
         "table_size": 50,
@@ -67,9 +67,9 @@ def test_dict_from_before_the_added_fields_still_loads():
     }
     spec = HashSpec.from_dict(old)
     assert spec == HashSpec(kind="uniform", table_size=50, seed=3, sparsity=0.5, sign=True)
-    assert (spec.compression, spec.hash_bias) == (None, False)
+    assert (spec.compression, spec.hash_bias, spec.block_size) == (None, False, None)
     assert spec.to_dict() == old  # and it writes the same dict back
-    assert set(HashSpec.ADDED_FIELDS) == {"compression", "hash_bias"}
+    assert set(HashSpec.ADDED_FIELDS) == {"compression", "hash_bias", "block_size"}
     assert HashSpec.from_dict({k: v for k, v in old.items() if k != "version"}) == spec  # hand-written: version 1
 
 
