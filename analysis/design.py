@@ -28,9 +28,10 @@ from typing import Any
 
 from hashlab.configs import check_choice, check_int, check_real
 
-__all__ = ["ClaimDesign", "Design", "DesignError", "TESTS", "DESIGN_DIR", "PILOT_STUDY", "load_design"]
+__all__ = ["ClaimDesign", "Design", "DesignError", "TESTS", "DESIGN_DIR", "PILOT_STUDY", "load_design", "read_pilot"]
 
 DESIGN_DIR = Path(__file__).resolve().parent / "studies"
+REPO = Path(__file__).resolve().parent.parent
 """Where design files live beside the studies they name (``analysis/studies/*.toml``)."""
 
 TESTS = ("contrast", "difference", "curvature")
@@ -263,3 +264,19 @@ def load_design(name_or_path: str | Path) -> Design:
     check_real(f"{where}: power", design.power, 0, 1, DesignError, lo_open=True, hi_open=True)
     check_real(f"{where}: stuck_below", design.stuck_below, 0, 1, DesignError)
     return design
+
+
+def pilot_path(design: Design, dataset: str) -> Path:
+    """Where ``design``'s pilot results of ``dataset`` are (``design.pilot`` under the repository)."""
+    return REPO / design.pilot.format(dataset=dataset)
+
+
+def read_pilot(design: Design, dataset: str) -> list[dict[str, Any]]:
+    """The pilot's rows (``results.csv`` as dicts of strings), or [] when it is not there."""
+    import csv
+
+    path = pilot_path(design, dataset)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -21,19 +21,15 @@ The planning rule, fixed before the confirmatory runs:
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .design import PILOT_STUDY, ClaimDesign, Design, load_design
+from .design import PILOT_STUDY, ClaimDesign, Design, load_design, pilot_path, read_pilot
 
 __all__ = ["PowerRow", "power_rows", "seeds_needed", "power_at", "sd_upper", "markdown", "main"]
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def sd_upper(sd: float, n: int, confidence: float = 0.8) -> float:
@@ -81,11 +77,6 @@ class PowerRow:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def power_rows(design: Design, dataset: str, rows: list[dict[str, Any]]) -> list[PowerRow]:
@@ -155,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     design = load_design(args.design)
     rows = []
     for ds in args.datasets:
-        pilot = REPO / design.pilot.format(dataset=ds)
-        if not pilot.exists():
-            p.error(f"no pilot at {pilot}; run the paper profile for {ds} first")
-        rows += power_rows(design, ds, _read_csv(pilot))
+        pilot = read_pilot(design, ds)
+        if not pilot:
+            p.error(f"no pilot at {pilot_path(design, ds)}; run the paper profile for {ds} first")
+        rows += power_rows(design, ds, pilot)
     if args.json:
         import json
 

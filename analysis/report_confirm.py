@@ -10,7 +10,6 @@ provisional.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as _dt
 import math
@@ -30,13 +29,11 @@ from .confirm import (
     primary_values,
     run_test,
 )
-from .design import PILOT_STUDY, ClaimDesign, Design
+from .design import PILOT_STUDY, ClaimDesign, Design, read_pilot
 from .formatting import p_value
 from .report import STAND_IN, _machine
 
 __all__ = ["write_confirm_report", "training_summary", "length_table"]
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _f(x: float, unit: str = "") -> str:
@@ -169,15 +166,6 @@ def _label_of(r: dict) -> str:
     from .confirm import _label
 
     return _label(r)
-
-
-def read_pilot(design: Design, dataset: str) -> list[dict[str, Any]]:
-    """The pilot's rows (``design.pilot``), or [] when it is not there."""
-    path = REPO / design.pilot.format(dataset=dataset)
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def write_confirm_report(

@@ -7,9 +7,8 @@ from collections import Counter
 
 import pytest
 
-from analysis.design import DESIGN_DIR, DesignError, load_design
+from analysis.design import DESIGN_DIR, DesignError, load_design, read_pilot
 from analysis.power import power_rows
-from analysis.report_confirm import read_pilot
 from analysis.study import StudyError, load_profiles, load_study, plan
 
 DESIGN = load_design("confirmatory")
