@@ -8,7 +8,7 @@ Trick* (HashedNets, ICML 2015).
 from ._version import __version__
 from .equiv import automorphism_group, describe_map, recognize_conv, recognize_rnn
 from .io.format import FormatError, load_index_file, save_index_file
-from .maps.cluster import WeightsError, cluster_weights
+from .maps.cluster import WeightsError, cluster_layers, cluster_weights
 from .maps.conv import ConvGeometry, conv1d_map, conv2d_map, conv_map
 from .maps.equivariant import equivariant_map
 from .maps.geometry import LayerShape
@@ -47,5 +47,6 @@ __all__ = [
     "automorphism_group",
     "equivariant_map",
     "cluster_weights",
+    "cluster_layers",
     "WeightsError",
 ]

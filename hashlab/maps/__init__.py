@@ -4,7 +4,7 @@ trained weights to cluster) and an architecture (or any model's layer shapes) in
 Each virtual weight gets the table entry it reads (paper eq. 1-10); numba kernels with numpy twins.
 """
 
-from .cluster import INITS, WeightsError, cluster_weights, quantization_report
+from .cluster import INITS, WeightsError, cluster_layers, cluster_weights, quantization_report
 from .conv import conv1d_map, conv2d_map, conv_map, conv_taps
 from .equivariant import (
     check_group_table,
@@ -50,6 +50,7 @@ __all__ = [
     "rnn_map",
     "INITS",
     "WeightsError",
+    "cluster_layers",
     "cluster_weights",
     "quantization_report",
     "equivariant_map",

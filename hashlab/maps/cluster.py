@@ -18,6 +18,7 @@ import numpy as np
 
 from .._version import __version__
 from ..configs import check_int
+from .geometry import LayerShape
 from .indexmap import IndexMap, LayerMap, index_dtype
 from .spec import SCOPES, SpecError
 
@@ -25,6 +26,7 @@ __all__ = [
     "INITS",
     "WeightsError",
     "check_cluster_params",
+    "cluster_layers",
     "cluster_weights",
     "initial_centroids",
     "nearest_centroid",
@@ -259,6 +261,122 @@ def cluster_weights(
         spec=spec,
         initial_tables=tuple(tables),
     )
+
+
+def cluster_layers(
+    weights: Sequence[np.ndarray],
+    shapes: Sequence[LayerShape],
+    table_sizes: int | Sequence[int],
+    *,
+    init: str = "linear",
+    seed: int = 0,
+    iters: int = 20,
+    source: str | None = None,
+) -> IndexMap:
+    """Cluster the trained weights of any model's layers (Linear, Conv2d, Embedding), one table per layer.
+
+    :func:`cluster_weights` for layers that need not chain: layer ``k``'s weights, read as its
+    :attr:`~hashlab.LayerShape.matrix_shape` (a Conv2d kernel ``(out, in / groups, kh, kw)`` as
+    ``(out, in / groups * kh * kw)``, the layout of ``arbify``), are clustered by the same 1-D k-means into
+    ``table_sizes[k]`` float32 entries (exact when the layer has that few distinct values), and each weight reads
+    the entry of its nearest centre. The map is what ``arbify(model, imap)`` takes: layers named and shaped as
+    ``shapes`` (``attrs`` ``shapes[k].attrs()``). Its tables are stored bit-packed in a model file (no spec rebuilds
+    them). Han, Mao & Dally, *Deep Compression*, ICLR 2016, section 3.1.
+
+    Parameters
+    ----------
+    weights : sequence of ndarray, float
+        Layer ``k``'s weight as torch holds it (``shapes[k].weight_shape``) or as its matrix
+        (``shapes[k].matrix_shape``). Finite.
+    shapes : sequence of LayerShape
+        The layers, in order (``trainers.torch_backend.layer_shapes(model)``); names must be distinct.
+    table_sizes : int or sequence of int
+        Entries of each layer's table (one int for all), each in ``[1, 2**31 - 1]``; e.g. a hashed map's
+        ``table_sizes`` to compare clustering with hashing at the same number of stored values.
+    init, seed, iters, source
+        As :func:`cluster_weights`.
+
+    Returns
+    -------
+    IndexMap
+        Layer ``k`` named ``shapes[k].name`` (else ``"layer<k>"``) reading table ``k``; ``indices`` of
+        ``index_dtype(table_sizes[k])`` and shape ``matrix_shape``; ``initial_tables`` the float32 tables;
+        ``spec`` ``{"kind": "cluster", "table_sizes", "scope": "layer", "init", "seed", "iters", "source", "exact",
+        "layers", "builder": "hashlab.cluster_layers", "hashlab_version"}``.
+
+    Raises
+    ------
+    SpecError
+        On a bad ``table_sizes`` (count or value), ``init``, ``seed`` or ``iters``, on shapes that are not
+        ``LayerShape`` s or repeat a name.
+    WeightsError
+        If the weights are not as many as the shapes, a weight is not float, has neither of its layer's shapes,
+        or holds NaN or infinite values.
+
+    Examples
+    --------
+    >>> shapes = [LayerShape("conv2d", (4, 1, 3, 3), "conv"), LayerShape("linear", (2, 100), "fc")]
+    >>> rng = np.random.default_rng(0)
+    >>> imap = cluster_layers([rng.normal(size=(4, 1, 3, 3)), rng.normal(size=(2, 100))], shapes, [8, 16])
+    >>> [lay.indices.shape for lay in imap.layers], imap.table_sizes
+    ([(4, 9), (2, 100)], (8, 16))
+    """
+    shapes = list(shapes)
+    if not shapes or not all(isinstance(s, LayerShape) for s in shapes):
+        raise SpecError("shapes must be a non-empty sequence of hashlab.LayerShape; get them with layer_shapes(model)")
+    sizes = [table_sizes] * len(shapes) if isinstance(table_sizes, int) else list(table_sizes)
+    if len(sizes) != len(shapes):
+        raise SpecError(f"{len(sizes)} table sizes for {len(shapes)} layers; give one per layer, or one int for all")
+    for n in sizes:
+        check_cluster_params(n, "layer", init, seed, iters)
+    if source is not None and not isinstance(source, str):
+        raise SpecError(f"source must be a string or None, got {type(source).__name__}")
+    names = [s.name or f"layer{k}" for k, s in enumerate(shapes)]
+    if len(set(names)) != len(names):
+        raise SpecError(f"layer names {names} repeat; give every shape its module's name")
+    if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence) or len(weights) != len(shapes):
+        raise WeightsError(f"weights must be a sequence of {len(shapes)} arrays, one per shape, in the shapes' order")
+    tables, exact, layers = [], [], []
+    for k, (w, shape, n) in enumerate(zip(weights, shapes, sizes)):
+        mat = _layer_matrix(np.asarray(w), shape, k)
+        table, is_exact = _cluster_group(mat.ravel(), n, init, seed, iters)
+        used = table[: np.unique(mat.astype(np.float32)).size] if is_exact else table
+        idx = nearest_centroid(mat.astype(np.float32), used).astype(index_dtype(n))
+        layers.append(LayerMap(name=names[k], indices=idx, table=k, attrs=shape.attrs()))
+        tables.append(table)
+        exact.append(is_exact)
+    spec: dict[str, Any] = {
+        "kind": "cluster",
+        "table_sizes": sizes,
+        "scope": "layer",
+        "init": init,
+        "seed": seed,
+        "iters": iters,
+        "source": source,
+        "exact": exact,
+        "layers": [s.to_dict() for s in shapes],
+        "builder": "hashlab.cluster_layers",
+        "hashlab_version": __version__,
+    }
+    return IndexMap(layers=tuple(layers), table_sizes=tuple(sizes), spec=spec, initial_tables=tuple(tables))
+
+
+def _layer_matrix(w: np.ndarray, shape: LayerShape, k: int) -> np.ndarray:
+    """Layer ``k``'s weights as its ``matrix_shape``, checked (float, finite, one of the layer's two shapes)."""
+    if w.dtype.kind != "f":
+        raise WeightsError(f"weights[{k}] ({shape.name or k}) must hold floats, got dtype {w.dtype}")
+    if w.shape not in (tuple(shape.weight_shape), tuple(shape.matrix_shape)):
+        raise WeightsError(
+            f"weights[{k}] ({shape.name or k}) has shape {w.shape}; its {shape.kind} layer's weight is "
+            f"{tuple(shape.weight_shape)} (as a matrix {tuple(shape.matrix_shape)}): "
+            "pass the layers in the shapes' order"
+        )
+    if not np.isfinite(w).all():
+        raise WeightsError(
+            f"weights[{k}] ({shape.name or k}) holds {int((~np.isfinite(w)).sum())} NaN or infinite values; "
+            "cluster a network whose training did not diverge"
+        )
+    return w.reshape(shape.matrix_shape)
 
 
 def quantization_report(weights: Sequence[np.ndarray], imap: IndexMap) -> list[dict[str, Any]]:

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashlab import SpecError, WeightsError, cluster_weights, load_index_file, save_index_file
+from hashlab import (
+    LayerShape,
+    SpecError,
+    WeightsError,
+    cluster_layers,
+    cluster_weights,
+    load_index_file,
+    save_index_file,
+)
 from hashlab.maps.cluster import INITS, initial_centroids, nearest_centroid, quantization_report
 
 
@@ -148,3 +156,77 @@ def test_bad_input_raises_a_clear_value_error(what, call, exc, msg):
     with pytest.raises(exc, match=msg) as info:
         call(_mlp())
     assert isinstance(info.value, ValueError)
+
+
+# cluster_layers: any model's layers, one table each, named and shaped as the layers.
+
+_SHAPES = [
+    LayerShape("conv2d", (4, 2, 3, 3), "features.0"),
+    LayerShape("embedding", (10, 5), "emb"),
+    LayerShape("linear", (3, 7), "head"),
+]
+
+
+def _layer_weights(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.3, s.weight_shape).astype(np.float32) for s in _SHAPES]
+
+
+def test_cluster_layers_equals_cluster_weights_on_each_layer_alone():
+    """Each layer is clustered as cluster_weights clusters that layer's matrix by itself."""
+    ws = _layer_weights()
+    sizes = [5, 50, 6]  # the embedding's 50 distinct values fit its table: exact
+    imap = cluster_layers(ws, _SHAPES, sizes, init="density", seed=3)
+    assert imap.table_sizes == tuple(sizes)
+    for k, (w, s) in enumerate(zip(ws, _SHAPES)):
+        alone = cluster_weights([w.reshape(s.matrix_shape)], sizes[k], init="density", seed=3)
+        lay = imap.layers[k]
+        assert (lay.name, lay.table, lay.attrs) == (s.name, k, s.attrs())
+        np.testing.assert_array_equal(lay.indices, alone.layers[0].indices)
+        np.testing.assert_array_equal(imap.initial_tables[k], alone.initial_tables[0])
+    assert imap.spec["exact"] == [False, True, False]
+
+
+def test_cluster_layers_matrix_or_torch_shape_give_the_same_map():
+    ws = _layer_weights(1)
+    a = cluster_layers(ws, _SHAPES, 4)
+    b = cluster_layers([w.reshape(s.matrix_shape) for w, s in zip(ws, _SHAPES)], _SHAPES, 4)
+    for la, lb in zip(a.layers, b.layers):
+        np.testing.assert_array_equal(la.indices, lb.indices)
+
+
+def test_cluster_layers_round_trips_through_an_index_file_bit_packed(tmp_path):
+    imap = cluster_layers(_layer_weights(), _SHAPES, [5, 7, 6])
+    back = load_index_file(save_index_file(imap, tmp_path / "m.safetensors", storage="packed"))
+    for a, b in zip(imap.layers, back.layers):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        assert a.attrs == b.attrs
+    for a, b in zip(imap.initial_tables, back.initial_tables):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "call,exc,msg",
+    [
+        (lambda: cluster_layers(_layer_weights(), _SHAPES, [4, 4]), SpecError, "3 layers"),
+        (lambda: cluster_layers(_layer_weights(), _SHAPES, 0), SpecError, "table_size"),
+        (lambda: cluster_layers(_layer_weights()[:2], _SHAPES, 4), WeightsError, "one per shape"),
+        (lambda: cluster_layers(_layer_weights()[::-1], _SHAPES, 4), WeightsError, "shapes' order"),
+        (
+            lambda: cluster_layers([np.ones((4, 2, 3, 3), int)] + _layer_weights()[1:], _SHAPES, 4),
+            WeightsError,
+            "floats",
+        ),
+        (
+            lambda: cluster_layers([np.full((4, 18), np.nan, np.float32)] + _layer_weights()[1:], _SHAPES, 4),
+            WeightsError,
+            "NaN",
+        ),
+        (lambda: cluster_layers(_layer_weights(), [(3, 7)] * 3, 4), SpecError, "LayerShape"),
+        (lambda: cluster_layers(_layer_weights()[:2], [_SHAPES[0], _SHAPES[0]], 4), SpecError, "repeat"),
+    ],
+    ids=["count", "size", "few-weights", "order", "int", "nan", "pairs", "names"],
+)
+def test_cluster_layers_bad_input(call, exc, msg):
+    with pytest.raises(exc, match=msg):
+        call()
