@@ -6,7 +6,8 @@ Public API (torch is imported on first use, so ``TrainConfig`` is importable wit
     from trainers.torch_backend import arbify, strip, save_arbnet, load_arbnet
 
 ``train`` and ``train_group`` (:mod:`trainers.torch_backend.training`, :mod:`trainers.torch_backend.group`)
-train the ArbMLP of one or several index files.
+train the ArbMLP of one or several index files; ``fit(model, data, config)`` trains any module (e.g. an arbified
+``LeNet5``, :mod:`.cnn`) with the same recipe.
 
 ``ArbLinear``, ``ArbConv2d`` and ``ArbEmbedding`` (:mod:`.layers`, :mod:`.conv2d`, :mod:`.embedding`) read their
 weights from a shared table through an index map. ``arbify(model, index_map, skip=...)`` turns the ``nn.Linear``,
@@ -30,6 +31,7 @@ __all__ = [
     "ArbConv2d",
     "ArbEmbedding",
     "ArbMLP",
+    "LeNet5",
     "TrainConfig",
     "ConfigError",
     "DatasetError",
@@ -37,6 +39,7 @@ __all__ = [
     "arbify",
     "strip",
     "train",
+    "fit",
     "train_group",
     "save_arbnet",
     "load_arbnet",
@@ -48,11 +51,13 @@ _LAZY = {
     "ArbConv2d": "conv2d",
     "ArbEmbedding": "embedding",
     "ArbMLP": "models",
+    "LeNet5": "cnn",
     "DatasetError": "data",
     "gather_weight": "functional",
     "arbify": "convert",
     "strip": "convert",
     "train": "training",
+    "fit": "training",
     "train_group": "group",
     "save_arbnet": "modelfile",
     "load_arbnet": "modelfile",

@@ -54,6 +54,7 @@ from .results import (
 
 __all__ = [
     "train",
+    "fit",
     "TrainResult",
     "resolve_device",
     "make_optimizer",
@@ -303,7 +304,7 @@ def _fit(
 
 
 def _train_epochs(
-    model: ArbMLP,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     train_data: DeviceData,
@@ -359,6 +360,52 @@ def _train_epochs(
         if checkpointer is not None:
             checkpointer.save(epoch, epochs, model, optimizer, scheduler, shuffle, device)
     bar.close()
+
+
+def fit(
+    model: nn.Module,
+    train_data: DeviceData,
+    config: TrainConfig,
+    *,
+    val_data: DeviceData | None = None,
+    progress: bool = False,
+) -> list[EpochRecord]:
+    """Train any classifier ``model`` in place with ``config``'s recipe: what :func:`train` does to its ArbMLP.
+
+    The optimizer (:func:`make_optimizer`), the plateau schedule (:func:`make_scheduler`), the stopping rule
+    (``config.stop_after_drops``), the loss and the batch size are ``config``'s; the batch order comes from a
+    ``torch.Generator`` seeded with ``config.seed``, and the global torch RNG (dropout) is seeded with it inside
+    :func:`torch.random.fork_rng`, so the caller's state is restored. ``config.dataset``, the model fields and
+    ``num_threads`` are not read: initialise the model (seeded) and set the threads yourself. For a CNN on
+    :class:`~.data.DeviceData`, whose images are flat, start the model with ``nn.Unflatten(1, shape)``.
+
+    Args:
+        model: a module mapping float32 ``(B, C*H*W)`` to logits ``(B, num_classes)``, on ``train_data``'s device.
+        train_data: the training split (:func:`~.data.load_device_data`).
+        config: the recipe (``epochs`` is the cap when the stopping rule is on).
+        val_data: evaluated after every epoch and recorded (``val_accuracy``, ``val_loss``); needed when
+            ``config.lr_metric`` watches it.
+        progress: tqdm bars over epochs and batches.
+
+    Returns:
+        One :class:`~.results.EpochRecord` per epoch trained (its ``lr`` the rate the epoch trained at).
+
+    Raises:
+        ValueError: if ``config.lr_metric`` watches a validation metric and ``val_data`` is ``None``.
+    """
+    if val_data is None and config.lr_metric != "train_accuracy":
+        raise ValueError(f"lr_metric {config.lr_metric!r} watches a validation split: pass val_data")
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    device = train_data.labels.device
+    epochs: list[EpochRecord] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        _train_epochs(
+            model, optimizer, scheduler, train_data, config, shuffle, progress, 0, epochs, None, device, val_data
+        )
+    return epochs
 
 
 def check_map_fits(imap: IndexMap, config: TrainConfig, index_path: Path) -> None:
