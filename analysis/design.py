@@ -36,7 +36,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 TESTS = ("contrast", "difference", "curvature")
 """The kinds of primary comparison (module docstring)."""
-PILOT_STUDY = {"confirm_balance": "balance", "confirm_noise": "noise", "confirm_outlier": "noise"}
+PILOT_STUDY = {
+    "confirm_balance": "balance",
+    "confirm_noise": "noise",
+    "confirm_outlier": "noise",
+    "cifar_balance": "balance",
+    "cifar_noise": "noise",
+    "cifar_outlier": "noise",
+}
 """The study of the pilot grid (the ``paper`` profile's) that holds each confirmatory study's cells."""
 _ACROSS = ("every", "mean")
 _DIRECTIONS = ("greater", "less")

@@ -40,10 +40,14 @@ def sd_upper(sd: float, n: int, confidence: float = 0.8) -> float:
 
 
 def seeds_needed(effect: float, sd: float, alpha: float, power: float) -> float:
-    """Seeds for a one-sided paired t-test of ``effect`` (> 0) with per-seed SD ``sd``."""
+    """Seeds for a one-sided paired t-test of ``effect`` (> 0) with per-seed SD ``sd``.
+
+    2.0 when 2 seeds already reach ``power`` (statsmodels' root finder returns NaN there, since its
+    bracket starts above 2); NaN from the solver otherwise means more than it searched (> 1000).
+    """
     from statsmodels.stats.power import TTestPower
 
-    if sd == 0:
+    if sd == 0 or power_at(2, effect, sd, alpha) >= power:
         return 2.0
     return float(TTestPower().solve_power(effect_size=effect / sd, alpha=alpha, power=power, alternative="larger"))
 

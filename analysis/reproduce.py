@@ -79,6 +79,7 @@ def reproduce(
     report: bool = True,
     run: bool = True,
     group_size: int = 1,
+    verify_md5: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) a profile's studies on a dataset and write results.csv, figures and REPORT.md.
 
@@ -103,6 +104,10 @@ def reproduce(
         Write figures and REPORT.md at the end.
     run : bool
         Train the pending runs (False: only rebuild results.csv, figures and REPORT.md).
+    verify_md5 : bool
+        Check CIFAR-10 files against the official md5s (default); False (``--no-verify-md5``) reads
+        files in the official format that are not the official release, such as the rebuilt copy in
+        ``../shared/data``. False is part of each run's key (True, the default, is not).
 
     Returns
     -------
@@ -122,7 +127,7 @@ def reproduce(
     if profile not in profiles:
         raise StudyError(f"unknown profile {profile!r}; choose one of {', '.join(profiles)}")
     prof = profiles[profile]
-    runs = plan(prof, dataset, data_root=data_root, device=device, studies=studies)
+    runs = plan(prof, dataset, data_root=data_root, device=device, studies=studies, verify_md5=verify_md5)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
@@ -220,6 +225,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="rebuild results.csv, figures and REPORT.md from the finished runs without training",
     )
+    p.add_argument(
+        "--no-verify-md5",
+        action="store_true",
+        help="read CIFAR-10 files that are not the official release (e.g. the rebuilt copy in ../shared/data, "
+        "whose md5s differ from torchvision's); recorded in each run's key",
+    )
     p.add_argument("--no-report", action="store_true", help="skip figures and REPORT.md")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -269,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         report=not args.no_report,
         run=not args.report_only,
         group_size=args.group_size,
+        verify_md5=not args.no_verify_md5,
     )
     print(
         f"{summary['runs']} runs: {summary['finished']} trained now, {summary['skipped']} already done, "

@@ -129,6 +129,7 @@ RUN_FIELDS = (
     "recipe",
     "stop_after_drops",
     "stop_patience",
+    "verify_md5",
 )
 """The keys of :meth:`RunConfig.to_dict`, in order: the flat form of a run stored in its record."""
 
@@ -141,6 +142,7 @@ KEY_DEFAULTS = {
     "recipe": "paper",
     "stop_after_drops": None,
     "stop_patience": 4,
+    "verify_md5": True,
 }
 """Run fields added after the first records were committed: defaults for older run dicts, the value
 a dict without them means. The run dict's counterpart of ``HashSpec.ADDED_FIELDS`` and
@@ -179,6 +181,7 @@ _TRAIN_FIELDS = {
     "table_grad_scale": "table_grad_scale",
     "stop_after_drops": "stop_after_drops",
     "stop_patience": "stop_patience",
+    "verify_md5": "verify_md5",
 }
 """Run field -> :class:`~trainers.torch_backend.config.TrainConfig` field (the rest come from the recipe)."""
 
@@ -197,8 +200,10 @@ class RunConfig:
       the tables are per layer (``scope="layer"``).
     - training: ``dataset``, ``epochs``, ``batch_size``, ``limit_train``, ``data_root``, ``device``,
       ``lr``, ``momentum``, ``lr_factor``, ``lr_patience``, ``optimizer``, ``table_grad_scale``,
-      ``stop_after_drops``, ``stop_patience`` as in ``TrainConfig`` (``epochs`` is the cap under a
-      stopping rule); ``train_seed`` is its ``seed``; one torch thread per run.
+      ``stop_after_drops``, ``stop_patience``, ``verify_md5`` as in ``TrainConfig`` (``epochs`` is the
+      cap under a stopping rule; ``verify_md5=False`` reads CIFAR-10 files that are not the official
+      release, such as the rebuilt copy in ``../shared/data``); ``train_seed`` is its ``seed``; one
+      torch thread per run.
 
     Parameters
     ----------
@@ -282,6 +287,7 @@ class RunConfig:
         recipe: str = "paper",
         stop_after_drops: int | None = None,
         stop_patience: int = 4,
+        verify_md5: bool = True,
     ) -> RunConfig:
         """The run of these flat fields (:data:`RUN_FIELDS`); ``table_size`` defaults to 1000 without
         ``compression``.

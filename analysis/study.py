@@ -585,6 +585,7 @@ def plan(
     data_root: str | None = None,
     device: str = "auto",
     studies: tuple[str, ...] | None = None,
+    verify_md5: bool = True,
 ) -> list[RunConfig]:
     """Every run of ``profile`` on ``dataset``, in a stable order (study, arm, variant, sparsity,
     replicate; replicate first under ``profile.order == "replicate"``), each once (a run a study
@@ -598,6 +599,10 @@ def plan(
         Recorded in each run (they are part of its key: a different data root is another run).
     studies : tuple of str, optional
         Only these of the profile's studies.
+    verify_md5 : bool
+        Check CIFAR-10 files against the official md5s (``TrainConfig.verify_md5``); False reads a
+        rebuilt copy such as ``../shared/data``'s. Part of the key only when False, so every run
+        planned with the default keeps the key it had before the option existed.
 
     Raises
     ------
@@ -644,6 +649,7 @@ def plan(
                 table_grad_scale=arm.table_grad_scale,
                 stop_after_drops=profile.stop_after_drops,
                 stop_patience=profile.stop_patience,
+                verify_md5=verify_md5,
                 **_schedule(study.recipe),
             )
             runs.setdefault(run.key, run)

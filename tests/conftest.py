@@ -47,6 +47,26 @@ def data_root() -> Path:
     return DATA_ROOT
 
 
+@pytest.fixture(scope="session")
+def cifar10_root() -> Path:
+    """``$HASHLAB_DATA_ROOT`` or ``../shared/data``, where it holds ``cifar-10-batches-py`` (the python pickles).
+
+    Tests that need real CIFAR-10 take this fixture. Without it they are skipped with a reason that
+    says where it was looked for; with ``HASHLAB_REQUIRE_DATA=1`` (CI) they fail instead. The copy in
+    ``../shared/data`` is rebuilt (lossless, but its md5s differ from torchvision's): read it with
+    ``verify_md5=False``.
+    """
+    if not (DATA_ROOT / "cifar-10-batches-py").is_dir():
+        reason = (
+            f"needs real CIFAR-10, not found under {DATA_ROOT}/cifar-10-batches-py; set HASHLAB_DATA_ROOT to a "
+            "torchvision data root that holds it"
+        )
+        if REQUIRE_DATA:
+            pytest.fail(reason + " (HASHLAB_REQUIRE_DATA is set)")
+        pytest.skip(reason)
+    return DATA_ROOT
+
+
 def python_module(module: str, *args: str) -> list[str]:
     """The command line ``python -m module args`` with this interpreter."""
     return [sys.executable, "-m", module, *args]

@@ -102,3 +102,51 @@ def test_a_profile_with_fewer_seeds_than_its_design_needs_is_refused(tmp_path):
     path.write_text("version = 1\n" + short)
     with pytest.raises(StudyError, match="needs 20 replicates but the profile has 5 seed pairs"):
         load_profiles(path)
+
+
+# The CIFAR-10 design (studies/confirmatory_cifar10.toml): its power analysis reads the Fashion-MNIST stand-in pilot,
+# and its seeds are what that asks for, clipped to [SEEDS_FLOOR, SEEDS_BUDGET] (the file states both numbers).
+CIFAR = load_design("confirmatory_cifar10")
+SEEDS_FLOOR = 5  # the fewest seeds at which the exact sign-flip test can reach p < 0.05 (1/32)
+SEEDS_BUDGET = 5  # what ten minutes of one H100 allow for 10 cells of the 22M-weight network, 60 epochs at most
+
+
+def test_the_cifar10_design_names_one_primary_comparison_per_claim_it_tests():
+    assert [c.claim for c in CIFAR.claims] == [1, 2, 4, 5, 6]  # 3 needs five alphas: cut to fit (the file says so)
+    assert CIFAR.profile == "confirm-cifar10" and CIFAR.alpha == 0.05
+    assert CIFAR.pilot.endswith("fashion-mnist/results.csv")
+    for c in CIFAR.claims:
+        assert c.sesoi == 0.5 and c.margin == 0.5 and c.unit == "pp" and c.study.startswith("cifar_")
+    assert CIFAR.claim(6).sparsities == (0.1,) and CIFAR.claim(2).test == CIFAR.claim(5).test == "difference"
+    text = (DESIGN_DIR / "confirmatory_cifar10.toml").read_text()
+    assert "STAND-IN" in text and "What was cut".upper() in text.upper()
+
+
+def test_the_cifar10_seeds_are_the_stand_in_power_analysis_within_the_budget():
+    rows = power_rows(CIFAR, "fashion-mnist", read_pilot(CIFAR, "cifar10"))  # the stand-in, whatever the dataset
+    assert {r.claim for r in rows} == {1, 2, 4, 5, 6} and all(r.pilot_n == 3 for r in rows)
+    need: dict[str, float] = {}
+    for r in rows:
+        study = CIFAR.claim(r.claim).study
+        need[study] = max(need.get(study, 0), r.seeds_needed if math.isfinite(r.seeds_needed) else 1e9)
+    for study, n in need.items():
+        assert load_study(study).replicates == min(SEEDS_BUDGET, max(SEEDS_FLOOR, math.ceil(n))), study
+    for c in CIFAR.claims:
+        assert c.seeds == load_study(c.study).replicates
+
+
+def test_the_confirm_cifar10_profile_runs_every_cell_in_five_groups_of_ten():
+    prof = load_profiles()["confirm-cifar10"]
+    assert prof.stop_after_drops == 2 and prof.stop_patience == 4 and prof.epochs == 60 and prof.batch_size == 200
+    runs = plan(prof, "cifar10", verify_md5=False)
+    assert Counter(r.study for r in runs) == {"cifar_balance": 20, "cifar_noise": 20, "cifar_outlier": 10}
+    assert all(r.architecture().features == (3072, 2000, 2000, 2000, 2000, 2000, 10) for r in runs)
+    assert all(r.spec.table_size == 1000 and not r.train.verify_md5 and r.train.stop_after_drops == 2 for r in runs)
+    cells = {(r.study, r.spec.alpha if r.spec.kind == "dirichlet" else r.spec.radius, r.spec.sparsity) for r in runs}
+    assert len(cells) == 10
+    for c in CIFAR.claims:  # every cell a primary comparison reads is run
+        assert {(c.study, v, s) for v, s in c.cells} <= cells
+    from analysis.runs import group_key
+
+    groups = Counter(group_key(r) for r in runs)
+    assert None not in groups and sorted(groups.values()) == [10] * 5  # --group-size 10: one group per train seed

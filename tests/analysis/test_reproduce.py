@@ -90,15 +90,23 @@ def test_committed_run_keys_survive_the_new_run_fields():
 
 def test_run_key_defaults_agree_with_the_configs_added_fields():
     """A run field taken from a HashSpec or TrainConfig field added later has the default that the config's
-    own dict migration gives it (one meaning of an older dict)."""
+    own dict migration gives it (one meaning of an older dict); one the config always had (verify_md5) has the
+    config's default."""
+    import dataclasses
+
     from analysis.runs import _SPEC_FIELDS, _TRAIN_FIELDS, KEY_DEFAULTS
     from hashlab import HashSpec
     from trainers.torch_backend.config import TrainConfig
 
     for run_field, default in KEY_DEFAULTS.items():
-        for fields, added in ((_SPEC_FIELDS, HashSpec.ADDED_FIELDS), (_TRAIN_FIELDS, TrainConfig.ADDED_FIELDS)):
-            if run_field in fields:
+        for cls, fields, added in (
+            (HashSpec, _SPEC_FIELDS, HashSpec.ADDED_FIELDS),
+            (TrainConfig, _TRAIN_FIELDS, TrainConfig.ADDED_FIELDS),
+        ):
+            if run_field in fields and fields[run_field] in added:
                 assert added[fields[run_field]] == default, run_field
+            elif run_field in fields:
+                assert {f.name: f.default for f in dataclasses.fields(cls)}[fields[run_field]] == default, run_field
 
 
 def test_a_profile_reusing_runs_outside_its_grid_is_refused(tmp_path):
@@ -339,3 +347,21 @@ def test_groups_give_the_rows_of_solo_runs(smoke, tmp_path, data_root):
 
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
     assert max(len(r["group"]) for r in records) > 1
+
+
+def test_no_verify_md5_reaches_every_run_and_enters_its_key_only_when_off():
+    """``--no-verify-md5`` (the rebuilt CIFAR-10 in ../shared/data) is a run field; left on, no key changes."""
+    from analysis.reproduce import _parser
+    from analysis.runs import RunConfig
+
+    prof = load_profiles()["smoke"]
+    on, off = plan(prof, "cifar10", data_root="d"), plan(prof, "cifar10", data_root="d", verify_md5=False)
+    assert all(r.train.verify_md5 for r in on) and not any(r.train.verify_md5 for r in off)
+    assert all(r.architecture().features[0] == 3072 for r in off)
+    assert not {r.key for r in on} & {r.key for r in off}
+    for r in plan(prof, "mnist") + on:  # the key of a run with the check on is the key of its dict without the field
+        d = r.to_dict()
+        assert d.pop("verify_md5") is True and RunConfig.from_dict(d).key == r.key
+    assert RunConfig.from_dict(off[0].to_dict()) == off[0]
+    args = _parser().parse_args(["--out", "x", "--dataset", "cifar10", "--no-verify-md5"])
+    assert args.no_verify_md5 and not _parser().parse_args(["--out", "x"]).no_verify_md5

@@ -273,8 +273,10 @@ def load_split(
             msg = f"{info.name} {split_name} split not found: {where} lacks {', '.join(missing)}"
         elif name == "cifar10" and verify_md5 and isinstance(e, RuntimeError) and "corrupted" in str(e):
             msg = (
-                f"{info.name} files under {where} do not match the official md5s (corrupt, or not the "
-                "official release; to read your own files in the official pickle format pass --no-verify-md5)"
+                f"{info.name} files under {where} do not match the official md5s: they are corrupt, or not "
+                "the official release (a rebuilt copy such as ../shared/data's, or your own files). To read "
+                "files in the official pickle format anyway pass --no-verify-md5 (hashlab train, hashlab "
+                "reproduce, python -m analysis.reproduce) or TrainConfig(verify_md5=False)"
             )
         else:
             msg = (
