@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
+import json
 import multiprocessing
 import os
 import platform
@@ -53,6 +54,8 @@ __all__ = [
     "narrow_widths",
     "execute",
     "run_study",
+    "check_out",
+    "done_ids",
     "main",
 ]
 
@@ -416,6 +419,23 @@ def done_ids(out: str | os.PathLike) -> set[str]:
     return {p.stem for p in (Path(out) / "runs").glob("*.json")}
 
 
+def check_out(out: str | os.PathLike, profile: str) -> None:
+    """Refuse an output folder that holds another profile's runs (run ids repeat across profiles).
+
+    Raises:
+        StudyError: naming the folder, the profile found and the fix.
+    """
+    for path in sorted((Path(out) / "runs").glob("*.json")):
+        try:
+            found = json.loads(path.read_text()).get("profile")
+        except (OSError, ValueError) as e:
+            raise StudyError(f"{path} is not a readable run record ({e}); delete it to rerun that run") from e
+        if found != profile:
+            raise StudyError(
+                f"{out} holds runs of profile {found!r} ({path.name}), not {profile!r}: give this profile its own --out"
+            )
+
+
 def run_study(
     profile: str,
     out: str | os.PathLike = DEFAULT_OUT,
@@ -433,6 +453,7 @@ def run_study(
 
     design = load_design(study_file)
     out = Path(out)
+    check_out(out, profile)
     done = done_ids(out)
     todo = [r for r in design.runs(profile) if r.run_id not in done]
     ready = [r for r in todo if r.parent is None or r.parent.run_id in done]
@@ -500,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = design.runs(args.profile)
         if args.workers is not None and args.workers < 1:
             raise StudyError(f"--workers must be >= 1, got {args.workers}")
+        check_out(args.out, args.profile)
         if not args.report_only:
             root = resolve_data_root(args.data_root)
             raw = root / DATASETS[design.dataset].folder

@@ -102,6 +102,7 @@ def test_the_smoke_profile_trains_saves_reloads_and_reports(tmp_path, data_root)
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
     assert main(argv) == 0  # resumes: nothing left to train
     assert before == {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    assert main(["--profile", "compression", "--out", str(out), "--data-root", str(data_root)]) == 2  # not its folder
     report = (out / "REPORT.md").read_text()
     assert "(a) hashed from scratch" in report and "hashed - narrow" in report
     assert (out / "figures" / "accuracy_vs_size.png").stat().st_size > 10_000
