@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import gzip
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -52,6 +53,7 @@ __all__ = [
     "CompressionDesign",
     "load_design",
     "narrow_widths",
+    "diverged_at",
     "execute",
     "run_study",
     "check_out",
@@ -124,6 +126,8 @@ class CompressionDesign:
     train: dict[str, Any]
     finetune: dict[str, Any]
     profiles: dict[str, dict[str, Any]]
+    retry_lr_factor: float | None = None
+    """A run whose loss or parameters become non-finite is retrained once at this factor times its LR (None: not)."""
 
     def runs(self, profile: str) -> list[CompressionRun]:
         """The profile's runs, seed by seed: dense, then per ratio hashed, narrow, arbified, clustered."""
@@ -203,7 +207,10 @@ def load_design(path: str | os.PathLike = STUDY_FILE) -> CompressionDesign:
         profiles[name] = prof
     if not profiles:
         raise StudyError(f"{path}: no [profiles.NAME] tables")
-    return CompressionDesign(str(raw["dataset"]), dict(raw["hash"]), train, finetune, profiles)
+    retry = raw.get("diverged_retry_lr_factor")
+    if retry is not None and not (isinstance(retry, (int, float)) and 0 < retry < 1):
+        raise StudyError(f"{path}: diverged_retry_lr_factor must be a number in (0, 1), e.g. 0.2, got {retry!r}")
+    return CompressionDesign(str(raw["dataset"]), dict(raw["hash"]), train, finetune, profiles, retry)
 
 
 def _lenet_params(widths: Sequence[int]) -> int:
@@ -337,8 +344,22 @@ def _reloads_identically(model: Any, imap: Any, path: Path, widths: tuple[int, i
         back = load_arbnet(path, model=back)
     model.eval()
     back.eval()
-    with torch.no_grad():
-        return bool(torch.equal(model(x), back(x)))
+    with torch.no_grad():  # bitwise, NaN included (a diverged model reloads to its NaNs)
+        return bool(torch.allclose(model(x), back(x), rtol=0.0, atol=0.0, equal_nan=True))
+
+
+def diverged_at(epochs: Sequence[Any], model: Any) -> int | None:
+    """The first epoch (1-based) whose training or validation loss is not finite; ``len(epochs)`` if only the
+    trained parameters are; ``None`` for a run that did not diverge."""
+    import torch
+
+    for e in epochs:
+        losses = [e.train_loss] + ([] if e.val_loss is None else [e.val_loss])
+        if not all(math.isfinite(v) for v in losses):
+            return int(e.epoch)
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return len(epochs)
+    return None
 
 
 def execute(
@@ -348,7 +369,7 @@ def execute(
 
     Raises:
         FileNotFoundError: for a fine-tuned method whose dense model file is missing.
-        RuntimeError: if the saved model file does not reload to the same outputs.
+        RuntimeError: if the saved model file does not reload to the same outputs (NaNs included).
         trainers.torch_backend.DatasetError: if the dataset is missing.
     """
     import torch
@@ -362,8 +383,17 @@ def execute(
     config = design.config(run, profile, data_root)
     train_data, test_data, info = load_config_data(config, data_root, torch.device("cpu"))
     train_data, val_data = split_validation(train_data, config.val_fraction, config.val_split, config.seed)
-    model, imap, widths = _build(design, run, out)
-    epochs = fit(model, train_data, config, val_data=val_data)
+    attempts: list[dict[str, Any]] = []
+    while True:  # the design's divergence rule: a diverged run is retrained once at retry_lr_factor x its LR
+        model, imap, widths = _build(design, run, out)
+        epochs = fit(model, train_data, config, val_data=val_data)
+        bad = diverged_at(epochs, model)
+        if bad is None or design.retry_lr_factor is None or attempts:
+            break
+        attempts.append({"lr": config.lr, "diverged_at_epoch": bad})
+        config = dataclasses.replace(config, lr=config.lr * design.retry_lr_factor)
+    if bad is not None:
+        attempts.append({"lr": config.lr, "diverged_at_epoch": bad})
     test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size)
     path = out / "models" / f"{run.run_id}.safetensors"
     size = _save(model, imap, path)
@@ -386,6 +416,9 @@ def execute(
         "test_loss": test_loss,
         "test_size": len(test_data),
         "val_accuracy": epochs[-1].val_accuracy if epochs else None,
+        "lr": config.lr,
+        "diverged": bad is not None,
+        "diverged_attempts": attempts,
         "epochs_trained": len(epochs),
         "lr_drops": sum(b < a for a, b in zip(lrs, lrs[1:])),
         "stopped_by_rule": len(epochs) < config.epochs,

@@ -9,7 +9,8 @@ Reads the run records under ``OUT/runs/`` and writes, in ``OUT``:
 * ``REPORT.md``.
 
 The study is descriptive (its design, ``analysis/studies/compression.toml``, says why): the report gives effects
-with intervals and calls nothing significant.
+with intervals and calls nothing significant. Records written before the design's divergence rule (amendment 1)
+have no ``diverged`` fields; none of them diverged (each passed the bitwise reload check, which NaN outputs fail).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ _COLUMNS = [
     "test_loss",
     "val_accuracy",
     "epochs_trained",
+    "lr",
+    "diverged",
+    "diverged_attempts",
     "lr_drops",
     "stopped_by_rule",
     "file_bytes",
@@ -73,7 +77,12 @@ def _ratio_key(r: Any) -> float:
 
 def results_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run, sorted by ratio (dense first), method and seed."""
-    df = pd.DataFrame([{k: r.get(k) for k in _COLUMNS} for r in records], columns=_COLUMNS)
+    rows = [{k: r.get(k) for k in _COLUMNS} for r in records]
+    for row, r in zip(rows, records):  # records written before the divergence rule: none diverged (module doc)
+        row["lr"] = r.get("lr", r.get("config", {}).get("lr"))
+        row["diverged"] = bool(r.get("diverged", False))
+        row["diverged_attempts"] = len(r.get("diverged_attempts", []))
+    df = pd.DataFrame(rows, columns=_COLUMNS)
     df["widths"] = df["widths"].map(lambda w: "-".join(map(str, w)) if isinstance(w, list) else w)
     df = df.astype({"hash_seed": "Int64", "table_entries": "Int64"})
     key = df["ratio"].map(_ratio_key) * -1, df["method"].map(_ORDER), df["train_seed"]
@@ -243,20 +252,26 @@ def _report(df: pd.DataFrame, summary: pd.DataFrame, comps: pd.DataFrame, design
         "",
         "## Training length",
         "",
-        "| method | runs | epochs (mean, min-max) | LR drops (mean) | stopped by the rule | wall time (s, median) |",
-        "|---|---|---|---|---|---|",
+        "| method | runs | epochs (mean, min-max) | LR drops (mean) | stopped by the rule | diverged, retried |"
+        " still diverged | wall time (s, median) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m, g in sorted(df.groupby("method"), key=lambda kv: _ORDER[kv[0]]):
+        retried = g[g.diverged_attempts > 0]
+        where = ", ".join(f"{r.run_id} (LR {r.lr:g})" for r in retried.itertuples()) or "none"
         lines.append(
             f"| {_LABEL[m]} | {len(g)} | {g.epochs_trained.mean():.1f}, {g.epochs_trained.min()}-"
-            f"{g.epochs_trained.max()} | {drops[m]:.1f} | {int(g.stopped_by_rule.sum())} of {len(g)} | "
-            f"{g.wall_time_s.median():.0f} |"
+            f"{g.epochs_trained.max()} | {drops[m]:.1f} | {int(g.stopped_by_rule.sum())} of {len(g)} | {where} | "
+            f"{int(g.diverged.sum())} | {g.wall_time_s.median():.0f} |"
         )
     lines += [
         "",
         f"Recipe (train): {json.dumps(design.train)}.",
         f"Recipe (fine-tune of (b) and (c)): {json.dumps(design.finetune)}.",
         f"Hash of (a) and (b): {json.dumps(design.hash)} per Conv2d and Linear layer, hash seed 1000 + training seed.",
+        "Divergence rule (amendment 1 of the design file): a run whose loss or parameters become non-finite is",
+        f"retrained once from the same start at {design.retry_lr_factor} x its LR; the table above names the",
+        "retried runs with the LR they finished at.",
         "",
         "## Provenance",
         "",

@@ -11,7 +11,9 @@ import pytest
 from analysis.compression_study import (
     STUDY_FILE,
     CompressionRun,
+    diverged_at,
     done_ids,
+    execute,
     load_design,
     main,
     narrow_widths,
@@ -147,3 +149,33 @@ def test_paired_differences_find_a_planted_gap_and_cover_zero_without_one(diff):
     summary = summary_table(_synthetic(diff, sd=0.01))
     assert (summary.accuracy_low >= 0).all() and (summary.accuracy_high <= 1).all()
     assert summary.loc[summary.method == "dense", "file_ratio"].item() == 1.0
+
+
+def test_diverged_at_finds_the_first_non_finite_epoch_or_parameter():
+    import torch
+
+    from trainers.torch_backend.results import EpochRecord
+
+    def ep(i, loss, val=0.5):
+        return EpochRecord(epoch=i, train_accuracy=0.5, train_loss=loss, lr=0.1, wall_time_s=1.0, val_loss=val)
+
+    net = torch.nn.Linear(2, 2)
+    assert diverged_at([ep(1, 1.0), ep(2, 0.9)], net) is None
+    assert diverged_at([ep(1, 1.0), ep(2, math.nan), ep(3, math.nan)], net) == 2
+    assert diverged_at([ep(1, 1.0, val=math.inf)], net) == 1
+    with torch.no_grad():
+        net.weight[0, 0] = math.nan
+    assert diverged_at([ep(1, 1.0), ep(2, 0.9)], net) == 2
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_retried_once_at_the_designs_lr_factor_and_recorded(tmp_path, data_root):
+    text = STUDY_FILE.read_text()
+    study = tmp_path / "c.toml"
+    study.write_text(text.replace("lr = 0.05", "lr = 1e8", 1))  # the [train] recipe: diverges at once
+    design = load_design(study)
+    assert design.retry_lr_factor == 0.2
+    record = execute(CompressionRun("dense", None, 0), design, "smoke", tmp_path / "out", str(data_root))
+    assert [a["lr"] for a in record["diverged_attempts"]] == [1e8, 2e7]  # retried once, still diverged
+    assert record["diverged"] and record["lr"] == 2e7 and record["config"]["lr"] == 2e7
+    assert json.loads((tmp_path / "out" / "runs" / "dense-s0.json").read_text())["diverged"]
