@@ -43,3 +43,21 @@ def test_no_accuracy_interval_in_the_report_leaves_0_100(folder):
     assert intervals
     for mean, low, high in intervals:
         assert 0 <= float(low) <= float(mean) <= float(high) <= 100
+
+
+COMPRESSION = REPO / "analysis" / "results" / "compression"
+
+
+def test_the_committed_compression_study_is_whole_and_its_files_are_what_the_records_say():
+    from analysis.compression_study import load_design
+
+    records = {p.stem: json.loads(p.read_text()) for p in (COMPRESSION / "runs").glob("*.json")}
+    planned = {r.run_id for r in load_design().runs("compression")}
+    assert set(records) == planned
+    for run_id, r in records.items():
+        assert r["profile"] == "compression" and not r.get("diverged", False), run_id
+        assert (COMPRESSION / r["file"]).stat().st_size == r["file_bytes"], run_id
+        assert r["epochs_trained"] <= r["config"]["epochs"], run_id
+    with open(COMPRESSION / "summary.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            assert 0 <= float(row["accuracy_low"]) <= float(row["accuracy"]) <= float(row["accuracy_high"]) <= 1
