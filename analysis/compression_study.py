@@ -571,7 +571,11 @@ def main(argv: list[str] | None = None) -> int:
                 failed += 1
                 print(f"{run.run_id}: {error}", file=sys.stderr)
     if not args.no_report:
-        path = write_report(args.out, design, args.profile)
+        try:
+            path = write_report(args.out, design, args.profile)
+        except FileNotFoundError as e:  # --report-only on a folder with no runs
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"wrote {path}")
     return 1 if failed else 0
 

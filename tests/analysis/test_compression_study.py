@@ -76,6 +76,7 @@ def test_bad_input_exits_2_before_any_work(tmp_path):
     assert main(["--profile", "nope", "--out", str(tmp_path / "o")]) == 2
     assert main(["--profile", "smoke", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+    assert main(["--profile", "smoke", "--report-only", "--out", str(tmp_path / "o")]) == 2  # no runs to report
 
 
 def test_help():
