@@ -375,8 +375,9 @@ def fit(
     The optimizer (:func:`make_optimizer`), the plateau schedule (:func:`make_scheduler`), the stopping rule
     (``config.stop_after_drops``), the loss and the batch size are ``config``'s; the batch order comes from a
     ``torch.Generator`` seeded with ``config.seed``, and the global torch RNG (dropout) is seeded with it inside
-    :func:`torch.random.fork_rng`, so the caller's state is restored. ``config.dataset``, the model fields and
-    ``num_threads`` are not read: initialise the model (seeded) and set the threads yourself. For a CNN on
+    :func:`torch.random.fork_rng`, so the caller's state is restored. ``config.dataset``, the model fields,
+    ``deterministic`` and ``num_threads`` are not read: initialise the model (seeded), set the threads and the
+    determinism yourself. For a CNN on
     :class:`~.data.DeviceData`, whose images are flat, start the model with ``nn.Unflatten(1, shape)``.
 
     Args:
@@ -391,8 +392,14 @@ def fit(
         One :class:`~.results.EpochRecord` per epoch trained (its ``lr`` the rate the epoch trained at).
 
     Raises:
-        ValueError: if ``config.lr_metric`` watches a validation metric and ``val_data`` is ``None``.
+        ValueError: if ``config.lr_metric`` watches a validation metric and ``val_data`` is ``None``, or
+            ``config.table_grad_scale`` is not ``"none"`` (an :class:`ArbMLP`'s option, applied by :func:`train`).
     """
+    if config.table_grad_scale != "none":
+        raise ValueError(
+            f"fit does not scale table gradients (table_grad_scale={config.table_grad_scale!r} is an ArbMLP's "
+            "option): train the ArbMLP with train(), or set table_grad_scale='none'"
+        )
     if val_data is None and config.lr_metric != "train_accuracy":
         raise ValueError(f"lr_metric {config.lr_metric!r} watches a validation split: pass val_data")
     optimizer = make_optimizer(model, config)

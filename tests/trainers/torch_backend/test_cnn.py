@@ -76,6 +76,8 @@ def test_fit_records_a_validation_split_and_refuses_a_validation_schedule_withou
     config = TrainConfig(epochs=2, batch_size=50, lr_metric="val_loss", val_fraction=0.1)
     with pytest.raises(ValueError, match="val_data"):
         fit(nn.Sequential(nn.Linear(144, 2)), data, config)
+    with pytest.raises(ValueError, match="table_grad_scale"):
+        fit(nn.Sequential(nn.Linear(144, 2)), data, TrainConfig(table_grad_scale="load"), val_data=val)
     epochs = fit(nn.Sequential(nn.Linear(144, 2)), data, config, val_data=val)
     assert len(epochs) == 2 and all(e.val_loss is not None for e in epochs)
 
