@@ -56,13 +56,7 @@ def _check_weights(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
                 f"weights[{k}] must be a non-empty 2-D (out_features, in_features) matrix, got "
                 f"shape {w.shape}; pass the Linear layers' weight matrices only"
             )
-        if w.dtype.kind != "f":
-            raise WeightsError(f"weights[{k}] must hold floats, got dtype {w.dtype}")
-        if not np.isfinite(w).all():
-            raise WeightsError(
-                f"weights[{k}] holds {int((~np.isfinite(w)).sum())} NaN or infinite values; "
-                "cluster a network whose training did not diverge"
-            )
+        _check_values(w, f"weights[{k}]")
         if k and w.shape[1] != out[-1].shape[0]:
             raise WeightsError(
                 f"weights[{k}] has in_features={w.shape[1]} but weights[{k - 1}] has "
@@ -71,6 +65,17 @@ def _check_weights(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
             )
         out.append(w)
     return out
+
+
+def _check_values(w: np.ndarray, where: str) -> None:
+    """Refuse weights that are not floats or not finite (``where`` names them in the message)."""
+    if w.dtype.kind != "f":
+        raise WeightsError(f"{where} must hold floats, got dtype {w.dtype}")
+    if not np.isfinite(w).all():
+        raise WeightsError(
+            f"{where} holds {int((~np.isfinite(w)).sum())} NaN or infinite values; "
+            "cluster a network whose training did not diverge"
+        )
 
 
 def initial_centroids(values: np.ndarray, table_size: int, init: str, seed: int) -> np.ndarray:
@@ -128,14 +133,15 @@ def nearest_centroid(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.where(np.abs(v - c[lo]) <= np.abs(c[hi] - v), lo, hi).astype(np.int64)
 
 
-def _cluster_group(values: np.ndarray, n: int, init: str, seed: int, iters: int) -> tuple[np.ndarray, bool]:
-    """Table of ``n`` float32 entries for one group of weights, and whether it is exact."""
+def _cluster_group(values: np.ndarray, n: int, init: str, seed: int, iters: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Table of ``n`` float32 entries for one group of weights, the entries its weights may read (an exact table's
+    distinct values, else the whole table), and whether it is exact."""
     v32 = values.astype(np.float32).ravel()
     distinct = np.unique(v32)
     table = np.zeros(n, dtype=np.float32)
     if distinct.size <= n:  # every value gets its own entry: zero error, no k-means
         table[: distinct.size] = distinct
-        return table, True
+        return table, table[: distinct.size], True
     from scipy.cluster.vq import kmeans2  # here: scipy.cluster costs ~0.3 s, too much for `import hashlab`
 
     v = v32.astype(np.float64)[:, None]  # (M, 1): kmeans2 wants observations x features
@@ -144,7 +150,7 @@ def _cluster_group(values: np.ndarray, n: int, init: str, seed: int, iters: int)
         warnings.simplefilter("ignore")
         centres, _ = kmeans2(v, start, iter=iters, minit="matrix", missing="warn")
     table[:] = np.sort(centres[:, 0]).astype(np.float32)
-    return table, False
+    return table, table, False
 
 
 def check_cluster_params(table_size: int, scope: str, init: str, seed: int, iters: int) -> None:
@@ -234,10 +240,9 @@ def cluster_weights(
     dtype = index_dtype(table_size)
     for t, members in enumerate(groups):
         values = np.concatenate([mats[k].ravel() for k in members])
-        table, is_exact = _cluster_group(values, table_size, init, seed, iters)
+        table, used, is_exact = _cluster_group(values, table_size, init, seed, iters)
         tables.append(table)
         exact.append(is_exact)
-        used = table[: np.unique(values.astype(np.float32)).size] if is_exact else table
         for k in members:
             idx = nearest_centroid(mats[k].astype(np.float32), used).astype(dtype)
             layers[k] = LayerMap(name=f"fc{k}", indices=idx, table=t)
@@ -339,8 +344,7 @@ def cluster_layers(
     tables, exact, layers = [], [], []
     for k, (w, shape, n) in enumerate(zip(weights, shapes, sizes)):
         mat = _layer_matrix(np.asarray(w), shape, k)
-        table, is_exact = _cluster_group(mat.ravel(), n, init, seed, iters)
-        used = table[: np.unique(mat.astype(np.float32)).size] if is_exact else table
+        table, used, is_exact = _cluster_group(mat.ravel(), n, init, seed, iters)
         idx = nearest_centroid(mat.astype(np.float32), used).astype(index_dtype(n))
         layers.append(LayerMap(name=names[k], indices=idx, table=k, attrs=shape.attrs()))
         tables.append(table)
@@ -363,18 +367,12 @@ def cluster_layers(
 
 def _layer_matrix(w: np.ndarray, shape: LayerShape, k: int) -> np.ndarray:
     """Layer ``k``'s weights as its ``matrix_shape``, checked (float, finite, one of the layer's two shapes)."""
-    if w.dtype.kind != "f":
-        raise WeightsError(f"weights[{k}] ({shape.name or k}) must hold floats, got dtype {w.dtype}")
+    _check_values(w, f"weights[{k}] ({shape.name or k})")
     if w.shape not in (tuple(shape.weight_shape), tuple(shape.matrix_shape)):
         raise WeightsError(
             f"weights[{k}] ({shape.name or k}) has shape {w.shape}; its {shape.kind} layer's weight is "
             f"{tuple(shape.weight_shape)} (as a matrix {tuple(shape.matrix_shape)}): "
             "pass the layers in the shapes' order"
-        )
-    if not np.isfinite(w).all():
-        raise WeightsError(
-            f"weights[{k}] ({shape.name or k}) holds {int((~np.isfinite(w)).sum())} NaN or infinite values; "
-            "cluster a network whose training did not diverge"
         )
     return w.reshape(shape.matrix_shape)
 
