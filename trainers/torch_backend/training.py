@@ -275,6 +275,22 @@ def _fit(
         torch.manual_seed(config.seed)
         model = ArbMLP(imap, device=device, **config.model_options())
     model.set_table_grad_scale(config.table_grad_scale)
+    epochs = _optimise(model, train_data, config, device, progress, checkpointer, val_data)
+    test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size, LOSS_FUNCTIONS[config.loss])
+    return model, DataInfo.from_dict(data_info), epochs, test_acc, test_loss
+
+
+def _optimise(
+    model: nn.Module,
+    train_data: DeviceData,
+    config: TrainConfig,
+    device: torch.device,
+    progress: bool,
+    checkpointer: Checkpointer | None,
+    val_data: DeviceData | None,
+) -> list[EpochRecord]:
+    """The optimizer, schedule and seeded batch order of ``config``, and its epochs (resumed from ``checkpointer``
+    when it holds some): the training of :func:`train` and :func:`fit`."""
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -299,8 +315,7 @@ def _fit(
             device,
             val_data,
         )
-    test_acc, test_loss = evaluate(model, test_data, config.eval_batch_size, LOSS_FUNCTIONS[config.loss])
-    return model, DataInfo.from_dict(data_info), epochs, test_acc, test_loss
+    return epochs
 
 
 def _train_epochs(
@@ -402,17 +417,7 @@ def fit(
         )
     if val_data is None and config.lr_metric != "train_accuracy":
         raise ValueError(f"lr_metric {config.lr_metric!r} watches a validation split: pass val_data")
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    device = train_data.labels.device
-    epochs: list[EpochRecord] = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
-        _train_epochs(
-            model, optimizer, scheduler, train_data, config, shuffle, progress, 0, epochs, None, device, val_data
-        )
-    return epochs
+    return _optimise(model, train_data, config, train_data.labels.device, progress, None, val_data)
 
 
 def check_map_fits(imap: IndexMap, config: TrainConfig, index_path: Path) -> None:
