@@ -213,11 +213,6 @@ def load_design(path: str | os.PathLike = STUDY_FILE) -> CompressionDesign:
     return CompressionDesign(str(raw["dataset"]), dict(raw["hash"]), train, finetune, profiles, retry)
 
 
-def _lenet_params(widths: Sequence[int]) -> int:
-    c1, c2, h1, h2 = widths
-    return (25 * c1 + c1) + (25 * c1 * c2 + c2) + (25 * c2 * h1 + h1) + (h1 * h2 + h2) + (h2 * 10 + 10)
-
-
 def narrow_widths(target: int, base: Sequence[int] = (6, 16, 120, 84)) -> tuple[int, int, int, int]:
     """LeNet-5 widths ``round(base * s)`` (each >= 1) whose parameter count is closest to ``target``.
 
@@ -227,14 +222,16 @@ def narrow_widths(target: int, base: Sequence[int] = (6, 16, 120, 84)) -> tuple[
     Raises:
         ValueError: if ``target`` is below the parameter count of the narrowest LeNet-5 (every width 1).
     """
-    smallest = _lenet_params((1, 1, 1, 1))
+    from trainers.torch_backend.cnn import LeNet5
+
+    smallest = LeNet5.parameter_count((1, 1, 1, 1))
     if target < smallest:
         raise ValueError(f"no LeNet-5 has {target} parameters; the narrowest (widths 1) has {smallest}")
     best: tuple[int, tuple[int, int, int, int]] | None = None
     for i in range(4000):
         s = 10 ** (-3 + 3 * i / 3999)
         w = tuple(max(1, round(b * s)) for b in base)
-        gap = abs(_lenet_params(w) - target)
+        gap = abs(LeNet5.parameter_count(w) - target)  # type: ignore[arg-type]
         if best is None or gap <= best[0]:
             best = (gap, w)  # type: ignore[assignment]
     assert best is not None

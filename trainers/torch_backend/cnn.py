@@ -65,9 +65,7 @@ class LeNet5(nn.Sequential):
                 f"{widths!r} and {num_classes!r}; e.g. (6, 16, 120, 84)"
             )
         c, h, w = in_shape
-        side = ((h // 2 - 4) // 2, (w // 2 - 4) // 2)  # conv1 keeps the size, pool, conv2 takes 4, pool
-        if min(side) < 1:
-            raise ValueError(f"in_shape {in_shape!r} is too small for LeNet-5: height and width must be >= 12")
+        side = self.feature_side(in_shape)
         c1, c2, h1, h2 = widths
         super().__init__(
             OrderedDict(
@@ -87,6 +85,42 @@ class LeNet5(nn.Sequential):
             )
         )
         self.widths = widths
+
+    @staticmethod
+    def feature_side(in_shape: tuple[int, int, int]) -> tuple[int, int]:
+        """Height and width of ``conv2``'s pooled output (the input of ``fc1`` is ``widths[1]`` times their product).
+
+        Raises:
+            ValueError: if the image is smaller than 12 x 12 (nothing would be left after the second pooling).
+        """
+        _, h, w = in_shape
+        side = ((h // 2 - 4) // 2, (w // 2 - 4) // 2)  # conv1 keeps the size, pool, conv2 takes 4, pool
+        if min(side) < 1:
+            raise ValueError(f"in_shape {in_shape!r} is too small for LeNet-5: height and width must be >= 12")
+        return side
+
+    @classmethod
+    def parameter_count(
+        cls,
+        widths: tuple[int, int, int, int] = LENET5_WIDTHS,
+        in_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: int = 10,
+    ) -> int:
+        """Parameters (weights and biases) of ``LeNet5(widths, in_shape, num_classes)``, without building it.
+
+        Raises:
+            ValueError: if the image is too small (:meth:`feature_side`).
+        """
+        c1, c2, h1, h2 = widths
+        side = cls.feature_side(in_shape)
+        k = 5 * 5  # both convolutions are 5 x 5
+        return (
+            (in_shape[0] * k * c1 + c1)
+            + (c1 * k * c2 + c2)
+            + (c2 * side[0] * side[1] * h1 + h1)
+            + (h1 * h2 + h2)
+            + (h2 * num_classes + num_classes)
+        )
 
     def forward(self, input: Tensor) -> Tensor:
         if input.dim() == 4:

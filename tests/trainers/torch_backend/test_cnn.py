@@ -24,6 +24,13 @@ def test_lenet5_has_the_papers_parameter_count_and_takes_flat_or_4d_images():
 
 
 @pytest.mark.parametrize(
+    "args", [((6, 16, 120, 84), (1, 28, 28), 10), ((1, 1, 1, 1), (1, 28, 28), 10), ((2, 3, 7, 5), (3, 32, 40), 4)]
+)
+def test_parameter_count_is_the_built_models(args):
+    assert LeNet5.parameter_count(*args) == sum(p.numel() for p in LeNet5(*args).parameters())
+
+
+@pytest.mark.parametrize(
     "kwargs,msg",
     [
         (dict(widths=(6, 16, 120)), "4 ints"),
