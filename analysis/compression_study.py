@@ -41,7 +41,7 @@ from hashlab._version import __version__
 from hashlab.io.atomic import atomic_write_json
 from hashlab.io.errors import InputError
 
-from .engines import _die_with_parent, default_workers
+from .engines import default_workers, die_with_parent
 from .runs import git_commit
 from .study import STUDY_DIR, StudyError
 
@@ -492,7 +492,7 @@ def run_study(
     bar = tqdm(total=len(todo), desc=f"compression ({profile})", unit="run", disable=not progress)
     args = (profile, str(out), str(data_root), str(study_file))
     with ProcessPoolExecutor(
-        max(1, workers), mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)
+        max(1, workers), mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
     ) as pool:
         futures: dict[Future, CompressionRun] = {pool.submit(_execute, dataclasses.asdict(r), *args): r for r in ready}
         while futures:

@@ -39,7 +39,16 @@ from hashlab.io.errors import EXIT_ENVIRONMENT
 
 from .runs import RunConfig, execute_group, execute_run, group_key, run_path
 
-__all__ = ["ENGINES", "EngineError", "RunFailure", "default_workers", "pending", "plan_tasks", "run_all"]
+__all__ = [
+    "ENGINES",
+    "EngineError",
+    "RunFailure",
+    "default_workers",
+    "die_with_parent",
+    "pending",
+    "plan_tasks",
+    "run_all",
+]
 
 ENGINES = ("local", "ray")
 
@@ -186,7 +195,7 @@ def _one_line(e: BaseException) -> str:
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """Pool initializer: SIGTERM this worker when its parent dies (Linux; elsewhere a no-op).
 
     Without it a reproduction killed by SIGTERM or SIGKILL leaves its spawned workers running
@@ -222,7 +231,7 @@ def _run_local(tasks: list[list[RunConfig]], out: str, workers: int, address: st
         return
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)
+        max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
     ) as pool:
         futures = {pool.submit(_execute, [r.to_dict() for r in task], out): task for task in tasks}
         try:
