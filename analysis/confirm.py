@@ -142,7 +142,12 @@ class Test:
     ``p`` is one-sided in the claimed direction, ``p_reverse`` in the opposite one, ``p_tost`` the
     equivalence test at ``margin``; the interval is the two-sided ``level`` sign-flip inversion;
     ``p_wilcoxon`` the signed-rank test in the claimed direction; ``p_holm`` the Holm-adjusted
-    ``p`` among a claim's secondary tests (None for a primary).
+    ``p`` among a claim's secondary tests (None for a primary). ``bound`` is the one-sided ``level``
+    confidence bound in the claimed direction (a lower bound for ``"greater"``, an upper one for
+    ``"less"``): the matching end of the two-sided ``2 level - 1`` sign-flip inversion, so it is the
+    interval that goes with the one-sided ``p`` (``p < 1 - level`` exactly when the bound excludes 0,
+    up to the bisection's last float), where the two-sided ``[low, high]`` may cross 0 beside a
+    significant ``p``.
     """
 
     label: str
@@ -156,6 +161,7 @@ class Test:
     p_wilcoxon: float
     margin: float
     exact: bool
+    bound: float = float("nan")
     p_holm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +177,7 @@ def run_test(label: str, d: np.ndarray, direction: str, margin: float, level: fl
     rev = "less" if direction == "greater" else "greater"
     main = exact.sign_flip_test(d, alternative=direction)
     ci = exact.sign_flip_interval(d, level=level)
+    one_sided = exact.sign_flip_interval(d, level=2 * level - 1)  # its ends are the one-sided level bounds
     return Test(
         label=label,
         n=n,
@@ -183,6 +190,7 @@ def run_test(label: str, d: np.ndarray, direction: str, margin: float, level: fl
         p_wilcoxon=_wilcoxon(d, direction),
         margin=margin,
         exact=main.exact,
+        bound=one_sided.low if direction == "greater" else one_sided.high,
     )
 
 

@@ -98,11 +98,16 @@ def length_table(design: Design, converged: list[dict], pilot: list[dict]) -> li
     return out
 
 
+def _bound(t: Test, direction: str) -> str:
+    return f"{'≥' if direction == 'greater' else '≤'} {_f(t.bound)}"
+
+
 def _verdict_line(v: ClaimVerdict, c: ClaimDesign) -> str:
     t = v.primary
     effect = "; ".join(f"{x.label}: {_iv(x)}" for x in t) if len(t) > 1 else _iv(t[0])
+    bound = "; ".join(f"{x.label}: {_bound(x, c.direction)}" for x in t) if len(t) > 1 else _bound(t[0], c.direction)
     return (
-        f"| {v.claim} | {c.statement} | **{v.verdict}** | {effect} {c.unit} | {p_value(v.p)} | "
+        f"| {v.claim} | {c.statement} | **{v.verdict}** | {effect} {c.unit} | {bound} | {p_value(v.p)} | "
         f"{p_value(max(x.p_wilcoxon for x in t))} | {p_value(max(x.p_tost for x in t))} | "
         f"{v.seeds} / {v.seeds_planned} |"
     )
@@ -228,12 +233,15 @@ def write_confirm_report(
         "",
         "## Verdicts",
         "",
-        "Primary value per seed (paired train and hash seed), mean and 95% interval by inverting the exact sign-flip "
-        "test; p: exact sign-flip test, one-sided in the claimed direction; Wilcoxon: signed-rank, same direction "
+        "Primary value per seed (paired train and hash seed), mean and two-sided 95% interval by inverting the exact "
+        "sign-flip test; one-sided bound: the 95% confidence bound in the claimed direction that goes with p (the "
+        "end of the 90% inversion; it excludes 0 exactly when p < 0.05, where the two-sided interval may not); p: "
+        "exact sign-flip test, one-sided in the claimed direction; Wilcoxon: signed-rank, same direction "
         "(sensitivity); TOST: equivalence within the design's margin.",
         "",
-        "| claim | statement | verdict | primary effect [95% CI] | p | Wilcoxon p | TOST p | seeds / planned |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| claim | statement | verdict | primary effect [95% CI] | one-sided 95% bound | p | Wilcoxon p | TOST p "
+        "| seeds / planned |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     L += [_verdict_line(v, design.claim(v.claim)) for v in verdicts]
     L += ["", "Aggregation rule (from the design file):", "", "```", design.aggregation, "```", ""]

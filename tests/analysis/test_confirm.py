@@ -8,7 +8,17 @@ import re
 import numpy as np
 import pytest
 
-from analysis.confirm import FAILS, HOLDS, INCONCLUSIVE, REVERSED, cell_outcomes, crossed, evaluate, evaluate_claim
+from analysis.confirm import (
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    REVERSED,
+    cell_outcomes,
+    crossed,
+    evaluate,
+    evaluate_claim,
+    run_test,
+)
 from analysis.design import load_design
 from analysis.report_confirm import write_confirm_report
 
@@ -107,6 +117,22 @@ def test_the_false_positive_rate_of_a_claim_is_near_its_level():
             holds[claim] += evaluate_claim(rows, DESIGN.claim(claim), DESIGN.alpha).verdict == HOLDS
     for claim, k in holds.items():
         assert 0.01 <= k / 200 <= 0.09, (claim, k)
+
+
+@pytest.mark.parametrize("direction", ["greater", "less"])
+def test_the_one_sided_bound_excludes_zero_exactly_when_the_one_sided_p_is_significant(direction):
+    """The bound goes with p, where the two-sided interval may cross 0 beside p < 0.05 (claim 3 at 9 seeds did)."""
+    rng = np.random.default_rng(5)
+    sign = 1 if direction == "greater" else -1
+    split = 0
+    for shift in np.linspace(0, 1.2, 25):
+        d = sign * (shift + rng.normal(0, 1, 9))
+        t = run_test("x", d, direction, 0.5, 0.95)
+        beyond = t.bound > 0 if direction == "greater" else t.bound < 0
+        assert beyond == (t.p < 0.05), (shift, t)
+        assert t.low <= t.bound <= t.high
+        split += t.p < 0.05 and t.low <= 0 <= t.high
+    assert split  # the case the bound is there for occurs among these draws
 
 
 def test_secondary_tests_are_holm_adjusted_within_the_claim():
