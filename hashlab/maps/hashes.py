@@ -46,7 +46,7 @@ positions per chunk (the scalar compaction, about 0.9 ns a weight, costs more th
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -55,7 +55,15 @@ from . import kernels as K
 from .indexmap import IndexMap, LayerMap, index_dtype
 from .spec import Architecture, HashSpec, SpecError, TablePlan
 
-__all__ = ["build_map", "hash_layers", "stream_seed", "dirichlet_probabilities", "BACKENDS"]
+__all__ = [
+    "build_map",
+    "hash_layers",
+    "layer_streams",
+    "LayerStreams",
+    "stream_seed",
+    "dirichlet_probabilities",
+    "BACKENDS",
+]
 
 BACKENDS = K.BACKENDS  # hashlab.backends.BACKENDS
 NUMBA_MIN_WEIGHTS = 1 << 15
@@ -185,6 +193,82 @@ def _bias_entries(spec: HashSpec, k: int, table: int, ids: np.ndarray, n_bias: i
     return K.xxhash_index_ref(k, local, np.zeros_like(local), n_bias, s_bias)
 
 
+class LayerStreams(NamedTuple):
+    """Everything one layer's weight hash reads besides a weight's ``(row, col)``: :func:`layer_streams`."""
+
+    table: int
+    """The table the layer reads (``k`` for ``scope="layer"``, 0 for ``"global"``)."""
+    n: int
+    """Weight entries of that table: the modulus of every kind."""
+    start: int
+    """Identifier of the layer's first weight (0, or the weights of the earlier layers for ``"global"``)."""
+    s_index: np.uint64
+    """Stream seed of the entries (every kind but ``xxhash``, which keys on ``spec.seed`` itself)."""
+    inner_cdf: np.ndarray | None
+    """``dirichlet``: the table's CDF without its last value, float64 ``(n - 1,)``; else None."""
+    guide: np.ndarray | None
+    """``dirichlet``: :func:`~hashlab.maps.kernels.guide_table` of ``inner_cdf``, int32; else None."""
+    n_zero: int
+    """Weights fixed at zero: ``round(sparsity * out_features * in_features)``."""
+    s_mask: np.uint64
+    """Stream seed of the sparsity mask (0 when ``n_zero`` is 0)."""
+    s_sign: np.uint64
+    """Stream seed of the sign hash (used only with ``spec.sign``)."""
+
+
+def layer_streams(
+    spec: HashSpec,
+    shapes: list[tuple[int, int]],
+    plan: TablePlan,
+    k: int,
+    cdf_cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> LayerStreams:
+    """The constants of layer ``k``'s hash under ``spec`` (:func:`hash_layers` and :mod:`hashlab.maps.onthefly`).
+
+    Parameters
+    ----------
+    spec : HashSpec
+    shapes : list of (out_features, in_features)
+        Every layer of the map (``scope="global"`` offsets layer ``k``'s identifiers by the earlier ones).
+    plan : TablePlan
+        ``spec.table_plan(shapes)``.
+    k : int
+        The layer, in ``[0, len(shapes))``.
+    cdf_cache : dict, optional
+        Table number -> ``(inner_cdf, guide)``, filled on first use, so that layers sharing a table draw its
+        Dirichlet probabilities once.
+
+    Returns
+    -------
+    LayerStreams
+    """
+    glob = spec.scope == "global"
+    table = 0 if glob else k
+    n = plan.weights[table]
+    start = sum(o * i for o, i in shapes[:k]) if glob else 0
+    cache = {} if cdf_cache is None else cdf_cache
+    if spec.kind == "dirichlet" and table not in cache:
+        assert spec.alpha is not None  # a dirichlet HashSpec always has alpha
+        inner = np.cumsum(dirichlet_probabilities(n, spec.alpha, spec.seed, table))[:-1]
+        cache[table] = (inner, K.guide_table(inner))
+    cdf, guide = cache.get(table, (None, None))
+    out_f, in_f = shapes[k]
+    # XXH64 of a fixed 8-byte input is a bijection of uint64, so the mask hashes of distinct
+    # positions never tie and the n_zero smallest are one well-defined set.
+    n_zero = int(round(spec.sparsity * out_f * in_f)) if spec.sparsity > 0 else 0
+    return LayerStreams(
+        table=table,
+        n=n,
+        start=start,
+        s_index=stream_seed(spec.seed, table, _PURPOSE_INDEX),
+        inner_cdf=cdf,
+        guide=guide,
+        n_zero=n_zero,
+        s_mask=stream_seed(spec.seed, k, _PURPOSE_MASK) if n_zero else np.uint64(0),
+        s_sign=stream_seed(spec.seed, k, _PURPOSE_SIGN),
+    )
+
+
 def hash_layers(
     spec: HashSpec,
     shapes: list[tuple[int, int]],
@@ -214,34 +298,23 @@ def hash_layers(
     list of LayerMap
         Indices of each table's dtype (:func:`~hashlab.maps.indexmap.index_dtype`), int8 signs with ``spec.sign``.
     """
-    sizes = [o * i for o, i in shapes]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     glob = spec.scope == "global"
-    weight_sizes, table_sizes = plan.weights, plan.table_sizes
+    table_sizes = plan.table_sizes
     bias_cdfs: dict[int, np.ndarray] = {}
     bias_start = 0  # global bias identifier of the first bias of layer k (scope="global")
 
     inner_cdfs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     layers = []
     for k, (out_f, in_f) in enumerate(shapes):
-        table = 0 if glob else k
-        n = weight_sizes[table]
-        start = int(offsets[k]) if glob else 0
-        s_index = stream_seed(spec.seed, table, _PURPOSE_INDEX)
-        if spec.kind == "dirichlet" and table not in inner_cdfs:
-            assert spec.alpha is not None  # a dirichlet HashSpec always has alpha
-            inner = np.cumsum(dirichlet_probabilities(n, spec.alpha, spec.seed, table))[:-1]
-            inner_cdfs[table] = (inner, K.guide_table(inner))
-        cdf, guide = inner_cdfs.get(table, (None, None))
-        # XXH64 of a fixed 8-byte input is a bijection of uint64, so the mask hashes of distinct
-        # positions never tie and the n_zero smallest are one well-defined set.
-        n_zero = int(round(spec.sparsity * sizes[k])) if spec.sparsity > 0 else 0
-        s_mask = stream_seed(spec.seed, k, _PURPOSE_MASK) if n_zero else np.uint64(0)
-        kern = K.kernels("numba" if backend == "numba" and sizes[k] >= NUMBA_MIN_WEIGHTS else "numpy")
-        indices = _layer(kern, spec, k, (out_f, in_f), start, n, s_index, cdf, guide, n_zero, s_mask)
+        st = layer_streams(spec, shapes, plan, k, inner_cdfs)
+        table, n = st.table, st.n
+        kern = K.kernels("numba" if backend == "numba" and out_f * in_f >= NUMBA_MIN_WEIGHTS else "numpy")
+        indices = _layer(
+            kern, spec, k, (out_f, in_f), st.start, n, st.s_index, st.inner_cdf, st.guide, st.n_zero, st.s_mask
+        )
         sign = None
         if spec.sign:
-            sign = kern.sign(k, stream_seed(spec.seed, k, _PURPOSE_SIGN), np.empty((out_f, in_f), np.int8))
+            sign = kern.sign(k, st.s_sign, np.empty((out_f, in_f), np.int8))
         dtype = index_dtype(table_sizes[table])
         if indices.dtype != dtype:  # bias entries took the table past int16: same values, wider
             indices = indices.astype(dtype)
