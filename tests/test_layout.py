@@ -10,6 +10,11 @@ Dependencies point one way, down the pipeline maps -> io -> stats / equiv -> tra
 * trainers consume maps and never generate them: ``trainers/`` imports only ``hashlab.io``, the
   in-memory map (``hashlab.maps.indexmap``), the geometry configs, the config helpers, the version
   and the CLI's dataclass-to-flags helper;
+* one stated exception (:data:`ON_THE_FLY`): the hash-on-the-fly layer
+  ``trainers.torch_backend.virtual`` computes a spec's hash inside its kernel instead of reading a
+  map, so it, and no other trainer module, imports ``hashlab.maps.onthefly`` (per-weight hashes,
+  tested bit for bit against ``build_map`` in ``tests/hashlab/maps/test_onthefly.py``) and the spec
+  it reads (``hashlab.maps.spec``);
 * ``import hashlab`` loads none of torch, networkx, igraph, matplotlib, scipy.stats, trainers, analysis;
 * every stage sub-package imports on its own.
 
@@ -39,6 +44,8 @@ TRAINERS_MAY_IMPORT = (
     "hashlab._version",
     "hashlab.commands.dataclass_args",
 )
+# the one exception: trainer module -> the hashlab modules it alone may import besides TRAINERS_MAY_IMPORT
+ON_THE_FLY = {"trainers.torch_backend.virtual": ("hashlab.maps.onthefly", "hashlab.maps.spec")}
 # package -> the packages it must never import (the pipeline's upper layers)
 NEVER_IMPORTS = {"hashlab": ("trainers", "analysis"), "trainers": ("analysis",)}
 # what `import hashlab` must not load: heavy or optional packages, and the layers above the library
@@ -134,11 +141,13 @@ def upward_imports(graph: nx.DiGraph) -> set[tuple[str, str]]:
 
 
 def trainer_imports_outside_allowed(graph: nx.DiGraph) -> set[tuple[str, str]]:
-    """Edges from ``trainers`` to a hashlab module outside :data:`TRAINERS_MAY_IMPORT`."""
+    """Edges from ``trainers`` to a hashlab module outside :data:`TRAINERS_MAY_IMPORT` (and :data:`ON_THE_FLY`)."""
     return {
         (src, dst)
         for src, dst in graph.edges
-        if _in(src, "trainers") and _in(dst, "hashlab") and not any(_in(dst, ok) for ok in TRAINERS_MAY_IMPORT)
+        if _in(src, "trainers")
+        and _in(dst, "hashlab")
+        and not any(_in(dst, ok) for ok in TRAINERS_MAY_IMPORT + ON_THE_FLY.get(src, ()))
     }
 
 
@@ -172,6 +181,17 @@ def test_a_trainer_importing_a_generator_would_be_found(graph, dst):
     g = graph.copy()
     g.add_edge("trainers.torch_backend.layers", dst)
     assert trainer_imports_outside_allowed(g) == {("trainers.torch_backend.layers", dst)}
+
+
+def test_the_on_the_fly_exception_is_used_and_covers_one_module_only(graph):
+    for src, allowed in ON_THE_FLY.items():
+        assert {dst for dst in graph.successors(src) if _in(dst, "hashlab.maps")} == set(allowed)
+    g = graph.copy()
+    g.add_edge("trainers.torch_backend.layers", "hashlab.maps.onthefly")  # any other trainer module is caught
+    assert trainer_imports_outside_allowed(g) == {("trainers.torch_backend.layers", "hashlab.maps.onthefly")}
+    g = graph.copy()
+    g.add_edge("trainers.torch_backend.virtual", "hashlab.maps.hashes")  # and the exception names what it allows
+    assert trainer_imports_outside_allowed(g) == {("trainers.torch_backend.virtual", "hashlab.maps.hashes")}
 
 
 def modules_loaded_by(statement: str) -> set[str]:

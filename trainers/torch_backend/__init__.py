@@ -10,7 +10,9 @@ train the ArbMLP of one or several index files; ``fit(model, data, config)`` tra
 ``LeNet5``, :mod:`.cnn`) with the same recipe.
 
 ``ArbLinear``, ``ArbConv2d`` and ``ArbEmbedding`` (:mod:`.layers`, :mod:`.conv2d`, :mod:`.embedding`) read their
-weights from a shared table through an index map. ``arbify(model, index_map, skip=...)`` turns the ``nn.Linear``,
+weights from a shared table through an index map. ``VirtualLinear.from_spec(spec, in_features, out_features)``
+(:mod:`.virtual`) stores no map: it recomputes each weight's entry from the spec inside the matmul.
+``arbify(model, index_map, skip=...)`` turns the ``nn.Linear``,
 ``nn.Conv2d`` and ``nn.Embedding`` layers of any module into them, and ``strip(model)`` turns them back into plain
 layers holding the virtual weights, for deployment and export (:mod:`trainers.torch_backend.convert`).
 
@@ -28,6 +30,7 @@ from .config import ConfigError, TrainConfig
 __all__ = [
     "ArbLayer",
     "ArbLinear",
+    "VirtualLinear",
     "ArbConv2d",
     "ArbEmbedding",
     "ArbMLP",
@@ -48,6 +51,7 @@ __all__ = [
 _LAZY = {
     "ArbLayer": "layers",
     "ArbLinear": "layers",
+    "VirtualLinear": "virtual",
     "ArbConv2d": "conv2d",
     "ArbEmbedding": "embedding",
     "ArbMLP": "models",
