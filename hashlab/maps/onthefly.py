@@ -141,29 +141,44 @@ def mask_threshold_ref(size: int, n_zero: int, seed: np.uint64) -> np.uint64:
 
 # --------------------------------------------------------------------------- row kernels
 @nb.njit(inline="always")
-def _row_entries(ints, words, inner_cdf, guide, r, key, sgn):  # pragma: no cover - compiled
-    """Row ``r``'s entries into ``key`` (int64, ``-1`` for a zero) and its signs into ``sgn`` (int8, all 1 without a
-    sign hash). Each kind's loop is the one of its ``build_map`` kernel (:mod:`hashlab.maps.kernels`)."""
+def _row_live(ints, words, r, cols):  # pragma: no cover - compiled
+    """The live columns of row ``r`` into ``cols[:m]``, increasing; returns ``m``. Branch-free compaction: a sparse
+    row's zeros are as unpredictable as coin flips."""
+    in_f = ints[_IN]
+    if not ints[_MASK]:
+        for c in range(in_f):
+            cols[c] = c
+        return in_f
+    s_mask, threshold = words[_S_MASK], words[_THRESHOLD]
+    local = r * in_f
+    m = 0
+    for c in range(in_f):
+        cols[m] = c
+        m += np.int64(_xxh64_u64(np.uint64(local + c), s_mask) > threshold)
+    return m
+
+
+@nb.njit(inline="always")
+def _row_entries(ints, words, inner_cdf, guide, r, cols, m, key, sgn, ramp):  # pragma: no cover - compiled
+    """Entries ``key[j]`` and signs ``sgn[j]`` (``+1`` / ``-1`` in ``sgn``'s dtype; all ``+1`` without a sign hash) of
+    row ``r``'s live weights ``cols[:m]``. Each kind's arithmetic is the one of its ``build_map`` kernel
+    (:mod:`hashlab.maps.kernels`); ``ramp`` (``in_features`` int64) is scratch for the block kind."""
     kind, n, in_f = ints[_KIND], ints[_N], ints[_IN]
     base = ints[_START] + r * in_f
     un = np.uint64(n)
     mp, sh1, sh2 = words[_MP], words[_SH1], words[_SH2]
     s = words[_S_INDEX]
     lane = np.uint64(ints[_LAYER]) | (np.uint64(r) << np.uint64(32))
-    if kind == 0:  # identity / modulus: a ramp that wraps at n
-        e = base % n
-        for c in range(in_f):
-            key[c] = e
-            e += 1
-            if e == n:
-                e = 0
+    if kind == 0:  # identity / modulus: (id mod n)
+        for j in range(m):
+            key[j] = np.int64(_mod_magic(np.uint64(base + cols[j]), un, mp, sh1, sh2))
     elif kind == 1:  # uniform, eq. 2
-        for c in range(in_f):
-            key[c] = np.int64(_mod_magic(_xxh64_u64(np.uint64(base + c), s), un, mp, sh1, sh2))
+        for j in range(m):
+            key[j] = np.int64(_mod_magic(_xxh64_u64(np.uint64(base + cols[j]), s), un, mp, sh1, sh2))
     elif kind == 2:  # Dirichlet, eq. 9, through the guide table
         gshift = np.uint64(53 - GUIDE_BITS)
-        for c in range(in_f):
-            hb = _xxh64_u64(np.uint64(base + c), s) >> np.uint64(11)
+        for j in range(m):
+            hb = _xxh64_u64(np.uint64(base + cols[j]), s) >> np.uint64(11)
             g = np.int64(hb >> gshift)
             lo = np.int64(guide[g])
             hi = np.int64(guide[g + 1])
@@ -174,65 +189,79 @@ def _row_entries(ints, words, inner_cdf, guide, r, key, sgn):  # pragma: no cove
                     lo = mid + 1
                 else:
                     hi = mid
-            key[c] = lo
+            key[j] = lo
     elif kind == 3:  # neighborhood, eq. 10
         radius = ints[_RADIUS]
         width = np.uint64(2 * radius + 1)
         wmp, wsh1, wsh2 = words[_WMP], words[_WSH1], words[_WSH2]
-        for c in range(in_f):
-            off = np.int64(_mod_magic(_xxh64_u64(np.uint64(base + c), s), width, wmp, wsh1, wsh2))
-            v = base + c + off - radius
-            m = np.int64(_mod_magic(np.uint64(v if v >= 0 else -v - 1), un, mp, sh1, sh2))
-            key[c] = m if v >= 0 else n - 1 - m
-    elif kind == 4:  # block (ROBE-Z): one hash per block, then a ramp that wraps at n
+        for j in range(m):
+            i = base + cols[j]
+            v = i + np.int64(_mod_magic(_xxh64_u64(np.uint64(i), s), width, wmp, wsh1, wsh2)) - radius
+            e = np.int64(_mod_magic(np.uint64(v if v >= 0 else -v - 1), un, mp, sh1, sh2))
+            key[j] = e if v >= 0 else n - 1 - e  # Python's v mod n, also for v < 0
+    elif kind == 4:  # block (ROBE-Z): one hash per block of the row, then a ramp that wraps at n
         block = ints[_BLOCK]
         for b0 in range(0, in_f, block):
             e = np.int64(_mod_magic(_xxh64_u64(np.uint64(base + b0), s), un, mp, sh1, sh2))
             for c in range(b0, min(b0 + block, in_f)):
-                key[c] = e
+                ramp[c] = e
                 e += 1
                 if e == n:
                     e = 0
+        for j in range(m):
+            key[j] = ramp[cols[j]]
     else:  # xxhash: HashedNets' (layer, row, col) key with the user's seed
         seed = words[_SEED]
-        for c in range(in_f):
-            key[c] = np.int64(_mod_magic(_xxh64_key(lane, np.uint64(c), seed), un, mp, sh1, sh2))
+        for j in range(m):
+            key[j] = np.int64(_mod_magic(_xxh64_key(lane, np.uint64(cols[j]), seed), un, mp, sh1, sh2))
     if ints[_SIGN]:
         s_sign = words[_S_SIGN]
-        for c in range(in_f):
-            sgn[c] = 1 - 2 * np.int8(_xxh64_key(lane, np.uint64(c), s_sign) >> np.uint64(63))
+        for j in range(m):
+            sgn[j] = 1 - 2 * np.int64(_xxh64_key(lane, np.uint64(cols[j]), s_sign) >> np.uint64(63))
     else:
-        sgn[:] = 1
-    if ints[_MASK]:
-        s_mask, threshold = words[_S_MASK], words[_THRESHOLD]
-        local = r * in_f
-        for c in range(in_f):
-            if _xxh64_u64(np.uint64(local + c), s_mask) <= threshold:
-                key[c] = -1
+        sgn[:m] = 1
 
 
 @nb.njit(cache=True, nogil=True)
 def entries_rows_nb(ints, words, inner_cdf, guide, r0, r1, key, sgn):  # pragma: no cover - compiled
     """Entries (``-1`` for a zero) and signs of rows ``[r0, r1)`` into the row-major ``key`` (int64) and ``sgn``
-    (int8), each of ``(r1 - r0) * in_features`` values."""
+    (int8; a zeroed weight keeps its sign, as in ``build_map``), each of ``(r1 - r0) * in_features`` values."""
     in_f = ints[_IN]
+    cols = np.empty(in_f, np.int64)
+    k = np.empty(in_f, np.int64)
+    sg = np.empty(in_f, np.int8)
+    ramp = np.empty(in_f, np.int64)
     for r in range(r0, r1):
-        j = (r - r0) * in_f
-        _row_entries(ints, words, inner_cdf, guide, r, key[j : j + in_f], sgn[j : j + in_f])
+        m = _row_live(ints, words, r, cols)
+        _row_entries(ints, words, inner_cdf, guide, r, cols, m, k, sg, ramp)
+        j0 = (r - r0) * in_f
+        key[j0 : j0 + in_f] = -1
+        for j in range(m):
+            key[j0 + cols[j]] = k[j]
+        if ints[_SIGN]:  # every weight's sign, the zeroed ones' too (as build_map's sign array)
+            lane = np.uint64(ints[_LAYER]) | (np.uint64(r) << np.uint64(32))
+            for c in range(in_f):
+                sgn[j0 + c] = 1 - 2 * np.int64(_xxh64_key(lane, np.uint64(c), words[_S_SIGN]) >> np.uint64(63))
+        else:
+            sgn[j0 : j0 + in_f] = 1
 
 
 @nb.njit(cache=True, nogil=True)
 def read_rows_nb(ints, words, inner_cdf, guide, r0, r1, table, out):  # pragma: no cover - compiled
     """Rows ``[r0, r1)`` of the virtual weight matrix: ``out[j] = sign * table[entry]`` (0 for a zero), row-major."""
     in_f = ints[_IN]
+    cols = np.empty(in_f, np.int64)
     key = np.empty(in_f, np.int64)
-    sgn = np.empty(in_f, np.int8)
+    sgn = np.empty(in_f, table.dtype)
+    ramp = np.empty(in_f, np.int64)
     for r in range(r0, r1):
-        _row_entries(ints, words, inner_cdf, guide, r, key, sgn)
+        m = _row_live(ints, words, r, cols)
+        _row_entries(ints, words, inner_cdf, guide, r, cols, m, key, sgn, ramp)
         row = out[(r - r0) * in_f : (r - r0 + 1) * in_f]
-        for c in range(in_f):
-            e = key[c]
-            row[c] = table[e] * sgn[c] if e >= 0 else 0.0
+        if m < in_f:
+            row[:] = 0
+        for j in range(m):
+            row[cols[j]] = table[key[j]] * sgn[j]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -240,20 +269,22 @@ def read_scatter_rows_nb(ints, words, inner_cdf, guide, r0, r1, table, out, grad
     """:func:`read_rows_nb` into ``out``, and ``acc[entry] += sign * grad[j]`` over the same rows in row-major
     order (``grad``: the weight gradient of rows ``[r0, r1)``, row-major) from the same hash pass."""
     in_f = ints[_IN]
+    cols = np.empty(in_f, np.int64)
     key = np.empty(in_f, np.int64)
-    sgn = np.empty(in_f, np.int8)
+    sgn = np.empty(in_f, table.dtype)
+    ramp = np.empty(in_f, np.int64)
     for r in range(r0, r1):
-        _row_entries(ints, words, inner_cdf, guide, r, key, sgn)
-        j = (r - r0) * in_f
-        row = out[j : j + in_f]
-        g = grad[j : j + in_f]
-        for c in range(in_f):
-            e = key[c]
-            if e >= 0:
-                row[c] = table[e] * sgn[c]
-                acc[e] += g[c] * sgn[c]
-            else:
-                row[c] = 0.0
+        m = _row_live(ints, words, r, cols)
+        _row_entries(ints, words, inner_cdf, guide, r, cols, m, key, sgn, ramp)
+        j0 = (r - r0) * in_f
+        row = out[j0 : j0 + in_f]
+        g = grad[j0 : j0 + in_f]
+        if m < in_f:
+            row[:] = 0
+        for j in range(m):
+            c, e, sj = cols[j], key[j], sgn[j]
+            row[c] = table[e] * sj
+            acc[e] += g[c] * sj
 
 
 # --------------------------------------------------------------------------- the layer's constants
