@@ -5,7 +5,10 @@ For every layer shape, batch size and index map, prints the median time of one
 ``nn.Linear`` and of ``ArbLinear`` (plan-based gather, :class:`TableGather`), and the ratios
 ``ArbLinear / Linear`` and ``ArbLinear(map) / ArbLinear(uniform)``; ``--ref`` also times the
 reference twin (``index_select`` + autograd ``index_add_``, ``gather_weight_ref``). The resident
-index memory of each layer is printed in bytes per virtual weight.
+index memory of each layer is printed in bytes per virtual weight. ``--virtual`` also times
+:class:`~trainers.torch_backend.virtual.VirtualLinear` of the same spec (hash on the fly: no index
+array, no stored W), with its ratios to ``nn.Linear`` and to the materialised ArbLinear, and each
+layer's resident bytes (parameters plus index buffers).
 
 Maps are built with hashlab's numpy backend for ``--device cpu`` (numba's parallel kernels, run
 in the same process before torch, slowed torch's CPU kernels 30-50x on a 2-core box) and with
@@ -19,6 +22,8 @@ Examples::
 
     python benchmarks/bench_arblinear.py --threads 1 --skip-large
     python benchmarks/bench_arblinear.py --device cuda --json arblinear-cuda.json
+    python benchmarks/bench_arblinear.py --threads 1 --virtual --sign --maps uniform sparse-0.9 --shapes 3072x2000
+    python benchmarks/bench_arblinear.py --virtual --shapes 10240x10240 --batch-sizes 512   # RzLinear's table shape
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from hashlab import Architecture, HashSpec, build_map
 from trainers.torch_backend import functional
 from trainers.torch_backend.functional import gather_weight_ref
 from trainers.torch_backend.layers import ArbLinear
+from trainers.torch_backend.virtual import VirtualLinear
 
 SHAPES = ["784x200", "3072x2000", "8192x8192"]
 MAPS = {
@@ -68,6 +74,19 @@ class RefArbLinear(nn.Module):
         return nn.functional.linear(x, gather_weight_ref(self.table, self.indices, self.sign), self.bias)
 
 
+def make_spec(in_f: int, out_f: int, map_kw: dict, table_size: int, compression: float | None, sign: bool, seed: int):
+    n = table_size if compression is None else max(1, round(in_f * out_f / compression))
+    return HashSpec(table_size=n, seed=seed, sign=sign, **map_kw)
+
+
+def resident_bytes(layer: nn.Module) -> int:
+    """Parameters and index buffers a layer keeps between steps (its transient tiles not counted)."""
+    params = sum(p.numel() * p.element_size() for p in layer.parameters())
+    return (
+        params + int(getattr(layer, "index_bytes", 0)) + (layer.hash.nbytes if isinstance(layer, VirtualLinear) else 0)
+    )
+
+
 def make_layer(
     in_f: int,
     out_f: int,
@@ -78,14 +97,11 @@ def make_layer(
     seed: int,
     device: torch.device,
 ) -> ArbLinear:
-    n = table_size if compression is None else max(1, round(in_f * out_f / compression))
+    spec = make_spec(in_f, out_f, map_kw, table_size, compression, sign, seed)
+    n = spec.table_size
     # numba's threads slow torch's CPU kernels in this process; on CUDA they do not matter, and
     # numpy takes minutes for the 8192x8192 maps
-    imap = build_map(
-        HashSpec(table_size=n, seed=seed, sign=sign, **map_kw),
-        Architecture((in_f, out_f)),
-        backend="numba" if device.type == "cuda" else "numpy",
-    )
+    imap = build_map(spec, Architecture((in_f, out_f)), backend="numba" if device.type == "cuda" else "numpy")
     lay = imap.layers[0]
     return ArbLinear(
         in_f, out_f, np.asarray(lay.indices), n, sign=None if lay.sign is None else np.asarray(lay.sign), device=device
@@ -141,6 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--sign", action="store_true", help="add a sign hash to every map")
     p.add_argument("--ref", action="store_true", help="also time the reference twin (index_select + index_add_)")
+    p.add_argument(
+        "--virtual", action="store_true", help="also time VirtualLinear (hash on the fly, CPU only; no index array)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument(
@@ -159,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the index maps and inputs (default: 0)")
     p.add_argument("--json", metavar="OUT", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
+    if args.virtual and args.device != "cpu":
+        p.error("--virtual runs on the CPU only (the on-the-fly kernel has no CUDA version yet); drop --device cuda")
     if args.threads:
         torch.set_num_threads(args.threads)
     functional.SKEW_FACTOR = args.skew_factor
@@ -174,20 +195,31 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("# " + header)
     cols = f"{'in x out':>10} {'batch':>6} {'map':>16} {'Linear ms':>10} {'Arb ms':>9} {'/Linear':>8} {'/uniform':>9}"
-    print(cols + (f" {'ref ms':>8} {'ref/Lin':>8}" if args.ref else "") + f" {'B/weight':>9}")
+    extra = f" {'ref ms':>8} {'ref/Lin':>8}" if args.ref else ""
+    extra += f" {'virt ms':>8} {'virt/Lin':>8} {'virt/Arb':>8} {'Arb MiB':>8} {'virt MiB':>8}" if args.virtual else ""
+    print(cols + extra + f" {'B/weight':>9}")
     rows = []
     for in_f, out_f in shapes:
         layers = {
             m: make_layer(in_f, out_f, MAPS[m], args.table_size, args.compression, args.sign, args.seed, device)
             for m in args.maps
         }
+        virtual = {
+            m: VirtualLinear.from_spec(
+                make_spec(in_f, out_f, MAPS[m], args.table_size, args.compression, args.sign, args.seed), in_f, out_f
+            )
+            for m in (args.maps if args.virtual else [])
+        }
         dense = nn.Linear(in_f, out_f, device=device)
         for batch in args.batch_sizes:
             x = torch.randn(batch, in_f, generator=g).to(device)
             names = list(layers)
             candidates = [dense, *layers.values()] + ([RefArbLinear(layers[m]) for m in names] if args.ref else [])
+            candidates += list(virtual.values())
             t_all = time_steps(candidates, x, args.min_run_time * len(candidates))
-            t_dense, t_arb, t_ref = t_all[0], t_all[1 : 1 + len(names)], t_all[1 + len(names) :]
+            t_dense, t_arb = t_all[0], t_all[1 : 1 + len(names)]
+            t_ref = t_all[1 + len(names) : 1 + 2 * len(names)] if args.ref else []
+            t_virt = t_all[len(t_all) - len(virtual) :] if virtual else []
             t_uniform = t_arb[names.index("uniform")] if "uniform" in names else None
             for j, m in enumerate(names):
                 t = t_arb[j]
@@ -209,6 +241,15 @@ def main(argv: list[str] | None = None) -> None:
                 if args.ref:
                     row["ref_s"] = t_ref[j]
                     line += f" {row['ref_s'] * 1e3:8.3f} {row['ref_s'] / t_dense:8.3f}"
+                if virtual:
+                    row["virtual_s"] = t_virt[j]
+                    row["arb_resident_bytes"] = resident_bytes(layers[m])
+                    row["virtual_resident_bytes"] = resident_bytes(virtual[m])
+                    row["linear_resident_bytes"] = resident_bytes(dense)
+                    line += (
+                        f" {t_virt[j] * 1e3:8.3f} {t_virt[j] / t_dense:8.3f} {t_virt[j] / t:8.3f}"
+                        f" {row['arb_resident_bytes'] / 2**20:8.2f} {row['virtual_resident_bytes'] / 2**20:8.3f}"
+                    )
                 print(line + f" {row['index_bytes_per_weight']:9.2f}", flush=True)
                 rows.append(row)
     if args.json:
