@@ -11,10 +11,10 @@ Dependencies point one way, down the pipeline maps -> io -> stats / equiv -> tra
   in-memory map (``hashlab.maps.indexmap``), the geometry configs, the config helpers, the version
   and the CLI's dataclass-to-flags helper;
 * one stated exception (:data:`ON_THE_FLY`): the hash-on-the-fly layer
-  ``trainers.torch_backend.virtual`` computes a spec's hash inside its kernel instead of reading a
-  map, so it, and no other trainer module, imports ``hashlab.maps.onthefly`` (per-weight hashes,
-  tested bit for bit against ``build_map`` in ``tests/hashlab/maps/test_onthefly.py``) and the spec
-  it reads (``hashlab.maps.spec``);
+  ``trainers.torch_backend.virtual`` and its Triton kernels compute a spec's hash inside the kernel
+  instead of reading a map, so they, and no other trainer module, import ``hashlab.maps.onthefly``
+  (per-weight hashes, tested bit for bit against ``build_map`` in ``tests/hashlab/maps/test_onthefly.py``)
+  and the spec it reads (``hashlab.maps.spec``);
 * ``import hashlab`` loads none of torch, networkx, igraph, matplotlib, scipy.stats, trainers, analysis;
 * every stage sub-package imports on its own.
 
@@ -45,7 +45,10 @@ TRAINERS_MAY_IMPORT = (
     "hashlab.commands.dataclass_args",
 )
 # the one exception: trainer module -> the hashlab modules it alone may import besides TRAINERS_MAY_IMPORT
-ON_THE_FLY = {"trainers.torch_backend.virtual": ("hashlab.maps.onthefly", "hashlab.maps.spec")}
+ON_THE_FLY = {
+    "trainers.torch_backend.virtual": ("hashlab.maps.onthefly", "hashlab.maps.spec"),
+    "trainers.torch_backend.virtual_triton": ("hashlab.maps.onthefly",),
+}
 # package -> the packages it must never import (the pipeline's upper layers)
 NEVER_IMPORTS = {"hashlab": ("trainers", "analysis"), "trainers": ("analysis",)}
 # what `import hashlab` must not load: heavy or optional packages, and the layers above the library

@@ -7,14 +7,15 @@ entry, sign and zero inside the matmul, one tile of output rows at a time, forwa
 ROAST / RzLinear, Desai et al. 2022, for every kind of :class:`~hashlab.maps.spec.HashSpec`). Resident
 memory is the table, the bias and one tile.
 
-This is the layout contract's one stated exception (``tests/test_layout.py``): this module, and no other
-trainer module, imports :mod:`hashlab.maps.onthefly` and :mod:`hashlab.maps.spec`, so it computes a spec's
-hash instead of reading a map. Its kernels equal ``build_map``'s indices and signs bit for bit
-(``tests/hashlab/maps/test_onthefly.py``), and the layer equals the materialised ArbLinear of the same map
-(``tests/trainers/torch_backend/test_virtual.py``).
+This is the layout contract's one stated exception (``tests/test_layout.py``): this module and its Triton
+kernels (:mod:`.virtual_triton`), and no other trainer module, import :mod:`hashlab.maps.onthefly` (and
+this one :mod:`hashlab.maps.spec`), so they compute a spec's hash instead of reading a map. Its kernels equal
+``build_map``'s indices and signs bit for bit (``tests/hashlab/maps/test_onthefly.py``), and the layer equals
+the materialised ArbLinear of the same map (``tests/trainers/torch_backend/test_virtual.py``).
 
-CPU only for now: the kernels are serial numba loops between torch's matmuls (a CUDA kernel would be
-Triton's, not built yet; on a GPU use the materialised :class:`ArbLinear`).
+On the CPU the kernels are serial numba loops between torch's matmuls, one tile of output rows at a time;
+on a CUDA device, Triton kernels that hash inside the matmul (:mod:`.virtual_triton`, float32, tested in
+Triton's interpreter; their GPU speed is not measured yet).
 """
 
 from __future__ import annotations
@@ -96,30 +97,38 @@ def virtual_linear(
         table: 1-D CPU tensor of ``x``'s dtype with at least ``lh.n`` entries.
         lh: the layer's hash (:meth:`hashlab.maps.onthefly.LayerHash.from_spec`).
         bias: optional ``(out_features,)`` tensor.
-        tile_weights: weights hashed per tile (at least one row).
+        tile_weights: weights hashed per tile on the CPU (at least one row); CUDA tiles are
+            :data:`~trainers.torch_backend.virtual_triton.BLOCKS`.
 
     Shape:
         - Input: :math:`(*, H_{in})`, :math:`H_{in} = \text{lh.in\_features}`.
         - Output: :math:`(*, H_{out})`, :math:`H_{out} = \text{lh.out\_features}`.
 
     Raises:
-        ValueError: on a device other than the CPU, a dtype other than float32/float64, mismatched dtypes,
-            a wrong last dimension or a table shorter than ``lh.n``.
+        ValueError: on a device other than the CPU or CUDA, input and table on different devices, a dtype other
+            than float32/float64 (float32 only on CUDA), mismatched dtypes, a wrong last dimension or a table
+            shorter than ``lh.n``.
     """
-    if x.device.type != "cpu" or table.device.type != "cpu":
+    if x.device != table.device or x.device.type not in ("cpu", "cuda"):
         raise ValueError(
-            "the on-the-fly kernel runs on the CPU only (no Triton kernel yet); on a GPU build the map and use "
-            "ArbLinear, or move the layer and its input to the CPU"
+            f"input ({x.device}) and table ({table.device}) must be on one device, the CPU (numba kernel) or a CUDA "
+            "GPU (Triton kernel); move the layer and its input there"
         )
     if x.dtype not in _DTYPES or table.dtype != x.dtype:
         raise ValueError(f"input and table must both be float32 or float64, got {x.dtype} and {table.dtype}")
+    if x.is_cuda and x.dtype != torch.float32:
+        raise ValueError("the CUDA (Triton) kernel is float32 only: convert the layer with .float()")
     if x.shape[-1] != lh.in_features:
         raise ValueError(f"input has {x.shape[-1]} features in its last dimension, the layer {lh.in_features}")
     if table.dim() != 1 or table.numel() < lh.n:
         raise ValueError(f"table must be 1-D with at least {lh.n} entries, got shape {tuple(table.shape)}")
     flat = x.reshape(-1, lh.in_features).contiguous()
-    rows = max(1, tile_weights // lh.in_features)
-    y = _VirtualMatmul.apply(flat, table.contiguous(), lh, rows)
+    if x.is_cuda:
+        from .virtual_triton import triton_virtual_linear  # Triton is imported on first CUDA use only
+
+        y = triton_virtual_linear(flat, table, lh)
+    else:
+        y = _VirtualMatmul.apply(flat, table.contiguous(), lh, max(1, tile_weights // lh.in_features))
     if bias is not None:
         y = y + bias
     return y.reshape(*x.shape[:-1], lh.out_features)
