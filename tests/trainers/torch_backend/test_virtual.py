@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from hashlab import Architecture, HashSpec, SpecError, build_map
+from tests.conftest import REPO
 from trainers.torch_backend import ArbLinear
 from trainers.torch_backend.data import load_split
 from trainers.torch_backend.virtual import VirtualLinear, virtual_linear
@@ -141,3 +147,16 @@ def test_an_mlp_of_virtual_layers_trains_on_real_mnist_as_its_materialised_twin(
     assert losses[0] == pytest.approx(losses[1], rel=1e-9)
     for p, q in zip(virt.parameters(), arb.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+
+
+def test_the_huge_layer_benchmark_trains_a_step_and_reports_what_a_map_would_need(tmp_path):
+    out = tmp_path / "huge.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_virtual_huge.py"), "--shape", "300x200"]
+    cmd += ["--table-size", "50", "--batch", "4", "--steps", "2", "--json", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["weights"] == 60_000 and result["materialised_bytes"] == 480_000
+    assert result["resident_bytes"] < 2_000 and all(s["table_change"] > 0 for s in result["steps"])
+    bad = subprocess.run([*cmd[:2], "--shape", "300by200"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "IN_FEATURESxOUT_FEATURES" in bad.stderr
