@@ -95,11 +95,18 @@ def test_the_committed_manifest_ships_cifar10_in_parts_that_fit_a_call():
         assert check_parts(local, m) == (list(m.parts), [])
 
 
-def test_the_gpu_script_is_valid_bash_and_runs_the_design():
-    script = REPO / "analysis" / "gpu_cifar10.sh"
+@pytest.mark.parametrize(
+    "name, needles",
+    [
+        ("gpu_cifar10.sh", ("--profile confirm-cifar10", "--device cuda", "--group-size", "--no-verify-md5")),
+        ("gpu_confirm.sh", ("--profile confirm", "--device cuda", "--group-size", '--script "$SCRIPT"')),
+    ],
+)
+def test_the_gpu_scripts_are_valid_bash_and_run_their_design_into_bundles(name, needles):
+    script = REPO / "analysis" / name
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
-    for needle in ("--profile confirm-cifar10", "--device cuda", "--group-size", "--no-verify-md5", "gpu_bundle pack"):
+    for needle in (*needles, "gpu_bundle pack", f"SCRIPT=analysis/{name}"):
         assert needle in text, needle
 
 
