@@ -199,6 +199,7 @@ class GroupSGD:
         self.lrs = [lr] * group.num_members
         self.momentum, self.weight_decay = momentum, weight_decay
         self.buffers: list[Tensor | None] = [None] * len(self.params)
+        self._lr_cache: dict[int, tuple[tuple[float, ...], Tensor]] = {}
 
     @torch.no_grad()
     def step(self) -> None:
@@ -213,8 +214,15 @@ class GroupSGD:
                 else:
                     buf.mul_(self.momentum).add_(g)
                 g = buf
-            lr = torch.tensor(self.lrs, dtype=p.dtype, device=p.device)[self.member[i]]
-            p.sub_(lr * g)
+            p.sub_(self._lr_of(i, p) * g)
+
+    def _lr_of(self, i: int, p: Tensor) -> Tensor:
+        """Each element's member learning rate for parameter ``i``, on its device; remade only when ``lrs`` changed
+        (the plateau schedule changes them between epochs), so a step copies nothing from the host."""
+        lrs = tuple(self.lrs)
+        if self._lr_cache.get(i, (None,))[0] != lrs:
+            self._lr_cache[i] = (lrs, torch.tensor(lrs, dtype=p.dtype, device=p.device)[self.member[i]])
+        return self._lr_cache[i][1]
 
     def zero_grad(self) -> None:
         for p in self.params:
