@@ -246,28 +246,9 @@ def entries_rows_nb(ints, words, inner_cdf, guide, r0, r1, key, sgn):  # pragma:
             sgn[j0 : j0 + in_f] = 1
 
 
-@nb.njit(cache=True, nogil=True)
-def read_rows_nb(ints, words, inner_cdf, guide, r0, r1, table, out):  # pragma: no cover - compiled
-    """Rows ``[r0, r1)`` of the virtual weight matrix: ``out[j] = sign * table[entry]`` (0 for a zero), row-major."""
-    in_f = ints[_IN]
-    cols = np.empty(in_f, np.int64)
-    key = np.empty(in_f, np.int64)
-    sgn = np.empty(in_f, table.dtype)
-    ramp = np.empty(in_f, np.int64)
-    for r in range(r0, r1):
-        m = _row_live(ints, words, r, cols)
-        _row_entries(ints, words, inner_cdf, guide, r, cols, m, key, sgn, ramp)
-        row = out[(r - r0) * in_f : (r - r0 + 1) * in_f]
-        if m < in_f:
-            row[:] = 0
-        for j in range(m):
-            row[cols[j]] = table[key[j]] * sgn[j]
-
-
-@nb.njit(cache=True, nogil=True)
-def read_scatter_rows_nb(ints, words, inner_cdf, guide, r0, r1, table, out, grad, acc):  # pragma: no cover
-    """:func:`read_rows_nb` into ``out``, and ``acc[entry] += sign * grad[j]`` over the same rows in row-major
-    order (``grad``: the weight gradient of rows ``[r0, r1)``, row-major) from the same hash pass."""
+@nb.njit(inline="always")
+def _fill_rows(ints, words, inner_cdf, guide, r0, r1, table, out, grad, acc, scatter):  # pragma: no cover
+    """Rows ``[r0, r1)`` of the weight matrix into ``out``, and with ``scatter`` ``acc[entry] += sign * grad[j]``."""
     in_f = ints[_IN]
     cols = np.empty(in_f, np.int64)
     key = np.empty(in_f, np.int64)
@@ -278,13 +259,30 @@ def read_scatter_rows_nb(ints, words, inner_cdf, guide, r0, r1, table, out, grad
         _row_entries(ints, words, inner_cdf, guide, r, cols, m, key, sgn, ramp)
         j0 = (r - r0) * in_f
         row = out[j0 : j0 + in_f]
-        g = grad[j0 : j0 + in_f]
         if m < in_f:
             row[:] = 0
-        for j in range(m):
-            c, e, sj = cols[j], key[j], sgn[j]
-            row[c] = table[e] * sj
-            acc[e] += g[c] * sj
+        if scatter:
+            g = grad[j0 : j0 + in_f]
+            for j in range(m):
+                c, e, sj = cols[j], key[j], sgn[j]
+                row[c] = table[e] * sj
+                acc[e] += g[c] * sj
+        else:
+            for j in range(m):
+                row[cols[j]] = table[key[j]] * sgn[j]
+
+
+@nb.njit(cache=True, nogil=True)
+def read_rows_nb(ints, words, inner_cdf, guide, r0, r1, table, out):  # pragma: no cover - compiled
+    """Rows ``[r0, r1)`` of the virtual weight matrix: ``out[j] = sign * table[entry]`` (0 for a zero), row-major."""
+    _fill_rows(ints, words, inner_cdf, guide, r0, r1, table, out, out[:0], table[:0], False)
+
+
+@nb.njit(cache=True, nogil=True)
+def read_scatter_rows_nb(ints, words, inner_cdf, guide, r0, r1, table, out, grad, acc):  # pragma: no cover
+    """:func:`read_rows_nb` into ``out``, and ``acc[entry] += sign * grad[j]`` over the same rows in row-major
+    order (``grad``: the weight gradient of rows ``[r0, r1)``, row-major) from the same hash pass."""
+    _fill_rows(ints, words, inner_cdf, guide, r0, r1, table, out, grad, acc, True)
 
 
 # --------------------------------------------------------------------------- the layer's constants
