@@ -21,6 +21,7 @@ CPU numba path. Their speed on a GPU has not been measured yet (``benchmarks/gpu
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -236,11 +237,23 @@ def _search_steps(lh: LayerHash) -> int:
     return max(width, 1).bit_length()
 
 
+_ON_DEVICE: weakref.WeakKeyDictionary[LayerHash, dict[torch.device, tuple[Tensor, Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Each layer hash's Dirichlet CDF and guide table per device, copied there once (not at every launch)."""
+
+
+def _tables_on(lh: LayerHash, device: torch.device) -> tuple[Tensor, Tensor]:
+    per_device = _ON_DEVICE.setdefault(lh, {})
+    if device not in per_device:
+        per_device[device] = (torch.as_tensor(lh.inner_cdf, device=device), torch.as_tensor(lh.guide, device=device))
+    return per_device[device]
+
+
 def _launch_args(lh: LayerHash, device: torch.device) -> tuple[tuple, dict[str, Any]]:
     guide_bits = (len(lh.guide) - 1).bit_length() - 1  # the guide table has 2**bits + 1 cells
     ints, words = [int(v) for v in lh.ints], [int(v) for v in lh.words]
-    cdf = torch.as_tensor(lh.inner_cdf, device=device)
-    guide = torch.as_tensor(lh.guide, device=device)
+    cdf, guide = _tables_on(lh, device)
     scalars = (
         lh.n, ints[2], ints[4], ints[5], ints[6],  # n, start, layer, radius, block
         words[0], words[1], words[2], words[3], words[4],  # s_index, s_sign, s_mask, threshold, seed
