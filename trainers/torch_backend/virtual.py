@@ -20,6 +20,9 @@ Triton's interpreter; their GPU speed is not measured yet).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import sys
 from typing import Any
 
@@ -29,12 +32,13 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from hashlab.configs import check_int
+from hashlab.io.format import read_header
 from hashlab.maps.onthefly import LayerHash
 from hashlab.maps.spec import HashSpec, SpecError
 
 from .layers import ArbLinear, table_init_bound
 
-__all__ = ["VirtualLinear", "virtual_linear", "TILE_WEIGHTS"]
+__all__ = ["VirtualLinear", "virtual_linear", "virtual_layers", "TILE_WEIGHTS"]
 
 TILE_WEIGHTS = 1 << 18
 """Default weights per tile (1 MiB of float32): rows enough for about this many weights are hashed per matmul."""
@@ -297,3 +301,47 @@ class VirtualLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, table_size={self.hash.n}, "
             f"kind={self.spec.kind}, layer={self.layer}, bias={self.bias is not None}, index_bytes=0"
         )
+
+
+def virtual_layers(
+    path: str | os.PathLike,
+    *,
+    bias: bool = True,
+    tile_weights: int = TILE_WEIGHTS,
+    dtype: torch.dtype | None = None,
+) -> nn.ModuleList:
+    """One :class:`VirtualLinear` per layer of an index file, from the spec in its header; its arrays are not read.
+
+    The file's ``spec`` (written by ``hashlab.build_map``) and layer shapes give each layer's hash, so a model of
+    any size is built from a file of any storage (a spec-only v4 file included) without its index arrays ever
+    being loaded or rebuilt. Tables and biases are freshly initialised (as :class:`VirtualLinear`'s).
+
+    Args:
+        path: an index file (``hashlab build``, :func:`hashlab.save_index_file`).
+        bias, tile_weights, dtype: as :class:`VirtualLinear`'s.
+
+    Returns:
+        :class:`torch.nn.ModuleList` of the layers, in order.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        hashlab.io.container.FormatError: if it is not a readable index file.
+        SpecError: if its map was not built by ``hashlab.build_map`` from a spec (conv, model, clustered and
+            hand-made maps have no spec to hash on the fly: load the map and use ArbLinear), or the spec is one the
+            layer refuses (``hash_bias``).
+    """
+    meta = read_header(path)[0]["__metadata__"]
+    spec_dict = json.loads(meta.get("spec", "{}"))
+    if spec_dict.get("builder") != "hashlab.build_map":
+        raise SpecError(
+            f"{os.fspath(path)}: its map was built by {spec_dict.get('builder', 'an unknown builder')!r}, not "
+            "hashlab.build_map from a spec, so its weights cannot be hashed on the fly; load it with "
+            "hashlab.load_index_file and use ArbLinear"
+        )
+    names = {f.name for f in dataclasses.fields(HashSpec)} | {"version"}
+    spec = HashSpec.from_dict({k: v for k, v in spec_dict.items() if k in names})
+    shapes = [(int(lay["out_features"]), int(lay["in_features"])) for lay in json.loads(meta["layers"])]
+    return nn.ModuleList(
+        VirtualLinear(spec, i, o, k, shapes=shapes, bias=bias, tile_weights=tile_weights, dtype=dtype)
+        for k, (o, i) in enumerate(shapes)
+    )

@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hashlab import Architecture, HashSpec, SpecError, build_map
+from hashlab import Architecture, HashSpec, SpecError, build_map, load_index_file, save_index_file
 from tests.conftest import REPO
 from trainers.torch_backend import ArbLinear
 from trainers.torch_backend.data import load_split
-from trainers.torch_backend.virtual import VirtualLinear, virtual_linear
+from trainers.torch_backend.virtual import VirtualLinear, virtual_layers, virtual_linear
 
 SPECS = {
     "xxhash-sign-sparse": HashSpec(kind="xxhash", table_size=97, seed=4, sparsity=0.3, sign=True),
@@ -160,3 +160,24 @@ def test_the_huge_layer_benchmark_trains_a_step_and_reports_what_a_map_would_nee
     assert result["resident_bytes"] < 2_000 and all(s["table_change"] > 0 for s in result["steps"])
     bad = subprocess.run([*cmd[:2], "--shape", "300by200"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "IN_FEATURESxOUT_FEATURES" in bad.stderr
+
+
+@pytest.mark.parametrize("storage", [None, "spec"])
+def test_layers_from_an_index_files_header_hash_its_map(tmp_path, storage):
+    spec = HashSpec(kind="neighborhood", radius=2, table_size=60, seed=8, sparsity=0.25, sign=True)
+    path = save_index_file(build_map(spec, ARCH), tmp_path / "m.safetensors", storage=storage)
+    layers = virtual_layers(path, dtype=torch.float64)
+    stored = load_index_file(path)
+    assert len(layers) == len(stored.layers) == 2
+    for virt, lay in zip(layers, stored.layers):
+        idx, sign = virt.hash.entries()
+        assert (idx == lay.indices).all() and (sign == lay.sign).all()
+
+
+def test_a_file_without_a_build_map_spec_is_refused(tmp_path):
+    from hashlab.maps.cluster import cluster_weights
+
+    imap = cluster_weights([torch.randn(11, 23).numpy(), torch.randn(5, 11).numpy()], table_size=8, seed=0)
+    path = save_index_file(imap, tmp_path / "k.safetensors")
+    with pytest.raises(SpecError, match="ArbLinear"):
+        virtual_layers(path)
