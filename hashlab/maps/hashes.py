@@ -255,7 +255,7 @@ def layer_streams(
     out_f, in_f = shapes[k]
     # XXH64 of a fixed 8-byte input is a bijection of uint64, so the mask hashes of distinct
     # positions never tie and the n_zero smallest are one well-defined set.
-    n_zero = int(round(spec.sparsity * out_f * in_f)) if spec.sparsity > 0 else 0
+    n_zero = int(round(spec.sparsity * (out_f * in_f))) if spec.sparsity > 0 else 0
     return LayerStreams(
         table=table,
         n=n,
