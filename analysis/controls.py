@@ -9,7 +9,8 @@ into the report's numbers:
 
 * :func:`arm_gaps`: per sparsity and arm, the gap ``acc(alpha_high) - acc(alpha_low)`` (paired over
   train seeds, t interval, paired t-test), and the part of the paper arm's gap that remains under the
-  arm (the paired difference of the two gaps, and their ratio).
+  arm (the paired difference of the two gaps, and their ratio), with the share of it the arm removes
+  and Fieller's confidence set for that share (:func:`share_removed`).
 * :func:`residual_gaps`: per sparsity and alpha, each arm's gap to ``alpha_high`` with its paired
   test, and whether a gap remains under *every* arm (the part that belongs to the sharing pattern).
 * :func:`map_predictors`: which map statistic best predicts that residual gap (Spearman's rho over
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from .inference import ALPHA, MARGIN, Interval, PairedDifference, mean_ci, paired_difference
+from .inference import ALPHA, MARGIN, Interval, PairedDifference, RatioSet, fieller_ratio, mean_ci, paired_difference
 
 __all__ = [
     "STUDY",
@@ -40,6 +41,7 @@ __all__ = [
     "arms_of",
     "accuracy_by_seed",
     "arm_gaps",
+    "share_removed",
     "residual_gaps",
     "map_predictors",
     "map_statistics_for_predictors",
@@ -90,6 +92,39 @@ def _paired(acc: dict, a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray, list
     return (np.array([acc[a][s] for s in common]), np.array([acc[b][s] for s in common]), common)
 
 
+def share_removed(paper_gaps, arm_gaps, level: float = 1 - ALPHA) -> RatioSet:
+    """The share of the paper arm's α gap that an arm removes, ``1 - mean(g_arm) / mean(g_paper)``,
+    with Fieller's confidence set (:func:`~analysis.inference.fieller_ratio`, Fieller 1954).
+
+    The ratio ``mean(g_arm) / mean(g_paper)`` gets Fieller's set from the paired per-seed gaps (the
+    same train seed under both arms: their covariance enters), with a t quantile on ``n - 1``
+    degrees of freedom; the set is mapped to the share by ``1 - r``. A paper gap not
+    distinguishable from 0 gives an unbounded set (the complement of an interval, or every value),
+    and the result says so in its ``kind``; it is never clipped to a finite interval or to [0, 1]
+    (a share below 0: the arm widens the gap; above 1: it reverses it).
+
+    Parameters
+    ----------
+    paper_gaps, arm_gaps : array_like of float, shape (n,), n >= 2
+        Per train seed, in the same seed order: accuracy at the balanced α minus at the low α
+        (any unit, the same for both), under the paper's arm and under the arm.
+    level : float
+        Confidence level (default 0.95).
+
+    Returns
+    -------
+    RatioSet
+        On the share scale: ``estimate = 1 - mean(arm) / mean(paper)`` and the set's bounds.
+
+    Raises
+    ------
+    ValueError
+        As :func:`~analysis.inference.fieller_ratio` (unpaired lengths, fewer than 2 seeds, a
+        non-finite gap).
+    """
+    return fieller_ratio(arm_gaps, paper_gaps, level).affine(-1.0, 1.0)
+
+
 @dataclass(frozen=True)
 class ArmGap:
     """The balance gap under one arm at one sparsity, and how it compares with the paper's arm.
@@ -97,7 +132,9 @@ class ArmGap:
     ``gap``: ``acc(alpha_high) - acc(alpha_low)`` paired over seeds. ``vs_paper``: the paired
     difference ``gap_arm - gap_paper`` over seeds (negative: the arm removes part of the gap).
     ``remaining``: ``mean gap_arm / mean gap_paper`` (the share of the paper's gap that remains;
-    None when the paper's gap is not above ``MARGIN``).
+    None when the paper's gap is not above ``MARGIN``). ``share``: the share removed,
+    ``1 - mean gap_arm / mean gap_paper``, with its Fieller set (:func:`share_removed`; None for the
+    paper arm or with fewer than 2 common seeds).
     """
 
     sparsity: float
@@ -107,6 +144,7 @@ class ArmGap:
     gap: PairedDifference
     vs_paper: PairedDifference | None
     remaining: float | None
+    share: RatioSet | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +155,7 @@ class ArmGap:
             "gap": self.gap.to_dict(),
             "vs_paper": None if self.vs_paper is None else self.vs_paper.to_dict(),
             "remaining": self.remaining,
+            "share_removed": None if self.share is None else self.share.to_dict(),
         }
 
 
@@ -157,15 +196,17 @@ def arm_gaps(rows: list[dict], alpha_low: float | None = None, alpha_high: float
             if not seeds:
                 continue
             gap = paired_difference(a_lo, a_hi)
-            vs, remaining = None, None
+            vs, remaining, share = None, None, None
             if arm != PAPER:
                 both = [x for x in seeds if x in paper_gap]
                 if both:
                     g_arm = {x: v for x, v in zip(seeds, a_hi - a_lo)}
-                    vs = paired_difference([paper_gap[x] for x in both], [g_arm[x] for x in both])
-                    pg = float(np.mean([paper_gap[x] for x in both]))
-                    remaining = float(np.mean([g_arm[x] for x in both])) / pg if pg > MARGIN else None
-            out.append(ArmGap(s, arm, lo, hi, gap, vs, remaining))
+                    g_p, g_a = [paper_gap[x] for x in both], [g_arm[x] for x in both]
+                    vs = paired_difference(g_p, g_a)
+                    pg = float(np.mean(g_p))
+                    remaining = float(np.mean(g_a)) / pg if pg > MARGIN else None
+                    share = share_removed(g_p, g_a) if len(both) >= 2 else None
+            out.append(ArmGap(s, arm, lo, hi, gap, vs, remaining, share))
     return out
 
 

@@ -6,8 +6,17 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 
-from analysis.controls import PAPER, arm_gaps, arms_of, map_predictors, map_statistics_for_predictors, residual_gaps
+from analysis.controls import (
+    PAPER,
+    arm_gaps,
+    arms_of,
+    map_predictors,
+    map_statistics_for_predictors,
+    residual_gaps,
+    share_removed,
+)
 from hashlab import ARCHITECTURES, HashSpec, build_map
 
 ALPHAS = (0.01, 1.0, 1000.0)
@@ -65,6 +74,35 @@ def test_a_control_that_removes_the_gap_is_found():
     assert adam.vs_paper.diff.low < 0 < adam.vs_paper.diff.high and abs(adam.remaining - 1) < 0.05
     low = [g for g in residual_gaps(rows) if g.alpha == 0.01][0]
     assert low.best_arm == ("sgd", "load") and not low.remains
+
+
+def test_share_removed_has_a_fieller_set_per_arm():
+    gaps = {g.arm: g for g in arm_gaps(rows_of(paper_gap_only))}
+    assert gaps[PAPER].share is None
+    load, adam = gaps[("sgd", "load")].share, gaps[("adam", "none")].share
+    assert load.bounded and load.low < 1 < load.high and load.high - load.low < 0.05  # removes all of it
+    assert adam.bounded and adam.low < 0 < adam.high and abs(adam.estimate) < 0.05  # removes none of it
+    saved = gaps[("sgd", "load")].to_dict()["share_removed"]
+    assert saved["kind"] == "interval" and saved["n"] == 5
+
+
+def test_share_removed_covers_the_true_share_under_paired_seeds():
+    """Per-seed gaps (pp) whose arm keeps 30% of the paper's gap: the share removed (70%) is covered ~95%."""
+    rng = np.random.default_rng(5)
+    cov = [[10.0**2, 0.6 * 10 * 4], [0.6 * 10 * 4, 4.0**2]]  # paper SD 10 pp, arm SD 4 pp, correlated seeds
+    hits, draws = 0, 600
+    for _ in range(draws):
+        g = rng.multivariate_normal([40.0, 12.0], cov, size=10)
+        hits += share_removed(g[:, 0], g[:, 1]).contains(0.7)
+    ci = scipy.stats.binomtest(hits, draws).proportion_ci(confidence_level=0.999)
+    assert ci.low <= 0.95 <= ci.high, hits / draws
+
+
+def test_share_removed_of_a_paper_gap_near_zero_is_unbounded():
+    paper = np.array([40.0, 75.0, -60.0, 2.0, -50.0])  # bimodal, mean 1.4 pp: not distinguishable from 0
+    arm = np.array([8.0, 9.0, 8.5, 9.5, 8.8])
+    s = share_removed(paper, arm)
+    assert not s.bounded and s.kind in ("complement", "all") and s.to_dict()["kind"] == s.kind
 
 
 def test_a_gap_no_control_removes_is_attributed_to_the_sharing_pattern():
