@@ -93,8 +93,8 @@ def pilot_values(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
             lo, hi = acc[(*arm, s, ALPHA_LOW)], acc[(*arm, s, ALPHA_HIGH)]
             out[f"gap/{name}/s={s:g}"] = np.array([100 * (hi[x] - lo[x]) for x in seeds])
         out[f"interaction/{name}"] = out[f"gap/{name}/s=0"] - out[f"gap/{name}/s=0.9"]
-    for arm in ("sgd/load", "adam/none"):
-        out[f"removed/{arm}"] = out["gap/sgd/none/s=0"] - out[f"gap/{arm}/s=0"]
+    for label in ("sgd/load", "adam/none"):
+        out[f"removed/{label}"] = out["gap/sgd/none/s=0"] - out[f"gap/{label}/s=0"]
     return out
 
 
