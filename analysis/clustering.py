@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         "--table-grad-scale",
         default="none,load",
         help="comma-separated table_grad_scale modes to fine-tune with, one run each "
-        "(none, load, sqrt_load; default: none,load)",
+        "(none, load, sqrt_load, load_hot, load_cold; default: none,load)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="training seed, hash seed of the baselines and k-means seed (default: 0)"

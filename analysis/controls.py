@@ -9,7 +9,8 @@ into the report's numbers:
 
 * :func:`arm_gaps`: per sparsity and arm, the gap ``acc(alpha_high) - acc(alpha_low)`` (paired over
   train seeds, t interval, paired t-test), and the part of the paper arm's gap that remains under the
-  arm (the paired difference of the two gaps, and their ratio).
+  arm (the paired difference of the two gaps, and their ratio), with the share of it the arm removes
+  and Fieller's confidence set for that share (:func:`share_removed`).
 * :func:`residual_gaps`: per sparsity and alpha, each arm's gap to ``alpha_high`` with its paired
   test, and whether a gap remains under *every* arm (the part that belongs to the sharing pattern).
 * :func:`map_predictors`: which map statistic best predicts that residual gap (Spearman's rho over
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from .inference import ALPHA, MARGIN, Interval, PairedDifference, mean_ci, paired_difference
+from .inference import ALPHA, MARGIN, Interval, PairedDifference, RatioSet, fieller_ratio, mean_ci, paired_difference
 
 __all__ = [
     "STUDY",
@@ -40,6 +41,8 @@ __all__ = [
     "arms_of",
     "accuracy_by_seed",
     "arm_gaps",
+    "share_removed",
+    "interactions",
     "residual_gaps",
     "map_predictors",
     "map_statistics_for_predictors",
@@ -90,6 +93,39 @@ def _paired(acc: dict, a: tuple, b: tuple) -> tuple[np.ndarray, np.ndarray, list
     return (np.array([acc[a][s] for s in common]), np.array([acc[b][s] for s in common]), common)
 
 
+def share_removed(paper_gaps, arm_gaps, level: float = 1 - ALPHA) -> RatioSet:
+    """The share of the paper arm's α gap that an arm removes, ``1 - mean(g_arm) / mean(g_paper)``,
+    with Fieller's confidence set (:func:`~analysis.inference.fieller_ratio`, Fieller 1954).
+
+    The ratio ``mean(g_arm) / mean(g_paper)`` gets Fieller's set from the paired per-seed gaps (the
+    same train seed under both arms: their covariance enters), with a t quantile on ``n - 1``
+    degrees of freedom; the set is mapped to the share by ``1 - r``. A paper gap not
+    distinguishable from 0 gives an unbounded set (the complement of an interval, or every value),
+    and the result says so in its ``kind``; it is never clipped to a finite interval or to [0, 1]
+    (a share below 0: the arm widens the gap; above 1: it reverses it).
+
+    Parameters
+    ----------
+    paper_gaps, arm_gaps : array_like of float, shape (n,), n >= 2
+        Per train seed, in the same seed order: accuracy at the balanced α minus at the low α
+        (any unit, the same for both), under the paper's arm and under the arm.
+    level : float
+        Confidence level (default 0.95).
+
+    Returns
+    -------
+    RatioSet
+        On the share scale: ``estimate = 1 - mean(arm) / mean(paper)`` and the set's bounds.
+
+    Raises
+    ------
+    ValueError
+        As :func:`~analysis.inference.fieller_ratio` (unpaired lengths, fewer than 2 seeds, a
+        non-finite gap).
+    """
+    return fieller_ratio(arm_gaps, paper_gaps, level).affine(-1.0, 1.0)
+
+
 @dataclass(frozen=True)
 class ArmGap:
     """The balance gap under one arm at one sparsity, and how it compares with the paper's arm.
@@ -97,7 +133,9 @@ class ArmGap:
     ``gap``: ``acc(alpha_high) - acc(alpha_low)`` paired over seeds. ``vs_paper``: the paired
     difference ``gap_arm - gap_paper`` over seeds (negative: the arm removes part of the gap).
     ``remaining``: ``mean gap_arm / mean gap_paper`` (the share of the paper's gap that remains;
-    None when the paper's gap is not above ``MARGIN``).
+    None when the paper's gap is not above ``MARGIN``). ``share``: the share removed,
+    ``1 - mean gap_arm / mean gap_paper``, with its Fieller set (:func:`share_removed`; None for the
+    paper arm or with fewer than 2 common seeds).
     """
 
     sparsity: float
@@ -107,6 +145,7 @@ class ArmGap:
     gap: PairedDifference
     vs_paper: PairedDifference | None
     remaining: float | None
+    share: RatioSet | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +156,7 @@ class ArmGap:
             "gap": self.gap.to_dict(),
             "vs_paper": None if self.vs_paper is None else self.vs_paper.to_dict(),
             "remaining": self.remaining,
+            "share_removed": None if self.share is None else self.share.to_dict(),
         }
 
 
@@ -157,15 +197,47 @@ def arm_gaps(rows: list[dict], alpha_low: float | None = None, alpha_high: float
             if not seeds:
                 continue
             gap = paired_difference(a_lo, a_hi)
-            vs, remaining = None, None
+            vs, remaining, share = None, None, None
             if arm != PAPER:
                 both = [x for x in seeds if x in paper_gap]
                 if both:
                     g_arm = {x: v for x, v in zip(seeds, a_hi - a_lo)}
-                    vs = paired_difference([paper_gap[x] for x in both], [g_arm[x] for x in both])
-                    pg = float(np.mean([paper_gap[x] for x in both]))
-                    remaining = float(np.mean([g_arm[x] for x in both])) / pg if pg > MARGIN else None
-            out.append(ArmGap(s, arm, lo, hi, gap, vs, remaining))
+                    g_p, g_a = [paper_gap[x] for x in both], [g_arm[x] for x in both]
+                    vs = paired_difference(g_p, g_a)
+                    pg = float(np.mean(g_p))
+                    remaining = float(np.mean(g_a)) / pg if pg > MARGIN else None
+                    share = share_removed(g_p, g_a) if len(both) >= 2 else None
+            out.append(ArmGap(s, arm, lo, hi, gap, vs, remaining, share))
+    return out
+
+
+def interactions(rows: list[dict], dense: float = 0.0, sparse: float = 0.9) -> dict[tuple[str, str], PairedDifference]:
+    """The paper's claim 2 under each arm: per seed, the α gap at ``dense`` minus the α gap at ``sparse``.
+
+    The gap is :func:`arm_gaps`'s (``acc(alpha_high) - acc(alpha_low)``, same seed); the value is paired
+    over the seeds complete at all four cells (t interval, paired t-test, :func:`paired_difference`).
+
+    Returns
+    -------
+    dict of (optimizer, table_grad_scale) to PairedDifference
+        Arms without both sparsities or with no common seed are left out.
+    """
+    acc = accuracy_by_seed(rows)
+    if not acc:
+        return {}
+    alphas = _alphas(acc)
+    lo, hi = _default_low(alphas), alphas[-1]
+    out = {}
+    for arm in arms_of(rows):
+        cells = [(*arm, s, a) for s in (dense, sparse) for a in (lo, hi)]
+        if any(c not in acc for c in cells):
+            continue
+        seeds = sorted(set.intersection(*(set(acc[c]) for c in cells)))
+        if not seeds:
+            continue
+        d_lo, d_hi, s_lo, s_hi = ([acc[c][x] for x in seeds] for c in cells)
+        sparse_gap = np.subtract(s_hi, s_lo)
+        out[arm] = paired_difference(sparse_gap, np.subtract(d_hi, d_lo))  # dense gap - sparse gap
     return out
 
 
@@ -173,8 +245,10 @@ def arm_gaps(rows: list[dict], alpha_low: float | None = None, alpha_high: float
 class ResidualGap:
     """At one (sparsity, alpha): each arm's paired gap to ``alpha_high``, and the smallest of them.
 
-    ``remains``: every arm's gap interval lies above 0 (p < ``ALPHA``): no control removes it, so it
-    belongs to the sharing pattern (within these controls and this training length).
+    ``remains``: every control arm's gap interval lies above 0 (p < ``ALPHA``), each judged on its own
+    gap: no control removes it, so it belongs to the sharing pattern (within these controls and this
+    training length). The paper arm's gap is reported but does not gate the verdict (a bimodal paper
+    arm that is not significant says nothing about what the controls leave; issue 21).
     """
 
     sparsity: float
@@ -213,9 +287,12 @@ def residual_gaps(rows: list[dict]) -> list[ResidualGap]:
             if not gaps:
                 continue
             best = min(gaps, key=lambda k: gaps[k].diff.mean)
-            remains = all(g.diff.n >= 2 and g.diff.low > 0 and g.p_value < ALPHA for g in gaps.values()) and len(
-                gaps
-            ) == len(arms)
+            controls = [g for arm, g in gaps.items() if arm != PAPER]
+            remains = (
+                bool(controls)
+                and all(g.diff.n >= 2 and g.diff.low > 0 and g.p_value < ALPHA for g in controls)
+                and len(gaps) == len(arms)
+            )
             out.append(ResidualGap(s, a, hi, gaps, best, remains))
     return out
 

@@ -16,6 +16,9 @@ on synthetic data with a known answer, where the effect exists and where it does
 * :func:`verdict`: holds / does not hold / inconclusive from the paired difference between the
   grid's ends (its interval above 0 and not inside +-0.5 pp; equivalence within 0.5 pp, or a
   significant reversal).
+* :func:`fieller_ratio`: Fieller's (1954) confidence set for the ratio of two paired means, with
+  the paired covariance; bounded, the complement of an interval, or the whole line, and said so
+  (:class:`RatioSet`).
 
 These are the exploratory grids' statistics (3 seeds: a t interval rests on normality); the
 confirmatory design's exact tests are in :mod:`analysis.exact` and :mod:`analysis.confirm`.
@@ -34,12 +37,14 @@ __all__ = [
     "PairedDifference",
     "Trend",
     "Curvature",
+    "RatioSet",
     "mean_ci",
     "paired_difference",
     "trend_test",
     "levels_off_at",
     "quadratic_term",
     "verdict",
+    "fieller_ratio",
     "HOLDS",
     "FAILS",
     "INCONCLUSIVE",
@@ -279,3 +284,157 @@ def verdict(trend: Trend, ends: PairedDifference, *, margin: float = EQUIVALENCE
     if (-margin < d.low and d.high < margin) or (d.high < 0 and ends.p_value < alpha):
         return FAILS
     return HOLDS if d.low > 0 else INCONCLUSIVE
+
+
+RATIO_SET_KINDS = ("interval", "complement", "ray", "all", "empty")
+
+
+@dataclass(frozen=True)
+class RatioSet:
+    """A confidence set for a ratio, as Fieller's method gives it (one of :data:`RATIO_SET_KINDS`).
+
+    * ``"interval"``: ``[low, high]``, both finite;
+    * ``"complement"``: ``(-inf, low] U [high, +inf)``, both finite, ``low < high``: the
+      denominator is not distinguishable from 0 but the numerator is, so the ratio is known to be
+      far from the values between;
+    * ``"ray"``: ``[low, +inf)`` (``high`` is ``inf``) or ``(-inf, high]`` (``low`` is ``-inf``);
+      only when the denominator's t statistic equals the quantile exactly;
+    * ``"all"``: every real number (``low = -inf``, ``high = +inf``): neither mean is
+      distinguishable from 0 in the needed sense, the data say nothing about the ratio;
+    * ``"empty"``: no real ratio (a denominator that is exactly 0 without spread, over a
+      non-zero numerator).
+
+    Attributes
+    ----------
+    estimate : float
+        ``mean(num) / mean(den)``; NaN when ``mean(den) == 0``.
+    kind : str
+    low, high : float
+        The set's bounds in the sense of ``kind`` (``+-inf`` where it is unbounded; NaN for ``"empty"``).
+    n : int
+        Pairs.
+    level : float
+        Confidence level.
+    """
+
+    estimate: float
+    kind: str
+    low: float
+    high: float
+    n: int
+    level: float
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the set is a finite interval."""
+        return self.kind == "interval"
+
+    def contains(self, x: float) -> bool:
+        """Whether ``x`` lies in the set."""
+        if self.kind == "empty":
+            return False
+        if self.kind == "complement":
+            return x <= self.low or x >= self.high
+        return self.low <= x <= self.high
+
+    def affine(self, scale: float, shift: float) -> RatioSet:
+        """The set of ``shift + scale * r`` for ``r`` in this set (e.g. ``1 - r``: ``scale=-1, shift=1``).
+
+        Raises
+        ------
+        ValueError
+            If ``scale`` is 0 or not finite.
+        """
+        if not (math.isfinite(scale) and scale != 0 and math.isfinite(shift)):
+            raise ValueError(f"affine needs a finite, non-zero scale and a finite shift, got {scale}, {shift}")
+        lo, hi = shift + scale * self.low, shift + scale * self.high
+        if scale < 0:
+            lo, hi = hi, lo
+        est = shift + scale * self.estimate
+        return RatioSet(est, self.kind, lo, hi, self.n, self.level)
+
+    def to_dict(self) -> dict:
+        """JSON-safe: an infinite or NaN bound is written as None (``kind`` says what the set is)."""
+
+        def num(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return {
+            "estimate": num(self.estimate),
+            "kind": self.kind,
+            "low": num(self.low),
+            "high": num(self.high),
+            "n": self.n,
+            "level": self.level,
+        }
+
+
+def fieller_ratio(num, den, level: float = 1 - ALPHA) -> RatioSet:
+    """Fieller's confidence set for ``mean(num) / mean(den)`` from paired values (Fieller 1954).
+
+    With ``a = mean(num)``, ``b = mean(den)``, the sample covariance matrix ``S`` of the pairs
+    (``ddof=1``) divided by ``n``, ``v11, v12, v22``, and ``t`` the two-sided ``level`` quantile of
+    Student's t with ``n - 1`` degrees of freedom, the set is every ``r`` with
+
+        (a - r b)^2 <= t^2 (v11 - 2 r v12 + r^2 v22),
+
+    i.e. every ``r`` that a two-sided paired t-test of ``mean(num - r * den) = 0`` does not reject at
+    ``1 - level``; so under bivariate normal pairs its coverage is exactly ``level`` whatever the true
+    ratio, the denominator near 0 included (Fieller 1954; Franz 2007, "Ratios: a short guide to
+    confidence limits and proper use", arXiv:0710.2024). Solving the quadratic
+    ``A r^2 - 2 B r + C <= 0`` with ``A = b^2 - t^2 v22``, ``B = a b - t^2 v12``,
+    ``C = a^2 - t^2 v11``: ``A > 0`` (the denominator is significantly non-zero) gives a bounded
+    interval; ``A < 0`` gives the complement of an interval or, when the discriminant is negative,
+    the whole line. These cases are reported as such (:class:`RatioSet`), never as a finite interval.
+
+    Parameters
+    ----------
+    num, den : array_like of float, shape (n,), n >= 2
+        Paired values (e.g. per train seed: an arm's α gap and the paper arm's, in any one unit).
+    level : float
+        Confidence level in (0, 1) (default 0.95).
+
+    Returns
+    -------
+    RatioSet
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ, fewer than 2 pairs are given, a value is not finite, or ``level``
+        is not in (0, 1).
+    """
+    x, y = np.asarray(num, np.float64).ravel(), np.asarray(den, np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"fieller_ratio needs paired values of equal length, got {x.size} and {y.size}")
+    n = x.size
+    if n < 2:
+        raise ValueError(f"fieller_ratio needs at least 2 pairs to estimate their covariance, got {n}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("fieller_ratio got a non-finite value; drop the pair (e.g. a diverged run) first")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    a, b = float(x.mean()), float(y.mean())
+    cov = np.cov(np.vstack([x, y]), ddof=1) / n
+    v11, v12, v22 = float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])
+    t2 = float(scipy.stats.t.ppf(0.5 + level / 2, n - 1)) ** 2
+    A, B, C = b * b - t2 * v22, a * b - t2 * v12, a * a - t2 * v11
+    est = a / b if b != 0 else math.nan
+    inf = math.inf
+    if A == 0:  # linear: -2 B r + C <= 0
+        if B > 0:
+            return RatioSet(est, "ray", C / (2 * B), inf, n, level)
+        if B < 0:
+            return RatioSet(est, "ray", -inf, C / (2 * B), n, level)
+        if C <= 0:
+            return RatioSet(est, "all", -inf, inf, n, level)
+        return RatioSet(est, "empty", math.nan, math.nan, n, level)
+    disc = B * B - A * C
+    if A > 0:  # the estimate lies in the set, so disc >= 0 up to rounding
+        root = math.sqrt(max(disc, 0.0))
+        return RatioSet(est, "interval", (B - root) / A, (B + root) / A, n, level)
+    if disc <= 0:
+        return RatioSet(est, "all", -inf, inf, n, level)
+    root = math.sqrt(disc)
+    lo, hi = sorted(((B + root) / A, (B - root) / A))
+    return RatioSet(est, "complement", lo, hi, n, level)

@@ -73,7 +73,7 @@ class Arm:
     optimizer : {"sgd", "adam", "adamw"}
     lr : float
         Initial learning rate (the paper's SGD: 0.1; Adam's usual 1e-3, Kingma & Ba 2015).
-    table_grad_scale : {"none", "load", "sqrt_load"}
+    table_grad_scale : {"none", "load", "sqrt_load", "load_hot", "load_cold"}
         Per-entry gradient scaling by load (``TrainConfig.table_grad_scale``).
     """
 

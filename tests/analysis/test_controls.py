@@ -6,8 +6,18 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 
-from analysis.controls import PAPER, arm_gaps, arms_of, map_predictors, map_statistics_for_predictors, residual_gaps
+from analysis.controls import (
+    PAPER,
+    arm_gaps,
+    arms_of,
+    interactions,
+    map_predictors,
+    map_statistics_for_predictors,
+    residual_gaps,
+    share_removed,
+)
 from hashlab import ARCHITECTURES, HashSpec, build_map
 
 ALPHAS = (0.01, 1.0, 1000.0)
@@ -67,6 +77,35 @@ def test_a_control_that_removes_the_gap_is_found():
     assert low.best_arm == ("sgd", "load") and not low.remains
 
 
+def test_share_removed_has_a_fieller_set_per_arm():
+    gaps = {g.arm: g for g in arm_gaps(rows_of(paper_gap_only))}
+    assert gaps[PAPER].share is None
+    load, adam = gaps[("sgd", "load")].share, gaps[("adam", "none")].share
+    assert load.bounded and load.low < 1 < load.high and load.high - load.low < 0.05  # removes all of it
+    assert adam.bounded and adam.low < 0 < adam.high and abs(adam.estimate) < 0.05  # removes none of it
+    saved = gaps[("sgd", "load")].to_dict()["share_removed"]
+    assert saved["kind"] == "interval" and saved["n"] == 5
+
+
+def test_share_removed_covers_the_true_share_under_paired_seeds():
+    """Per-seed gaps (pp) whose arm keeps 30% of the paper's gap: the share removed (70%) is covered ~95%."""
+    rng = np.random.default_rng(5)
+    cov = [[10.0**2, 0.6 * 10 * 4], [0.6 * 10 * 4, 4.0**2]]  # paper SD 10 pp, arm SD 4 pp, correlated seeds
+    hits, draws = 0, 600
+    for _ in range(draws):
+        g = rng.multivariate_normal([40.0, 12.0], cov, size=10)
+        hits += share_removed(g[:, 0], g[:, 1]).contains(0.7)
+    ci = scipy.stats.binomtest(hits, draws).proportion_ci(confidence_level=0.999)
+    assert ci.low <= 0.95 <= ci.high, hits / draws
+
+
+def test_share_removed_of_a_paper_gap_near_zero_is_unbounded():
+    paper = np.array([40.0, 75.0, -60.0, 2.0, -50.0])  # bimodal, mean 1.4 pp: not distinguishable from 0
+    arm = np.array([8.0, 9.0, 8.5, 9.5, 8.8])
+    s = share_removed(paper, arm)
+    assert not s.bounded and s.kind in ("complement", "all") and s.to_dict()["kind"] == s.kind
+
+
 def test_a_gap_no_control_removes_is_attributed_to_the_sharing_pattern():
     rows = rows_of(gap_everywhere)
     res = {g.alpha: g for g in residual_gaps(rows)}
@@ -123,3 +162,45 @@ def test_report_section_writes_its_tables_figure_and_json(tmp_path):
     saved = json.loads((tmp_path / "controls.json").read_text())
     assert {g["arm"] for g in saved["gaps"]} == {"sgd/none", "sgd/load", "adam/none"}
     assert len(saved["points"]) == 2 * 3 and controls_section([], tmp_path, "mnist", 6) == []
+    assert "| share removed [Fieller 95%] |" in text
+    load = [g for g in saved["gaps"] if g["arm"] == "sgd/load"][0]["share_removed"]
+    assert load["kind"] == "interval" and load["low"] < 1 < load["high"]
+
+
+def test_share_text_says_when_a_set_is_unbounded():
+    from analysis.inference import RatioSet
+    from analysis.report_controls import share_text
+
+    assert share_text(RatioSet(0.86, "interval", -0.15, 0.97, 3, 0.95)) == "86% [-15%, 97%]"
+    assert share_text(RatioSet(0.5, "complement", -2.0, 3.0, 3, 0.95)) == "50%, set unbounded: ≤ -200% or ≥ 300%"
+    assert share_text(RatioSet(0.5, "all", -math.inf, math.inf, 3, 0.95)) == "50%, set unbounded: any value"
+    assert share_text(None) == ""
+
+
+def test_remains_is_judged_on_each_control_arms_own_gap_not_on_the_paper_arm():
+    """A bimodal paper arm (stuck on some seeds: not significant) does not veto a gap every control leaves."""
+
+    def acc(arm, s, a):
+        return 0.5 + 0.4 * (math.log10(a) + 2) / 5 if arm != PAPER else 0.9
+
+    rows = rows_of(acc)
+    for r in rows:  # the paper arm at alpha 0.01: two seeds stuck at chance, the others learn
+        if r["study"] == "balance" and r["alpha"] == 0.01:
+            r["test_accuracy"] = 0.1 if r["train_seed"] < 2 else 0.95
+    res = {g.alpha: g for g in residual_gaps(rows)}
+    assert res[0.01].gaps[PAPER].p_value > 0.05  # the paper arm's own gap is not significant
+    assert res[0.01].remains  # but both controls leave a significant gap
+
+
+def test_claim_2_interaction_under_each_arm():
+    def acc(arm, s, a):  # the paper arm's gap shrinks from 40 pp dense to 10 pp sparse; Adam's grows 8 -> 10 pp
+        rise = (math.log10(a) + 2) / 5
+        if arm == ("adam", "none"):
+            return 0.5 + (0.08 if s == 0 else 0.10) * rise
+        return 0.5 + (0.40 if s == 0 else 0.10) * rise
+
+    got = interactions(rows_of(acc, sparsities=(0.0, 0.9)))
+    assert got[PAPER].diff.mean == pytest.approx(0.30, abs=0.01) and got[PAPER].p_value < 1e-4
+    adam = got[("adam", "none")]
+    assert adam.diff.mean == pytest.approx(-0.02, abs=0.01) and adam.diff.high < 0  # reversed
+    assert interactions(rows_of(acc, sparsities=(0.0,))) == {}  # no sparse cells

@@ -25,7 +25,7 @@ __all__ = [
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-TABLE_GRAD_SCALES = ("none", "load", "sqrt_load")
+TABLE_GRAD_SCALES = ("none", "load", "sqrt_load", "load_hot", "load_cold")
 ACTIVATIONS = ("elu", "relu", "tanh", "sigmoid", "gelu")
 LOSSES = ("cross_entropy", "mse")
 VAL_SPLITS = ("last", "random")
@@ -107,8 +107,12 @@ class TrainConfig:
             every parameter (tables, biases, BatchNorm), >= 0. Default 0 (the paper's).
         table_grad_scale: ``"none"`` (the paper's), ``"load"`` or ``"sqrt_load"``: multiply each
             table entry's gradient by ``mean_load / load`` or its square root (load = number of
-            non-zeroed weights reading the entry), see
-            :meth:`~trainers.torch_backend.models.ArbMLP.set_table_grad_scale`.
+            non-zeroed weights reading the entry; ``mean_load`` over the entries read at all);
+            ``"load_hot"``: ``min(mean_load / load, 1)`` (only entries above the mean load are
+            scaled, down); ``"load_cold"``: ``max(mean_load / load, 1)`` (only entries below the
+            mean, up); the two multiply to ``"load"``. See
+            :meth:`~trainers.torch_backend.models.ArbMLP.set_table_grad_scale` and
+            :func:`~trainers.torch_backend.functional.load_scale`.
         seed: seeds the model initialisation, the shuffling and a ``"random"`` validation split,
             in [0, 2**63).
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
@@ -207,9 +211,13 @@ class TrainConfig:
     weight_decay: float = field(
         default=0.0, metadata={"help": "L2 penalty (sgd, adam) or decoupled decay (adamw) on every parameter"}
     )
-    table_grad_scale: Literal["none", "load", "sqrt_load"] = field(
+    table_grad_scale: Literal["none", "load", "sqrt_load", "load_hot", "load_cold"] = field(
         default="none",
-        metadata={"help": "multiply each table entry's gradient by mean_load/load (load) or its sqrt (sqrt_load)"},
+        metadata={
+            "help": "multiply each table entry's gradient by mean_load/load (load), its sqrt (sqrt_load), "
+            "min(mean_load/load, 1) (load_hot: only entries above the mean load) or max(mean_load/load, 1) "
+            "(load_cold: only entries below it)"
+        },
     )
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the shuffling"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA if available), cpu, cuda, cuda:N or mps"})

@@ -56,6 +56,7 @@ __all__ = [
     "TableGather",
     "entry_loads",
     "load_scale",
+    "LOAD_SCALE_MODES",
     "plan_indices",
     "plan_sign",
     "expand_table",
@@ -637,25 +638,45 @@ def entry_loads(plan: GatherPlan) -> torch.Tensor:
     return torch.bincount(e, minlength=plan.table_size + 1)[: plan.table_size]
 
 
+LOAD_SCALE_MODES = ("load", "sqrt_load", "load_hot", "load_cold")
+"""The :func:`load_scale` modes that scale (``"none"`` besides them leaves the gradients as they are)."""
+
+
 def load_scale(loads: torch.Tensor, mode: str, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
     """Per-entry gradient factor of a table-gradient normalisation, or ``None`` for ``"none"``.
 
-    ``"load"``: ``mean_load / load[e]``; ``"sqrt_load"``: ``sqrt(mean_load / load[e])``, where
-    ``mean_load`` is the mean load over the entries that are read at all (``load > 0``);
-    unread entries (load 0, gradient always 0) get factor 1. A balanced map (every entry read
-    equally often) gets factor 1 everywhere, i.e. is left unchanged.
+    With ``mean_load`` the mean load over the entries that are read at all (``load > 0``) and
+    ``r[e] = mean_load / load[e]``:
+
+    * ``"load"``: ``r[e]`` (every entry steps like an entry of a balanced map);
+    * ``"sqrt_load"``: ``sqrt(r[e])``;
+    * ``"load_hot"``: ``min(r[e], 1)``: only the entries read more often than the mean
+      (``load > mean_load``) are scaled down; entries at or below the mean keep factor 1;
+    * ``"load_cold"``: ``max(r[e], 1)``: only the entries read less often than the mean are
+      scaled up; entries at or above the mean keep factor 1.
+
+    ``"load_hot"`` and ``"load_cold"`` are the two halves of ``"load"`` (their product is its factor,
+    entry by entry): the ablation that tells "hot entries step too far" from "rare entries step too
+    little" (issue 21, item 4). Unread entries (load 0, gradient always 0) get factor 1 in every
+    mode. A balanced map (every read entry read equally often) gets factor exactly 1 everywhere,
+    i.e. is left unchanged.
 
     Args:
         loads: int ``(n,)``, :func:`entry_loads` (summed over every layer reading the table).
-        mode: ``"none"``, ``"load"`` or ``"sqrt_load"``.
+        mode: ``"none"`` or one of :data:`LOAD_SCALE_MODES`.
+        dtype: dtype of the factor (the table's).
+
+    Returns:
+        ``None`` for ``"none"``; else the factor, ``dtype`` tensor of shape ``(n,)`` on ``loads``'s
+        device, computed in float64 and rounded once.
 
     Raises:
         ValueError: on an unknown mode.
     """
     if mode == "none":
         return None
-    if mode not in ("load", "sqrt_load"):
-        raise ValueError(f"unknown table_grad_scale {mode!r}; choose 'none', 'load' or 'sqrt_load'")
+    if mode not in LOAD_SCALE_MODES:
+        raise ValueError(f"unknown table_grad_scale {mode!r}; choose 'none', " + ", ".join(map(repr, LOAD_SCALE_MODES)))
     loads64 = loads.to(torch.float64)
     read = loads64 > 0
     if not bool(read.any()):
@@ -664,6 +685,10 @@ def load_scale(loads: torch.Tensor, mode: str, dtype: torch.dtype = torch.float3
     factor = torch.where(read, mean / torch.where(read, loads64, 1.0), 1.0)
     if mode == "sqrt_load":
         factor = factor.sqrt()
+    elif mode == "load_hot":
+        factor = factor.clamp(max=1.0)
+    elif mode == "load_cold":
+        factor = factor.clamp(min=1.0)
     return factor.to(dtype)
 
 

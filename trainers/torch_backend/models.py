@@ -255,17 +255,19 @@ class ArbMLP(nn.Module):
                 reader.table.copy_(values)
 
     def set_table_grad_scale(self, mode: str) -> None:
-        """Load-normalise the table gradients: ``"none"``, ``"load"`` or ``"sqrt_load"``.
+        """Load-normalise the table gradients: ``"none"``, ``"load"``, ``"sqrt_load"``, ``"load_hot"``, ``"load_cold"``.
 
         Under SGD an entry's gradient is the sum of ``sign * dL/dW`` over the weights that read
         it (Chang & Lipson 2018, section 2), so an entry read by ``L`` weights steps about ``L``
         times further than an entry read once. ``"load"`` multiplies entry ``e``'s gradient by
         ``mean_load / load[e]`` (a mean-gradient step per entry, at the overall scale of the
         unnormalised one), ``"sqrt_load"`` by its square root (the step of a sum of ``L``
-        independent terms grows like ``sqrt(L)``). ``load[e]`` counts the non-zeroed weights
-        of every layer reading the table (and table-read biases), signs ignored;
-        ``mean_load`` is the mean over the entries read at all, so a balanced map is left
-        unchanged (factor exactly 1) and unread entries (gradient 0) get factor 1. See
+        independent terms grows like ``sqrt(L)``). ``"load_hot"`` applies ``"load"``'s factor only
+        where it is below 1 (entries read more often than the mean), ``"load_cold"`` only where it
+        is above 1 (entries read less often): the two halves of ``"load"``, whose product it is.
+        ``load[e]`` counts the non-zeroed weights of every layer reading the table (and
+        table-read biases), signs ignored; ``mean_load`` is the mean over the entries read at
+        all, so a balanced map is left unchanged (factor exactly 1) and unread entries (gradient 0) get factor 1. See
         :func:`~trainers.torch_backend.functional.load_scale`. The factor is applied inside
         the table's backward (:class:`~trainers.torch_backend.functional.TableGather`).
 

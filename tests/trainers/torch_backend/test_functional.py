@@ -192,8 +192,37 @@ def test_load_scale_on_loads_1_and_10_matches_float64_reference(mode, backward):
 
 
 def test_load_scale_rejects_unknown_mode():
-    with pytest.raises(ValueError, match="'none', 'load' or 'sqrt_load'"):
+    with pytest.raises(ValueError, match="choose 'none', 'load', 'sqrt_load', 'load_hot', 'load_cold'"):
         load_scale(torch.tensor([1, 2]), "inverse")
+
+
+# loads of a hand-made map: read entries 1, 2, 3, 6 (mean 3), one unread entry
+HAND_LOADS = torch.tensor([1, 2, 3, 6, 0])
+HAND_FACTORS = {
+    "load": [3.0, 1.5, 1.0, 0.5, 1.0],
+    "load_hot": [1.0, 1.0, 1.0, 0.5, 1.0],  # only the entry above the mean (6 > 3) is scaled, down
+    "load_cold": [3.0, 1.5, 1.0, 1.0, 1.0],  # only the entries below the mean are scaled, up
+}
+
+
+@pytest.mark.parametrize("mode", sorted(HAND_FACTORS))
+def test_hot_and_cold_factors_on_a_hand_made_map(mode):
+    got = load_scale(HAND_LOADS, mode, DT)
+    assert got.dtype == DT and got.shape == (5,)
+    assert got.tolist() == HAND_FACTORS[mode]
+
+
+@given(loads=st.lists(st.integers(0, 50), min_size=1, max_size=40))
+def test_hot_times_cold_is_load_entry_by_entry(loads):
+    t = torch.tensor(loads)
+    hot, cold, full = (load_scale(t, m, DT) for m in ("load_hot", "load_cold", "load"))
+    assert torch.equal(hot * cold, full)  # one of the two is exactly 1 at every entry
+    assert bool((hot <= 1).all()) and bool((cold >= 1).all())
+
+
+@pytest.mark.parametrize("mode", ["load_hot", "load_cold"])
+def test_hot_and_cold_leave_a_balanced_map_unchanged(mode):
+    assert torch.equal(load_scale(torch.tensor([4, 4, 0, 4]), mode, DT), torch.ones(4, dtype=DT))
 
 
 @pytest.mark.gpu

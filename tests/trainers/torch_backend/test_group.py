@@ -68,9 +68,10 @@ CUDA = pytest.param(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["load", "load_hot", "load_cold"])
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-def test_each_member_ends_as_if_trained_alone(files, data_root, one_thread, device):
-    cfg = config(data_root, table_grad_scale="load", device=device)
+def test_each_member_ends_as_if_trained_alone(files, data_root, one_thread, device, mode):
+    cfg = config(data_root, table_grad_scale=mode, device=device)
     maps = [load_index_file(f) for f in files]
     dev = torch.device(device)
     _, group, _, epochs, accs, losses = fit_group(maps, cfg, dev, data_root)
@@ -97,6 +98,27 @@ def test_results_have_the_content_of_train(files, data_root, tmp_path):
     for key in ("config", "seed", "index_file", "model", "data", "schema", "schema_version"):
         assert g[key] == s[key], key
     assert group[1].test_accuracy == pytest.approx(solo.test_accuracy, abs=3e-4)
+
+
+@pytest.mark.parametrize("mode", ["none", "load", "sqrt_load", "load_hot", "load_cold"])
+def test_group_scales_each_member_as_it_is_scaled_alone(mode):
+    """ArbMLPGroup.set_table_grad_scale gives member k's slice the factor ArbMLP gives it alone, for every mode."""
+    arch = Architecture((12, 8, 6, 3))
+    specs = [HashSpec(kind="dirichlet", alpha=0.05, table_size=30, seed=s, sparsity=0.3 * s) for s in range(3)]
+    maps = [build_map(spec, arch, backend="numpy") for spec in specs]
+    solos = [ArbMLP(imap) for imap in maps]
+    group = ArbMLPGroup(solos, maps)
+    group.set_table_grad_scale(mode)
+    for m in solos:
+        m.set_table_grad_scale(mode)
+    for j, scale in enumerate(group._scales):
+        alone = [m.linears[j]._grad_scale for m in solos]
+        if mode == "none":
+            assert scale is None and all(a is None for a in alone)
+            continue
+        assert scale is not None and all(a is not None for a in alone)
+        assert torch.equal(scale, torch.cat(alone))  # same table size per member: slice k is member k's
+        assert not torch.equal(scale, torch.ones_like(scale))  # the skewed maps are scaled somewhere
 
 
 def test_bad_groups_raise_clear_errors(files, data_root, tmp_path):

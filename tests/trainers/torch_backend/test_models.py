@@ -134,20 +134,32 @@ def test_load_scale_on_a_balanced_map_changes_nothing(tmp_path, scope):
         assert torch.equal(a, b), name
 
 
-def test_load_scale_of_a_shared_table_counts_every_reader(tmp_path):
+# factor of a read entry from r = mean_load / load (unread entries: 1), per table_grad_scale mode
+SCALE_OF_RATIO = {
+    "sqrt_load": np.sqrt,
+    "load": lambda r: r,
+    "load_hot": lambda r: np.minimum(r, 1.0),
+    "load_cold": lambda r: np.maximum(r, 1.0),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(SCALE_OF_RATIO))
+def test_load_scale_of_a_shared_table_counts_every_reader(tmp_path, mode):
     model = ArbMLP.from_index_file(
         index_file(
             tmp_path, HashSpec(kind="dirichlet", alpha=0.3, table_size=40, scope="global", sparsity=0.2, sign=True)
         )
     )
-    model.set_table_grad_scale("sqrt_load")
-    loads = torch.zeros(40, dtype=torch.float64)
+    model.set_table_grad_scale(mode)
+    loads = np.zeros(40)
     for m in model.linears:
-        idx = m.indices.reshape(-1).long()
-        loads += torch.bincount(idx[idx >= 0], minlength=40)
+        idx = m.indices.reshape(-1).long().numpy()
+        loads += np.bincount(idx[idx >= 0], minlength=40)
     read = loads > 0
-    want = torch.ones(40, dtype=torch.float64)
-    want[read] = (loads[read].mean() / loads[read]).sqrt()
+    want_np = np.ones(40)
+    want_np[read] = SCALE_OF_RATIO[mode](loads[read].mean() / loads[read])
+    assert (want_np != 1).any()  # the map is skewed enough that every mode scales some entry
+    want = torch.from_numpy(want_np)
     for m in model.linears:
         assert m._grad_scale is model.linears[0]._grad_scale  # one factor per table
         torch.testing.assert_close(m._grad_scale.double(), want)

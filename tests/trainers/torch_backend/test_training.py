@@ -191,6 +191,22 @@ def test_adamw_with_load_scale_trains_and_is_recorded(maps, data_root, tmp_path)
     assert res.test_accuracy > 0.5
 
 
+@pytest.mark.slow
+def test_hot_and_cold_ablation_modes_train_and_differ(data_root, tmp_path):
+    """train() runs with each half of the load normalization; on a skewed map each half changes the run."""
+    path = save_index_file(
+        build_map(HashSpec(kind="dirichlet", alpha=0.01, table_size=1000, seed=3), MNIST_MLP), tmp_path / "hot.st"
+    )
+    losses = {}
+    for mode in ("none", "load_hot", "load_cold", "load"):
+        cfg = config(data_root, epochs=1, limit_train=1000, batch_size=100, table_grad_scale=mode)
+        res = train(path, cfg, out=tmp_path / f"{mode}.json", progress=False)
+        saved = json.loads((tmp_path / f"{mode}.json").read_text())
+        assert saved["config"]["table_grad_scale"] == mode and math.isfinite(res.test_loss)
+        losses[mode] = res.epochs[0].train_loss
+    assert len(set(losses.values())) == 4, losses  # each mode trains differently from the others
+
+
 @pytest.mark.parametrize(
     "lrs, after, patience, met",
     [
