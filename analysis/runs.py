@@ -43,6 +43,7 @@ __all__ = [
     "RUN_FIELDS",
     "KEY_DEFAULTS",
     "MAP_FIELDS",
+    "MEMBER_FIELDS",
     "execute_run",
     "execute_group",
     "group_key",
@@ -354,20 +355,22 @@ class RunConfig:
 
 
 MAP_FIELDS = ("study", "kind", "alpha", "radius", "sign", "sparsity", "hash_seed")
+MEMBER_FIELDS = (*MAP_FIELDS, "table_grad_scale")
+"""What the members of one group may differ in: the map, and the load normalisation of its table's gradient."""
 """Run fields that change only the map (and the study label), not the network or its training."""
 
 
 def group_key(run: RunConfig) -> str | None:
     """Runs with equal keys can train as one group; ``None`` for a run that must train alone.
 
-    Equal keys mean equal everything but :data:`MAP_FIELDS`: the same dataset, architecture,
-    table budget, training seed and recipe, so the maps have the same layer and table sizes and
-    the members see the same mini-batches. ``train_group`` trains the paper's recipe with SGD
+    Equal keys mean equal everything but :data:`MEMBER_FIELDS` (the map and ``table_grad_scale``): the
+    same dataset, architecture, table budget, training seed and recipe, so the maps have the same layer
+    and table sizes and the members see the same mini-batches. ``train_group`` trains the paper's recipe with SGD
     and no table-read biases only: other runs get ``None``.
     """
     if run.train.optimizer != "sgd" or run.recipe != "paper" or run.spec.hash_bias:
         return None
-    d = {k: v for k, v in run.to_dict().items() if k not in MAP_FIELDS}
+    d = {k: v for k, v in run.to_dict().items() if k not in MEMBER_FIELDS}
     return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
@@ -488,7 +491,12 @@ def execute_group(runs: Sequence[RunConfig | dict[str, Any]], out: str | Path) -
     stats = [map_statistics(m) for m in maps]
     with tempfile.TemporaryDirectory(prefix="hashlab-group-") as tmp:
         files = [save_index_file(m, Path(tmp) / f"map{i}.safetensors") for i, m in enumerate(maps)]
-        results = train_group(files, configs[0].train_config(), progress=False)
+        results = train_group(
+            files,
+            configs[0].train_config(),
+            progress=False,
+            table_grad_scales=[r.train_config().table_grad_scale for r in configs],
+        )
     wall = (time.perf_counter() - t0) / len(configs)
     group = [r.key for r in configs]
     return [_write_record(r, out, res, st, wall, group=group) for r, res, st in zip(configs, results, stats)]

@@ -302,23 +302,19 @@ def test_ray_engine_gives_the_rows_of_the_local_pool(smoke, tmp_path, data_root)
     assert stable(read_csv(tmp_path / "results.csv")) == stable(ref)
 
 
-def test_plan_tasks_groups_runs_that_differ_only_in_their_map():
+def test_plan_tasks_groups_runs_that_differ_only_in_their_map_and_load_normalisation():
     from analysis.engines import plan_tasks
 
     runs = plan(load_profiles()["quick"], "mnist")
     tasks = plan_tasks(runs, 8)
     assert sorted(r.key for t in tasks for r in t) == sorted(r.key for r in runs)  # every run once
     assert max(len(t) for t in tasks) == 8 and plan_tasks(runs, 1) == [[r] for r in runs]
+    member = ("study", "kind", "alpha", "radius", "sign", "sparsity", "hash_seed", "table_grad_scale")
     for t in tasks:
-        keys = {
-            tuple(
-                (k, v)
-                for k, v in r.to_dict().items()
-                if k not in ("study", "kind", "alpha", "radius", "sign", "sparsity", "hash_seed")
-            )
-            for r in t
-        }
-        assert len(keys) == 1  # same training, maps aside
+        keys = {tuple((k, v) for k, v in r.to_dict().items() if k not in member) for r in t}
+        assert len(keys) == 1  # same training, maps and table_grad_scale aside
+    big = plan_tasks(runs, 64)
+    assert any(len({r.to_dict()["table_grad_scale"] for r in t}) > 1 for t in big)  # SGD and SGD + load together
     adam = [t for t in tasks if t[0].train.optimizer == "adam"]
     assert adam and all(len(t) == 1 for t in adam)  # train_group trains SGD only
     with pytest.raises(ValueError, match="group_size must be >= 1"):

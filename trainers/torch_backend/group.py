@@ -15,6 +15,7 @@ see the same mini-batches (the shuffle of ``config.seed``). Each member's
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -134,15 +135,29 @@ class ArbMLPGroup(nn.Module):
             self._plans.append(plan)
         self._scales: list[Tensor | None] = [None] * len(self._layers)
 
-    def set_table_grad_scale(self, mode: str) -> None:
-        """Load normalisation per member and table, as :meth:`ArbMLP.set_table_grad_scale` does alone."""
+    def set_table_grad_scale(self, mode: str | Sequence[str]) -> None:
+        """Load normalisation per member and table, as :meth:`ArbMLP.set_table_grad_scale` does alone.
+
+        Args:
+            mode: one mode for every member, or one per member (members may differ: a member with ``"none"``
+                gets factor 1 where the others are scaled).
+
+        Raises:
+            ValueError: on an unknown mode, or a list whose length is not the number of members.
+        """
         k = self.num_members
+        modes = [mode] * k if isinstance(mode, str) else list(mode)
+        if len(modes) != k:
+            raise ValueError(f"{len(modes)} table_grad_scale modes for {k} members; give one, or one per member")
         for t, n in enumerate(self.table_sizes):
             readers = [j for j, lay in enumerate(self._layers) if lay[2] == t]
             loads = torch.stack([entry_loads(self._plans[j]) for j in readers]).sum(0).view(k, n)  # int64: exact
-            scales = [load_scale(loads[i], mode, self.tables[str(t)].dtype) for i in range(k)]
-            present = [s for s in scales if s is not None]  # all or none: None only for mode "none"
-            scale = torch.cat(present).to(self.tables[str(t)].device) if present else None
+            dtype = self.tables[str(t)].dtype
+            scales = [load_scale(loads[i], m, dtype) for i, m in enumerate(modes)]
+            scale = None
+            if any(s is not None for s in scales):  # a member with "none" reads factor 1 beside the scaled ones
+                scale = torch.cat([torch.ones(n, dtype=dtype) if s is None else s.cpu() for s in scales])
+                scale = scale.to(self.tables[str(t)].device)
             for j in readers:
                 self._scales[j] = scale
 
@@ -304,11 +319,13 @@ def fit_group(
     device: torch.device,
     root: Path,
     progress: bool = False,
+    table_grad_scales: Sequence[str] | None = None,
 ) -> tuple[list[ArbMLP], ArbMLPGroup, DataInfo, list[list[EpochRecord]], list[float], list[float]]:
     """Initialise each member as :func:`train` would, train the group, evaluate: the body of :func:`train_group`.
 
     Under a stopping rule (``config.stop_after_drops``) a member is evaluated on the test set at
     the epoch where it alone would stop; its learning rate is then 0 and its records end there.
+    ``table_grad_scales`` (one per map) overrides ``config.table_grad_scale`` member by member.
 
     Returns:
         ``(members, group, data_info, epochs per member, test accuracies, test losses)``;
@@ -321,7 +338,7 @@ def fit_group(
             torch.manual_seed(config.seed)
             members.append(ArbMLP(imap, device=device))
     group = ArbMLPGroup(members, maps)
-    group.set_table_grad_scale(config.table_grad_scale)
+    group.set_table_grad_scale(config.table_grad_scale if table_grad_scales is None else table_grad_scales)
     opt = GroupSGD(group, config.lr, config.momentum, config.weight_decay)
     plateaus = [_Plateau(config) for _ in maps]
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -359,6 +376,7 @@ def train_group(
     config: TrainConfig = PAPER_CONFIG,
     outs: Sequence[str | os.PathLike] | None = None,
     progress: bool | None = None,
+    table_grad_scales: Sequence[str] | None = None,
 ) -> list[TrainResult]:
     """Train the ArbMLPs of ``index_files`` together as one batched model; one result per file.
 
@@ -375,10 +393,13 @@ def train_group(
         config: the training configuration (``optimizer="sgd"`` only).
         outs: optional K paths; result ``k``'s JSON (``to_dict()``) is written to ``outs[k]`` atomically.
         progress: tqdm bar over epochs; ``None``: when stderr is a tty.
+        table_grad_scales: optional K modes, one per file, for members that differ in their load
+            normalisation (``config.table_grad_scale`` otherwise); result ``k``'s config records its own.
 
     Raises:
         ValueError: on an empty list, maps of different architectures, table-read biases,
-            an optimizer other than SGD, ``outs`` of the wrong length, or maps that do not fit the dataset.
+            an optimizer other than SGD, ``outs`` or ``table_grad_scales`` of the wrong length or an
+            unknown mode, or maps that do not fit the dataset.
         FileNotFoundError, hashlab.io.format.FormatError, DatasetError: as :func:`train`.
     """
     if not isinstance(config, TrainConfig):
@@ -407,6 +428,12 @@ def train_group(
     # -- end --
     if outs is not None and len(outs) != len(index_files):
         raise ValueError(f"outs has {len(outs)} paths for {len(index_files)} index files")
+    configs = [config] * len(index_files)
+    if table_grad_scales is not None:
+        if len(table_grad_scales) != len(index_files):
+            raise ValueError(f"table_grad_scales has {len(table_grad_scales)} modes for {len(index_files)} index files")
+        # replace() validates each mode (ConfigError names an unknown one)
+        configs = [dataclasses.replace(config, table_grad_scale=m) for m in table_grad_scales]  # type: ignore[arg-type]
     t0 = time.perf_counter()
     progress = sys.stderr.isatty() if progress is None else progress
     paths = [Path(f).resolve() for f in index_files]
@@ -420,13 +447,15 @@ def train_group(
         torch.set_num_threads(config.num_threads)
     try:
         device_info = _device_info(device)
-        members, _, data_info, epochs, accs, losses = fit_group(maps, config, device, root, progress)
+        members, _, data_info, epochs, accs, losses = fit_group(
+            maps, config, device, root, progress, [c.table_grad_scale for c in configs]
+        )
     finally:
         torch.set_num_threads(threads)
     wall = time.perf_counter() - t0
     results = [
-        make_result(config, p, imap, device_info, m, data_info, ep, acc, loss, wall)
-        for p, imap, m, ep, acc, loss in zip(paths, maps, members, epochs, accs, losses)
+        make_result(c, p, imap, device_info, m, data_info, ep, acc, loss, wall)
+        for c, p, imap, m, ep, acc, loss in zip(configs, paths, maps, members, epochs, accs, losses)
     ]
     for res, out in zip(results, outs or []):
         atomic_write_json(out, res.to_dict())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -85,6 +86,42 @@ def test_each_member_ends_as_if_trained_alone(files, data_root, one_thread, devi
         for e, s in zip(epochs[i], solo_epochs):
             assert e.train_accuracy == pytest.approx(s.train_accuracy, abs=2e-3)
         assert accs[i] == pytest.approx(solo_acc, abs=3e-4) and losses[i] == pytest.approx(solo_loss, rel=1e-3)
+
+
+def test_members_may_differ_in_their_table_grad_scale(files, data_root, one_thread):
+    """One member with the paper's plain gradients, one load-normalised: each ends as it ends alone."""
+    modes = ["none", "load"]
+    cfg = config(data_root, epochs=1, limit_train=300)
+    maps = [load_index_file(f) for f in files]
+    dev = torch.device("cpu")
+    _, group, _, epochs, accs, _ = fit_group(maps, cfg, dev, data_root, table_grad_scales=modes)
+    for i, (imap, mode) in enumerate(zip(maps, modes)):
+        solo, _, solo_epochs, solo_acc, _ = _fit(
+            imap, dataclasses.replace(cfg, table_grad_scale=mode), dev, data_root, False
+        )
+        state = solo.state_dict()
+        for name, value in group.member_state(i).items():
+            torch.testing.assert_close(value, state[name], rtol=1e-4, atol=2e-5, msg=f"member {i} ({mode}) {name}")
+        assert accs[i] == pytest.approx(solo_acc, abs=3e-4)
+
+
+def test_mixed_modes_give_each_member_its_own_factor_and_bad_lists_are_refused(files, data_root):
+    arch = Architecture((12, 8, 6, 3))
+    maps = [
+        build_map(HashSpec(kind="dirichlet", alpha=0.05, table_size=30, seed=s), arch, backend="numpy") for s in (1, 2)
+    ]
+    solos = [ArbMLP(imap) for imap in maps]
+    group = ArbMLPGroup(solos, maps)
+    group.set_table_grad_scale(["load_hot", "none"])
+    solos[0].set_table_grad_scale("load_hot")
+    for j, scale in enumerate(group._scales):
+        assert torch.equal(scale[:30], solos[0].linears[j]._grad_scale) and torch.equal(scale[30:], torch.ones(30))
+    with pytest.raises(ValueError, match="one per member"):
+        group.set_table_grad_scale(["load"])
+    with pytest.raises(ValueError, match="2 index files"):
+        train_group(files, config(data_root), table_grad_scales=["load"])
+    with pytest.raises(ValueError, match="table_grad_scale"):
+        train_group(files, config(data_root), table_grad_scales=["load", "nonsense"])
 
 
 @pytest.mark.slow
