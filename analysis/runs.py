@@ -131,6 +131,8 @@ RUN_FIELDS = (
     "stop_after_drops",
     "stop_patience",
     "verify_md5",
+    "val_fraction",
+    "val_split",
 )
 """The keys of :meth:`RunConfig.to_dict`, in order: the flat form of a run stored in its record."""
 
@@ -144,6 +146,8 @@ KEY_DEFAULTS = {
     "stop_after_drops": None,
     "stop_patience": 4,
     "verify_md5": True,
+    "val_fraction": None,
+    "val_split": None,
 }
 """Run fields added after the first records were committed: defaults for older run dicts, the value
 a dict without them means. The run dict's counterpart of ``HashSpec.ADDED_FIELDS`` and
@@ -185,6 +189,13 @@ _TRAIN_FIELDS = {
     "verify_md5": "verify_md5",
 }
 """Run field -> :class:`~trainers.torch_backend.config.TrainConfig` field (the rest come from the recipe)."""
+_RECIPE_OVERRIDES = ("val_fraction", "val_split")
+"""Training fields a run may set over its recipe's; ``None`` in the run dict (and out of the key): the recipe's."""
+
+
+@functools.cache
+def _recipe_default(recipe: str, name: str) -> Any:
+    return getattr(TrainConfig.from_recipe(recipe), name)
 
 
 @dataclass(frozen=True)
@@ -201,10 +212,10 @@ class RunConfig:
       the tables are per layer (``scope="layer"``).
     - training: ``dataset``, ``epochs``, ``batch_size``, ``limit_train``, ``data_root``, ``device``,
       ``lr``, ``momentum``, ``lr_factor``, ``lr_patience``, ``optimizer``, ``table_grad_scale``,
-      ``stop_after_drops``, ``stop_patience``, ``verify_md5`` as in ``TrainConfig`` (``epochs`` is the
-      cap under a stopping rule; ``verify_md5=False`` reads CIFAR-10 files that are not the official
-      release, such as the rebuilt copy in ``../shared/data``); ``train_seed`` is its ``seed``; one
-      torch thread per run.
+      ``stop_after_drops``, ``stop_patience``, ``verify_md5``, ``val_fraction``, ``val_split`` as in
+      ``TrainConfig`` (the last two None: the recipe's; ``epochs`` is the cap under a stopping rule;
+      ``verify_md5=False`` reads CIFAR-10 files that are not the official release, such as the rebuilt
+      copy in ``../shared/data``); ``train_seed`` is its ``seed``; one torch thread per run.
 
     Parameters
     ----------
@@ -248,9 +259,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.spec.scope != "layer":
             raise ValueError(f"a reproduction run has one table per layer, got scope {self.spec.scope!r}")
-        want = TrainConfig.from_recipe(
-            self.recipe, num_threads=1, **{t: getattr(self.train, t) for t in _TRAIN_FIELDS.values()}
-        )
+        own = {t: getattr(self.train, t) for t in (*_TRAIN_FIELDS.values(), *_RECIPE_OVERRIDES)}
+        want = TrainConfig.from_recipe(self.recipe, num_threads=1, **own)
         if self.train != want:
             raise ValueError(
                 f"a run's TrainConfig is recipe {self.recipe!r} with the run's training fields and "
@@ -289,9 +299,12 @@ class RunConfig:
         stop_after_drops: int | None = None,
         stop_patience: int = 4,
         verify_md5: bool = True,
+        val_fraction: float | None = None,
+        val_split: str | None = None,
     ) -> RunConfig:
         """The run of these flat fields (:data:`RUN_FIELDS`); ``table_size`` defaults to 1000 without
-        ``compression``.
+        ``compression``; ``val_fraction`` / ``val_split`` None: the recipe's (a tuning run holds out a
+        validation split the paper's recipe does not).
 
         Raises
         ------
@@ -302,7 +315,9 @@ class RunConfig:
         if compression is None and table_size is None:
             flat["table_size"] = DEFAULT_TABLE_SIZE
         spec = HashSpec(**{h: flat[r] for r, h in _SPEC_FIELDS.items()})
-        train = TrainConfig.from_recipe(recipe, num_threads=1, **{t: flat[r] for r, t in _TRAIN_FIELDS.items()})
+        own = {t: flat[r] for r, t in _TRAIN_FIELDS.items()}
+        own.update({k: flat[k] for k in _RECIPE_OVERRIDES if flat[k] is not None})
+        train = TrainConfig.from_recipe(recipe, num_threads=1, **own)
         return cls(study=study, spec=spec, train=train, recipe=recipe, arch=arch)
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,6 +325,9 @@ class RunConfig:
         flat: dict[str, Any] = {"study": self.study, "arch": self.arch, "recipe": self.recipe}
         flat.update({r: getattr(self.spec, h) for r, h in _SPEC_FIELDS.items()})
         flat.update({r: getattr(self.train, t) for r, t in _TRAIN_FIELDS.items()})
+        for k in _RECIPE_OVERRIDES:  # None where the recipe's: the key of every run that does not set them is kept
+            v = getattr(self.train, k)
+            flat[k] = None if v == _recipe_default(self.recipe, k) else v
         return {k: flat[k] for k in RUN_FIELDS}
 
     @classmethod
@@ -368,7 +386,7 @@ def group_key(run: RunConfig) -> str | None:
     and table sizes and the members see the same mini-batches. ``train_group`` trains the paper's recipe with SGD
     and no table-read biases only: other runs get ``None``.
     """
-    if run.train.optimizer != "sgd" or run.recipe != "paper" or run.spec.hash_bias:
+    if run.train.optimizer != "sgd" or run.recipe != "paper" or run.spec.hash_bias or run.train.val_fraction:
         return None
     d = {k: v for k, v in run.to_dict().items() if k not in MEMBER_FIELDS}
     return json.dumps(d, sort_keys=True, separators=(",", ":"))

@@ -222,6 +222,9 @@ class Profile:
         The pre-registered confirmatory design (``analysis/studies/<design>.toml``,
         :func:`analysis.design.load_design`) the profile's runs answer; its report replaces the
         exploratory one.
+    val_fraction, val_split : float, str or None
+        Hold out a validation split in every run (``TrainConfig.val_fraction`` / ``val_split``: a
+        tuning stage); None: the recipe's (the paper's: none).
     order : {"study", "replicate"}
         The order runs are planned (and run) in: study by study (default), or replicate by
         replicate, so that a partial run of a long profile has whole seeds across every cell.
@@ -241,6 +244,8 @@ class Profile:
     stop_patience: int = 4
     design: str | None = None
     order: str = "study"
+    val_fraction: float | None = None
+    val_split: str | None = None
 
 
 def _need(d: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
@@ -492,6 +497,8 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
                 "stop_patience",
                 "design",
                 "order",
+                "val_fraction",
+                "val_split",
             },
             where,
         )
@@ -517,7 +524,13 @@ def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
             stop_patience=p.get("stop_patience", 4),
             design=p.get("design"),
             order=p.get("order", "study"),
+            val_fraction=p.get("val_fraction"),
+            val_split=p.get("val_split"),
         )
+        if prof.val_fraction is not None and not (isinstance(prof.val_fraction, float) and 0 < prof.val_fraction < 1):
+            raise StudyError(f"{where}: val_fraction must be a float in (0, 1), got {prof.val_fraction!r}")
+        if prof.val_split is not None:
+            check_choice(f"{where}: val_split", prof.val_split, ("last", "random"), StudyError)
         if prof.stop_after_drops is not None:
             check_int(f"{where}: stop_after_drops", prof.stop_after_drops, 1, None, StudyError)
         check_int(f"{where}: stop_patience", prof.stop_patience, 1, None, StudyError)
@@ -650,6 +663,8 @@ def plan(
                 stop_after_drops=profile.stop_after_drops,
                 stop_patience=profile.stop_patience,
                 verify_md5=verify_md5,
+                val_fraction=profile.val_fraction,
+                val_split=profile.val_split,
                 **_schedule(study.recipe),
             )
             runs.setdefault(run.key, run)

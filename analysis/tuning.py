@@ -18,24 +18,47 @@ with a validation split held out of the training set (``TrainConfig.val_fraction
    grid, and the report says so.
 
 :func:`select_lr` applies the rule to one arm at one tuning condition (e.g. the balanced map,
-alpha = 1000); :func:`select_all` to every (arm, condition) of a list of curves. Nothing here trains
+alpha = 1000); :func:`select_all` to every (arm, condition) of a list of curves. The tuning stage of
+``studies/controls_tuned.toml`` runs as the profile ``controls-tuning`` (study ``controls_tuning``:
+every arm at every rate of its grid, 10% of the training set held out at random), and
+``python -m analysis.tuning --out DIR`` reads its records (:func:`curves_from_records`), applies the
+design's rule (:func:`design_tuning`) and writes ``DIR/tuning.json`` and ``DIR/TUNING.md``. Nothing here trains
 or imports torch; :meth:`TuningCurve.from_result` reads a :class:`~trainers.torch_backend.results.TrainResult`.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
+import tomllib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hashlab.io.atomic import atomic_write_json, atomic_write_text
+
 if TYPE_CHECKING:
     from trainers.torch_backend.results import TrainResult
 
-__all__ = ["TuningError", "TuningRule", "TuningCurve", "LRScore", "LRSelection", "select_lr", "select_all"]
+__all__ = [
+    "TuningError",
+    "TuningRule",
+    "TuningCurve",
+    "LRScore",
+    "LRSelection",
+    "select_lr",
+    "select_all",
+    "design_tuning",
+    "curves_from_records",
+    "write_selection",
+    "main",
+]
 
 
 class TuningError(ValueError):
@@ -306,7 +329,7 @@ def select_lr(curves: Sequence[TuningCurve], grid: Sequence[float], rule: Tuning
 
 
 def select_all(
-    curves: Sequence[TuningCurve], grids: dict[str, Sequence[float]], rule: TuningRule | None = None
+    curves: Sequence[TuningCurve], grids: Mapping[str, Sequence[float]], rule: TuningRule | None = None
 ) -> list[LRSelection]:
     """:func:`select_lr` for every (arm, condition) of ``curves``, in sorted order.
 
@@ -328,3 +351,123 @@ def select_all(
     if missing:
         raise TuningError(f"no grid stated for arms {missing}; give each arm its grid (the design's [[tuning.arms]])")
     return [select_lr(groups[k], grids[k[0]], rule) for k in sorted(groups)]
+
+
+# --------------------------------------------------------------------------- stage 1 of a design, from run records
+DESIGN = Path(__file__).resolve().parent / "studies" / "controls_tuned.toml"
+
+
+def design_tuning(path: str | Path = DESIGN) -> tuple[TuningRule, dict[str, tuple[float, ...]]]:
+    """The selection rule and each arm's grid (``"optimizer/table_grad_scale"``) of a design's ``[tuning]`` table.
+
+    Raises
+    ------
+    TuningError
+        If the file has no ``[tuning]`` table with ``[[tuning.arms]]`` (each with ``optimizer``,
+        ``table_grad_scale`` and a ``grid``), or its rule is invalid.
+    """
+    with open(path, "rb") as f:
+        d = tomllib.load(f)
+    t = d.get("tuning")
+    if not isinstance(t, dict) or not t.get("arms"):
+        raise TuningError(f"{path}: no [tuning] table with [[tuning.arms]]; is it a tuned-controls design?")
+    try:
+        grids = {f"{a['optimizer']}/{a['table_grad_scale']}": tuple(float(x) for x in a["grid"]) for a in t["arms"]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise TuningError(f"{path}: every [[tuning.arms]] needs optimizer, table_grad_scale and grid ({e})") from None
+    rule = TuningRule(tie_tolerance=float(t.get("tie_tolerance", 0.001)), min_seeds=int(t.get("min_seeds", 2)))
+    return rule, grids
+
+
+def curves_from_records(out: str | Path) -> list[TuningCurve]:
+    """The tuning curve of every run record under ``out/runs`` that held out a validation split.
+
+    A record's arm is ``"optimizer/table_grad_scale"`` and its condition ``"alpha=<alpha>"`` (the tuning
+    stage's two maps); records without a validation split (``val_fraction`` unset) are not tuning runs
+    and are skipped.
+
+    Raises
+    ------
+    TuningError
+        If ``out/runs`` holds no tuning record.
+    """
+    curves = []
+    for path in sorted(Path(out, "runs").glob("*.json")):
+        rec = json.loads(path.read_text())
+        run, res = rec["run"], rec["results"]
+        if not run.get("val_fraction"):
+            continue
+        eps = res["epochs"]
+        nan = math.nan
+        curves.append(
+            TuningCurve(
+                arm=f"{run['optimizer']}/{run['table_grad_scale']}",
+                lr=float(run["lr"]),
+                seed=int(run["train_seed"]),
+                val_accuracy=tuple(nan if e.get("val_accuracy") is None else float(e["val_accuracy"]) for e in eps),
+                train_loss=tuple(float(e["train_loss"]) for e in eps),
+                val_loss=tuple(nan if e.get("val_loss") is None else float(e["val_loss"]) for e in eps),
+                condition=f"alpha={run['alpha']:g}",
+            )
+        )
+    if not curves:
+        raise TuningError(
+            f"{out}/runs holds no run with a validation split; run the tuning stage first "
+            "(python -m analysis.reproduce --profile controls-tuning --out DIR)"
+        )
+    return curves
+
+
+def write_selection(out: str | Path, selections: Sequence[LRSelection], design: str | Path) -> tuple[Path, Path]:
+    """``out/tuning.json`` (every selection with its table and rule) and ``out/TUNING.md`` (the tuning table)."""
+    out = Path(out)
+    data = {"design": str(design), "selections": [s.to_dict() for s in selections]}
+    atomic_write_json(out / "tuning.json", data)
+    lines = [
+        "# Tuning stage: learning rates chosen on the validation split",
+        "",
+        f"Design: `{Path(design).name}`; rule: mean over tuning seeds of the best-epoch validation accuracy, an lr "
+        "with a diverged seed excluded, ties within the tolerance to the smallest lr, a choice at the grid's edge "
+        "flagged. Generated by `python -m analysis.tuning`; do not edit.",
+        "",
+        "| arm | condition | lr | score (val. acc. %) | SD | seeds | diverged | chosen |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in selections:
+        for row in s.table:
+            score = "n/a" if math.isnan(row.score) else f"{100 * row.score:.2f}"
+            sd = "n/a" if math.isnan(row.sd) else f"{100 * row.sd:.2f}"
+            mark = ("**yes**" + (f" (edge: {s.edge})" if s.edge else "")) if row.lr == s.lr else ""
+            lines.append(
+                f"| {s.arm} | {s.condition} | {row.lr:g} | {score} | {sd} | {row.seeds} | {row.diverged} | {mark} |"
+            )
+    md = out / "TUNING.md"
+    atomic_write_text(md, "\n".join(lines) + "\n")
+    return out / "tuning.json", md
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.tuning --out DIR``: apply a design's selection rule to the tuning runs in DIR."""
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.tuning",
+        description="Choose each control arm's learning rate from the tuning stage's validation curves by the "
+        "rule the design states (writes DIR/tuning.json and DIR/TUNING.md).",
+    )
+    p.add_argument("--out", required=True, help="the tuning stage's reproduction folder (its runs/*.json records)")
+    p.add_argument("--design", default=str(DESIGN), help=f"the design file (default: {DESIGN.name})")
+    args = p.parse_args(argv)
+    try:
+        rule, grids = design_tuning(args.design)
+        selections = select_all(curves_from_records(args.out), grids, rule)
+    except (TuningError, OSError, tomllib.TOMLDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    paths = write_selection(args.out, selections, args.design)
+    for s in selections:
+        print(f"{s.arm:16s} {s.condition:12s} lr = {s.lr}" + (f"  (edge: {s.edge})" if s.edge else ""))
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
