@@ -119,6 +119,11 @@ def _row(design: Design, dataset: str, c: ClaimDesign, part: str, v: np.ndarray,
     )
 
 
+def needed_text(seeds: float) -> str:
+    """A seed count for a table: rounded up, or "> 1000" (infinite: the effect cannot be reached)."""
+    return "> 1000" if not math.isfinite(seeds) or seeds > 1000 else f"{math.ceil(seeds)}"
+
+
 def markdown(rows: list[PowerRow]) -> str:
     """The power table as Markdown."""
     lines = [
@@ -127,9 +132,7 @@ def markdown(rows: list[PowerRow]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        need = (
-            "> 1000" if not math.isfinite(r.seeds_needed) or r.seeds_needed > 1000 else f"{math.ceil(r.seeds_needed)}"
-        )
+        need = needed_text(r.seeds_needed)
         lines.append(
             f"| {r.dataset} | {r.claim} | {r.part} | {r.pilot_mean:+.2f} | {r.pilot_sd:.2f} ({r.pilot_n}) | "
             f"{r.sd_plan:.2f} | {r.effect_plan:.2f} | {need} | {r.seeds_planned} | {r.power_plan:.2f} | "

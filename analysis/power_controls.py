@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .power import power_at, sd_upper, seeds_needed
+from .power import needed_text, power_at, sd_upper, seeds_needed
 
 __all__ = ["PlanRow", "pilot_values", "plan_rows", "markdown", "main", "PROXY", "ALPHA_LOW", "ALPHA_HIGH"]
 
@@ -170,9 +170,7 @@ def markdown(rows: list[PlanRow]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        need = (
-            "> 1000" if not math.isfinite(r.seeds_needed) or r.seeds_needed > 1000 else f"{math.ceil(r.seeds_needed)}"
-        )
+        need = needed_text(r.seeds_needed)
         mean = "none" if math.isnan(r.pilot_mean) else f"{r.pilot_mean:+.2f}"
         lines.append(
             f"| {r.dataset} | {r.part} | {mean} | {r.pilot_sd:.2f} ({r.pilot_n}) | {r.sd_plan:.2f} "
