@@ -29,7 +29,7 @@ import numpy as np
 
 from .design import PILOT_STUDY, ClaimDesign, Design, load_design, pilot_path, read_pilot
 
-__all__ = ["PowerRow", "power_rows", "seeds_needed", "power_at", "sd_upper", "markdown", "main"]
+__all__ = ["PowerRow", "power_rows", "seeds_needed", "power_at", "sd_upper", "needed_text", "markdown", "main"]
 
 
 def sd_upper(sd: float, n: int, confidence: float = 0.8) -> float:
