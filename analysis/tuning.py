@@ -383,8 +383,8 @@ def curves_from_records(out: str | Path) -> list[TuningCurve]:
     """The tuning curve of every run record under ``out/runs`` that held out a validation split.
 
     A record's arm is ``"optimizer/table_grad_scale"`` and its condition ``"alpha=<alpha>"`` (the tuning
-    stage's two maps); records without a validation split (``val_fraction`` unset) are not tuning runs
-    and are skipped.
+    stage's two maps; the map's kind for a map without an alpha); records without a validation split
+    (``val_fraction`` unset) are not tuning runs and are skipped.
 
     Raises
     ------
@@ -407,7 +407,7 @@ def curves_from_records(out: str | Path) -> list[TuningCurve]:
                 val_accuracy=tuple(nan if e.get("val_accuracy") is None else float(e["val_accuracy"]) for e in eps),
                 train_loss=tuple(float(e["train_loss"]) for e in eps),
                 val_loss=tuple(nan if e.get("val_loss") is None else float(e["val_loss"]) for e in eps),
-                condition=f"alpha={run['alpha']:g}",
+                condition=f"alpha={run['alpha']:g}" if run.get("alpha") is not None else str(run["kind"]),
             )
         )
     if not curves:
