@@ -37,14 +37,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from hashlab.io.atomic import atomic_write_json, atomic_write_text
-
-if TYPE_CHECKING:
-    from trainers.torch_backend.results import TrainResult
+from trainers.torch_backend.results import TrainResult  # plain dataclasses, no torch
 
 __all__ = [
     "TuningError",
@@ -397,19 +395,9 @@ def curves_from_records(out: str | Path) -> list[TuningCurve]:
         run, res = rec["run"], rec["results"]
         if not run.get("val_fraction"):
             continue
-        eps = res["epochs"]
-        nan = math.nan
-        curves.append(
-            TuningCurve(
-                arm=f"{run['optimizer']}/{run['table_grad_scale']}",
-                lr=float(run["lr"]),
-                seed=int(run["train_seed"]),
-                val_accuracy=tuple(nan if e.get("val_accuracy") is None else float(e["val_accuracy"]) for e in eps),
-                train_loss=tuple(float(e["train_loss"]) for e in eps),
-                val_loss=tuple(nan if e.get("val_loss") is None else float(e["val_loss"]) for e in eps),
-                condition=f"alpha={run['alpha']:g}" if run.get("alpha") is not None else str(run["kind"]),
-            )
-        )
+        arm = f"{run['optimizer']}/{run['table_grad_scale']}"
+        condition = f"alpha={run['alpha']:g}" if run.get("alpha") is not None else str(run["kind"])
+        curves.append(TuningCurve.from_result(arm, TrainResult.from_dict(res), condition))
     if not curves:
         raise TuningError(
             f"{out}/runs holds no run with a validation split; run the tuning stage first "
