@@ -156,8 +156,8 @@ class ArbMLPGroup(nn.Module):
             scales = [load_scale(loads[i], m, dtype) for i, m in enumerate(modes)]
             scale = None
             if any(s is not None for s in scales):  # a member with "none" reads factor 1 beside the scaled ones
-                scale = torch.cat([torch.ones(n, dtype=dtype) if s is None else s.cpu() for s in scales])
-                scale = scale.to(self.tables[str(t)].device)
+                ones = torch.ones(n, dtype=dtype, device=loads.device)
+                scale = torch.cat([ones if s is None else s for s in scales]).to(self.tables[str(t)].device)
             for j in readers:
                 self._scales[j] = scale
 
